@@ -1,0 +1,191 @@
+/**
+ * Server configuration: one documented type with defaults, read from a YAML file and from
+ * `BATCHLINE_*` environment variables (env wins). The CLI, the config file and the
+ * Kubernetes renderer all speak this shape.
+ */
+import { readFileSync } from 'node:fs';
+import { parse } from 'yaml';
+
+export type PoolName = 'cpu' | 'gpu';
+export const POOLS: readonly PoolName[] = ['cpu', 'gpu'];
+
+export interface BatchlineConfig {
+  redis: {
+    /** @defaultValue 'redis://127.0.0.1:6379' */
+    url: string;
+    /** Key prefix for every key batchline writes (BullMQ prefix included). @defaultValue 'batchline' */
+    prefix: string;
+  };
+  http: {
+    /** @defaultValue '0.0.0.0' */
+    host: string;
+    /** @defaultValue 4000 */
+    port: number;
+    /** Largest request body accepted, in bytes. @defaultValue 1048576 */
+    maxBodyBytes: number;
+    /** Serve GraphiQL at /graphql. @defaultValue true */
+    graphiql: boolean;
+    /** Allow schema introspection. @defaultValue true */
+    introspection: boolean;
+  };
+  models: {
+    /** Model repository folder, laid out `<model>/<version>/model.onnx`. @defaultValue 'models' */
+    repository: string;
+  };
+  results: {
+    /** How long results (and failures) stay readable by id. @defaultValue 3600 */
+    ttlSeconds: number;
+  };
+  predict: {
+    /** Deadline of a synchronous `predict`. @defaultValue 30000 */
+    timeoutMs: number;
+    /** Most rows in one request, whatever a model allows. @defaultValue 1024 */
+    maxRows: number;
+  };
+  cache: {
+    /** @defaultValue 10000 */
+    maxEntries: number;
+    /** Bytes of cached results (approximate, JSON length). @defaultValue 67108864 */
+    maxBytes: number;
+    /** @defaultValue 300000 */
+    ttlMs: number;
+  };
+  queue: {
+    /** Most jobs waiting in one pool before new work is refused with 503. @defaultValue 10000 */
+    maxDepth: number;
+  };
+  workers: {
+    /** Concurrent jobs per worker process; 0 derives it from cgroup CPU and memory limits. @defaultValue 0 */
+    concurrency: number;
+    /** Inference threads per worker process; 0 derives it. @defaultValue 0 */
+    threads: number;
+    /** onnxruntime intra-op threads per inference thread; 0 derives it. @defaultValue 0 */
+    intraOpThreads: number;
+    /** `auto` uses CUDA in the gpu pool when onnxruntime-node has it. @defaultValue 'auto' */
+    executionProvider: 'auto' | 'cpu' | 'cuda';
+    /** How long a stopping worker waits for work in hand. @defaultValue 20000 */
+    shutdownTimeoutMs: number;
+  };
+  log: {
+    /** @defaultValue 'info' */
+    level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+    /** Also write JSON logs to this file, rotated daily. @defaultValue '' (off) */
+    file: string;
+    /** Days of rotated log files kept. @defaultValue 7 */
+    retentionDays: number;
+  };
+}
+
+export const DEFAULT_CONFIG: BatchlineConfig = {
+  redis: { url: 'redis://127.0.0.1:6379', prefix: 'batchline' },
+  http: { host: '0.0.0.0', port: 4000, maxBodyBytes: 1_048_576, graphiql: true, introspection: true },
+  models: { repository: 'models' },
+  results: { ttlSeconds: 3600 },
+  predict: { timeoutMs: 30_000, maxRows: 1024 },
+  cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
+  queue: { maxDepth: 10_000 },
+  workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000 },
+  log: { level: 'info', file: '', retentionDays: 7 },
+};
+
+/** Environment variables and the config path each sets. */
+export const ENV_VARS: Record<string, string> = {
+  BATCHLINE_REDIS_URL: 'redis.url',
+  BATCHLINE_REDIS_PREFIX: 'redis.prefix',
+  BATCHLINE_HOST: 'http.host',
+  BATCHLINE_PORT: 'http.port',
+  BATCHLINE_MAX_BODY_BYTES: 'http.maxBodyBytes',
+  BATCHLINE_GRAPHIQL: 'http.graphiql',
+  BATCHLINE_INTROSPECTION: 'http.introspection',
+  BATCHLINE_MODELS: 'models.repository',
+  BATCHLINE_RESULT_TTL_SECONDS: 'results.ttlSeconds',
+  BATCHLINE_PREDICT_TIMEOUT_MS: 'predict.timeoutMs',
+  BATCHLINE_MAX_ROWS: 'predict.maxRows',
+  BATCHLINE_CACHE_MAX_ENTRIES: 'cache.maxEntries',
+  BATCHLINE_CACHE_MAX_BYTES: 'cache.maxBytes',
+  BATCHLINE_CACHE_TTL_MS: 'cache.ttlMs',
+  BATCHLINE_QUEUE_MAX_DEPTH: 'queue.maxDepth',
+  BATCHLINE_WORKER_CONCURRENCY: 'workers.concurrency',
+  BATCHLINE_WORKER_THREADS: 'workers.threads',
+  BATCHLINE_INTRA_OP_THREADS: 'workers.intraOpThreads',
+  BATCHLINE_EXECUTION_PROVIDER: 'workers.executionProvider',
+  BATCHLINE_SHUTDOWN_TIMEOUT_MS: 'workers.shutdownTimeoutMs',
+  BATCHLINE_LOG_LEVEL: 'log.level',
+  BATCHLINE_LOG_FILE: 'log.file',
+  BATCHLINE_LOG_RETENTION_DAYS: 'log.retentionDays',
+};
+
+type Tree = Record<string, unknown>;
+
+function isTree(v: unknown): v is Tree {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Deep-merges `over` into a copy of `base`, checking each leaf against the base's type. */
+function merge(base: Tree, over: Tree, path: string): Tree {
+  const out: Tree = { ...base };
+  for (const [key, value] of Object.entries(over)) {
+    const at = path ? `${path}.${key}` : key;
+    if (!(key in base)) throw new Error(`config: unknown setting '${at}'`);
+    const current = base[key];
+    if (isTree(current)) {
+      if (!isTree(value)) throw new Error(`config: '${at}' must be a mapping`);
+      out[key] = merge(current, value, at);
+    } else {
+      out[key] = coerce(value, current, at);
+    }
+  }
+  return out;
+}
+
+function coerce(value: unknown, like: unknown, at: string): unknown {
+  if (typeof like === 'number') {
+    const n = typeof value === 'string' ? Number(value) : value;
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) throw new Error(`config: '${at}' must be a non-negative number, got ${JSON.stringify(value)}`);
+    return n;
+  }
+  if (typeof like === 'boolean') {
+    if (typeof value === 'boolean') return value;
+    if (value === 'true' || value === '1') return true;
+    if (value === 'false' || value === '0') return false;
+    throw new Error(`config: '${at}' must be true or false, got ${JSON.stringify(value)}`);
+  }
+  if (typeof value !== 'string') throw new Error(`config: '${at}' must be a string`);
+  return value;
+}
+
+function fromEnv(env: NodeJS.ProcessEnv): Tree {
+  const out: Tree = {};
+  for (const [name, path] of Object.entries(ENV_VARS)) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    const [section, key] = path.split('.');
+    const sec = (out[section] ??= {}) as Tree;
+    sec[key] = value;
+  }
+  return out;
+}
+
+/**
+ * Reads the configuration: defaults, then the YAML file (`file` or `BATCHLINE_CONFIG`),
+ * then environment variables, then `overrides` (from CLI flags).
+ */
+export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; overrides?: Tree } = {}): BatchlineConfig {
+  const env = options.env ?? process.env;
+  let tree: Tree = structuredClone(DEFAULT_CONFIG) as unknown as Tree;
+  const file = options.file ?? env.BATCHLINE_CONFIG;
+  if (file) {
+    const parsed: unknown = parse(readFileSync(file, 'utf8'));
+    if (parsed != null) {
+      if (!isTree(parsed)) throw new Error(`config: ${file} must hold a mapping`);
+      tree = merge(tree, parsed, '');
+    }
+  }
+  tree = merge(tree, fromEnv(env), '');
+  if (options.overrides) tree = merge(tree, options.overrides, '');
+  const config = tree as unknown as BatchlineConfig;
+  if (!['auto', 'cpu', 'cuda'].includes(config.workers.executionProvider)) {
+    throw new Error(`config: 'workers.executionProvider' must be auto, cpu or cuda`);
+  }
+  return config;
+}

@@ -1,0 +1,85 @@
+/**
+ * One registry of error codes. Each code has one HTTP status; every transport (GraphQL over
+ * HTTP, SSE, WebSocket) and every process (API, worker) uses the same table, so clients can
+ * rely on `extensions.code`.
+ */
+
+export const ERROR_CODES = {
+  BAD_USER_INPUT: { status: 400, retryable: false, message: 'Invalid input' },
+  UNAUTHENTICATED: { status: 401, retryable: false, message: 'Missing or unknown API key' },
+  FORBIDDEN: { status: 403, retryable: false, message: 'Not allowed' },
+  MODEL_NOT_FOUND: { status: 404, retryable: false, message: 'Unknown model' },
+  MODEL_VERSION_NOT_FOUND: { status: 404, retryable: false, message: 'Unknown model version' },
+  PREDICTION_NOT_FOUND: { status: 404, retryable: false, message: 'Unknown prediction id' },
+  PAYLOAD_TOO_LARGE: { status: 413, retryable: false, message: 'Request too large' },
+  RATE_LIMITED: { status: 429, retryable: true, message: 'Too many requests' },
+  CANCELLED: { status: 409, retryable: false, message: 'Prediction cancelled' },
+  INFERENCE_FAILED: { status: 500, retryable: true, message: 'Inference failed' },
+  INTERNAL_SERVER_ERROR: { status: 500, retryable: false, message: 'Unexpected error' },
+  MODEL_NOT_READY: { status: 503, retryable: true, message: 'Model not ready' },
+  SERVICE_UNAVAILABLE: { status: 503, retryable: true, message: 'Service unavailable' },
+  QUEUE_FULL: { status: 503, retryable: true, message: 'No capacity, try again later' },
+  DEADLINE_EXCEEDED: { status: 504, retryable: true, message: 'Prediction timed out' },
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export interface ServingErrorOptions {
+  /** Seconds a client should wait before retrying (sent as `Retry-After`). */
+  retryAfterSeconds?: number;
+  /** The input field at fault, for BAD_USER_INPUT. */
+  field?: string;
+  cause?: unknown;
+}
+
+/** An error a client may see: a stable code, its HTTP status, and a message safe to show. */
+export class ServingError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly retryAfterSeconds?: number;
+  readonly field?: string;
+
+  constructor(code: ErrorCode, message?: string, options: ServingErrorOptions = {}) {
+    super(message ?? ERROR_CODES[code].message, { cause: options.cause });
+    this.name = 'ServingError';
+    this.code = code;
+    this.status = ERROR_CODES[code].status;
+    this.field = options.field;
+    this.retryAfterSeconds =
+      options.retryAfterSeconds ?? (code === 'SERVICE_UNAVAILABLE' || code === 'QUEUE_FULL' || code === 'MODEL_NOT_READY' ? 1 : undefined);
+  }
+
+  /** The plain form stored with results and sent between processes. */
+  toJSON(): SerializedError {
+    return { code: this.code, message: this.message, ...(this.field ? { field: this.field } : {}) };
+  }
+}
+
+export interface SerializedError {
+  code: ErrorCode;
+  message: string;
+  field?: string;
+}
+
+export function isErrorCode(code: unknown): code is ErrorCode {
+  return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
+}
+
+export function badInput(field: string, message: string): ServingError {
+  return new ServingError('BAD_USER_INPUT', `${field}: ${message}`, { field });
+}
+
+/** Rebuilds an error received from another process; unknown codes become INTERNAL_SERVER_ERROR. */
+export function fromSerialized(e: SerializedError): ServingError {
+  return isErrorCode(e.code) ? new ServingError(e.code, e.message, { field: e.field }) : new ServingError('INTERNAL_SERVER_ERROR');
+}
+
+/** True for errors that come from a lost or refused Redis connection. */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const m = err.message;
+  return (
+    /Connection is closed|Stream isn't writeable|enableOfflineQueue|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|MaxRetriesPerRequest|connect ETIMEDOUT|LOADING|Command timed out/i.test(m) ||
+    (err as { code?: string }).code === 'ECONNREFUSED'
+  );
+}

@@ -1,0 +1,111 @@
+/**
+ * Turns a request's input (text, one row of features, several rows, or Open Inference
+ * Protocol tensors) into one normalised form, checked against the model's declared
+ * tensors. Every rejection names the field and what was expected.
+ */
+import { badInput } from './errors.ts';
+import type { Datatype, ModelConfig } from './model-config.ts';
+
+export interface TensorData {
+  name: string;
+  datatype: Datatype;
+  /** Full shape, batch dimension first. */
+  shape: number[];
+  /** Row-major values. */
+  data: number[];
+}
+
+export type NormalizedInput = { kind: 'text'; texts: string[] } | { kind: 'tensors'; tensors: TensorData[] };
+
+/** The request's input as the API receives it; exactly one form is set. */
+export interface PredictionInput {
+  text?: string | null;
+  texts?: string[] | null;
+  features?: number[] | null;
+  instances?: number[][] | null;
+  tensors?: { name: string; shape: number[]; datatype: string; data: number[] }[] | null;
+}
+
+const INTEGER_TYPES: ReadonlySet<Datatype> = new Set(['INT32', 'INT64', 'UINT8', 'INT8']);
+
+function checkValues(field: string, data: number[], datatype: Datatype): void {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i];
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw badInput(`${field}[${i}]`, `expected a finite number, got ${String(v)}`);
+    if (INTEGER_TYPES.has(datatype) && !Number.isInteger(v)) throw badInput(`${field}[${i}]`, `expected an integer for ${datatype}, got ${v}`);
+    if (datatype === 'BOOL' && v !== 0 && v !== 1) throw badInput(`${field}[${i}]`, `expected 0 or 1 for BOOL, got ${v}`);
+  }
+}
+
+function rowWidth(shape: number[]): number {
+  return shape.slice(1).reduce((a, b) => a * b, 1);
+}
+
+/** Validates and normalises `input` for `config`. Returns the form the worker runs, and its row count. */
+export function normalizeInput(input: PredictionInput, config: ModelConfig, maxRows: number): { input: NormalizedInput; rows: number } {
+  const given = (['text', 'texts', 'features', 'instances', 'tensors'] as const).filter((k) => input[k] != null);
+  if (given.length !== 1) {
+    throw badInput('input', given.length === 0 ? 'give one of text, texts, features, instances or tensors' : `give only one of ${given.join(', ')}`);
+  }
+  const limit = Math.min(maxRows, config.maxRowsPerRequest);
+  const form = given[0];
+
+  if (form === 'text' || form === 'texts') {
+    const texts = form === 'text' ? [input.text as string] : (input.texts as string[]);
+    if (!config.preprocessing) throw badInput(`input.${form}`, `model '${config.name}' takes no text; send features, instances or tensors`);
+    if (texts.length === 0) throw badInput('input.texts', 'expected at least one text');
+    if (texts.length > limit) throw badInput('input.texts', `at most ${limit} rows per request, got ${texts.length}`);
+    const maxLength = config.preprocessing.maxLength ?? 256;
+    texts.forEach((t, i) => {
+      const at = form === 'text' ? 'input.text' : `input.texts[${i}]`;
+      if (typeof t !== 'string' || t.trim().length === 0) throw badInput(at, 'expected a non-empty string');
+      if (t.length > maxLength) throw badInput(at, `at most ${maxLength} characters, got ${t.length}`);
+    });
+    return { input: { kind: 'text', texts }, rows: texts.length };
+  }
+
+  if (form === 'features' || form === 'instances') {
+    if (config.inputs.length !== 1) throw badInput(`input.${form}`, `model '${config.name}' has ${config.inputs.length} inputs; send tensors`);
+    const spec = config.inputs[0];
+    const rows = form === 'features' ? [input.features as number[]] : (input.instances as number[][]);
+    if (rows.length === 0) throw badInput('input.instances', 'expected at least one row');
+    if (rows.length > limit) throw badInput(`input.${form}`, `at most ${limit} rows per request, got ${rows.length}`);
+    const width = rowWidth(spec.shape);
+    if (spec.shape.slice(1).some((d) => d === -1)) throw badInput(`input.${form}`, `input '${spec.name}' has dynamic inner dimensions; send tensors with a shape`);
+    const data: number[] = [];
+    rows.forEach((row, r) => {
+      const at = form === 'features' ? 'input.features' : `input.instances[${r}]`;
+      if (row.length !== width) throw badInput(at, `expected ${width} values for input '${spec.name}' of shape ${JSON.stringify(spec.shape)}, got ${row.length}`);
+      checkValues(at, row, spec.datatype);
+      for (const v of row) data.push(v);
+    });
+    return { input: { kind: 'tensors', tensors: [{ name: spec.name, datatype: spec.datatype, shape: [rows.length, ...spec.shape.slice(1)], data }] }, rows: rows.length };
+  }
+
+  const tensors = input.tensors as NonNullable<PredictionInput['tensors']>;
+  const seen = new Set<string>();
+  let batch = -1;
+  const out: TensorData[] = tensors.map((t, i) => {
+    const at = `input.tensors[${i}]`;
+    const spec = config.inputs.find((s) => s.name === t.name);
+    if (!spec) throw badInput(`${at}.name`, `model '${config.name}' has no input '${t.name}'; inputs are ${config.inputs.map((s) => s.name).join(', ')}`);
+    if (seen.has(t.name)) throw badInput(`${at}.name`, `input '${t.name}' given twice`);
+    seen.add(t.name);
+    if (t.datatype !== spec.datatype) throw badInput(`${at}.datatype`, `expected ${spec.datatype} for input '${spec.name}', got ${t.datatype}`);
+    if (t.shape.length !== spec.shape.length) throw badInput(`${at}.shape`, `expected rank ${spec.shape.length} like ${JSON.stringify(spec.shape)}, got ${JSON.stringify(t.shape)}`);
+    t.shape.forEach((d, k) => {
+      if (!Number.isInteger(d) || d <= 0) throw badInput(`${at}.shape[${k}]`, `expected a positive integer, got ${d}`);
+      if (spec.shape[k] !== -1 && spec.shape[k] !== d) throw badInput(`${at}.shape[${k}]`, `expected ${spec.shape[k]} as in ${JSON.stringify(spec.shape)}, got ${d}`);
+    });
+    if (batch !== -1 && t.shape[0] !== batch) throw badInput(`${at}.shape[0]`, `all inputs must have the same batch size ${batch}, got ${t.shape[0]}`);
+    batch = t.shape[0];
+    const size = t.shape.reduce((a, b) => a * b, 1);
+    if (t.data.length !== size) throw badInput(`${at}.data`, `shape ${JSON.stringify(t.shape)} needs ${size} values, got ${t.data.length}`);
+    checkValues(`${at}.data`, t.data, spec.datatype);
+    return { name: spec.name, datatype: spec.datatype, shape: [...t.shape], data: t.data };
+  });
+  const missing = config.inputs.filter((s) => !seen.has(s.name)).map((s) => s.name);
+  if (missing.length) throw badInput('input.tensors', `missing input(s) ${missing.join(', ')}`);
+  if (batch > limit) throw badInput('input.tensors', `at most ${limit} rows per request, got ${batch}`);
+  return { input: { kind: 'tensors', tensors: out }, rows: batch };
+}

@@ -1,0 +1,28 @@
+/**
+ * pino JSON logs to stdout, and optionally to a file rotated daily keeping
+ * `retentionDays` days. API keys and raw inputs are never logged.
+ */
+import { pino, type Logger } from 'pino';
+import type { BatchlineConfig } from './config.ts';
+
+export type { Logger };
+
+export function createLogger(config: BatchlineConfig['log'], base: Record<string, unknown> = {}): Logger {
+  const options = {
+    level: config.level,
+    base: { pid: process.pid, ...base },
+    redact: { paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'apiKey', '*.apiKey'], censor: '[redacted]' },
+  };
+  if (!config.file) return pino(options, pino.destination({ dest: 1, sync: false }));
+  const transport = pino.transport({
+    targets: [
+      { target: 'pino/file', options: { destination: 1 }, level: config.level },
+      {
+        target: 'pino-roll',
+        options: { file: config.file, frequency: 'daily', mkdir: true, dateFormat: 'yyyy-MM-dd', limit: { count: Math.max(0, config.retentionDays - 1) } },
+        level: config.level,
+      },
+    ],
+  });
+  return pino(options, transport);
+}

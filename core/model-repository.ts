@@ -1,0 +1,229 @@
+/**
+ * The model repository: a folder laid out `<model>/<version>/model.onnx` with a
+ * `<model>/config.yaml` (and optional per-version overrides). Scanning it checks each config
+ * against the ONNX graph's own metadata; a model that fails to load or disagrees is kept as
+ * FAILED with the reason (shown in the `models` query and logged), never served, never fatal.
+ */
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parse } from 'yaml';
+import type { ModelConfig, TensorSpec, Datatype } from './model-config.ts';
+import type { PoolName } from './config.ts';
+
+export interface ModelVersion {
+  name: string;
+  version: string;
+  path: string;
+  config: ModelConfig;
+  status: 'READY' | 'FAILED';
+  /** Why a FAILED version was skipped. */
+  error?: string;
+  /** Contents of `<version>/metrics.json`, when the build recorded one. */
+  metrics?: Record<string, unknown>;
+  sizeBytes: number;
+}
+
+const DATATYPES: readonly Datatype[] = ['FP32', 'FP64', 'INT32', 'INT64', 'BOOL', 'UINT8', 'INT8'];
+
+/** onnxruntime's tensor type names for our datatypes. */
+export const ORT_TYPE: Record<Datatype, string> = {
+  FP32: 'float32',
+  FP64: 'float64',
+  INT32: 'int32',
+  INT64: 'int64',
+  BOOL: 'bool',
+  UINT8: 'uint8',
+  INT8: 'int8',
+};
+
+type Raw = Record<string, unknown>;
+
+function fail(msg: string): never {
+  throw new Error(msg);
+}
+
+function tensorSpecs(raw: unknown, what: string): TensorSpec[] {
+  if (!Array.isArray(raw) || raw.length === 0) fail(`'${what}' must list at least one tensor`);
+  return raw.map((t: Raw, i) => {
+    const at = `${what}[${i}]`;
+    if (typeof t?.name !== 'string' || !t.name) fail(`'${at}.name' is required`);
+    if (!DATATYPES.includes(t.datatype as Datatype)) fail(`'${at}.datatype' must be one of ${DATATYPES.join(', ')}`);
+    const shape = t.shape;
+    if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => Number.isInteger(d) && (d === -1 || d > 0))) {
+      fail(`'${at}.shape' must be a list of positive integers or -1`);
+    }
+    if (shape[0] !== -1) fail(`'${at}.shape' must start with the dynamic batch dimension -1`);
+    return { name: t.name, datatype: t.datatype as Datatype, shape: shape as number[] };
+  });
+}
+
+/** Validates a parsed config.yaml and fills in defaults. Throws with the field at fault. */
+export function parseModelConfig(raw: unknown, fallbackName: string): ModelConfig {
+  if (typeof raw !== 'object' || raw === null) fail('config.yaml must hold a mapping');
+  const r = raw as Raw;
+  const pool = (r.pool ?? 'cpu') as PoolName;
+  if (pool !== 'cpu' && pool !== 'gpu') fail(`'pool' must be cpu or gpu`);
+  const inputs = tensorSpecs(r.inputs, 'inputs');
+  const outputs = tensorSpecs(r.outputs, 'outputs');
+  const labels = r.labels as string[] | undefined;
+  if (labels !== undefined && (!Array.isArray(labels) || !labels.every((l) => typeof l === 'string'))) fail(`'labels' must be a list of strings`);
+  const task = (r.task ?? (labels ? 'classification' : 'raw')) as ModelConfig['task'];
+  if (task !== 'classification' && task !== 'raw') fail(`'task' must be classification or raw`);
+  const scoresOutput = (r.scoresOutput as string | undefined) ?? outputs[0].name;
+  const scores = outputs.find((o) => o.name === scoresOutput);
+  if (!scores) fail(`'scoresOutput' names no output: ${scoresOutput}`);
+  if (task === 'classification') {
+    if (!labels) fail(`'labels' is required for a classification model`);
+    const width = scores.shape[scores.shape.length - 1];
+    if (width !== -1 && width !== labels.length) fail(`'labels' has ${labels.length} names but output '${scoresOutput}' has ${width} classes`);
+  }
+  const scoresKind = (r.scoresKind ?? 'probabilities') as ModelConfig['scoresKind'];
+  if (scoresKind !== 'probabilities' && scoresKind !== 'logits') fail(`'scoresKind' must be probabilities or logits`);
+  const pre = r.preprocessing as Raw | undefined;
+  if (pre) {
+    if (pre.type !== 'char-ngrams') fail(`'preprocessing.type' must be char-ngrams`);
+    if (!Number.isInteger(pre.dims) || (pre.dims as number) <= 0) fail(`'preprocessing.dims' must be a positive integer`);
+    if (inputs.length !== 1 || inputs[0].shape.length !== 2 || inputs[0].shape[1] !== pre.dims) {
+      fail(`'preprocessing' yields [-1, ${pre.dims}] but the model's input is ${JSON.stringify(inputs.map((i) => i.shape))}`);
+    }
+  }
+  const num = (v: unknown, d: number, at: string, min = 0): number => {
+    if (v === undefined) return d;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < min) fail(`'${at}' must be a number >= ${min}`);
+    return v;
+  };
+  const cache = (r.cache ?? {}) as Raw;
+  const batching = (r.batching ?? {}) as Raw;
+  const retry = (r.retry ?? {}) as Raw;
+  const policy = (batching.policy ?? 'fixed') as ModelConfig['batching']['policy'];
+  if (!['fixed', 'aimd', 'predictive'].includes(policy)) fail(`'batching.policy' must be fixed, aimd or predictive`);
+  return {
+    name: typeof r.name === 'string' ? r.name : fallbackName,
+    description: typeof r.description === 'string' ? r.description : undefined,
+    pool,
+    task,
+    inputs,
+    outputs,
+    labels,
+    scoresOutput,
+    scoresKind,
+    preprocessing: pre as ModelConfig['preprocessing'],
+    cache: { enabled: cache.enabled !== false, ttlMs: num(cache.ttlMs, 300_000, 'cache.ttlMs') },
+    batching: {
+      policy,
+      maxBatchSize: num(batching.maxBatchSize, 32, 'batching.maxBatchSize', 1),
+      maxDelayMs: num(batching.maxDelayMs, 5, 'batching.maxDelayMs'),
+      sloMs: num(batching.sloMs, 50, 'batching.sloMs', 1),
+    },
+    retry: { attempts: num(retry.attempts, 3, 'retry.attempts', 1), backoffMs: num(retry.backoffMs, 1000, 'retry.backoffMs') },
+    maxRowsPerRequest: num(r.maxRowsPerRequest, 256, 'maxRowsPerRequest', 1),
+  };
+}
+
+function readYaml(path: string): Raw | undefined {
+  if (!existsSync(path)) return undefined;
+  return parse(readFileSync(path, 'utf8')) as Raw;
+}
+
+/** Checks the config's tensors against the session's metadata; returns the disagreement, if any. */
+export async function verifyAgainstGraph(path: string, config: ModelConfig): Promise<void> {
+  const ort = await import('onnxruntime-node');
+  const session = await ort.InferenceSession.create(path, { intraOpNumThreads: 1, graphOptimizationLevel: 'disabled' });
+  try {
+    const check = (kind: 'input' | 'output', specs: TensorSpec[], names: readonly string[], meta: readonly unknown[]): void => {
+      const declared = specs.map((s) => s.name).sort();
+      const actual = [...names].sort();
+      if (declared.join(',') !== actual.join(',')) fail(`config ${kind}s [${declared}] but the graph has [${actual}]`);
+      for (const spec of specs) {
+        const m = (meta as { name: string; isTensor: boolean; type?: string; shape?: ReadonlyArray<number | string> }[]).find((x) => x.name === spec.name);
+        if (!m || !m.isTensor) continue;
+        if (m.type && m.type !== ORT_TYPE[spec.datatype]) fail(`${kind} '${spec.name}' is ${m.type} in the graph, config says ${spec.datatype}`);
+        const shape = m.shape ?? [];
+        if (shape.length === 0) continue;
+        if (shape.length !== spec.shape.length) fail(`${kind} '${spec.name}' has rank ${shape.length} in the graph, config says ${spec.shape.length}`);
+        shape.forEach((d, i) => {
+          const c = spec.shape[i];
+          if (typeof d === 'number' && d > 0 && c !== -1 && c !== d) fail(`${kind} '${spec.name}' dimension ${i} is ${d} in the graph, config says ${c}`);
+          if (i === 0 && typeof d === 'number' && d > 0) fail(`${kind} '${spec.name}' has a fixed batch dimension ${d}; it must be dynamic`);
+        });
+      }
+    };
+    check('input', config.inputs, session.inputNames, session.inputMetadata ?? []);
+    check('output', config.outputs, session.outputNames, session.outputMetadata ?? []);
+  } finally {
+    await session.release();
+  }
+}
+
+function compareVersions(a: string, b: string): number {
+  const na = Number(a);
+  const nb = Number(b);
+  if (Number.isFinite(na) && Number.isFinite(nb)) return na - nb;
+  return a.localeCompare(b);
+}
+
+/** What the repository knows after a scan. Read-only; a new scan makes a new one. */
+export class ModelRepository {
+  readonly dir: string;
+  readonly versions: ModelVersion[];
+
+  constructor(dir: string, versions: ModelVersion[]) {
+    this.dir = dir;
+    this.versions = versions;
+  }
+
+  /** Scans `dir`, verifying every version against its graph. Never throws for a bad model. */
+  static async scan(dir: string, options: { verify?: boolean; onSkip?: (v: ModelVersion) => void } = {}): Promise<ModelRepository> {
+    const root = resolve(dir);
+    const found: ModelVersion[] = [];
+    if (!existsSync(root)) return new ModelRepository(root, found);
+    for (const name of readdirSync(root).sort()) {
+      const modelDir = join(root, name);
+      if (!statSync(modelDir).isDirectory() || name.startsWith('.')) continue;
+      let base: Raw | undefined;
+      let baseError: string | undefined;
+      try {
+        base = readYaml(join(modelDir, 'config.yaml'));
+      } catch (e) {
+        baseError = `config.yaml: ${(e as Error).message}`;
+      }
+      const versionDirs = readdirSync(modelDir).filter((v) => existsSync(join(modelDir, v, 'model.onnx'))).sort(compareVersions);
+      for (const version of versionDirs) {
+        const path = join(modelDir, version, 'model.onnx');
+        const mv: ModelVersion = { name, version, path, status: 'FAILED', config: undefined as unknown as ModelConfig, sizeBytes: statSync(path).size };
+        try {
+          if (baseError) fail(baseError);
+          const override = readYaml(join(modelDir, version, 'config.yaml'));
+          if (!base && !override) fail(`no config.yaml for model '${name}'`);
+          mv.config = parseModelConfig({ ...base, ...override }, name);
+          mv.config.name = name;
+          if (options.verify !== false) await verifyAgainstGraph(path, mv.config);
+          const metricsPath = join(modelDir, version, 'metrics.json');
+          if (existsSync(metricsPath)) mv.metrics = JSON.parse(readFileSync(metricsPath, 'utf8')) as Record<string, unknown>;
+          mv.status = 'READY';
+        } catch (e) {
+          mv.error = (e as Error).message;
+          options.onSkip?.(mv);
+        }
+        found.push(mv);
+      }
+    }
+    return new ModelRepository(root, found);
+  }
+
+  ready(): ModelVersion[] {
+    return this.versions.filter((v) => v.status === 'READY');
+  }
+
+  /** The version asked for, or the newest ready one. Undefined when the model or version is unknown. */
+  find(name: string, version?: string | null): ModelVersion | undefined {
+    const candidates = this.versions.filter((v) => v.name === name);
+    if (version) return candidates.find((v) => v.version === version);
+    const ready = candidates.filter((v) => v.status === 'READY');
+    return ready[ready.length - 1] ?? candidates[candidates.length - 1];
+  }
+
+  has(name: string): boolean {
+    return this.versions.some((v) => v.name === name);
+  }
+}

@@ -1,0 +1,61 @@
+/**
+ * LRU cache of results in front of inference, keyed on model, version and the canonical
+ * input. Bounded by entries and bytes, with a TTL. Concurrent identical requests share one
+ * inference (lru-cache's fetch coalesces); failures are never stored.
+ */
+import { createHash } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { NormalizedInput } from './input.ts';
+import type { PredictionResult } from './prediction.ts';
+
+export interface CacheOptions {
+  maxEntries: number;
+  maxBytes: number;
+  ttlMs: number;
+}
+
+interface Entry {
+  result: PredictionResult;
+  size: number;
+}
+
+export function cacheKey(model: string, version: string, input: NormalizedInput): string {
+  const hash = createHash('sha256').update(JSON.stringify(input)).digest('base64url');
+  return `${model}@${version}:${hash}`;
+}
+
+export class PredictionCache {
+  private readonly lru: LRUCache<string, Entry, () => Promise<PredictionResult>>;
+
+  constructor(options: CacheOptions) {
+    this.lru = new LRUCache<string, Entry, () => Promise<PredictionResult>>({
+      max: Math.max(1, options.maxEntries),
+      maxSize: Math.max(1, options.maxBytes),
+      sizeCalculation: (e) => Math.max(1, e.size),
+      ttl: options.ttlMs,
+      fetchMethod: async (_key, _stale, { context }) => {
+        const result = await context();
+        return { result, size: JSON.stringify(result).length };
+      },
+    });
+  }
+
+  /**
+   * Returns the cached result for `key`, or runs `compute` (once, however many callers ask
+   * at the same time). `cached` is true when this caller did not start the inference.
+   */
+  async getOrCompute(key: string, compute: () => Promise<PredictionResult>, ttlMs?: number): Promise<{ result: PredictionResult; cached: boolean }> {
+    const status: LRUCache.Status<string, Entry, () => Promise<PredictionResult>> = {};
+    const entry = await this.lru.fetch(key, { context: compute, status, ttl: ttlMs });
+    if (!entry) throw new Error('cache fetch returned nothing');
+    return { result: entry.result, cached: status.fetch === 'hit' || status.fetch === 'inflight' };
+  }
+
+  peek(key: string): PredictionResult | undefined {
+    return this.lru.get(key)?.result;
+  }
+
+  get size(): number {
+    return this.lru.size;
+  }
+}

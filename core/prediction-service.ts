@@ -1,0 +1,256 @@
+/**
+ * The API process's view of serving: validate, cache, enqueue, wait or hand out a ticket,
+ * read results. Resolvers are thin adapters over this class; it knows no GraphQL or HTTP.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import { ServingError, fromSerialized } from './errors.ts';
+import type { BatchlineConfig } from './config.ts';
+import { normalizeInput, type PredictionInput, type NormalizedInput } from './input.ts';
+import type { ModelRepository, ModelVersion } from './model-repository.ts';
+import type { PredictionQueues } from './queues.ts';
+import { SYNC_PRIORITY, bullPriority, asServingError } from './queues.ts';
+import type { ResultStore } from './result-store.ts';
+import type { ResultFeed } from './result-feed.ts';
+import { PredictionCache, cacheKey } from './prediction-cache.ts';
+import type { Metrics } from './metrics.ts';
+import type { Logger } from './logger.ts';
+import type { WorkerRegistry } from './worker-registry.ts';
+import type { PredictionRecord, PredictionResult, PredictionJobData } from './prediction.ts';
+
+export interface PredictRequest {
+  model: string;
+  version?: string | null;
+  input: PredictionInput;
+  requestId: string;
+  /** Deadline for this request; capped by the server's `predict.timeoutMs`. */
+  timeoutMs?: number | null;
+}
+
+export interface SubmitRequest extends PredictRequest {
+  /** 1-10, 10 most urgent. @defaultValue 5 */
+  priority?: number | null;
+}
+
+export interface Ticket {
+  id: string;
+  status: PredictionRecord['status'];
+  model: string;
+  version: string;
+  submittedAt: number;
+}
+
+export interface ModelInfo extends ModelVersion {
+  /** Live workers serving this version. */
+  workers: number;
+  ready: boolean;
+  /** Current batch row limit reported by a worker (adaptive policies move it). */
+  batchLimit?: number;
+}
+
+export interface PredictionServiceDeps {
+  config: BatchlineConfig;
+  repository: ModelRepository;
+  queues: PredictionQueues;
+  store: ResultStore;
+  feed: ResultFeed;
+  workers: WorkerRegistry;
+  redis: Redis;
+  metrics: Metrics;
+  logger: Logger;
+}
+
+export class PredictionService {
+  private readonly deps: PredictionServiceDeps;
+  private readonly cache: PredictionCache;
+  repository: ModelRepository;
+
+  constructor(deps: PredictionServiceDeps) {
+    this.deps = deps;
+    this.repository = deps.repository;
+    this.cache = new PredictionCache(deps.config.cache);
+  }
+
+  /** Every model version in the repository, with its live worker count. */
+  async models(): Promise<ModelInfo[]> {
+    const alive = await this.deps.workers.alive().catch(() => []);
+    return this.repository.versions.map((v) => {
+      const key = `${v.name}@${v.version}`;
+      const serving = alive.filter((w) => w.models.includes(key));
+      const batchLimit = serving.map((w) => w.batching?.[key]?.limit).find((l) => l !== undefined);
+      return { ...v, workers: serving.length, ready: v.status === 'READY' && serving.length > 0, batchLimit };
+    });
+  }
+
+  /** Resolves a model and version, or throws the 404 / 503 that fits. */
+  resolve(model: string, version?: string | null): ModelVersion {
+    if (!this.repository.has(model)) throw new ServingError('MODEL_NOT_FOUND', `no model named '${model}'`);
+    const mv = this.repository.find(model, version);
+    if (!mv) throw new ServingError('MODEL_VERSION_NOT_FOUND', `model '${model}' has no version '${version}'`);
+    if (mv.status !== 'READY') throw new ServingError('MODEL_NOT_READY', `model '${model}' version ${mv.version} failed to load: ${mv.error}`);
+    return mv;
+  }
+
+  private timeout(requested?: number | null): number {
+    const max = this.deps.config.predict.timeoutMs;
+    if (requested == null) return max;
+    if (!Number.isInteger(requested) || requested <= 0) throw new ServingError('BAD_USER_INPUT', `timeoutMs: expected a positive integer, got ${requested}`, { field: 'timeoutMs' });
+    return Math.min(requested, max);
+  }
+
+  /** Synchronous prediction: the answer, or an error with its code. */
+  async predict(req: PredictRequest): Promise<PredictionResult> {
+    const started = performance.now();
+    let modelName = req.model;
+    try {
+      const mv = this.resolve(req.model, req.version);
+      modelName = mv.name;
+      const { input, rows } = normalizeInput(req.input, mv.config, this.deps.config.predict.maxRows);
+      const timeoutMs = this.timeout(req.timeoutMs);
+      let result: PredictionResult;
+      let cached = false;
+      if (mv.config.cache.enabled) {
+        const key = cacheKey(mv.name, mv.version, input);
+        ({ result, cached } = await this.cache.getOrCompute(key, () => this.runSync(mv, input, rows, req, timeoutMs), mv.config.cache.ttlMs));
+        (cached ? this.deps.metrics.cacheHits : this.deps.metrics.cacheMisses).inc({ model: mv.name });
+      } else {
+        result = await this.runSync(mv, input, rows, req, timeoutMs);
+      }
+      const totalMs = performance.now() - started;
+      this.deps.metrics.latency.observe({ model: mv.name, phase: 'total' }, totalMs / 1000);
+      this.deps.metrics.requests.inc({ model: mv.name, operation: 'predict', outcome: 'ok' });
+      return cached ? { ...result, cached: true, timings: { queueMs: 0, inferenceMs: 0, totalMs } } : { ...result, timings: { ...result.timings, totalMs } };
+    } catch (e) {
+      const err = asServingError(e);
+      this.deps.metrics.requests.inc({ model: this.repository.has(modelName) ? modelName : '(unknown)', operation: 'predict', outcome: err.code });
+      throw err;
+    }
+  }
+
+  private jobData(mv: ModelVersion, input: NormalizedInput, rows: number, req: PredictRequest, timeoutMs: number, replyTo?: string): PredictionJobData {
+    const now = Date.now();
+    return {
+      id: randomUUID(),
+      requestId: req.requestId,
+      model: mv.name,
+      version: mv.version,
+      pool: mv.config.pool,
+      input,
+      rows,
+      enqueuedAt: now,
+      deadline: now + timeoutMs,
+      replyTo,
+    };
+  }
+
+  private record(job: PredictionJobData): PredictionRecord {
+    return { id: job.id, status: 'QUEUED', model: job.model, version: job.version, pool: job.pool, rows: job.rows, requestId: job.requestId, submittedAt: job.enqueuedAt };
+  }
+
+  private async runSync(mv: ModelVersion, input: NormalizedInput, rows: number, req: PredictRequest, timeoutMs: number): Promise<PredictionResult> {
+    const job = this.jobData(mv, input, rows, req, timeoutMs, this.deps.feed.replyChannel);
+    // Wait first, enqueue second: the reply may come before `enqueue` returns.
+    const wait = this.deps.feed.waitFor(job.id, timeoutMs);
+    try {
+      await this.deps.store.accept(this.record(job));
+      await this.deps.queues.enqueue(job, { priority: SYNC_PRIORITY, attempts: mv.config.retry.attempts, backoffMs: mv.config.retry.backoffMs, keepSeconds: this.deps.config.results.ttlSeconds });
+    } catch (e) {
+      wait.cancel();
+      throw asServingError(e);
+    }
+    let record: PredictionRecord;
+    try {
+      record = await wait.promise;
+    } catch (e) {
+      if (e instanceof ServingError && e.code === 'DEADLINE_EXCEEDED') {
+        // Not started yet: take it back so no worker spends time on an answer nobody reads.
+        if (await this.deps.queues.removeIfWaiting(mv.config.pool, job.id)) {
+          await this.deps.store.finish({ ...this.record(job), status: 'FAILED', finishedAt: Date.now(), error: e.toJSON() }).catch(() => {});
+        }
+      }
+      throw e;
+    }
+    if (record.status !== 'COMPLETED' || !record.result) throw record.error ? fromSerialized(record.error) : new ServingError('INFERENCE_FAILED');
+    return record.result;
+  }
+
+  /** Asynchronous prediction: a ticket at once; the result comes by subscription or polling. */
+  async submit(req: SubmitRequest): Promise<Ticket> {
+    let modelName = req.model;
+    try {
+      const mv = this.resolve(req.model, req.version);
+      modelName = mv.name;
+      const { input, rows } = normalizeInput(req.input, mv.config, this.deps.config.predict.maxRows);
+      const priority = bullPriority(req.priority);
+      const timeoutMs = req.timeoutMs == null ? undefined : this.timeout(req.timeoutMs);
+      const job = this.jobData(mv, input, rows, req, timeoutMs ?? 0);
+      if (timeoutMs === undefined) delete job.deadline;
+      const hit = mv.config.cache.enabled ? this.cache.peek(cacheKey(mv.name, mv.version, input)) : undefined;
+      if (hit) {
+        this.deps.metrics.cacheHits.inc({ model: mv.name });
+        const result: PredictionResult = { ...hit, id: job.id, cached: true, timings: { queueMs: 0, inferenceMs: 0, totalMs: 0 } };
+        await this.deps.store.finish({ ...this.record(job), status: 'COMPLETED', finishedAt: Date.now(), result });
+        this.deps.metrics.requests.inc({ model: mv.name, operation: 'submit', outcome: 'ok' });
+        return { id: job.id, status: 'COMPLETED', model: mv.name, version: mv.version, submittedAt: job.enqueuedAt };
+      }
+      await this.deps.store.accept(this.record(job));
+      try {
+        await this.deps.queues.enqueue(job, { priority, attempts: mv.config.retry.attempts, backoffMs: mv.config.retry.backoffMs, keepSeconds: this.deps.config.results.ttlSeconds });
+      } catch (e) {
+        const err = asServingError(e);
+        // Refused work must not look accepted to a poller.
+        await this.deps.store.finish({ ...this.record(job), status: 'FAILED', finishedAt: Date.now(), error: err.toJSON() }).catch(() => {});
+        throw err;
+      }
+      this.deps.metrics.requests.inc({ model: mv.name, operation: 'submit', outcome: 'ok' });
+      return { id: job.id, status: 'QUEUED', model: mv.name, version: mv.version, submittedAt: job.enqueuedAt };
+    } catch (e) {
+      const err = asServingError(e);
+      this.deps.metrics.requests.inc({ model: this.repository.has(modelName) ? modelName : '(unknown)', operation: 'submit', outcome: err.code });
+      throw err;
+    }
+  }
+
+  /** The record of a prediction; RUNNING when its job is active. */
+  async get(id: string): Promise<PredictionRecord> {
+    let rec: PredictionRecord | undefined;
+    try {
+      rec = await this.deps.store.get(id);
+    } catch (e) {
+      throw asServingError(e);
+    }
+    if (!rec) throw new ServingError('PREDICTION_NOT_FOUND', `no prediction with id '${id}' (unknown or expired)`);
+    if (rec.status === 'QUEUED') {
+      const job = await this.deps.queues.getJob(rec.pool, id).catch(() => undefined);
+      if (job && (await job.getState().catch(() => '')) === 'active') rec.status = 'RUNNING';
+    }
+    return rec;
+  }
+
+  /** The final record of `id`, once, as an async iterator (see ResultFeed.watch). */
+  async watch(id: string): Promise<AsyncIterableIterator<PredictionRecord>> {
+    try {
+      return await this.deps.feed.watch(id);
+    } catch (e) {
+      throw asServingError(e);
+    }
+  }
+
+  /** Redis reachable and at least one model loaded. */
+  async ready(): Promise<boolean> {
+    if (this.repository.ready().length === 0) return false;
+    try {
+      return (await this.deps.redis.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  /** Queue depths for the metrics endpoint. */
+  async collectQueueDepth(): Promise<void> {
+    for (const pool of ['cpu', 'gpu'] as const) {
+      const counts = await this.deps.queues.queue(pool).getJobCounts('wait', 'prioritized', 'active', 'delayed', 'failed');
+      for (const [state, n] of Object.entries(counts)) this.deps.metrics.queueDepth.set({ pool, state }, n);
+    }
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Redis connections, by role. Producers on the request path fail fast so an outage becomes
+ * a 503 instead of a hung request; BullMQ workers and subscribers wait and reconnect.
+ */
+import { Redis, type RedisOptions } from 'ioredis';
+
+export type RedisRole = 'producer' | 'blocking' | 'subscriber';
+
+/** Reconnect forever, backing off to at most two seconds between tries. */
+const retryStrategy = (times: number): number => Math.min(100 * 2 ** Math.min(times, 5), 2000);
+
+export function redisOptions(role: RedisRole): RedisOptions {
+  if (role === 'producer') {
+    return { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, retryStrategy, lazyConnect: false };
+  }
+  return { maxRetriesPerRequest: null, retryStrategy, enableReadyCheck: true };
+}
+
+export function createRedis(url: string, role: RedisRole): Redis {
+  const redis = new Redis(url, redisOptions(role));
+  // Errors surface on the commands that fail; an unhandled 'error' event would only add noise.
+  redis.on('error', () => {});
+  return redis;
+}
+
+/** Resolves once the connection is ready, or rejects after `timeoutMs`. */
+export function whenReady(redis: Redis, timeoutMs = 10_000): Promise<void> {
+  if (redis.status === 'ready') return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      redis.off('ready', onReady);
+      reject(new Error(`Redis not ready after ${timeoutMs} ms`));
+    }, timeoutMs);
+    const onReady = (): void => {
+      clearTimeout(timer);
+      resolve();
+    };
+    redis.once('ready', onReady);
+  });
+}
+
+/** Keys and channels batchline uses, all under one prefix. */
+export function keyspace(prefix: string) {
+  return {
+    prediction: (id: string) => `${prefix}:prediction:${id}`,
+    resultChannel: (id: string) => `${prefix}:result:${id}`,
+    replyChannel: (instance: string) => `${prefix}:reply:${instance}`,
+    workerHeartbeat: (pool: string, workerId: string) => `${prefix}:workers:${pool}:${workerId}`,
+    workerPattern: (pool: string) => `${prefix}:workers:${pool}:*`,
+  };
+}
+export type Keyspace = ReturnType<typeof keyspace>;

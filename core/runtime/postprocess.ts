@@ -1,0 +1,64 @@
+/**
+ * From a run's output tensors to predictions: one per input row, with label, score and
+ * per-class probabilities for classification models, and the raw tensors for every model.
+ */
+import type { ModelConfig } from '../model-config.ts';
+import type { OutputTensor } from './types.ts';
+
+export interface ClassProbability {
+  label: string;
+  probability: number;
+}
+
+export interface RowPrediction {
+  label: string | null;
+  score: number | null;
+  probabilities: ClassProbability[] | null;
+}
+
+/** A tensor as the API returns it (Open Inference Protocol layout). */
+export interface TensorValue {
+  name: string;
+  datatype: string;
+  shape: number[];
+  data: number[];
+}
+
+function softmax(values: number[]): number[] {
+  const max = Math.max(...values);
+  const exps = values.map((v) => Math.exp(v - max));
+  const sum = exps.reduce((a, b) => a + b, 0);
+  return exps.map((e) => e / sum);
+}
+
+/** Takes rows [start, start + count) of each output. */
+export function sliceRows(outputs: OutputTensor[], start: number, count: number): TensorValue[] {
+  return outputs.map((o) => {
+    const width = o.shape.slice(1).reduce((a, b) => a * b, 1);
+    const part = Array.prototype.slice.call(o.data, start * width, (start + count) * width) as (number | bigint)[];
+    return { name: o.name, datatype: String(o.datatype), shape: [count, ...o.shape.slice(1)], data: part.map(Number) };
+  });
+}
+
+export function rowPredictions(config: ModelConfig, outputs: TensorValue[]): RowPrediction[] {
+  const rows = outputs[0]?.shape[0] ?? 0;
+  if (config.task !== 'classification' || !config.labels) {
+    return Array.from({ length: rows }, () => ({ label: null, score: null, probabilities: null }));
+  }
+  const scores = outputs.find((o) => o.name === config.scoresOutput) ?? outputs[0];
+  const width = scores.shape.slice(1).reduce((a, b) => a * b, 1);
+  const labels = config.labels;
+  const result: RowPrediction[] = [];
+  for (let r = 0; r < rows; r++) {
+    let p = scores.data.slice(r * width, (r + 1) * width);
+    if (config.scoresKind === 'logits') p = softmax(p);
+    let best = 0;
+    for (let i = 1; i < p.length; i++) if (p[i] > p[best]) best = i;
+    result.push({
+      label: labels[best] ?? String(best),
+      score: p[best],
+      probabilities: p.map((probability, i) => ({ label: labels[i] ?? String(i), probability })),
+    });
+  }
+  return result;
+}

@@ -1,0 +1,36 @@
+/** Shapes passed between the worker process and its inference threads. */
+import type { NormalizedInput } from '../input.ts';
+import type { ModelConfig, Datatype } from '../model-config.ts';
+
+export interface LoadedModelSpec {
+  /** `<name>@<version>` */
+  key: string;
+  path: string;
+  config: ModelConfig;
+}
+
+export interface ThreadInit {
+  models: LoadedModelSpec[];
+  intraOpThreads: number;
+  executionProvider: 'cpu' | 'cuda';
+}
+
+/** One output tensor of a run, batch dimension first. */
+export interface OutputTensor {
+  name: string;
+  datatype: Datatype | string;
+  shape: number[];
+  data: Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | number[];
+}
+
+export interface RunRequest {
+  type: 'run';
+  id: number;
+  key: string;
+  input: NormalizedInput;
+}
+
+export type ThreadMessage =
+  | { type: 'ready'; loaded: string[]; failed: { key: string; error: string }[]; executionProvider: string }
+  | { type: 'result'; id: number; outputs: OutputTensor[]; inferenceMs: number; rows: number }
+  | { type: 'error'; id: number; code: string; message: string };

@@ -1,0 +1,47 @@
+/**
+ * Which workers are alive and which models they serve: each worker refreshes its entry in
+ * one Redis hash; entries past their expiry are ignored (and pruned by readers).
+ */
+import type { Redis } from 'ioredis';
+
+export interface WorkerEntry {
+  id: string;
+  pool: string;
+  models: string[];
+  executionProvider: string;
+  /** Live batching policy and row limit per model key. */
+  batching?: Record<string, { policy: string; limit: number }>;
+  expiresAt: number;
+}
+
+export class WorkerRegistry {
+  private readonly redis: Redis;
+  private readonly key: string;
+
+  constructor(redis: Redis, prefix: string) {
+    this.redis = redis;
+    this.key = `${prefix}:workers`;
+  }
+
+  async announce(entry: Omit<WorkerEntry, 'expiresAt'>, ttlMs: number): Promise<void> {
+    await this.redis.hset(this.key, entry.id, JSON.stringify({ ...entry, expiresAt: Date.now() + ttlMs }));
+  }
+
+  async withdraw(id: string): Promise<void> {
+    await this.redis.hdel(this.key, id);
+  }
+
+  async alive(): Promise<WorkerEntry[]> {
+    const all = await this.redis.hgetall(this.key);
+    const now = Date.now();
+    const alive: WorkerEntry[] = [];
+    const dead: string[] = [];
+    for (const [id, json] of Object.entries(all)) {
+      const e = JSON.parse(json) as WorkerEntry;
+      if (e.expiresAt > now) alive.push(e);
+      else dead.push(id);
+    }
+    if (dead.length) await this.redis.hdel(this.key, ...dead).catch(() => {});
+    return alive;
+  }
+}
