@@ -1,0 +1,28 @@
+/** Joining several requests' inputs into one batch, and the signature that says which may join. */
+import type { NormalizedInput, TensorData } from '../input.ts';
+
+/**
+ * Requests with the same signature can share an inference: the same kind of input and, for
+ * tensors, the same names, datatypes and per-row shapes.
+ */
+export function shapeSignature(input: NormalizedInput): string {
+  if (input.kind === 'text') return 'text';
+  return input.tensors.map((t) => `${t.name}:${t.datatype}:${t.shape.slice(1).join('x')}`).sort().join('|');
+}
+
+/** Concatenates inputs of one signature along the batch dimension. */
+export function mergeInputs(inputs: NormalizedInput[]): NormalizedInput {
+  if (inputs.length === 1) return inputs[0];
+  const first = inputs[0];
+  if (first.kind === 'text') {
+    return { kind: 'text', texts: inputs.flatMap((i) => (i.kind === 'text' ? i.texts : [])) };
+  }
+  const tensors: TensorData[] = first.tensors.map((t) => {
+    const parts = inputs.map((i) => (i as Extract<NormalizedInput, { kind: 'tensors' }>).tensors.find((x) => x.name === t.name)!);
+    const rows = parts.reduce((s, p) => s + p.shape[0], 0);
+    const data: number[] = [];
+    for (const p of parts) for (const v of p.data) data.push(v);
+    return { name: t.name, datatype: t.datatype, shape: [rows, ...t.shape.slice(1)], data };
+  });
+  return { kind: 'tensors', tensors };
+}

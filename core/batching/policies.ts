@@ -1,0 +1,134 @@
+/**
+ * How many rows a batch may hold, per model:
+ *
+ * - `fixed`: the configured `maxBatchSize`.
+ * - `aimd` (Clipper, NSDI '17): add `step` rows to the limit after each batch whose latency
+ *   met the SLO; multiply it by `backoff` (0.9) after a miss.
+ * - `predictive` (as BentoML): fit batch latency = a + b * rows over recent batches by least
+ *   squares and allow the largest batch whose predicted run still meets the remaining
+ *   deadline of the batch's oldest request.
+ */
+import type { BatchingSpec } from '../model-config.ts';
+
+export interface BatchPolicy {
+  readonly name: BatchingSpec['policy'];
+  /** Rows allowed in a batch whose oldest request must finish `remainingMs` from now. */
+  limit(remainingMs?: number): number;
+  /** Predicted run time of a batch of `rows`, if the policy has a model of it. */
+  predictMs(rows: number): number | undefined;
+  /** Tells the policy how long a batch of `rows` took. */
+  observe(rows: number, latencyMs: number): void;
+}
+
+export class FixedPolicy implements BatchPolicy {
+  readonly name = 'fixed' as const;
+  private readonly max: number;
+  constructor(max: number) {
+    this.max = max;
+  }
+  limit(): number {
+    return this.max;
+  }
+  predictMs(): number | undefined {
+    return undefined;
+  }
+  observe(): void {}
+}
+
+export class AimdPolicy implements BatchPolicy {
+  readonly name = 'aimd' as const;
+  private current: number;
+  private readonly max: number;
+  private readonly sloMs: number;
+  private readonly step: number;
+  private readonly backoff: number;
+
+  constructor(options: { max: number; sloMs: number; start?: number; step?: number; backoff?: number }) {
+    this.max = options.max;
+    this.sloMs = options.sloMs;
+    this.step = options.step ?? 1;
+    this.backoff = options.backoff ?? 0.9;
+    this.current = Math.min(options.max, options.start ?? 1);
+  }
+
+  limit(): number {
+    return Math.max(1, Math.floor(this.current));
+  }
+
+  predictMs(): number | undefined {
+    return undefined;
+  }
+
+  observe(rows: number, latencyMs: number): void {
+    if (latencyMs > this.sloMs) {
+      this.current = Math.max(1, Math.floor(this.current * this.backoff));
+    } else if (rows >= this.limit()) {
+      // Only a batch that used the whole limit is evidence the limit can grow.
+      this.current = Math.min(this.max, this.current + this.step);
+    }
+  }
+}
+
+export class PredictivePolicy implements BatchPolicy {
+  readonly name = 'predictive' as const;
+  private readonly max: number;
+  private readonly sloMs: number;
+  private readonly window: number;
+  private readonly samples: { rows: number; ms: number }[] = [];
+  private fit?: { a: number; b: number };
+
+  constructor(options: { max: number; sloMs: number; window?: number }) {
+    this.max = options.max;
+    this.sloMs = options.sloMs;
+    this.window = options.window ?? 64;
+  }
+
+  /** The current fit, once two different batch sizes have been seen. */
+  get model(): { a: number; b: number } | undefined {
+    return this.fit;
+  }
+
+  predictMs(rows: number): number | undefined {
+    return this.fit ? this.fit.a + this.fit.b * rows : undefined;
+  }
+
+  limit(remainingMs: number = this.sloMs): number {
+    if (!this.fit) return this.max;
+    const { a, b } = this.fit;
+    if (b <= 0) return this.max;
+    const rows = Math.floor((remainingMs - a) / b);
+    return Math.max(1, Math.min(this.max, rows));
+  }
+
+  observe(rows: number, latencyMs: number): void {
+    this.samples.push({ rows, ms: latencyMs });
+    if (this.samples.length > this.window) this.samples.shift();
+    const n = this.samples.length;
+    const mx = this.samples.reduce((s, p) => s + p.rows, 0) / n;
+    const my = this.samples.reduce((s, p) => s + p.ms, 0) / n;
+    let sxx = 0;
+    let sxy = 0;
+    for (const p of this.samples) {
+      sxx += (p.rows - mx) ** 2;
+      sxy += (p.rows - mx) * (p.ms - my);
+    }
+    if (sxx === 0) {
+      // One batch size seen so far: assume cost proportional to rows until there is more.
+      if (!this.fit) this.fit = { a: 0, b: my / Math.max(1, mx) };
+      return;
+    }
+    const b = Math.max(0, sxy / sxx);
+    this.fit = { a: Math.max(0, my - b * mx), b };
+  }
+}
+
+export function createPolicy(spec: BatchingSpec): BatchPolicy {
+  switch (spec.policy) {
+    case 'aimd':
+      return new AimdPolicy({ max: spec.maxBatchSize, sloMs: spec.sloMs });
+    case 'predictive':
+      return new PredictivePolicy({ max: spec.maxBatchSize, sloMs: spec.sloMs });
+    default:
+      return new FixedPolicy(spec.maxBatchSize);
+  }
+}

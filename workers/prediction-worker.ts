@@ -1,0 +1,252 @@
+/**
+ * A worker process of one pool: BullMQ jobs in, batched inference on inference threads,
+ * results written to the ResultStore and published. The event loop here only moves jobs
+ * and bytes; inference runs on threads, so lock renewals are never starved.
+ */
+import { randomUUID } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { UnrecoverableError, Worker, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { BatchlineConfig, PoolName } from '../core/config.ts';
+import { ServingError } from '../core/errors.ts';
+import { ModelRepository, type ModelVersion } from '../core/model-repository.ts';
+import { InferencePool } from '../core/runtime/inference-pool.ts';
+import { rowPredictions } from '../core/runtime/postprocess.ts';
+import { Batcher } from '../core/batching/batcher.ts';
+import type { BatchingSpec } from '../core/model-config.ts';
+import { ResultStore } from '../core/result-store.ts';
+import { createRedis, keyspace, whenReady } from '../core/redis.ts';
+import { WorkerRegistry } from '../core/worker-registry.ts';
+import { createMetrics, type Metrics } from '../core/metrics.ts';
+import type { Logger } from '../core/logger.ts';
+import { isFinal, type PredictionJobData, type PredictionRecord, type PredictionResult } from '../core/prediction.ts';
+
+export interface WorkerOptions {
+  config: BatchlineConfig;
+  pool: PoolName;
+  logger: Logger;
+}
+
+const HEARTBEAT_MS = 5_000;
+
+/** Threads, intra-op threads and job concurrency of this worker, from config or the CPU limit. */
+export function workerShape(config: BatchlineConfig, pool: PoolName, maxBatch: number): { threads: number; intraOpThreads: number; concurrency: number } {
+  const cores = availableParallelism();
+  const threads = config.workers.threads || 1;
+  const intraOpThreads = config.workers.intraOpThreads || Math.max(1, Math.floor(cores / threads));
+  // Enough jobs in hand to fill a batch on every thread, plus one being gathered.
+  const concurrency = config.workers.concurrency || (pool === 'gpu' ? Math.max(2, maxBatch * (threads + 1)) : threads * 2);
+  return { threads, intraOpThreads, concurrency };
+}
+
+export class PredictionWorker {
+  readonly id = randomUUID();
+  readonly metrics: Metrics;
+  private readonly options: WorkerOptions;
+  private readonly log: Logger;
+  private repository!: ModelRepository;
+  private models = new Map<string, ModelVersion>();
+  private inference!: InferencePool;
+  private batcher!: Batcher;
+  private bull?: Worker<PredictionJobData>;
+  private redis!: Redis;
+  private store!: ResultStore;
+  private registry!: WorkerRegistry;
+  private heartbeat?: NodeJS.Timeout;
+  private executionProvider: 'cpu' | 'cuda' = 'cpu';
+  private stopping = false;
+
+  constructor(options: WorkerOptions) {
+    this.options = options;
+    this.log = options.logger.child({ pool: options.pool, workerId: this.id });
+    this.metrics = createMetrics('worker');
+  }
+
+  /** Keys (`name@version`) of the models this worker serves. */
+  get loaded(): string[] {
+    return [...this.models.keys()];
+  }
+
+  async start(): Promise<void> {
+    const { config, pool } = this.options;
+    this.repository = await ModelRepository.scan(config.models.repository, {
+      onSkip: (v) => this.log.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
+    });
+    const mine = this.repository.ready().filter((v) => v.config.pool === pool);
+    const maxBatch = Math.max(1, ...mine.map((v) => (pool === 'gpu' ? v.config.batching.maxBatchSize : 1)));
+    const shape = workerShape(config, pool, maxBatch);
+    this.executionProvider = await chooseExecutionProvider(config.workers.executionProvider, pool, this.log);
+    this.inference = await InferencePool.start({
+      models: mine.map((v) => ({ key: `${v.name}@${v.version}`, path: v.path, config: v.config })),
+      threads: shape.threads,
+      intraOpThreads: shape.intraOpThreads,
+      executionProvider: this.executionProvider,
+    });
+    for (const f of this.inference.failed) this.log.error({ model: f.key, reason: f.error }, 'model failed to load in the inference thread; skipped');
+    for (const v of mine) if (this.inference.loaded.includes(`${v.name}@${v.version}`)) this.models.set(`${v.name}@${v.version}`, v);
+
+    this.batcher = new Batcher({
+      run: (key, input) => this.inference.run(key, input),
+      spec: (key) => this.batchingSpec(key),
+      slots: shape.threads,
+      onBatch: (e) => {
+        this.metrics.batchRows.observe({ model: e.model }, e.rows);
+        this.metrics.batchLatency.observe({ model: e.model }, e.latencyMs / 1000);
+        this.metrics.batchClosed.inc({ model: e.model, reason: e.reason });
+        this.metrics.batchLimit.set({ model: e.model, policy: e.policy }, e.limit);
+      },
+    });
+
+    this.redis = createRedis(config.redis.url, 'blocking');
+    await whenReady(this.redis, 30_000);
+    const keys = keyspace(config.redis.prefix);
+    this.store = new ResultStore(this.redis, keys, config.results.ttlSeconds);
+    this.registry = new WorkerRegistry(this.redis, config.redis.prefix);
+    await this.announce();
+    this.heartbeat = setInterval(() => void this.announce(), HEARTBEAT_MS);
+
+    this.bull = new Worker<PredictionJobData>(pool, (job) => this.process(job), {
+      connection: createRedis(config.redis.url, 'blocking'),
+      prefix: config.redis.prefix,
+      concurrency: shape.concurrency,
+      // Inference runs on threads, so the loop stays free to renew locks; 30 s is BullMQ's default.
+      lockDuration: 30_000,
+      stalledInterval: 15_000,
+      maxStalledCount: 2,
+    });
+    this.bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
+    this.log.info({ models: this.loaded, executionProvider: this.executionProvider, ...shape }, 'worker started');
+  }
+
+  private batchingSpec(key: string): BatchingSpec {
+    const spec = this.models.get(key)?.config.batching ?? { policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0, sloMs: 50 };
+    // Only the GPU pool batches; CPU work runs one request per inference.
+    return this.options.pool === 'gpu' ? spec : { ...spec, policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0 };
+  }
+
+  /** Live batching policy and limit of a model, for the API's `models` query and metrics. */
+  batchingState(key: string): { policy: string; limit: number } | undefined {
+    if (!this.models.has(key)) return undefined;
+    const p = this.batcher.policy(key);
+    return { policy: p.name, limit: p.limit() };
+  }
+
+  private async announce(): Promise<void> {
+    await this.registry
+      .announce(
+        {
+          id: this.id,
+          pool: this.options.pool,
+          models: this.stopping ? [] : this.loaded,
+          executionProvider: this.executionProvider,
+          batching: Object.fromEntries(this.loaded.map((k) => [k, this.batchingState(k)!])),
+        },
+        HEARTBEAT_MS * 3,
+      )
+      .catch((e: Error) => this.log.warn({ err: e.message }, 'heartbeat failed'));
+  }
+
+  private async process(job: Job<PredictionJobData>): Promise<{ status: string }> {
+    const data = job.data;
+    const log = this.log.child({ requestId: data.requestId, predictionId: data.id, model: data.model, attempt: job.attemptsMade + 1 });
+    const key = `${data.model}@${data.version}`;
+    const base: PredictionRecord = { id: data.id, status: 'QUEUED', model: data.model, version: data.version, pool: data.pool, rows: data.rows, requestId: data.requestId, submittedAt: data.enqueuedAt };
+    const startedAt = Date.now();
+
+    // A job retried after a crash may already be answered: answer once.
+    const existing = await this.store.get(data.id);
+    if (existing && isFinal(existing.status)) {
+      log.info({ status: existing.status }, 'already answered; skipping');
+      return { status: existing.status };
+    }
+    if (data.deadline !== undefined && startedAt > data.deadline) {
+      await this.fail(base, new ServingError('DEADLINE_EXCEEDED', 'the deadline passed before the work started'), data.replyTo);
+      log.info('deadline passed in the queue; dropped');
+      return { status: 'FAILED' };
+    }
+    try {
+      const model = this.models.get(key);
+      if (!model) throw new ServingError('MODEL_NOT_READY', `this worker does not serve ${key}`);
+      const deadlineMs = data.deadline !== undefined ? data.deadline - startedAt : undefined;
+      const outcome = await this.batcher.submit(key, data.input, data.rows, deadlineMs);
+      const finishedAt = Date.now();
+      const result: PredictionResult = {
+        id: data.id,
+        model: data.model,
+        version: data.version,
+        predictions: rowPredictions(model.config, outcome.outputs),
+        outputs: outcome.outputs,
+        timings: { queueMs: startedAt - data.enqueuedAt, inferenceMs: outcome.inferenceMs, totalMs: finishedAt - data.enqueuedAt },
+        cached: false,
+        batchRows: outcome.batchRows,
+      };
+      await this.store.finish({ ...base, status: 'COMPLETED', finishedAt, result }, data.replyTo);
+      this.metrics.jobs.inc({ model: data.model, outcome: 'ok' });
+      this.metrics.latency.observe({ model: data.model, phase: 'queue' }, result.timings.queueMs / 1000);
+      this.metrics.latency.observe({ model: data.model, phase: 'inference' }, outcome.inferenceMs / 1000);
+      log.debug({ batchRows: outcome.batchRows, inferenceMs: outcome.inferenceMs }, 'predicted');
+      return { status: 'COMPLETED' };
+    } catch (e) {
+      const err = e instanceof ServingError ? e : new ServingError('INFERENCE_FAILED', (e as Error).message);
+      const attempts = job.opts.attempts ?? 1;
+      const final = err.code === 'BAD_USER_INPUT' || job.attemptsMade + 1 >= attempts;
+      this.metrics.jobs.inc({ model: data.model, outcome: err.code });
+      log.warn({ code: err.code, err: err.message, final }, 'prediction failed');
+      if (final) {
+        await this.fail(base, err, data.replyTo);
+        throw new UnrecoverableError(err.message);
+      }
+      throw err;
+    }
+  }
+
+  private async fail(base: PredictionRecord, err: ServingError, replyTo?: string): Promise<void> {
+    // The client sees the code and a message, never a stack.
+    const safe = err.code === 'INFERENCE_FAILED' ? new ServingError('INFERENCE_FAILED', 'the model failed to run on this input') : err;
+    await this.store.finish({ ...base, status: 'FAILED', finishedAt: Date.now(), error: safe.toJSON() }, replyTo);
+  }
+
+  /** Stops taking work, finishes what it holds (bounded by `shutdownTimeoutMs`), and releases everything. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearInterval(this.heartbeat);
+    await this.registry?.withdraw(this.id).catch(() => {});
+    this.batcher?.flush();
+    const timeout = this.options.config.workers.shutdownTimeoutMs;
+    if (this.bull) {
+      const closed = this.bull.close();
+      const timedOut = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), timeout).unref())]);
+      // Jobs still held are left to BullMQ's stall detection, which hands them to another worker.
+      if (timedOut) {
+        this.log.warn({ timeoutMs: timeout }, 'jobs still running at shutdown; leaving them to stall recovery');
+        await this.bull.close(true).catch(() => {});
+      }
+    }
+    await this.inference?.close();
+    this.redis?.disconnect();
+    this.log.info('worker stopped');
+  }
+}
+
+/** CUDA in the gpu pool when asked for or available, else CPU; the choice is logged. */
+async function chooseExecutionProvider(wanted: 'auto' | 'cpu' | 'cuda', pool: PoolName, log: Logger): Promise<'cpu' | 'cuda'> {
+  if (wanted === 'cpu' || (wanted === 'auto' && pool !== 'gpu')) return 'cpu';
+  const ort = await import('onnxruntime-node');
+  const cuda = ort.listSupportedBackends().find((b) => b.name === 'cuda');
+  let usable = false;
+  if (cuda) {
+    // The binding lists CUDA even when its libraries are absent; only a real session tells.
+    const { existsSync } = await import('node:fs');
+    const { join, dirname } = await import('node:path');
+    const { createRequire } = await import('node:module');
+    const dir = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    usable = existsSync(join(dir, 'bin', 'napi-v6', process.platform, process.arch, 'libonnxruntime_providers_cuda.so'));
+  }
+  if (!usable) {
+    if (wanted === 'cuda') log.warn('CUDA execution provider requested but its libraries are not installed; using CPU');
+    else log.info('CUDA libraries not installed; the gpu pool runs on CPU');
+    return 'cpu';
+  }
+  return 'cuda';
+}
