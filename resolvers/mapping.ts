@@ -1,0 +1,51 @@
+/** From core records to the GraphQL types of schema/schema.graphql. */
+import type { ModelInfo } from '../core/prediction-service.ts';
+import type { PredictionRecord, PredictionResult } from '../core/prediction.ts';
+
+export function toPrediction(r: PredictionResult) {
+  const first = r.predictions[0];
+  return {
+    ...r,
+    label: first?.label ?? null,
+    score: first?.score ?? null,
+    probabilities: first?.probabilities ?? null,
+  };
+}
+
+export function toStatusReport(rec: PredictionRecord) {
+  return {
+    id: rec.id,
+    status: rec.status,
+    model: rec.model,
+    version: rec.version,
+    submittedAt: new Date(rec.submittedAt).toISOString(),
+    finishedAt: rec.finishedAt ? new Date(rec.finishedAt).toISOString() : null,
+    result: rec.result ? toPrediction(rec.result) : null,
+    error: rec.error ?? null,
+  };
+}
+
+export function toEvent(rec: PredictionRecord) {
+  return { id: rec.id, status: rec.status, result: rec.result ? toPrediction(rec.result) : null, error: rec.error ?? null };
+}
+
+export function toModelVersion(m: ModelInfo) {
+  const c = m.config;
+  return {
+    name: m.name,
+    version: m.version,
+    description: c?.description ?? null,
+    pool: c?.pool ?? 'unknown',
+    task: c?.task ?? 'unknown',
+    inputs: c?.inputs ?? [],
+    outputs: c?.outputs ?? [],
+    labels: c?.labels ?? null,
+    ready: m.ready,
+    status: m.status === 'READY' ? 'LOADED' : 'FAILED',
+    error: m.error ?? null,
+    workers: m.workers,
+    batching: c ? { ...c.batching, limit: m.batchLimit ?? null } : null,
+    sizeBytes: m.sizeBytes,
+    metrics: m.metrics ? JSON.stringify(m.metrics) : null,
+  };
+}

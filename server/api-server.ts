@@ -1,0 +1,174 @@
+/**
+ * The API process: graphql-yoga over node:http, GraphQL over HTTP and SSE (yoga) and over
+ * WebSocket (graphql-ws, `graphql-transport-ws`) on the same path, plus /health, /ready and
+ * /metrics. Everything about predictions is delegated to PredictionService.
+ */
+import { createServer, type Server, type IncomingMessage } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { createSchema, createYoga, useReadinessCheck, type Plugin } from 'graphql-yoga';
+import { NoSchemaIntrospectionCustomRule } from 'graphql';
+import { WebSocketServer } from 'ws';
+import { useServer } from 'graphql-ws/use/ws';
+import { RedisPubSub } from 'graphql-redis-subscriptions';
+import type { BatchlineConfig } from '../core/config.ts';
+import { ModelRepository } from '../core/model-repository.ts';
+import { PredictionQueues } from '../core/queues.ts';
+import { ResultStore } from '../core/result-store.ts';
+import { ResultFeed } from '../core/result-feed.ts';
+import { PredictionService } from '../core/prediction-service.ts';
+import { WorkerRegistry } from '../core/worker-registry.ts';
+import { createRedis, keyspace, whenReady } from '../core/redis.ts';
+import { createMetrics } from '../core/metrics.ts';
+import type { Logger } from '../core/logger.ts';
+import { resolvers, type RequestContext } from '../resolvers/index.ts';
+import { maskError, useClientErrorStatus } from './errors.ts';
+
+const typeDefs = readFileSync(new URL('../schema/schema.graphql', import.meta.url), 'utf8');
+
+export interface ApiServer {
+  service: PredictionService;
+  http: Server;
+  /** Starts listening; resolves with the bound port. */
+  listen(port?: number, host?: string): Promise<number>;
+  /** Stops accepting, answers what is in flight, closes subscribers, then disconnects. */
+  close(): Promise<void>;
+}
+
+function requestIdOf(headers: Headers | IncomingMessage['headers'] | undefined): string {
+  const raw = headers instanceof Headers ? headers.get('x-request-id') : headers?.['x-request-id'];
+  const id = Array.isArray(raw) ? raw[0] : raw;
+  return id && /^[\w.:-]{1,128}$/.test(id) ? id : randomUUID();
+}
+
+export async function createApiServer(options: { config: BatchlineConfig; logger: Logger }): Promise<ApiServer> {
+  const { config, logger } = options;
+  const repository = await ModelRepository.scan(config.models.repository, {
+    onSkip: (v) => logger.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
+  });
+  logger.info({ models: repository.ready().map((v) => `${v.name}@${v.version}`) }, 'model repository scanned');
+
+  const keys = keyspace(config.redis.prefix);
+  const redis = createRedis(config.redis.url, 'producer');
+  const pubsub = new RedisPubSub({
+    publisher: createRedis(config.redis.url, 'producer'),
+    subscriber: createRedis(config.redis.url, 'subscriber'),
+  });
+  const metrics = createMetrics('api');
+  const store = new ResultStore(redis, keys, config.results.ttlSeconds);
+  const feed = new ResultFeed(pubsub, store, keys);
+  const queues = new PredictionQueues(redis, config.redis.prefix, config.queue.maxDepth);
+  const service = new PredictionService({ config, repository, queues, store, feed, workers: new WorkerRegistry(redis, config.redis.prefix), redis, metrics, logger });
+  // Serve as soon as Redis answers; if it is down, start anyway: requests get 503 and
+  // /ready fails until it is back (ioredis reconnects and resubscribes by itself).
+  const replies = feed.start();
+  try {
+    await Promise.race([Promise.all([whenReady(redis, 5000), replies]), new Promise((_, reject) => setTimeout(() => reject(new Error('Redis not ready after 5000 ms')), 5000).unref())]);
+  } catch (e) {
+    logger.warn({ err: (e as Error).message }, 'Redis unreachable at start; serving 503 until it is back');
+    replies.catch(() => {});
+  }
+
+  const metricsPlugin: Plugin = {
+    async onRequest({ url, endResponse, fetchAPI }) {
+      if (url.pathname !== '/metrics') return;
+      await service.collectQueueDepth().catch(() => {});
+      endResponse(new fetchAPI.Response(await metrics.registry.metrics(), { headers: { 'content-type': metrics.registry.contentType } }));
+    },
+  };
+  const introspectionPlugin: Plugin = {
+    onValidate({ addValidationRule }) {
+      addValidationRule(NoSchemaIntrospectionCustomRule);
+    },
+  };
+
+  const yoga = createYoga<{ req?: IncomingMessage }, RequestContext>({
+    schema: createSchema({ typeDefs, resolvers }),
+    graphqlEndpoint: '/graphql',
+    graphiql: config.http.graphiql ? { subscriptionsProtocol: 'WS' } : false,
+    landingPage: false,
+    logging: {
+      debug: (...args) => logger.debug({ yoga: args.map(String) }),
+      info: (...args) => logger.info({ yoga: args.map(String) }),
+      warn: (...args) => logger.warn({ yoga: args.map(String) }),
+      error: (...args) => logger.error({ yoga: args.map(String) }),
+    },
+    maskedErrors: { maskError: maskError(logger) },
+    context: ({ request, req }) => ({ service, requestId: requestIdOf(request?.headers ?? req?.headers) }),
+    plugins: [
+      metricsPlugin,
+      useClientErrorStatus(),
+      useReadinessCheck({ endpoint: '/ready', check: () => service.ready() }),
+      ...(config.http.introspection ? [] : [introspectionPlugin]),
+    ],
+  });
+
+  const http = createServer((req, res) => {
+    const length = Number(req.headers['content-length'] ?? 0);
+    if (length > config.http.maxBodyBytes) {
+      res.writeHead(413, { 'content-type': 'application/json', connection: 'close' });
+      res.end(JSON.stringify({ errors: [{ message: `request body over ${config.http.maxBodyBytes} bytes`, extensions: { code: 'PAYLOAD_TOO_LARGE' } }] }));
+      req.resume();
+      return;
+    }
+    void yoga(req, res);
+  });
+
+  const wss = new WebSocketServer({ server: http, path: yoga.graphqlEndpoint, maxPayload: config.http.maxBodyBytes });
+  const ws = useServer(
+    {
+      execute: (args) => (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
+      subscribe: (args) => (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),
+      onSubscribe: async (ctx, _id, params) => {
+        const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({ ...ctx, req: ctx.extra.request, socket: ctx.extra.socket, params });
+        let document;
+        try {
+          document = parse(params.query);
+        } catch (e) {
+          return [e as import('graphql').GraphQLError];
+        }
+        const errors = validate(schema, document);
+        if (errors.length) return errors;
+        return {
+          schema,
+          operationName: params.operationName,
+          document,
+          variableValues: params.variables,
+          contextValue: await contextFactory({ req: ctx.extra.request } as never),
+          rootValue: { execute, subscribe },
+        };
+      },
+    },
+    wss,
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    service,
+    http,
+    listen(port = config.http.port, host = config.http.host) {
+      return new Promise((resolve, reject) => {
+        http.once('error', reject);
+        http.listen(port, host, () => resolve((http.address() as AddressInfo).port));
+      });
+    },
+    close() {
+      closing ??= (async () => {
+        // Stop accepting; in-flight requests finish, then SSE and WebSocket subscribers are closed.
+        const closed = new Promise<void>((resolve) => http.close(() => resolve()));
+        http.closeIdleConnections();
+        await ws.dispose();
+        wss.close();
+        const grace = new Promise<void>((r) => setTimeout(r, 5000).unref());
+        await Promise.race([closed, grace]);
+        http.closeAllConnections();
+        await feed.close();
+        await queues.close().catch(() => {});
+        await pubsub.close().catch(() => {});
+        redis.disconnect();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,86 @@
+/**
+ * ServingError -> GraphQLError with `extensions.code` and `extensions.http` (status and
+ * Retry-After), which yoga turns into the response status. Anything unexpected is masked:
+ * the client gets INTERNAL_SERVER_ERROR and no stack; the log gets the detail.
+ */
+import { GraphQLError } from 'graphql';
+import type { Plugin } from 'graphql-yoga';
+import { ServingError } from '../core/errors.ts';
+import type { Logger } from '../core/logger.ts';
+
+function findServingError(error: unknown): ServingError | undefined {
+  let e: unknown = error;
+  for (let i = 0; i < 5 && e; i++) {
+    if (e instanceof ServingError) return e;
+    e = (e as { originalError?: unknown; cause?: unknown }).originalError ?? (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+export function toGraphQLError(err: ServingError, base?: GraphQLError): GraphQLError {
+  const headers: Record<string, string> = {};
+  if (err.retryAfterSeconds !== undefined) headers['Retry-After'] = String(err.retryAfterSeconds);
+  return new GraphQLError(err.message, {
+    nodes: base?.nodes,
+    source: base?.source,
+    positions: base?.positions,
+    path: base?.path,
+    extensions: {
+      code: err.code,
+      ...(err.field ? { field: err.field } : {}),
+      ...(err.retryAfterSeconds !== undefined ? { retryAfter: err.retryAfterSeconds } : {}),
+      http: { status: err.status, headers },
+    },
+  });
+}
+
+/** yoga's `maskedErrors.maskError`. */
+export function maskError(logger: Logger) {
+  return (error: unknown, message: string): Error => {
+    const serving = findServingError(error);
+    if (serving) return toGraphQLError(serving, error instanceof GraphQLError ? error : undefined);
+    if (error instanceof GraphQLError && !error.originalError) {
+      // Parse, validation and variable coercion errors: the client's mistake.
+      const code = (error.extensions?.code as string | undefined) ?? 'BAD_USER_INPUT';
+      const status = code === 'PERSISTED_QUERY_NOT_FOUND' ? 404 : 400;
+      return new GraphQLError(error.message, {
+        nodes: error.nodes,
+        source: error.source,
+        positions: error.positions,
+        path: error.path,
+        extensions: { ...error.extensions, code: code === 'GRAPHQL_VALIDATION_FAILED' || code === 'GRAPHQL_PARSE_FAILED' ? code : 'BAD_USER_INPUT', http: { status } },
+      });
+    }
+    logger.error({ err: error instanceof Error ? { message: error.message, stack: error.stack } : String(error) }, 'unexpected error');
+    return new GraphQLError(message, { extensions: { code: 'INTERNAL_SERVER_ERROR', http: { status: 500 } } });
+  };
+}
+
+/** Validation messages that are about argument or variable values, not the query's shape. */
+const VALUE_ERROR = /cannot represent|Expected value of type|Expected type|argument .* is required|is not defined by type|Variable "|got invalid value/i;
+
+/**
+ * Validation errors answer 400 whatever the Accept header (yoga answers 200 for
+ * `application/json` by default), with BAD_USER_INPUT when a value was wrong and
+ * GRAPHQL_VALIDATION_FAILED when the query itself was.
+ */
+export function useClientErrorStatus(): Plugin {
+  return {
+    onValidate() {
+      return ({ result, setResult }) => {
+        if (result.length === 0) return;
+        setResult(
+          result.map(
+            (e) =>
+              new GraphQLError(e.message, {
+                nodes: e.nodes,
+                source: e.source,
+                positions: e.positions,
+                extensions: { code: VALUE_ERROR.test(e.message) ? 'BAD_USER_INPUT' : 'GRAPHQL_VALIDATION_FAILED', http: { status: 400 } },
+              }),
+          ),
+        );
+      };
+    },
+  };
+}
