@@ -1,0 +1,122 @@
+/**
+ * Real processes for tests: the API in-process on a free port (still real HTTP and
+ * WebSocket), workers and extra APIs as child processes of `cli/main.ts`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { loadConfig, type BatchlineConfig } from '../../core/config.ts';
+import { createLogger } from '../../core/logger.ts';
+import { createApiServer, type ApiServer } from '../../server/api-server.ts';
+
+export const CLI = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));
+export const REPO_MODELS = fileURLToPath(new URL('../../models', import.meta.url));
+
+export function uniquePrefix(name: string): string {
+  return `bltest-${name}-${randomUUID().slice(0, 8)}`;
+}
+
+export interface StackOptions {
+  redisUrl: string;
+  prefix: string;
+  models?: string;
+  /** Extra BATCHLINE_* environment for every process. */
+  env?: Record<string, string>;
+}
+
+function envFor(o: StackOptions): Record<string, string> {
+  return {
+    BATCHLINE_REDIS_URL: o.redisUrl,
+    BATCHLINE_REDIS_PREFIX: o.prefix,
+    BATCHLINE_MODELS: o.models ?? REPO_MODELS,
+    BATCHLINE_LOG_LEVEL: process.env.BATCHLINE_TEST_LOG_LEVEL ?? 'warn',
+    ...o.env,
+  };
+}
+
+export function configFor(o: StackOptions): BatchlineConfig {
+  return loadConfig({ env: envFor(o) });
+}
+
+export interface RunningApi {
+  url: string;
+  ws: string;
+  api: ApiServer;
+  close(): Promise<void>;
+}
+
+export async function startApi(o: StackOptions): Promise<RunningApi> {
+  const config = configFor(o);
+  const api = await createApiServer({ config, logger: createLogger(config.log) });
+  const port = await api.listen(0, '127.0.0.1');
+  return { url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql`, api, close: () => api.close() };
+}
+
+export interface Child {
+  proc: ChildProcess;
+  output: () => string;
+  /** SIGTERM, then waits for exit. */
+  stop(): Promise<number | null>;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Spawns `cli/main.ts <args>` and resolves once `readyLine` appears in its output. */
+export function spawnCli(args: string[], o: StackOptions, readyLine: RegExp, timeoutMs = 30_000): Promise<Child> {
+  const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const child: Child = {
+    proc,
+    output: () => out,
+    stop: () =>
+      new Promise((resolve) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve(proc.exitCode);
+        proc.once('exit', (code) => resolve(code));
+        proc.kill('SIGTERM');
+      }),
+    kill: (signal = 'SIGKILL') =>
+      new Promise((resolve) => {
+        if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
+        proc.once('exit', () => resolve());
+        proc.kill(signal);
+      }),
+  };
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`${args.join(' ')} not ready in ${timeoutMs} ms:\n${out}`));
+    }, timeoutMs);
+    const onData = (d: Buffer): void => {
+      out += d.toString();
+      if (readyLine.test(out)) {
+        clearTimeout(timer);
+        resolve(child);
+      }
+    };
+    proc.stdout!.on('data', onData);
+    proc.stderr!.on('data', onData);
+    proc.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${args.join(' ')} exited with ${code}:\n${out}`));
+    });
+  });
+}
+
+export function startWorker(pool: 'cpu' | 'gpu', o: StackOptions): Promise<Child> {
+  return spawnCli(['worker', '--pool', pool], o, /"msg":"worker started"/);
+}
+
+/** Deletes every key under the test's prefix (never FLUSHALL: the Redis may be shared). */
+export async function dropPrefix(redisUrl: string, prefix: string): Promise<void> {
+  const r = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length) await r.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    r.disconnect();
+  }
+}
