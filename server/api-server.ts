@@ -92,7 +92,8 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
       debug: (...args) => logger.debug({ yoga: args.map(String) }),
       info: (...args) => logger.info({ yoga: args.map(String) }),
       warn: (...args) => logger.warn({ yoga: args.map(String) }),
-      error: (...args) => logger.error({ yoga: args.map(String) }),
+      // yoga reports every GraphQL error here; ours are mapped and unexpected ones logged in maskError.
+      error: (...args) => logger.debug({ yoga: args.map(String) }),
     },
     maskedErrors: { maskError: maskError(logger) },
     context: ({ request, req }) => ({ service, requestId: requestIdOf(request?.headers ?? req?.headers) }),

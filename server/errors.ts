@@ -34,15 +34,30 @@ export function toGraphQLError(err: ServingError, base?: GraphQLError): GraphQLE
   });
 }
 
+/**
+ * graphql ships CommonJS and ESM copies; a bundler or test runner may load both, so an
+ * error's class is recognised by name, not by `instanceof` (as yoga does).
+ */
+function isGraphQLError(e: unknown): e is GraphQLError {
+  return e instanceof Error && e.name === 'GraphQLError';
+}
+
+/** Errors graphql-js or yoga raise about the request itself, not our failures. */
+function isClientError(error: GraphQLError): boolean {
+  const status = (error.extensions?.http as { status?: number } | undefined)?.status;
+  if (status !== undefined) return status >= 400 && status < 500;
+  return !error.originalError || isGraphQLError(error.originalError);
+}
+
 /** yoga's `maskedErrors.maskError`. */
 export function maskError(logger: Logger) {
   return (error: unknown, message: string): Error => {
     const serving = findServingError(error);
-    if (serving) return toGraphQLError(serving, error instanceof GraphQLError ? error : undefined);
-    if (error instanceof GraphQLError && !error.originalError) {
-      // Parse, validation and variable coercion errors: the client's mistake.
+    if (serving) return toGraphQLError(serving, isGraphQLError(error) ? error : undefined);
+    if (isGraphQLError(error) && isClientError(error)) {
+      // Parse, validation, bad JSON and variable coercion errors: the client's mistake.
       const code = (error.extensions?.code as string | undefined) ?? 'BAD_USER_INPUT';
-      const status = code === 'PERSISTED_QUERY_NOT_FOUND' ? 404 : 400;
+      const status = 400;
       return new GraphQLError(error.message, {
         nodes: error.nodes,
         source: error.source,

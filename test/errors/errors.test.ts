@@ -1,0 +1,193 @@
+/**
+ * Every error class answers with a stable `extensions.code` and the HTTP status that fits,
+ * never a crash or a hang: 400 bad input, 404 unknown things, 413 too large, 500 inference
+ * failure (no stack), 503 + Retry-After when Redis is down, 504 past the deadline.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
+import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
+import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
+import { dropPrefix, REPO_MODELS, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { cpSync } from 'node:fs';
+import { Queue } from 'bullmq';
+import { join } from 'node:path';
+
+const redisUrl = inject('redisUrl');
+const prefix = uniquePrefix('errors');
+const models = tempRepository();
+cpSync(join(REPO_MODELS, 'name-gender'), join(models, 'name-gender'), { recursive: true });
+cpSync(join(REPO_MODELS, 'mlp-bench'), join(models, 'mlp-bench'), { recursive: true });
+// A model whose config admits any row width while the graph takes 4: wrong widths fail inside onnxruntime.
+addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }] });
+// Only a cpu worker runs: gpu-pool work waits in its queue, which is how a deadline is passed.
+const opts = { redisUrl, prefix, models, env: { BATCHLINE_MAX_BODY_BYTES: '200000' } };
+let api: RunningApi;
+let worker: Child;
+
+beforeAll(async () => {
+  worker = await startWorker('cpu', opts);
+  api = await startApi(opts);
+});
+
+afterAll(async () => {
+  await api?.close();
+  await worker?.stop();
+  await dropPrefix(redisUrl, prefix);
+});
+
+const PREDICT = 'query($m: String!, $v: String, $i: PredictionInput!, $t: Int) { predict(model: $m, version: $v, input: $i, timeoutMs: $t) { label } }';
+
+async function expectError(res: Promise<{ status: number; headers: Headers; body: { errors?: { message: string; extensions?: Record<string, unknown> }[] } }>, status: number, code: string, message?: RegExp) {
+  const r = await res;
+  expect(r.status).toBe(status);
+  expect(r.body.errors?.[0]?.extensions?.code).toBe(code);
+  if (message) expect(r.body.errors![0].message).toMatch(message);
+  return r;
+}
+
+describe('400 BAD_USER_INPUT names the field and what was expected', () => {
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['wrong length', { m: 'mlp-bench', i: { features: [1, 2, 3] } }, /input\.features: expected 512 values/],
+    ['wrong shape', { m: 'flex', i: { tensors: [{ name: 'x', shape: [2, 2, 1], datatype: 'FP32', data: [1, 2, 3, 4] }] } }, /input\.tensors\[0\]\.shape: expected rank 2/],
+    ['data not matching shape', { m: 'flex', i: { tensors: [{ name: 'x', shape: [2, 4], datatype: 'FP32', data: [1, 2, 3] }] } }, /needs 8 values, got 3/],
+    ['wrong dtype', { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'INT64', data: [1, 2, 3, 4] }] } }, /datatype: expected FP32/],
+    ['unknown tensor', { m: 'flex', i: { tensors: [{ name: 'nope', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] } }, /has no input 'nope'/],
+    ['empty text', { m: 'name-gender', i: { text: '   ' } }, /input\.text: expected a non-empty string/],
+    ['empty instances', { m: 'mlp-bench', i: { instances: [] } }, /expected at least one row/],
+    ['no input form', { m: 'name-gender', i: {} }, /give one of/],
+    ['two input forms', { m: 'name-gender', i: { text: 'Ann', texts: ['Bob'] } }, /give only one of text, texts/],
+    ['text to a tensor model', { m: 'mlp-bench', i: { text: 'hello' } }, /takes no text/],
+    ['too many rows', { m: 'name-gender', i: { texts: Array.from({ length: 300 }, () => 'Ann') } }, /at most 256 rows per request, got 300/],
+    ['text too long', { m: 'name-gender', i: { text: 'x'.repeat(65) } }, /at most 64 characters/],
+    ['bad timeout', { m: 'name-gender', i: { text: 'Ann' }, t: -5 }, /timeoutMs: expected a positive integer/],
+  ];
+  for (const [name, vars, message] of cases) {
+    it(name, async () => {
+      const r = await expectError(gql(api.url, PREDICT, vars), 400, 'BAD_USER_INPUT', message);
+      expect(r.body.errors![0].extensions!.field ?? 'timeoutMs').toBeTruthy();
+    });
+  }
+
+  it('NaN and Infinity cannot pass as numbers', async () => {
+    await expectError(gql(api.url, PREDICT, { m: 'mlp-bench', i: { features: ['NaN', 1, 2, 3] } }), 400, 'BAD_USER_INPUT', /Float cannot represent/);
+    const body = '{"query":"{ predict(model: \\"mlp-bench\\", input: { features: [1, 2, 3, Infinity] }) { label } }"}';
+    const res = await fetch(api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    expect(res.status).toBe(400);
+  });
+
+  it('a wrong type in a literal is a 400 too (not the 200 of plain GraphQL over JSON)', async () => {
+    await expectError(gql(api.url, '{ predict(model: "name-gender", input: { features: "x" }) { label } }'), 400, 'BAD_USER_INPUT');
+  });
+
+  it('a priority out of range is refused', async () => {
+    await expectError(gql(api.url, 'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }, priority: 11) { id } }'), 400, 'BAD_USER_INPUT', /priority/);
+  });
+
+  it('malformed JSON and unknown fields answer 400', async () => {
+    const res = await fetch(api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": "{ predict(' });
+    expect(res.status).toBe(400);
+    await expectError(gql(api.url, '{ nope }'), 400, 'GRAPHQL_VALIDATION_FAILED');
+  });
+});
+
+describe('404 for unknown things', () => {
+  it('unknown model', () => expectError(gql(api.url, PREDICT, { m: 'nope', i: { text: 'x' } }), 404, 'MODEL_NOT_FOUND'));
+  it('unknown version', () => expectError(gql(api.url, PREDICT, { m: 'name-gender', v: '99', i: { text: 'Ann' } }), 404, 'MODEL_VERSION_NOT_FOUND'));
+  it('unknown prediction id, polled', () => expectError(gql(api.url, '{ prediction(id: "no-such-id") { status } }'), 404, 'PREDICTION_NOT_FOUND'));
+  it('unknown prediction id, subscribed over SSE and WebSocket', async () => {
+    const sse = await sseCollect(api.url, 'subscription { predictionResult(id: "no-such-id") { status } }', {});
+    expect(sse.events[0].errors![0].extensions!.code).toBe('PREDICTION_NOT_FOUND');
+    const client = wsClient(api.ws);
+    try {
+      const events = await wsCollect(client, 'subscription { predictionResult(id: "no-such-id") { status } }', {}).catch((e: unknown) => e);
+      const errors = Array.isArray(events) ? events[0].errors : (events as { message: string; extensions?: Record<string, unknown> }[]);
+      expect(errors![0].extensions!.code).toBe('PREDICTION_NOT_FOUND');
+    } finally {
+      await client.dispose();
+    }
+  });
+});
+
+describe('limits, failures and deadlines', () => {
+  it('413 for a body over the size limit', async () => {
+    const big = Array.from({ length: 60_000 }, () => 1.2345);
+    const res = await fetch(api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: PREDICT, variables: { m: 'flex', i: { features: big } } }) });
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { errors: { extensions: { code: string } }[] }).errors[0].extensions.code).toBe('PAYLOAD_TOO_LARGE');
+  });
+
+  it('500 INFERENCE_FAILED when the model cannot run the input, without a stack trace', async () => {
+    const r = await expectError(gql(api.url, PREDICT, { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 5], datatype: 'FP32', data: [1, 2, 3, 4, 5] }] } }), 500, 'INFERENCE_FAILED');
+    expect(JSON.stringify(r.body)).not.toMatch(/\bat .*\.(ts|js):\d+|onnxruntime|stack/i);
+  });
+
+  it('a failure reaches the subscriber as a FAILED event with its code', async () => {
+    const t = await gql<{ submitPrediction: { id: string } }>(api.url, 'mutation { submitPrediction(model: "flex", input: { tensors: [{ name: "x", shape: [1, 5], datatype: "FP32", data: [1, 2, 3, 4, 5] }] }) { id } }');
+    const { events } = await sseCollect(api.url, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code message } } }', { id: t.body.data!.submitPrediction.id });
+    expect(events).toHaveLength(1);
+    expect(events[0].data).toMatchObject({ predictionResult: { status: 'FAILED', error: { code: 'INFERENCE_FAILED' } } });
+  });
+
+  it('504 DEADLINE_EXCEEDED at the deadline, and the job is taken back', async () => {
+    const row = Array.from({ length: 512 }, () => 0.1);
+    const r = await expectError(gql(api.url, PREDICT, { m: 'mlp-bench', i: { features: row }, t: 300 }), 504, 'DEADLINE_EXCEEDED');
+    expect(r.body.errors![0].message).toMatch(/300 ms/);
+    // Nothing is left waiting in the gpu queue for a worker to waste time on.
+    const queue = new Queue('gpu', { connection: { url: redisUrl }, prefix });
+    try {
+      const counts = await queue.getJobCounts('wait', 'prioritized', 'active');
+      expect(counts.wait + counts.prioritized + counts.active).toBe(0);
+    } finally {
+      await queue.close();
+    }
+  });
+
+  it('the server stays healthy after all of it', async () => {
+    const res = await fetch(api.url.replace('/graphql', '/health'));
+    expect(res.status).toBe(200);
+    const ok = await gql<{ predict: { label: string } }>(api.url, PREDICT, { m: 'name-gender', i: { text: 'Maria' } });
+    expect(ok.body.data!.predict.label).toBe('female');
+  });
+});
+
+describe('503 with Retry-After while Redis is unreachable', () => {
+  let redis: PrivateRedis;
+  let downApi: RunningApi;
+
+  beforeAll(async () => {
+    redis = await startPrivateRedis();
+    downApi = await startApi({ redisUrl: redis.url, prefix, models });
+    await redis.stop();
+  });
+
+  afterAll(async () => {
+    await downApi?.close();
+    await redis?.stop();
+  });
+
+  it('answers predict, submit and poll with SERVICE_UNAVAILABLE and Retry-After, promptly', async () => {
+    for (const [query, vars] of [
+      [PREDICT, { m: 'name-gender', i: { text: 'Ann' } }],
+      ['mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }) { id } }', {}],
+      ['{ prediction(id: "x") { status } }', {}],
+    ] as const) {
+      const r = await expectError(gql(downApi.url, query, vars), 503, 'SERVICE_UNAVAILABLE');
+      expect(r.headers.get('retry-after')).toBe('1');
+    }
+  });
+
+  it('fails /ready and keeps /health', async () => {
+    expect((await fetch(downApi.url.replace('/graphql', '/ready'))).status).toBe(503);
+    expect((await fetch(downApi.url.replace('/graphql', '/health'))).status).toBe(200);
+  });
+
+  it('recovers by itself when Redis is back', async () => {
+    await redis.start();
+    for (;;) {
+      if ((await fetch(downApi.url.replace('/graphql', '/ready'))).status === 200) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const r = await gql<{ submitPrediction: { id: string } }>(downApi.url, 'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }) { id status } }');
+    expect(r.status).toBe(200);
+  });
+});
