@@ -65,6 +65,8 @@ export interface BatchlineConfig {
     executionProvider: 'auto' | 'cpu' | 'cuda';
     /** How long a stopping worker waits for work in hand. @defaultValue 20000 */
     shutdownTimeoutMs: number;
+    /** BullMQ job lock; a worker that dies loses its jobs to another after about this long. @defaultValue 30000 */
+    lockDurationMs: number;
   };
   log: {
     /** @defaultValue 'info' */
@@ -84,7 +86,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   predict: { timeoutMs: 30_000, maxRows: 1024 },
   cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
   queue: { maxDepth: 10_000 },
-  workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000 },
+  workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000, lockDurationMs: 30_000 },
   log: { level: 'info', file: '', retentionDays: 7 },
 };
 
@@ -110,6 +112,7 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_INTRA_OP_THREADS: 'workers.intraOpThreads',
   BATCHLINE_EXECUTION_PROVIDER: 'workers.executionProvider',
   BATCHLINE_SHUTDOWN_TIMEOUT_MS: 'workers.shutdownTimeoutMs',
+  BATCHLINE_LOCK_DURATION_MS: 'workers.lockDurationMs',
   BATCHLINE_LOG_LEVEL: 'log.level',
   BATCHLINE_LOG_FILE: 'log.file',
   BATCHLINE_LOG_RETENTION_DAYS: 'log.retentionDays',

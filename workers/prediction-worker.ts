@@ -109,9 +109,9 @@ export class PredictionWorker {
       connection: createRedis(config.redis.url, 'blocking'),
       prefix: config.redis.prefix,
       concurrency: shape.concurrency,
-      // Inference runs on threads, so the loop stays free to renew locks; 30 s is BullMQ's default.
-      lockDuration: 30_000,
-      stalledInterval: 15_000,
+      // Inference runs on threads, so the loop stays free to renew locks on time.
+      lockDuration: config.workers.lockDurationMs,
+      stalledInterval: Math.max(500, Math.floor(config.workers.lockDurationMs / 2)),
       maxStalledCount: 2,
     });
     this.bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
