@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { ModelServerError } from '../../k8s/plan.ts';
-import { parseQuantity, formatBytes, ceilMi } from '../../k8s/quantity.ts';
+import { parseQuantity, ceilMi } from '../../k8s/quantity.ts';
 import { exampleDoc, exampleText, load, set } from './manifests.ts';
 
 type Doc = ReturnType<typeof exampleDoc>;
@@ -101,7 +101,7 @@ describe('quantities', () => {
     expect(() => parseQuantity('1 GB')).toThrow("'1 GB' is not a Kubernetes quantity");
   });
 
-  it('formats bytes', () => {
-    expect([formatBytes(2 ** 30), formatBytes(1536 * 2 ** 20), formatBytes(1000), ceilMi(13_987_840)]).toEqual(['1Gi', '1536Mi', '1000', '14Mi']);
+  it('rounds measurements up to whole MiB', () => {
+    expect([ceilMi(13_987_840), ceilMi(2 ** 20), ceilMi(1)]).toEqual(['14Mi', '1Mi', '1Mi']);
   });
 });

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../core/config.ts';
 import { explain } from '../../k8s/explain.ts';
-import { GOLDEN_DIR, documents, exampleDoc, exampleText, load, renderYaml, validateManifest, type Obj } from './manifests.ts';
+import { GOLDEN_DIR, documents, exampleDoc, exampleText, load, renderYaml, set, validateManifest, type Obj } from './manifests.ts';
 
 const EXAMPLES = ['laptop', 'cpu-only', 'gpu'];
 const update = process.env.UPDATE_GOLDEN === '1';
@@ -125,6 +125,14 @@ describe('k8s render', () => {
     expect(laptop.filter((d) => d.kind === 'HorizontalPodAutoscaler' || d.kind === 'ScaledObject')).toEqual([]);
     expect(byKind(laptop, 'Deployment', 'laptop-worker-cpu').spec).toMatchObject({ replicas: 1 });
     expect(byKind(laptop, 'Deployment', 'laptop-redis')).toBeDefined();
+  });
+
+  it('turns startupSeconds into a startup probe budget', () => {
+    const doc = exampleDoc('gpu.yaml');
+    set(doc, 'spec.pools.gpu.startupSeconds', 42);
+    const gpu = byKind(documents(renderYaml(doc)), 'Deployment', 'batchline-worker-gpu');
+    expect((pod(gpu).containers[0] as unknown as { startupProbe: unknown }).startupProbe)
+      .toEqual({ httpGet: { path: '/ready', port: 'metrics' }, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 9 });
   });
 
   it('mounts a pvc model source over the model folder', () => {

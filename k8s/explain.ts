@@ -1,0 +1,52 @@
+/**
+ * `batchline k8s explain`: per pool, the limits, each bound, the one that decided, and
+ * the resulting slots, threads and autoscaling target.
+ */
+import { mib } from '../core/sizing.ts';
+import type { LoadedServer } from './load.ts';
+import { parseQuantity } from './quantity.ts';
+import type { PoolSizing } from './plan.ts';
+
+function replicas(loaded: LoadedServer, p: PoolSizing): string {
+  const { minReplicas, maxReplicas } = p.spec.autoscaling;
+  switch (loaded.server.spec.autoscaling.provider) {
+    case 'none': return `${minReplicas} (fixed)`;
+    case 'hpa': return `${minReplicas}..${maxReplicas} on CPU at ${p.spec.autoscaling.targetCPUUtilization}% (HorizontalPodAutoscaler)`;
+    case 'keda': return `${minReplicas}..${maxReplicas} on queue depth ${p.targetQueueDepth} per replica (KEDA; ${p.targetFrom})`;
+  }
+}
+
+function row(label: string, text: string): string {
+  return `  ${`${label}:`.padEnd(18)}${text}`;
+}
+
+/** `memory bound: text` from the plan, aligned with the other rows. */
+function step(line: string): string {
+  const at = line.indexOf(': ');
+  return row(line.slice(0, at), line.slice(at + 2));
+}
+
+function pool(loaded: LoadedServer, p: PoolSizing): string[] {
+  const { limits, plan } = p;
+  const gpu = p.pool === 'gpu' ? `, ${limits.gpus} GPU of ${limits.gpuMemoryBytes !== undefined ? mib(limits.gpuMemoryBytes) : 'unknown memory'}` : '';
+  const models = p.models.map((m) => `${m.name} ${mib(parseQuantity(m.memory))}`).join(', ');
+  const result = `${plan.slots} slot${plan.slots === 1 ? '' : 's'} x ${plan.intraOpThreads} intra-op thread${plan.intraOpThreads === 1 ? '' : 's'}, ` +
+    `concurrency ${plan.concurrency}${p.pool === 'gpu' ? ` (slots x batch ${p.batchSize})` : ''}`;
+  return [
+    `pool ${p.pool}`,
+    row('limits', `${limits.cpuCores} CPU, ${mib(limits.memoryBytes)} memory${gpu}`),
+    row('models', `${models} (each slot loads all of them)`),
+    ...plan.explanation.slice(0, -1).map(step),
+    row('decided by', plan.decidedBy),
+    row('result', result),
+    row('replicas', replicas(loaded, p)),
+    row('startup', `${p.startupSeconds} s allowed for loading before liveness checks`),
+  ];
+}
+
+/** The explanation as text, one block per pool. */
+export function explain(loaded: LoadedServer): string {
+  const { metadata } = loaded.server;
+  const head = `ModelServer ${metadata.namespace ? `${metadata.namespace}/` : ''}${metadata.name}`;
+  return [head, ...loaded.pools.flatMap((p) => ['', ...pool(loaded, p)])].join('\n') + '\n';
+}

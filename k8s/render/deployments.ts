@@ -1,0 +1,142 @@
+/**
+ * Deployments for the API and for each worker pool. Workers carry their sizing twice:
+ * as the `BATCHLINE_WORKER_*` environment the worker obeys, and as annotations that
+ * say how it was decided (the same lines as `batchline k8s explain`).
+ */
+import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
+import type { IDeploymentStrategy } from 'kubernetes-models/apps/v1/DeploymentStrategy';
+import type { IContainer } from 'kubernetes-models/v1/Container';
+import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
+import { DEFAULT_CONFIG } from '../../core/config.ts';
+import { mib } from '../../core/sizing.ts';
+import type { PoolSizing } from '../plan.ts';
+import type { ModelServer } from '../resource.ts';
+import {
+  ANNOTATION, API_PORT, WORKER_HTTP_PORT, componentName, containerSecurityContext, metadata, podSecurityContext, selectorLabels, labels, type Component,
+} from './common.ts';
+import { baseEnv, httpProbe, resources, volumeMounts, volumes } from './pod.ts';
+
+const API_RESOURCES = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } };
+// Room for in-flight work to finish (workers.shutdownTimeoutMs) before SIGKILL.
+const GRACE_SECONDS = Math.ceil(DEFAULT_CONFIG.workers.shutdownTimeoutMs / 1000) + 10;
+
+function image(ms: ModelServer, gpu: boolean): string {
+  const { repository, tag, gpuTag } = ms.spec.image;
+  return `${repository}:${gpu ? (gpuTag ?? `${tag}-gpu`) : tag}`;
+}
+
+function podSpec(ms: ModelServer, component: Component, container: IContainer, extra: Partial<IPodSpec>): IPodSpec {
+  return {
+    automountServiceAccountToken: false,
+    securityContext: podSecurityContext(),
+    terminationGracePeriodSeconds: GRACE_SECONDS,
+    ...(ms.spec.image.pullSecrets?.length ? { imagePullSecrets: ms.spec.image.pullSecrets.map((name) => ({ name })) } : {}),
+    // Spread replicas over nodes where possible, so one node's loss is not the whole pool's.
+    topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: selectorLabels(ms, component) } }],
+    ...extra,
+    containers: [container],
+    volumes: volumes(ms),
+  };
+}
+
+function deployment(ms: ModelServer, component: Component, replicas: number | undefined, annotations: Record<string, string> | undefined,
+  podAnnotations: Record<string, string>, spec: IPodSpec, strategy?: IDeploymentStrategy): IDeployment {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: metadata(ms, componentName(ms, component), component, annotations),
+    spec: {
+      // Left out when an autoscaler owns the count, so re-applying does not reset it.
+      ...(replicas !== undefined ? { replicas } : {}),
+      revisionHistoryLimit: 5,
+      selector: { matchLabels: selectorLabels(ms, component) },
+      ...(strategy ? { strategy } : {}),
+      template: { metadata: { labels: labels(ms, component), annotations: podAnnotations }, spec },
+    },
+  };
+}
+
+function scrape(port: number): Record<string, string> {
+  return { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(port), 'prometheus.io/path': '/metrics' };
+}
+
+/** The API Deployment (`serve`): GraphQL on 4000, `/health` for liveness, `/ready` for readiness. */
+export function apiDeployment(ms: ModelServer, configHash: string): IDeployment {
+  const api = ms.spec.api;
+  const env = baseEnv(ms);
+  if (ms.spec.auth?.secretRef) {
+    env.push({ name: 'BATCHLINE_API_KEYS', valueFrom: { secretKeyRef: { name: ms.spec.auth.secretRef.name, key: ms.spec.auth.secretRef.key } } });
+  }
+  const container: IContainer = {
+    name: 'api',
+    image: image(ms, false),
+    imagePullPolicy: ms.spec.image.pullPolicy,
+    args: ['serve'],
+    ports: [{ name: 'http', containerPort: API_PORT, protocol: 'TCP' }],
+    env,
+    resources: resources(api.resources ?? API_RESOURCES),
+    startupProbe: httpProbe('/health', 'http', 2, 30),
+    livenessProbe: httpProbe('/health', 'http', 10, 3),
+    readinessProbe: httpProbe('/ready', 'http', 5, 2),
+    securityContext: containerSecurityContext(),
+    volumeMounts: volumeMounts(ms),
+  };
+  const replicas = api.autoscaling ? undefined : api.replicas;
+  return deployment(ms, 'api', replicas, undefined, { [`${ANNOTATION}/config-hash`]: configHash, ...scrape(API_PORT) }, podSpec(ms, 'api', container, {}));
+}
+
+/** The sizing annotations of a worker Deployment. */
+export function sizingAnnotations(p: PoolSizing): Record<string, string> {
+  const { plan, limits } = p;
+  const gpu = p.pool === 'gpu' ? ` gpus=${limits.gpus} gpu-memory=${limits.gpuMemoryBytes !== undefined ? mib(limits.gpuMemoryBytes) : 'unknown'}` : '';
+  return {
+    [`${ANNOTATION}/slots`]: String(plan.slots),
+    [`${ANNOTATION}/intra-op-threads`]: String(plan.intraOpThreads),
+    [`${ANNOTATION}/concurrency`]: String(plan.concurrency),
+    [`${ANNOTATION}/decided-by`]: plan.decidedBy,
+    [`${ANNOTATION}/limits`]: `cpu=${limits.cpuCores} memory=${mib(limits.memoryBytes)}${gpu}`,
+    [`${ANNOTATION}/bounds`]: `memory=${plan.bounds.memory ?? 'none'} cpu=${plan.bounds.cpu}${p.pool === 'gpu' ? ` gpu-memory=${plan.bounds.gpuMemory ?? 'none'}` : ''} io-rule=${plan.bounds.ioRule}`,
+    [`${ANNOTATION}/target-queue-depth`]: String(p.targetQueueDepth),
+    [`${ANNOTATION}/sizing`]: plan.explanation.join('; '),
+  };
+}
+
+/** A worker pool's Deployment (`worker --pool <pool>`), sized by {@link PoolSizing}. */
+export function workerDeployment(ms: ModelServer, p: PoolSizing, configHash: string): IDeployment {
+  const gpu = p.pool === 'gpu';
+  const component: Component = `worker-${p.pool}`;
+  const env = [
+    ...baseEnv(ms),
+    { name: 'BATCHLINE_WORKER_CONCURRENCY', value: String(p.plan.concurrency) },
+    { name: 'BATCHLINE_WORKER_THREADS', value: String(p.plan.slots) },
+    { name: 'BATCHLINE_INTRA_OP_THREADS', value: String(p.plan.intraOpThreads) },
+    // Fail loudly on a GPU node without CUDA rather than fall back to the CPU quietly.
+    { name: 'BATCHLINE_EXECUTION_PROVIDER', value: gpu ? 'cuda' : 'cpu' },
+    { name: 'BATCHLINE_WORKER_HTTP_PORT', value: String(WORKER_HTTP_PORT) },
+  ];
+  const container: IContainer = {
+    name: 'worker',
+    image: image(ms, gpu),
+    imagePullPolicy: ms.spec.image.pullPolicy,
+    args: ['worker', '--pool', p.pool],
+    ports: [{ name: 'metrics', containerPort: WORKER_HTTP_PORT, protocol: 'TCP' }],
+    env,
+    resources: resources(p.spec.resources),
+    // Startup waits for /ready (models loaded), so liveness never judges a worker still loading.
+    startupProbe: httpProbe('/ready', 'metrics', 5, Math.ceil(p.startupSeconds / 5)),
+    livenessProbe: httpProbe('/health', 'metrics', 10, 3),
+    readinessProbe: httpProbe('/ready', 'metrics', 5, 2),
+    securityContext: containerSecurityContext(),
+    volumeMounts: volumeMounts(ms),
+  };
+  const extra: Partial<IPodSpec> = {};
+  const nodeSelector = p.spec.nodeSelector ?? (gpu ? { 'nvidia.com/gpu.present': 'true' } : undefined);
+  const tolerations = p.spec.tolerations ?? (gpu ? [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }] : undefined);
+  if (nodeSelector) extra.nodeSelector = nodeSelector;
+  if (tolerations) extra.tolerations = tolerations;
+  const replicas = ms.spec.autoscaling.provider === 'none' ? p.spec.autoscaling.minReplicas : undefined;
+  // GPUs are rarely spare: replace GPU workers one at a time instead of surging.
+  const strategy: IDeploymentStrategy | undefined = gpu ? { type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } } : undefined;
+  return deployment(ms, component, replicas, sizingAnnotations(p), { [`${ANNOTATION}/config-hash`]: configHash, ...scrape(WORKER_HTTP_PORT) },
+    podSpec(ms, component, container, extra), strategy);
+}

@@ -1,0 +1,87 @@
+/**
+ * The ModelServer custom resource as TypeScript, after the CRD's defaults are applied
+ * (`k8s/crd/modelserver.yaml` is the source of truth; `k8s/schema.ts` applies it).
+ */
+import type { PoolName } from '../core/config.ts';
+
+export const API_GROUP = 'batchline.dev';
+export const API_VERSION = `${API_GROUP}/v1alpha1`;
+export const KIND = 'ModelServer';
+
+/** A Kubernetes quantity: "512Mi", "2", 1.5, "500m". */
+export type Quantity = string | number;
+
+export interface Toleration {
+  key?: string;
+  operator?: 'Exists' | 'Equal';
+  value?: string;
+  effect?: 'NoSchedule' | 'PreferNoSchedule' | 'NoExecute';
+  tolerationSeconds?: number;
+}
+
+export interface ModelSpec {
+  name: string;
+  pool: PoolName;
+  memory: Quantity;
+  gpuMemory?: Quantity;
+  source: { type: 'image' | 'pvc'; claimName?: string; subPath?: string };
+  batching?: { policy?: 'fixed' | 'aimd' | 'predictive'; maxBatchSize?: number; maxDelayMs?: number };
+  slo?: { latencyMs: number };
+}
+
+export interface ResourceList {
+  cpu?: Quantity;
+  memory?: Quantity;
+  'nvidia.com/gpu'?: number;
+}
+
+export interface PoolSpec {
+  resources: { requests?: ResourceList; limits: ResourceList };
+  baseMemory?: Quantity;
+  gpuMemory?: Quantity;
+  gpuReserve?: Quantity;
+  startupSeconds?: number;
+  autoscaling: {
+    minReplicas: number;
+    maxReplicas: number;
+    targetQueueDepth?: number;
+    targetLatencyMs?: number;
+    targetCPUUtilization: number;
+  };
+  nodeSelector?: Record<string, string>;
+  tolerations?: Toleration[];
+}
+
+export interface ModelServerSpec {
+  image: { repository: string; tag: string; gpuTag?: string; pullPolicy: 'Always' | 'IfNotPresent' | 'Never'; pullSecrets?: string[] };
+  models: ModelSpec[];
+  pools: Partial<Record<PoolName, PoolSpec>>;
+  api: {
+    replicas: number;
+    resources?: { requests?: ResourceList; limits?: ResourceList };
+    autoscaling?: { minReplicas: number; maxReplicas: number; targetCPUUtilization: number };
+    service: { type: 'ClusterIP' | 'NodePort' | 'LoadBalancer'; port: number };
+    graphiql: boolean;
+    introspection: boolean;
+  };
+  autoscaling: {
+    provider: 'keda' | 'hpa' | 'none';
+    pollingIntervalSeconds: number;
+    cooldownSeconds: number;
+    prometheus?: { serverAddress: string };
+  };
+  redis: {
+    secretRef?: { name: string; key: string; addressKey: string; passwordKey?: string };
+    prefix: string;
+    deploy: boolean;
+  };
+  auth?: { secretRef?: { name: string; key: string } };
+  logs: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent'; retentionDays: number; toFile: boolean };
+}
+
+export interface ModelServer {
+  apiVersion: typeof API_VERSION;
+  kind: typeof KIND;
+  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  spec: ModelServerSpec;
+}
