@@ -31,6 +31,11 @@ export interface BatchlineConfig {
   models: {
     /** Model repository folder, laid out `<model>/<version>/model.onnx`. @defaultValue 'models' */
     repository: string;
+    /**
+     * A YAML map of model name to settings that override its config.yaml (pool, batching),
+     * as rendered from a Kubernetes ModelServer. @defaultValue '' (none)
+     */
+    overrides: string;
   };
   results: {
     /** How long results (and failures) stay readable by id. @defaultValue 3600 */
@@ -81,7 +86,7 @@ export interface BatchlineConfig {
 export const DEFAULT_CONFIG: BatchlineConfig = {
   redis: { url: 'redis://127.0.0.1:6379', prefix: 'batchline' },
   http: { host: '0.0.0.0', port: 4000, maxBodyBytes: 1_048_576, graphiql: true, introspection: true },
-  models: { repository: 'models' },
+  models: { repository: 'models', overrides: '' },
   results: { ttlSeconds: 3600 },
   predict: { timeoutMs: 30_000, maxRows: 1024 },
   cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
@@ -100,6 +105,7 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_GRAPHIQL: 'http.graphiql',
   BATCHLINE_INTROSPECTION: 'http.introspection',
   BATCHLINE_MODELS: 'models.repository',
+  BATCHLINE_MODEL_OVERRIDES: 'models.overrides',
   BATCHLINE_RESULT_TTL_SECONDS: 'results.ttlSeconds',
   BATCHLINE_PREDICT_TIMEOUT_MS: 'predict.timeoutMs',
   BATCHLINE_MAX_ROWS: 'predict.maxRows',

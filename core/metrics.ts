@@ -27,7 +27,8 @@ export function createMetrics(role: 'api' | 'worker') {
     }),
     cacheHits: new Counter({ name: 'batchline_cache_hits_total', help: 'Results served from the cache', labelNames: ['model'] as const, registers: [registry] }),
     cacheMisses: new Counter({ name: 'batchline_cache_misses_total', help: 'Cache lookups that ran inference', labelNames: ['model'] as const, registers: [registry] }),
-    queueDepth: new Gauge({ name: 'batchline_queue_depth', help: 'Jobs by pool and state', labelNames: ['pool', 'state'] as const, registers: [registry] }),
+    queueDepth: new Gauge({ name: 'batchline_queue_depth', help: 'Jobs waiting for a worker (wait + prioritized) per pool; what autoscaling watches', labelNames: ['pool'] as const, registers: [registry] }),
+    queueJobs: new Gauge({ name: 'batchline_queue_jobs', help: 'Jobs by pool and BullMQ state', labelNames: ['pool', 'state'] as const, registers: [registry] }),
     jobs: new Counter({ name: 'batchline_worker_jobs_total', help: 'Jobs a worker finished, by model and outcome', labelNames: ['model', 'outcome'] as const, registers: [registry] }),
     batchRows: new Histogram({
       name: 'batchline_batch_rows',

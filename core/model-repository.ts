@@ -173,8 +173,9 @@ export class ModelRepository {
   }
 
   /** Scans `dir`, verifying every version against its graph. Never throws for a bad model. */
-  static async scan(dir: string, options: { verify?: boolean; onSkip?: (v: ModelVersion) => void } = {}): Promise<ModelRepository> {
+  static async scan(dir: string, options: { verify?: boolean; onSkip?: (v: ModelVersion) => void; overridesFile?: string } = {}): Promise<ModelRepository> {
     const root = resolve(dir);
+    const overrides = (options.overridesFile ? readYaml(options.overridesFile) : undefined) ?? {};
     const found: ModelVersion[] = [];
     if (!existsSync(root)) return new ModelRepository(root, found);
     for (const name of readdirSync(root).sort()) {
@@ -195,7 +196,9 @@ export class ModelRepository {
           if (baseError) fail(baseError);
           const override = readYaml(join(modelDir, version, 'config.yaml'));
           if (!base && !override) fail(`no config.yaml for model '${name}'`);
-          mv.config = parseModelConfig({ ...base, ...override }, name);
+          const deployed = overrides[name] as Raw | undefined;
+          const batching = { ...(base?.batching as Raw), ...(override?.batching as Raw), ...(deployed?.batching as Raw) };
+          mv.config = parseModelConfig({ ...base, ...override, ...deployed, batching }, name);
           mv.config.name = name;
           if (options.verify !== false) await verifyAgainstGraph(path, mv.config);
           const metricsPath = join(modelDir, version, 'metrics.json');

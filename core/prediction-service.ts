@@ -250,7 +250,8 @@ export class PredictionService {
   async collectQueueDepth(): Promise<void> {
     for (const pool of ['cpu', 'gpu'] as const) {
       const counts = await this.deps.queues.queue(pool).getJobCounts('wait', 'prioritized', 'active', 'delayed', 'failed');
-      for (const [state, n] of Object.entries(counts)) this.deps.metrics.queueDepth.set({ pool, state }, n);
+      for (const [state, n] of Object.entries(counts)) this.deps.metrics.queueJobs.set({ pool, state }, n);
+      this.deps.metrics.queueDepth.set({ pool }, (counts.wait ?? 0) + (counts.prioritized ?? 0));
     }
   }
 }

@@ -45,6 +45,7 @@ function requestIdOf(headers: Headers | IncomingMessage['headers'] | undefined):
 export async function createApiServer(options: { config: BatchlineConfig; logger: Logger }): Promise<ApiServer> {
   const { config, logger } = options;
   const repository = await ModelRepository.scan(config.models.repository, {
+      overridesFile: config.models.overrides || undefined,
     onSkip: (v) => logger.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
   });
   logger.info({ models: repository.ready().map((v) => `${v.name}@${v.version}`) }, 'model repository scanned');

@@ -18,6 +18,8 @@ import { ResultStore } from '../core/result-store.ts';
 import { createRedis, keyspace, whenReady } from '../core/redis.ts';
 import { WorkerRegistry } from '../core/worker-registry.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
+import { readCgroupLimits } from '../core/cgroup.ts';
+import { planPool } from '../core/sizing.ts';
 import type { Logger } from '../core/logger.ts';
 import { isFinal, type PredictionJobData, type PredictionRecord, type PredictionResult } from '../core/prediction.ts';
 
@@ -29,14 +31,36 @@ export interface WorkerOptions {
 
 const HEARTBEAT_MS = 5_000;
 
-/** Threads, intra-op threads and job concurrency of this worker, from config or the CPU limit. */
-export function workerShape(config: BatchlineConfig, pool: PoolName, maxBatch: number): { threads: number; intraOpThreads: number; concurrency: number } {
-  const cores = availableParallelism();
-  const threads = config.workers.threads || 1;
-  const intraOpThreads = config.workers.intraOpThreads || Math.max(1, Math.floor(cores / threads));
-  // Enough jobs in hand to fill a batch on every thread, plus one being gathered.
-  const concurrency = config.workers.concurrency || (pool === 'gpu' ? Math.max(2, maxBatch * (threads + 1)) : threads * 2);
-  return { threads, intraOpThreads, concurrency };
+/**
+ * A model's resident memory estimated from its file: weights load about twice over
+ * (file buffer and session), plus the session's own overhead. `batchline model measure`
+ * gives the real figure for the Kubernetes resource.
+ */
+function estimatedModelBytes(v: ModelVersion): number {
+  return 2 * v.sizeBytes + 16 * 1024 * 1024;
+}
+
+/**
+ * Threads, intra-op threads and job concurrency of this worker: what the configuration
+ * sets, the rest from `planPool` over the container's cgroup limits (core/sizing.ts).
+ */
+export function workerShape(config: BatchlineConfig, models: ModelVersion[], maxBatch: number, cgroupRoot?: string): { threads: number; intraOpThreads: number; concurrency: number; explanation: string[] } {
+  const limits = readCgroupLimits(cgroupRoot);
+  const plan = planPool({
+    // Sized as a CPU pool: on CUDA the GPU bound is the device's, which the operator sets.
+    pool: 'cpu',
+    memoryLimitBytes: limits.memoryBytes,
+    cpuLimitCores: limits.cpuCores,
+    hostCores: availableParallelism(),
+    modelBytes: models.length ? models.map(estimatedModelBytes) : 1,
+    batchSize: maxBatch,
+  });
+  const threads = config.workers.threads || plan.slots;
+  const intraOpThreads = config.workers.intraOpThreads || Math.max(1, Math.floor(plan.cores / threads));
+  // Jobs in hand: a full batch per thread plus one gathering (batch 1: two per thread, so
+  // the next job is fetched while one runs).
+  const concurrency = config.workers.concurrency || threads * Math.max(2, maxBatch) + (maxBatch > 1 ? maxBatch : 0);
+  return { threads, intraOpThreads, concurrency, explanation: plan.explanation };
 }
 
 export class PredictionWorker {
@@ -70,11 +94,13 @@ export class PredictionWorker {
   async start(): Promise<void> {
     const { config, pool } = this.options;
     this.repository = await ModelRepository.scan(config.models.repository, {
+      overridesFile: config.models.overrides || undefined,
       onSkip: (v) => this.log.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
     });
     const mine = this.repository.ready().filter((v) => v.config.pool === pool);
     const maxBatch = Math.max(1, ...mine.map((v) => (pool === 'gpu' ? v.config.batching.maxBatchSize : 1)));
-    const shape = workerShape(config, pool, maxBatch);
+    const { explanation, ...shape } = workerShape(config, mine, maxBatch);
+    this.log.info({ sizing: explanation }, 'worker sizing');
     this.executionProvider = await chooseExecutionProvider(config.workers.executionProvider, pool, this.log);
     this.inference = await InferencePool.start({
       models: mine.map((v) => ({ key: `${v.name}@${v.version}`, path: v.path, config: v.config })),

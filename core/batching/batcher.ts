@@ -101,14 +101,14 @@ export class Batcher {
   }
 
   /**
-   * Adds one request. `deadlineMs` is how long from now its answer may take; it defaults to
-   * the model's SLO.
+   * Adds one request. It should be answered within the model's SLO, or `deadlineMs` from
+   * now when that is sooner (the request's own deadline).
    */
   submit(model: string, input: NormalizedInput, rows: number, deadlineMs?: number): Promise<BatchOutcome> {
     const spec = this.options.spec(model);
     const now = this.clock.now();
     return new Promise((resolve, reject) => {
-      const item: Item = { input, rows, arrivedAt: now, deadlineAt: now + (deadlineMs ?? spec.sloMs), resolve, reject };
+      const item: Item = { input, rows, arrivedAt: now, deadlineAt: now + Math.min(deadlineMs ?? Infinity, spec.sloMs), resolve, reject };
       const key = `${model}#${shapeSignature(input)}`;
       let batch = this.open.get(key);
       if (batch && batch.rows + rows > this.limitFor(batch)) {

@@ -69,3 +69,16 @@ describe('a model dropped into a fresh repository', () => {
     expect(repo.versions).toEqual([]);
   });
 });
+
+describe('deployment overrides (models.yaml rendered from a ModelServer)', () => {
+  it('move a model to another pool and change its batching without touching config.yaml', async () => {
+    const { writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const file = join(models, 'overrides.yaml');
+    writeFileSync(file, 'linear:\n  pool: gpu\n  batching: { policy: aimd, sloMs: 20 }\n');
+    const repo = await ModelRepository.scan(models, { overridesFile: file, verify: false });
+    const linear = repo.find('linear')!;
+    expect(linear.config.pool).toBe('gpu');
+    expect(linear.config.batching).toMatchObject({ policy: 'aimd', sloMs: 20, maxBatchSize: 32 });
+  });
+});
