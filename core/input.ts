@@ -11,8 +11,35 @@ export interface TensorData {
   datatype: Datatype;
   /** Full shape, batch dimension first. */
   shape: number[];
-  /** Row-major values. */
-  data: number[];
+  /** Row-major values (a plain array from a request, a typed array once off the wire). */
+  data: ArrayLike<number>;
+}
+
+/** A tensor in a job: FP32 values travel as base64 of their little-endian bytes (4 bytes a value, not ~19 characters of JSON). */
+export type WireTensor = Omit<TensorData, 'data'> & { data?: number[]; f32?: string };
+export type WireInput = { kind: 'text'; texts: string[] } | { kind: 'tensors'; tensors: WireTensor[] };
+
+export function toWire(input: NormalizedInput): WireInput {
+  if (input.kind === 'text') return input;
+  return {
+    kind: 'tensors',
+    tensors: input.tensors.map(({ data, ...t }) =>
+      t.datatype === 'FP32' ? { ...t, f32: Buffer.from(Float32Array.from(data).buffer).toString('base64') } : { ...t, data: Array.from(data) },
+    ),
+  };
+}
+
+export function fromWire(input: WireInput): NormalizedInput {
+  if (input.kind === 'text') return input;
+  return {
+    kind: 'tensors',
+    tensors: input.tensors.map(({ f32, data, ...t }) => {
+      if (f32 === undefined) return { ...t, data: data ?? [] };
+      const bytes = Buffer.from(f32, 'base64');
+      // Copy into an aligned buffer of its own: the Buffer may be a slice of a shared pool.
+      return { ...t, data: new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)) };
+    }),
+  };
 }
 
 export type NormalizedInput = { kind: 'text'; texts: string[] } | { kind: 'tensors'; tensors: TensorData[] };
@@ -28,7 +55,7 @@ export interface PredictionInput {
 
 const INTEGER_TYPES: ReadonlySet<Datatype> = new Set(['INT32', 'INT64', 'UINT8', 'INT8']);
 
-function checkValues(field: string, data: number[], datatype: Datatype): void {
+function checkValues(field: string, data: ArrayLike<number>, datatype: Datatype): void {
   for (let i = 0; i < data.length; i++) {
     const v = data[i];
     if (typeof v !== 'number' || !Number.isFinite(v)) throw badInput(`${field}[${i}]`, `expected a finite number, got ${String(v)}`);

@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { ServingError, fromSerialized } from './errors.ts';
 import type { BatchlineConfig } from './config.ts';
-import { normalizeInput, type PredictionInput, type NormalizedInput } from './input.ts';
+import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from './input.ts';
 import type { ModelRepository, ModelVersion } from './model-repository.ts';
 import type { PredictionQueues } from './queues.ts';
 import { SYNC_PRIORITY, bullPriority, asServingError } from './queues.ts';
@@ -135,7 +135,7 @@ export class PredictionService {
       model: mv.name,
       version: mv.version,
       pool: mv.config.pool,
-      input,
+      input: toWire(input),
       rows,
       enqueuedAt: now,
       deadline: now + timeoutMs,
@@ -152,7 +152,7 @@ export class PredictionService {
     // Wait first, enqueue second: the reply may come before `enqueue` returns.
     const wait = this.deps.feed.waitFor(job.id, timeoutMs);
     try {
-      await this.deps.store.accept(this.record(job));
+      // No QUEUED record for synchronous work: nobody polls it, and the final record is written by the worker.
       await this.deps.queues.enqueue(job, { priority: SYNC_PRIORITY, attempts: mv.config.retry.attempts, backoffMs: mv.config.retry.backoffMs, keepSeconds: this.deps.config.results.ttlSeconds });
     } catch (e) {
       wait.cancel();

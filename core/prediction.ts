@@ -1,6 +1,6 @@
 /** The records a prediction leaves: its job, its result, and its status record in Redis. */
 import type { SerializedError } from './errors.ts';
-import type { NormalizedInput } from './input.ts';
+import type { WireInput } from './input.ts';
 import type { PoolName } from './config.ts';
 import type { RowPrediction, TensorValue } from './runtime/postprocess.ts';
 
@@ -49,7 +49,7 @@ export interface PredictionJobData {
   model: string;
   version: string;
   pool: PoolName;
-  input: NormalizedInput;
+  input: WireInput;
   rows: number;
   enqueuedAt: number;
   /** Epoch ms after which the work is worthless and is dropped, not run. */

@@ -67,7 +67,8 @@ export class PredictionQueues {
         priority: options.priority,
         attempts: options.attempts,
         backoff: { type: 'fixed', delay: options.backoffMs },
-        removeOnComplete: { age: options.keepSeconds, count: 10_000 },
+        // Results live in the ResultStore; a completed job is only bookkeeping.
+        removeOnComplete: true,
         removeOnFail: { age: options.keepSeconds, count: 10_000 },
       };
       await this.queue(data.pool).add('predict', data, opts);

@@ -9,12 +9,32 @@ import type { Redis } from 'ioredis';
 import type { Keyspace } from './redis.ts';
 import type { PredictionRecord } from './prediction.ts';
 
+/**
+ * KEYS: record, result channel. ARGV: record JSON, TTL seconds, reply channel or ''.
+ * `status` is the record's second field (after `id`), so the first match is the record's own.
+ */
+const FINISH_ONCE = `
+local current = redis.call('GET', KEYS[1])
+if current then
+  local status = string.match(current, '"status":"(%u+)"')
+  if status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED' then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[1]) end
+return 1
+`;
+
+type FinishingRedis = Redis & { batchlineFinishOnce(record: string, channel: string, json: string, ttl: number, replyTo: string): Promise<number> };
+
 export class ResultStore {
   private readonly redis: Redis;
   private readonly keys: Keyspace;
   private readonly ttlSeconds: number;
 
   constructor(redis: Redis, keys: Keyspace, ttlSeconds: number) {
+    // EVALSHA after the first call: the script body is not resent and rehashed per result.
+    if (!('batchlineFinishOnce' in redis)) redis.defineCommand('batchlineFinishOnce', { numberOfKeys: 2, lua: FINISH_ONCE });
     this.redis = redis;
     this.keys = keys;
     this.ttlSeconds = ttlSeconds;
@@ -25,14 +45,16 @@ export class ResultStore {
     await this.redis.set(this.keys.prediction(record.id), JSON.stringify(record), 'EX', this.ttlSeconds);
   }
 
-  /** Stores a final record, then publishes it to its subscribers and to a waiting API process. */
-  async finish(record: PredictionRecord, replyTo?: string): Promise<void> {
+  /**
+   * Stores a final record, then publishes it to its subscribers and to a waiting API
+   * process; in one script, and only if no final record is there yet, so a job run again
+   * after a crash (or a deadline racing a worker) is answered exactly once.
+   * @returns false when the prediction was already final (nothing written or published).
+   */
+  async finish(record: PredictionRecord, replyTo?: string): Promise<boolean> {
     const json = JSON.stringify(record);
-    const multi = this.redis.multi().set(this.keys.prediction(record.id), json, 'EX', this.ttlSeconds).publish(this.keys.resultChannel(record.id), json);
-    if (replyTo) multi.publish(replyTo, json);
-    const replies = await multi.exec();
-    const failed = replies?.find(([err]) => err);
-    if (failed) throw failed[0];
+    const written = await (this.redis as FinishingRedis).batchlineFinishOnce(this.keys.prediction(record.id), this.keys.resultChannel(record.id), json, this.ttlSeconds, replyTo ?? '');
+    return written === 1;
   }
 
   async get(id: string): Promise<PredictionRecord | undefined> {

@@ -14,6 +14,7 @@ import { InferencePool } from '../core/runtime/inference-pool.ts';
 import { rowPredictions } from '../core/runtime/postprocess.ts';
 import { Batcher } from '../core/batching/batcher.ts';
 import type { BatchingSpec } from '../core/model-config.ts';
+import { fromWire } from '../core/input.ts';
 import { ResultStore } from '../core/result-store.ts';
 import { createRedis, keyspace, whenReady } from '../core/redis.ts';
 import { WorkerRegistry } from '../core/worker-registry.ts';
@@ -21,7 +22,7 @@ import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { readCgroupLimits } from '../core/cgroup.ts';
 import { planPool } from '../core/sizing.ts';
 import type { Logger } from '../core/logger.ts';
-import { isFinal, type PredictionJobData, type PredictionRecord, type PredictionResult } from '../core/prediction.ts';
+import { type PredictionJobData, type PredictionRecord, type PredictionResult } from '../core/prediction.ts';
 
 export interface WorkerOptions {
   config: BatchlineConfig;
@@ -123,7 +124,8 @@ export class PredictionWorker {
       },
     });
 
-    this.redis = createRedis(config.redis.url, 'blocking');
+    // Results are written on a connection of their own, apart from BullMQ's.
+    this.redis = createRedis(config.redis.url, 'producer');
     await whenReady(this.redis, 30_000);
     const keys = keyspace(config.redis.prefix);
     this.store = new ResultStore(this.redis, keys, config.results.ttlSeconds);
@@ -179,12 +181,6 @@ export class PredictionWorker {
     const base: PredictionRecord = { id: data.id, status: 'QUEUED', model: data.model, version: data.version, pool: data.pool, rows: data.rows, requestId: data.requestId, submittedAt: data.enqueuedAt };
     const startedAt = Date.now();
 
-    // A job retried after a crash may already be answered: answer once.
-    const existing = await this.store.get(data.id);
-    if (existing && isFinal(existing.status)) {
-      log.info({ status: existing.status }, 'already answered; skipping');
-      return { status: existing.status };
-    }
     if (data.deadline !== undefined && startedAt > data.deadline) {
       await this.fail(base, new ServingError('DEADLINE_EXCEEDED', 'the deadline passed before the work started'), data.replyTo);
       log.info('deadline passed in the queue; dropped');
@@ -194,7 +190,7 @@ export class PredictionWorker {
       const model = this.models.get(key);
       if (!model) throw new ServingError('MODEL_NOT_READY', `this worker does not serve ${key}`);
       const deadlineMs = data.deadline !== undefined ? data.deadline - startedAt : undefined;
-      const outcome = await this.batcher.submit(key, data.input, data.rows, deadlineMs);
+      const outcome = await this.batcher.submit(key, fromWire(data.input), data.rows, deadlineMs);
       const finishedAt = Date.now();
       const result: PredictionResult = {
         id: data.id,
@@ -206,7 +202,8 @@ export class PredictionWorker {
         cached: false,
         batchRows: outcome.batchRows,
       };
-      await this.store.finish({ ...base, status: 'COMPLETED', finishedAt, result }, data.replyTo);
+      // A job run again after a crash may already be answered: finish() then writes nothing.
+      if (!(await this.store.finish({ ...base, status: 'COMPLETED', finishedAt, result }, data.replyTo))) log.info('already answered; not answering again');
       this.metrics.jobs.inc({ model: data.model, outcome: 'ok' });
       this.metrics.latency.observe({ model: data.model, phase: 'queue' }, result.timings.queueMs / 1000);
       this.metrics.latency.observe({ model: data.model, phase: 'inference' }, outcome.inferenceMs / 1000);

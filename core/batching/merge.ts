@@ -20,8 +20,13 @@ export function mergeInputs(inputs: NormalizedInput[]): NormalizedInput {
   const tensors: TensorData[] = first.tensors.map((t) => {
     const parts = inputs.map((i) => (i as Extract<NormalizedInput, { kind: 'tensors' }>).tensors.find((x) => x.name === t.name)!);
     const rows = parts.reduce((s, p) => s + p.shape[0], 0);
-    const data: number[] = [];
-    for (const p of parts) for (const v of p.data) data.push(v);
+    const size = parts.reduce((s, p) => s + p.data.length, 0);
+    const data = t.datatype === 'FP32' ? new Float32Array(size) : new Float64Array(size);
+    let offset = 0;
+    for (const p of parts) {
+      data.set(p.data, offset);
+      offset += p.data.length;
+    }
     return { name: t.name, datatype: t.datatype, shape: [rows, ...t.shape.slice(1)], data };
   });
   return { kind: 'tensors', tensors };

@@ -1,0 +1,247 @@
+/**
+ * `npm run bench`: what batching buys on the benchmark model (mlp-bench, 512-2048-2048-10),
+ * measured in one run on this machine, load from separate processes over the real GraphQL
+ * endpoint:
+ *   1. the ceiling: onnxruntime-node in-process at batch 1 and at the best batch;
+ *   2. full stack, batching off;  3. full stack, fixed batching;
+ *   4. full stack, aimd and predictive, while the offered load ramps up.
+ * Closed loop (N clients back to back, HTTP `predict`; and WebSocket submit + subscribe)
+ * and open loop (constant arrival rate). Prints a table and ratios; saves JSON and an SVG
+ * plot under bench/results/.
+ *
+ * Options (env): BENCH_QUICK=1 (shorter steps), BENCH_RATES="200,400,..." (offered rows/s).
+ */
+import { spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as ort from 'onnxruntime-node';
+import { parse, stringify } from 'yaml';
+import type { BatchingSpec } from '../core/model-config.ts';
+import { startPrivateRedis } from '../test/support/redis-server.ts';
+import { freePort } from '../test/support/redis-server.ts';
+import { spawnCli, uniquePrefix, type Child } from '../test/support/stack.ts';
+import type { LoadResult, LoadSpec } from './load-client.ts';
+import { renderChart, type Series } from './plot.ts';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const MODEL_DIR = join(ROOT, 'models', 'mlp-bench');
+const QUICK = process.env.BENCH_QUICK === '1';
+const STEP_MS = QUICK ? 2500 : 5000;
+const CLOSED_MS = QUICK ? 3000 : 6000;
+/** End-to-end latency objective the adaptive policies are judged by (p99 of `predict`). */
+const SLO_MS = 100;
+const LOAD_PROCS = 2;
+const RATES = (process.env.BENCH_RATES ?? '250,500,1000,1500,2000,2500,3000').split(',').map(Number);
+
+interface Config {
+  name: string;
+  batching: BatchingSpec;
+}
+
+const CONFIGS: Config[] = [
+  { name: 'unbatched', batching: { policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0, sloMs: 50 } },
+  { name: 'fixed-16/2ms', batching: { policy: 'fixed', maxBatchSize: 16, maxDelayMs: 2, sloMs: 50 } },
+  { name: 'fixed-32/5ms', batching: { policy: 'fixed', maxBatchSize: 32, maxDelayMs: 5, sloMs: 50 } },
+  { name: 'fixed-64/10ms', batching: { policy: 'fixed', maxBatchSize: 64, maxDelayMs: 10, sloMs: 50 } },
+  // Batch-latency SLO for AIMD; per-request in-worker SLO for predictive. Both well inside SLO_MS.
+  { name: 'aimd', batching: { policy: 'aimd', maxBatchSize: 128, maxDelayMs: 5, sloMs: 20 } },
+  { name: 'predictive', batching: { policy: 'predictive', maxBatchSize: 128, maxDelayMs: 10, sloMs: 40 } },
+];
+
+const log = (msg: string): void => void process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+interface Stats {
+  rowsPerSec: number;
+  requests: number;
+  errors: number;
+  dropped: number;
+  p50: number;
+  p95: number;
+  p99: number;
+  codes: Record<string, number>;
+}
+
+function summarize(results: LoadResult[], rowsPerRequest: number, windowMs: number): Stats {
+  const lat = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
+  const codes: Record<string, number> = {};
+  for (const r of results) for (const [k, v] of Object.entries(r.codes)) codes[k] = (codes[k] ?? 0) + v;
+  return {
+    // Over the time the run really took (an open loop's drain included), never less than its window.
+    rowsPerSec: (lat.length * rowsPerRequest) / (Math.max(windowMs, ...results.map((r) => r.elapsedMs)) / 1000),
+    requests: lat.length,
+    errors: results.reduce((s, r) => s + r.errors, 0),
+    dropped: results.reduce((s, r) => s + r.dropped, 0),
+    p50: percentile(lat, 50),
+    p95: percentile(lat, 95),
+    p99: percentile(lat, 99),
+    codes,
+  };
+}
+
+/** Runs the load from LOAD_PROCS separate processes; concurrency and rate are split between them. */
+async function load(spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>): Promise<Stats> {
+  const parts = Array.from({ length: LOAD_PROCS }, (_, i) => ({
+    ...spec,
+    model: 'mlp-bench',
+    rowWidth: 512,
+    maxInFlight: 4000,
+    concurrency: Math.max(1, Math.floor(spec.concurrency / LOAD_PROCS) + (i < spec.concurrency % LOAD_PROCS ? 1 : 0)),
+    rate: spec.rate / LOAD_PROCS,
+  }));
+  const results = await Promise.all(
+    parts.map(
+      (p) =>
+        new Promise<LoadResult>((resolve, reject) => {
+          const child = spawn(process.execPath, [join(ROOT, 'bench', 'load-client.ts'), JSON.stringify(p)], { stdio: ['ignore', 'pipe', 'inherit'] });
+          let out = '';
+          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+          child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load client exited ${code}`))));
+        }),
+    ),
+  );
+  return summarize(results, spec.rowsPerRequest, spec.durationMs);
+}
+
+/** 1. onnxruntime-node alone, in this process: rows/s by batch size. */
+async function ceiling(): Promise<{ batch: number; rowsPerSec: number }[]> {
+  const session = await ort.InferenceSession.create(join(MODEL_DIR, '1', 'model.onnx'), {
+    intraOpNumThreads: availableParallelism(),
+    graphOptimizationLevel: 'all',
+  });
+  const out: { batch: number; rowsPerSec: number }[] = [];
+  for (const batch of [1, 8, 32, 64, 128]) {
+    const input = new ort.Tensor('float32', Float32Array.from({ length: batch * 512 }, () => Math.random()), [batch, 512]);
+    for (let i = 0; i < 5; i++) await session.run({ input });
+    let rows = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < (QUICK ? 800 : 2000)) {
+      await session.run({ input });
+      rows += batch;
+    }
+    out.push({ batch, rowsPerSec: rows / ((performance.now() - t0) / 1000) });
+    log(`ceiling batch ${batch}: ${Math.round(out[out.length - 1].rowsPerSec)} rows/s`);
+  }
+  await session.release();
+  return out;
+}
+
+function repositoryFor(config: Config): string {
+  const dir = mkdtempSync(join(tmpdir(), 'batchline-bench-'));
+  mkdirSync(join(dir, 'mlp-bench', '1'), { recursive: true });
+  symlinkSync(join(MODEL_DIR, '1', 'model.onnx'), join(dir, 'mlp-bench', '1', 'model.onnx'));
+  const base = parse(readFileSync(join(MODEL_DIR, 'config.yaml'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(dir, 'mlp-bench', 'config.yaml'), stringify({ ...base, batching: config.batching, cache: { enabled: false } }));
+  return dir;
+}
+
+interface ConfigResult {
+  name: string;
+  batching: BatchingSpec;
+  closedHttp: Stats;
+  closedWs?: Stats;
+  ramp: (Stats & { offered: number })[];
+  /** Highest achieved rows/s over the ramp steps whose p99 met the SLO (and nothing failed). */
+  bestWithinSlo: number;
+}
+
+async function runConfig(config: Config, redisUrl: string, withWs: boolean): Promise<ConfigResult> {
+  const models = repositoryFor(config);
+  const prefix = uniquePrefix('bench');
+  const port = await freePort();
+  const opts = { redisUrl, prefix, models, env: { BATCHLINE_PORT: String(port), BATCHLINE_HOST: '127.0.0.1', BATCHLINE_LOG_LEVEL: 'warn' } };
+  const procs: Child[] = [];
+  try {
+    procs.push(await spawnCli(['worker', '--pool', 'gpu'], opts, /"msg":"worker started"/));
+    procs.push(await spawnCli(['serve'], opts, /"msg":"API listening"/));
+    const url = `http://127.0.0.1:${port}/graphql`;
+    const ws = `ws://127.0.0.1:${port}/graphql`;
+    const base = { url, ws, rowsPerRequest: 1 };
+    await load({ ...base, transport: 'http', loop: 'closed', concurrency: 16, rate: 0, durationMs: 1000 }); // warm-up
+    const closedHttp = await load({ ...base, transport: 'http', loop: 'closed', concurrency: 64, rate: 0, durationMs: CLOSED_MS });
+    log(`${config.name}: closed loop HTTP, 64 clients: ${Math.round(closedHttp.rowsPerSec)} rows/s, p50 ${closedHttp.p50.toFixed(1)} ms, p99 ${closedHttp.p99.toFixed(1)} ms, errors ${closedHttp.errors}`);
+    let closedWs: Stats | undefined;
+    if (withWs) {
+      closedWs = await load({ ...base, transport: 'ws', loop: 'closed', concurrency: 64, rate: 0, durationMs: CLOSED_MS });
+      log(`${config.name}: closed loop WebSocket submit+subscribe, 64 clients: ${Math.round(closedWs.rowsPerSec)} rows/s, p99 ${closedWs.p99.toFixed(1)} ms, errors ${closedWs.errors}`);
+    }
+    const ramp: ConfigResult['ramp'] = [];
+    for (const rate of RATES) {
+      const s = await load({ ...base, transport: 'http', loop: 'open', concurrency: 0, rate, durationMs: STEP_MS });
+      ramp.push({ ...s, offered: rate });
+      log(`${config.name}: offered ${rate} rows/s -> ${Math.round(s.rowsPerSec)} rows/s, p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms, errors ${s.errors}, dropped ${s.dropped}`);
+      // Far past saturation the numbers only measure the queue; stop the ramp there.
+      if (s.p99 > 20 * SLO_MS) break;
+    }
+    const ok = ramp.filter((s) => s.p99 <= SLO_MS && s.errors === 0 && s.dropped === 0);
+    return { name: config.name, batching: config.batching, closedHttp, closedWs, ramp, bestWithinSlo: Math.max(0, ...ok.map((s) => s.rowsPerSec)) };
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+  }
+}
+
+const fmt = (n: number, d = 0): string => (Number.isFinite(n) ? n.toFixed(d) : '-');
+
+async function main(): Promise<void> {
+  log(`machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; SLO p99 <= ${SLO_MS} ms`);
+  const ceil = await ceiling();
+  const redis = await startPrivateRedis();
+  const results: ConfigResult[] = [];
+  try {
+    for (const c of CONFIGS) results.push(await runConfig(c, redis.url, c.name === 'unbatched' || c.name === 'fixed-32/5ms'));
+  } finally {
+    await redis.stop();
+  }
+
+  const c1 = ceil.find((c) => c.batch === 1)!.rowsPerSec;
+  const cBest = Math.max(...ceil.map((c) => c.rowsPerSec));
+  const unbatched = results.find((r) => r.name === 'unbatched')!;
+  const fixed = results.filter((r) => r.name.startsWith('fixed'));
+  const bestFixedClosed = fixed.reduce((a, b) => (b.closedHttp.rowsPerSec > a.closedHttp.rowsPerSec ? b : a));
+  const bestFixedSlo = fixed.reduce((a, b) => (b.bestWithinSlo > a.bestWithinSlo ? b : a));
+  const lines: string[] = [];
+  lines.push(`\nCeiling (onnxruntime-node in-process, ${availableParallelism()} intra-op threads): ${ceil.map((c) => `batch ${c.batch}: ${fmt(c.rowsPerSec)} rows/s`).join(', ')}`);
+  lines.push(`\n| configuration | closed-loop HTTP rows/s | p50 ms | p95 ms | p99 ms | WS submit+subscribe rows/s (p99 ms) | best open-loop rows/s with p99 <= ${SLO_MS} ms |`);
+  lines.push('|---|---|---|---|---|---|---|');
+  for (const r of results) {
+    const w = r.closedWs ? `${fmt(r.closedWs.rowsPerSec)} (${fmt(r.closedWs.p99, 1)})` : '';
+    lines.push(`| ${r.name} | ${fmt(r.closedHttp.rowsPerSec)} | ${fmt(r.closedHttp.p50, 1)} | ${fmt(r.closedHttp.p95, 1)} | ${fmt(r.closedHttp.p99, 1)} | ${w} | ${fmt(r.bestWithinSlo)} |`);
+  }
+  const ratios = {
+    ceilingBatchedOverBatch1: cBest / c1,
+    batchedOverUnbatchedClosed: bestFixedClosed.closedHttp.rowsPerSec / unbatched.closedHttp.rowsPerSec,
+    batchedOverUnbatchedWithinSlo: bestFixedSlo.bestWithinSlo / Math.max(1, unbatched.bestWithinSlo),
+    fullStackOverCeiling: bestFixedClosed.closedHttp.rowsPerSec / cBest,
+    aimdOverBestFixedWithinSlo: results.find((r) => r.name === 'aimd')!.bestWithinSlo / Math.max(1, bestFixedSlo.bestWithinSlo),
+    predictiveOverBestFixedWithinSlo: results.find((r) => r.name === 'predictive')!.bestWithinSlo / Math.max(1, bestFixedSlo.bestWithinSlo),
+  };
+  lines.push(`\nRatios:`);
+  lines.push(`- ceiling, best batch / batch 1: ${fmt(ratios.ceilingBatchedOverBatch1, 2)}x`);
+  lines.push(`- full stack, best fixed batching (${bestFixedClosed.name}) / unbatched, closed loop: ${fmt(ratios.batchedOverUnbatchedClosed, 2)}x`);
+  lines.push(`- full stack, best fixed (${bestFixedSlo.name}) / unbatched, open loop within the SLO: ${fmt(ratios.batchedOverUnbatchedWithinSlo, 2)}x`);
+  lines.push(`- full stack (${bestFixedClosed.name}) / ceiling at its best batch: ${fmt(ratios.fullStackOverCeiling, 2)}`);
+  lines.push(`- aimd / best fixed meeting the SLO: ${fmt(ratios.aimdOverBestFixedWithinSlo, 2)}`);
+  lines.push(`- predictive / best fixed meeting the SLO: ${fmt(ratios.predictiveOverBestFixedWithinSlo, 2)}`);
+  const report = lines.join('\n');
+  console.log(report);
+
+  const outDir = join(ROOT, 'bench', 'results');
+  mkdirSync(outDir, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const json = { date: new Date().toISOString(), machine: { cores: availableParallelism(), cpu: cpus()[0]?.model, node: process.version }, sloMs: SLO_MS, quick: QUICK, ceiling: ceil, results, ratios };
+  writeFileSync(join(outDir, `bench-${stamp}.json`), JSON.stringify(json, null, 2));
+  writeFileSync(join(outDir, 'latest.json'), JSON.stringify(json, null, 2));
+  writeFileSync(join(outDir, 'latest.md'), report + '\n');
+  const series = (pick: (s: ConfigResult['ramp'][number]) => number): Series[] => results.map((r) => ({ name: r.name, points: r.ramp.map((s) => ({ x: s.offered, y: pick(s) })) }));
+  writeFileSync(join(outDir, 'latest.svg'), renderChart(series((s) => s.rowsPerSec), series((s) => Math.min(s.p99, 10 * SLO_MS)), SLO_MS, `batchline bench ${json.date} (p99 clipped at ${10 * SLO_MS} ms)`));
+  log(`saved bench/results/latest.{json,md,svg} and bench-${stamp}.json`);
+}
+
+await main();
+process.exit(0);
