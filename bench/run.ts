@@ -33,7 +33,7 @@ const CLOSED_MS = QUICK ? 3000 : 6000;
 /** End-to-end latency objective the adaptive policies are judged by (p99 of `predict`). */
 const SLO_MS = 100;
 const LOAD_PROCS = 2;
-const RATES = (process.env.BENCH_RATES ?? '250,500,1000,1500,2000,2500,3000').split(',').map(Number);
+const RATES = (process.env.BENCH_RATES ?? '200,300,400,500,600,700,800,900,1000,1200').split(',').map(Number);
 
 interface Config {
   name: string;

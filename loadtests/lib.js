@@ -1,0 +1,39 @@
+// Shared pieces of the k6 scripts. Plain JavaScript ES module: runs on every k6 from v0.48.
+import http from 'k6/http';
+
+export const BASE_URL = __ENV.BASE_URL || 'http://localhost:4000';
+export const GRAPHQL_URL = `${BASE_URL.replace(/\/$/, '')}/graphql`;
+export const WS_URL = GRAPHQL_URL.replace(/^http/, 'ws');
+export const MODEL = __ENV.MODEL || 'mlp-bench';
+export const ROW_WIDTH = Number(__ENV.ROW_WIDTH || 512);
+/** The latency objective, in ms, stated as thresholds below. */
+export const SLO_MS = Number(__ENV.SLO_MS || 100);
+
+/** One input row of `ROW_WIDTH` values; for text models, set TEXT instead. */
+export function input() {
+  if (__ENV.TEXT) return { text: __ENV.TEXT };
+  const row = new Array(ROW_WIDTH);
+  for (let i = 0; i < ROW_WIDTH; i++) row[i] = Math.random();
+  return { features: row };
+}
+
+/** POSTs a GraphQL operation; GraphQL errors may arrive with any status, so callers check `errors`. */
+export function gql(query, variables, tags) {
+  return http.post(GRAPHQL_URL, JSON.stringify({ query, variables }), {
+    headers: { 'content-type': 'application/json', ...(__ENV.API_KEY ? { 'x-api-key': __ENV.API_KEY } : {}) },
+    tags,
+  });
+}
+
+/** A handleSummary that writes JSON (SUMMARY_FILE, default summary.json) and a short text report. */
+export function summary(name) {
+  return (data) => {
+    const file = __ENV.SUMMARY_FILE || `${name}-summary.json`;
+    const m = data.metrics;
+    const line = (k) => (m[k] ? `${k}: p50=${(m[k].values['med'] ?? 0).toFixed(1)} p95=${(m[k].values['p(95)'] ?? 0).toFixed(1)} p99=${(m[k].values['p(99)'] ?? 0).toFixed(1)} ms\n` : '');
+    return {
+      [file]: JSON.stringify(data, null, 2),
+      stdout: `\n${name}: ${m.iterations ? m.iterations.values.count : 0} iterations\n${line('http_req_duration')}${line('prediction_latency')}`,
+    };
+  };
+}
