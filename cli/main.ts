@@ -6,6 +6,7 @@
  *   start                    API + one worker per pool, for local use
  *   k8s render|explain FILE  Kubernetes manifests from a ModelServer resource
  *   model measure MODEL      resident memory of a model, for sizing
+ *   auth hash-key [KEY]      the sha256 hex of an API key, for auth.keys (KEY from stdin if left out)
  * Common flags: --config FILE, --models DIR, --port N, --redis URL.
  */
 import { parseArgs } from 'node:util';
@@ -14,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig, type BatchlineConfig, type PoolName } from '../core/config.ts';
 import { createLogger } from '../core/logger.ts';
 
-const USAGE = `usage: batchline <serve | worker --pool cpu|gpu | start | k8s render|explain FILE | model measure MODEL> [--config FILE] [--models DIR] [--port N] [--redis URL]`;
+const USAGE = `usage: batchline <serve | worker --pool cpu|gpu | start | k8s render|explain FILE | model measure MODEL | auth hash-key [KEY]> [--config FILE] [--models DIR] [--port N] [--redis URL]`;
 
 function configFrom(values: Record<string, string | boolean | undefined>): BatchlineConfig {
   const overrides: Record<string, Record<string, unknown>> = {};
@@ -103,6 +104,28 @@ async function start(config: BatchlineConfig, argv: string[]): Promise<void> {
 
 export async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
+  if (command === 'auth') {
+    // Before parseArgs: the key is a positional. Left out, it is read from stdin (not shell history).
+    if (rest[0] !== 'hash-key' || rest.length > 2) {
+      console.error('usage: batchline auth hash-key [KEY]   (KEY read from stdin when left out)');
+      return 2;
+    }
+    let key = rest[1];
+    if (key === undefined) {
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+      key = Buffer.concat(chunks).toString('utf8');
+    }
+    // Keys are read trimmed everywhere, as servers read headers.
+    key = key.trim();
+    if (!key) {
+      console.error('batchline auth hash-key: empty key');
+      return 2;
+    }
+    const { hashApiKey } = await import('../server/auth.ts');
+    console.log(hashApiKey(key));
+    return 0;
+  }
   if (command === 'k8s' || command === 'model') {
     const { runK8sCli } = await import('../k8s/cli.ts');
     return runK8sCli(args);

@@ -7,11 +7,34 @@ import type { BatchlineConfig } from './config.ts';
 
 export type { Logger };
 
+/**
+ * Where an API key could sit in a logged object: request headers (the default header and
+ * Authorization, in the shapes node, fetch and graphql-ws give them), graphql-ws
+ * `connection_init` payloads, and the configured key hashes. batchline itself logs none of
+ * these; this is the safety net.
+ */
+export const REDACTED = [
+  'apiKey',
+  '*.apiKey',
+  'headers.authorization',
+  'headers["x-api-key"]',
+  '*.headers.authorization',
+  '*.headers["x-api-key"]',
+  'req.headers.authorization',
+  'req.headers["x-api-key"]',
+  'request.headers.authorization',
+  'request.headers["x-api-key"]',
+  'connectionParams',
+  '*.connectionParams',
+  'auth.keys',
+  '*.auth.keys',
+];
+
 export function createLogger(config: BatchlineConfig['log'], base: Record<string, unknown> = {}): Logger {
   const options = {
     level: config.level,
     base: { pid: process.pid, ...base },
-    redact: { paths: ['req.headers.authorization', 'req.headers["x-api-key"]', 'apiKey', '*.apiKey'], censor: '[redacted]' },
+    redact: { paths: REDACTED, censor: '[redacted]' },
   };
   if (!config.file) return pino(options, pino.destination({ dest: 1, sync: false }));
   const transport = pino.transport({

@@ -91,7 +91,8 @@ export function useClientErrorStatus(): Plugin {
                 nodes: e.nodes,
                 source: e.source,
                 positions: e.positions,
-                extensions: { code: VALUE_ERROR.test(e.message) ? 'BAD_USER_INPUT' : 'GRAPHQL_VALIDATION_FAILED', http: { status: 400 } },
+                // spec: false keeps yoga's useHTTPValidationError from answering 200 to `Accept: application/json`.
+                extensions: { code: VALUE_ERROR.test(e.message) ? 'BAD_USER_INPUT' : 'GRAPHQL_VALIDATION_FAILED', http: { status: 400, spec: false } },
               }),
           ),
         );

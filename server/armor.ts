@@ -1,0 +1,132 @@
+/**
+ * Request limits and malformed requests.
+ *
+ * Query limits come from graphql-armor, configured from `config.limits`: depth, aliases
+ * (`__typename` aliases counted too), tokens, cost and directives, and no field suggestions
+ * in errors. An operation over a limit answers 400 GRAPHQL_VALIDATION_FAILED with a message
+ * naming the limit; it is never run. These are envelop plugins, so they apply to HTTP, SSE
+ * and WebSocket alike (the WebSocket path parses and validates through `yoga.getEnveloped`).
+ * Rejections are reported as validation errors rather than thrown, so a WebSocket operation
+ * over a limit gets an error message instead of a closed socket. The token limit runs inside
+ * the parser and can only throw: its error carries its code and status.
+ *
+ * A document nested so deeply that graphql-js's recursive parser or validator runs out of
+ * stack (possible well under the token limit) is a 400 GRAPHQL_PARSE_FAILED, not a crash.
+ *
+ * Request parsing: parameters that are not JSON (GET `variables` or `extensions`, form
+ * bodies) are a 400 BAD_USER_INPUT rather than yoga's unexpected-error 500. Body size: a
+ * Content-Length over `http.maxBodyBytes` is refused in front of yoga; a body without one
+ * (chunked) is cut off by yoga's `maxRequestBodySize`, answered with the same 413
+ * PAYLOAD_TOO_LARGE.
+ */
+import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
+import { GraphQLError, type ValidationContext } from 'graphql';
+import type { Plugin } from 'graphql-yoga';
+import type { BatchlineConfig } from '../core/config.ts';
+import { ServingError } from '../core/errors.ts';
+
+/** Most directives in one operation (graphql-armor's default). */
+const MAX_DIRECTIVES = 50;
+
+/** Gives an armor rejection our code and status, and drops armor's "Syntax Error: " prefix. */
+function relabel(err: GraphQLError): GraphQLError {
+  const ext = err.extensions as Record<string, unknown>;
+  ext.code = 'GRAPHQL_VALIDATION_FAILED';
+  ext.http = { status: 400 };
+  err.message = err.message.replace(/^Syntax Error: /, '');
+  return err;
+}
+
+/** Reported, not thrown: validation carries on and the operation is refused with every error. */
+const report = {
+  propagateOnRejection: false,
+  onReject: [(ctx: ValidationContext | null, err: GraphQLError) => ctx?.reportError(relabel(err))],
+};
+
+/** Recognised by name: graphql may be loaded twice (ESM and CommonJS) under some runners. */
+function isGraphQLError(e: unknown): e is GraphQLError {
+  return e instanceof Error && e.name === 'GraphQLError';
+}
+
+function tooDeep(): GraphQLError {
+  return new GraphQLError('Syntax Error: the document is nested too deeply.', { extensions: { code: 'GRAPHQL_PARSE_FAILED', http: { status: 400 } } });
+}
+
+/**
+ * Parse and validation never crash on a document: anything but a GraphQLError thrown while
+ * parsing (a stack overflow on deep nesting) is a parse failure, and a stack overflow while
+ * validating is a validation error.
+ */
+const documentGuard: Plugin = {
+  onParse({ parseFn, setParseFn }) {
+    setParseFn((source, options) => {
+      try {
+        return parseFn(source, options);
+      } catch (e) {
+        if (isGraphQLError(e)) throw e;
+        throw tooDeep();
+      }
+    });
+  },
+  onValidate({ validateFn, setValidationFn }) {
+    setValidationFn((...args) => {
+      try {
+        return validateFn(...args);
+      } catch (e) {
+        if (e instanceof RangeError) return [tooDeep()];
+        throw e;
+      }
+    });
+  },
+};
+
+export function useArmor(limits: BatchlineConfig['limits']): Plugin {
+  const armor = EnvelopArmorPlugin({
+    blockFieldSuggestion: { enabled: true },
+    // Depth is the nesting of fields: a fragment spread is not a level of its own.
+    maxDepth: { enabled: true, n: limits.maxDepth, ignoreIntrospection: true, flattenFragments: true, ...report },
+    // graphql-armor lets aliases of __typename through by default: an alias bomb of them
+    // costs nothing to write and still costs the server; count them.
+    maxAliases: { enabled: true, n: limits.maxAliases, allowList: [], ...report },
+    costLimit: { enabled: true, maxCost: limits.maxCost, ignoreIntrospection: true, ...report },
+    maxDirectives: { enabled: true, n: MAX_DIRECTIVES, ...report },
+    maxTokens: { enabled: true, n: limits.maxTokens, propagateOnRejection: true, onReject: [(_ctx: ValidationContext | null, err: GraphQLError) => void relabel(err)] },
+  }) as Plugin;
+  return {
+    // The guard goes after armor's plugins, so it wraps armor's token-counting parser.
+    onPluginInit({ addPlugin }) {
+      addPlugin(armor);
+      addPlugin(documentGuard);
+    },
+  };
+}
+
+/**
+ * Errors of yoga's request parsers as client errors: 413 PAYLOAD_TOO_LARGE when yoga's body
+ * limit cuts a request off, 400 BAD_USER_INPUT for parameters that are not JSON. GraphQL
+ * errors the parsers raise themselves (bad JSON bodies) keep their own 400.
+ */
+export function useRequestParseErrors(maxBytes: number): Plugin {
+  const tooLarge = (e: unknown): boolean => {
+    const ext = (e as { extensions?: { code?: unknown; http?: { status?: unknown } } } | undefined)?.extensions;
+    return ext?.code === 'REQUEST_ENTITY_TOO_LARGE' || ext?.http?.status === 413;
+  };
+  return {
+    onRequestParse({ requestParser, setRequestParser }) {
+      if (!requestParser) return;
+      const parse = requestParser;
+      setRequestParser(async (request) => {
+        try {
+          return await parse(request);
+        } catch (e) {
+          if (tooLarge(e)) throw new ServingError('PAYLOAD_TOO_LARGE', `request body over ${maxBytes} bytes`);
+          if (isGraphQLError(e)) throw e;
+          if (e instanceof SyntaxError || e instanceof URIError || e instanceof TypeError) {
+            throw new ServingError('BAD_USER_INPUT', `request parameters: ${e.message.slice(0, 200)}`);
+          }
+          throw e;
+        }
+      });
+    },
+  };
+}
