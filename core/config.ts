@@ -27,6 +27,8 @@ export interface BatchlineConfig {
     graphiql: boolean;
     /** Allow schema introspection. @defaultValue true */
     introspection: boolean;
+    /** On shutdown, how long synchronous requests in flight may take to be answered. @defaultValue 10000 */
+    drainMs: number;
   };
   models: {
     /** Model repository folder, laid out `<model>/<version>/model.onnx`. @defaultValue 'models' */
@@ -73,6 +75,47 @@ export interface BatchlineConfig {
     /** BullMQ job lock; a worker that dies loses its jobs to another after about this long. @defaultValue 30000 */
     lockDurationMs: number;
   };
+  maintenance: {
+    /** Run the periodic jobs' worker in this API process (exactly one process runs each tick). @defaultValue true */
+    enabled: boolean;
+    /** Cron (with seconds) of the model repository poll: new versions load without restart. @defaultValue '*\/10 * * * * *' */
+    pollModels: string;
+    /** Cron of expired result, failed job and cache housekeeping. @defaultValue '0 *\/5 * * * *' */
+    housekeeping: string;
+    /** Cron of the drift monitor. @defaultValue '0 * * * * *' */
+    driftMonitor: string;
+    /** Traffic window the drift monitor tests, in minutes. @defaultValue 60 */
+    driftWindowMinutes: number;
+    /** Fewest predictions in the window before a model is tested. @defaultValue 200 */
+    driftMinSamples: number;
+    /** p-value under which the predicted class mix is reported as drifted. @defaultValue 0.01 */
+    driftAlpha: number;
+  };
+  auth: {
+    /** Require an API key on every GraphQL request (not /health, /ready, /metrics). @defaultValue false */
+    enabled: boolean;
+    /**
+     * API keys, hashed: `name:sha256hex:scope[,scope...]` entries separated by `;`. Scopes are
+     * `predict:*`, `predict:<model>` and `admin`. Usually from the env (a Secret). @defaultValue ''
+     */
+    keys: string;
+    /** Header carrying the key (`Authorization: Bearer <key>` is also read). @defaultValue 'x-api-key' */
+    header: string;
+  };
+  limits: {
+    /** Deepest selection allowed. @defaultValue 8 */
+    maxDepth: number;
+    /** Most aliases in one operation. @defaultValue 15 */
+    maxAliases: number;
+    /** Most tokens in one document. @defaultValue 5000 */
+    maxTokens: number;
+    /** Most cost (graphql-armor's cost limit). @defaultValue 5000 */
+    maxCost: number;
+    /** Requests per second per API key (or per client address without auth); 0 is off. @defaultValue 0 */
+    rateLimitPerSecond: number;
+    /** Requests a key may burst above its rate. @defaultValue 50 */
+    rateLimitBurst: number;
+  };
   log: {
     /** @defaultValue 'info' */
     level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -85,13 +128,16 @@ export interface BatchlineConfig {
 
 export const DEFAULT_CONFIG: BatchlineConfig = {
   redis: { url: 'redis://127.0.0.1:6379', prefix: 'batchline' },
-  http: { host: '0.0.0.0', port: 4000, maxBodyBytes: 1_048_576, graphiql: true, introspection: true },
+  http: { host: '0.0.0.0', port: 4000, maxBodyBytes: 1_048_576, graphiql: true, introspection: true, drainMs: 10_000 },
   models: { repository: 'models', overrides: '' },
   results: { ttlSeconds: 3600 },
   predict: { timeoutMs: 30_000, maxRows: 1024 },
   cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
   queue: { maxDepth: 10_000 },
   workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000, lockDurationMs: 30_000 },
+  maintenance: { enabled: true, pollModels: '*/10 * * * * *', housekeeping: '0 */5 * * * *', driftMonitor: '0 * * * * *', driftWindowMinutes: 60, driftMinSamples: 200, driftAlpha: 0.01 },
+  auth: { enabled: false, keys: '', header: 'x-api-key' },
+  limits: { maxDepth: 8, maxAliases: 15, maxTokens: 5000, maxCost: 5000, rateLimitPerSecond: 0, rateLimitBurst: 50 },
   log: { level: 'info', file: '', retentionDays: 7 },
 };
 
@@ -104,6 +150,7 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_MAX_BODY_BYTES: 'http.maxBodyBytes',
   BATCHLINE_GRAPHIQL: 'http.graphiql',
   BATCHLINE_INTROSPECTION: 'http.introspection',
+  BATCHLINE_DRAIN_MS: 'http.drainMs',
   BATCHLINE_MODELS: 'models.repository',
   BATCHLINE_MODEL_OVERRIDES: 'models.overrides',
   BATCHLINE_RESULT_TTL_SECONDS: 'results.ttlSeconds',
@@ -119,6 +166,22 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_EXECUTION_PROVIDER: 'workers.executionProvider',
   BATCHLINE_SHUTDOWN_TIMEOUT_MS: 'workers.shutdownTimeoutMs',
   BATCHLINE_LOCK_DURATION_MS: 'workers.lockDurationMs',
+  BATCHLINE_MAINTENANCE: 'maintenance.enabled',
+  BATCHLINE_POLL_MODELS_CRON: 'maintenance.pollModels',
+  BATCHLINE_HOUSEKEEPING_CRON: 'maintenance.housekeeping',
+  BATCHLINE_DRIFT_CRON: 'maintenance.driftMonitor',
+  BATCHLINE_DRIFT_WINDOW_MINUTES: 'maintenance.driftWindowMinutes',
+  BATCHLINE_DRIFT_MIN_SAMPLES: 'maintenance.driftMinSamples',
+  BATCHLINE_DRIFT_ALPHA: 'maintenance.driftAlpha',
+  BATCHLINE_AUTH: 'auth.enabled',
+  BATCHLINE_API_KEYS: 'auth.keys',
+  BATCHLINE_AUTH_HEADER: 'auth.header',
+  BATCHLINE_MAX_DEPTH: 'limits.maxDepth',
+  BATCHLINE_MAX_ALIASES: 'limits.maxAliases',
+  BATCHLINE_MAX_TOKENS: 'limits.maxTokens',
+  BATCHLINE_MAX_COST: 'limits.maxCost',
+  BATCHLINE_RATE_LIMIT_PER_SECOND: 'limits.rateLimitPerSecond',
+  BATCHLINE_RATE_LIMIT_BURST: 'limits.rateLimitBurst',
   BATCHLINE_LOG_LEVEL: 'log.level',
   BATCHLINE_LOG_FILE: 'log.file',
   BATCHLINE_LOG_RETENTION_DAYS: 'log.retentionDays',

@@ -14,6 +14,7 @@ export const ERROR_CODES = {
   PAYLOAD_TOO_LARGE: { status: 413, retryable: false, message: 'Request too large' },
   RATE_LIMITED: { status: 429, retryable: true, message: 'Too many requests' },
   CANCELLED: { status: 409, retryable: false, message: 'Prediction cancelled' },
+  NOT_CANCELLABLE: { status: 409, retryable: false, message: 'The prediction has already started or finished' },
   INFERENCE_FAILED: { status: 500, retryable: true, message: 'Inference failed' },
   INTERNAL_SERVER_ERROR: { status: 500, retryable: false, message: 'Unexpected error' },
   MODEL_NOT_READY: { status: 503, retryable: true, message: 'Model not ready' },

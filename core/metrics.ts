@@ -50,6 +50,8 @@ export function createMetrics(role: 'api' | 'worker') {
       labelNames: ['model', 'reason'] as const,
       registers: [registry],
     }),
+    driftPValue: new Gauge({ name: 'batchline_drift_p_value', help: 'p-value of the chi-square test of recent predicted classes against the training distribution (low means drift)', labelNames: ['model', 'version'] as const, registers: [registry] }),
+    driftStatistic: new Gauge({ name: 'batchline_drift_chi_square', help: 'Chi-square statistic of recent predicted classes against the training distribution', labelNames: ['model', 'version'] as const, registers: [registry] }),
     batchLimit: new Gauge({ name: 'batchline_batch_limit', help: 'Current batch size limit per model (adaptive policies move it)', labelNames: ['model', 'policy'] as const, registers: [registry] }),
   };
 }

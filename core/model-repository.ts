@@ -4,6 +4,7 @@
  * against the ONNX graph's own metadata; a model that fails to load or disagrees is kept as
  * FAILED with the reason (shown in the `models` query and logged), never served, never fatal.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
@@ -162,22 +163,53 @@ function compareVersions(a: string, b: string): number {
   return a.localeCompare(b);
 }
 
+/**
+ * A digest of what defines the served models: the layout, each model.onnx's size, and the
+ * contents of config.yaml and metrics.json. No modification times, so every replica of an
+ * image computes the same value. A new version is a new folder; files are not edited in place.
+ */
+export function repositoryFingerprint(dir: string): string {
+  const root = resolve(dir);
+  const hash = createHash('sha256');
+  if (!existsSync(root)) return hash.digest('hex');
+  const walk = (d: string, depth: number): void => {
+    for (const name of readdirSync(d).sort()) {
+      if (name.startsWith('.')) continue;
+      const p = join(d, name);
+      const s = statSync(p);
+      if (s.isDirectory()) {
+        if (depth < 2) walk(p, depth + 1);
+      } else if (name === 'model.onnx') {
+        hash.update(`${p.slice(root.length)}:${s.size}\n`);
+      } else if (name === 'config.yaml' || name === 'metrics.json') {
+        hash.update(`${p.slice(root.length)}:`).update(readFileSync(p)).update('\n');
+      }
+    }
+  };
+  walk(root, 0);
+  return hash.digest('hex');
+}
+
 /** What the repository knows after a scan. Read-only; a new scan makes a new one. */
 export class ModelRepository {
   readonly dir: string;
   readonly versions: ModelVersion[];
+  /** The repository's fingerprint when this scan began. */
+  readonly fingerprint: string;
 
-  constructor(dir: string, versions: ModelVersion[]) {
+  constructor(dir: string, versions: ModelVersion[], fingerprint = '') {
     this.dir = dir;
     this.versions = versions;
+    this.fingerprint = fingerprint;
   }
 
   /** Scans `dir`, verifying every version against its graph. Never throws for a bad model. */
   static async scan(dir: string, options: { verify?: boolean; onSkip?: (v: ModelVersion) => void; overridesFile?: string } = {}): Promise<ModelRepository> {
     const root = resolve(dir);
     const overrides = (options.overridesFile ? readYaml(options.overridesFile) : undefined) ?? {};
+    const fingerprint = repositoryFingerprint(root);
     const found: ModelVersion[] = [];
-    if (!existsSync(root)) return new ModelRepository(root, found);
+    if (!existsSync(root)) return new ModelRepository(root, found, fingerprint);
     for (const name of readdirSync(root).sort()) {
       const modelDir = join(root, name);
       if (!statSync(modelDir).isDirectory() || name.startsWith('.')) continue;
@@ -211,7 +243,7 @@ export class ModelRepository {
         found.push(mv);
       }
     }
-    return new ModelRepository(root, found);
+    return new ModelRepository(root, found, fingerprint);
   }
 
   ready(): ModelVersion[] {

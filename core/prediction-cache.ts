@@ -55,6 +55,13 @@ export class PredictionCache {
     return this.lru.get(key)?.result;
   }
 
+  /** Drops expired entries now (lru-cache only notices expiry on access). */
+  purgeStale(): number {
+    let n = 0;
+    for (const key of this.lru.keys()) if (this.lru.getRemainingTTL(key) <= 0 && this.lru.delete(key)) n++;
+    return n;
+  }
+
   get size(): number {
     return this.lru.size;
   }

@@ -7,7 +7,9 @@ import type { Redis } from 'ioredis';
 import { ServingError, fromSerialized } from './errors.ts';
 import type { BatchlineConfig } from './config.ts';
 import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from './input.ts';
-import type { ModelRepository, ModelVersion } from './model-repository.ts';
+import { ModelRepository, type ModelVersion } from './model-repository.ts';
+import { DriftCounter, readDriftReport, type DriftReport } from './drift.ts';
+import type { Keyspace } from './redis.ts';
 import type { PredictionQueues } from './queues.ts';
 import { SYNC_PRIORITY, bullPriority, asServingError } from './queues.ts';
 import type { ResultStore } from './result-store.ts';
@@ -56,6 +58,7 @@ export interface PredictionServiceDeps {
   feed: ResultFeed;
   workers: WorkerRegistry;
   redis: Redis;
+  keys: Keyspace;
   metrics: Metrics;
   logger: Logger;
 }
@@ -63,12 +66,24 @@ export interface PredictionServiceDeps {
 export class PredictionService {
   private readonly deps: PredictionServiceDeps;
   private readonly cache: PredictionCache;
+  /** Cache hits never reach a worker, so the drift monitor's counts of them are kept here. */
+  private readonly driftCounts: DriftCounter;
   repository: ModelRepository;
 
   constructor(deps: PredictionServiceDeps) {
     this.deps = deps;
     this.repository = deps.repository;
     this.cache = new PredictionCache(deps.config.cache);
+    this.driftCounts = new DriftCounter(deps.redis, deps.keys, (deps.config.maintenance.driftWindowMinutes + 5) * 60);
+  }
+
+  /** Flushes what is buffered (drift counts). */
+  async close(): Promise<void> {
+    await this.driftCounts.close();
+  }
+
+  private countHit(mv: ModelVersion, result: PredictionResult): void {
+    if (mv.config.task === 'classification') this.driftCounts.add(`${mv.name}@${mv.version}`, result.predictions.map((p) => p.label));
   }
 
   /** Every model version in the repository, with its live worker count. */
@@ -113,6 +128,7 @@ export class PredictionService {
         const key = cacheKey(mv.name, mv.version, input);
         ({ result, cached } = await this.cache.getOrCompute(key, () => this.runSync(mv, input, rows, req, timeoutMs), mv.config.cache.ttlMs));
         (cached ? this.deps.metrics.cacheHits : this.deps.metrics.cacheMisses).inc({ model: mv.name });
+        if (cached) this.countHit(mv, result);
       } else {
         result = await this.runSync(mv, input, rows, req, timeoutMs);
       }
@@ -188,6 +204,7 @@ export class PredictionService {
       const hit = mv.config.cache.enabled ? this.cache.peek(cacheKey(mv.name, mv.version, input)) : undefined;
       if (hit) {
         this.deps.metrics.cacheHits.inc({ model: mv.name });
+        this.countHit(mv, hit);
         const result: PredictionResult = { ...hit, id: job.id, cached: true, timings: { queueMs: 0, inferenceMs: 0, totalMs: 0 } };
         await this.deps.store.finish({ ...this.record(job), status: 'COMPLETED', finishedAt: Date.now(), result });
         this.deps.metrics.requests.inc({ model: mv.name, operation: 'submit', outcome: 'ok' });
@@ -227,6 +244,27 @@ export class PredictionService {
     return rec;
   }
 
+  /**
+   * Cancels work that has not started: its job is removed and its subscribers get a
+   * CANCELLED event. Already cancelled work answers as is; started or finished work is
+   * NOT_CANCELLABLE.
+   */
+  async cancel(id: string, requestId: string): Promise<PredictionRecord> {
+    const rec = await this.get(id);
+    if (rec.status === 'CANCELLED') return rec;
+    if (rec.status !== 'QUEUED' || !(await this.deps.queues.removeIfWaiting(rec.pool, id))) {
+      throw new ServingError('NOT_CANCELLABLE', `prediction '${id}' is ${rec.status === 'QUEUED' ? 'RUNNING' : rec.status}; only queued work can be cancelled`);
+    }
+    const cancelled: PredictionRecord = { ...rec, status: 'CANCELLED', finishedAt: Date.now(), error: { code: 'CANCELLED', message: `cancelled by request ${requestId}` } };
+    try {
+      await this.deps.store.finish(cancelled);
+    } catch (e) {
+      throw asServingError(e);
+    }
+    this.deps.metrics.requests.inc({ model: rec.model, operation: 'cancel', outcome: 'ok' });
+    return cancelled;
+  }
+
   /** The final record of `id`, once, as an async iterator (see ResultFeed.watch). */
   async watch(id: string): Promise<AsyncIterableIterator<PredictionRecord>> {
     try {
@@ -243,6 +281,41 @@ export class PredictionService {
       return (await this.deps.redis.ping()) === 'PONG';
     } catch {
       return false;
+    }
+  }
+
+  /** Rescans the model repository (a new version was dropped in); returns the new view. */
+  async reloadRepository(): Promise<ModelRepository> {
+    const { config, logger } = this.deps;
+    this.repository = await ModelRepository.scan(config.models.repository, {
+      overridesFile: config.models.overrides || undefined,
+      onSkip: (v) => logger.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
+    });
+    logger.info({ models: this.repository.ready().map((v) => `${v.name}@${v.version}`) }, 'model repository rescanned');
+    return this.repository;
+  }
+
+  purgeCache(): number {
+    return this.cache.purgeStale();
+  }
+
+  /** The latest drift report of a model version (the newest ready one by default). */
+  async drift(model: string, version?: string | null): Promise<DriftReport | undefined> {
+    const mv = this.resolve(model, version);
+    try {
+      return await readDriftReport(this.deps.redis, this.deps.keys, `${mv.name}@${mv.version}`);
+    } catch (e) {
+      throw asServingError(e);
+    }
+  }
+
+  /** Drift gauges from the stored reports, for the metrics endpoint. */
+  async collectDrift(): Promise<void> {
+    for (const v of this.repository.ready()) {
+      const r = await readDriftReport(this.deps.redis, this.deps.keys, `${v.name}@${v.version}`);
+      if (!r || r.status === 'INSUFFICIENT_DATA') continue;
+      this.deps.metrics.driftPValue.set({ model: v.name, version: v.version }, r.pValue);
+      this.deps.metrics.driftStatistic.set({ model: v.name, version: v.version }, r.statistic);
     }
   }
 

@@ -38,7 +38,14 @@ export class PredictionQueues {
 
   constructor(connection: Redis, prefix: string, maxDepth: number) {
     this.maxDepth = maxDepth;
-    this.queues = new Map(POOLS.map((pool) => [pool, new Queue<PredictionJobData>(pool, { connection, prefix })]));
+    this.queues = new Map(
+      POOLS.map((pool) => {
+        const q = new Queue<PredictionJobData>(pool, { connection, prefix });
+        // Connection trouble surfaces on the calls that fail (as 503s); the event is noise.
+        q.on('error', () => {});
+        return [pool, q];
+      }),
+    );
   }
 
   queue(pool: PoolName): Queue<PredictionJobData> {

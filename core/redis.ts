@@ -49,6 +49,13 @@ export function keyspace(prefix: string) {
     replyChannel: (instance: string) => `${prefix}:reply:${instance}`,
     workerHeartbeat: (pool: string, workerId: string) => `${prefix}:workers:${pool}:${workerId}`,
     workerPattern: (pool: string) => `${prefix}:workers:${pool}:*`,
+    /** Broadcasts to every API and worker process (models changed, housekeeping). */
+    control: `${prefix}:control`,
+    modelsFingerprint: `${prefix}:models:fingerprint`,
+    /** Predicted class counts of one model version in one minute. */
+    driftCounts: (modelKey: string, minute: number) => `${prefix}:drift:counts:${modelKey}:${minute}`,
+    driftReport: (modelKey: string) => `${prefix}:drift:report:${modelKey}`,
+    schedulersRegistered: (hash: string) => `${prefix}:schedulers:${hash}`,
   };
 }
 export type Keyspace = ReturnType<typeof keyspace>;

@@ -31,6 +31,8 @@ export class ResultFeed {
   private readonly waiters = new Map<string, Waiter>();
   /** Re-reads of the store after a reconnect, for watches that may have missed a message. */
   private readonly recheckers = new Set<() => void>();
+  /** Ends every open watch with an error (shutdown). */
+  private readonly enders = new Set<(e: ServingError) => void>();
   private replySubId?: number;
 
   constructor(pubsub: RedisPubSub, store: ResultStore, keys: Keyspace, instanceId: string = randomUUID()) {
@@ -100,6 +102,7 @@ export class ResultFeed {
   async watch(id: string): Promise<AsyncIterableIterator<PredictionRecord>> {
     let delivered = false;
     let done = false;
+    let failure: ServingError | undefined;
     let pending: PredictionRecord | undefined;
     let wake: (() => void) | undefined;
     const offer = (rec: PredictionRecord | undefined): void => {
@@ -109,10 +112,15 @@ export class ResultFeed {
     };
     const recheck = (): void => void this.store.get(id).then(offer, () => {});
     const subId = await this.pubsub.subscribe<PredictionRecord>(this.keys.resultChannel(id), offer);
+    const end = (e: ServingError): void => {
+      failure = e;
+      finish();
+    };
     const finish = (): void => {
       if (done) return;
       done = true;
       this.recheckers.delete(recheck);
+      this.enders.delete(end);
       this.pubsub.unsubscribe(subId);
       wake?.();
     };
@@ -129,6 +137,7 @@ export class ResultFeed {
     }
     offer(first);
     this.recheckers.add(recheck);
+    this.enders.add(end);
 
     const iterator: AsyncIterableIterator<PredictionRecord> = {
       [Symbol.asyncIterator]() {
@@ -136,6 +145,7 @@ export class ResultFeed {
       },
       async next() {
         while (!pending && !done) await new Promise<void>((r) => (wake = r));
+        if (failure && !pending) throw failure;
         if (pending && !delivered) {
           delivered = true;
           const value = pending;
@@ -153,7 +163,15 @@ export class ResultFeed {
     return iterator;
   }
 
-  async close(): Promise<void> {
+  /**
+   * Shutdown: open watches end at once with SERVICE_UNAVAILABLE (their clients resubscribe,
+   * on any replica); synchronous requests in flight get up to `drainMs` to be answered.
+   */
+  async close(drainMs = 0): Promise<void> {
+    const bye = new ServingError('SERVICE_UNAVAILABLE', 'this server is shutting down; subscribe again (any replica can deliver the result)', { retryAfterSeconds: 1 });
+    for (const end of [...this.enders]) end(bye);
+    const deadline = Date.now() + drainMs;
+    while (this.waiters.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     if (this.replySubId !== undefined) this.pubsub.unsubscribe(this.replySubId);
     for (const [id, w] of this.waiters) {
       clearTimeout(w.timer);

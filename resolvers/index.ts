@@ -7,10 +7,17 @@ import type { PredictionService } from '../core/prediction-service.ts';
 import type { PredictionInput } from '../core/input.ts';
 import type { PredictionRecord } from '../core/prediction.ts';
 import { toEvent, toModelVersion, toPrediction, toStatusReport } from './mapping.ts';
+import { authorize, mayPredict, type Principal } from '../server/auth.ts';
+import type { Maintenance } from '../core/maintenance.ts';
+import { operationResolvers } from './operations.ts';
 
 export interface RequestContext {
   service: PredictionService;
   requestId: string;
+  /** Who is asking (server/auth.ts); all-access and anonymous when auth is off. */
+  principal: Principal;
+  /** The periodic jobs, when this process runs them (admin operations use it). */
+  maintenance?: Maintenance;
 }
 
 interface PredictArgs {
@@ -20,7 +27,7 @@ interface PredictArgs {
   timeoutMs?: number | null;
 }
 
-export const resolvers = {
+const coreResolvers = {
   Query: {
     async models(_: unknown, __: unknown, ctx: RequestContext) {
       return (await ctx.service.models()).map(toModelVersion);
@@ -30,22 +37,37 @@ export const resolvers = {
       return versions.length ? { name: args.name, versions } : null;
     },
     async predict(_: unknown, args: PredictArgs, ctx: RequestContext) {
+      authorize(ctx, { model: args.model });
       return toPrediction(await ctx.service.predict({ ...args, requestId: ctx.requestId }));
     },
     async prediction(_: unknown, args: { id: string }, ctx: RequestContext) {
-      return toStatusReport(await ctx.service.get(args.id));
+      const record = await ctx.service.get(args.id);
+      authorize(ctx, { model: record.model });
+      return toStatusReport(record);
     },
   },
   Mutation: {
     async submitPrediction(_: unknown, args: PredictArgs & { priority?: number | null }, ctx: RequestContext) {
+      authorize(ctx, { model: args.model });
       const ticket = await ctx.service.submit({ ...args, requestId: ctx.requestId });
       return { ...ticket, submittedAt: new Date(ticket.submittedAt).toISOString() };
     },
   },
   Subscription: {
     predictionResult: {
-      subscribe: (_: unknown, args: { id: string }, ctx: RequestContext) => ctx.service.watch(args.id),
+      subscribe: async (_: unknown, args: { id: string }, ctx: RequestContext) => {
+        // A key limited to some models reads the record first to learn the prediction's model.
+        if (!mayPredict(ctx.principal)) authorize(ctx, { model: (await ctx.service.get(args.id)).model });
+        return ctx.service.watch(args.id);
+      },
       resolve: (record: PredictionRecord) => toEvent(record),
     },
   },
+};
+
+/** Every resolver, by type. */
+export const resolvers = {
+  Query: { ...coreResolvers.Query, ...operationResolvers.Query },
+  Mutation: { ...coreResolvers.Mutation, ...operationResolvers.Mutation },
+  Subscription: coreResolvers.Subscription,
 };

@@ -24,6 +24,12 @@ import { createMetrics } from '../core/metrics.ts';
 import type { Logger } from '../core/logger.ts';
 import { resolvers, type RequestContext } from '../resolvers/index.ts';
 import { maskError, useClientErrorStatus } from './errors.ts';
+import { ANONYMOUS, createAuthenticator, useApiKeyAuth, wsAuthenticate, type AuthServerContext } from './auth.ts';
+import { useArmor, useRequestParseErrors } from './armor.ts';
+import { useRateLimit, wsRateLimit } from './rate-limit.ts';
+import { RateLimiter } from '../core/rate-limiter.ts';
+import { ServingError } from '../core/errors.ts';
+import { startControlPlane, type ControlPlane } from '../core/control-plane.ts';
 
 const typeDefs = readFileSync(new URL('../schema/schema.graphql', import.meta.url), 'utf8');
 
@@ -37,13 +43,17 @@ export interface ApiServer {
 }
 
 function requestIdOf(headers: Headers | IncomingMessage['headers'] | undefined): string {
-  const raw = headers instanceof Headers ? headers.get('x-request-id') : headers?.['x-request-id'];
+  // yoga's Request may carry a Headers ponyfill, not the global class: test for the method.
+  const raw = typeof (headers as Headers | undefined)?.get === 'function' ? (headers as Headers).get('x-request-id') : (headers as IncomingMessage['headers'] | undefined)?.['x-request-id'];
   const id = Array.isArray(raw) ? raw[0] : raw;
   return id && /^[\w.:-]{1,128}$/.test(id) ? id : randomUUID();
 }
 
 export async function createApiServer(options: { config: BatchlineConfig; logger: Logger }): Promise<ApiServer> {
   const { config, logger } = options;
+  // A malformed auth.keys stops the server here, before anything starts.
+  const auth = createAuthenticator(config.auth);
+  if (!auth.enabled && config.auth.keys.trim()) logger.warn('API keys are configured but auth.enabled is false: every request is let in');
   const repository = await ModelRepository.scan(config.models.repository, {
       overridesFile: config.models.overrides || undefined,
     onSkip: (v) => logger.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
@@ -60,7 +70,9 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   const store = new ResultStore(redis, keys, config.results.ttlSeconds);
   const feed = new ResultFeed(pubsub, store, keys);
   const queues = new PredictionQueues(redis, config.redis.prefix, config.queue.maxDepth);
-  const service = new PredictionService({ config, repository, queues, store, feed, workers: new WorkerRegistry(redis, config.redis.prefix), redis, metrics, logger });
+  const registry = new WorkerRegistry(redis, config.redis.prefix);
+  const service = new PredictionService({ config, repository, queues, store, feed, workers: registry, redis, keys, metrics, logger });
+  const limiter = new RateLimiter({ redis, prefix: config.redis.prefix, ratePerSecond: config.limits.rateLimitPerSecond, burst: config.limits.rateLimitBurst, logger });
   // Serve as soon as Redis answers; if it is down, start anyway: requests get 503 and
   // /ready fails until it is back (ioredis reconnects and resubscribes by itself).
   const replies = feed.start();
@@ -71,10 +83,19 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     replies.catch(() => {});
   }
 
+  // Control channel (rescans, cache housekeeping) and the periodic maintenance jobs.
+  // Not awaited: with Redis down the subscription waits for it, and the API must serve 503s meanwhile.
+  let control: ControlPlane | undefined;
+  const controlStarting = startControlPlane({ config, logger, redis, pubsub, keys, service, registry }).then(
+    (c) => void (control = c),
+    (e: Error) => logger.warn({ err: e.message }, 'control plane not started'),
+  );
+
   const metricsPlugin: Plugin = {
     async onRequest({ url, endResponse, fetchAPI }) {
       if (url.pathname !== '/metrics') return;
       await service.collectQueueDepth().catch(() => {});
+      await service.collectDrift().catch(() => {});
       endResponse(new fetchAPI.Response(await metrics.registry.metrics(), { headers: { 'content-type': metrics.registry.contentType } }));
     },
   };
@@ -84,9 +105,11 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     },
   };
 
-  const yoga = createYoga<{ req?: IncomingMessage }, RequestContext>({
+  const yoga = createYoga<{ req?: IncomingMessage } & AuthServerContext, RequestContext>({
     schema: createSchema({ typeDefs, resolvers }),
     graphqlEndpoint: '/graphql',
+    // Also bounds bodies sent without Content-Length (chunked), which the check in front of yoga cannot see.
+    maxRequestBodySize: config.http.maxBodyBytes,
     graphiql: config.http.graphiql ? { subscriptionsProtocol: 'WS' } : false,
     landingPage: false,
     logging: {
@@ -97,12 +120,21 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
       error: (...args) => logger.debug({ yoga: args.map(String) }),
     },
     maskedErrors: { maskError: maskError(logger) },
-    context: ({ request, req }) => ({ service, requestId: requestIdOf(request?.headers ?? req?.headers) }),
+    context: ({ request, req, principal }) => {
+      // Set by useApiKeyAuth (HTTP) or at connection (WebSocket); never missing when auth is on.
+      const who = principal ?? (auth.enabled ? undefined : ANONYMOUS);
+      if (!who) throw new ServingError('UNAUTHENTICATED');
+      return { service, maintenance: control?.maintenance, requestId: requestIdOf(request?.headers ?? req?.headers), principal: who };
+    },
     plugins: [
       metricsPlugin,
       useClientErrorStatus(),
       useReadinessCheck({ endpoint: '/ready', check: () => service.ready() }),
       ...(config.http.introspection ? [] : [introspectionPlugin]),
+      useApiKeyAuth(auth),
+      useRateLimit(limiter),
+      useArmor(config.limits),
+      useRequestParseErrors(config.http.maxBodyBytes),
     ],
   });
 
@@ -118,12 +150,16 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   });
 
   const wss = new WebSocketServer({ server: http, path: yoga.graphqlEndpoint, maxPayload: config.http.maxBodyBytes });
-  const ws = useServer(
+  const ws = useServer<Record<string, unknown> | undefined, AuthServerContext>(
     {
+      onConnect: (ctx) => wsAuthenticate(auth, ctx),
       execute: (args) => (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
       subscribe: (args) => (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),
       onSubscribe: async (ctx, _id, params) => {
-        const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({ ...ctx, req: ctx.extra.request, socket: ctx.extra.socket, params });
+        const refused = await wsRateLimit(limiter, ctx.extra.principal, ctx.extra.request);
+        if (refused) return refused;
+        const { principal } = ctx.extra;
+        const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({ ...ctx, req: ctx.extra.request, socket: ctx.extra.socket, params, principal });
         let document;
         try {
           document = parse(params.query);
@@ -137,7 +173,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
           operationName: params.operationName,
           document,
           variableValues: params.variables,
-          contextValue: await contextFactory({ req: ctx.extra.request } as never),
+          contextValue: await contextFactory({ req: ctx.extra.request, principal } as never),
           rootValue: { execute, subscribe },
         };
       },
@@ -157,17 +193,25 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     },
     close() {
       closing ??= (async () => {
-        // Stop accepting; in-flight requests finish, then SSE and WebSocket subscribers are closed.
+        // 1. Stop accepting connections.
         const closed = new Promise<void>((resolve) => http.close(() => resolve()));
         http.closeIdleConnections();
+        // 2. Open subscriptions (SSE and WebSocket) end now with SERVICE_UNAVAILABLE, so their
+        //    clients resubscribe on another replica; synchronous requests in flight get up to
+        //    `http.drainMs` to be answered.
+        await feed.close(config.http.drainMs);
+        // 3. WebSocket clients are closed (1001, going away); lingering HTTP connections cut.
         await ws.dispose();
         wss.close();
-        const grace = new Promise<void>((r) => setTimeout(r, 5000).unref());
-        await Promise.race([closed, grace]);
+        await Promise.race([closed, new Promise<void>((r) => setTimeout(r, 1000).unref())]);
         http.closeAllConnections();
-        await feed.close();
-        await queues.close().catch(() => {});
-        await pubsub.close().catch(() => {});
+        await Promise.race([controlStarting, new Promise((r) => setTimeout(r, 1000).unref())]);
+        await control?.close().catch(() => {});
+        await service.close().catch(() => {});
+        // Closing may wait on a reconnect that never comes; shutdown must not.
+        const bounded = (p: Promise<unknown>) => Promise.race([p.catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
+        await bounded(queues.close());
+        await bounded(pubsub.close());
         redis.disconnect();
       })();
       return closing;

@@ -21,6 +21,8 @@ import { WorkerRegistry } from '../core/worker-registry.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { readCgroupLimits } from '../core/cgroup.ts';
 import { planPool } from '../core/sizing.ts';
+import { DriftCounter } from '../core/drift.ts';
+import type { ControlMessage } from '../core/maintenance.ts';
 import type { Logger } from '../core/logger.ts';
 import { type PredictionJobData, type PredictionRecord, type PredictionResult } from '../core/prediction.ts';
 
@@ -79,6 +81,9 @@ export class PredictionWorker {
   private registry!: WorkerRegistry;
   private heartbeat?: NodeJS.Timeout;
   private executionProvider: 'cpu' | 'cuda' = 'cpu';
+  private control?: Redis;
+  private drift?: DriftCounter;
+  private reloading: Promise<void> = Promise.resolve();
   private stopping = false;
 
   constructor(options: WorkerOptions) {
@@ -130,6 +135,13 @@ export class PredictionWorker {
     const keys = keyspace(config.redis.prefix);
     this.store = new ResultStore(this.redis, keys, config.results.ttlSeconds);
     this.registry = new WorkerRegistry(this.redis, config.redis.prefix);
+    this.drift = new DriftCounter(this.redis, keys, (config.maintenance.driftWindowMinutes + 5) * 60);
+    this.control = createRedis(config.redis.url, 'subscriber');
+    this.control.on('message', (_channel: string, raw: string) => {
+      const msg = JSON.parse(raw) as ControlMessage;
+      if (msg.type === 'models-changed' && msg.fingerprint !== this.repository.fingerprint) this.reloading = this.reloading.then(async () => void (await this.reload())).catch((e: Error) => this.log.error({ err: e.message }, 'reload failed'));
+    });
+    await this.control.subscribe(keys.control);
     await this.announce();
     this.heartbeat = setInterval(() => void this.announce(), HEARTBEAT_MS);
 
@@ -143,7 +155,43 @@ export class PredictionWorker {
       maxStalledCount: 2,
     });
     this.bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
+    // Jobs failed outside the processor (stalled too often, lock lost) still owe their
+    // client an answer; finish() writes nothing if the processor already answered.
+    this.bull.on('failed', (job, err) => {
+      if (!job || job.attemptsMade < (job.opts.attempts ?? 1) && !/stalled/i.test(err.message)) return;
+      const d = job.data;
+      const rec: PredictionRecord = { id: d.id, status: 'FAILED', model: d.model, version: d.version, pool: d.pool, rows: d.rows, requestId: d.requestId, submittedAt: d.enqueuedAt, finishedAt: Date.now(), error: { code: 'INFERENCE_FAILED', message: 'the work was lost by its worker too many times' } };
+      void this.store.finish(rec, d.replyTo).catch((e: Error) => this.log.warn({ err: e.message, predictionId: d.id }, 'could not record a failure'));
+    });
     this.log.info({ models: this.loaded, executionProvider: this.executionProvider, ...shape }, 'worker started');
+  }
+
+  /**
+   * Rescans the repository and loads versions of this pool it does not serve yet. Versions
+   * already loaded stay loaded, so work in flight on an old version finishes on it.
+   */
+  async reload(): Promise<string[]> {
+    const { config, pool } = this.options;
+    const repo = await ModelRepository.scan(config.models.repository, {
+      overridesFile: config.models.overrides || undefined,
+      onSkip: (v) => this.log.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
+    });
+    const fresh = repo.ready().filter((v) => v.config.pool === pool && !this.models.has(`${v.name}@${v.version}`));
+    if (fresh.length === 0) return [];
+    const { loaded, failed } = await this.inference.load(fresh.map((v) => ({ key: `${v.name}@${v.version}`, path: v.path, config: v.config })));
+    for (const f of failed) this.log.error({ model: f.key, reason: f.error }, 'new model version failed to load; skipped');
+    const added: string[] = [];
+    for (const v of fresh) {
+      const key = `${v.name}@${v.version}`;
+      if (loaded.includes(key)) {
+        this.models.set(key, v);
+        added.push(key);
+      }
+    }
+    this.repository = repo;
+    await this.announce();
+    this.log.info({ added }, 'model versions loaded without restart');
+    return added;
   }
 
   private batchingSpec(key: string): BatchingSpec {
@@ -205,6 +253,7 @@ export class PredictionWorker {
       // A job run again after a crash may already be answered: finish() then writes nothing.
       if (!(await this.store.finish({ ...base, status: 'COMPLETED', finishedAt, result }, data.replyTo))) log.info('already answered; not answering again');
       this.metrics.jobs.inc({ model: data.model, outcome: 'ok' });
+      if (model.config.task === 'classification') this.drift?.add(key, result.predictions.map((p) => p.label));
       this.metrics.latency.observe({ model: data.model, phase: 'queue' }, result.timings.queueMs / 1000);
       this.metrics.latency.observe({ model: data.model, phase: 'inference' }, outcome.inferenceMs / 1000);
       log.debug({ batchRows: outcome.batchRows, inferenceMs: outcome.inferenceMs }, 'predicted');
@@ -246,7 +295,10 @@ export class PredictionWorker {
         await this.bull.close(true).catch(() => {});
       }
     }
+    await this.reloading;
     await this.inference?.close();
+    await this.drift?.close();
+    this.control?.disconnect();
     this.redis?.disconnect();
     this.log.info('worker stopped');
   }

@@ -38,6 +38,7 @@ const THREAD_ENTRY = new URL('./inference-thread.ts', import.meta.url);
 export class InferencePool {
   private readonly threads: ThreadHandle[] = [];
   private readonly pending = new Map<number, Pending>();
+  private readonly loads = new Map<number, (msg: Extract<ThreadMessage, { type: 'loaded' }>) => void>();
   private nextId = 1;
   private closed = false;
   /** Models every thread loaded. */
@@ -63,6 +64,10 @@ export class InferencePool {
           this.failed = msg.failed;
           this.threads.push(handle);
           resolve();
+          return;
+        }
+        if (msg.type === 'loaded') {
+          this.loads.get(msg.id)?.(msg);
           return;
         }
         const p = this.pending.get(msg.id);
@@ -94,6 +99,29 @@ export class InferencePool {
 
   get size(): number {
     return this.threads.length;
+  }
+
+  /**
+   * Loads more models into every thread (a new version found by the repository poll).
+   * Resolves with the keys every thread now holds and what failed.
+   */
+  async load(models: LoadedModelSpec[]): Promise<{ loaded: string[]; failed: { key: string; error: string }[] }> {
+    const replies = await Promise.all(
+      this.threads.map(
+        (t) =>
+          new Promise<Extract<ThreadMessage, { type: 'loaded' }>>((resolve) => {
+            const id = this.nextId++;
+            this.loads.set(id, (msg) => {
+              this.loads.delete(id);
+              resolve(msg);
+            });
+            t.worker.postMessage({ type: 'load', id, models });
+          }),
+      ),
+    );
+    const loaded = replies.reduce<string[]>((acc, r, i) => (i === 0 ? r.loaded : acc.filter((k) => r.loaded.includes(k))), []);
+    this.loaded = loaded;
+    return { loaded, failed: replies.flatMap((r) => r.failed) };
   }
 
   /** Runs one inference of model `key` over `input` (which may hold several requests' rows). */

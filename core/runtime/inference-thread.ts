@@ -9,7 +9,7 @@ import { charNgramFeatures } from '../preprocess/char-ngrams.ts';
 import type { NormalizedInput } from '../input.ts';
 import type { ModelConfig } from '../model-config.ts';
 import { ORT_TYPE } from '../model-repository.ts';
-import type { OutputTensor, RunRequest, ThreadInit, ThreadMessage } from './types.ts';
+import type { LoadedModelSpec, LoadRequest, OutputTensor, RunRequest, ThreadInit, ThreadMessage } from './types.ts';
 
 const init = workerData as ThreadInit;
 const sessions = new Map<string, { session: ort.InferenceSession; config: ModelConfig }>();
@@ -78,10 +78,12 @@ async function run(req: RunRequest): Promise<void> {
   }
 }
 
-async function main(): Promise<void> {
+/** Creates sessions for `models` (skipping ones already loaded); returns what failed. */
+async function load(models: LoadedModelSpec[]): Promise<{ key: string; error: string }[]> {
   const failed: { key: string; error: string }[] = [];
   const providers: ort.InferenceSession.ExecutionProviderConfig[] = init.executionProvider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'];
-  for (const m of init.models) {
+  for (const m of models) {
+    if (sessions.has(m.key)) continue;
     try {
       const session = await ort.InferenceSession.create(m.path, {
         executionProviders: providers,
@@ -96,11 +98,24 @@ async function main(): Promise<void> {
       failed.push({ key: m.key, error: (e as Error).message });
     }
   }
+  return failed;
+}
+
+async function main(): Promise<void> {
+  const failed = await load(init.models);
   post({ type: 'ready', loaded: [...sessions.keys()], failed, executionProvider: init.executionProvider });
   // One run at a time per thread: concurrency comes from threads and batching, not from
   // interleaving runs that would fight over the same intra-op threads.
   let chain = Promise.resolve();
-  parentPort!.on('message', (msg: RunRequest | { type: 'close' }) => {
+  parentPort!.on('message', (msg: RunRequest | LoadRequest | { type: 'close' }) => {
+    if (msg.type === 'load') {
+      // Queued behind runs in hand: a new version loads between inferences, never during one.
+      chain = chain.then(async () => {
+        const failedNow = await load(msg.models);
+        post({ type: 'loaded', id: msg.id, loaded: [...sessions.keys()], failed: failedNow });
+      });
+      return;
+    }
     if (msg.type === 'close') {
       chain = chain.then(async () => {
         for (const { session } of sessions.values()) await session.release();

@@ -30,7 +30,14 @@ export interface RunRequest {
   input: NormalizedInput;
 }
 
+export interface LoadRequest {
+  type: 'load';
+  id: number;
+  models: LoadedModelSpec[];
+}
+
 export type ThreadMessage =
   | { type: 'ready'; loaded: string[]; failed: { key: string; error: string }[]; executionProvider: string }
+  | { type: 'loaded'; id: number; loaded: string[]; failed: { key: string; error: string }[] }
   | { type: 'result'; id: number; outputs: OutputTensor[]; inferenceMs: number; rows: number }
   | { type: 'error'; id: number; code: string; message: string };

@@ -65,6 +65,8 @@ export function apiDeployment(ms: ModelServer, configHash: string): IDeployment 
   const api = ms.spec.api;
   const env = baseEnv(ms);
   if (ms.spec.auth?.secretRef) {
+    // Keys given means keys required: the server's default (off) is for local use only.
+    env.push({ name: 'BATCHLINE_AUTH', value: 'true' });
     env.push({ name: 'BATCHLINE_API_KEYS', valueFrom: { secretKeyRef: { name: ms.spec.auth.secretRef.name, key: ms.spec.auth.secretRef.key } } });
   }
   const container: IContainer = {

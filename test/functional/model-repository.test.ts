@@ -4,11 +4,11 @@
  * Models that fail to load or disagree with their config are skipped with the reason.
  */
 import * as ort from 'onnxruntime-node';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { ModelRepository } from '../../core/model-repository.ts';
 import { gql } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
-import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { uniquePrefix, useStack } from '../support/stack.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('repo');
@@ -18,25 +18,13 @@ addModel(models, 'disagrees', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ 
 addModel(models, 'wrong-name', '1', linearOnnx(), { ...LINEAR_CONFIG, outputs: [{ name: 'z', datatype: 'FP32', shape: [-1, 3] }] });
 addModel(models, 'garbage', '1', 'this is not an onnx file', LINEAR_CONFIG);
 const opts = { redisUrl, prefix, models };
-let api: RunningApi;
-let worker: Child;
-
-beforeAll(async () => {
-  worker = await startWorker('cpu', opts);
-  api = await startApi(opts);
-});
-
-afterAll(async () => {
-  await api?.close();
-  await worker?.stop();
-  await dropPrefix(redisUrl, prefix);
-});
+const stack = useStack(opts, ['cpu']);
 
 describe('a model dropped into a fresh repository', () => {
   it('is served through the tensor input with outputs equal to onnxruntime-node called directly', async () => {
     const data = [1, 2, 3, 4, -0.5, 0.25, 8, -3];
     const r = await gql<{ predict: { outputs: { name: string; shape: number[]; data: number[] }[]; label: string | null } }>(
-      api.url,
+      stack.api.url,
       'query($i: PredictionInput!) { predict(model: "linear", input: $i) { label outputs { name shape datatype data } } }',
       { i: { tensors: [{ name: 'x', shape: [2, 4], datatype: 'FP32', data }] } },
     );
@@ -52,14 +40,14 @@ describe('a model dropped into a fresh repository', () => {
   });
 
   it('skips models that fail to load or disagree with their config, with the reason, and serves the rest', async () => {
-    const r = await gql<{ models: { name: string; status: string; error: string | null; ready: boolean }[] }>(api.url, '{ models { name status error ready } }');
+    const r = await gql<{ models: { name: string; status: string; error: string | null; ready: boolean }[] }>(stack.api.url, '{ models { name status error ready } }');
     const byName = Object.fromEntries(r.body.data!.models.map((m) => [m.name, m]));
     expect(byName.linear).toMatchObject({ status: 'LOADED', ready: true, error: null });
     expect(byName.disagrees.status).toBe('FAILED');
     expect(byName.disagrees.error).toMatch(/dimension 1 is 4 in the graph, config says 5/);
     expect(byName['wrong-name'].error).toMatch(/config outputs \[z\] but the graph has \[y\]/);
     expect(byName.garbage.status).toBe('FAILED');
-    const p = await gql(api.url, '{ predict(model: "disagrees", input: { features: [1, 2, 3, 4, 5] }) { label } }');
+    const p = await gql(stack.api.url, '{ predict(model: "disagrees", input: { features: [1, 2, 3, 4, 5] }) { label } }');
     expect(p.status).toBe(503);
     expect(p.body.errors![0].extensions!.code).toBe('MODEL_NOT_READY');
   });

@@ -6,11 +6,11 @@
  *  - accuracy must equal the offline held-out accuracy recorded when the model was built.
  */
 import { readFileSync } from 'node:fs';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { loadNameGenderSplit } from '../../scripts/models/names-dataset.ts';
 import { chiSquareGoodnessOfFit } from '../../scripts/models/stats.ts';
 import { gql } from '../support/clients.ts';
-import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { uniquePrefix, useStack } from '../support/stack.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('stat');
@@ -19,19 +19,7 @@ const metrics = JSON.parse(readFileSync(new URL('../../models/name-gender/1/metr
   heldOutAccuracy: number;
   trainingClassDistribution: Record<string, number>;
 };
-let api: RunningApi;
-let worker: Child;
-
-beforeAll(async () => {
-  worker = await startWorker('cpu', opts);
-  api = await startApi(opts);
-});
-
-afterAll(async () => {
-  await api?.close();
-  await worker?.stop();
-  await dropPrefix(redisUrl, prefix);
-});
+const stack = useStack(opts, ['cpu']);
 
 describe('name-gender on held-out names, through the API', () => {
   it('predicts the training class distribution (chi-square, alpha 0.01) at the offline accuracy', async () => {
@@ -42,7 +30,7 @@ describe('name-gender on held-out names, through the API', () => {
     for (let i = 0; i < holdout.length; i += CHUNK) {
       const texts = holdout.slice(i, i + CHUNK).map((h) => h.name);
       const r = await gql<{ predict: { predictions: { label: string }[] } }>(
-        api.url,
+        stack.api.url,
         'query($t: [String!]!) { predict(model: "name-gender", input: { texts: $t }) { predictions { label } } }',
         { t: texts },
       );

@@ -1,0 +1,62 @@
+/**
+ * What an API process does besides answering requests: it listens on the control channel
+ * (rescan the repository when the poll found a change; purge the cache on housekeeping)
+ * and, unless disabled, runs the maintenance worker (core/maintenance.ts).
+ */
+import type { RedisPubSub } from 'graphql-redis-subscriptions';
+import type { Redis } from 'ioredis';
+import type { BatchlineConfig } from './config.ts';
+import type { Logger } from './logger.ts';
+import { Maintenance, type ControlMessage } from './maintenance.ts';
+import type { PredictionService } from './prediction-service.ts';
+import type { Keyspace } from './redis.ts';
+import type { WorkerRegistry } from './worker-registry.ts';
+
+export interface ControlPlane {
+  maintenance: Maintenance;
+  close(): Promise<void>;
+}
+
+export async function startControlPlane(deps: {
+  config: BatchlineConfig;
+  logger: Logger;
+  redis: Redis;
+  pubsub: RedisPubSub;
+  keys: Keyspace;
+  service: PredictionService;
+  registry: WorkerRegistry;
+}): Promise<ControlPlane> {
+  const { config, logger, pubsub, keys, service } = deps;
+  let reloading = Promise.resolve();
+  const subId = await pubsub.subscribe<ControlMessage>(keys.control, (msg) => {
+    if (msg.type === 'models-changed') {
+      if (msg.fingerprint === service.repository.fingerprint) return;
+      reloading = reloading.then(async () => void (await service.reloadRepository())).catch((e: Error) => logger.error({ err: e.message }, 'repository rescan failed'));
+    } else if (msg.type === 'housekeeping') {
+      const purged = service.purgeCache();
+      logger.debug({ purged }, 'cache housekeeping');
+    }
+  });
+  const maintenance = new Maintenance({ config, redis: deps.redis, keys, logger, registry: deps.registry, repository: () => service.repository });
+  let retry: NodeJS.Timeout | undefined;
+  const start = async (): Promise<void> => {
+    try {
+      await maintenance.start();
+    } catch (e) {
+      // Redis may be down at start; the schedulers will be registered once it is back.
+      logger.warn({ err: (e as Error).message }, 'maintenance not started; retrying in 5 s');
+      retry = setTimeout(() => void start(), 5000);
+      retry.unref();
+    }
+  };
+  if (config.maintenance.enabled) await start();
+  return {
+    maintenance,
+    async close() {
+      clearTimeout(retry);
+      pubsub.unsubscribe(subId);
+      await reloading;
+      await maintenance.close();
+    },
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * The live statistical monitor: workers count the classes they predict per model version
+ * and minute in Redis; the drift job tests the last window's counts against the training
+ * class distribution recorded with the model (chi-square goodness of fit) and stores a
+ * report that the API serves as a query and a metric.
+ */
+import type { Redis } from 'ioredis';
+import type { Keyspace } from './redis.ts';
+import type { ModelVersion } from './model-repository.ts';
+import { chiSquareTest } from './stats.ts';
+
+/** Counts predicted labels in memory and flushes them to Redis once a second (one pipeline). */
+export class DriftCounter {
+  private readonly redis: Redis;
+  private readonly keys: Keyspace;
+  private readonly retainSeconds: number;
+  private pending = new Map<string, Map<string, number>>();
+  private timer?: NodeJS.Timeout;
+
+  constructor(redis: Redis, keys: Keyspace, retainSeconds: number) {
+    this.redis = redis;
+    this.keys = keys;
+    this.retainSeconds = retainSeconds;
+  }
+
+  add(modelKey: string, labels: (string | null)[]): void {
+    let m = this.pending.get(modelKey);
+    if (!m) this.pending.set(modelKey, (m = new Map()));
+    for (const l of labels) if (l !== null) m.set(l, (m.get(l) ?? 0) + 1);
+    this.timer ??= setTimeout(() => void this.flush(), 1000);
+  }
+
+  async flush(): Promise<void> {
+    this.timer = undefined;
+    if (this.pending.size === 0) return;
+    const minute = Math.floor(Date.now() / 60_000);
+    const batch = this.pending;
+    this.pending = new Map();
+    const pipe = this.redis.pipeline();
+    for (const [modelKey, counts] of batch) {
+      const key = this.keys.driftCounts(modelKey, minute);
+      for (const [label, n] of counts) pipe.hincrby(key, label, n);
+      pipe.expire(key, this.retainSeconds);
+    }
+    // Monitoring must never fail a prediction; a lost second of counts is acceptable.
+    await pipe.exec().catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearTimeout(this.timer);
+    await this.flush();
+  }
+}
+
+export interface DriftReport {
+  model: string;
+  version: string;
+  status: 'OK' | 'DRIFT' | 'INSUFFICIENT_DATA';
+  checkedAt: number;
+  windowMinutes: number;
+  samples: number;
+  statistic: number;
+  degreesOfFreedom: number;
+  pValue: number;
+  alpha: number;
+  observed: Record<string, number>;
+  expected: Record<string, number>;
+}
+
+/** The training class distribution recorded beside a model, if any. */
+export function trainingDistribution(v: ModelVersion): Record<string, number> | undefined {
+  const d = v.metrics?.trainingClassDistribution;
+  return d && typeof d === 'object' ? (d as Record<string, number>) : undefined;
+}
+
+/** Tests one model version's recent predictions and stores the report. */
+export async function checkDrift(
+  redis: Redis,
+  keys: Keyspace,
+  v: ModelVersion,
+  options: { windowMinutes: number; minSamples: number; alpha: number; now?: number },
+): Promise<DriftReport | undefined> {
+  const training = trainingDistribution(v);
+  if (!training) return undefined;
+  const modelKey = `${v.name}@${v.version}`;
+  const nowMinute = Math.floor((options.now ?? Date.now()) / 60_000);
+  const pipe = redis.pipeline();
+  for (let m = nowMinute - options.windowMinutes + 1; m <= nowMinute; m++) pipe.hgetall(keys.driftCounts(modelKey, m));
+  const observed: Record<string, number> = {};
+  for (const [err, counts] of (await pipe.exec()) ?? []) {
+    if (err) throw err;
+    for (const [label, n] of Object.entries(counts as Record<string, string>)) observed[label] = (observed[label] ?? 0) + Number(n);
+  }
+  const test = chiSquareTest(observed, training);
+  const enough = test.samples >= options.minSamples;
+  const report: DriftReport = {
+    model: v.name,
+    version: v.version,
+    status: !enough ? 'INSUFFICIENT_DATA' : test.pValue < options.alpha ? 'DRIFT' : 'OK',
+    checkedAt: options.now ?? Date.now(),
+    windowMinutes: options.windowMinutes,
+    samples: test.samples,
+    statistic: test.statistic,
+    degreesOfFreedom: test.degreesOfFreedom,
+    pValue: test.pValue,
+    alpha: options.alpha,
+    observed: test.observed,
+    expected: test.expected,
+  };
+  await redis.set(keys.driftReport(modelKey), JSON.stringify(report), 'EX', 24 * 3600);
+  return report;
+}
+
+export async function readDriftReport(redis: Redis, keys: Keyspace, modelKey: string): Promise<DriftReport | undefined> {
+  const raw = await redis.get(keys.driftReport(modelKey));
+  return raw ? (JSON.parse(raw) as DriftReport) : undefined;
+}

@@ -1,0 +1,38 @@
+/** Resolvers for operating on predictions and models: cancellation, reloads, maintenance, drift. */
+import { ServingError } from '../core/errors.ts';
+import type { MaintenanceTask } from '../core/maintenance.ts';
+import { authorize } from '../server/auth.ts';
+import type { RequestContext } from './index.ts';
+import { toModelVersion, toStatusReport } from './mapping.ts';
+
+const TASKS: readonly MaintenanceTask[] = ['poll-models', 'housekeeping', 'drift-monitor'];
+const counts = (r: Record<string, number>) => Object.entries(r).map(([label, count]) => ({ label, count }));
+
+export const operationResolvers = {
+  Query: {
+    async modelDrift(_: unknown, args: { model: string; version?: string | null }, ctx: RequestContext) {
+      authorize(ctx, { model: args.model });
+      const r = await ctx.service.drift(args.model, args.version);
+      if (!r) return null;
+      return { ...r, checkedAt: new Date(r.checkedAt).toISOString(), chiSquare: r.statistic, observed: counts(r.observed), expected: counts(r.expected) };
+    },
+  },
+  Mutation: {
+    async cancelPrediction(_: unknown, args: { id: string }, ctx: RequestContext) {
+      authorize(ctx, { model: (await ctx.service.get(args.id)).model });
+      return toStatusReport(await ctx.service.cancel(args.id, ctx.requestId));
+    },
+    async reloadModels(_: unknown, __: unknown, ctx: RequestContext) {
+      authorize(ctx, { admin: true });
+      await ctx.maintenance?.pollModels();
+      await ctx.service.reloadRepository();
+      return (await ctx.service.models()).map(toModelVersion);
+    },
+    async runMaintenance(_: unknown, args: { task: string }, ctx: RequestContext) {
+      authorize(ctx, { admin: true });
+      if (!TASKS.includes(args.task as MaintenanceTask)) throw new ServingError('BAD_USER_INPUT', `task: expected one of ${TASKS.join(', ')}, got '${args.task}'`, { field: 'task' });
+      if (!ctx.maintenance) throw new ServingError('SERVICE_UNAVAILABLE', 'maintenance is not running in this process');
+      return JSON.stringify(await ctx.maintenance.run(args.task as MaintenanceTask));
+    },
+  },
+};

@@ -1,0 +1,170 @@
+/**
+ * Queue promises: priorities, backpressure, cancellation, retries and deadlines, on real
+ * BullMQ queues and worker processes.
+ */
+import { Queue } from 'bullmq';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
+import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
+import { dropPrefix, REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../support/stack.ts';
+import { cpSync } from 'node:fs';
+import { join } from 'node:path';
+import { until } from '../support/wait.ts';
+
+const redisUrl = inject('redisUrl');
+const prefix = uniquePrefix('queues');
+const models = tempRepository();
+cpSync(join(REPO_MODELS, 'name-gender'), join(models, 'name-gender'), { recursive: true });
+cpSync(join(REPO_MODELS, 'mlp-bench'), join(models, 'mlp-bench'), { recursive: true });
+addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }], retry: { attempts: 3, backoffMs: 50 } });
+const opts = { redisUrl, prefix, models, env: { BATCHLINE_MAINTENANCE: 'false' } };
+let api: RunningApi;
+let listener: Redis;
+const finished: string[] = [];
+
+const SUBMIT = 'mutation($m: String!, $i: PredictionInput!, $p: Int, $t: Int) { submitPrediction(model: $m, input: $i, priority: $p, timeoutMs: $t) { id status } }';
+const submit = async (m: string, i: Record<string, unknown>, p?: number, t?: number): Promise<string> => {
+  const r = await gql<{ submitPrediction: { id: string } }>(api.url, SUBMIT, { m, i, p, t });
+  expect(r.body.errors).toBeUndefined();
+  return r.body.data!.submitPrediction.id;
+};
+const poll = async (id: string) => (await gql<{ prediction: { status: string; error: { code: string } | null } }>(api.url, 'query($id: ID!) { prediction(id: $id) { status error { code } } }', { id })).body.data!.prediction;
+
+beforeAll(async () => {
+  listener = new Redis(redisUrl);
+  await listener.psubscribe(`${prefix}:result:*`);
+  listener.on('pmessage', (_p, channel) => finished.push(channel.slice(`${prefix}:result:`.length)));
+  api = await startApi(opts);
+});
+
+afterAll(async () => {
+  await api?.close();
+  listener?.disconnect();
+  await dropPrefix(redisUrl, prefix);
+});
+
+describe('priorities', () => {
+  it('with the pool saturated, higher-priority work finishes first, and synchronous predict before both', async () => {
+    finished.length = 0;
+    const low: string[] = [];
+    const high: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      low.push(await submit('name-gender', { text: `Lowname${i}` }, 1));
+      high.push(await submit('name-gender', { text: `Highname${i}` }, 10));
+    }
+    const sync = gql<{ predict: { id: string } }>(api.url, '{ predict(model: "name-gender", input: { text: "Syncname" }) { id } }');
+    // Let the sync job reach the queue before the only worker starts taking one job at a time.
+    const cpu = new Queue('cpu', { connection: { url: redisUrl }, prefix });
+    await until(async () => (await cpu.getJobCounts('prioritized')).prioritized >= 17, 'all jobs queued');
+    await cpu.close();
+    const worker = await startWorker('cpu', { ...opts, env: { ...opts.env, BATCHLINE_WORKER_CONCURRENCY: '1', BATCHLINE_WORKER_THREADS: '1' } });
+    try {
+      const syncId = (await sync).body.data!.predict.id;
+      await until(() => [...low, ...high].every((id) => finished.includes(id)), 'every job');
+      const order = finished.filter((id) => id === syncId || low.includes(id) || high.includes(id));
+      expect(order[0]).toBe(syncId);
+      const lastHigh = Math.max(...high.map((id) => order.indexOf(id)));
+      const firstLow = Math.min(...low.map((id) => order.indexOf(id)));
+      expect(lastHigh).toBeLessThan(firstLow);
+    } finally {
+      await worker.stop();
+    }
+  });
+});
+
+describe('cancellation', () => {
+  it('cancels queued work; its subscriber gets a CANCELLED event; the poll says CANCELLED', async () => {
+    const id = await submit('mlp-bench', { features: Array.from({ length: 512 }, () => 0) });
+    const client = wsClient(api.ws);
+    try {
+      const events = wsCollect(client, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code } } }', { id });
+      // The subscription is confirmed before it reads the record; give it its SUBSCRIBE.
+      const probe = new Redis(redisUrl);
+      await until(async () => (await probe.pubsub('NUMSUB', `${prefix}:result:${id}`))[1] === 1, 'the subscription');
+      probe.disconnect();
+      const c = await gql<{ cancelPrediction: { status: string } }>(api.url, 'mutation($id: ID!) { cancelPrediction(id: $id) { status } }', { id });
+      expect(c.body.data!.cancelPrediction.status).toBe('CANCELLED');
+      expect(await events).toEqual([{ data: { predictionResult: { status: 'CANCELLED', error: { code: 'CANCELLED' } } } }]);
+    } finally {
+      await client.dispose();
+    }
+    expect((await poll(id)).status).toBe('CANCELLED');
+    const again = await gql<{ cancelPrediction: { status: string } }>(api.url, 'mutation($id: ID!) { cancelPrediction(id: $id) { status } }', { id });
+    expect(again.body.data!.cancelPrediction.status).toBe('CANCELLED');
+    const queue = new Queue('gpu', { connection: { url: redisUrl }, prefix });
+    expect(await queue.getJob(id)).toBeUndefined();
+    await queue.close();
+  });
+
+  it('refuses to cancel finished work (409 NOT_CANCELLABLE) and unknown ids (404)', async () => {
+    const worker = await startWorker('cpu', opts);
+    try {
+      const id = await submit('name-gender', { text: 'Finishedname' });
+      await until(async () => (await poll(id)).status === 'COMPLETED', 'completion');
+      const r = await gql(api.url, 'mutation($id: ID!) { cancelPrediction(id: $id) { status } }', { id });
+      expect(r.status).toBe(409);
+      expect(r.body.errors![0].extensions!.code).toBe('NOT_CANCELLABLE');
+    } finally {
+      await worker.stop();
+    }
+    const r = await gql(api.url, 'mutation { cancelPrediction(id: "nope") { status } }');
+    expect(r.status).toBe(404);
+  });
+});
+
+describe('retries and deadlines', () => {
+  it('retries a failing job the configured number of times, then tells the subscriber once', async () => {
+    const worker = await startWorker('cpu', opts);
+    try {
+      const id = await submit('flex', { tensors: [{ name: 'x', shape: [1, 5], datatype: 'FP32', data: [1, 2, 3, 4, 5] }] });
+      const { events } = await sseCollect(api.url, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code } } }', { id });
+      expect(events).toEqual([{ data: { predictionResult: { status: 'FAILED', error: { code: 'INFERENCE_FAILED' } } } }]);
+      const queue = new Queue('cpu', { connection: { url: redisUrl }, prefix });
+      await until(async () => (await queue.getJob(id))?.failedReason !== undefined, 'the job to be marked failed');
+      expect((await queue.getJob(id))!.attemptsMade).toBe(3);
+      await queue.close();
+    } finally {
+      await worker.stop();
+    }
+  });
+
+  it('drops work whose deadline passed while it waited, answering DEADLINE_EXCEEDED without running it', async () => {
+    const id = await submit('mlp-bench', { features: Array.from({ length: 512 }, () => 1) }, 5, 100);
+    await new Promise((r) => setTimeout(r, 300));
+    const worker = await startWorker('gpu', opts);
+    try {
+      await until(async () => (await poll(id)).status !== 'QUEUED', 'the job to be taken');
+      expect(await poll(id)).toEqual({ status: 'FAILED', error: { code: 'DEADLINE_EXCEEDED' } });
+    } finally {
+      await worker.stop();
+    }
+  });
+});
+
+describe('backpressure', () => {
+  it('refuses new work past the queue depth with 503 QUEUE_FULL and Retry-After, never accepting then dropping it', async () => {
+    const small = await startApi({ ...opts, prefix: `${prefix}-bp`, env: { ...opts.env, BATCHLINE_QUEUE_MAX_DEPTH: '3' } });
+    try {
+      const accepted: string[] = [];
+      let refused: Awaited<ReturnType<typeof gql>> | undefined;
+      for (let i = 0; i < 10 && !refused; i++) {
+        // The depth is re-read every 250 ms on the request path.
+        await new Promise((r) => setTimeout(r, 300));
+        const r = await gql<{ submitPrediction: { id: string } }>(small.url, SUBMIT, { m: 'mlp-bench', i: { features: Array.from({ length: 512 }, () => i) } });
+        if (r.body.errors) refused = r;
+        else accepted.push(r.body.data!.submitPrediction.id);
+      }
+      expect(accepted).toHaveLength(3);
+      expect(refused!.status).toBe(503);
+      expect(refused!.body.errors![0].extensions!.code).toBe('QUEUE_FULL');
+      expect(refused!.headers.get('retry-after')).toBe('1');
+      const queue = new Queue('gpu', { connection: { url: redisUrl }, prefix: `${prefix}-bp` });
+      expect((await queue.getJobCounts('prioritized')).prioritized).toBe(3);
+      await queue.close();
+    } finally {
+      await small.close();
+      await dropPrefix(redisUrl, `${prefix}-bp`);
+    }
+  });
+});
