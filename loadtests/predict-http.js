@@ -46,7 +46,7 @@ export default function () {
   let body = {};
   try {
     body = res.json();
-  } catch (_) {
+  } catch {
     body = {};
   }
   if (body.errors) graphqlErrors.add(1, { code: String(body.errors[0] && body.errors[0].extensions && body.errors[0].extensions.code) });
