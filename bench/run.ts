@@ -155,7 +155,7 @@ async function runConfig(config: Config, redisUrl: string, withWs: boolean): Pro
   const models = repositoryFor(config);
   const prefix = uniquePrefix('bench');
   const port = await freePort();
-  const opts = { redisUrl, prefix, models, env: { BATCHLINE_PORT: String(port), BATCHLINE_HOST: '127.0.0.1', BATCHLINE_LOG_LEVEL: 'warn' } };
+  const opts = { redisUrl, prefix, models, env: { BATCHLINE_PORT: String(port), BATCHLINE_HOST: '127.0.0.1' } };
   const procs: Child[] = [];
   try {
     procs.push(await spawnCli(['worker', '--pool', 'gpu'], opts, /"msg":"worker started"/));

@@ -9,7 +9,8 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import type { ModelConfig, TensorSpec, Datatype } from './model-config.ts';
-import type { PoolName } from './config.ts';
+import type { BatchlineConfig, PoolName } from './config.ts';
+import type { Logger } from './logger.ts';
 
 export interface ModelVersion {
   name: string;
@@ -261,4 +262,12 @@ export class ModelRepository {
   has(name: string): boolean {
     return this.versions.some((v) => v.name === name);
   }
+}
+
+/** Scans the configured repository (with its deployment overrides), logging each version skipped and why. */
+export function scanConfigured(config: BatchlineConfig, log: Logger): Promise<ModelRepository> {
+  return ModelRepository.scan(config.models.repository, {
+    overridesFile: config.models.overrides || undefined,
+    onSkip: (v) => log.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
+  });
 }

@@ -7,7 +7,7 @@ import type { Redis } from 'ioredis';
 import { ServingError, fromSerialized } from './errors.ts';
 import type { BatchlineConfig } from './config.ts';
 import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from './input.ts';
-import { ModelRepository, type ModelVersion } from './model-repository.ts';
+import { scanConfigured, type ModelRepository, type ModelVersion } from './model-repository.ts';
 import { DriftCounter, readDriftReport, type DriftReport } from './drift.ts';
 import type { Keyspace } from './redis.ts';
 import type { PredictionQueues } from './queues.ts';
@@ -287,10 +287,7 @@ export class PredictionService {
   /** Rescans the model repository (a new version was dropped in); returns the new view. */
   async reloadRepository(): Promise<ModelRepository> {
     const { config, logger } = this.deps;
-    this.repository = await ModelRepository.scan(config.models.repository, {
-      overridesFile: config.models.overrides || undefined,
-      onSkip: (v) => logger.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
-    });
+    this.repository = await scanConfigured(config, logger);
     logger.info({ models: this.repository.ready().map((v) => `${v.name}@${v.version}`) }, 'model repository rescanned');
     return this.repository;
   }

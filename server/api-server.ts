@@ -13,7 +13,7 @@ import { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { BatchlineConfig } from '../core/config.ts';
-import { ModelRepository } from '../core/model-repository.ts';
+import { scanConfigured } from '../core/model-repository.ts';
 import { PredictionQueues } from '../core/queues.ts';
 import { ResultStore } from '../core/result-store.ts';
 import { ResultFeed } from '../core/result-feed.ts';
@@ -54,10 +54,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   // A malformed auth.keys stops the server here, before anything starts.
   const auth = createAuthenticator(config.auth);
   if (!auth.enabled && config.auth.keys.trim()) logger.warn('API keys are configured but auth.enabled is false: every request is let in');
-  const repository = await ModelRepository.scan(config.models.repository, {
-      overridesFile: config.models.overrides || undefined,
-    onSkip: (v) => logger.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
-  });
+  const repository = await scanConfigured(config, logger);
   logger.info({ models: repository.ready().map((v) => `${v.name}@${v.version}`) }, 'model repository scanned');
 
   const keys = keyspace(config.redis.prefix);

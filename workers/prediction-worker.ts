@@ -9,7 +9,7 @@ import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BatchlineConfig, PoolName } from '../core/config.ts';
 import { ServingError } from '../core/errors.ts';
-import { ModelRepository, type ModelVersion } from '../core/model-repository.ts';
+import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/model-repository.ts';
 import { InferencePool } from '../core/runtime/inference-pool.ts';
 import { rowPredictions } from '../core/runtime/postprocess.ts';
 import { Batcher } from '../core/batching/batcher.ts';
@@ -99,10 +99,7 @@ export class PredictionWorker {
 
   async start(): Promise<void> {
     const { config, pool } = this.options;
-    this.repository = await ModelRepository.scan(config.models.repository, {
-      overridesFile: config.models.overrides || undefined,
-      onSkip: (v) => this.log.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
-    });
+    this.repository = await scanConfigured(config, this.log);
     const mine = this.repository.ready().filter((v) => v.config.pool === pool);
     const maxBatch = Math.max(1, ...mine.map((v) => (pool === 'gpu' ? v.config.batching.maxBatchSize : 1)));
     const { explanation, ...shape } = workerShape(config, mine, maxBatch);
@@ -172,10 +169,7 @@ export class PredictionWorker {
    */
   async reload(): Promise<string[]> {
     const { config, pool } = this.options;
-    const repo = await ModelRepository.scan(config.models.repository, {
-      overridesFile: config.models.overrides || undefined,
-      onSkip: (v) => this.log.error({ model: v.name, version: v.version, reason: v.error }, 'model skipped'),
-    });
+    const repo = await scanConfigured(config, this.log);
     const fresh = repo.ready().filter((v) => v.config.pool === pool && !this.models.has(`${v.name}@${v.version}`));
     if (fresh.length === 0) return [];
     const { loaded, failed } = await this.inference.load(fresh.map((v) => ({ key: `${v.name}@${v.version}`, path: v.path, config: v.config })));

@@ -17,7 +17,10 @@ const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('reload');
 const models = tempRepository();
 addModel(models, 'linear', '1', linearOnnx(), LINEAR_CONFIG);
-const opts = { redisUrl, prefix, models, env: { BATCHLINE_POLL_MODELS_CRON: '* * * * * *' } };
+// Accepts any row width; the graph takes 4, so other widths fail in onnxruntime (a failed job).
+addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }] });
+// Results (and failed jobs) live one second here, so housekeeping has something to remove.
+const opts = { redisUrl, prefix, models, env: { BATCHLINE_POLL_MODELS_CRON: '* * * * * *', BATCHLINE_RESULT_TTL_SECONDS: '1' } };
 let api: RunningApi;
 let second: RunningApi;
 let worker: Child;
@@ -71,5 +74,21 @@ describe('periodic jobs', () => {
     // The old version is still served to whoever asks for it by name.
     const old = await gql<{ predict: { version: string; outputs: { data: number[] }[] } }>(api.url, PREDICT, { v: '1' });
     expect(old.body.data!.predict.outputs[0].data).toEqual(v1.body.data!.predict.outputs[0].data);
+  });
+
+  it('housekeeping (run now by an admin) removes failed jobs older than the result TTL', async () => {
+    const t = await gql<{ submitPrediction: { id: string } }>(api.url, 'mutation { submitPrediction(model: "flex", input: { tensors: [{ name: "x", shape: [1, 5], datatype: "FP32", data: [1, 2, 3, 4, 5] }] }) { id } }');
+    const id = t.body.data!.submitPrediction.id;
+    const queue = new Queue('cpu', { connection: { url: redisUrl }, prefix });
+    try {
+      await until(async () => (await queue.getJob(id))?.failedReason !== undefined, 'the job to fail');
+      await new Promise((r) => setTimeout(r, 1100)); // older than the 1 s TTL
+      const r = await gql<{ runMaintenance: string }>(api.url, 'mutation { runMaintenance(task: "housekeeping") }');
+      expect(r.body.errors).toBeUndefined();
+      expect(JSON.parse(r.body.data!.runMaintenance).failedJobsRemoved).toBeGreaterThanOrEqual(1);
+      expect(await queue.getJob(id)).toBeUndefined();
+    } finally {
+      await queue.close();
+    }
   });
 });

@@ -6,7 +6,6 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll } from 'vitest';
 import { loadConfig, type BatchlineConfig } from '../../core/config.ts';
 import { createLogger } from '../../core/logger.ts';
 import { createApiServer, type ApiServer } from '../../server/api-server.ts';
@@ -120,22 +119,4 @@ export async function dropPrefix(redisUrl: string, prefix: string): Promise<void
   } finally {
     r.disconnect();
   }
-}
-
-/**
- * Starts workers of `pools` and an API for the test file (beforeAll) and stops them and
- * drops the file's keys (afterAll). Read `stack.api` inside tests.
- */
-export function useStack(o: StackOptions, pools: ('cpu' | 'gpu')[] = ['cpu']): { api: RunningApi; workers: Child[] } {
-  const stack = { api: undefined as unknown as RunningApi, workers: [] as Child[] };
-  beforeAll(async () => {
-    for (const pool of pools) stack.workers.push(await startWorker(pool, o));
-    stack.api = await startApi(o);
-  });
-  afterAll(async () => {
-    await stack.api?.close();
-    await Promise.all(stack.workers.map((w) => w.stop()));
-    await dropPrefix(o.redisUrl, o.prefix);
-  });
-  return stack;
 }
