@@ -9,6 +9,17 @@ export const ROW_WIDTH = Number(__ENV.ROW_WIDTH || 512);
 /** The latency objective, in ms, stated as thresholds below. */
 export const SLO_MS = Number(__ENV.SLO_MS || 100);
 
+/** The closed-loop scenario both scripts use: ramp to 32 virtual users, hold at 64, wind down. */
+export const CLOSED_LOOP_RAMP = {
+  executor: 'ramping-vus',
+  startVUs: 1,
+  stages: [
+    { duration: '20s', target: 32 },
+    { duration: '40s', target: 64 },
+    { duration: '10s', target: 0 },
+  ],
+};
+
 /** One input row of `ROW_WIDTH` values; for text models, set TEXT instead. */
 export function input() {
   if (__ENV.TEXT) return { text: __ENV.TEXT };

@@ -3,7 +3,7 @@
 //   K6_NO_USAGE_REPORT=true k6 run -e BASE_URL=http://localhost:4000 loadtests/predict-http.js
 import { check } from 'k6';
 import { Counter } from 'k6/metrics';
-import { gql, input, MODEL, SLO_MS, summary } from './lib.js';
+import { CLOSED_LOOP_RAMP, gql, input, MODEL, SLO_MS, summary } from './lib.js';
 
 const graphqlErrors = new Counter('graphql_errors');
 const RATE = Number(__ENV.RATE || 500);
@@ -11,13 +11,7 @@ const RATE = Number(__ENV.RATE || 500);
 export const options = {
   scenarios: {
     closed: {
-      executor: 'ramping-vus',
-      startVUs: 1,
-      stages: [
-        { duration: '20s', target: 32 },
-        { duration: '40s', target: 64 },
-        { duration: '10s', target: 0 },
-      ],
+      ...CLOSED_LOOP_RAMP,
       tags: { scenario: 'closed' },
     },
     open: {

@@ -4,7 +4,7 @@
 import ws from 'k6/ws';
 import { check } from 'k6';
 import { Counter, Trend } from 'k6/metrics';
-import { input, MODEL, SLO_MS, summary, WS_URL } from './lib.js';
+import { CLOSED_LOOP_RAMP, input, MODEL, SLO_MS, summary, WS_URL } from './lib.js';
 
 const latency = new Trend('prediction_latency', true);
 const failures = new Counter('prediction_failures');
@@ -13,13 +13,7 @@ const PER_CONNECTION = Number(__ENV.PER_CONNECTION || 20);
 export const options = {
   scenarios: {
     subscribers: {
-      executor: 'ramping-vus',
-      startVUs: 1,
-      stages: [
-        { duration: '20s', target: 32 },
-        { duration: '40s', target: 64 },
-        { duration: '10s', target: 0 },
-      ],
+      ...CLOSED_LOOP_RAMP,
     },
   },
   thresholds: {

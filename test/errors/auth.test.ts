@@ -7,18 +7,19 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { gql, wsCollect, type GqlResponse } from '../support/clients.ts';
 import { freePort } from '../support/redis-server.ts';
-import { CLI, REPO_MODELS, dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { CLI, REPO_MODELS, uniquePrefix } from '../support/stack.ts';
 import { ANONYMOUS, authorize, createAuthenticator, hashApiKey, parseApiKeys, type Principal } from '../../server/auth.ts';
 import { DEFAULT_CONFIG } from '../../core/config.ts';
 import { createApiServer } from '../../server/api-server.ts';
 import { createLogger, REDACTED } from '../../core/logger.ts';
 import { pino } from 'pino';
 import { ServingError } from '../../core/errors.ts';
+import { useStack } from '../support/use-stack.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('auth');
@@ -31,19 +32,7 @@ const KEYS = {
 const API_KEYS = [`alice:${hashApiKey(KEYS.alice)}:predict:*`, `bob:${hashApiKey(KEYS.bob)}:predict:mlp-bench`, `ops:${hashApiKey(KEYS.ops)}:admin`].join(';');
 const opts = { redisUrl, prefix, env: { BATCHLINE_AUTH: 'true', BATCHLINE_API_KEYS: API_KEYS } };
 
-let api: RunningApi;
-let worker: Child;
-
-beforeAll(async () => {
-  worker = await startWorker('cpu', opts);
-  api = await startApi(opts);
-});
-
-afterAll(async () => {
-  await api?.close();
-  await worker?.stop();
-  await dropPrefix(redisUrl, prefix);
-});
+const stack = useStack(opts, ['cpu']);
 
 const PREDICT = 'query($m: String!, $i: PredictionInput!) { predict(model: $m, input: $i) { label } }';
 const SUBMIT = 'mutation($m: String!, $i: PredictionInput!) { submitPrediction(model: $m, input: $i) { id status } }';
@@ -93,7 +82,7 @@ async function withClient<T>(client: Client, fn: (c: Client) => Promise<T>): Pro
 }
 
 async function submitAs(k: string, model = 'name-gender', text = 'Maria'): Promise<string> {
-  const r = await gql<{ submitPrediction: { id: string } }>(api.url, SUBMIT, { m: model, i: model === 'name-gender' ? { text } : { features: Array.from({ length: 512 }, () => 0.5) } }, key(k));
+  const r = await gql<{ submitPrediction: { id: string } }>(stack.api.url, SUBMIT, { m: model, i: model === 'name-gender' ? { text } : { features: Array.from({ length: 512 }, () => 0.5) } }, key(k));
   expect(r.status).toBe(200);
   return r.body.data!.submitPrediction.id;
 }
@@ -108,7 +97,7 @@ describe('401 UNAUTHENTICATED', () => {
       ['{ __typename }', {}],
       ['{ this is not graphql', {}],
     ] as const) {
-      const r = await gql(api.url, query, vars);
+      const r = await gql(stack.api.url, query, vars);
       expect(r.status).toBe(401);
       expect(codeOf(r.body)).toBe('UNAUTHENTICATED');
       expect(r.body.data).toBeUndefined();
@@ -117,29 +106,29 @@ describe('401 UNAUTHENTICATED', () => {
 
   it('with an unknown key, an empty key, a hash instead of the key, or a key of the wrong case', async () => {
     for (const headers of [key('nope'), key(''), key(hashApiKey(KEYS.alice)), key(KEYS.alice.toUpperCase()), { authorization: 'Bearer nope' }, { authorization: KEYS.alice }, { authorization: `Basic ${KEYS.alice}` }]) {
-      const r = await gql(api.url, '{ models { name } }', {}, headers);
+      const r = await gql(stack.api.url, '{ models { name } }', {}, headers);
       expect(r.status, JSON.stringify(headers)).toBe(401);
       expect(codeOf(r.body)).toBe('UNAUTHENTICATED');
     }
   });
 
   it('over GET and over SSE too', async () => {
-    const get = await fetch(`${api.url}?query=${encodeURIComponent('{ models { name } }')}`, { headers: { accept: 'application/json' } });
+    const get = await fetch(`${stack.api.url}?query=${encodeURIComponent('{ models { name } }')}`, { headers: { accept: 'application/json' } });
     expect(get.status).toBe(401);
-    const s = await sse(api.url, RESULT, { id: 'whatever' }, {});
+    const s = await sse(stack.api.url, RESULT, { id: 'whatever' }, {});
     expect(s.status).toBe(401);
     expect(codeOf(s.events[0])).toBe('UNAUTHENTICATED');
   });
 
   it('WebSocket connections without a key or with an unknown one are closed with 4401', async () => {
-    for (const client of [ws(api.ws), ws(api.ws, { connectionParams: { apiKey: 'nope' } }), ws(api.ws, { headers: key('nope') }), ws(api.ws, { connectionParams: { headers: { authorization: 'Bearer nope' } } })]) {
+    for (const client of [ws(stack.api.ws), ws(stack.api.ws, { connectionParams: { apiKey: 'nope' } }), ws(stack.api.ws, { headers: key('nope') }), ws(stack.api.ws, { connectionParams: { headers: { authorization: 'Bearer nope' } } })]) {
       const closed = await withClient(client, (c) => wsCollect(c, '{ __typename }', {}).then(() => undefined, (e: unknown) => e));
       expect((closed as { code?: number }).code).toBe(4401);
     }
   });
 
   it('/health, /ready and /metrics stay open', async () => {
-    const base = api.url.replace('/graphql', '');
+    const base = stack.api.url.replace('/graphql', '');
     for (const path of ['/health', '/ready', '/metrics']) expect((await fetch(base + path)).status, path).toBe(200);
   });
 });
@@ -147,7 +136,7 @@ describe('401 UNAUTHENTICATED', () => {
 describe('a valid key', () => {
   it('works in the configured header and as a Bearer token', async () => {
     for (const headers of [key(KEYS.alice), { authorization: `Bearer ${KEYS.alice}` }, { authorization: `bearer ${KEYS.alice}` }]) {
-      const r = await gql<{ predict: { label: string } }>(api.url, PREDICT, { m: 'name-gender', i: { text: 'Maria' } }, headers);
+      const r = await gql<{ predict: { label: string } }>(stack.api.url, PREDICT, { m: 'name-gender', i: { text: 'Maria' } }, headers);
       expect(r.status).toBe(200);
       expect(r.body.data!.predict.label).toBe('female');
     }
@@ -155,19 +144,19 @@ describe('a valid key', () => {
 
   it('works over SSE: submit, then the result by subscription and by polling', async () => {
     const id = await submitAs(KEYS.alice, 'name-gender', 'John');
-    const s = await sse(api.url, RESULT, { id }, key(KEYS.alice));
+    const s = await sse(stack.api.url, RESULT, { id }, key(KEYS.alice));
     expect(s.status).toBe(200);
     expect(s.events[0].data).toMatchObject({ predictionResult: { status: 'COMPLETED', result: { label: 'male' } } });
-    const p = await gql<{ prediction: { status: string } }>(api.url, POLL, { id }, key(KEYS.alice));
+    const p = await gql<{ prediction: { status: string } }>(stack.api.url, POLL, { id }, key(KEYS.alice));
     expect(p.body.data!.prediction.status).toBe('COMPLETED');
   });
 
   it('works over WebSocket from connection_init ({ apiKey } or { headers }) or from the upgrade request', async () => {
     for (const client of [
-      ws(api.ws, { connectionParams: { apiKey: KEYS.alice } }),
-      ws(api.ws, { connectionParams: { headers: key(KEYS.alice) } }),
-      ws(api.ws, { connectionParams: { headers: { Authorization: `Bearer ${KEYS.alice}` } } }),
-      ws(api.ws, { headers: key(KEYS.alice) }),
+      ws(stack.api.ws, { connectionParams: { apiKey: KEYS.alice } }),
+      ws(stack.api.ws, { connectionParams: { headers: key(KEYS.alice) } }),
+      ws(stack.api.ws, { connectionParams: { headers: { Authorization: `Bearer ${KEYS.alice}` } } }),
+      ws(stack.api.ws, { headers: key(KEYS.alice) }),
     ]) {
       const id = await submitAs(KEYS.alice, 'name-gender', 'Elizabeth');
       const events = await withClient(client, (c) => wsCollect(c, RESULT, { id }));
@@ -177,7 +166,7 @@ describe('a valid key', () => {
 
   it('lists models whatever its scopes (any authenticated key)', async () => {
     for (const k of [KEYS.alice, KEYS.bob, KEYS.ops]) {
-      const r = await gql<{ models: { name: string }[] }>(api.url, '{ models { name } }', {}, key(k));
+      const r = await gql<{ models: { name: string }[] }>(stack.api.url, '{ models { name } }', {}, key(k));
       expect(r.status).toBe(200);
       expect(r.body.data!.models.map((m) => m.name).sort()).toEqual(['mlp-bench', 'name-gender']);
     }
@@ -191,35 +180,35 @@ describe('403 FORBIDDEN for a key scoped to another model', () => {
       [SUBMIT, KEYS.bob],
       [PREDICT, KEYS.ops],
     ] as const) {
-      const r = await gql(api.url, query, { m: 'name-gender', i: { text: 'Ann' } }, key(k));
+      const r = await gql(stack.api.url, query, { m: 'name-gender', i: { text: 'Ann' } }, key(k));
       expect(r.status).toBe(403);
       expect(codeOf(r.body)).toBe('FORBIDDEN');
       expect(r.body.errors![0].message).toMatch(/may not use model 'name-gender'/);
     }
     // Its own model is allowed: the ticket comes back (no gpu worker runs here; it just waits).
-    const ok = await gql(api.url, SUBMIT, { m: 'mlp-bench', i: { features: Array.from({ length: 512 }, () => 0.1) } }, key(KEYS.bob));
+    const ok = await gql(stack.api.url, SUBMIT, { m: 'mlp-bench', i: { features: Array.from({ length: 512 }, () => 0.1) } }, key(KEYS.bob));
     expect(ok.status).toBe(200);
   });
 
   it('a model it may not use is refused before the model is even looked up (no existence leak)', async () => {
-    const r = await gql(api.url, PREDICT, { m: 'no-such-model', i: { text: 'Ann' } }, key(KEYS.bob));
+    const r = await gql(stack.api.url, PREDICT, { m: 'no-such-model', i: { text: 'Ann' } }, key(KEYS.bob));
     expect(r.status).toBe(403);
-    const wild = await gql(api.url, PREDICT, { m: 'no-such-model', i: { text: 'Ann' } }, key(KEYS.alice));
+    const wild = await gql(stack.api.url, PREDICT, { m: 'no-such-model', i: { text: 'Ann' } }, key(KEYS.alice));
     expect(codeOf(wild.body)).toBe('MODEL_NOT_FOUND');
   });
 
   it('polling, and subscribing over SSE and WebSocket, to another model’s prediction', async () => {
     const id = await submitAs(KEYS.alice, 'name-gender', 'Robert');
-    const poll = await gql(api.url, POLL, { id }, key(KEYS.bob));
+    const poll = await gql(stack.api.url, POLL, { id }, key(KEYS.bob));
     expect(poll.status).toBe(403);
     expect(codeOf(poll.body)).toBe('FORBIDDEN');
 
-    const s = await sse(api.url, RESULT, { id }, key(KEYS.bob));
+    const s = await sse(stack.api.url, RESULT, { id }, key(KEYS.bob));
     expect(s.status).toBe(403);
     expect(codeOf(s.events[0])).toBe('FORBIDDEN');
     expect(s.events[0].data ?? null).toBeNull();
 
-    const result = await withClient(ws(api.ws, { connectionParams: { apiKey: KEYS.bob } }), (c) => wsCollect(c, RESULT, { id }).then((events) => events, (e: unknown) => e));
+    const result = await withClient(ws(stack.api.ws, { connectionParams: { apiKey: KEYS.bob } }), (c) => wsCollect(c, RESULT, { id }).then((events) => events, (e: unknown) => e));
     const errors = Array.isArray(result) && 'message' in (result[0] ?? {}) ? (result as Body['errors'])! : (result as Body[])[0]?.errors;
     expect(errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     expect(JSON.stringify(result)).not.toMatch(/Robert|"label"/);
@@ -227,8 +216,8 @@ describe('403 FORBIDDEN for a key scoped to another model', () => {
 
   it('the allowed key still reads it (the forbidden reads did not consume it)', async () => {
     const id = await submitAs(KEYS.alice, 'name-gender', 'Sarah');
-    expect((await sse(api.url, RESULT, { id }, key(KEYS.bob))).status).toBe(403);
-    const s = await sse(api.url, RESULT, { id }, key(KEYS.alice));
+    expect((await sse(stack.api.url, RESULT, { id }, key(KEYS.bob))).status).toBe(403);
+    const s = await sse(stack.api.url, RESULT, { id }, key(KEYS.alice));
     expect(s.events[0].data).toMatchObject({ predictionResult: { status: 'COMPLETED' } });
   });
 });

@@ -7,10 +7,11 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
 import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
-import { dropPrefix, REPO_MODELS, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { REPO_MODELS, startApi, uniquePrefix, type RunningApi } from '../support/stack.ts';
 import { cpSync } from 'node:fs';
 import { Queue } from 'bullmq';
 import { join } from 'node:path';
+import { useStack } from '../support/use-stack.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('errors');
@@ -21,19 +22,7 @@ cpSync(join(REPO_MODELS, 'mlp-bench'), join(models, 'mlp-bench'), { recursive: t
 addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }] });
 // Only a cpu worker runs: gpu-pool work waits in its queue, which is how a deadline is passed.
 const opts = { redisUrl, prefix, models, env: { BATCHLINE_MAX_BODY_BYTES: '200000' } };
-let api: RunningApi;
-let worker: Child;
-
-beforeAll(async () => {
-  worker = await startWorker('cpu', opts);
-  api = await startApi(opts);
-});
-
-afterAll(async () => {
-  await api?.close();
-  await worker?.stop();
-  await dropPrefix(redisUrl, prefix);
-});
+const stack = useStack(opts, ['cpu']);
 
 const PREDICT = 'query($m: String!, $v: String, $i: PredictionInput!, $t: Int) { predict(model: $m, version: $v, input: $i, timeoutMs: $t) { label } }';
 
@@ -63,41 +52,41 @@ describe('400 BAD_USER_INPUT names the field and what was expected', () => {
   ];
   for (const [name, vars, message] of cases) {
     it(name, async () => {
-      const r = await expectError(gql(api.url, PREDICT, vars), 400, 'BAD_USER_INPUT', message);
+      const r = await expectError(gql(stack.api.url, PREDICT, vars), 400, 'BAD_USER_INPUT', message);
       expect(r.body.errors![0].extensions!.field ?? 'timeoutMs').toBeTruthy();
     });
   }
 
   it('NaN and Infinity cannot pass as numbers', async () => {
-    await expectError(gql(api.url, PREDICT, { m: 'mlp-bench', i: { features: ['NaN', 1, 2, 3] } }), 400, 'BAD_USER_INPUT', /Float cannot represent/);
+    await expectError(gql(stack.api.url, PREDICT, { m: 'mlp-bench', i: { features: ['NaN', 1, 2, 3] } }), 400, 'BAD_USER_INPUT', /Float cannot represent/);
     const body = '{"query":"{ predict(model: \\"mlp-bench\\", input: { features: [1, 2, 3, Infinity] }) { label } }"}';
-    const res = await fetch(api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const res = await fetch(stack.api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
     expect(res.status).toBe(400);
   });
 
   it('a wrong type in a literal is a 400 too (not the 200 of plain GraphQL over JSON)', async () => {
-    await expectError(gql(api.url, '{ predict(model: "name-gender", input: { features: "x" }) { label } }'), 400, 'BAD_USER_INPUT');
+    await expectError(gql(stack.api.url, '{ predict(model: "name-gender", input: { features: "x" }) { label } }'), 400, 'BAD_USER_INPUT');
   });
 
   it('a priority out of range is refused', async () => {
-    await expectError(gql(api.url, 'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }, priority: 11) { id } }'), 400, 'BAD_USER_INPUT', /priority/);
+    await expectError(gql(stack.api.url, 'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }, priority: 11) { id } }'), 400, 'BAD_USER_INPUT', /priority/);
   });
 
   it('malformed JSON and unknown fields answer 400', async () => {
-    const res = await fetch(api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": "{ predict(' });
+    const res = await fetch(stack.api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": "{ predict(' });
     expect(res.status).toBe(400);
-    await expectError(gql(api.url, '{ nope }'), 400, 'GRAPHQL_VALIDATION_FAILED');
+    await expectError(gql(stack.api.url, '{ nope }'), 400, 'GRAPHQL_VALIDATION_FAILED');
   });
 });
 
 describe('404 for unknown things', () => {
-  it('unknown model', () => expectError(gql(api.url, PREDICT, { m: 'nope', i: { text: 'x' } }), 404, 'MODEL_NOT_FOUND'));
-  it('unknown version', () => expectError(gql(api.url, PREDICT, { m: 'name-gender', v: '99', i: { text: 'Ann' } }), 404, 'MODEL_VERSION_NOT_FOUND'));
-  it('unknown prediction id, polled', () => expectError(gql(api.url, '{ prediction(id: "no-such-id") { status } }'), 404, 'PREDICTION_NOT_FOUND'));
+  it('unknown model', () => expectError(gql(stack.api.url, PREDICT, { m: 'nope', i: { text: 'x' } }), 404, 'MODEL_NOT_FOUND'));
+  it('unknown version', () => expectError(gql(stack.api.url, PREDICT, { m: 'name-gender', v: '99', i: { text: 'Ann' } }), 404, 'MODEL_VERSION_NOT_FOUND'));
+  it('unknown prediction id, polled', () => expectError(gql(stack.api.url, '{ prediction(id: "no-such-id") { status } }'), 404, 'PREDICTION_NOT_FOUND'));
   it('unknown prediction id, subscribed over SSE and WebSocket', async () => {
-    const sse = await sseCollect(api.url, 'subscription { predictionResult(id: "no-such-id") { status } }', {});
+    const sse = await sseCollect(stack.api.url, 'subscription { predictionResult(id: "no-such-id") { status } }', {});
     expect(sse.events[0].errors![0].extensions!.code).toBe('PREDICTION_NOT_FOUND');
-    const client = wsClient(api.ws);
+    const client = wsClient(stack.api.ws);
     try {
       const events = await wsCollect(client, 'subscription { predictionResult(id: "no-such-id") { status } }', {}).catch((e: unknown) => e);
       const errors = Array.isArray(events) ? events[0].errors : (events as { message: string; extensions?: Record<string, unknown> }[]);
@@ -111,26 +100,26 @@ describe('404 for unknown things', () => {
 describe('limits, failures and deadlines', () => {
   it('413 for a body over the size limit', async () => {
     const big = Array.from({ length: 60_000 }, () => 1.2345);
-    const res = await fetch(api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: PREDICT, variables: { m: 'flex', i: { features: big } } }) });
+    const res = await fetch(stack.api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: PREDICT, variables: { m: 'flex', i: { features: big } } }) });
     expect(res.status).toBe(413);
     expect(((await res.json()) as { errors: { extensions: { code: string } }[] }).errors[0].extensions.code).toBe('PAYLOAD_TOO_LARGE');
   });
 
   it('500 INFERENCE_FAILED when the model cannot run the input, without a stack trace', async () => {
-    const r = await expectError(gql(api.url, PREDICT, { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 5], datatype: 'FP32', data: [1, 2, 3, 4, 5] }] } }), 500, 'INFERENCE_FAILED');
+    const r = await expectError(gql(stack.api.url, PREDICT, { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 5], datatype: 'FP32', data: [1, 2, 3, 4, 5] }] } }), 500, 'INFERENCE_FAILED');
     expect(JSON.stringify(r.body)).not.toMatch(/\bat .*\.(ts|js):\d+|onnxruntime|stack/i);
   });
 
   it('a failure reaches the subscriber as a FAILED event with its code', async () => {
-    const t = await gql<{ submitPrediction: { id: string } }>(api.url, 'mutation { submitPrediction(model: "flex", input: { tensors: [{ name: "x", shape: [1, 5], datatype: "FP32", data: [1, 2, 3, 4, 5] }] }) { id } }');
-    const { events } = await sseCollect(api.url, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code message } } }', { id: t.body.data!.submitPrediction.id });
+    const t = await gql<{ submitPrediction: { id: string } }>(stack.api.url, 'mutation { submitPrediction(model: "flex", input: { tensors: [{ name: "x", shape: [1, 5], datatype: "FP32", data: [1, 2, 3, 4, 5] }] }) { id } }');
+    const { events } = await sseCollect(stack.api.url, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code message } } }', { id: t.body.data!.submitPrediction.id });
     expect(events).toHaveLength(1);
     expect(events[0].data).toMatchObject({ predictionResult: { status: 'FAILED', error: { code: 'INFERENCE_FAILED' } } });
   });
 
   it('504 DEADLINE_EXCEEDED at the deadline, and the job is taken back', async () => {
     const row = Array.from({ length: 512 }, () => 0.1);
-    const r = await expectError(gql(api.url, PREDICT, { m: 'mlp-bench', i: { features: row }, t: 300 }), 504, 'DEADLINE_EXCEEDED');
+    const r = await expectError(gql(stack.api.url, PREDICT, { m: 'mlp-bench', i: { features: row }, t: 300 }), 504, 'DEADLINE_EXCEEDED');
     expect(r.body.errors![0].message).toMatch(/300 ms/);
     // Nothing is left waiting in the gpu queue for a worker to waste time on.
     const queue = new Queue('gpu', { connection: { url: redisUrl }, prefix });
@@ -143,9 +132,9 @@ describe('limits, failures and deadlines', () => {
   });
 
   it('the server stays healthy after all of it', async () => {
-    const res = await fetch(api.url.replace('/graphql', '/health'));
+    const res = await fetch(stack.api.url.replace('/graphql', '/health'));
     expect(res.status).toBe(200);
-    const ok = await gql<{ predict: { label: string } }>(api.url, PREDICT, { m: 'name-gender', i: { text: 'Maria' } });
+    const ok = await gql<{ predict: { label: string } }>(stack.api.url, PREDICT, { m: 'name-gender', i: { text: 'Maria' } });
     expect(ok.body.data!.predict.label).toBe('female');
   });
 });
