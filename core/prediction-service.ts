@@ -9,6 +9,9 @@ import type { BatchlineConfig } from './config.ts';
 import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from './input.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from './model-repository.ts';
 import { DriftCounter, readDriftReport, type DriftReport } from './drift.ts';
+import { Batcher } from './batching/batcher.ts';
+import { rowPredictions } from './runtime/postprocess.ts';
+import type { RunResult } from './runtime/inference-pool.ts';
 import type { Keyspace } from './redis.ts';
 import type { PredictionQueues } from './queues.ts';
 import { SYNC_PRIORITY, bullPriority, asServingError } from './queues.ts';
@@ -68,12 +71,24 @@ export class PredictionService {
   private readonly cache: PredictionCache;
   /** Cache hits never reach a worker, so the drift monitor's counts of them are kept here. */
   private readonly driftCounts: DriftCounter;
+  private readonly edge: Batcher;
   repository: ModelRepository;
 
   constructor(deps: PredictionServiceDeps) {
     this.deps = deps;
     this.repository = deps.repository;
     this.cache = new PredictionCache(deps.config.cache);
+    this.edge = new Batcher({
+      run: (key, input, { waitMs }) => this.runEdgeBatch(key, input, waitMs),
+      spec: (key) => {
+        const [name, version] = key.split('@');
+        const b = this.repository.find(name, version)?.config.batching;
+        // Gather briefly here: the worker waits again for its own batch.
+        return { policy: 'fixed', maxBatchSize: b?.maxBatchSize ?? 1, maxDelayMs: Math.min(2, b?.maxDelayMs ?? 0), sloMs: b?.sloMs ?? 50 };
+      },
+      // The edge only waits on jobs; many batches may be in flight at once.
+      slots: 64,
+    });
     this.driftCounts = new DriftCounter(deps.redis, deps.keys, (deps.config.maintenance.driftWindowMinutes + 5) * 60);
   }
 
@@ -126,11 +141,11 @@ export class PredictionService {
       let cached = false;
       if (mv.config.cache.enabled) {
         const key = cacheKey(mv.name, mv.version, input);
-        ({ result, cached } = await this.cache.getOrCompute(key, () => this.runSync(mv, input, rows, req, timeoutMs), mv.config.cache.ttlMs));
+        ({ result, cached } = await this.cache.getOrCompute(key, () => this.compute(mv, input, rows, req, timeoutMs), mv.config.cache.ttlMs));
         (cached ? this.deps.metrics.cacheHits : this.deps.metrics.cacheMisses).inc({ model: mv.name });
         if (cached) this.countHit(mv, result);
       } else {
-        result = await this.runSync(mv, input, rows, req, timeoutMs);
+        result = await this.compute(mv, input, rows, req, timeoutMs);
       }
       const totalMs = performance.now() - started;
       this.deps.metrics.latency.observe({ model: mv.name, phase: 'total' }, totalMs / 1000);
@@ -161,6 +176,50 @@ export class PredictionService {
 
   private record(job: PredictionJobData): PredictionRecord {
     return { id: job.id, status: 'QUEUED', model: job.model, version: job.version, pool: job.pool, rows: job.rows, requestId: job.requestId, submittedAt: job.enqueuedAt };
+  }
+
+  /**
+   * Models that batch (gpu pool, maxBatchSize > 1) gather concurrent synchronous requests
+   * in this process first and send them as one job: per-request queue, Redis and worker
+   * costs are paid once per batch. The worker batches again across API processes.
+   */
+  private compute(mv: ModelVersion, input: NormalizedInput, rows: number, req: PredictRequest, timeoutMs: number): Promise<PredictionResult> {
+    const b = mv.config.batching;
+    if (mv.config.pool !== 'gpu' || b.maxBatchSize <= 1) return this.runSync(mv, input, rows, req, timeoutMs);
+    return this.runEdgeBatched(mv, input, rows, timeoutMs);
+  }
+
+  private async runEdgeBatched(mv: ModelVersion, input: NormalizedInput, rows: number, timeoutMs: number): Promise<PredictionResult> {
+    const started = Date.now();
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ServingError('DEADLINE_EXCEEDED', `no result within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      const outcome = await Promise.race([this.edge.submit(`${mv.name}@${mv.version}`, input, rows, timeoutMs), deadline]);
+      return {
+        // The batch's job holds other requests' rows: this answer gets an id of its own, not stored.
+        id: randomUUID(),
+        model: mv.name,
+        version: mv.version,
+        predictions: rowPredictions(mv.config, outcome.outputs),
+        outputs: outcome.outputs,
+        timings: { queueMs: outcome.queueMs ?? 0, inferenceMs: outcome.inferenceMs, totalMs: Date.now() - started },
+        cached: false,
+        batchRows: outcome.batchRows,
+      };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** One edge batch: a single synchronous job for every request gathered. */
+  private async runEdgeBatch(key: string, input: NormalizedInput, waitMs: number): Promise<RunResult> {
+    const [name, version] = key.split('@');
+    const mv = this.resolve(name, version);
+    const rows = input.kind === 'text' ? input.texts.length : input.tensors[0].shape[0];
+    const r = await this.runSync(mv, input, rows, { model: name, version, input: {}, requestId: `edge-batch-${randomUUID()}` }, Math.max(1, Math.min(Math.ceil(waitMs), this.deps.config.predict.timeoutMs)));
+    return { outputs: r.outputs.map((t) => ({ ...t })), inferenceMs: r.timings.inferenceMs, rows, queueMs: r.timings.queueMs };
   }
 
   private async runSync(mv: ModelVersion, input: NormalizedInput, rows: number, req: PredictRequest, timeoutMs: number): Promise<PredictionResult> {

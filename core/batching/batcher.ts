@@ -27,14 +27,18 @@ export interface BatchOutcome {
   /** Rows in the inference that answered it. */
   batchRows: number;
   closeReason: CloseReason;
+  /** Queue time of the batch, when its runner reports one. */
+  queueMs?: number;
 }
 
 interface Item {
   input: NormalizedInput;
   rows: number;
   arrivedAt: number;
-  /** Clock time by which this request must be answered. */
+  /** Clock time by which this request must be answered (its SLO, or its own deadline if sooner). */
   deadlineAt: number;
+  /** Clock time after which nobody waits for this request's answer. */
+  giveUpAt: number;
   resolve: (o: BatchOutcome) => void;
   reject: (e: Error) => void;
 }
@@ -59,8 +63,8 @@ export interface BatchEvent {
 }
 
 export interface BatcherOptions {
-  /** Runs one merged input; typically InferencePool.run. */
-  run: (model: string, input: NormalizedInput) => Promise<RunResult>;
+  /** Runs one merged input; typically InferencePool.run. `waitMs`: how long the longest-waiting request of the batch still waits. */
+  run: (model: string, input: NormalizedInput, meta: { waitMs: number }) => Promise<RunResult>;
   /** Batching settings of a model (`name@version`). */
   spec: (model: string) => BatchingSpec;
   /** Batches that may run at once (inference threads). @defaultValue 1 */
@@ -108,7 +112,7 @@ export class Batcher {
     const spec = this.options.spec(model);
     const now = this.clock.now();
     return new Promise((resolve, reject) => {
-      const item: Item = { input, rows, arrivedAt: now, deadlineAt: now + Math.min(deadlineMs ?? Infinity, spec.sloMs), resolve, reject };
+      const item: Item = { input, rows, arrivedAt: now, deadlineAt: now + Math.min(deadlineMs ?? Infinity, spec.sloMs), giveUpAt: now + (deadlineMs ?? Infinity), resolve, reject };
       const key = `${model}#${shapeSignature(input)}`;
       let batch = this.open.get(key);
       if (batch && batch.rows + rows > this.limitFor(batch)) {
@@ -175,7 +179,8 @@ export class Batcher {
     const limit = policy.limit();
     let result: RunResult;
     try {
-      result = await this.options.run(batch.model, mergeInputs(batch.items.map((i) => i.input)));
+      const waitMs = Math.max(...batch.items.map((i) => i.giveUpAt)) - this.clock.now();
+      result = await this.options.run(batch.model, mergeInputs(batch.items.map((i) => i.input)), { waitMs });
     } catch (e) {
       for (const item of batch.items) item.reject(e as Error);
       return;
@@ -186,7 +191,7 @@ export class Batcher {
     this.options.onBatch?.({ model: batch.model, rows: batch.rows, requests: batch.items.length, reason: batch.reason!, latencyMs, limit, policy: policy.name });
     let offset = 0;
     for (const item of batch.items) {
-      item.resolve({ outputs: sliceRows(result.outputs as OutputTensor[], offset, item.rows), inferenceMs: result.inferenceMs, batchRows: batch.rows, closeReason: batch.reason! });
+      item.resolve({ outputs: sliceRows(result.outputs as OutputTensor[], offset, item.rows), inferenceMs: result.inferenceMs, batchRows: batch.rows, closeReason: batch.reason!, queueMs: result.queueMs });
       offset += item.rows;
     }
   }

@@ -20,6 +20,8 @@ export interface RunResult {
   outputs: OutputTensor[];
   inferenceMs: number;
   rows: number;
+  /** Time the run waited in a queue first, when the runner knows it (the API's edge batches). */
+  queueMs?: number;
 }
 
 interface Pending {

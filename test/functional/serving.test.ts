@@ -72,6 +72,20 @@ describe('predict', () => {
     expect(sum).toBeCloseTo(1, 5);
   });
 
+  it('batches concurrent synchronous requests to a batching model, each getting exactly its own rows', async () => {
+    const rows = Array.from({ length: 12 }, (_, r) => Array.from({ length: 512 }, (_, i) => Math.cos(r * 7 + i)));
+    const alone = [];
+    for (const row of rows) alone.push((await gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'mlp-bench', input: { features: row } })).body.data!.predict);
+    const together = await Promise.all(rows.map((row) => gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'mlp-bench', input: { features: row } })));
+    expect(together.some((r) => r.body.data!.predict.batchRows > 1)).toBe(true);
+    together.forEach((r, i) => {
+      const got = r.body.data!.predict.outputs[0].data as number[];
+      (alone[i].outputs[0].data as number[]).forEach((v, k) => expect(got[k]).toBeCloseTo(v, 4));
+    });
+    // Answers that shared a job do not share an id: no client can poll another's rows.
+    expect(new Set(together.map((r) => r.body.data!.predict.id)).size).toBe(rows.length);
+  });
+
   it('answers a repeated request from the cache, marked cached, with the same answer', async () => {
     const first = await gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'name-gender', input: { text: 'Penelope' } });
     const second = await gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'name-gender', input: { text: 'Penelope' } });
