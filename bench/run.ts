@@ -216,10 +216,11 @@ async function main(): Promise<void> {
   const ratios = {
     ceilingBatchedOverBatch1: cBest / c1,
     batchedOverUnbatchedClosed: bestFixedClosed.closedHttp.rowsPerSec / unbatched.closedHttp.rowsPerSec,
-    batchedOverUnbatchedWithinSlo: bestFixedSlo.bestWithinSlo / Math.max(1, unbatched.bestWithinSlo),
+    // NaN (printed '-') where the baseline never met the SLO: a ratio to zero says nothing.
+    batchedOverUnbatchedWithinSlo: unbatched.bestWithinSlo > 0 ? bestFixedSlo.bestWithinSlo / unbatched.bestWithinSlo : NaN,
     fullStackOverCeiling: bestFixedClosed.closedHttp.rowsPerSec / cBest,
-    aimdOverBestFixedWithinSlo: results.find((r) => r.name === 'aimd')!.bestWithinSlo / Math.max(1, bestFixedSlo.bestWithinSlo),
-    predictiveOverBestFixedWithinSlo: results.find((r) => r.name === 'predictive')!.bestWithinSlo / Math.max(1, bestFixedSlo.bestWithinSlo),
+    aimdOverBestFixedWithinSlo: bestFixedSlo.bestWithinSlo > 0 ? results.find((r) => r.name === 'aimd')!.bestWithinSlo / bestFixedSlo.bestWithinSlo : NaN,
+    predictiveOverBestFixedWithinSlo: bestFixedSlo.bestWithinSlo > 0 ? results.find((r) => r.name === 'predictive')!.bestWithinSlo / bestFixedSlo.bestWithinSlo : NaN,
   };
   lines.push(`\nRatios:`);
   lines.push(`- ceiling, best batch / batch 1: ${fmt(ratios.ceilingBatchedOverBatch1, 2)}x`);

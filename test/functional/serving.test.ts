@@ -74,7 +74,7 @@ describe('predict', () => {
 
   it('batches concurrent synchronous requests to a batching model, each getting exactly its own rows', async () => {
     const rows = Array.from({ length: 12 }, (_, r) => Array.from({ length: 512 }, (_, i) => Math.cos(r * 7 + i)));
-    const alone = [];
+    const alone: Record<string, any>[] = [];
     for (const row of rows) alone.push((await gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'mlp-bench', input: { features: row } })).body.data!.predict);
     const together = await Promise.all(rows.map((row) => gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'mlp-bench', input: { features: row } })));
     expect(together.some((r) => r.body.data!.predict.batchRows > 1)).toBe(true);
