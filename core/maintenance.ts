@@ -109,7 +109,7 @@ export class Maintenance {
       removed += (await q.clean(config.results.ttlSeconds * 1000, 1000, 'failed')).length;
       await q.close();
     }
-    const before = (await redis.hlen(`${config.redis.prefix}:workers`)) ?? 0;
+    const before = await this.deps.registry.size();
     const alive = (await this.deps.registry.alive()).length;
     await redis.publish(keys.control, JSON.stringify({ type: 'housekeeping' } satisfies ControlMessage));
     return { failedJobsRemoved: removed, deadWorkers: before - alive };

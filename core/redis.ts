@@ -47,8 +47,6 @@ export function keyspace(prefix: string) {
     prediction: (id: string) => `${prefix}:prediction:${id}`,
     resultChannel: (id: string) => `${prefix}:result:${id}`,
     replyChannel: (instance: string) => `${prefix}:reply:${instance}`,
-    workerHeartbeat: (pool: string, workerId: string) => `${prefix}:workers:${pool}:${workerId}`,
-    workerPattern: (pool: string) => `${prefix}:workers:${pool}:*`,
     /** Broadcasts to every API and worker process (models changed, housekeeping). */
     control: `${prefix}:control`,
     modelsFingerprint: `${prefix}:models:fingerprint`,

@@ -91,10 +91,6 @@ export class ResultFeed {
     return { promise, cancel };
   }
 
-  get pendingCount(): number {
-    return this.waiters.size;
-  }
-
   /**
    * Watches one prediction: yields its final record once, then ends. Throws
    * PREDICTION_NOT_FOUND when no record exists for `id`.

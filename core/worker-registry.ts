@@ -31,6 +31,11 @@ export class WorkerRegistry {
     await this.redis.hdel(this.key, id);
   }
 
+  /** Entries in the registry, dead ones included. */
+  async size(): Promise<number> {
+    return this.redis.hlen(this.key);
+  }
+
   async alive(): Promise<WorkerEntry[]> {
     const all = await this.redis.hgetall(this.key);
     const now = Date.now();
