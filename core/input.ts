@@ -24,7 +24,7 @@ export function toWire(input: NormalizedInput): WireInput {
   return {
     kind: 'tensors',
     tensors: input.tensors.map(({ data, ...t }) =>
-      t.datatype === 'FP32' ? { ...t, f32: Buffer.from(Float32Array.from(data).buffer).toString('base64') } : { ...t, data: Array.from(data) },
+      t.datatype === 'FP32' ? { ...t, f32: encodeBase64Tensor('FP32', data)! } : { ...t, data: Array.from(data) },
     ),
   };
 }
@@ -50,7 +50,64 @@ export interface PredictionInput {
   texts?: string[] | null;
   features?: number[] | null;
   instances?: number[][] | null;
-  tensors?: { name: string; shape: number[]; datatype: string; data: number[] }[] | null;
+  tensors?: { name: string; shape: number[]; datatype: string; data?: number[] | null; base64?: string | null }[] | null;
+}
+
+/** Bytes per value of each datatype in a `base64` tensor (little-endian, row-major). */
+const BYTES: Record<Datatype, number> = { FP32: 4, FP64: 8, INT32: 4, INT64: 8, BOOL: 1, UINT8: 1, INT8: 1 };
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** The inverse of decodeBase64Tensor, for outputs; null for a datatype with no byte layout here. */
+export function encodeBase64Tensor(datatype: string, data: ArrayLike<number>): string | null {
+  let view: ArrayBufferView;
+  switch (datatype) {
+    case 'FP32': view = Float32Array.from(data); break;
+    case 'FP64': view = Float64Array.from(data); break;
+    case 'INT32': view = Int32Array.from(data); break;
+    case 'INT8': view = Int8Array.from(data); break;
+    case 'UINT8':
+    case 'BOOL': view = Uint8Array.from(data); break;
+    case 'INT64': view = BigInt64Array.from(Array.from(data, (v) => BigInt(Math.trunc(v)))); break;
+    default: return null;
+  }
+  return Buffer.from(view.buffer, view.byteOffset, view.byteLength).toString('base64');
+}
+
+/**
+ * The values of a tensor sent as base64 of their little-endian bytes (the Open Inference
+ * Protocol's binary extension, carried in a JSON string). INT64 values must fit in a double
+ * exactly, as every other path keeps them.
+ */
+export function decodeBase64Tensor(field: string, text: string, datatype: Datatype, size: number): ArrayLike<number> {
+  if (!BASE64.test(text)) throw badInput(field, 'expected standard base64 (A-Z, a-z, 0-9, +, /, = padding)');
+  const bytes = Buffer.from(text, 'base64');
+  const want = size * BYTES[datatype];
+  if (bytes.byteLength !== want) throw badInput(field, `${size} ${datatype} values need ${want} bytes, got ${bytes.byteLength}`);
+  // Copy into an aligned buffer of its own: the Buffer may be a slice of a shared pool.
+  const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  switch (datatype) {
+    case 'FP32':
+      return new Float32Array(buf);
+    case 'FP64':
+      return new Float64Array(buf);
+    case 'INT32':
+      return new Int32Array(buf);
+    case 'INT8':
+      return new Int8Array(buf);
+    case 'UINT8':
+    case 'BOOL':
+      return new Uint8Array(buf);
+    case 'INT64': {
+      const wide = new BigInt64Array(buf);
+      const out = new Float64Array(size);
+      for (let i = 0; i < size; i++) {
+        const v = Number(wide[i]);
+        if (!Number.isSafeInteger(v)) throw badInput(`${field}[${i}]`, `INT64 value ${wide[i]} is beyond 2^53`);
+        out[i] = v;
+      }
+      return out;
+    }
+  }
 }
 
 const INTEGER_TYPES: ReadonlySet<Datatype> = new Set(['INT32', 'INT64', 'UINT8', 'INT8']);
@@ -127,9 +184,12 @@ export function normalizeInput(input: PredictionInput, config: ModelConfig, maxR
     if (batch !== -1 && t.shape[0] !== batch) throw badInput(`${at}.shape[0]`, `all inputs must have the same batch size ${batch}, got ${t.shape[0]}`);
     batch = t.shape[0];
     const size = t.shape.reduce((a, b) => a * b, 1);
-    if (t.data.length !== size) throw badInput(`${at}.data`, `shape ${JSON.stringify(t.shape)} needs ${size} values, got ${t.data.length}`);
-    checkValues(`${at}.data`, t.data, spec.datatype);
-    return { name: spec.name, datatype: spec.datatype, shape: [...t.shape], data: t.data };
+    if ((t.data == null) === (t.base64 == null)) throw badInput(at, 'give exactly one of data or base64');
+    const field = t.data != null ? `${at}.data` : `${at}.base64`;
+    const data = t.data != null ? t.data : decodeBase64Tensor(field, t.base64!, spec.datatype, size);
+    if (data.length !== size) throw badInput(field, `shape ${JSON.stringify(t.shape)} needs ${size} values, got ${data.length}`);
+    checkValues(field, data, spec.datatype);
+    return { name: spec.name, datatype: spec.datatype, shape: [...t.shape], data };
   });
   const missing = config.inputs.filter((s) => !seen.has(s.name)).map((s) => s.name);
   if (missing.length) throw badInput('input.tensors', `missing input(s) ${missing.join(', ')}`);

@@ -4,7 +4,8 @@
  * `extensions.code` and HTTP status.
  */
 import type { PredictionService } from '../core/prediction-service.ts';
-import type { PredictionInput } from '../core/input.ts';
+import { encodeBase64Tensor, type PredictionInput } from '../core/input.ts';
+import type { TensorValue } from '../core/runtime/postprocess.ts';
 import type { PredictionRecord } from '../core/prediction.ts';
 import { toEvent, toModelVersion, toPrediction, toStatusReport } from './mapping.ts';
 import { authorize, mayPredict, type Principal } from '../server/auth.ts';
@@ -70,4 +71,7 @@ export const resolvers = {
   Query: { ...coreResolvers.Query, ...operationResolvers.Query },
   Mutation: { ...coreResolvers.Mutation, ...operationResolvers.Mutation },
   Subscription: coreResolvers.Subscription,
+  Tensor: {
+    base64: (t: TensorValue) => encodeBase64Tensor(t.datatype, t.data),
+  },
 };

@@ -40,6 +40,22 @@ describe('a model dropped into a fresh repository', () => {
     expect(r.body.data!.predict.label).toBeNull();
   });
 
+  it('takes and gives tensors as base64 bytes, with the same answer as a list of numbers', async () => {
+    const data = [1, 2, 3, 4, -0.5, 0.25, 8, -3];
+    const base64 = Buffer.from(Float32Array.from(data).buffer).toString('base64');
+    const q = 'query($i: PredictionInput!) { predict(model: "linear", input: $i) { outputs { shape data base64 } } }';
+    type Out = { predict: { outputs: { shape: number[]; data: number[]; base64: string }[] } };
+    const asList = await gql<Out>(stack.api.url, q, { i: { tensors: [{ name: 'x', shape: [2, 4], datatype: 'FP32', data }] } });
+    const asBytes = await gql<Out>(stack.api.url, q, { i: { tensors: [{ name: 'x', shape: [2, 4], datatype: 'FP32', base64 }] } });
+    expect(asBytes.body.errors).toBeUndefined();
+    const a = asList.body.data!.predict.outputs[0];
+    const b = asBytes.body.data!.predict.outputs[0];
+    expect(b.data).toEqual(a.data);
+    expect(b.shape).toEqual([2, 3]);
+    const bytes = Buffer.from(b.base64, 'base64');
+    expect(Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4))).toEqual(b.data);
+  });
+
   it('skips models that fail to load or disagree with their config, with the reason, and serves the rest', async () => {
     const r = await gql<{ models: { name: string; status: string; error: string | null; ready: boolean }[] }>(stack.api.url, '{ models { name status error ready } }');
     const byName = Object.fromEntries(r.body.data!.models.map((m) => [m.name, m]));
