@@ -105,8 +105,8 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   const yoga = createYoga<{ req?: IncomingMessage } & AuthServerContext, RequestContext>({
     schema: createSchema({ typeDefs, resolvers }),
     graphqlEndpoint: '/graphql',
-    // Also bounds bodies sent without Content-Length (chunked), which the check in front of yoga cannot see.
-    maxRequestBodySize: config.http.maxBodyBytes,
+    // Off: the check in front of yoga bounds Content-Length, useRequestParseErrors counts chunked bodies.
+    maxRequestBodySize: false,
     graphiql: config.http.graphiql ? { subscriptionsProtocol: 'WS' } : false,
     landingPage: false,
     logging: {

@@ -15,9 +15,12 @@
  *
  * Request parsing: parameters that are not JSON (GET `variables` or `extensions`, form
  * bodies) are a 400 BAD_USER_INPUT rather than yoga's unexpected-error 500. Body size: a
- * Content-Length over `http.maxBodyBytes` is refused in front of yoga; a body without one
- * (chunked) is cut off by yoga's `maxRequestBodySize`, answered with the same 413
- * PAYLOAD_TOO_LARGE.
+ * Content-Length over `http.maxBodyBytes` is refused in front of yoga (Node's parser reads no
+ * more than the Content-Length says); a body without one (chunked) is counted as it streams
+ * and cut off past the limit, answered with the same 413 PAYLOAD_TOO_LARGE. Only chunked
+ * bodies are counted: yoga's own `maxRequestBodySize` pipes every body through a web
+ * TransformStream, which doubled yoga's CPU per request here (0.32 -> 0.63 ms, measured on a
+ * one-field schema).
  */
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
 import { GraphQLError, type ValidationContext } from 'graphql';
@@ -106,18 +109,36 @@ export function useArmor(limits: BatchlineConfig['limits']): Plugin {
  * limit cuts a request off, 400 BAD_USER_INPUT for parameters that are not JSON. GraphQL
  * errors the parsers raise themselves (bad JSON bodies) keep their own 400.
  */
+/** The request with a body that errors (413) once more than `maxBytes` have streamed in. */
+function limitBody(request: Request, maxBytes: number, fetchAPI: { Request: typeof Request; TransformStream: typeof TransformStream }): Request {
+  // A native ReadableStream needs the native TransformStream; the ponyfill's needs its own (graphql-yoga#4583).
+  const Transform = request.body instanceof ReadableStream ? globalThis.TransformStream : fetchAPI.TransformStream;
+  let bytes = 0;
+  const body = request.body!.pipeThrough(
+    new Transform<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        bytes += chunk.byteLength;
+        if (bytes > maxBytes) controller.error(new GraphQLError('request body too large', { extensions: { code: 'REQUEST_ENTITY_TOO_LARGE', http: { status: 413 } } }));
+        else controller.enqueue(chunk);
+      },
+    }),
+  );
+  return new fetchAPI.Request(request.url, { method: request.method, headers: request.headers, signal: request.signal, body, duplex: 'half' } as RequestInit);
+}
+
 export function useRequestParseErrors(maxBytes: number): Plugin {
   const tooLarge = (e: unknown): boolean => {
     const ext = (e as { extensions?: { code?: unknown; http?: { status?: unknown } } } | undefined)?.extensions;
     return ext?.code === 'REQUEST_ENTITY_TOO_LARGE' || ext?.http?.status === 413;
   };
   return {
-    onRequestParse({ requestParser, setRequestParser }) {
+    onRequestParse({ request, requestParser, setRequestParser, fetchAPI }) {
       if (!requestParser) return;
       const parse = requestParser;
+      const counted = request.headers.get('content-length') == null && request.body != null;
       setRequestParser(async (request) => {
         try {
-          return await parse(request);
+          return await parse(counted ? limitBody(request, maxBytes, fetchAPI) : request);
         } catch (e) {
           if (tooLarge(e)) throw new ServingError('PAYLOAD_TOO_LARGE', `request body over ${maxBytes} bytes`);
           if (isGraphQLError(e)) throw e;
