@@ -4,6 +4,7 @@
  * (constant arrival rate; latency counted from the scheduled send time, so a slow server
  * cannot hide its queueing). Prints one JSON line with every latency when done.
  */
+import { Agent, request } from 'node:http';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
@@ -13,6 +14,8 @@ export interface LoadSpec {
   model: string;
   rowWidth: number;
   rowsPerRequest: number;
+  /** How rows travel: `json` as lists of numbers (`features`/`instances`), `base64` as one FP32 tensor's bytes. */
+  encoding: 'json' | 'base64';
   transport: 'http' | 'ws';
   loop: 'closed' | 'open';
   /** Closed loop: concurrent clients. */
@@ -30,6 +33,8 @@ export interface LoadResult {
   dropped: number;
   codes: Record<string, number>;
   elapsedMs: number;
+  /** CPU this generator used (user + system), to show what the load itself costs the machine. */
+  cpuMs: number;
 }
 
 const spec = JSON.parse(process.argv[2]) as LoadSpec;
@@ -38,7 +43,7 @@ const PREDICT = `query($m: String!, $i: PredictionInput!) { predict(model: $m, i
 const SUBMIT = `mutation($m: String!, $i: PredictionInput!) { submitPrediction(model: $m, input: $i) { id } }`;
 const RESULT = `subscription($id: ID!) { predictionResult(id: $id) { status error { code } } }`;
 
-const result: LoadResult = { latencies: [], errors: 0, dropped: 0, codes: {}, elapsedMs: 0 };
+const result: LoadResult = { latencies: [], errors: 0, dropped: 0, codes: {}, elapsedMs: 0, cpuMs: 0 };
 const fail = (code: string): void => {
   result.errors++;
   result.codes[code] = (result.codes[code] ?? 0) + 1;
@@ -54,17 +59,46 @@ function once(query: string, variables: Record<string, unknown>): Promise<Record
 }
 
 // Inputs made up front, so the generator spends its CPU on sending, not on building JSON.
-const inputs = Array.from({ length: 64 }, () => (spec.rowsPerRequest === 1 ? { features: row() } : { instances: Array.from({ length: spec.rowsPerRequest }, row) }));
+function makeInput(): Record<string, unknown> {
+  const rows = Array.from({ length: spec.rowsPerRequest }, row);
+  if (spec.encoding === 'base64') {
+    const base64 = Buffer.from(Float32Array.from(rows.flat()).buffer).toString('base64');
+    return { tensors: [{ name: 'input', shape: [spec.rowsPerRequest, spec.rowWidth], datatype: 'FP32', base64 }] };
+  }
+  return spec.rowsPerRequest === 1 ? { features: rows[0] } : { instances: rows };
+}
+const inputs = Array.from({ length: 64 }, makeInput);
 const bodies = inputs.map((i) => JSON.stringify({ query: PREDICT, variables: { m: spec.model, i } }));
 let next = 0;
+
+// node:http on kept-alive sockets, not fetch: fetch cost the generator more CPU per request than
+// the API spent serving it, on the same cores as the server.
+const target = new URL(spec.url);
+// A socket per request in flight: a shared socket would queue requests in the client, hiding the server's latency.
+const agent = new Agent({ keepAlive: true, maxSockets: spec.loop === 'closed' ? spec.concurrency : spec.maxInFlight });
+function post(body: string): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: target.hostname, port: target.port, path: target.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(body);
+  });
+}
 
 async function one(): Promise<void> {
   const n = next++ % inputs.length;
   const input = inputs[n];
   if (spec.transport === 'http') {
-    const res = await fetch(spec.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: bodies[n] });
-    const body = (await res.json()) as { errors?: { extensions?: { code?: string } }[] };
-    if (res.status !== 200 || body.errors) throw new Error(body.errors?.[0]?.extensions?.code ?? `HTTP_${res.status}`);
+    const { status, text } = await post(bodies[n]);
+    const body = JSON.parse(text) as { errors?: { extensions?: { code?: string } }[] };
+    if (status !== 200 || body.errors) throw new Error(body.errors?.[0]?.extensions?.code ?? `HTTP_${status}`);
     return;
   }
   const t = (await once(SUBMIT, { m: spec.model, i: input })) as { data?: { submitPrediction?: { id: string } }; errors?: { extensions?: { code?: string } }[] };
@@ -130,9 +164,12 @@ async function openLoop(): Promise<void> {
 }
 
 const t0 = performance.now();
+const cpu0 = process.cpuUsage();
 if (ws) await new Promise<void>((resolve) => ws.on('connected', () => resolve()));
 await (spec.loop === 'closed' ? closedLoop() : openLoop());
 result.elapsedMs = performance.now() - t0;
+const cpu = process.cpuUsage(cpu0);
+result.cpuMs = (cpu.user + cpu.system) / 1000;
 await ws?.dispose();
 process.stdout.write(JSON.stringify(result) + '\n');
 process.exit(0);

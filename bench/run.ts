@@ -6,8 +6,12 @@
  *   2. full stack, batching off;  3. full stack, fixed batching;
  *   4. full stack, aimd and predictive, while the offered load ramps up.
  * Closed loop (N clients back to back, HTTP `predict`; and WebSocket submit + subscribe)
- * and open loop (constant arrival rate). Prints a table and ratios; saves JSON and an SVG
- * plot under bench/results/.
+ * and open loop (constant arrival rate). Rows travel as base64 FP32 tensors (the cheap form
+ * for the API to take); the closed loop is also run with rows as JSON lists of numbers.
+ * The servers run with NODE_ENV=production, as the Docker image does. CPU per request of
+ * every process (API, worker, Redis, load generators) is read from /proc, since all of
+ * them share this machine's cores. Prints a table and ratios; saves JSON and an SVG plot
+ * under bench/results/.
  *
  * Options (env): BENCH_QUICK=1 (shorter steps), BENCH_RATES="200,400,..." (offered rows/s).
  */
@@ -33,7 +37,8 @@ const CLOSED_MS = QUICK ? 3000 : 6000;
 /** End-to-end latency objective the adaptive policies are judged by (p99 of `predict`). */
 const SLO_MS = 100;
 const LOAD_PROCS = 2;
-const RATES = (process.env.BENCH_RATES ?? '200,300,400,500,600,700,800,900,1000,1200').split(',').map(Number);
+const RATES = (process.env.BENCH_RATES ?? '200,400,600,800,1000,1200,1400,1600,1800,2000').split(',').map(Number);
+const CLIENTS = 64;
 
 interface Config {
   name: string;
@@ -66,7 +71,20 @@ interface Stats {
   p95: number;
   p99: number;
   codes: Record<string, number>;
+  /** CPU ms per answered request of each process, where /proc can be read (Linux). */
+  cpuMsPerRequest?: Record<string, number>;
 }
+
+/** CPU time (user + system) a process has used so far, in ms; NaN where /proc cannot tell. */
+function cpuMsOf(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
+  } catch {
+    return NaN;
+  }
+}
+const CLOCK_TICKS = 100;
 
 function summarize(results: LoadResult[], rowsPerRequest: number, windowMs: number): Stats {
   const lat = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
@@ -86,7 +104,8 @@ function summarize(results: LoadResult[], rowsPerRequest: number, windowMs: numb
 }
 
 /** Runs the load from LOAD_PROCS separate processes; concurrency and rate are split between them. */
-async function load(spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>): Promise<Stats> {
+async function load(spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>, watch: Record<string, number | undefined> = {}): Promise<Stats> {
+  const before = Object.fromEntries(Object.entries(watch).map(([k, pid]) => [k, cpuMsOf(pid)]));
   const parts = Array.from({ length: LOAD_PROCS }, (_, i) => ({
     ...spec,
     model: 'mlp-bench',
@@ -106,8 +125,20 @@ async function load(spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>):
         }),
     ),
   );
-  return summarize(results, spec.rowsPerRequest, spec.durationMs);
+  const stats = summarize(results, spec.rowsPerRequest, spec.durationMs);
+  const perRequest = (ms: number): number => ms / Math.max(1, stats.requests);
+  stats.cpuMsPerRequest = {
+    ...Object.fromEntries(Object.entries(watch).map(([k, pid]) => [k, perRequest(cpuMsOf(pid) - before[k])])),
+    load: perRequest(results.reduce((s, r) => s + r.cpuMs, 0)),
+  };
+  return stats;
 }
+
+const serverCpuMs = (s: Stats): number => ['api', 'worker', 'redis'].reduce((sum, k) => sum + (s.cpuMsPerRequest?.[k] ?? NaN), 0);
+const cpuLine = (s: Stats): string =>
+  Object.entries(s.cpuMsPerRequest ?? {})
+    .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+    .join(', ');
 
 /** 1. onnxruntime-node alone, in this process: rows/s by batch size. */
 async function ceiling(): Promise<{ batch: number; rowsPerSec: number }[]> {
@@ -144,32 +175,39 @@ function repositoryFor(config: Config): string {
 interface ConfigResult {
   name: string;
   batching: BatchingSpec;
+  /** Rows as base64 tensors. */
   closedHttp: Stats;
+  /** Rows as JSON lists of numbers (`features`). */
+  closedHttpJson: Stats;
   closedWs?: Stats;
   ramp: (Stats & { offered: number })[];
   /** Highest achieved rows/s over the ramp steps whose p99 met the SLO (and nothing failed). */
   bestWithinSlo: number;
 }
 
-async function runConfig(config: Config, redisUrl: string, withWs: boolean): Promise<ConfigResult> {
+async function runConfig(config: Config, redisUrl: string, redisPid: number | undefined, withWs: boolean): Promise<ConfigResult> {
   const models = repositoryFor(config);
   const prefix = uniquePrefix('bench');
   const port = await freePort();
-  const opts = { redisUrl, prefix, models, env: { BATCHLINE_PORT: String(port), BATCHLINE_HOST: '127.0.0.1' } };
+  const opts = { redisUrl, prefix, models, env: { BATCHLINE_PORT: String(port), BATCHLINE_HOST: '127.0.0.1', NODE_ENV: 'production' } };
   const procs: Child[] = [];
   try {
     procs.push(await spawnCli(['worker', '--pool', 'gpu'], opts, /"msg":"worker started"/));
     procs.push(await spawnCli(['serve'], opts, /"msg":"API listening"/));
     const url = `http://127.0.0.1:${port}/graphql`;
     const ws = `ws://127.0.0.1:${port}/graphql`;
-    const base = { url, ws, rowsPerRequest: 1 };
+    const base = { url, ws, rowsPerRequest: 1, encoding: 'base64' as const };
+    const watch = { api: procs[1].proc.pid, worker: procs[0].proc.pid, redis: redisPid };
     await load({ ...base, transport: 'http', loop: 'closed', concurrency: 16, rate: 0, durationMs: 1000 }); // warm-up
-    const closedHttp = await load({ ...base, transport: 'http', loop: 'closed', concurrency: 64, rate: 0, durationMs: CLOSED_MS });
-    log(`${config.name}: closed loop HTTP, 64 clients: ${Math.round(closedHttp.rowsPerSec)} rows/s, p50 ${closedHttp.p50.toFixed(1)} ms, p99 ${closedHttp.p99.toFixed(1)} ms, errors ${closedHttp.errors}`);
+    const closed = { loop: 'closed', concurrency: CLIENTS, rate: 0, durationMs: CLOSED_MS } as const;
+    const closedHttp = await load({ ...base, ...closed, transport: 'http' }, watch);
+    log(`${config.name}: closed loop HTTP, ${CLIENTS} clients, base64 rows: ${Math.round(closedHttp.rowsPerSec)} rows/s, p50 ${closedHttp.p50.toFixed(1)} ms, p99 ${closedHttp.p99.toFixed(1)} ms, errors ${closedHttp.errors}; CPU ms/request: ${cpuLine(closedHttp)}`);
+    const closedHttpJson = await load({ ...base, ...closed, transport: 'http', encoding: 'json' }, watch);
+    log(`${config.name}: closed loop HTTP, ${CLIENTS} clients, JSON rows: ${Math.round(closedHttpJson.rowsPerSec)} rows/s, p99 ${closedHttpJson.p99.toFixed(1)} ms, errors ${closedHttpJson.errors}; CPU ms/request: ${cpuLine(closedHttpJson)}`);
     let closedWs: Stats | undefined;
     if (withWs) {
-      closedWs = await load({ ...base, transport: 'ws', loop: 'closed', concurrency: 64, rate: 0, durationMs: CLOSED_MS });
-      log(`${config.name}: closed loop WebSocket submit+subscribe, 64 clients: ${Math.round(closedWs.rowsPerSec)} rows/s, p99 ${closedWs.p99.toFixed(1)} ms, errors ${closedWs.errors}`);
+      closedWs = await load({ ...base, ...closed, transport: 'ws' }, watch);
+      log(`${config.name}: closed loop WebSocket submit+subscribe, ${CLIENTS} clients: ${Math.round(closedWs.rowsPerSec)} rows/s, p99 ${closedWs.p99.toFixed(1)} ms, errors ${closedWs.errors}; CPU ms/request: ${cpuLine(closedWs)}`);
     }
     const ramp: ConfigResult['ramp'] = [];
     for (const rate of RATES) {
@@ -180,7 +218,7 @@ async function runConfig(config: Config, redisUrl: string, withWs: boolean): Pro
       if (s.p99 > 20 * SLO_MS) break;
     }
     const ok = ramp.filter((s) => s.p99 <= SLO_MS && s.errors === 0 && s.dropped === 0);
-    return { name: config.name, batching: config.batching, closedHttp, closedWs, ramp, bestWithinSlo: Math.max(0, ...ok.map((s) => s.rowsPerSec)) };
+    return { name: config.name, batching: config.batching, closedHttp, closedHttpJson, closedWs, ramp, bestWithinSlo: Math.max(0, ...ok.map((s) => s.rowsPerSec)) };
   } finally {
     for (const p of procs.reverse()) await p.stop();
   }
@@ -194,7 +232,7 @@ async function main(): Promise<void> {
   const redis = await startPrivateRedis();
   const results: ConfigResult[] = [];
   try {
-    for (const c of CONFIGS) results.push(await runConfig(c, redis.url, c.name === 'unbatched' || c.name === 'fixed-32/5ms'));
+    for (const c of CONFIGS) results.push(await runConfig(c, redis.url, redis.pid, c.name === 'unbatched' || c.name === 'fixed-32/5ms'));
   } finally {
     await redis.stop();
   }
@@ -204,28 +242,35 @@ async function main(): Promise<void> {
   const unbatched = results.find((r) => r.name === 'unbatched')!;
   const fixed = results.filter((r) => r.name.startsWith('fixed'));
   const bestFixedClosed = fixed.reduce((a, b) => (b.closedHttp.rowsPerSec > a.closedHttp.rowsPerSec ? b : a));
+  const bestFixedJson = fixed.reduce((a, b) => (b.closedHttpJson.rowsPerSec > a.closedHttpJson.rowsPerSec ? b : a));
   const bestFixedSlo = fixed.reduce((a, b) => (b.bestWithinSlo > a.bestWithinSlo ? b : a));
   const lines: string[] = [];
   lines.push(`\nCeiling (onnxruntime-node in-process, ${availableParallelism()} intra-op threads): ${ceil.map((c) => `batch ${c.batch}: ${fmt(c.rowsPerSec)} rows/s`).join(', ')}`);
-  lines.push(`\n| configuration | closed-loop HTTP rows/s | p50 ms | p95 ms | p99 ms | WS submit+subscribe rows/s (p99 ms) | best open-loop rows/s with p99 <= ${SLO_MS} ms |`);
-  lines.push('|---|---|---|---|---|---|---|');
+  lines.push(`\nClosed loop: ${CLIENTS} clients, 1 row per request. CPU: ms per request of each process (api, worker, redis, load generators) in the base64 HTTP run.`);
+  lines.push(`\n| configuration | HTTP rows/s (base64 rows) | p50 ms | p95 ms | p99 ms | HTTP rows/s (JSON rows) | WS submit+subscribe rows/s (p99 ms) | best open-loop rows/s with p99 <= ${SLO_MS} ms | CPU ms/request |`);
+  lines.push('|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     const w = r.closedWs ? `${fmt(r.closedWs.rowsPerSec)} (${fmt(r.closedWs.p99, 1)})` : '';
-    lines.push(`| ${r.name} | ${fmt(r.closedHttp.rowsPerSec)} | ${fmt(r.closedHttp.p50, 1)} | ${fmt(r.closedHttp.p95, 1)} | ${fmt(r.closedHttp.p99, 1)} | ${w} | ${fmt(r.bestWithinSlo)} |`);
+    lines.push(`| ${r.name} | ${fmt(r.closedHttp.rowsPerSec)} | ${fmt(r.closedHttp.p50, 1)} | ${fmt(r.closedHttp.p95, 1)} | ${fmt(r.closedHttp.p99, 1)} | ${fmt(r.closedHttpJson.rowsPerSec)} | ${w} | ${fmt(r.bestWithinSlo)} | ${cpuLine(r.closedHttp)} |`);
   }
   const ratios = {
     ceilingBatchedOverBatch1: cBest / c1,
     batchedOverUnbatchedClosed: bestFixedClosed.closedHttp.rowsPerSec / unbatched.closedHttp.rowsPerSec,
+    batchedOverUnbatchedClosedJson: bestFixedJson.closedHttpJson.rowsPerSec / unbatched.closedHttpJson.rowsPerSec,
     // NaN (printed '-') where the baseline never met the SLO: a ratio to zero says nothing.
     batchedOverUnbatchedWithinSlo: unbatched.bestWithinSlo > 0 ? bestFixedSlo.bestWithinSlo / unbatched.bestWithinSlo : NaN,
     fullStackOverCeiling: bestFixedClosed.closedHttp.rowsPerSec / cBest,
     aimdOverBestFixedWithinSlo: bestFixedSlo.bestWithinSlo > 0 ? results.find((r) => r.name === 'aimd')!.bestWithinSlo / bestFixedSlo.bestWithinSlo : NaN,
+    // Noise-resistant companion to the throughput ratios: CPU the servers (API + worker + Redis) spend per row.
+    serverCpuPerRowUnbatchedOverBatched: serverCpuMs(unbatched.closedHttp) / serverCpuMs(bestFixedClosed.closedHttp),
     predictiveOverBestFixedWithinSlo: bestFixedSlo.bestWithinSlo > 0 ? results.find((r) => r.name === 'predictive')!.bestWithinSlo / bestFixedSlo.bestWithinSlo : NaN,
   };
   lines.push(`\nRatios:`);
   lines.push(`- ceiling, best batch / batch 1: ${fmt(ratios.ceilingBatchedOverBatch1, 2)}x`);
-  lines.push(`- full stack, best fixed batching (${bestFixedClosed.name}) / unbatched, closed loop: ${fmt(ratios.batchedOverUnbatchedClosed, 2)}x`);
+  lines.push(`- full stack, best fixed batching (${bestFixedClosed.name}) / unbatched, closed loop, base64 rows: ${fmt(ratios.batchedOverUnbatchedClosed, 2)}x`);
+  lines.push(`- full stack, best fixed batching (${bestFixedJson.name}) / unbatched, closed loop, JSON rows: ${fmt(ratios.batchedOverUnbatchedClosedJson, 2)}x`);
   lines.push(`- full stack, best fixed (${bestFixedSlo.name}) / unbatched, open loop within the SLO: ${fmt(ratios.batchedOverUnbatchedWithinSlo, 2)}x`);
+  lines.push(`- server CPU per row (API + worker + Redis), unbatched / ${bestFixedClosed.name}: ${fmt(serverCpuMs(unbatched.closedHttp), 2)} / ${fmt(serverCpuMs(bestFixedClosed.closedHttp), 2)} ms = ${fmt(ratios.serverCpuPerRowUnbatchedOverBatched, 2)}x`);
   lines.push(`- full stack (${bestFixedClosed.name}) / ceiling at its best batch: ${fmt(ratios.fullStackOverCeiling, 2)}`);
   lines.push(`- aimd / best fixed meeting the SLO: ${fmt(ratios.aimdOverBestFixedWithinSlo, 2)}`);
   lines.push(`- predictive / best fixed meeting the SLO: ${fmt(ratios.predictiveOverBestFixedWithinSlo, 2)}`);

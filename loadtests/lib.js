@@ -1,4 +1,5 @@
 // Shared pieces of the k6 scripts. Plain JavaScript ES module: runs on every k6 from v0.48.
+import encoding from 'k6/encoding';
 import http from 'k6/http';
 
 export const BASE_URL = __ENV.BASE_URL || 'http://localhost:4000';
@@ -20,12 +21,20 @@ export const CLOSED_LOOP_RAMP = {
   ],
 };
 
+/** How rows travel: `json` (a list of numbers) or `base64` (one FP32 tensor's bytes, far cheaper for the server to parse). */
+export const ENCODING = __ENV.ENCODING || 'json';
+/** The model's input tensor name, for ENCODING=base64. */
+export const INPUT_NAME = __ENV.INPUT_NAME || 'input';
+
 /** One input row of `ROW_WIDTH` values; for text models, set TEXT instead. */
 export function input() {
   if (__ENV.TEXT) return { text: __ENV.TEXT };
-  const row = new Array(ROW_WIDTH);
+  const row = new Float32Array(ROW_WIDTH);
   for (let i = 0; i < ROW_WIDTH; i++) row[i] = Math.random();
-  return { features: row };
+  if (ENCODING === 'base64') {
+    return { tensors: [{ name: INPUT_NAME, shape: [1, ROW_WIDTH], datatype: 'FP32', base64: encoding.b64encode(row.buffer, 'std') }] };
+  }
+  return { features: Array.from(row) };
 }
 
 /** POSTs a GraphQL operation; GraphQL errors may arrive with any status, so callers check `errors`. */

@@ -23,6 +23,8 @@ export function freePort(): Promise<number> {
 export interface PrivateRedis {
   url: string;
   port: number;
+  /** The server's process id while it runs (the benchmark reads its CPU time). */
+  readonly pid: number | undefined;
   /** Stops the server (SIGTERM, or SIGKILL when `hard`). */
   stop(hard?: boolean): Promise<void>;
   /** Starts it again on the same port and data folder. */
@@ -66,6 +68,9 @@ export async function startPrivateRedis(options: { appendonly?: boolean } = {}):
   return {
     url,
     port,
+    get pid() {
+      return proc?.pid;
+    },
     start,
     stop: (hard = false) =>
       new Promise<void>((resolve) => {
