@@ -46,7 +46,7 @@ export function createMetrics(role: 'api' | 'worker') {
     }),
     batchClosed: new Counter({
       name: 'batchline_batches_total',
-      help: 'Batches by the reason they closed: full, timeout, deadline',
+      help: 'Batches by the reason they closed: full, timeout, deadline, idle',
       labelNames: ['model', 'reason'] as const,
       registers: [registry],
     }),

@@ -4,7 +4,9 @@
  *   - `full`: it holds the policy's row limit;
  *   - `timeout`: its OLDEST request has waited `maxDelayMs`;
  *   - `deadline`: waiting longer would make its oldest request miss its deadline, given the
- *     policy's prediction of the batch's run time.
+ *     policy's prediction of the batch's run time;
+ *   - `idle`: a runtime slot is free and its oldest request has waited as long as the policy
+ *     asks before dispatching early (`predictive` only: one batch's fixed cost).
  * Closed batches run as soon as a runtime slot is free (one per inference thread); while
  * every slot is busy they wait in order, and new requests open a new batch.
  * Each request gets exactly its own rows of the output.
@@ -18,7 +20,7 @@ import { systemClock, type Clock } from './clock.ts';
 import { createPolicy, type BatchPolicy } from './policies.ts';
 import { mergeInputs, shapeSignature } from './merge.ts';
 
-export type CloseReason = 'full' | 'timeout' | 'deadline';
+export type CloseReason = 'full' | 'timeout' | 'deadline' | 'idle';
 
 export interface BatchOutcome {
   /** This request's rows of every output. */
@@ -151,7 +153,24 @@ export class Batcher {
       return;
     }
     const reason: CloseReason = deadlineAt < timeoutAt ? 'deadline' : 'timeout';
-    batch.timer = this.clock.setTimer(() => this.close(batch, reason), Math.min(timeoutAt, deadlineAt) - now);
+    const closeAt = Math.min(timeoutAt, deadlineAt);
+    const earlyAt = this.earlyAt(batch);
+    if (earlyAt !== undefined && earlyAt < closeAt && this.inflight < this.slots) {
+      if (earlyAt <= now) {
+        this.close(batch, 'idle');
+        return;
+      }
+      // Re-checked when it fires: it closes only if a slot is still free, else it waits for one (see pump).
+      batch.timer = this.clock.setTimer(() => this.schedule(batch), earlyAt - now);
+      return;
+    }
+    batch.timer = this.clock.setTimer(() => this.close(batch, reason), closeAt - now);
+  }
+
+  /** When the batch's oldest request has waited long enough to go early to a free slot, if the policy dispatches early. */
+  private earlyAt(batch: Batch): number | undefined {
+    const after = this.policy(batch.model).dispatchAfterMs();
+    return after === undefined ? undefined : batch.items[0].arrivedAt + after;
   }
 
   private close(batch: Batch, reason: CloseReason): void {
@@ -170,6 +189,8 @@ export class Batcher {
       void this.execute(batch).finally(() => {
         this.inflight--;
         this.pump();
+        // A slot is free: open batches that dispatch early and have waited long enough go now.
+        if (this.inflight < this.slots) for (const open of [...this.open.values()]) if (!open.reason) this.schedule(open);
       });
     }
   }

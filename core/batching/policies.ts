@@ -6,7 +6,12 @@
  *   met the SLO; multiply it by `backoff` (0.9) after a miss.
  * - `predictive` (as BentoML): fit batch latency = a + b * rows over recent batches by least
  *   squares and allow the largest batch whose predicted run still meets the remaining
- *   deadline of the batch's oldest request.
+ *   deadline of the batch's oldest request. It also dispatches early: once a runtime slot is
+ *   free and the oldest request has waited as long as one batch's fixed cost `a`, the batch
+ *   goes (reason `idle`). Waiting up to the fixed cost and no longer is the ski-rental rule:
+ *   at most twice the latency of the better of "go now" and "wait for more", whatever arrives.
+ *   Without it a batch waits out `maxDelayMs` for requests that may never come (closed-loop
+ *   clients all waiting on that very batch).
  */
 import type { BatchingSpec } from '../model-config.ts';
 
@@ -18,6 +23,8 @@ export interface BatchPolicy {
   predictMs(rows: number): number | undefined;
   /** Tells the policy how long a batch of `rows` took. */
   observe(rows: number, latencyMs: number): void;
+  /** How long the oldest request waits before its batch may go to a free runtime slot; undefined: wait for `maxDelayMs`. */
+  dispatchAfterMs(): number | undefined;
 }
 
 export class FixedPolicy implements BatchPolicy {
@@ -33,6 +40,9 @@ export class FixedPolicy implements BatchPolicy {
     return undefined;
   }
   observe(): void {}
+  dispatchAfterMs(): number | undefined {
+    return undefined;
+  }
 }
 
 export class AimdPolicy implements BatchPolicy {
@@ -56,6 +66,10 @@ export class AimdPolicy implements BatchPolicy {
   }
 
   predictMs(): number | undefined {
+    return undefined;
+  }
+
+  dispatchAfterMs(): number | undefined {
     return undefined;
   }
 
@@ -90,6 +104,10 @@ export class PredictivePolicy implements BatchPolicy {
 
   predictMs(rows: number): number | undefined {
     return this.fit ? this.fit.a + this.fit.b * rows : undefined;
+  }
+
+  dispatchAfterMs(): number | undefined {
+    return this.fit?.a;
   }
 
   limit(remainingMs: number = this.sloMs): number {

@@ -109,6 +109,56 @@ describe('Batcher closing rules', () => {
     expect(events[0].reason).toBe('deadline');
   });
 
+  it('predictive: with a slot free, a batch goes once its oldest request has waited one batch\'s fixed cost (idle)', async () => {
+    const clock = new ManualClock();
+    const rt = fakeRuntime(clock);
+    const events: BatchEvent[] = [];
+    const b = new Batcher({ run: rt.run, spec: () => spec({ policy: 'predictive', maxBatchSize: 64, maxDelayMs: 50, sloMs: 100 }), clock, onBatch: (e) => events.push(e) });
+    // Fit: time = 2 + 0.5 x rows.
+    b.policy('m@1').observe(4, 4);
+    b.policy('m@1').observe(8, 6);
+    void b.submit('m@1', rowsOf(1), 1);
+    clock.advance(1);
+    void b.submit('m@1', rowsOf(1), 1);
+    clock.advance(0.9);
+    expect(rt.runs).toHaveLength(0);
+    clock.advance(0.1);
+    expect(rt.runs).toEqual([{ model: 'm@1', rows: 2 }]);
+    await rt.finishAll();
+    expect(events[0].reason).toBe('idle');
+  });
+
+  it('predictive: while every slot is busy the batch keeps gathering, and goes when a slot frees', async () => {
+    const clock = new ManualClock();
+    const rt = fakeRuntime(clock);
+    const events: BatchEvent[] = [];
+    const b = new Batcher({ run: rt.run, spec: () => spec({ policy: 'predictive', maxBatchSize: 64, maxDelayMs: 50, sloMs: 100 }), clock, slots: 1, onBatch: (e) => events.push(e) });
+    b.policy('m@1').observe(4, 4);
+    b.policy('m@1').observe(8, 6);
+    void b.submit('m@1', rowsOf(1), 1);
+    clock.advance(2); // the first batch goes: the slot is now busy
+    for (let i = 0; i < 3; i++) {
+      void b.submit('m@1', rowsOf(1), 1);
+      clock.advance(3);
+    }
+    expect(rt.runs).toHaveLength(1);
+    await rt.finishAll();
+    expect(rt.runs.map((r) => r.rows)).toEqual([1, 3]);
+    await rt.finishAll();
+    expect(events.map((e) => e.reason)).toEqual(['idle', 'idle']);
+  });
+
+  it('fixed never dispatches early: with a slot free it still waits maxDelayMs', async () => {
+    const clock = new ManualClock();
+    const rt = fakeRuntime(clock);
+    const b = new Batcher({ run: rt.run, spec: () => spec({ maxDelayMs: 10 }), clock });
+    void b.submit('m@1', rowsOf(1), 1);
+    clock.advance(9.9);
+    expect(rt.runs).toHaveLength(0);
+    clock.advance(0.1);
+    expect(rt.runs).toHaveLength(1);
+  });
+
   it('holds closed batches while every runtime slot is busy, and runs them in order', async () => {
     const clock = new ManualClock();
     const rt = fakeRuntime(clock);
