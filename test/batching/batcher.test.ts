@@ -38,6 +38,17 @@ function fakeRuntime(clock: ManualClock, latency: (rows: number) => number = () 
 
 const spec = (s: Partial<BatchingSpec> = {}): BatchingSpec => ({ policy: 'fixed', maxBatchSize: 4, maxDelayMs: 10, sloMs: 100, ...s });
 
+/** A predictive batcher over the fake runtime whose fit is time = 2 + 0.5 x rows. */
+function predictiveBatcher(slots: number) {
+  const clock = new ManualClock();
+  const rt = fakeRuntime(clock);
+  const events: BatchEvent[] = [];
+  const b = new Batcher({ run: rt.run, spec: () => spec({ policy: 'predictive', maxBatchSize: 64, maxDelayMs: 50, sloMs: 100 }), clock, slots, onBatch: (e) => events.push(e) });
+  b.policy('m@1').observe(4, 4);
+  b.policy('m@1').observe(8, 6);
+  return { clock, rt, events, b };
+}
+
 describe('Batcher closing rules', () => {
   it('closes a batch as soon as it holds maxBatchSize rows (full), without waiting', async () => {
     const clock = new ManualClock();
@@ -110,13 +121,7 @@ describe('Batcher closing rules', () => {
   });
 
   it('predictive: with a slot free, a batch goes once its oldest request has waited one batch\'s fixed cost (idle)', async () => {
-    const clock = new ManualClock();
-    const rt = fakeRuntime(clock);
-    const events: BatchEvent[] = [];
-    const b = new Batcher({ run: rt.run, spec: () => spec({ policy: 'predictive', maxBatchSize: 64, maxDelayMs: 50, sloMs: 100 }), clock, onBatch: (e) => events.push(e) });
-    // Fit: time = 2 + 0.5 x rows.
-    b.policy('m@1').observe(4, 4);
-    b.policy('m@1').observe(8, 6);
+    const { clock, rt, events, b } = predictiveBatcher(2);
     void b.submit('m@1', rowsOf(1), 1);
     clock.advance(1);
     void b.submit('m@1', rowsOf(1), 1);
@@ -129,12 +134,7 @@ describe('Batcher closing rules', () => {
   });
 
   it('predictive: while every slot is busy the batch keeps gathering, and goes when a slot frees', async () => {
-    const clock = new ManualClock();
-    const rt = fakeRuntime(clock);
-    const events: BatchEvent[] = [];
-    const b = new Batcher({ run: rt.run, spec: () => spec({ policy: 'predictive', maxBatchSize: 64, maxDelayMs: 50, sloMs: 100 }), clock, slots: 1, onBatch: (e) => events.push(e) });
-    b.policy('m@1').observe(4, 4);
-    b.policy('m@1').observe(8, 6);
+    const { clock, rt, events, b } = predictiveBatcher(1);
     void b.submit('m@1', rowsOf(1), 1);
     clock.advance(2); // the first batch goes: the slot is now busy
     for (let i = 0; i < 3; i++) {
