@@ -104,11 +104,6 @@ export function useArmor(limits: BatchlineConfig['limits']): Plugin {
   };
 }
 
-/**
- * Errors of yoga's request parsers as client errors: 413 PAYLOAD_TOO_LARGE when yoga's body
- * limit cuts a request off, 400 BAD_USER_INPUT for parameters that are not JSON. GraphQL
- * errors the parsers raise themselves (bad JSON bodies) keep their own 400.
- */
 /** The request with a body that errors (413) once more than `maxBytes` have streamed in. */
 function limitBody(request: Request, maxBytes: number, fetchAPI: { Request: typeof Request; TransformStream: typeof TransformStream }): Request {
   // A native ReadableStream needs the native TransformStream; the ponyfill's needs its own (graphql-yoga#4583).
@@ -126,6 +121,12 @@ function limitBody(request: Request, maxBytes: number, fetchAPI: { Request: type
   return new fetchAPI.Request(request.url, { method: request.method, headers: request.headers, signal: request.signal, body, duplex: 'half' } as RequestInit);
 }
 
+/**
+ * Errors of yoga's request parsers as client errors: 413 PAYLOAD_TOO_LARGE when a chunked
+ * body runs past `maxBytes` (counted here, see limitBody), 400 BAD_USER_INPUT for parameters
+ * that are not JSON. GraphQL errors the parsers raise themselves (bad JSON bodies) keep their
+ * own 400.
+ */
 export function useRequestParseErrors(maxBytes: number): Plugin {
   const tooLarge = (e: unknown): boolean => {
     const ext = (e as { extensions?: { code?: unknown; http?: { status?: unknown } } } | undefined)?.extensions;
