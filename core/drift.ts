@@ -7,7 +7,7 @@
 import type { Redis } from 'ioredis';
 import type { Keyspace } from './redis.ts';
 import type { ModelVersion } from './model-repository.ts';
-import { chiSquareTest } from './stats.ts';
+import { chiSquareTest, type ChiSquareResult } from './stats.ts';
 
 /** Counts predicted labels in memory and flushes them to Redis once a second (one pipeline). */
 export class DriftCounter {
@@ -52,19 +52,14 @@ export class DriftCounter {
   }
 }
 
-export interface DriftReport {
+/** The chi-square test of a model's recent predicted classes, with what it was run on. */
+export interface DriftReport extends ChiSquareResult {
   model: string;
   version: string;
   status: 'OK' | 'DRIFT' | 'INSUFFICIENT_DATA';
   checkedAt: number;
   windowMinutes: number;
-  samples: number;
-  statistic: number;
-  degreesOfFreedom: number;
-  pValue: number;
   alpha: number;
-  observed: Record<string, number>;
-  expected: Record<string, number>;
 }
 
 /** The training class distribution recorded beside a model, if any. */
@@ -99,13 +94,8 @@ export async function checkDrift(
     status: !enough ? 'INSUFFICIENT_DATA' : test.pValue < options.alpha ? 'DRIFT' : 'OK',
     checkedAt: options.now ?? Date.now(),
     windowMinutes: options.windowMinutes,
-    samples: test.samples,
-    statistic: test.statistic,
-    degreesOfFreedom: test.degreesOfFreedom,
-    pValue: test.pValue,
     alpha: options.alpha,
-    observed: test.observed,
-    expected: test.expected,
+    ...test,
   };
   await redis.set(keys.driftReport(modelKey), JSON.stringify(report), 'EX', 24 * 3600);
   return report;
