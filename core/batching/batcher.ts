@@ -190,7 +190,7 @@ export class Batcher {
         this.inflight--;
         this.pump();
         // A slot is free: open batches that dispatch early and have waited long enough go now.
-        if (this.inflight < this.slots) for (const open of [...this.open.values()]) if (!open.reason) this.schedule(open);
+        if (this.inflight < this.slots) for (const open of [...this.open.values()]) if (this.earlyAt(open) !== undefined) this.schedule(open);
       });
     }
   }
