@@ -78,6 +78,9 @@ interface Stats {
   cpuMsPerRequest?: Record<string, number>;
 }
 
+/** /proc/<pid>/stat counts in clock ticks: 100 a second on Linux. */
+const CLOCK_TICKS = 100;
+
 /** CPU time (user + system) a process has used so far, in ms; NaN where /proc cannot tell. */
 function cpuMsOf(pid: number | undefined): number {
   try {
@@ -87,7 +90,6 @@ function cpuMsOf(pid: number | undefined): number {
     return NaN;
   }
 }
-const CLOCK_TICKS = 100;
 
 function summarize(results: LoadResult[], rowsPerRequest: number, windowMs: number): Stats {
   const lat = results.flatMap((r) => r.latencies).sort((a, b) => a - b);

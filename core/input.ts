@@ -60,7 +60,7 @@ const BYTES: Record<Datatype, number> = { FP32: 4, FP64: 8, INT32: 4, INT64: 8, 
 export function encodeBase64Tensor(datatype: string, data: ArrayLike<number>): string | null {
   let view: ArrayBufferView;
   switch (datatype) {
-    case 'FP32': view = Float32Array.from(data); break;
+    case 'FP32': view = data instanceof Float32Array ? data : Float32Array.from(data); break;
     case 'FP64': view = Float64Array.from(data); break;
     case 'INT32': view = Int32Array.from(data); break;
     case 'INT8': view = Int8Array.from(data); break;
