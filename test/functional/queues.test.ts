@@ -134,7 +134,8 @@ describe('retries and deadlines', () => {
     await new Promise((r) => setTimeout(r, 300));
     const worker = await startWorker('gpu', opts);
     try {
-      await until(async () => (await poll(id)).status !== 'QUEUED', 'the job to be taken');
+      // RUNNING is shown while the worker holds the job, before it drops it: wait for a final status.
+      await until(async () => ['COMPLETED', 'FAILED'].includes((await poll(id)).status), 'a final status');
       expect(await poll(id)).toEqual({ status: 'FAILED', error: { code: 'DEADLINE_EXCEEDED' } });
     } finally {
       await worker.stop();
