@@ -81,7 +81,7 @@ describe('periodic jobs', () => {
     const id = t.body.data!.submitPrediction.id;
     const queue = new Queue('cpu', { connection: { url: redisUrl }, prefix });
     try {
-      await until(async () => (await queue.getJob(id))?.failedReason !== undefined, 'the job to fail');
+      await until(async () => (await queue.getJobState(id)) === 'failed', 'the job to fail');
       await new Promise((r) => setTimeout(r, 1100)); // older than the 1 s TTL
       const r = await gql<{ runMaintenance: string }>(api.url, 'mutation { runMaintenance(task: "housekeeping") }');
       expect(r.body.errors).toBeUndefined();
