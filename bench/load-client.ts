@@ -171,5 +171,5 @@ result.elapsedMs = performance.now() - t0;
 const cpu = process.cpuUsage(cpu0);
 result.cpuMs = (cpu.user + cpu.system) / 1000;
 await ws?.dispose();
-process.stdout.write(JSON.stringify(result) + '\n');
-process.exit(0);
+// Exit once the line is flushed: a pipe takes ~64 KB at once, and exiting earlier cut longer results short.
+process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(0));
