@@ -403,10 +403,12 @@ describe('fuzz', () => {
         for (let s = lane; s < scenarios.length; s += 6) {
           const code = await new Promise<number>((resolve) => {
             const socket = new WebSocket(`ws://127.0.0.1:${port}/graphql`, scenarios[s].protocol);
-            const timer = setTimeout(() => socket.close(1000), 500);
+            // The client's own close starts at 'open': closing a socket still connecting is 1006 by the client, not the server.
+            let timer: NodeJS.Timeout | undefined;
             let refusedProtocol = false;
             socket.on('open', () => {
               for (const m of scenarios[s].messages) socket.send(m);
+              timer = setTimeout(() => socket.close(1000), 500);
             });
             socket.on('close', (c) => {
               clearTimeout(timer);

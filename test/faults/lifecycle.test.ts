@@ -3,6 +3,7 @@
  * Redis killed and restarted with AOF persistence, an API process replaced. Accepted work
  * is never lost, never answered twice, and clients get a clear answer meanwhile.
  */
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
@@ -55,8 +56,10 @@ describe('SIGTERM on a worker', () => {
     const results = await countResults(redisUrl, prefix);
     try {
       const ids = await submitMany(api.url, 300);
-      const first = await startWorker('gpu', opts);
-      await until(() => results.counts.size >= 60, 'some results');
+      // One job at a time, each waiting out mlp-bench's 5 ms batching delay: at most ~200 jobs/s,
+      // so the SIGTERM lands with work left even when this process is scheduled late.
+      const first = await startWorker('gpu', { ...opts, env: { ...opts.env, BATCHLINE_WORKER_CONCURRENCY: '1' } });
+      await until(() => results.counts.size >= 30, 'some results');
       expect(await first.stop()).toBe(0);
       expect(first.output()).toMatch(/"msg":"worker stopped"/);
       const doneByFirst = results.counts.size;
@@ -78,7 +81,8 @@ describe('SIGTERM on a worker', () => {
 describe('SIGTERM on the API', () => {
   const redisUrl = inject('redisUrl');
   const prefix = uniquePrefix('sigterm-a');
-  const opts = { redisUrl, prefix, env: { BATCHLINE_MAINTENANCE: 'false', BATCHLINE_HOST: '127.0.0.1' } };
+  // A long drain: the in-flight predict below waits for a worker started after the SIGTERM.
+  const opts = { redisUrl, prefix, env: { BATCHLINE_MAINTENANCE: 'false', BATCHLINE_HOST: '127.0.0.1', BATCHLINE_DRAIN_MS: '30000' } };
 
   afterAll(() => dropPrefix(redisUrl, prefix));
 
@@ -98,7 +102,10 @@ describe('SIGTERM on the API', () => {
     const redis = new Redis(redisUrl);
     await until(async () => (await redis.pubsub('NUMSUB', `${prefix}:result:${a}`))[1] === 1 && (await redis.pubsub('NUMSUB', `${prefix}:result:${b}`))[1] === 1, 'both subscriptions');
     redis.disconnect();
-    await new Promise((r) => setTimeout(r, 200));
+    // The predict has reached the API once its job is queued (the two submitted jobs are there too).
+    const gpu = new Queue('gpu', { connection: { url: redisUrl }, prefix });
+    await until(async () => (await gpu.count()) >= 3, 'the in-flight predict to be queued');
+    await gpu.close();
 
     const exited = apiProc.stop();
     const worker = await startWorker('gpu', opts);

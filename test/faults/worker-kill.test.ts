@@ -13,7 +13,10 @@ import { until } from '../support/wait.ts';
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('kill');
 // Short locks so a dead worker's jobs come back in seconds, not BullMQ's default 30 s.
-const opts = { redisUrl, prefix, env: { BATCHLINE_LOCK_DURATION_MS: '2000' } };
+// One inference thread and 32-row jobs: the work outlasts the test's reaction to "N results",
+// so each kill lands while the worker holds jobs, however late the test process is scheduled.
+const opts = { redisUrl, prefix, env: { BATCHLINE_LOCK_DURATION_MS: '2000', BATCHLINE_WORKER_THREADS: '1', BATCHLINE_INTRA_OP_THREADS: '1' } };
+const ROWS = 32;
 let api: RunningApi;
 let listener: Redis;
 const published = new Map<string, number>();
@@ -47,13 +50,15 @@ describe('worker killed mid-batch', () => {
   it('loses no job and answers each exactly once, over several kills', async () => {
     const JOBS = 400;
     const KILLS = 2;
-    const row = Array.from({ length: 512 }, (_, i) => Math.cos(i));
+    const rows = Float32Array.from({ length: ROWS * 512 }, (_, i) => Math.cos(i));
     const ids: string[] = [];
-    const submits = Array.from({ length: JOBS }, (_, n) =>
-      gql<{ submitPrediction: { id: string } }>(api.url, 'mutation($i: PredictionInput!) { submitPrediction(model: "mlp-bench", input: $i) { id } }', {
-        i: { instances: [row.map((v) => v * (n + 1)), row] },
-      }),
-    );
+    const submits = Array.from({ length: JOBS }, (_, n) => {
+      rows[0] = n; // every job's input differs
+      const base64 = Buffer.from(rows.buffer).toString('base64');
+      return gql<{ submitPrediction: { id: string } }>(api.url, 'mutation($i: PredictionInput!) { submitPrediction(model: "mlp-bench", input: $i) { id } }', {
+        i: { tensors: [{ name: 'input', shape: [ROWS, 512], datatype: 'FP32', base64 }] },
+      });
+    });
     for (const s of await Promise.all(submits)) {
       expect(s.body.errors).toBeUndefined();
       ids.push(s.body.data!.submitPrediction.id);
@@ -80,6 +85,6 @@ describe('worker killed mid-batch', () => {
     expect(duplicated).toBe(0);
     const sample = await gql<{ prediction: { status: string; result: { predictions: unknown[] } } }>(api.url, 'query($id: ID!) { prediction(id: $id) { status result { predictions { label } } } }', { id: ids[0] });
     expect(sample.body.data!.prediction.status).toBe('COMPLETED');
-    expect(sample.body.data!.prediction.result.predictions).toHaveLength(2);
+    expect(sample.body.data!.prediction.result.predictions).toHaveLength(ROWS);
   });
 });

@@ -20,7 +20,8 @@ addModel(models, 'linear', '1', linearOnnx(), LINEAR_CONFIG);
 // Accepts any row width; the graph takes 4, so other widths fail in onnxruntime (a failed job).
 addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }] });
 // Results (and failed jobs) live one second here, so housekeeping has something to remove.
-const opts = { redisUrl, prefix, models, env: { BATCHLINE_POLL_MODELS_CRON: '* * * * * *', BATCHLINE_RESULT_TTL_SECONDS: '1' } };
+// Housekeeping only when the test asks: a scheduled run could remove the failed job first.
+const opts = { redisUrl, prefix, models, env: { BATCHLINE_POLL_MODELS_CRON: '* * * * * *', BATCHLINE_RESULT_TTL_SECONDS: '1', BATCHLINE_HOUSEKEEPING_CRON: '0 0 0 1 1 *' } };
 let api: RunningApi;
 let second: RunningApi;
 let worker: Child;
@@ -63,10 +64,12 @@ describe('periodic jobs', () => {
     // Appear atomically, as a deployment would (write, then rename).
     renameSync(join(dir, 'model.onnx.tmp'), join(dir, 'model.onnx'));
 
-    await until(async () => {
-      const r = await gql<{ models: { version: string; ready: boolean }[] }>(second.url, '{ models { version ready } }');
+    // Each API process rescans on its own; the predictions below go to `api`, so wait for both.
+    const serves2 = async (url: string): Promise<boolean> => {
+      const r = await gql<{ models: { version: string; ready: boolean }[] }>(url, '{ models { version ready } }');
       return r.body.data!.models.some((m) => m.version === '2' && m.ready);
-    }, 'version 2 to be served');
+    };
+    await until(async () => (await serves2(second.url)) && (await serves2(api.url)), 'version 2 to be served by both API processes');
     const v2 = await gql<{ predict: { version: string; outputs: { data: number[] }[] } }>(api.url, PREDICT, {});
     expect(v2.body.errors).toBeUndefined();
     expect(v2.body.data!.predict.version).toBe('2');

@@ -65,21 +65,21 @@ export interface Child {
 export function spawnCli(args: string[], o: StackOptions, readyLine: RegExp, timeoutMs = 30_000): Promise<Child> {
   const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: o.env?.BATCHLINE_LOG_LEVEL ?? 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
+  // 'close', not 'exit': it comes after the child's output is read to the end, so a line the
+  // process logged while exiting (pino writes asynchronously) is in output() when stop() resolves.
+  const closed = new Promise<number | null>((resolve) => proc.once('close', (code) => resolve(code)));
+  const running = (): boolean => proc.exitCode === null && proc.signalCode === null;
   const child: Child = {
     proc,
     output: () => out,
-    stop: () =>
-      new Promise((resolve) => {
-        if (proc.exitCode !== null || proc.signalCode !== null) return resolve(proc.exitCode);
-        proc.once('exit', (code) => resolve(code));
-        proc.kill('SIGTERM');
-      }),
-    kill: (signal = 'SIGKILL') =>
-      new Promise((resolve) => {
-        if (proc.exitCode !== null || proc.signalCode !== null) return resolve();
-        proc.once('exit', () => resolve());
-        proc.kill(signal);
-      }),
+    stop: () => {
+      if (running()) proc.kill('SIGTERM');
+      return closed;
+    },
+    kill: async (signal = 'SIGKILL') => {
+      if (running()) proc.kill(signal);
+      await closed;
+    },
   };
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
