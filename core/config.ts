@@ -115,6 +115,8 @@ export interface BatchlineConfig {
     rateLimitPerSecond: number;
     /** Requests a key may burst above its rate. @defaultValue 50 */
     rateLimitBurst: number;
+    /** Longest wait for Redis's answer before a request is let through (the limiter fails open). @defaultValue 250 */
+    rateLimitTimeoutMs: number;
   };
   log: {
     /** @defaultValue 'info' */
@@ -137,7 +139,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000, lockDurationMs: 30_000 },
   maintenance: { enabled: true, pollModels: '*/10 * * * * *', housekeeping: '0 */5 * * * *', driftMonitor: '0 * * * * *', driftWindowMinutes: 60, driftMinSamples: 200, driftAlpha: 0.01 },
   auth: { enabled: false, keys: '', header: 'x-api-key' },
-  limits: { maxDepth: 8, maxAliases: 15, maxTokens: 5000, maxCost: 5000, rateLimitPerSecond: 0, rateLimitBurst: 50 },
+  limits: { maxDepth: 8, maxAliases: 15, maxTokens: 5000, maxCost: 5000, rateLimitPerSecond: 0, rateLimitBurst: 50, rateLimitTimeoutMs: 250 },
   log: { level: 'info', file: '', retentionDays: 7 },
 };
 
@@ -182,6 +184,7 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_MAX_COST: 'limits.maxCost',
   BATCHLINE_RATE_LIMIT_PER_SECOND: 'limits.rateLimitPerSecond',
   BATCHLINE_RATE_LIMIT_BURST: 'limits.rateLimitBurst',
+  BATCHLINE_RATE_LIMIT_TIMEOUT_MS: 'limits.rateLimitTimeoutMs',
   BATCHLINE_LOG_LEVEL: 'log.level',
   BATCHLINE_LOG_FILE: 'log.file',
   BATCHLINE_LOG_RETENTION_DAYS: 'log.retentionDays',

@@ -69,7 +69,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   const queues = new PredictionQueues(redis, config.redis.prefix, config.queue.maxDepth);
   const registry = new WorkerRegistry(redis, config.redis.prefix);
   const service = new PredictionService({ config, repository, queues, store, feed, workers: registry, redis, keys, metrics, logger });
-  const limiter = new RateLimiter({ redis, prefix: config.redis.prefix, ratePerSecond: config.limits.rateLimitPerSecond, burst: config.limits.rateLimitBurst, logger });
+  const limiter = new RateLimiter({ redis, prefix: config.redis.prefix, ratePerSecond: config.limits.rateLimitPerSecond, burst: config.limits.rateLimitBurst, timeoutMs: config.limits.rateLimitTimeoutMs, logger });
   // Serve as soon as Redis answers; if it is down, start anyway: requests get 503 and
   // /ready fails until it is back (ioredis reconnects and resubscribes by itself).
   const replies = feed.start();

@@ -248,6 +248,8 @@ describe('rate limits', () => {
     // One token every 50 s: once the burst is spent, the bucket stays empty for the test.
     BATCHLINE_RATE_LIMIT_PER_SECOND: '0.02',
     BATCHLINE_RATE_LIMIT_BURST: '5',
+    // The limiter fails open after this wait; a stalled test machine must not turn a 429 into a 200.
+    BATCHLINE_RATE_LIMIT_TIMEOUT_MS: '10000',
   };
   const rlPrefix = uniquePrefix('ratelimit');
   let one: Served;
