@@ -6,7 +6,8 @@
  *   met the SLO; multiply it by `backoff` (0.9) after a miss.
  * - `predictive` (as BentoML): fit batch latency = a + b * rows over recent batches by least
  *   squares and allow the largest batch whose predicted run still meets the remaining
- *   deadline of the batch's oldest request. It also dispatches early: once a runtime slot is
+ *   deadline of the batch's oldest request, and no larger than needed to spread the fixed
+ *   cost `a` to a tenth of the run (more rows then add latency, not throughput). It also dispatches early: once a runtime slot is
  *   free and the oldest request has waited as long as one batch's fixed cost `a`, the batch
  *   goes (reason `idle`). Waiting up to the fixed cost and no longer is the ski-rental rule:
  *   at most twice the latency of the better of "go now" and "wait for more", whatever arrives.
@@ -83,6 +84,9 @@ export class AimdPolicy implements BatchPolicy {
   }
 }
 
+/** Share of a batch's run that goes to its rows (not its fixed cost) at which `predictive` stops growing a batch. */
+const AMORTIZED = 0.9;
+
 export class PredictivePolicy implements BatchPolicy {
   readonly name = 'predictive' as const;
   private readonly max: number;
@@ -115,7 +119,20 @@ export class PredictivePolicy implements BatchPolicy {
     const { a, b } = this.fit;
     if (b <= 0) return this.max;
     const rows = Math.floor((remainingMs - a) / b);
-    return Math.max(1, Math.min(this.max, rows));
+    return Math.max(1, Math.min(this.max, rows, this.amortizedRows()));
+  }
+
+  /**
+   * The smallest batch whose fixed cost `a` is at most 1 - AMORTIZED of its run: rows per ms
+   * is then within 10% of the most any batch reaches (1/b). A larger batch buys at most that
+   * 10% more throughput, and every request in it waits for all its rows (gathering them, running
+   * them, and answering each job). On a GPU `a` is large against `b`, so this allows big batches;
+   * on a CPU it allows a few dozen rows.
+   */
+  private amortizedRows(): number {
+    const { a, b } = this.fit!;
+    // The epsilon keeps a fit's rounding noise (36.0000001) from adding a row.
+    return a > 0 ? Math.max(1, Math.ceil(((AMORTIZED / (1 - AMORTIZED)) * a) / b - 1e-9)) : this.max;
   }
 
   observe(rows: number, latencyMs: number): void {

@@ -209,9 +209,22 @@ describe('adaptive policies', () => {
     for (const rows of [1, 4, 8, 16, 32]) p.observe(rows, 2 + 0.5 * rows);
     expect(p.model!.a).toBeCloseTo(2, 6);
     expect(p.model!.b).toBeCloseTo(0.5, 6);
-    expect(p.limit(20)).toBe(36);
-    expect(p.limit(50)).toBe(64); // capped by maxBatchSize
+    expect(p.limit(12)).toBe(20); // (12 - 2) / 0.5
     expect(p.limit(2.2)).toBe(1); // never below one row
+    const small = new PredictivePolicy({ max: 30, sloMs: 50 });
+    for (const rows of [1, 4, 8, 16, 32]) small.observe(rows, 2 + 0.5 * rows);
+    expect(small.limit(50)).toBe(30); // capped by maxBatchSize
+  });
+
+  it('predictive grows a batch no further than where its fixed cost is a tenth of the run', () => {
+    // time = 2 + 0.5 x rows: at 36 rows the fixed 2 ms is 10% of 20 ms; more rows add latency, hardly throughput.
+    const p = new PredictivePolicy({ max: 256, sloMs: 1000 });
+    for (const rows of [1, 4, 8, 16, 32]) p.observe(rows, 2 + 0.5 * rows);
+    expect(p.limit(1000)).toBe(36);
+    // A GPU-like cost (large fixed cost, tiny per row) allows the whole maxBatchSize.
+    const gpu = new PredictivePolicy({ max: 256, sloMs: 1000 });
+    for (const rows of [1, 64, 128]) gpu.observe(rows, 5 + 0.01 * rows);
+    expect(gpu.limit(1000)).toBe(256);
   });
 });
 
