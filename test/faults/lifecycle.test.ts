@@ -7,8 +7,8 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
-import { startPrivateRedis, freePort, type PrivateRedis } from '../support/redis-server.ts';
-import { dropPrefix, spawnCli, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
+import { dropPrefix, listeningPort, spawnCli, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
 import { until } from '../support/wait.ts';
 
 const SUBMIT = 'mutation($i: PredictionInput!) { submitPrediction(model: "mlp-bench", input: $i) { id } }';
@@ -87,8 +87,8 @@ describe('SIGTERM on the API', () => {
   afterAll(() => dropPrefix(redisUrl, prefix));
 
   it('answers a request in flight, tells SSE and WebSocket subscribers to resubscribe, then exits 0', async () => {
-    const port = await freePort();
-    const apiProc = await spawnCli(['serve', '--port', String(port)], opts, /"msg":"API listening"/);
+    const apiProc = await spawnCli(['serve', '--port', '0'], opts, /"msg":"API listening"/);
+    const port = listeningPort(apiProc);
     const url = `http://127.0.0.1:${port}/graphql`;
     const [a, b] = await submitMany(url, 2);
     const sse = sseCollect(url, RESULT, { id: a });
@@ -127,8 +127,9 @@ describe('SIGTERM on the API', () => {
   });
 
   it('a result finished before an API restart is still readable by id from the new process', async () => {
-    const port = await freePort();
-    const first = await spawnCli(['serve', '--port', String(port)], opts, /"msg":"API listening"/);
+    const first = await spawnCli(['serve', '--port', '0'], opts, /"msg":"API listening"/);
+    // The replacement takes the same port, as a restarted pod keeps its address.
+    const port = listeningPort(first);
     const url = `http://127.0.0.1:${port}/graphql`;
     const worker = await startWorker('gpu', opts);
     try {

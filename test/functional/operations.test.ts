@@ -9,8 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createLogger } from '../../core/logger.ts';
 import { gql } from '../support/clients.ts';
-import { freePort } from '../support/redis-server.ts';
-import { dropPrefix, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('ops');
@@ -18,8 +17,9 @@ const opts = { redisUrl, prefix, env: { BATCHLINE_MAINTENANCE: 'false' } };
 
 describe('batchline start', () => {
   it('runs the API, a cpu and a gpu worker in one command, answers Maria, and stops them all on SIGTERM', async () => {
-    const port = await freePort();
-    const start = await spawnCli(['start', '--port', String(port)], { ...opts, env: { ...opts.env, BATCHLINE_HOST: '127.0.0.1' } }, /"msg":"API listening"/);
+    // Port 0, read back from the log: a port probed free could be taken before the child binds it.
+    const start = await spawnCli(['start', '--port', '0'], { ...opts, env: { ...opts.env, BATCHLINE_HOST: '127.0.0.1' } }, /"msg":"API listening"/);
+    const port = listeningPort(start);
     try {
       const url = `http://127.0.0.1:${port}/graphql`;
       // Workers may still be loading when the API listens: wait for readiness of the model.

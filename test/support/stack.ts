@@ -61,6 +61,13 @@ export interface Child {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
+/** The port an API child bound (started with port 0), from its "API listening" log line. */
+export function listeningPort(child: Child): number {
+  const m = /"port":(\d+)[^\n]*"msg":"API listening"/.exec(child.output());
+  if (!m) throw new Error(`no "API listening" line with a port in:\n${child.output()}`);
+  return Number(m[1]);
+}
+
 /** Spawns `cli/main.ts <args>` and resolves once `readyLine` appears in its output. */
 export function spawnCli(args: string[], o: StackOptions, readyLine: RegExp, timeoutMs = 30_000): Promise<Child> {
   const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: o.env?.BATCHLINE_LOG_LEVEL ?? 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
