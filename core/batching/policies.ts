@@ -7,9 +7,9 @@
  * - `predictive` (as BentoML): fit batch latency = a + b * rows over recent batches by least
  *   squares and allow the largest batch whose predicted run still meets the remaining
  *   deadline of the batch's oldest request, and no larger than needed to spread the fixed
- *   cost `a` to a tenth of the run (more rows then add latency, not throughput). It also dispatches early: once a runtime slot is
- *   free and the oldest request has waited as long as one batch's fixed cost `a`, the batch
- *   goes (reason `idle`). Waiting up to the fixed cost and no longer is the ski-rental rule:
+ *   cost `a` to a tenth of the run (more rows then add latency, not throughput). It also
+ *   dispatches early: once a runtime slot is free and the oldest request has waited as long
+ *   as one batch's fixed cost `a`, the batch goes (reason `idle`). Waiting up to the fixed cost and no longer is the ski-rental rule:
  *   at most twice the latency of the better of "go now" and "wait for more", whatever arrives.
  *   Without it a batch waits out `maxDelayMs` for requests that may never come (closed-loop
  *   clients all waiting on that very batch).
@@ -119,7 +119,7 @@ export class PredictivePolicy implements BatchPolicy {
     const { a, b } = this.fit;
     if (b <= 0) return this.max;
     const rows = Math.floor((remainingMs - a) / b);
-    return Math.max(1, Math.min(this.max, rows, this.amortizedRows()));
+    return Math.max(1, Math.min(this.max, rows, this.amortizedRows(a, b)));
   }
 
   /**
@@ -129,8 +129,7 @@ export class PredictivePolicy implements BatchPolicy {
    * them, and answering each job). On a GPU `a` is large against `b`, so this allows big batches;
    * on a CPU it allows a few dozen rows.
    */
-  private amortizedRows(): number {
-    const { a, b } = this.fit!;
+  private amortizedRows(a: number, b: number): number {
     // The epsilon keeps a fit's rounding noise (36.0000001) from adding a row.
     return a > 0 ? Math.max(1, Math.ceil(((AMORTIZED / (1 - AMORTIZED)) * a) / b - 1e-9)) : this.max;
   }
