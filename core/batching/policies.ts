@@ -9,10 +9,10 @@
  *   deadline of the batch's oldest request, and no larger than needed to spread the fixed
  *   cost `a` to a tenth of the run (more rows then add latency, not throughput). It also
  *   dispatches early: once a runtime slot is free and the oldest request has waited as long
- *   as one batch's fixed cost `a`, the batch goes (reason `idle`). Waiting up to the fixed cost and no longer is the ski-rental rule:
- *   at most twice the latency of the better of "go now" and "wait for more", whatever arrives.
- *   Without it a batch waits out `maxDelayMs` for requests that may never come (closed-loop
- *   clients all waiting on that very batch).
+ *   as one batch's fixed cost `a`, the batch goes (reason `idle`). Waiting up to the fixed
+ *   cost and no longer is the ski-rental rule: at most twice the latency of the better of "go
+ *   now" and "wait for more", whatever arrives. Without it a batch waits out `maxDelayMs` for
+ *   requests that may never come (closed-loop clients all waiting on that very batch).
  */
 import type { BatchingSpec } from '../model-config.ts';
 
