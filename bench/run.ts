@@ -14,8 +14,8 @@
  * under bench/results/.
  *
  * Options (env): BENCH_QUICK=1 (shorter steps), BENCH_RATES="400,600,..." (offered rows/s),
- * BENCH_REFINE=3 (bisection steps at each configuration's knee), BENCH_REPEATS=3 (runs of an
- * open-loop step near the SLO; the one with the median p99 counts).
+ * BENCH_REFINE=3 (bisection steps at each configuration's knee), BENCH_REPEATS=3 (runs of each
+ * closed-loop HTTP measurement, and of an open-loop step near the SLO; the median counts).
  */
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -45,7 +45,7 @@ const REFINE = Number(process.env.BENCH_REFINE ?? 3);
 /** Offered rates are rounded to this many rows/s. */
 const MIN_GAP = 25;
 const CLIENTS = 64;
-/** Runs of an open-loop step whose p99 is near the SLO; the median p99 counts. */
+/** Runs of each closed-loop HTTP measurement, and of an open-loop step whose p99 is near the SLO; the median counts. */
 const REPEATS = Number(process.env.BENCH_REPEATS ?? 3);
 
 interface Config {
@@ -81,6 +81,12 @@ interface Stats {
   codes: Record<string, number>;
   /** CPU ms per answered request of each process, where /proc can be read (Linux). */
   cpuMsPerRequest?: Record<string, number>;
+  /**
+   * Share of the machine's CPU time the hypervisor gave to other guests during the run (the
+   * `steal` column of /proc/stat), in percent; NaN where /proc cannot tell. A run with a high
+   * figure measured a slower machine, whatever the configuration.
+   */
+  stealPct?: number;
 }
 
 /** /proc/<pid>/stat counts in clock ticks: 100 a second on Linux. */
@@ -93,6 +99,17 @@ function cpuMsOf(pid: number | undefined): number {
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS;
   } catch {
     return NaN;
+  }
+}
+
+/** Machine-wide CPU ticks so far: stolen by the hypervisor, and all of them. */
+function machineTicks(): { steal: number; total: number } {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    // user nice system idle iowait irq softirq steal (guest time is already inside user and nice)
+    return { steal: f[7] ?? NaN, total: f.slice(0, 8).reduce((a, b) => a + b, 0) };
+  } catch {
+    return { steal: NaN, total: NaN };
   }
 }
 
@@ -116,6 +133,7 @@ function summarize(results: LoadResult[], rowsPerRequest: number, windowMs: numb
 /** Runs the load from LOAD_PROCS separate processes; concurrency and rate are split between them. */
 async function load(spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>, watch: Record<string, number | undefined> = {}): Promise<Stats> {
   const before = Object.fromEntries(Object.entries(watch).map(([k, pid]) => [k, cpuMsOf(pid)]));
+  const ticks0 = machineTicks();
   const parts = Array.from({ length: LOAD_PROCS }, (_, i) => ({
     ...spec,
     model: 'mlp-bench',
@@ -135,7 +153,9 @@ async function load(spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>, 
         }),
     ),
   );
+  const ticks1 = machineTicks();
   const stats = summarize(results, spec.rowsPerRequest, spec.durationMs);
+  stats.stealPct = (100 * (ticks1.steal - ticks0.steal)) / (ticks1.total - ticks0.total);
   const perRequest = (ms: number): number => ms / Math.max(1, stats.requests);
   stats.cpuMsPerRequest = {
     ...Object.fromEntries(Object.entries(watch).map(([k, pid]) => [k, perRequest(cpuMsOf(pid) - before[k])])),
@@ -145,33 +165,43 @@ async function load(spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>, 
 }
 
 const serverCpuMs = (s: Stats): number => ['api', 'worker', 'redis'].reduce((sum, k) => sum + (s.cpuMsPerRequest?.[k] ?? NaN), 0);
-const cpuLine = (s: Stats): string =>
-  Object.entries(s.cpuMsPerRequest ?? {})
-    .map(([k, v]) => `${k} ${v.toFixed(2)}`)
-    .join(', ');
+const stealText = (s: Stats): string => `steal ${Number.isFinite(s.stealPct) ? s.stealPct!.toFixed(1) : '-'}%`;
+const cpuLine = (s: Stats): string => [...Object.entries(s.cpuMsPerRequest ?? {}).map(([k, v]) => `${k} ${v.toFixed(2)}`), stealText(s)].join(', ');
+
+function openSession(): Promise<ort.InferenceSession> {
+  return ort.InferenceSession.create(join(MODEL_DIR, '1', 'model.onnx'), { intraOpNumThreads: availableParallelism(), graphOptimizationLevel: 'all' });
+}
+
+/** Rows/s of onnxruntime-node alone, in this process, at one batch size. */
+async function rowsPerSecAt(session: ort.InferenceSession, batch: number, ms: number): Promise<number> {
+  const input = new ort.Tensor('float32', Float32Array.from({ length: batch * 512 }, () => Math.random()), [batch, 512]);
+  for (let i = 0; i < 5; i++) await session.run({ input });
+  let rows = 0;
+  const t0 = performance.now();
+  while (performance.now() - t0 < ms) {
+    await session.run({ input });
+    rows += batch;
+  }
+  return rows / ((performance.now() - t0) / 1000);
+}
 
 /** 1. onnxruntime-node alone, in this process: rows/s by batch size. */
-async function ceiling(): Promise<{ batch: number; rowsPerSec: number }[]> {
-  const session = await ort.InferenceSession.create(join(MODEL_DIR, '1', 'model.onnx'), {
-    intraOpNumThreads: availableParallelism(),
-    graphOptimizationLevel: 'all',
-  });
+async function ceiling(session: ort.InferenceSession): Promise<{ batch: number; rowsPerSec: number }[]> {
   const out: { batch: number; rowsPerSec: number }[] = [];
   for (const batch of [1, 8, 32, 64, 128]) {
-    const input = new ort.Tensor('float32', Float32Array.from({ length: batch * 512 }, () => Math.random()), [batch, 512]);
-    for (let i = 0; i < 5; i++) await session.run({ input });
-    let rows = 0;
-    const t0 = performance.now();
-    while (performance.now() - t0 < (QUICK ? 800 : 2000)) {
-      await session.run({ input });
-      rows += batch;
-    }
-    out.push({ batch, rowsPerSec: rows / ((performance.now() - t0) / 1000) });
+    out.push({ batch, rowsPerSec: await rowsPerSecAt(session, batch, QUICK ? 800 : 2000) });
     log(`ceiling batch ${batch}: ${Math.round(out[out.length - 1].rowsPerSec)} rows/s`);
   }
-  await session.release();
   return out;
 }
+
+/**
+ * The machine's speed just now, measured without our stack: onnxruntime alone at batch 32,
+ * with every server stopped. Cloud machines drift (other tenants' load, often without any CPU
+ * time shown as stolen), so the bench takes this before and after each configuration: when it
+ * moves, configurations compared in one run were measured on machines of different speed.
+ */
+const machineSpeed = (session: ort.InferenceSession): Promise<number> => rowsPerSecAt(session, 32, QUICK ? 500 : 1000);
 
 function repositoryFor(config: Config): string {
   const dir = mkdtempSync(join(tmpdir(), 'batchline-bench-'));
@@ -189,10 +219,14 @@ interface ConfigResult {
   closedHttp: Stats;
   /** Rows as JSON lists of numbers (`features`). */
   closedHttpJson: Stats;
+  /** Rows/s of every closed-loop HTTP run; the figures above are their medians. */
+  closedRowsPerSecRuns: { base64: number[]; json: number[] };
   closedWs?: Stats;
   ramp: (Stats & { offered: number; p99Runs: number[] })[];
   /** Highest achieved rows/s over the ramp steps whose p99 met the SLO (and nothing failed). */
   bestWithinSlo: number;
+  /** machineSpeed before and after this configuration's runs, rows/s. */
+  machineSpeed?: { before: number; after: number };
 }
 
 async function runConfig(config: Config, redisUrl: string, redisPid: number | undefined, withWs: boolean): Promise<ConfigResult> {
@@ -210,10 +244,20 @@ async function runConfig(config: Config, redisUrl: string, redisPid: number | un
     const watch = { api: procs[1].proc.pid, worker: procs[0].proc.pid, redis: redisPid };
     await load({ ...base, transport: 'http', loop: 'closed', concurrency: 16, rate: 0, durationMs: 1000 }); // warm-up
     const closed = { loop: 'closed', concurrency: CLIENTS, rate: 0, durationMs: CLOSED_MS } as const;
-    const closedHttp = await load({ ...base, ...closed, transport: 'http' }, watch);
-    log(`${config.name}: closed loop HTTP, ${CLIENTS} clients, base64 rows: ${Math.round(closedHttp.rowsPerSec)} rows/s, p50 ${closedHttp.p50.toFixed(1)} ms, p99 ${closedHttp.p99.toFixed(1)} ms, errors ${closedHttp.errors}; CPU ms/request: ${cpuLine(closedHttp)}`);
-    const closedHttpJson = await load({ ...base, ...closed, transport: 'http', encoding: 'json' }, watch);
-    log(`${config.name}: closed loop HTTP, ${CLIENTS} clients, JSON rows: ${Math.round(closedHttpJson.rowsPerSec)} rows/s, p99 ${closedHttpJson.p99.toFixed(1)} ms, errors ${closedHttpJson.errors}; CPU ms/request: ${cpuLine(closedHttpJson)}`);
+    // Each closed-loop figure is the median of REPEATS runs, base64 and JSON taking turns, so a
+    // slow spell of the shared machine moves one run, not the figure.
+    const closedRuns: Record<'base64' | 'json', Stats[]> = { base64: [], json: [] };
+    for (let i = 0; i < Math.max(1, REPEATS); i++) {
+      for (const encoding of ['base64', 'json'] as const) {
+        const s = await load({ ...base, ...closed, transport: 'http', encoding }, watch);
+        closedRuns[encoding].push(s);
+        log(`${config.name}: closed loop HTTP, ${CLIENTS} clients, ${encoding === 'json' ? 'JSON' : 'base64'} rows, run ${i + 1}: ${Math.round(s.rowsPerSec)} rows/s, p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms, errors ${s.errors}; CPU ms/request: ${cpuLine(s)}`);
+      }
+    }
+    const median = (runs: Stats[]): Stats => [...runs].sort((a, b) => a.rowsPerSec - b.rowsPerSec)[Math.floor((runs.length - 1) / 2)];
+    const closedHttp = median(closedRuns.base64);
+    const closedHttpJson = median(closedRuns.json);
+    const closedRowsPerSecRuns = { base64: closedRuns.base64.map((r) => r.rowsPerSec), json: closedRuns.json.map((r) => r.rowsPerSec) };
     let closedWs: Stats | undefined;
     if (withWs) {
       closedWs = await load({ ...base, ...closed, transport: 'ws' }, watch);
@@ -230,7 +274,7 @@ async function runConfig(config: Config, redisUrl: string, redisPid: number | un
       const sorted = [...runs].sort((a, b) => a.p99 - b.p99);
       const s = sorted[Math.floor((sorted.length - 1) / 2)];
       ramp.push({ ...s, offered: rate, p99Runs: runs.map((r) => r.p99) });
-      log(`${config.name}: offered ${rate} rows/s -> ${Math.round(s.rowsPerSec)} rows/s, p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms (runs: ${runs.map((r) => r.p99.toFixed(0)).join(', ')}), errors ${s.errors}, dropped ${s.dropped}`);
+      log(`${config.name}: offered ${rate} rows/s -> ${Math.round(s.rowsPerSec)} rows/s, p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms (runs: ${runs.map((r) => r.p99.toFixed(0)).join(', ')}), errors ${s.errors}, dropped ${s.dropped}, ${stealText(s)}`);
       return s;
     };
     for (const rate of RATES) {
@@ -248,23 +292,33 @@ async function runConfig(config: Config, redisUrl: string, redisPid: number | un
     }
     ramp.sort((a, b) => a.offered - b.offered);
     const ok = ramp.filter(meets);
-    return { name: config.name, batching: config.batching, closedHttp, closedHttpJson, closedWs, ramp, bestWithinSlo: Math.max(0, ...ok.map((s) => s.rowsPerSec)) };
+    return { name: config.name, batching: config.batching, closedHttp, closedHttpJson, closedRowsPerSecRuns, closedWs, ramp, bestWithinSlo: Math.max(0, ...ok.map((s) => s.rowsPerSec)) };
   } finally {
     for (const p of procs.reverse()) await p.stop();
   }
 }
 
 const fmt = (n: number, d = 0): string => (Number.isFinite(n) ? n.toFixed(d) : '-');
+/** The lowest and highest of a figure's runs. */
+const spread = (runs: number[]): string => `${fmt(Math.min(...runs))}-${fmt(Math.max(...runs))}`;
 
 async function main(): Promise<void> {
   log(`machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; SLO p99 <= ${SLO_MS} ms`);
-  const ceil = await ceiling();
+  const session = await openSession();
+  const ceil = await ceiling(session);
   const redis = await startPrivateRedis();
   const results: ConfigResult[] = [];
   try {
-    for (const c of CONFIGS) results.push(await runConfig(c, redis.url, redis.pid, c.name === 'unbatched' || c.name === 'fixed-32/5ms'));
+    for (const c of CONFIGS) {
+      const before = await machineSpeed(session);
+      const r = await runConfig(c, redis.url, redis.pid, c.name === 'unbatched' || c.name === 'fixed-32/5ms');
+      r.machineSpeed = { before, after: await machineSpeed(session) };
+      log(`${c.name}: machine speed (onnxruntime alone, batch 32) ${Math.round(before)} rows/s before, ${Math.round(r.machineSpeed.after)} after`);
+      results.push(r);
+    }
   } finally {
     await redis.stop();
+    await session.release();
   }
 
   const c1 = ceil.find((c) => c.batch === 1)!.rowsPerSec;
@@ -276,13 +330,15 @@ async function main(): Promise<void> {
   const bestFixedSlo = fixed.reduce((a, b) => (b.bestWithinSlo > a.bestWithinSlo ? b : a));
   const lines: string[] = [];
   lines.push(`\nCeiling (onnxruntime-node in-process, ${availableParallelism()} intra-op threads): ${ceil.map((c) => `batch ${c.batch}: ${fmt(c.rowsPerSec)} rows/s`).join(', ')}`);
-  lines.push(`\nClosed loop: ${CLIENTS} clients, 1 row per request. CPU: ms per request of each process (api, worker, redis, load generators) in the base64 HTTP run.`);
+  lines.push(`\nClosed loop: ${CLIENTS} clients, 1 row per request; each HTTP figure is the median of ${Math.max(1, REPEATS)} runs (lowest-highest in brackets). CPU: ms per request of each process (api, worker, redis, load generators) in the median base64 HTTP run, and the share of the machine's CPU time the hypervisor stole meanwhile.`);
   lines.push(`\n| configuration | HTTP rows/s (base64 rows) | p50 ms | p95 ms | p99 ms | HTTP rows/s (JSON rows) | WS submit+subscribe rows/s (p99 ms) | best open-loop rows/s with p99 <= ${SLO_MS} ms | CPU ms/request |`);
   lines.push('|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     const w = r.closedWs ? `${fmt(r.closedWs.rowsPerSec)} (${fmt(r.closedWs.p99, 1)})` : '';
-    lines.push(`| ${r.name} | ${fmt(r.closedHttp.rowsPerSec)} | ${fmt(r.closedHttp.p50, 1)} | ${fmt(r.closedHttp.p95, 1)} | ${fmt(r.closedHttp.p99, 1)} | ${fmt(r.closedHttpJson.rowsPerSec)} | ${w} | ${fmt(r.bestWithinSlo)} | ${cpuLine(r.closedHttp)} |`);
+    lines.push(`| ${r.name} | ${fmt(r.closedHttp.rowsPerSec)} (${spread(r.closedRowsPerSecRuns.base64)}) | ${fmt(r.closedHttp.p50, 1)} | ${fmt(r.closedHttp.p95, 1)} | ${fmt(r.closedHttp.p99, 1)} | ${fmt(r.closedHttpJson.rowsPerSec)} (${spread(r.closedRowsPerSecRuns.json)}) | ${w} | ${fmt(r.bestWithinSlo)} | ${cpuLine(r.closedHttp)} |`);
   }
+  const speeds = results.flatMap((r) => (r.machineSpeed ? [r.machineSpeed.before, r.machineSpeed.after] : []));
+  lines.push(`\nMachine speed (onnxruntime alone in the bench process, batch 32, every server stopped), rows/s before and after each configuration: ${results.map((r) => `${r.name} ${fmt(r.machineSpeed?.before ?? NaN)}/${fmt(r.machineSpeed?.after ?? NaN)}`).join(', ')}`);
   const ratios = {
     ceilingBatchedOverBatch1: cBest / c1,
     batchedOverUnbatchedClosed: bestFixedClosed.closedHttp.rowsPerSec / unbatched.closedHttp.rowsPerSec,
@@ -294,6 +350,8 @@ async function main(): Promise<void> {
     // Noise-resistant companion to the throughput ratios: CPU the servers (API + worker + Redis) spend per row.
     serverCpuPerRowUnbatchedOverBatched: serverCpuMs(unbatched.closedHttp) / serverCpuMs(bestFixedClosed.closedHttp),
     predictiveOverBestFixedWithinSlo: bestFixedSlo.bestWithinSlo > 0 ? results.find((r) => r.name === 'predictive')!.bestWithinSlo / bestFixedSlo.bestWithinSlo : NaN,
+    // How far the machine itself drifted over the run (fastest / slowest probe, minus one).
+    machineSpeedDrift: Math.max(...speeds) / Math.min(...speeds) - 1,
   };
   lines.push(`\nRatios:`);
   lines.push(`- ceiling, best batch / batch 1: ${fmt(ratios.ceilingBatchedOverBatch1, 2)}x`);
@@ -304,6 +362,9 @@ async function main(): Promise<void> {
   lines.push(`- full stack (${bestFixedClosed.name}) / ceiling at its best batch: ${fmt(ratios.fullStackOverCeiling, 2)}`);
   lines.push(`- aimd / best fixed meeting the SLO: ${fmt(ratios.aimdOverBestFixedWithinSlo, 2)}`);
   lines.push(`- predictive / best fixed meeting the SLO: ${fmt(ratios.predictiveOverBestFixedWithinSlo, 2)}`);
+  lines.push(`- machine speed drift over the run (fastest / slowest probe - 1): ${fmt(100 * ratios.machineSpeedDrift)}%`);
+  // Beyond a tenth, ratios between configurations carry more of the machine's drift than the targets allow for.
+  if (ratios.machineSpeedDrift > 0.1) lines.push(`\nWARNING: the machine's own speed moved ${fmt(100 * ratios.machineSpeedDrift)}% during this run; ratios between configurations measured at different speeds carry that error. Rerun on a quieter machine before reading them against a target.`);
   const report = lines.join('\n');
   console.log(report);
 
