@@ -34,6 +34,8 @@ export class ResultFeed {
   /** Ends every open watch with an error (shutdown). */
   private readonly enders = new Set<(e: ServingError) => void>();
   private replySubId?: number;
+  /** Set once close() begins: watches begun from then on end with it at once. */
+  private closing?: ServingError;
 
   constructor(pubsub: RedisPubSub, store: ResultStore, keys: Keyspace, instanceId: string = randomUUID()) {
     this.pubsub = pubsub;
@@ -120,6 +122,10 @@ export class ResultFeed {
       this.pubsub.unsubscribe(subId);
       wake?.();
     };
+    // Registered before the first read: a shutdown that begins while it is in flight ends this
+    // watch too (a final record read meanwhile is still delivered first).
+    this.enders.add(end);
+    if (this.closing) end(this.closing);
     let first: PredictionRecord | undefined;
     try {
       first = await this.store.get(id);
@@ -132,8 +138,7 @@ export class ResultFeed {
       throw new ServingError('PREDICTION_NOT_FOUND', `no prediction with id '${id}' (unknown or expired)`);
     }
     offer(first);
-    this.recheckers.add(recheck);
-    this.enders.add(end);
+    if (!done) this.recheckers.add(recheck);
 
     const iterator: AsyncIterableIterator<PredictionRecord> = {
       [Symbol.asyncIterator]() {
@@ -165,6 +170,7 @@ export class ResultFeed {
    */
   async close(drainMs = 0): Promise<void> {
     const bye = new ServingError('SERVICE_UNAVAILABLE', 'this server is shutting down; subscribe again (any replica can deliver the result)', { retryAfterSeconds: 1 });
+    this.closing = bye;
     for (const end of [...this.enders]) end(bye);
     const deadline = Date.now() + drainMs;
     while (this.waiters.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));

@@ -1,0 +1,94 @@
+/**
+ * The result feed at shutdown, on a real Redis: every watch open when the API begins to close
+ * ends with SERVICE_UNAVAILABLE (its client resubscribes on another replica), including one
+ * whose first read of the store is still in flight, and one begun after closing started. A
+ * final record already read is delivered rather than thrown away.
+ */
+import { randomUUID } from 'node:crypto';
+import { RedisPubSub } from 'graphql-redis-subscriptions';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { createRedis, keyspace, whenReady } from '../../core/redis.ts';
+import { ResultFeed } from '../../core/result-feed.ts';
+import { ResultStore } from '../../core/result-store.ts';
+import type { PredictionRecord } from '../../core/prediction.ts';
+import { dropPrefix, uniquePrefix } from '../support/stack.ts';
+
+const redisUrl = inject('redisUrl');
+const prefix = uniquePrefix('feed');
+const keys = keyspace(prefix);
+const redis = createRedis(redisUrl, 'producer');
+const pubsub = new RedisPubSub({ publisher: createRedis(redisUrl, 'producer'), subscriber: createRedis(redisUrl, 'subscriber') });
+const store = new ResultStore(redis, keys, 60);
+
+function queued(): PredictionRecord {
+  return { id: randomUUID(), status: 'QUEUED', model: 'm', version: '1', pool: 'gpu', rows: 1, submittedAt: Date.now() };
+}
+
+/** The store, with reads held until `release()`; `reading` resolves when a read has begun. */
+function gatedStore() {
+  let began!: () => void;
+  let release!: () => void;
+  const reading = new Promise<void>((r) => (began = r));
+  const gate = new Promise<void>((r) => (release = r));
+  const gated = Object.assign(Object.create(store) as ResultStore, {
+    get: async (id: string) => {
+      began();
+      await gate;
+      return store.get(id);
+    },
+  });
+  return { gated, reading, release };
+}
+
+/** The watch's next step, or a failure if it is still open after 5 s (a hang, not a timing). */
+function nextOrHang<T>(it: AsyncIterator<T>): Promise<IteratorResult<T>> {
+  return Promise.race([it.next(), new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the watch is still open after shutdown')), 5000).unref())]);
+}
+
+describe('ResultFeed at shutdown', () => {
+  beforeAll(() => Promise.all([redis, pubsub.getPublisher() as Redis, pubsub.getSubscriber() as Redis].map((r) => whenReady(r))));
+  afterAll(async () => {
+    await pubsub.close();
+    redis.disconnect();
+    await dropPrefix(redisUrl, prefix);
+  });
+
+  it('ends a watch whose first read is in flight when closing begins', async () => {
+    const rec = queued();
+    await store.accept(rec);
+    const { gated, reading, release } = gatedStore();
+    const feed = new ResultFeed(pubsub, gated, keys);
+    const watching = feed.watch(rec.id);
+    await reading;
+    const closed = feed.close(0);
+    release();
+    const it = await watching;
+    await expect(nextOrHang(it)).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+    await closed;
+  });
+
+  it('ends a watch begun after closing began', async () => {
+    const rec = queued();
+    await store.accept(rec);
+    const feed = new ResultFeed(pubsub, store, keys);
+    await feed.close(0);
+    const it = await feed.watch(rec.id);
+    await expect(nextOrHang(it)).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
+  });
+
+  it('still delivers a final record its first read found, even when closing began meanwhile', async () => {
+    const rec = queued();
+    await store.finish({ ...rec, status: 'COMPLETED', finishedAt: Date.now() });
+    const { gated, reading, release } = gatedStore();
+    const feed = new ResultFeed(pubsub, gated, keys);
+    const watching = feed.watch(rec.id);
+    await reading;
+    const closed = feed.close(0);
+    release();
+    const it = await watching;
+    await expect(nextOrHang(it)).resolves.toMatchObject({ done: false, value: { id: rec.id, status: 'COMPLETED' } });
+    await expect(it.next()).resolves.toMatchObject({ done: true });
+    await closed;
+  });
+});
