@@ -25,20 +25,28 @@ function queued(): PredictionRecord {
   return { id: randomUUID(), status: 'QUEUED', model: 'm', version: '1', pool: 'gpu', rows: 1, submittedAt: Date.now() };
 }
 
-/** The store, with reads held until `release()`; `reading` resolves when a read has begun. */
-function gatedStore() {
+/**
+ * Watches `id` on a feed whose store holds the watch's first read until the feed has begun to
+ * close: the moment a SIGTERM can land between SUBSCRIBE and the read.
+ */
+async function closeDuringFirstRead(id: string): Promise<{ it: AsyncIterator<PredictionRecord>; closed: Promise<void> }> {
   let began!: () => void;
   let release!: () => void;
   const reading = new Promise<void>((r) => (began = r));
   const gate = new Promise<void>((r) => (release = r));
   const gated = Object.assign(Object.create(store) as ResultStore, {
-    get: async (id: string) => {
+    get: async (key: string) => {
       began();
       await gate;
-      return store.get(id);
+      return store.get(key);
     },
   });
-  return { gated, reading, release };
+  const feed = new ResultFeed(pubsub, gated, keys);
+  const watching = feed.watch(id);
+  await reading;
+  const closed = feed.close(0);
+  release();
+  return { it: await watching, closed };
 }
 
 /** The watch's next step, or a failure if it is still open after 5 s (a hang, not a timing). */
@@ -57,13 +65,7 @@ describe('ResultFeed at shutdown', () => {
   it('ends a watch whose first read is in flight when closing begins', async () => {
     const rec = queued();
     await store.accept(rec);
-    const { gated, reading, release } = gatedStore();
-    const feed = new ResultFeed(pubsub, gated, keys);
-    const watching = feed.watch(rec.id);
-    await reading;
-    const closed = feed.close(0);
-    release();
-    const it = await watching;
+    const { it, closed } = await closeDuringFirstRead(rec.id);
     await expect(nextOrHang(it)).rejects.toMatchObject({ code: 'SERVICE_UNAVAILABLE' });
     await closed;
   });
@@ -80,13 +82,7 @@ describe('ResultFeed at shutdown', () => {
   it('still delivers a final record its first read found, even when closing began meanwhile', async () => {
     const rec = queued();
     await store.finish({ ...rec, status: 'COMPLETED', finishedAt: Date.now() });
-    const { gated, reading, release } = gatedStore();
-    const feed = new ResultFeed(pubsub, gated, keys);
-    const watching = feed.watch(rec.id);
-    await reading;
-    const closed = feed.close(0);
-    release();
-    const it = await watching;
+    const { it, closed } = await closeDuringFirstRead(rec.id);
     await expect(nextOrHang(it)).resolves.toMatchObject({ done: false, value: { id: rec.id, status: 'COMPLETED' } });
     await expect(it.next()).resolves.toMatchObject({ done: true });
     await closed;
