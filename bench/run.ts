@@ -203,8 +203,8 @@ async function ceiling(session: ort.InferenceSession): Promise<{ batch: number; 
 /**
  * The machine's speed just now, measured without our stack: onnxruntime alone at batch 32,
  * with every server stopped. Cloud machines drift (other tenants' load, often without any CPU
- * time shown as stolen), so the bench takes this before and after each configuration: when it
- * moves, configurations compared in one run were measured on machines of different speed.
+ * time shown as stolen), so the bench takes this before every stack starts: when it moves,
+ * configurations compared in one run were measured on machines of different speed.
  */
 const machineSpeed = (session: ort.InferenceSession): Promise<number> => rowsPerSecAt(session, 32, QUICK ? 500 : 1000);
 
@@ -229,9 +229,7 @@ interface ConfigResult {
   /** Rows/s of every closed-loop HTTP run; the figures above are their medians. */
   closedRowsPerSecRuns: { base64: number[]; json: number[] };
   closedWs?: Stats;
-  /** The first pass's open-loop ramp (the plot's). */
-  ramp: RampStep[];
-  /** Every pass's ramp. */
+  /** Every pass's open-loop ramp (the plot shows the first). */
   ramps: RampStep[][];
   /** Each pass's sustained rows/s within the SLO (see knee). */
   bestWithinSloPasses: number[];
@@ -280,6 +278,9 @@ async function closedRound(config: Config, { base, watch }: Stack, round: number
   return out as { base64: Stats; json: Stats; ws?: Stats };
 }
 
+/** The run in the middle when sorted by `by` (the lower middle of an even count). */
+const medianBy = (runs: Stats[], by: (s: Stats) => number): Stats => [...runs].sort((a, b) => by(a) - by(b))[Math.floor((runs.length - 1) / 2)];
+
 const meets = (st: Stats): boolean => st.p99 <= SLO_MS && st.errors === 0 && st.dropped === 0;
 
 /**
@@ -302,8 +303,7 @@ async function rampOf(config: Config, { base }: Stack, pass: number): Promise<Ra
     const run = (): Promise<Stats> => load({ ...base, transport: 'http', loop: 'open', concurrency: 0, rate, durationMs: STEP_MS });
     const runs: Stats[] = [await run()];
     if (runs[0].p99 > SLO_MS / 2 && runs[0].p99 < 2 * SLO_MS) for (let i = 1; i < REPEATS; i++) runs.push(await run());
-    const sorted = [...runs].sort((a, b) => a.p99 - b.p99);
-    const s = sorted[Math.floor((sorted.length - 1) / 2)];
+    const s = medianBy(runs, (r) => r.p99);
     ramp.push({ ...s, offered: rate, p99Runs: runs.map((r) => r.p99) });
     log(`${config.name} (pass ${pass + 1}): offered ${rate} rows/s -> ${Math.round(s.rowsPerSec)} rows/s, p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms (runs: ${runs.map((r) => r.p99.toFixed(0)).join(', ')}), errors ${s.errors}, dropped ${s.dropped}, ${stealText(s)}`);
     return s;
@@ -352,7 +352,6 @@ async function measure(session: ort.InferenceSession, redisUrl: string, redisPid
   for (let pass = 0; pass < Math.max(1, PASSES); pass++) {
     for (const c of order(pass)) ramps.get(c.name)!.push(await visit(c, (stack) => rampOf(c, stack, pass)));
   }
-  const median = (runs: Stats[]): Stats => [...runs].sort((a, b) => a.rowsPerSec - b.rowsPerSec)[Math.floor((runs.length - 1) / 2)];
   return CONFIGS.map((c) => {
     const cl = closed.get(c.name)!;
     const rs = ramps.get(c.name)!;
@@ -360,11 +359,10 @@ async function measure(session: ort.InferenceSession, redisUrl: string, redisPid
     return {
       name: c.name,
       batching: c.batching,
-      closedHttp: median(cl.base64),
-      closedHttpJson: median(cl.json),
+      closedHttp: medianBy(cl.base64, (r) => r.rowsPerSec),
+      closedHttpJson: medianBy(cl.json, (r) => r.rowsPerSec),
       closedRowsPerSecRuns: { base64: cl.base64.map((r) => r.rowsPerSec), json: cl.json.map((r) => r.rowsPerSec) },
       closedWs: cl.ws,
-      ramp: rs[0],
       ramps: rs,
       bestWithinSloPasses: passes,
       bestWithinSlo: passes.reduce((a, b) => a + b, 0) / passes.length,
@@ -444,7 +442,7 @@ async function main(): Promise<void> {
   writeFileSync(join(outDir, `bench-${stamp}.json`), JSON.stringify(json, null, 2));
   writeFileSync(join(outDir, 'latest.json'), JSON.stringify(json, null, 2));
   writeFileSync(join(outDir, 'latest.md'), report + '\n');
-  const series = (pick: (s: ConfigResult['ramp'][number]) => number): Series[] => results.map((r) => ({ name: r.name, points: r.ramp.map((s) => ({ x: s.offered, y: pick(s) })) }));
+  const series = (pick: (s: RampStep) => number): Series[] => results.map((r) => ({ name: r.name, points: r.ramps[0].map((s) => ({ x: s.offered, y: pick(s) })) }));
   writeFileSync(join(outDir, 'latest.svg'), renderChart(series((s) => s.rowsPerSec), series((s) => Math.min(s.p99, 10 * SLO_MS)), SLO_MS, `batchline bench ${json.date}, first pass (p99 clipped at ${10 * SLO_MS} ms)`));
   log(`saved bench/results/latest.{json,md,svg} and bench-${stamp}.json`);
 }
