@@ -13,6 +13,10 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/support/global-setup.ts'],
+    setupFiles: ['test/support/crashes.ts'],
+    // An unhandled rejection anywhere in a test process fails the run (a 1 ms deadline once took
+    // the API down this way); said here so nobody turns it off without reading this.
+    dangerouslyIgnoreUnhandledErrors: false,
     testTimeout: 60_000,
     hookTimeout: 120_000,
     // Files start real processes and a private redis-server; two cores do not take more.

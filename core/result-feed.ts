@@ -90,6 +90,10 @@ export class ResultFeed {
         this.waiters.delete(id);
       };
     });
+    // The timer can fire before the caller awaits (a 1 ms deadline while the enqueue is still
+    // in flight): handled from birth, so that rejection is never unhandled and never takes the
+    // process down. The caller still sees it when it awaits `promise`.
+    promise.catch(() => {});
     return { promise, cancel };
   }
 

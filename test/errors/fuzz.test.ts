@@ -157,6 +157,18 @@ const generators: [weight: number, make: (r: Rng) => Req][] = [
       () => post('nan-inf', `{"query":${JSON.stringify(SUBMIT)},"variables":{"m":"name-gender","i":{"text":"Ann"},"p":${bad}}}`),
     ])();
   }],
+  // Tiny and random deadlines: a 1 ms timer can fire before anything awaits it. Each is
+  // answered (200) or refused at its deadline (504 DEADLINE_EXCEEDED), and the process lives.
+  [8, (r) => {
+    const t = r.pick([1, 1, 2, 2, 3, 5, 7, 10, r.int(1, 50), r.int(1, 3000)]);
+    // Names the cache has not seen: the request must really wait on a worker.
+    const text = `Zq${r.int(0, 1e9)}`;
+    return r.pick([
+      () => post('deadline', { query: PREDICT, variables: { m: 'name-gender', i: { text }, t } }),
+      () => post('deadline', { query: PREDICT, variables: { m: 'name-gender', i: { texts: [text, `${text}a`] }, t } }),
+      () => post('deadline', { query: SUBMIT, variables: { m: 'name-gender', i: { text }, t } }),
+    ])();
+  }],
   // Deep queries, deep input literals, deep variables.
   [6, (r) => {
     const d = r.pick([9, 20, 100, 1000, 2400, 5000, 20_000]);
@@ -318,7 +330,7 @@ async function send(req: Req): Promise<number> {
   return res.status;
 }
 
-const counts = { requests: 0, s2xx: 0, s3xx: 0, s4xx: 0, s5xx: 0, closedWithoutAnswer: 0, resetAfter413: 0 };
+const counts = { requests: 0, deadlineExceeded: 0, s2xx: 0, s3xx: 0, s4xx: 0, s5xx: 0, closedWithoutAnswer: 0, resetAfter413: 0 };
 const failures: string[] = [];
 const byKind = new Map<string, Map<number, number>>();
 let healthChecks = 0;
@@ -347,6 +359,7 @@ describe('fuzz', () => {
         else if (status >= 200 && status < 300) counts.s2xx++;
         else if (status >= 300 && status < 400) counts.s3xx++;
         else if (status >= 400 && status < 500) counts.s4xx++;
+        else if (status === 504 && req.kind === 'deadline') counts.deadlineExceeded++;
         else if (status >= 500) {
           counts.s5xx++;
           failures.push(`#${i} ${req.kind}: ${status} for ${req.method ?? 'RAW'} ${req.path ?? ''} ${String(req.body ?? req.raw ?? '').slice(0, 200)}`);
@@ -364,7 +377,7 @@ describe('fuzz', () => {
     await Promise.all(Array.from({ length: CONCURRENCY }, lane));
 
     console.log(
-      `fuzz seed=${SEED}: requests=${counts.requests} 2xx=${counts.s2xx} 3xx=${counts.s3xx} 4xx=${counts.s4xx} 5xx=${counts.s5xx} closed-without-answer=${counts.closedWithoutAnswer} reset-after-413=${counts.resetAfter413} health-checks=${healthChecks}\n` +
+      `fuzz seed=${SEED}: requests=${counts.requests} 2xx=${counts.s2xx} 3xx=${counts.s3xx} 4xx=${counts.s4xx} 5xx=${counts.s5xx} deadline-504=${counts.deadlineExceeded} closed-without-answer=${counts.closedWithoutAnswer} reset-after-413=${counts.resetAfter413} health-checks=${healthChecks}\n` +
         [...byKind].map(([kind, m]) => `  ${kind}: ${[...m].sort(([a], [b]) => a - b).map(([s, n]) => `${s}x${n}`).join(' ')}`).join('\n'),
     );
     expect(failures, failures.slice(0, 20).join('\n')).toEqual([]);

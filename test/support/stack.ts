@@ -68,13 +68,25 @@ export function listeningPort(child: Child): number {
   return Number(m[1]);
 }
 
+/**
+ * Children that died of an unhandled rejection or exception, whoever started them. Node
+ * prints `triggerUncaughtException` on its way out; test/support/crashes.ts fails the file.
+ */
+export const crashedChildren: string[] = [];
+const CRASH = /triggerUncaughtException|ERR_UNHANDLED_REJECTION|Unhandled promise rejection/;
+
 /** Spawns `cli/main.ts <args>` and resolves once `readyLine` appears in its output. */
 export function spawnCli(args: string[], o: StackOptions, readyLine: RegExp, timeoutMs = 30_000): Promise<Child> {
   const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: o.env?.BATCHLINE_LOG_LEVEL ?? 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   // 'close', not 'exit': it comes after the child's output is read to the end, so a line the
   // process logged while exiting (pino writes asynchronously) is in output() when stop() resolves.
-  const closed = new Promise<number | null>((resolve) => proc.once('close', (code) => resolve(code)));
+  const closed = new Promise<number | null>((resolve) =>
+    proc.once('close', (code) => {
+      if (CRASH.test(out)) crashedChildren.push(`${args.join(' ')} (exit ${code}):\n${out.slice(-2000)}`);
+      resolve(code);
+    }),
+  );
   const running = (): boolean => proc.exitCode === null && proc.signalCode === null;
   const child: Child = {
     proc,
