@@ -15,6 +15,8 @@ export const ERROR_CODES = {
   RATE_LIMITED: { status: 429, retryable: true, message: 'Too many requests' },
   CANCELLED: { status: 409, retryable: false, message: 'Prediction cancelled' },
   NOT_CANCELLABLE: { status: 409, retryable: false, message: 'The prediction has already started or finished' },
+  /** The model ran, but what it computed for this input is NaN or infinite: no number or label is reported. */
+  NON_FINITE_OUTPUT: { status: 422, retryable: false, message: 'The model produced NaN or infinite output for this input' },
   INFERENCE_FAILED: { status: 500, retryable: true, message: 'Inference failed' },
   INTERNAL_SERVER_ERROR: { status: 500, retryable: false, message: 'Unexpected error' },
   MODEL_NOT_READY: { status: 503, retryable: true, message: 'Model not ready' },

@@ -112,12 +112,33 @@ export function decodeBase64Tensor(field: string, text: string, datatype: Dataty
 
 const INTEGER_TYPES: ReadonlySet<Datatype> = new Set(['INT32', 'INT64', 'UINT8', 'INT8']);
 
+/** Largest finite FP32 value: anything beyond becomes Infinity when the tensor is built. */
+const FP32_MAX = 3.4028234663852886e38;
+
+/**
+ * The values each datatype holds. A value outside them would be silently changed on its way
+ * into the tensor (1e39 becomes Infinity in FP32, 300 wraps to 44 in UINT8), and the model
+ * would answer a question nobody asked; INT64 stops at 2^53, where doubles stop being exact.
+ */
+const RANGE: Record<Datatype, readonly [number, number]> = {
+  FP32: [-FP32_MAX, FP32_MAX],
+  FP64: [-Number.MAX_VALUE, Number.MAX_VALUE],
+  INT32: [-(2 ** 31), 2 ** 31 - 1],
+  INT64: [Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER],
+  UINT8: [0, 255],
+  INT8: [-128, 127],
+  BOOL: [0, 1],
+};
+
 function checkValues(field: string, data: ArrayLike<number>, datatype: Datatype): void {
+  const [lo, hi] = RANGE[datatype];
+  const integral = INTEGER_TYPES.has(datatype);
   for (let i = 0; i < data.length; i++) {
     const v = data[i];
     if (typeof v !== 'number' || !Number.isFinite(v)) throw badInput(`${field}[${i}]`, `expected a finite number, got ${String(v)}`);
-    if (INTEGER_TYPES.has(datatype) && !Number.isInteger(v)) throw badInput(`${field}[${i}]`, `expected an integer for ${datatype}, got ${v}`);
+    if (integral && !Number.isInteger(v)) throw badInput(`${field}[${i}]`, `expected an integer for ${datatype}, got ${v}`);
     if (datatype === 'BOOL' && v !== 0 && v !== 1) throw badInput(`${field}[${i}]`, `expected 0 or 1 for BOOL, got ${v}`);
+    if (v < lo || v > hi) throw badInput(`${field}[${i}]`, `${v} is outside the range of ${datatype} (${lo} to ${hi})`);
   }
 }
 

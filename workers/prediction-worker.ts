@@ -11,7 +11,7 @@ import type { BatchlineConfig, PoolName } from '../core/config.ts';
 import { ServingError } from '../core/errors.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/model-repository.ts';
 import { InferencePool } from '../core/runtime/inference-pool.ts';
-import { rowPredictions } from '../core/runtime/postprocess.ts';
+import { nonFiniteOutput, rowPredictions } from '../core/runtime/postprocess.ts';
 import { Batcher } from '../core/batching/batcher.ts';
 import type { BatchingSpec } from '../core/model-config.ts';
 import { fromWire } from '../core/input.ts';
@@ -233,6 +233,8 @@ export class PredictionWorker {
       if (!model) throw new ServingError('MODEL_NOT_READY', `this worker does not serve ${key}`);
       const deadlineMs = data.deadline !== undefined ? data.deadline - startedAt : undefined;
       const outcome = await this.batcher.submit(key, fromWire(data.input), data.rows, deadlineMs);
+      const bad = nonFiniteOutput(outcome.outputs);
+      if (bad) throw new ServingError('NON_FINITE_OUTPUT', `the model produced ${bad.value} in output '${bad.name}' (value ${bad.index}) for this input; values that large or small overflow inside the model`);
       const finishedAt = Date.now();
       const result: PredictionResult = {
         id: data.id,
@@ -255,7 +257,8 @@ export class PredictionWorker {
     } catch (e) {
       const err = e instanceof ServingError ? e : new ServingError('INFERENCE_FAILED', (e as Error).message);
       const attempts = job.opts.attempts ?? 1;
-      const final = err.code === 'BAD_USER_INPUT' || job.attemptsMade + 1 >= attempts;
+      // The input decides these: running it again gives the same answer.
+      const final = err.code === 'BAD_USER_INPUT' || err.code === 'NON_FINITE_OUTPUT' || job.attemptsMade + 1 >= attempts;
       this.metrics.jobs.inc({ model: data.model, outcome: err.code });
       log.warn({ code: err.code, err: err.message, final }, 'prediction failed');
       if (final) {

@@ -40,6 +40,18 @@ export function sliceRows(outputs: OutputTensor[], start: number, count: number)
   });
 }
 
+/**
+ * The first NaN or infinite value of any output, if one is there. JSON has no such numbers
+ * (they would travel as null and come back as 0), and a label taken from them means nothing.
+ */
+export function nonFiniteOutput(outputs: TensorValue[]): { name: string; index: number; value: number } | undefined {
+  for (const o of outputs) {
+    const d = o.data;
+    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return { name: o.name, index: i, value: d[i] };
+  }
+  return undefined;
+}
+
 export function rowPredictions(config: ModelConfig, outputs: TensorValue[]): RowPrediction[] {
   const rows = outputs[0]?.shape[0] ?? 0;
   if (config.task !== 'classification' || !config.labels) {

@@ -55,11 +55,16 @@ describe('400 BAD_USER_INPUT names the field and what was expected', () => {
     ['too many rows', { m: 'name-gender', i: { texts: Array.from({ length: 300 }, () => 'Ann') } }, /at most 256 rows per request, got 300/],
     ['text too long', { m: 'name-gender', i: { text: 'x'.repeat(65) } }, /at most 64 characters/],
     ['bad timeout', { m: 'name-gender', i: { text: 'Ann' }, t: -5 }, /timeoutMs: expected a positive integer/],
+    ['a value beyond FP32 in features', { m: 'name-gender', i: { features: [1e39, ...Array.from({ length: 1023 }, () => 0)] } }, /input\.features\[0\]: 1e\+39 is outside the range of FP32/],
+    ['a value beyond FP32 in a tensor', { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [0, 0, -4e38, 0] }] } }, /input\.tensors\[0\]\.data\[2\]: -4e\+38 is outside the range of FP32/],
   ];
   for (const [name, vars, message] of cases) {
     it(name, async () => {
       const r = await expectError(gql(stack.api.url, PREDICT, vars), 400, 'BAD_USER_INPUT', message);
-      expect(r.body.errors![0].extensions!.field ?? 'timeoutMs').toBeTruthy();
+      // The field is named, and it is the one the message is about.
+      const field = r.body.errors![0].extensions!.field;
+      expect(typeof field).toBe('string');
+      expect(r.body.errors![0].message.startsWith(`${field as string}: `)).toBe(true);
     });
   }
 
@@ -82,6 +87,27 @@ describe('400 BAD_USER_INPUT names the field and what was expected', () => {
     const res = await fetch(stack.api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": "{ predict(' });
     expect(res.status).toBe(400);
     await expectError(gql(stack.api.url, '{ nope }'), 400, 'GRAPHQL_VALIDATION_FAILED');
+  });
+});
+
+describe('a model output that is NaN or infinite is a coded error, never a number or a label', () => {
+  // Inside FP32's range, but the linear layer's sums overflow to -Infinity.
+  const overflowing = { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [3e38, 3e38, 3e38, 3e38] }] } };
+
+  it('synchronous predict: 422 NON_FINITE_OUTPUT, whatever fields are selected', async () => {
+    await expectError(gql(stack.api.url, PREDICT, overflowing), 422, 'NON_FINITE_OUTPUT', /produced -Infinity in output 'y'/);
+    const outputs = 'query($m: String!, $i: PredictionInput!) { predict(model: $m, input: $i) { outputs { name data } } }';
+    await expectError(gql(stack.api.url, outputs, overflowing), 422, 'NON_FINITE_OUTPUT');
+  });
+
+  it('asynchronous: the subscriber and the poller both see FAILED with NON_FINITE_OUTPUT', async () => {
+    const sub = await gql<{ submitPrediction: { id: string } }>(stack.api.url, 'mutation($m: String!, $i: PredictionInput!) { submitPrediction(model: $m, input: $i) { id } }', overflowing);
+    const id = sub.body.data!.submitPrediction.id;
+    const events = await sseCollect(stack.api.url, 'subscription($id: ID!) { predictionResult(id: $id) { status result { score } error { code } } }', { id });
+    expect(events.events).toEqual([{ data: { predictionResult: { status: 'FAILED', result: null, error: { code: 'NON_FINITE_OUTPUT' } } } }]);
+    const polled = await gql(stack.api.url, '{ prediction(id: "' + id + '") { status result { score outputs { data } } error { code message } } }');
+    expect(polled.status).toBe(200);
+    expect(polled.body.data).toMatchObject({ prediction: { status: 'FAILED', result: null, error: { code: 'NON_FINITE_OUTPUT' } } });
   });
 });
 
@@ -121,6 +147,15 @@ describe('limits, failures and deadlines', () => {
     const { events } = await sseCollect(stack.api.url, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code message } } }', { id: t.body.data!.submitPrediction.id });
     expect(events).toHaveLength(1);
     expect(events[0].data).toMatchObject({ predictionResult: { status: 'FAILED', error: { code: 'INFERENCE_FAILED' } } });
+  });
+
+  it('tiny deadlines (1-10 ms) answer 200 or 504 DEADLINE_EXCEEDED, and the process lives', async () => {
+    // A 1 ms timer fires while the enqueue is still in flight: once an unhandled rejection
+    // that ended the process (and with it every test of this file).
+    const runs = await Promise.all(Array.from({ length: 60 }, (_, k) => gql(stack.api.url, PREDICT, { m: 'name-gender', i: { text: `Zq${k}t${Date.now()}` }, t: 1 + (k % 10) })));
+    for (const r of runs) if (r.status !== 200) expect([r.status, r.body.errors?.[0]?.extensions?.code]).toEqual([504, 'DEADLINE_EXCEEDED']);
+    expect(runs.some((r) => r.status === 504)).toBe(true);
+    expect((await gql(stack.api.url, '{ __typename }')).status).toBe(200);
   });
 
   it('504 DEADLINE_EXCEEDED at the deadline, and the job is taken back', async () => {
