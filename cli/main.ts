@@ -104,6 +104,10 @@ async function start(config: BatchlineConfig, argv: string[]): Promise<void> {
 
 export async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
+  if (command === '--help' || command === '-h' || command === 'help') {
+    console.log(USAGE);
+    return 0;
+  }
   if (command === 'auth') {
     // Before parseArgs: the key is a positional. Left out, it is read from stdin (not shell history).
     if (rest[0] !== 'hash-key' || rest.length > 2) {
