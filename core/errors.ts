@@ -86,3 +86,10 @@ export function isRedisUnavailable(err: unknown): boolean {
     (err as { code?: string }).code === 'ECONNREFUSED'
   );
 }
+
+/** Redis trouble becomes a 503 the client can retry; ServingErrors pass through. */
+export function asServingError(e: unknown): ServingError {
+  if (e instanceof ServingError) return e;
+  if (isRedisUnavailable(e)) return new ServingError('SERVICE_UNAVAILABLE', 'the queue (Redis) is unreachable; try again later', { cause: e, retryAfterSeconds: 1 });
+  return new ServingError('INTERNAL_SERVER_ERROR', undefined, { cause: e });
+}

@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { ServingError, fromSerialized } from './errors.ts';
+import { ServingError, asServingError, fromSerialized } from './errors.ts';
 import type { BatchlineConfig } from './config.ts';
 import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from './input.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from './model-repository.ts';
@@ -14,7 +14,7 @@ import { rowPredictions } from './runtime/postprocess.ts';
 import type { RunResult } from './runtime/inference-pool.ts';
 import type { Keyspace } from './redis.ts';
 import type { PredictionQueues } from './queues.ts';
-import { SYNC_PRIORITY, bullPriority, asServingError } from './queues.ts';
+import { SYNC_PRIORITY, bullPriority } from './queues.ts';
 import type { ResultStore } from './result-store.ts';
 import type { ResultFeed } from './result-feed.ts';
 import { PredictionCache, cacheKey } from './prediction-cache.ts';

@@ -4,7 +4,7 @@
  */
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { ServingError, isRedisUnavailable } from './errors.ts';
+import { ServingError, asServingError } from './errors.ts';
 import { POOLS, type PoolName } from './config.ts';
 import type { PredictionJobData } from './prediction.ts';
 
@@ -105,11 +105,4 @@ export class PredictionQueues {
   async close(): Promise<void> {
     await Promise.all([...this.queues.values()].map((q) => q.close()));
   }
-}
-
-/** Redis trouble becomes a 503 the client can retry; ServingErrors pass through. */
-export function asServingError(e: unknown): ServingError {
-  if (e instanceof ServingError) return e;
-  if (isRedisUnavailable(e)) return new ServingError('SERVICE_UNAVAILABLE', 'the queue (Redis) is unreachable; try again later', { cause: e, retryAfterSeconds: 1 });
-  return new ServingError('INTERNAL_SERVER_ERROR', undefined, { cause: e });
 }

@@ -11,10 +11,25 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { Redis } from 'ioredis';
-import { ServingError } from './errors.ts';
+import { ServingError, asServingError, isRedisUnavailable } from './errors.ts';
 import type { Keyspace } from './redis.ts';
 import type { ResultStore } from './result-store.ts';
 import { isFinal, type PredictionRecord } from './prediction.ts';
+
+/**
+ * Longest a subscription's set-up (SUBSCRIBE confirmed, then the record read) may take. Past
+ * it the client gets 503 SERVICE_UNAVAILABLE and subscribes again: during a Redis outage the
+ * SUBSCRIBE would otherwise wait in ioredis's offline queue for the whole outage.
+ */
+const SETUP_TIMEOUT_MS = 2_000;
+/** Pause between tries of a read that met a connection still coming back. */
+const RETRY_MS = 100;
+
+function unavailable(): ServingError {
+  return new ServingError('SERVICE_UNAVAILABLE', 'result delivery (Redis) is unreachable; subscribe again shortly', { retryAfterSeconds: 1 });
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Waiter {
   resolve: (r: PredictionRecord) => void;
@@ -29,6 +44,7 @@ export class ResultFeed {
   private readonly store: ResultStore;
   private readonly keys: Keyspace;
   private readonly waiters = new Map<string, Waiter>();
+  private readonly subscriber: Redis;
   /** Re-reads of the store after a reconnect, for watches that may have missed a message. */
   private readonly recheckers = new Set<() => void>();
   /** Ends every open watch with an error (shutdown). */
@@ -43,6 +59,7 @@ export class ResultFeed {
     this.keys = keys;
     this.replyChannel = keys.replyChannel(instanceId);
     const subscriber = pubsub.getSubscriber() as Redis;
+    this.subscriber = subscriber;
     let connectedOnce = false;
     subscriber.on('ready', () => {
       // Messages published while the subscriber was away are lost (pub/sub is at-most-once);
@@ -69,8 +86,25 @@ export class ResultFeed {
   }
 
   private async recheckWaiter(id: string): Promise<void> {
-    const rec = await this.store.get(id).catch(() => undefined);
+    const rec = await this.readRetrying(id, () => !this.waiters.has(id)).catch(() => undefined);
     if (rec) this.settle(rec);
+  }
+
+  /**
+   * Reads a record, trying again while Redis is still coming back (the subscriber often
+   * reconnects before the connection that reads): a re-read after a reconnect that failed
+   * once would leave its watch waiting for a message that was published while it was away.
+   * Gives up when `stop()` says so, or on any other error.
+   */
+  private async readRetrying(id: string, stop: () => boolean): Promise<PredictionRecord | undefined> {
+    for (;;) {
+      try {
+        return await this.store.get(id);
+      } catch (e) {
+        if (!isRedisUnavailable(e) || stop()) throw e;
+        await sleep(RETRY_MS);
+      }
+    }
   }
 
   /**
@@ -112,8 +146,18 @@ export class ResultFeed {
       pending = rec;
       wake?.();
     };
-    const recheck = (): void => void this.store.get(id).then(offer, () => {});
-    const subId = await this.pubsub.subscribe<PredictionRecord>(this.keys.resultChannel(id), offer);
+    const recheck = (): void => void this.readRetrying(id, () => done).then(offer, () => {});
+    // Set-up is bounded: with Redis away, the client hears 503 now rather than after the outage.
+    if (this.subscriber.status !== 'ready') throw unavailable();
+    const setupEnds = Date.now() + SETUP_TIMEOUT_MS;
+    const subscribing = this.pubsub.subscribe<PredictionRecord>(this.keys.resultChannel(id), offer);
+    let timer: NodeJS.Timeout | undefined;
+    const subId = await Promise.race([subscribing, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), SETUP_TIMEOUT_MS)))]).finally(() => clearTimeout(timer));
+    if (subId === undefined) {
+      // The SUBSCRIBE may still go through once Redis is back: undo it then.
+      subscribing.then((late) => this.pubsub.unsubscribe(late), () => {});
+      throw unavailable();
+    }
     const end = (e: ServingError): void => {
       failure = e;
       finish();
@@ -132,10 +176,10 @@ export class ResultFeed {
     if (this.closing) end(this.closing);
     let first: PredictionRecord | undefined;
     try {
-      first = await this.store.get(id);
+      first = await this.readRetrying(id, () => done || Date.now() > setupEnds);
     } catch (e) {
       finish();
-      throw e;
+      throw isRedisUnavailable(e) ? unavailable() : asServingError(e);
     }
     if (!first) {
       finish();

@@ -182,6 +182,23 @@ describe('Redis stopped and restarted (AOF on)', () => {
     expect(down.body.errors![0].extensions!.code).toBe('SERVICE_UNAVAILABLE');
     expect(down.headers.get('retry-after')).toBe('1');
     expect((await fetch(api.url.replace('/graphql', '/ready'))).status).toBe(503);
+    // A subscription begun during the outage is refused while it lasts (once it waited for
+    // Redis to come back): SSE with the HTTP status, WebSocket with an error message.
+    const sseDown = await sseCollect(api.url, RESULT, { id: ids[1] }, 20_000);
+    expect(sseDown.status).toBe(503);
+    expect(sseDown.events[0]?.errors?.[0]?.extensions?.code).toBe('SERVICE_UNAVAILABLE');
+    const client = wsClient(api.ws);
+    try {
+      const wsDown = await wsCollect(client, RESULT, { id: ids[1] }).then(
+        (events) => events[0]?.errors,
+        (e: unknown) => e as { extensions?: Record<string, unknown> }[],
+      );
+      expect(wsDown?.[0]?.extensions?.code).toBe('SERVICE_UNAVAILABLE');
+      // Internal transport details stay on the server.
+      expect(wsDown?.[0]?.extensions?.http).toBeUndefined();
+    } finally {
+      await client.dispose();
+    }
 
     await redis.start();
     await until(async () => (await fetch(api.url.replace('/graphql', '/ready'))).status === 200, 'ready again');
