@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { createSchema, createYoga, useReadinessCheck, type Plugin } from 'graphql-yoga';
-import { NoSchemaIntrospectionCustomRule } from 'graphql';
+import { NoSchemaIntrospectionCustomRule, type GraphQLError, type GraphQLFormattedError } from 'graphql';
 import { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
@@ -47,6 +47,14 @@ function requestIdOf(headers: Headers | IncomingMessage['headers'] | undefined):
   const raw = typeof (headers as Headers | undefined)?.get === 'function' ? (headers as Headers).get('x-request-id') : (headers as IncomingMessage['headers'] | undefined)?.['x-request-id'];
   const id = Array.isArray(raw) ? raw[0] : raw;
   return id && /^[\w.:-]{1,128}$/.test(id) ? id : randomUUID();
+}
+
+/** A GraphQL error as a WebSocket client gets it: the HTTP status and headers left out. */
+function withoutHttp(error: GraphQLError): GraphQLFormattedError {
+  const formatted = error.toJSON();
+  if (!formatted.extensions?.http) return formatted;
+  const { http: _http, ...extensions } = formatted.extensions;
+  return { ...formatted, extensions };
 }
 
 export async function createApiServer(options: { config: BatchlineConfig; logger: Logger }): Promise<ApiServer> {
@@ -150,6 +158,9 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   const ws = useServer<Record<string, unknown> | undefined, AuthServerContext>(
     {
       onConnect: (ctx) => wsAuthenticate(auth, ctx),
+      // `extensions.http` tells yoga which HTTP status to answer; a WebSocket has none to set.
+      onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: result.errors.map(withoutHttp) } : undefined),
+      onError: (_ctx, _id, _payload, errors) => errors.map(withoutHttp),
       execute: (args) => (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
       subscribe: (args) => (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),
       onSubscribe: async (ctx, _id, params) => {
