@@ -193,7 +193,11 @@ export class PredictionService {
    * in this process first and send them as one job: per-request queue, Redis and worker
    * costs are paid once per batch. The worker batches again across API processes.
    */
-  private compute(mv: ModelVersion, input: NormalizedInput, rows: number, req: PredictRequest, timeoutMs: number): Promise<PredictionResult> {
+  private async compute(mv: ModelVersion, input: NormalizedInput, rows: number, req: PredictRequest, timeoutMs: number): Promise<PredictionResult> {
+    // Nobody would take the job: say so now rather than with a 504 at the deadline.
+    if (!(await this.deps.workers.serves(`${mv.name}@${mv.version}`))) {
+      throw new ServingError('SERVICE_UNAVAILABLE', `no live worker serves ${mv.name} version ${mv.version} (the ${mv.config.pool} pool) right now; try again later`, { retryAfterSeconds: 1 });
+    }
     const b = mv.config.batching;
     if (mv.config.pool !== 'gpu' || b.maxBatchSize <= 1) return this.runSync(mv, input, rows, req, timeoutMs);
     return this.runEdgeBatched(mv, input, rows, timeoutMs);

@@ -31,13 +31,38 @@ export interface EnqueueOptions {
   keepSeconds: number;
 }
 
+/**
+ * Admission to a pool's queue, atomic across every API replica. KEYS: the queue's `wait` list,
+ * its `prioritized` set (BullMQ's own keys) and our set of admissions still being added.
+ * ARGV: max depth, now (ms), this admission's token, how long an admission may stay (ms).
+ * Returns -1 when admitted, else the depth that refused it. An admission counts from this
+ * script until its job is in the queue (briefly twice, never zero times), so concurrent
+ * admissions cannot all see room for one more; one left by a process that died ages out.
+ */
+const ADMIT = `
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[4]))
+local depth = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
+if depth >= tonumber(ARGV[1]) then return depth end
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+return -1
+`;
+/** An admission whose add never finished (its API died) stops counting after this long. */
+const ADMISSION_TTL_MS = 10_000;
+
+type AdmittingRedis = Redis & { batchlineAdmit(wait: string, prioritized: string, admitting: string, max: number, now: number, token: string, ttlMs: number): Promise<number> };
+
 export class PredictionQueues {
   private readonly queues: Map<PoolName, Queue<PredictionJobData>>;
   private readonly maxDepth: number;
-  private depthCache = new Map<PoolName, { at: number; depth: number }>();
+  private readonly redis: AdmittingRedis;
+  private readonly prefix: string;
 
   constructor(connection: Redis, prefix: string, maxDepth: number) {
     this.maxDepth = maxDepth;
+    this.prefix = prefix;
+    if (!('batchlineAdmit' in connection)) connection.defineCommand('batchlineAdmit', { numberOfKeys: 3, lua: ADMIT });
+    this.redis = connection as AdmittingRedis;
     this.queues = new Map(
       POOLS.map((pool) => {
         const q = new Queue<PredictionJobData>(pool, { connection, prefix });
@@ -52,22 +77,18 @@ export class PredictionQueues {
     return this.queues.get(pool)!;
   }
 
-  /** Jobs waiting (prioritized included) in a pool; read at most every 250 ms on the request path. */
-  async depth(pool: PoolName, fresh = false): Promise<number> {
-    const cached = this.depthCache.get(pool);
-    const now = Date.now();
-    if (!fresh && cached && now - cached.at < 250) return cached.depth;
-    const counts = await this.queue(pool).getJobCounts('wait', 'prioritized');
-    const depth = (counts.wait ?? 0) + (counts.prioritized ?? 0);
-    this.depthCache.set(pool, { at: now, depth });
-    return depth;
-  }
-
-  /** Adds one prediction job; refuses with QUEUE_FULL past the pool's depth and SERVICE_UNAVAILABLE when Redis is down. */
+  /**
+   * Adds one prediction job; refuses with QUEUE_FULL once the pool holds `queue.maxDepth`
+   * waiting jobs (exactly, whatever the concurrency and the number of API replicas), and with
+   * SERVICE_UNAVAILABLE when Redis is down.
+   */
   async enqueue(data: PredictionJobData, options: EnqueueOptions): Promise<void> {
+    const q = this.queue(data.pool);
+    const admitting = `${this.prefix}:${data.pool}:admitting`;
     try {
-      if ((await this.depth(data.pool)) >= this.maxDepth) {
-        throw new ServingError('QUEUE_FULL', `the ${data.pool} pool has ${this.maxDepth} jobs waiting; try again later`, { retryAfterSeconds: 1 });
+      const refusedAt = await this.redis.batchlineAdmit(q.keys.wait, q.keys.prioritized, admitting, this.maxDepth, Date.now(), data.id, ADMISSION_TTL_MS);
+      if (refusedAt >= 0) {
+        throw new ServingError('QUEUE_FULL', `the ${data.pool} pool has ${refusedAt} jobs waiting (limit ${this.maxDepth}); try again later`, { retryAfterSeconds: 1 });
       }
       const opts: JobsOptions = {
         jobId: data.id,
@@ -78,7 +99,12 @@ export class PredictionQueues {
         removeOnComplete: true,
         removeOnFail: { age: options.keepSeconds, count: 10_000 },
       };
-      await this.queue(data.pool).add('predict', data, opts);
+      try {
+        await q.add('predict', data, opts);
+      } finally {
+        // Not awaited: until it lands the job counts twice, which only errs on the safe side.
+        this.redis.zrem(admitting, data.id).catch(() => {});
+      }
     } catch (e) {
       throw asServingError(e);
     }

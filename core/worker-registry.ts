@@ -36,6 +36,29 @@ export class WorkerRegistry {
     return this.redis.hlen(this.key);
   }
 
+  /**
+   * Whether a live worker serves `modelKey`, from a view of the registry at most `maxAgeMs`
+   * old. A "no" is checked against a fresh read, so a worker or version that just appeared is
+   * seen at once; a "no" that a fresh read confirmed stands for 250 ms, so a pool without
+   * workers does not cost a read per request.
+   */
+  async serves(modelKey: string, maxAgeMs = 1000): Promise<boolean> {
+    const has = (): boolean => this.view!.entries.some((e) => e.expiresAt > Date.now() && e.models.includes(modelKey));
+    if (this.view && Date.now() - this.view.at < maxAgeMs && has()) return true;
+    const confirmed = this.misses.get(modelKey);
+    if (confirmed !== undefined && Date.now() - confirmed < 250) return false;
+    this.view = { at: Date.now(), entries: await this.alive() };
+    if (has()) {
+      this.misses.delete(modelKey);
+      return true;
+    }
+    this.misses.set(modelKey, Date.now());
+    return false;
+  }
+
+  private view?: { at: number; entries: WorkerEntry[] };
+  private readonly misses = new Map<string, number>();
+
   async alive(): Promise<WorkerEntry[]> {
     const all = await this.redis.hgetall(this.key);
     const now = Date.now();

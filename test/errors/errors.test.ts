@@ -3,11 +3,11 @@
  * never a crash or a hang: 400 bad input, 404 unknown things, 413 too large, 500 inference
  * failure (no stack), 503 + Retry-After when Redis is down, 504 past the deadline.
  */
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
 import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
-import { REPO_MODELS, startApi, uniquePrefix, type RunningApi } from '../support/stack.ts';
+import { REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../support/stack.ts';
 import { cpSync } from 'node:fs';
 import { Queue } from 'bullmq';
 import { join } from 'node:path';
@@ -21,7 +21,7 @@ cpSync(join(REPO_MODELS, 'name-gender'), join(models, 'name-gender'), { recursiv
 cpSync(join(REPO_MODELS, 'mlp-bench'), join(models, 'mlp-bench'), { recursive: true });
 // A model whose config admits any row width while the graph takes 4: wrong widths fail inside onnxruntime.
 addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }] });
-// Only a cpu worker runs: gpu-pool work waits in its queue, which is how a deadline is passed.
+// Only a cpu worker runs throughout; a frozen gpu worker is started where a deadline must pass.
 const opts = { redisUrl, prefix, models, env: { BATCHLINE_MAX_BODY_BYTES: '200000' } };
 const stack = useStack(opts, ['cpu']);
 
@@ -159,6 +159,13 @@ describe('limits, failures and deadlines', () => {
   });
 
   it('504 DEADLINE_EXCEEDED at the deadline, and the job is taken back', async () => {
+    // A gpu worker alive and registered but frozen: the job waits for it past its deadline.
+    const gpu = await startWorker('gpu', opts);
+    gpu.proc.kill('SIGSTOP');
+    onTestFinished(async () => {
+      gpu.proc.kill('SIGCONT');
+      await gpu.stop();
+    });
     const row = Array.from({ length: 512 }, () => 0.1);
     const r = await expectError(gql(stack.api.url, PREDICT, { m: 'mlp-bench', i: { features: row }, t: 300 }), 504, 'DEADLINE_EXCEEDED');
     expect(r.body.errors![0].message).toMatch(/300 ms/);

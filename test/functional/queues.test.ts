@@ -47,6 +47,11 @@ afterAll(async () => {
 describe('priorities', () => {
   it('with the pool saturated, higher-priority work finishes first, and synchronous predict before both', async () => {
     finished.length = 0;
+    // The only worker takes one job at a time. It is frozen while the work queues up: alive and
+    // registered (a synchronous predict is refused at once when no worker serves its model),
+    // but taking nothing until every job is in the queue.
+    const worker = await startWorker('cpu', { ...opts, env: { ...opts.env, BATCHLINE_WORKER_CONCURRENCY: '1', BATCHLINE_WORKER_THREADS: '1' } });
+    worker.proc.kill('SIGSTOP');
     const low: string[] = [];
     const high: string[] = [];
     for (let i = 0; i < 8; i++) {
@@ -54,11 +59,10 @@ describe('priorities', () => {
       high.push(await submit('name-gender', { text: `Highname${i}` }, 10));
     }
     const sync = gql<{ predict: { id: string } }>(api.url, '{ predict(model: "name-gender", input: { text: "Syncname" }) { id } }');
-    // Let the sync job reach the queue before the only worker starts taking one job at a time.
     const cpu = new Queue('cpu', { connection: { url: redisUrl }, prefix });
     await until(async () => (await cpu.getJobCounts('prioritized')).prioritized >= 17, 'all jobs queued');
     await cpu.close();
-    const worker = await startWorker('cpu', { ...opts, env: { ...opts.env, BATCHLINE_WORKER_CONCURRENCY: '1', BATCHLINE_WORKER_THREADS: '1' } });
+    worker.proc.kill('SIGCONT');
     try {
       const syncId = (await sync).body.data!.predict.id;
       await until(() => [...low, ...high].every((id) => finished.includes(id)), 'every job');
@@ -145,28 +149,46 @@ describe('retries and deadlines', () => {
 });
 
 describe('backpressure', () => {
-  it('refuses new work past the queue depth with 503 QUEUE_FULL and Retry-After, never accepting then dropping it', async () => {
-    const small = await startApi({ ...opts, prefix: `${prefix}-bp`, env: { ...opts.env, BATCHLINE_QUEUE_MAX_DEPTH: '3' } });
+  it('holds queue.maxDepth exactly under concurrency across two API replicas: 503 QUEUE_FULL with Retry-After past it, never accepting then dropping', async () => {
+    const bp = { ...opts, prefix: `${prefix}-bp`, env: { ...opts.env, BATCHLINE_QUEUE_MAX_DEPTH: '50' } };
+    const [a, b] = await Promise.all([startApi(bp), startApi(bp)]);
     try {
       const accepted: string[] = [];
-      let refused: Awaited<ReturnType<typeof gql>> | undefined;
-      for (let i = 0; i < 10 && !refused; i++) {
-        // The depth is re-read every 250 ms on the request path.
-        await new Promise((r) => setTimeout(r, 300));
-        const r = await gql<{ submitPrediction: { id: string } }>(small.url, SUBMIT, { m: 'mlp-bench', i: { features: Array.from({ length: 512 }, () => i) } });
-        if (r.body.errors) refused = r;
-        else accepted.push(r.body.data!.submitPrediction.id);
+      const refused: Awaited<ReturnType<typeof gql>>[] = [];
+      let next = 0;
+      // 200 submissions, 16 at a time, alternating replicas; no worker takes any of them.
+      await Promise.all(
+        Array.from({ length: 16 }, async () => {
+          while (next < 200) {
+            const k = next++;
+            const r = await gql<{ submitPrediction: { id: string } }>((k % 2 ? a : b).url, SUBMIT, { m: 'mlp-bench', i: { features: Array.from({ length: 512 }, () => k) } });
+            if (r.body.errors) refused.push(r);
+            else accepted.push(r.body.data!.submitPrediction.id);
+          }
+        }),
+      );
+      expect(accepted).toHaveLength(50);
+      expect(refused).toHaveLength(150);
+      for (const r of refused) {
+        expect(r.status).toBe(503);
+        expect(r.body.errors![0].extensions!.code).toBe('QUEUE_FULL');
+        expect(r.headers.get('retry-after')).toBe('1');
       }
-      expect(accepted).toHaveLength(3);
-      expect(refused!.status).toBe(503);
-      expect(refused!.body.errors![0].extensions!.code).toBe('QUEUE_FULL');
-      expect(refused!.headers.get('retry-after')).toBe('1');
       const queue = new Queue('gpu', { connection: { url: redisUrl }, prefix: `${prefix}-bp` });
-      expect((await queue.getJobCounts('prioritized')).prioritized).toBe(3);
+      expect((await queue.getJobCounts('prioritized')).prioritized).toBe(50);
       await queue.close();
     } finally {
-      await small.close();
+      await Promise.all([a.close(), b.close()]);
       await dropPrefix(redisUrl, `${prefix}-bp`);
     }
+  });
+
+  it('refuses a synchronous predict at once (503 SERVICE_UNAVAILABLE) when no live worker serves its model', async () => {
+    // No gpu worker runs in this file: the old answer was a 504 after the full 30 s deadline.
+    const r = await gql(api.url, 'query($i: PredictionInput!) { predict(model: "mlp-bench", input: $i) { label } }', { i: { features: Array.from({ length: 512 }, () => 0) } });
+    expect(r.status).toBe(503);
+    expect(r.body.errors![0].extensions!.code).toBe('SERVICE_UNAVAILABLE');
+    expect(r.body.errors![0].message).toMatch(/no live worker serves mlp-bench/);
+    expect(r.headers.get('retry-after')).toBe('1');
   });
 });
