@@ -10,6 +10,7 @@
  * validation errors are classified; plain Node loads one.
  */
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
@@ -145,6 +146,24 @@ describe('malformed requests are 4xx, never 500', () => {
     const over = await send(250_000);
     expect(over.status).toBe(413);
     expect(codeOf(JSON.parse(over.body) as Body)).toBe('PAYLOAD_TOO_LARGE');
+  });
+
+  it('after a chunked body over the limit, the 413 says Connection: close and the server ends the connection', async () => {
+    const u = new URL(api.url);
+    const socket = connect(Number(u.port), u.hostname);
+    let data = '';
+    socket.on('data', (d: Buffer) => (data += d.toString('latin1')));
+    socket.on('error', () => {});
+    const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    socket.write(`POST ${u.pathname} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n`);
+    const chunk = `{"query":"{ __typename }","variables":{"pad":"${'x'.repeat(16_000)}`;
+    // Over the 200 KB limit, and never finished: a client still uploading when the 413 comes.
+    for (let i = 0; i < 16; i++) socket.write(`${Buffer.byteLength(chunk).toString(16)}\r\n${chunk}\r\n`);
+    await ended;
+    expect(data).toMatch(/^HTTP\/1\.1 413/);
+    expect(data.toLowerCase()).toContain('connection: close');
+    expect(data).toContain('PAYLOAD_TOO_LARGE');
   });
 
   it('GET and form parameters that are not JSON: 400 BAD_USER_INPUT', async () => {
