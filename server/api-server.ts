@@ -26,6 +26,7 @@ import { resolvers, type RequestContext } from '../resolvers/index.ts';
 import { maskError, useClientErrorStatus } from './errors.ts';
 import { ANONYMOUS, createAuthenticator, useApiKeyAuth, wsAuthenticate, type AuthServerContext } from './auth.ts';
 import { useArmor, useRequestParseErrors } from './armor.ts';
+import { parseCache } from './parse-cache.ts';
 import { useRateLimit, wsRateLimit } from './rate-limit.ts';
 import { RateLimiter } from '../core/rate-limiter.ts';
 import { ServingError } from '../core/errors.ts';
@@ -113,6 +114,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   const yoga = createYoga<{ req?: IncomingMessage } & AuthServerContext, RequestContext>({
     schema: createSchema({ typeDefs, resolvers }),
     graphqlEndpoint: '/graphql',
+    parserAndValidationCache: parseCache(),
     // Off: the check in front of yoga bounds Content-Length, useRequestParseErrors counts chunked bodies.
     maxRequestBodySize: false,
     graphiql: config.http.graphiql ? { subscriptionsProtocol: 'WS' } : false,
