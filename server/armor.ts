@@ -24,6 +24,8 @@
  */
 import type { ServerResponse } from 'node:http';
 import { EnvelopArmorPlugin } from '@escape.tech/graphql-armor';
+import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
+import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
 import { GraphQLError, type ValidationContext } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { BatchlineConfig } from '../core/config.ts';
@@ -31,6 +33,17 @@ import { ServingError } from '../core/errors.ts';
 
 /** Most directives in one operation (graphql-armor's default). */
 const MAX_DIRECTIVES = 50;
+
+/**
+ * Introspection (`__schema`) has bounds of its own: graphql-js's standard introspection query,
+ * which GraphiQL and codegen tools send, nests 15 fields deep and costs about 87,500 by
+ * armor's cost formula, so the general limits (8 and 5,000 by default) would refuse it; a
+ * hostile one nests far deeper (34 levels answered 200 when introspection skipped the limits)
+ * and costs more than 1.5^depth. Operations are held to the larger of these and the general
+ * limits, on top of the general limits applied outside `__schema`.
+ */
+export const INTROSPECTION_MAX_DEPTH = 15;
+export const INTROSPECTION_MAX_COST = 150_000;
 
 /** Gives an armor rejection our code and status, and drops armor's "Syntax Error: " prefix. */
 function relabel(err: GraphQLError): GraphQLError {
@@ -96,10 +109,15 @@ export function useArmor(limits: BatchlineConfig['limits']): Plugin {
     maxDirectives: { enabled: true, n: MAX_DIRECTIVES, ...report },
     maxTokens: { enabled: true, n: limits.maxTokens, propagateOnRejection: true, onReject: [(_ctx: ValidationContext | null, err: GraphQLError) => void relabel(err)] },
   }) as Plugin;
+  const introspectionBounds = [
+    maxDepthRule({ n: Math.max(limits.maxDepth, INTROSPECTION_MAX_DEPTH), ignoreIntrospection: false, flattenFragments: true, ...report }),
+    costLimitRule({ maxCost: Math.max(limits.maxCost, INTROSPECTION_MAX_COST), ignoreIntrospection: false, ...report }),
+  ];
   return {
     // The guard goes after armor's plugins, so it wraps armor's token-counting parser.
     onPluginInit({ addPlugin }) {
       addPlugin(armor);
+      addPlugin({ onValidate: ({ addValidationRule }) => introspectionBounds.forEach((rule) => addValidationRule(rule)) });
       addPlugin(documentGuard);
     },
   };

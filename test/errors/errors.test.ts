@@ -10,6 +10,7 @@ import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts
 import { REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../support/stack.ts';
 import { cpSync } from 'node:fs';
 import { Queue } from 'bullmq';
+import { getIntrospectionQuery } from 'graphql';
 import { join } from 'node:path';
 import { useStack } from '../support/use-stack.ts';
 import { until } from '../support/wait.ts';
@@ -108,6 +109,16 @@ describe('a model output that is NaN or infinite is a coded error, never a numbe
     const polled = await gql(stack.api.url, '{ prediction(id: "' + id + '") { status result { score outputs { data } } error { code message } } }');
     expect(polled.status).toBe(200);
     expect(polled.body.data).toMatchObject({ prediction: { status: 'FAILED', result: null, error: { code: 'NON_FINITE_OUTPUT' } } });
+  });
+});
+
+describe('introspection under the default limits', () => {
+  it('the standard introspection query (GraphiQL, codegen) is answered; nesting it deeper is refused', async () => {
+    const r = await gql<{ __schema: { types: unknown[] } }>(stack.api.url, getIntrospectionQuery({ inputValueDeprecation: true, schemaDescription: true, specifiedByUrl: true, directiveIsRepeatable: true }));
+    expect(r.status).toBe(200);
+    expect(r.body.data!.__schema.types.length).toBeGreaterThan(10);
+    const deeper = `{ __schema { types { fields { type { ${'ofType { '.repeat(30)}name${' }'.repeat(30)} } } } } }`;
+    await expectError(gql(stack.api.url, deeper), 400, 'GRAPHQL_VALIDATION_FAILED', /Query depth limit of 15 exceeded, found 35/);
   });
 });
 

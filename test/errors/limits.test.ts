@@ -112,11 +112,17 @@ describe('query limits over HTTP', () => {
     expect(await sse.text()).toMatch(/GRAPHQL_VALIDATION_FAILED/);
   });
 
-  it('introspection is not limited by depth or cost (GraphiQL works)', async () => {
-    const deep = '{ __schema { types { name fields { name type { name ofType { name ofType { name } } } } } } }';
-    const r = await gql<{ __schema: { types: unknown[] } }>(api.url, deep);
+  it('introspection has depth and cost bounds of its own: what tools send passes, a deeper one is refused', async () => {
+    // Deeper than this file's maxDepth of 3, well within introspection's 15.
+    const usual = '{ __schema { types { name fields { name type { name ofType { name ofType { name } } } } } } }';
+    const r = await gql<{ __schema: { types: unknown[] } }>(api.url, usual);
     expect(r.status).toBe(200);
     expect(r.body.data!.__schema.types.length).toBeGreaterThan(10);
+    const hostile = `{ __schema { types { fields { type { ${'ofType { '.repeat(30)}name${' }'.repeat(30)} } } } } }`;
+    const refused = await gql(api.url, hostile);
+    expect(refused.status).toBe(400);
+    expect(codeOf(refused.body)).toBe('GRAPHQL_VALIDATION_FAILED');
+    expect(refused.body.errors![0].message).toBe('Query depth limit of 15 exceeded, found 35.');
   });
 
   it('field suggestions are hidden', async () => {
