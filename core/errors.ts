@@ -12,6 +12,7 @@ export const ERROR_CODES = {
   MODEL_VERSION_NOT_FOUND: { status: 404, retryable: false, message: 'Unknown model version' },
   PREDICTION_NOT_FOUND: { status: 404, retryable: false, message: 'Unknown prediction id' },
   PAYLOAD_TOO_LARGE: { status: 413, retryable: false, message: 'Request too large' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, retryable: false, message: 'Send GraphQL as application/json (or a GET with query parameters)' },
   RATE_LIMITED: { status: 429, retryable: true, message: 'Too many requests' },
   CANCELLED: { status: 409, retryable: false, message: 'Prediction cancelled' },
   NOT_CANCELLABLE: { status: 409, retryable: false, message: 'The prediction has already started or finished' },

@@ -23,7 +23,7 @@ import { createRedis, keyspace, whenReady } from '../core/redis.ts';
 import { createMetrics } from '../core/metrics.ts';
 import type { Logger } from '../core/logger.ts';
 import { resolvers, type RequestContext } from '../resolvers/index.ts';
-import { maskError, useClientErrorStatus } from './errors.ts';
+import { maskError, useClientErrorStatus, useStreamFieldErrors } from './errors.ts';
 import { ANONYMOUS, createAuthenticator, useApiKeyAuth, wsAuthenticate, type AuthServerContext } from './auth.ts';
 import { useArmor, useRequestParseErrors } from './armor.ts';
 import { parseCache } from './parse-cache.ts';
@@ -136,6 +136,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     plugins: [
       metricsPlugin,
       useClientErrorStatus(),
+      useStreamFieldErrors(),
       useReadinessCheck({ endpoint: '/ready', check: () => service.ready() }),
       ...(config.http.introspection ? [] : [introspectionPlugin]),
       useApiKeyAuth(auth),

@@ -153,7 +153,8 @@ export function useRequestParseErrors(maxBytes: number): Plugin {
   };
   return {
     onRequestParse({ request, requestParser, setRequestParser, fetchAPI, serverContext }) {
-      if (!requestParser) return;
+      // No parser for this content type: yoga's own 415 has an empty body and no code.
+      if (!requestParser) throw new ServingError('UNSUPPORTED_MEDIA_TYPE', `content type '${request.headers.get('content-type') ?? ''}' is not GraphQL; send application/json (or a GET with query parameters)`);
       const parse = requestParser;
       const counted = request.headers.get('content-length') == null && request.body != null;
       setRequestParser(async (request) => {

@@ -100,3 +100,30 @@ export function useClientErrorStatus(): Plugin {
     },
   };
 }
+
+/**
+ * Over SSE, an error raised while a subscription is set up (a field error: it has a path)
+ * travels in the stream with status 200, as graphql-sse's protocol expects: its client treats
+ * any other status as a network failure and never reads the body, so PREDICTION_NOT_FOUND
+ * reached it as a bare 404. Errors that ask the client to retry (`Retry-After`: 503, 429)
+ * keep their status, which is what the client's retry logic reads. Request errors (parse,
+ * validation, auth) have no path and keep theirs.
+ */
+export function useStreamFieldErrors(): Plugin {
+  return {
+    onResultProcess({ request, result, setResult }) {
+      if (!request.headers.get('accept')?.includes('text/event-stream')) return;
+      if (Array.isArray(result) || !('errors' in result) || !result.errors?.length) return;
+      const inStream = (e: GraphQLError): boolean => e.path !== undefined && e.extensions?.retryAfter === undefined && e.extensions?.http !== undefined;
+      if (!result.errors.some(inStream)) return;
+      setResult({
+        ...result,
+        errors: result.errors.map((e) => {
+          if (!inStream(e)) return e;
+          const { status: _status, ...http } = e.extensions.http as { status?: number };
+          return new GraphQLError(e.message, { nodes: e.nodes, source: e.source, positions: e.positions, path: e.path, originalError: e.originalError, extensions: { ...e.extensions, http } });
+        }),
+      });
+    },
+  };
+}

@@ -11,6 +11,7 @@ import { REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } fro
 import { cpSync } from 'node:fs';
 import { Queue } from 'bullmq';
 import { getIntrospectionQuery } from 'graphql';
+import { createClient as createSseClient } from 'graphql-sse';
 import { join } from 'node:path';
 import { useStack } from '../support/use-stack.ts';
 import { until } from '../support/wait.ts';
@@ -84,6 +85,14 @@ describe('400 BAD_USER_INPUT names the field and what was expected', () => {
     await expectError(gql(stack.api.url, 'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }, priority: 11) { id } }'), 400, 'BAD_USER_INPUT', /priority/);
   });
 
+  it('a body that is not GraphQL (text/plain) is 415 with a coded error, not an empty body', async () => {
+    const res = await fetch(stack.api.url, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{"query":"{ __typename }"}' });
+    expect(res.status).toBe(415);
+    const body = (await res.json()) as { errors: { message: string; extensions: { code: string } }[] };
+    expect(body.errors[0].extensions.code).toBe('UNSUPPORTED_MEDIA_TYPE');
+    expect(body.errors[0].message).toMatch(/text\/plain.*application\/json/);
+  });
+
   it('malformed JSON and unknown fields answer 400', async () => {
     const res = await fetch(stack.api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": "{ predict(' });
     expect(res.status).toBe(400);
@@ -126,6 +135,19 @@ describe('404 for unknown things', () => {
   it('unknown model', () => expectError(gql(stack.api.url, PREDICT, { m: 'nope', i: { text: 'x' } }), 404, 'MODEL_NOT_FOUND'));
   it('unknown version', () => expectError(gql(stack.api.url, PREDICT, { m: 'name-gender', v: '99', i: { text: 'Ann' } }), 404, 'MODEL_VERSION_NOT_FOUND'));
   it('unknown prediction id, polled', () => expectError(gql(stack.api.url, '{ prediction(id: "no-such-id") { status } }'), 404, 'PREDICTION_NOT_FOUND'));
+  it('unknown prediction id over graphql-sse’s own client: it reads PREDICTION_NOT_FOUND (a 404 status made it a network error)', async () => {
+    const client = createSseClient({ url: stack.api.url, retryAttempts: 0 });
+    try {
+      const got = await new Promise<unknown>((resolve) => {
+        const seen: unknown[] = [];
+        client.subscribe({ query: 'subscription { predictionResult(id: "no-such-id") { status } }' }, { next: (v) => void seen.push(v), error: (e) => resolve({ error: String(e) }), complete: () => resolve(seen) });
+      });
+      expect(got).toMatchObject([{ errors: [{ extensions: { code: 'PREDICTION_NOT_FOUND' } }] }]);
+    } finally {
+      client.dispose();
+    }
+  });
+
   it('unknown prediction id, subscribed over SSE and WebSocket', async () => {
     const sse = await sseCollect(stack.api.url, 'subscription { predictionResult(id: "no-such-id") { status } }', {});
     expect(sse.events[0].errors![0].extensions!.code).toBe('PREDICTION_NOT_FOUND');

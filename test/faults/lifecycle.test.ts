@@ -81,7 +81,7 @@ describe('SIGTERM on a worker', () => {
 describe('SIGTERM on the API', () => {
   const redisUrl = inject('redisUrl');
   const prefix = uniquePrefix('sigterm-a');
-  // A long drain: the in-flight predict below waits for a worker started after the SIGTERM.
+  // A long drain: the in-flight predict below waits for a worker thawed after the SIGTERM.
   const opts = { redisUrl, prefix, env: { BATCHLINE_MAINTENANCE: 'false', BATCHLINE_HOST: '127.0.0.1', BATCHLINE_DRAIN_MS: '30000' } };
 
   afterAll(() => dropPrefix(redisUrl, prefix));
@@ -97,7 +97,9 @@ describe('SIGTERM on the API', () => {
       (events) => ({ events, error: undefined as unknown }),
       (error: unknown) => ({ events: [], error }),
     );
-    // A synchronous predict waits: no gpu worker runs yet.
+    // A synchronous predict waits: the only gpu worker is frozen (alive and registered, taking nothing).
+    const worker = await startWorker('gpu', opts);
+    worker.proc.kill('SIGSTOP');
     const inflight = gql<{ predict: { label: string } }>(url, '{ predict(model: "mlp-bench", input: { features: [' + Array(512).fill(0.5).join(',') + '] }) { label } }');
     const redis = new Redis(redisUrl);
     await until(async () => (await redis.pubsub('NUMSUB', `${prefix}:result:${a}`))[1] === 1 && (await redis.pubsub('NUMSUB', `${prefix}:result:${b}`))[1] === 1, 'both subscriptions');
@@ -108,7 +110,9 @@ describe('SIGTERM on the API', () => {
     await gpu.close();
 
     const exited = apiProc.stop();
-    const worker = await startWorker('gpu', opts);
+    // Thawed once the API is shutting down, so the subscribers' results cannot beat their ending.
+    await until(() => apiProc.output().includes('"msg":"shutting down"'), 'the API to begin shutting down');
+    worker.proc.kill('SIGCONT');
     try {
       const answered = await inflight;
       expect(answered.status).toBe(200);
