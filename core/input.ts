@@ -153,13 +153,15 @@ export function normalizeInput(input: PredictionInput, config: ModelConfig, maxR
     throw badInput('input', given.length === 0 ? 'give one of text, texts, features, instances or tensors' : `give only one of ${given.join(', ')}`);
   }
   const limit = Math.min(maxRows, config.maxRowsPerRequest);
+  const tooMany = (field: string, got: number) =>
+    badInput(field, `at most ${limit} rows per request, got ${got} (the model's maxRowsPerRequest is ${config.maxRowsPerRequest}, the server's predict.maxRows is ${maxRows})`);
   const form = given[0];
 
   if (form === 'text' || form === 'texts') {
     const texts = form === 'text' ? [input.text as string] : (input.texts as string[]);
     if (!config.preprocessing) throw badInput(`input.${form}`, `model '${config.name}' takes no text; send features, instances or tensors`);
     if (texts.length === 0) throw badInput('input.texts', 'expected at least one text');
-    if (texts.length > limit) throw badInput('input.texts', `at most ${limit} rows per request, got ${texts.length}`);
+    if (texts.length > limit) throw tooMany('input.texts', texts.length);
     const maxLength = config.preprocessing.maxLength ?? 256;
     texts.forEach((t, i) => {
       const at = form === 'text' ? 'input.text' : `input.texts[${i}]`;
@@ -174,7 +176,7 @@ export function normalizeInput(input: PredictionInput, config: ModelConfig, maxR
     const spec = config.inputs[0];
     const rows = form === 'features' ? [input.features as number[]] : (input.instances as number[][]);
     if (rows.length === 0) throw badInput('input.instances', 'expected at least one row');
-    if (rows.length > limit) throw badInput(`input.${form}`, `at most ${limit} rows per request, got ${rows.length}`);
+    if (rows.length > limit) throw tooMany(`input.${form}`, rows.length);
     const width = rowWidth(spec.shape);
     if (spec.shape.slice(1).some((d) => d === -1)) throw badInput(`input.${form}`, `input '${spec.name}' has dynamic inner dimensions; send tensors with a shape`);
     const data: number[] = [];
@@ -214,6 +216,6 @@ export function normalizeInput(input: PredictionInput, config: ModelConfig, maxR
   });
   const missing = config.inputs.filter((s) => !seen.has(s.name)).map((s) => s.name);
   if (missing.length) throw badInput('input.tensors', `missing input(s) ${missing.join(', ')}`);
-  if (batch > limit) throw badInput('input.tensors', `at most ${limit} rows per request, got ${batch}`);
+  if (batch > limit) throw tooMany('input.tensors', batch);
   return { input: { kind: 'tensors', tensors: out }, rows: batch };
 }

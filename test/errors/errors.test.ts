@@ -54,7 +54,7 @@ describe('400 BAD_USER_INPUT names the field and what was expected', () => {
     ['no input form', { m: 'name-gender', i: {} }, /give one of/],
     ['two input forms', { m: 'name-gender', i: { text: 'Ann', texts: ['Bob'] } }, /give only one of text, texts/],
     ['text to a tensor model', { m: 'mlp-bench', i: { text: 'hello' } }, /takes no text/],
-    ['too many rows', { m: 'name-gender', i: { texts: Array.from({ length: 300 }, () => 'Ann') } }, /at most 256 rows per request, got 300/],
+    ['too many rows', { m: 'name-gender', i: { texts: Array.from({ length: 300 }, () => 'Ann') } }, /at most 256 rows per request, got 300 \(the model's maxRowsPerRequest is 256, the server's predict\.maxRows is 1024\)/],
     ['text too long', { m: 'name-gender', i: { text: 'x'.repeat(65) } }, /at most 64 characters/],
     ['bad timeout', { m: 'name-gender', i: { text: 'Ann' }, t: -5 }, /timeoutMs: expected a positive integer/],
     ['a value beyond FP32 in features', { m: 'name-gender', i: { features: [1e39, ...Array.from({ length: 1023 }, () => 0)] } }, /input\.features\[0\]: 1e\+39 is outside the range of FP32/],
