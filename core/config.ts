@@ -125,6 +125,11 @@ export interface BatchlineConfig {
     file: string;
     /** Days of rotated log files kept. @defaultValue 7 */
     retentionDays: number;
+    /**
+     * The API's line per request (operation, model, status, code, ms, request id) at `info`:
+     * `all`, `errors` (status 400 and above) or `off`. @defaultValue 'all'
+     */
+    requests: 'all' | 'errors' | 'off';
   };
 }
 
@@ -140,7 +145,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   maintenance: { enabled: true, pollModels: '*/10 * * * * *', housekeeping: '0 */5 * * * *', driftMonitor: '0 * * * * *', driftWindowMinutes: 60, driftMinSamples: 200, driftAlpha: 0.01 },
   auth: { enabled: false, keys: '', header: 'x-api-key' },
   limits: { maxDepth: 8, maxAliases: 15, maxTokens: 5000, maxCost: 5000, rateLimitPerSecond: 0, rateLimitBurst: 50, rateLimitTimeoutMs: 250 },
-  log: { level: 'info', file: '', retentionDays: 7 },
+  log: { level: 'info', file: '', retentionDays: 7, requests: 'all' },
 };
 
 /** Environment variables and the config path each sets. */
@@ -188,6 +193,7 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_LOG_LEVEL: 'log.level',
   BATCHLINE_LOG_FILE: 'log.file',
   BATCHLINE_LOG_RETENTION_DAYS: 'log.retentionDays',
+  BATCHLINE_LOG_REQUESTS: 'log.requests',
 };
 
 type Tree = Record<string, unknown>;
@@ -261,6 +267,12 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   const config = tree as unknown as BatchlineConfig;
   if (!['auto', 'cpu', 'cuda'].includes(config.workers.executionProvider)) {
     throw new Error(`config: 'workers.executionProvider' must be auto, cpu or cuda`);
+  }
+  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(config.log.level)) {
+    throw new Error(`config: 'log.level' must be trace, debug, info, warn, error, fatal or silent, got '${config.log.level}'`);
+  }
+  if (!['all', 'errors', 'off'].includes(config.log.requests)) {
+    throw new Error(`config: 'log.requests' must be all, errors or off, got '${config.log.requests}'`);
   }
   return config;
 }

@@ -4,7 +4,6 @@
  * /metrics. Everything about predictions is delegated to PredictionService.
  */
 import { createServer, type Server, type IncomingMessage } from 'node:http';
-import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { createSchema, createYoga, useReadinessCheck, type Plugin } from 'graphql-yoga';
@@ -21,7 +20,8 @@ import { PredictionService } from '../core/prediction-service.ts';
 import { WorkerRegistry } from '../core/worker-registry.ts';
 import { createRedis, keyspace, whenReady } from '../core/redis.ts';
 import { createMetrics } from '../core/metrics.ts';
-import type { Logger } from '../core/logger.ts';
+import { requestScope, type Logger } from '../core/logger.ts';
+import { logWhenFinished, requestIdOf, useRequestLog, wsRequestLog } from './use-request-log.ts';
 import { resolvers, type RequestContext } from '../resolvers/index.ts';
 import { maskError, useClientErrorStatus, useStreamFieldErrors } from './errors.ts';
 import { ANONYMOUS, createAuthenticator, useApiKeyAuth, wsAuthenticate, type AuthServerContext } from './auth.ts';
@@ -41,13 +41,6 @@ export interface ApiServer {
   listen(port?: number, host?: string): Promise<number>;
   /** Stops accepting, answers what is in flight, closes subscribers, then disconnects. */
   close(): Promise<void>;
-}
-
-function requestIdOf(headers: Headers | IncomingMessage['headers'] | undefined): string {
-  // yoga's Request may carry a Headers ponyfill, not the global class: test for the method.
-  const raw = typeof (headers as Headers | undefined)?.get === 'function' ? (headers as Headers).get('x-request-id') : (headers as IncomingMessage['headers'] | undefined)?.['x-request-id'];
-  const id = Array.isArray(raw) ? raw[0] : raw;
-  return id && /^[\w.:-]{1,128}$/.test(id) ? id : randomUUID();
 }
 
 /** A GraphQL error as a WebSocket client gets it: the HTTP status and headers left out. */
@@ -131,12 +124,13 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
       // Set by useApiKeyAuth (HTTP) or at connection (WebSocket); never missing when auth is on.
       const who = principal ?? (auth.enabled ? undefined : ANONYMOUS);
       if (!who) throw new ServingError('UNAUTHENTICATED');
-      return { service, maintenance: control?.maintenance, requestId: requestIdOf(request?.headers ?? req?.headers), principal: who };
+      return { service, maintenance: control?.maintenance, requestId: requestScope.getStore()?.requestId ?? requestIdOf(request?.headers ?? req?.headers), principal: who };
     },
     plugins: [
       metricsPlugin,
       useClientErrorStatus(),
       useStreamFieldErrors(),
+      useRequestLog(),
       useReadinessCheck({ endpoint: '/ready', check: () => service.ready() }),
       ...(config.http.introspection ? [] : [introspectionPlugin]),
       useApiKeyAuth(auth),
@@ -147,26 +141,41 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   });
 
   const http = createServer((req, res) => {
+    // Every answer names its request, and every line logged while serving it does too.
+    const scope = { requestId: requestIdOf(req.headers) };
+    res.setHeader('x-request-id', scope.requestId);
+    logWhenFinished(logger, config.log.requests, scope, req, res);
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > config.http.maxBodyBytes) {
+      Object.assign(scope, { code: 'PAYLOAD_TOO_LARGE' });
       res.writeHead(413, { 'content-type': 'application/json', connection: 'close' });
       res.end(JSON.stringify({ errors: [{ message: `request body over ${config.http.maxBodyBytes} bytes`, extensions: { code: 'PAYLOAD_TOO_LARGE' } }] }));
       req.resume();
       return;
     }
-    void yoga(req, res);
+    requestScope.run(scope, () => void yoga(req, res));
   });
 
   const wss = new WebSocketServer({ server: http, path: yoga.graphqlEndpoint, maxPayload: config.http.maxBodyBytes });
+  const wsLog = wsRequestLog(logger, config.log.requests);
   const ws = useServer<Record<string, unknown> | undefined, AuthServerContext>(
     {
       onConnect: (ctx) => wsAuthenticate(auth, ctx),
       // `extensions.http` tells yoga which HTTP status to answer; a WebSocket has none to set.
-      onNext: (_ctx, _id, _payload, _args, result) => (result.errors ? { ...result, errors: result.errors.map(withoutHttp) } : undefined),
-      onError: (_ctx, _id, _payload, errors) => errors.map(withoutHttp),
+      onNext: (ctx, id, _payload, _args, result) => {
+        if (!result.errors) return undefined;
+        wsLog.errors(ctx, id, result.errors);
+        return { ...result, errors: result.errors.map(withoutHttp) };
+      },
+      onError: (ctx, id, _payload, errors) => {
+        const formatted = errors.map(withoutHttp);
+        wsLog.end(ctx, id, formatted[0]?.extensions?.code as string | undefined);
+        return formatted;
+      },
+      onComplete: (ctx, id) => wsLog.end(ctx, id),
       execute: (args) => (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
       subscribe: (args) => (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),
-      onSubscribe: async (ctx, _id, params) => {
+      onSubscribe: async (ctx, id, params) => {
         const refused = await wsRateLimit(limiter, ctx.extra.principal, ctx.extra.request);
         if (refused) return refused;
         const { principal } = ctx.extra;
@@ -175,8 +184,10 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
         try {
           document = parse(params.query);
         } catch (e) {
+          wsLog.begin(ctx, id, ctx.extra.request, undefined, params.operationName, params.variables);
           return [e as import('graphql').GraphQLError];
         }
+        const scope = wsLog.begin(ctx, id, ctx.extra.request, document, params.operationName, params.variables);
         const errors = validate(schema, document);
         if (errors.length) return errors;
         return {
@@ -184,7 +195,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
           operationName: params.operationName,
           document,
           variableValues: params.variables,
-          contextValue: await contextFactory({ req: ctx.extra.request, principal } as never),
+          contextValue: await requestScope.run(scope, () => contextFactory({ req: ctx.extra.request, principal } as never)),
           rootValue: { execute, subscribe },
         };
       },
