@@ -6,6 +6,7 @@
  * the message arrives after.
  */
 import type { Redis } from 'ioredis';
+import { isRedisUnavailable } from './errors.ts';
 import type { Keyspace } from './redis.ts';
 import type { PredictionRecord } from './prediction.ts';
 
@@ -55,6 +56,24 @@ export class ResultStore {
     const json = JSON.stringify(record);
     const written = await (this.redis as FinishingRedis).batchlineFinishOnce(this.keys.prediction(record.id), this.keys.resultChannel(record.id), json, this.ttlSeconds, replyTo ?? '');
     return written === 1;
+  }
+
+  /**
+   * `finish`, tried again while Redis is unreachable (backing off to 2 s): a worker that
+   * computed a result during an outage keeps it and writes it once Redis is back, instead of
+   * counting the outage as the model's failure and spending a retry on it. Stops trying when
+   * `giveUp()` says so (the worker is stopping), and on any other error.
+   */
+  async finishDurably(record: PredictionRecord, replyTo: string | undefined, options: { giveUp: () => boolean; onRetry?: (e: Error) => void }): Promise<boolean> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.finish(record, replyTo);
+      } catch (e) {
+        if (!isRedisUnavailable(e) || options.giveUp()) throw e;
+        if (attempt === 0) options.onRetry?.(e as Error);
+        await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt)));
+      }
+    }
   }
 
   async get(id: string): Promise<PredictionRecord | undefined> {

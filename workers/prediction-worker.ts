@@ -247,7 +247,11 @@ export class PredictionWorker {
         batchRows: outcome.batchRows,
       };
       // A job run again after a crash may already be answered: finish() then writes nothing.
-      if (!(await this.store.finish({ ...base, status: 'COMPLETED', finishedAt, result }, data.replyTo))) log.info('already answered; not answering again');
+      const written = await this.store.finishDurably({ ...base, status: 'COMPLETED', finishedAt, result }, data.replyTo, {
+        giveUp: () => this.stopping,
+        onRetry: (e) => log.warn({ err: e.message }, 'Redis unreachable: holding the result and writing it again until Redis is back'),
+      });
+      if (!written) log.info('already answered; not answering again');
       this.metrics.jobs.inc({ model: data.model, outcome: 'ok' });
       if (model.config.task === 'classification') this.drift?.add(key, result.predictions.map((p) => p.label));
       this.metrics.latency.observe({ model: data.model, phase: 'queue' }, result.timings.queueMs / 1000);
@@ -272,7 +276,7 @@ export class PredictionWorker {
   private async fail(base: PredictionRecord, err: ServingError, replyTo?: string): Promise<void> {
     // The client sees the code and a message, never a stack.
     const safe = err.code === 'INFERENCE_FAILED' ? new ServingError('INFERENCE_FAILED', 'the model failed to run on this input') : err;
-    await this.store.finish({ ...base, status: 'FAILED', finishedAt: Date.now(), error: safe.toJSON() }, replyTo);
+    await this.store.finishDurably({ ...base, status: 'FAILED', finishedAt: Date.now(), error: safe.toJSON() }, replyTo, { giveUp: () => this.stopping });
   }
 
   /** Stops taking work, finishes what it holds (bounded by `shutdownTimeoutMs`), and releases everything. */

@@ -13,6 +13,7 @@ import { ResultFeed } from '../../core/result-feed.ts';
 import { ResultStore } from '../../core/result-store.ts';
 import type { PredictionRecord } from '../../core/prediction.ts';
 import { dropPrefix, uniquePrefix } from '../support/stack.ts';
+import { startPrivateRedis } from '../support/redis-server.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('feed');
@@ -86,5 +87,44 @@ describe('ResultFeed at shutdown', () => {
     await expect(nextOrHang(it)).resolves.toMatchObject({ done: false, value: { id: rec.id, status: 'COMPLETED' } });
     await expect(it.next()).resolves.toMatchObject({ done: true });
     await closed;
+  });
+});
+
+describe('a worker’s result during a Redis outage', () => {
+  it('is kept and written once Redis is back, not lost or turned into a failure', async () => {
+    const own = await startPrivateRedis();
+    const conn = createRedis(own.url, 'producer');
+    try {
+      await whenReady(conn);
+      const ownStore = new ResultStore(conn, keys, 60);
+      const record: PredictionRecord = { ...queued(), status: 'COMPLETED', finishedAt: Date.now() };
+      await own.stop(true);
+      let retried = 0;
+      const writing = ownStore.finishDurably(record, undefined, { giveUp: () => false, onRetry: () => void retried++ });
+      // The plain write fails at once, as it did for the worker (which then spent a retry).
+      await expect(ownStore.finish(record)).rejects.toThrow();
+      await own.start();
+      expect(await writing).toBe(true);
+      expect(retried).toBe(1);
+      expect((await ownStore.get(record.id))?.status).toBe('COMPLETED');
+    } finally {
+      conn.disconnect();
+      await own.stop();
+    }
+  });
+
+  it('stops trying when the worker gives up (it is stopping)', async () => {
+    const own = await startPrivateRedis();
+    const conn = createRedis(own.url, 'producer');
+    try {
+      await whenReady(conn);
+      await own.stop(true);
+      let stopping = false;
+      const writing = new ResultStore(conn, keys, 60).finishDurably({ ...queued(), status: 'COMPLETED' }, undefined, { giveUp: () => stopping });
+      stopping = true;
+      await expect(writing).rejects.toThrow();
+    } finally {
+      conn.disconnect();
+    }
   });
 });
