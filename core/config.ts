@@ -72,7 +72,7 @@ export interface BatchlineConfig {
     executionProvider: 'auto' | 'cpu' | 'cuda';
     /** How long a stopping worker waits for work in hand. @defaultValue 20000 */
     shutdownTimeoutMs: number;
-    /** BullMQ job lock; a worker that dies loses its jobs to another after about this long. @defaultValue 30000 */
+    /** BullMQ job lock, renewed every half of it; jobs of a worker that died run again within about 1.5x this. @defaultValue 10000 */
     lockDurationMs: number;
   };
   maintenance: {
@@ -141,7 +141,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   predict: { timeoutMs: 30_000, maxRows: 1024 },
   cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
   queue: { maxDepth: 10_000 },
-  workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000, lockDurationMs: 30_000 },
+  workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000, lockDurationMs: 10_000 },
   maintenance: { enabled: true, pollModels: '*/10 * * * * *', housekeeping: '0 */5 * * * *', driftMonitor: '0 * * * * *', driftWindowMinutes: 60, driftMinSamples: 200, driftAlpha: 0.01 },
   auth: { enabled: false, keys: '', header: 'x-api-key' },
   limits: { maxDepth: 8, maxAliases: 15, maxTokens: 5000, maxCost: 5000, rateLimitPerSecond: 0, rateLimitBurst: 50, rateLimitTimeoutMs: 250 },
