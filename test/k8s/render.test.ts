@@ -71,7 +71,7 @@ describe('k8s render', () => {
     const config = loadConfig({ file: join(dir, 'batchline.yaml'), env: { BATCHLINE_REDIS_URL: 'redis://r:6379', BATCHLINE_WORKER_THREADS: '4' } });
     expect(config.redis).toEqual({ url: 'redis://r:6379', prefix: 'batchline' });
     expect(config.models.repository).toBe('/app/models');
-    expect(config.log).toEqual({ level: 'info', file: '', retentionDays: 14 });
+    expect(config.log).toEqual({ level: 'info', file: '', retentionDays: 14, requests: 'all' });
     expect(config.workers.threads).toBe(4);
     expect(config.http.graphiql).toBe(false);
   });
