@@ -37,6 +37,13 @@ export function createMetrics(role: 'api' | 'worker') {
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
       registers: [registry],
     }),
+    edgeBatchRows: new Histogram({
+      name: 'batchline_edge_batch_rows',
+      help: 'Rows per job the API sent for synchronous requests (its edge batches), by model and why it was sent',
+      labelNames: ['model', 'reason'] as const,
+      buckets: [1, 2, 4, 8, 16, 32, 64],
+      registers: [registry],
+    }),
     batchLatency: new Histogram({
       name: 'batchline_batch_inference_seconds',
       help: 'Time of one batched inference',

@@ -4,14 +4,12 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { ServingError, asServingError, fromSerialized } from './errors.ts';
+import { ServingError, asServingError } from './errors.ts';
 import type { BatchlineConfig } from './config.ts';
 import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from './input.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from './model-repository.ts';
 import { DriftCounter, readDriftReport, type DriftReport } from './drift.ts';
-import { Batcher } from './batching/batcher.ts';
-import { rowPredictions } from './runtime/postprocess.ts';
-import type { RunResult } from './runtime/inference-pool.ts';
+import { EdgeBatcher, type EdgeBatch, type EdgeJob, type EdgeLimits } from './edge-batcher.ts';
 import type { Keyspace } from './redis.ts';
 import type { PredictionQueues } from './queues.ts';
 import { SYNC_PRIORITY, bullPriority } from './queues.ts';
@@ -21,7 +19,7 @@ import { PredictionCache, cacheKey } from './prediction-cache.ts';
 import type { Metrics } from './metrics.ts';
 import type { Logger } from './logger.ts';
 import type { WorkerRegistry } from './worker-registry.ts';
-import type { PredictionRecord, PredictionResult, PredictionJobData } from './prediction.ts';
+import { accepted, cancelled, completed, failed, modelKey, type PredictionRecord, type PredictionResult, type PredictionJobData } from './prediction.ts';
 
 export interface PredictRequest {
   model: string;
@@ -67,37 +65,43 @@ export interface PredictionServiceDeps {
 }
 
 /**
- * Most rows in one edge batch (one job from this process). 16 rows already spread a job's queue,
- * Redis and worker costs to a few percent of each request's own. Larger edge batches
- * came back as bursts: the API answers a job's requests one after another while the worker
- * idles, so requests arriving meanwhile form a still larger batch. Measured with mlp-bench at
- * 2,000 rows/s offered on 2 cores (maxBatchSize 64 and 128): median latency 23-40 ms uncapped,
- * 13 ms capped. The worker still batches across jobs up to the model's own limit.
+ * Most rows in one edge batch (one job from this process). 16 rows already spread a job's
+ * queue, Redis and worker costs to a few percent of each request's own; the worker batches
+ * again across jobs up to the model's own limit. Measured with mlp-bench at 2,000 rows/s
+ * offered on 2 cores (maxBatchSize 64 and 128): median latency 23-40 ms uncapped, 13 ms
+ * capped, when the API still answered a job's requests one by one.
  */
 const EDGE_MAX_ROWS = 16;
+/** Longest a request waits at the edge for company; the worker may wait again for its batch. */
+const EDGE_MAX_DELAY_MS = 2;
+
+/** How a model batches at the edge: not at all when a batch dimension is fixed or its maxBatchSize is 1. */
+export function edgeLimits(mv: ModelVersion): EdgeLimits {
+  const b = mv.config.batching;
+  const dynamic = mv.config.inputs.every((i) => i.shape[0] === -1);
+  if (!dynamic || b.maxBatchSize <= 1) return { maxRows: 1, maxDelayMs: 0 };
+  return { maxRows: Math.min(EDGE_MAX_ROWS, b.maxBatchSize), maxDelayMs: Math.min(EDGE_MAX_DELAY_MS, b.maxDelayMs) };
+}
 
 export class PredictionService {
   private readonly deps: PredictionServiceDeps;
   private readonly cache: PredictionCache;
   /** Cache hits never reach a worker, so the drift monitor's counts of them are kept here. */
   private readonly driftCounts: DriftCounter;
-  private readonly edge: Batcher;
+  private readonly edge: EdgeBatcher;
+  /** The model version of each edge group, for its jobs. */
+  private readonly groups = new Map<string, ModelVersion>();
   repository: ModelRepository;
 
   constructor(deps: PredictionServiceDeps) {
     this.deps = deps;
     this.repository = deps.repository;
     this.cache = new PredictionCache(deps.config.cache);
-    this.edge = new Batcher({
-      run: (key, input, { waitMs }) => this.runEdgeBatch(key, input, waitMs),
-      spec: (key) => {
-        const [name, version] = key.split('@');
-        const b = this.repository.find(name, version)?.config.batching;
-        // Gather briefly here: the worker waits again for its own batch.
-        return { policy: 'fixed', maxBatchSize: Math.min(EDGE_MAX_ROWS, b?.maxBatchSize ?? 1), maxDelayMs: Math.min(2, b?.maxDelayMs ?? 0), sloMs: b?.sloMs ?? 50 };
+    this.edge = new EdgeBatcher({
+      dispatch: (batch) => this.dispatch(batch),
+      onSend: (batch) => {
+        deps.metrics.edgeBatchRows.observe({ model: batch.group.slice(0, batch.group.indexOf('@')), reason: batch.reason }, batch.rows);
       },
-      // The edge only waits on jobs; many batches may be in flight at once.
-      slots: 64,
     });
     this.driftCounts = new DriftCounter(deps.redis, deps.keys, (deps.config.maintenance.driftWindowMinutes + 5) * 60);
   }
@@ -168,99 +172,77 @@ export class PredictionService {
     }
   }
 
-  private jobData(mv: ModelVersion, input: NormalizedInput, rows: number, req: PredictRequest, timeoutMs: number, replyTo?: string): PredictionJobData {
+  private jobData(mv: ModelVersion, input: NormalizedInput, rows: number, requestId: string, timeoutMs: number | undefined): PredictionJobData {
     const now = Date.now();
     return {
       id: randomUUID(),
-      requestId: req.requestId,
+      requestId,
       model: mv.name,
       version: mv.version,
       pool: mv.config.pool,
       input: toWire(input),
       rows,
       enqueuedAt: now,
-      deadline: now + timeoutMs,
-      replyTo,
+      ...(timeoutMs !== undefined ? { deadline: now + timeoutMs } : {}),
     };
   }
 
-  private record(job: PredictionJobData): PredictionRecord {
-    return { id: job.id, status: 'QUEUED', model: job.model, version: job.version, pool: job.pool, rows: job.rows, requestId: job.requestId, submittedAt: job.enqueuedAt };
-  }
-
   /**
-   * Models that batch (gpu pool, maxBatchSize > 1) gather concurrent synchronous requests
-   * in this process first and send them as one job: per-request queue, Redis and worker
-   * costs are paid once per batch. The worker batches again across API processes.
+   * A synchronous prediction's inference: through the edge batcher (see core/edge-batcher.ts),
+   * which sends concurrent requests of one model as one job. A model batches at the edge when
+   * every input's batch dimension is dynamic and its `maxBatchSize` is over 1; else each
+   * request is its own job.
    */
   private async compute(mv: ModelVersion, input: NormalizedInput, rows: number, req: PredictRequest, timeoutMs: number): Promise<PredictionResult> {
+    const key = modelKey(mv.name, mv.version);
     // Nobody would take the job: say so now rather than with a 504 at the deadline.
-    if (!(await this.deps.workers.serves(`${mv.name}@${mv.version}`))) {
+    if (!(await this.deps.workers.serves(key))) {
       throw new ServingError('SERVICE_UNAVAILABLE', `no live worker serves ${mv.name} version ${mv.version} (the ${mv.config.pool} pool) right now; try again later`, { retryAfterSeconds: 1 });
     }
-    const b = mv.config.batching;
-    if (mv.config.pool !== 'gpu' || b.maxBatchSize <= 1) return this.runSync(mv, input, rows, req, timeoutMs);
-    return this.runEdgeBatched(mv, input, rows, timeoutMs);
+    const started = performance.now();
+    this.groups.set(key, mv);
+    const answer = await this.edge.submit(key, edgeLimits(mv), input, rows, timeoutMs, req.requestId);
+    return {
+      id: randomUUID(),
+      model: mv.name,
+      version: mv.version,
+      predictions: answer.part.predictions,
+      outputs: answer.part.outputs,
+      timings: { queueMs: answer.queueMs, inferenceMs: answer.inferenceMs, totalMs: performance.now() - started },
+      cached: false,
+      batchRows: answer.batchRows,
+    };
   }
 
-  private async runEdgeBatched(mv: ModelVersion, input: NormalizedInput, rows: number, timeoutMs: number): Promise<PredictionResult> {
-    const started = Date.now();
-    let timer: NodeJS.Timeout | undefined;
-    const deadline = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new ServingError('DEADLINE_EXCEEDED', `no result within ${timeoutMs} ms`)), timeoutMs);
-    });
-    try {
-      const outcome = await Promise.race([this.edge.submit(`${mv.name}@${mv.version}`, input, rows, timeoutMs), deadline]);
-      return {
-        // The batch's job holds other requests' rows: this answer gets an id of its own, not stored.
-        id: randomUUID(),
-        model: mv.name,
-        version: mv.version,
-        predictions: rowPredictions(mv.config, outcome.outputs),
-        outputs: outcome.outputs,
-        timings: { queueMs: outcome.queueMs ?? 0, inferenceMs: outcome.inferenceMs, totalMs: Date.now() - started },
-        cached: false,
-        batchRows: outcome.batchRows,
-      };
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** One edge batch: a single synchronous job for every request gathered. */
-  private async runEdgeBatch(key: string, input: NormalizedInput, waitMs: number): Promise<RunResult> {
-    const [name, version] = key.split('@');
-    const mv = this.resolve(name, version);
-    const rows = input.kind === 'text' ? input.texts.length : input.tensors[0].shape[0];
-    const r = await this.runSync(mv, input, rows, { model: name, version, input: {}, requestId: `edge-batch-${randomUUID()}` }, Math.max(1, Math.min(Math.ceil(waitMs), this.deps.config.predict.timeoutMs)));
-    return { outputs: r.outputs.map((t) => ({ ...t })), inferenceMs: r.timings.inferenceMs, rows, queueMs: r.timings.queueMs };
-  }
-
-  private async runSync(mv: ModelVersion, input: NormalizedInput, rows: number, req: PredictRequest, timeoutMs: number): Promise<PredictionResult> {
-    const job = this.jobData(mv, input, rows, req, timeoutMs, this.deps.feed.replyChannel);
+  /** One edge batch as one synchronous job; no record is stored for it (nobody could read it). */
+  private dispatch(batch: EdgeBatch): EdgeJob {
+    const mv = this.groups.get(batch.group.slice(0, batch.group.indexOf('#')))!;
+    const job: PredictionJobData = {
+      ...this.jobData(mv, batch.input, batch.rows, batch.requestIds[0], undefined),
+      deadline: batch.deadline,
+      replyTo: this.deps.feed.replyChannel,
+      segments: batch.segments,
+      requestIds: batch.requestIds,
+    };
     // Wait first, enqueue second: the reply may come before `enqueue` returns.
-    const wait = this.deps.feed.waitFor(job.id, timeoutMs);
-    try {
-      // No QUEUED record for synchronous work: nobody polls it, and the final record is written by the worker.
-      await this.deps.queues.enqueue(job, { priority: SYNC_PRIORITY, attempts: mv.config.retry.attempts, backoffMs: mv.config.retry.backoffMs, keepSeconds: this.deps.config.results.ttlSeconds });
-    } catch (e) {
-      wait.cancel();
-      throw asServingError(e);
-    }
-    let record: PredictionRecord;
-    try {
-      record = await wait.promise;
-    } catch (e) {
-      if (e instanceof ServingError && e.code === 'DEADLINE_EXCEEDED') {
+    const wait = this.deps.feed.expect(job.id);
+    const reply = this.deps.queues
+      .enqueue(job, { priority: SYNC_PRIORITY, attempts: mv.config.retry.attempts, backoffMs: mv.config.retry.backoffMs, keepSeconds: this.deps.config.results.ttlSeconds })
+      .then(
+        () => wait.promise,
+        (e: unknown) => {
+          wait.cancel();
+          throw asServingError(e);
+        },
+      );
+    return {
+      reply,
+      abandon: () => {
+        wait.cancel(new ServingError('DEADLINE_EXCEEDED'));
         // Not started yet: take it back so no worker spends time on an answer nobody reads.
-        if (await this.deps.queues.removeIfWaiting(mv.config.pool, job.id)) {
-          await this.deps.store.finish({ ...this.record(job), status: 'FAILED', finishedAt: Date.now(), error: e.toJSON() }).catch(() => {});
-        }
-      }
-      throw e;
-    }
-    if (record.status !== 'COMPLETED' || !record.result) throw record.error ? fromSerialized(record.error) : new ServingError('INFERENCE_FAILED');
-    return record.result;
+        void this.deps.queues.removeIfWaiting(mv.config.pool, job.id);
+      },
+    };
   }
 
   /** Asynchronous prediction: a ticket at once; the result comes by subscription or polling. */
@@ -272,24 +254,23 @@ export class PredictionService {
       const { input, rows } = normalizeInput(req.input, mv.config, this.deps.config.predict.maxRows);
       const priority = bullPriority(req.priority);
       const timeoutMs = req.timeoutMs == null ? undefined : this.timeout(req.timeoutMs);
-      const job = this.jobData(mv, input, rows, req, timeoutMs ?? 0);
-      if (timeoutMs === undefined) delete job.deadline;
+      const job = this.jobData(mv, input, rows, req.requestId, timeoutMs);
       const hit = mv.config.cache.enabled ? this.cache.peek(cacheKey(mv.name, mv.version, input)) : undefined;
       if (hit) {
         this.deps.metrics.cacheHits.inc({ model: mv.name });
         this.countHit(mv, hit);
         const result: PredictionResult = { ...hit, id: job.id, cached: true, timings: { queueMs: 0, inferenceMs: 0, totalMs: 0 } };
-        await this.deps.store.finish({ ...this.record(job), status: 'COMPLETED', finishedAt: Date.now(), result });
+        await this.deps.store.finish(completed(job, result));
         this.deps.metrics.requests.inc({ model: mv.name, operation: 'submit', outcome: 'ok' });
         return { id: job.id, status: 'COMPLETED', model: mv.name, version: mv.version, submittedAt: job.enqueuedAt };
       }
-      await this.deps.store.accept(this.record(job));
+      await this.deps.store.accept(accepted(job));
       try {
         await this.deps.queues.enqueue(job, { priority, attempts: mv.config.retry.attempts, backoffMs: mv.config.retry.backoffMs, keepSeconds: this.deps.config.results.ttlSeconds });
       } catch (e) {
         const err = asServingError(e);
         // Refused work must not look accepted to a poller.
-        await this.deps.store.finish({ ...this.record(job), status: 'FAILED', finishedAt: Date.now(), error: err.toJSON() }).catch(() => {});
+        await this.deps.store.finish(failed(job, err)).catch(() => {});
         throw err;
       }
       this.deps.metrics.requests.inc({ model: mv.name, operation: 'submit', outcome: 'ok' });
@@ -328,14 +309,14 @@ export class PredictionService {
     if (rec.status !== 'QUEUED' || !(await this.deps.queues.removeIfWaiting(rec.pool, id))) {
       throw new ServingError('NOT_CANCELLABLE', `prediction '${id}' is ${rec.status === 'QUEUED' ? 'RUNNING' : rec.status}; only queued work can be cancelled`);
     }
-    const cancelled: PredictionRecord = { ...rec, status: 'CANCELLED', finishedAt: Date.now(), error: { code: 'CANCELLED', message: `cancelled by request ${requestId}` } };
+    const done = cancelled(rec, requestId);
     try {
-      await this.deps.store.finish(cancelled);
+      await this.deps.store.finish(done);
     } catch (e) {
       throw asServingError(e);
     }
     this.deps.metrics.requests.inc({ model: rec.model, operation: 'cancel', outcome: 'ok' });
-    return cancelled;
+    return done;
   }
 
   /** The final record of `id`, once, as an async iterator (see ResultFeed.watch). */

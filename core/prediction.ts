@@ -2,7 +2,7 @@
 import type { SerializedError } from './errors.ts';
 import type { WireInput } from './input.ts';
 import type { PoolName } from './config.ts';
-import type { RowPrediction, TensorValue } from './runtime/postprocess.ts';
+import type { EncodedTensor, RowPrediction } from './runtime/postprocess.ts';
 
 export type PredictionStatus = 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
 
@@ -21,7 +21,8 @@ export interface PredictionResult {
   version: string;
   /** One per input row. */
   predictions: RowPrediction[];
-  outputs: TensorValue[];
+  /** The output tensors of this request's rows, as bytes (base64 of little-endian values). */
+  outputs: EncodedTensor[];
   timings: Timings;
   cached: boolean;
   /** Rows in the inference that produced this result. */
@@ -56,8 +57,64 @@ export interface PredictionJobData {
   deadline?: number;
   /** Channel of the API process waiting synchronously, if any. */
   replyTo?: string;
+  /**
+   * Rows of each request the API gathered into this job (its edge batch), in order: the
+   * worker answers each its own rows and predictions. Absent: one request, all the rows.
+   */
+  segments?: number[];
+  /** Request ids of the segments, for the worker's logs. */
+  requestIds?: string[];
+}
+
+/** One request's share of a synchronous job's answer. */
+export interface ReplyPart {
+  predictions: RowPrediction[];
+  outputs: EncodedTensor[];
+  /** This request alone failed (its output was not finite); the others of the job stand. */
+  error?: SerializedError;
+}
+
+/**
+ * What a worker publishes to the API process waiting on a synchronous job. Nothing is
+ * stored for it: only that process can use it, and it holds the request's deadline itself.
+ */
+export interface SyncReply {
+  id: string;
+  status: 'COMPLETED' | 'FAILED';
+  /** The whole job failed: every request of it gets this. */
+  error?: SerializedError;
+  /** One per segment, in the job's order. */
+  parts?: ReplyPart[];
+  queueMs: number;
+  inferenceMs: number;
+  batchRows: number;
 }
 
 export function isFinal(status: PredictionStatus): boolean {
   return status === 'COMPLETED' || status === 'FAILED' || status === 'CANCELLED';
+}
+
+/** The record of accepted work that no worker has answered yet. */
+export function accepted(job: PredictionJobData): PredictionRecord {
+  return { id: job.id, status: 'QUEUED', model: job.model, version: job.version, pool: job.pool, rows: job.rows, requestId: job.requestId, submittedAt: job.enqueuedAt };
+}
+
+/** The final record of a job answered with `result`. */
+export function completed(job: PredictionJobData, result: PredictionResult, finishedAt = Date.now()): PredictionRecord {
+  return { ...accepted(job), status: 'COMPLETED', finishedAt, result };
+}
+
+/** The final record of a job that failed (or was dropped at its deadline) with `error`. */
+export function failed(job: PredictionJobData, error: { toJSON(): SerializedError } | SerializedError, finishedAt = Date.now()): PredictionRecord {
+  return { ...accepted(job), status: 'FAILED', finishedAt, error: 'toJSON' in error ? error.toJSON() : error };
+}
+
+/** The final record of queued work taken back by request `requestId`. */
+export function cancelled(record: PredictionRecord, requestId: string, finishedAt = Date.now()): PredictionRecord {
+  return { ...record, status: 'CANCELLED', finishedAt, error: { code: 'CANCELLED', message: `cancelled by request ${requestId}` } };
+}
+
+/** The key of a model version in maps, metrics, batches and worker announcements. */
+export function modelKey(name: string, version: string): string {
+  return `${name}@${version}`;
 }

@@ -2,8 +2,10 @@
  * Delivery of final prediction records to whoever waits in this process, over Redis
  * pub/sub (graphql-redis-subscriptions' RedisPubSub, which speaks only ioredis, not GraphQL):
  *
- * - a synchronous `predict` waits on ONE reply channel per process, shared by all requests
- *   (a map of pending ids with their own timeouts, not a listener per request);
+ * - a synchronous job's reply comes on ONE reply channel per process, shared by all of them
+ *   (a map of pending job ids, not a listener per request; the edge batcher holds each
+ *   request's deadline). Nothing is stored for these jobs: a reply published while this
+ *   process's subscriber was reconnecting is lost, and its requests meet their deadline;
  * - a `predictionResult` subscription watches its id's channel: SUBSCRIBE is confirmed
  *   first, then the stored record is read, so a result finished before the subscription
  *   began is still delivered, and exactly once.
@@ -14,7 +16,7 @@ import type { Redis } from 'ioredis';
 import { ServingError, asServingError, isRedisUnavailable } from './errors.ts';
 import type { Keyspace } from './redis.ts';
 import type { ResultStore } from './result-store.ts';
-import { isFinal, type PredictionRecord } from './prediction.ts';
+import { isFinal, type PredictionRecord, type SyncReply } from './prediction.ts';
 
 /**
  * Longest a subscription's set-up (SUBSCRIBE confirmed, then the record read) may take. Past
@@ -32,9 +34,8 @@ function unavailable(): ServingError {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Waiter {
-  resolve: (r: PredictionRecord) => void;
+  resolve: (r: SyncReply) => void;
   reject: (e: Error) => void;
-  timer: NodeJS.Timeout;
 }
 
 export class ResultFeed {
@@ -64,30 +65,21 @@ export class ResultFeed {
     subscriber.on('ready', () => {
       // Messages published while the subscriber was away are lost (pub/sub is at-most-once);
       // the store is not, so every open watch and waiter re-reads it.
-      if (connectedOnce) {
-        for (const recheck of this.recheckers) recheck();
-        for (const id of this.waiters.keys()) void this.recheckWaiter(id);
-      }
+      if (connectedOnce) for (const recheck of this.recheckers) recheck();
       connectedOnce = true;
     });
   }
 
-  /** Subscribes to this process's reply channel. Call once before `waitFor`. */
+  /** Subscribes to this process's reply channel. Call once before `expect`. */
   async start(): Promise<void> {
-    this.replySubId = await this.pubsub.subscribe<PredictionRecord>(this.replyChannel, (record) => this.settle(record));
+    this.replySubId = await this.pubsub.subscribe<SyncReply>(this.replyChannel, (reply) => this.settle(reply));
   }
 
-  private settle(record: PredictionRecord): void {
-    const w = this.waiters.get(record.id);
-    if (!w || !isFinal(record.status)) return;
-    this.waiters.delete(record.id);
-    clearTimeout(w.timer);
-    w.resolve(record);
-  }
-
-  private async recheckWaiter(id: string): Promise<void> {
-    const rec = await this.readRetrying(id, () => !this.waiters.has(id)).catch(() => undefined);
-    if (rec) this.settle(rec);
+  private settle(reply: SyncReply): void {
+    const w = this.waiters.get(reply.id);
+    if (!w) return;
+    this.waiters.delete(reply.id);
+    w.resolve(reply);
   }
 
   /**
@@ -108,25 +100,21 @@ export class ResultFeed {
   }
 
   /**
-   * Registers interest in `id` BEFORE its job is enqueued; resolves with the final record,
-   * rejects with DEADLINE_EXCEEDED after `timeoutMs`.
+   * Registers interest in synchronous job `id` BEFORE it is enqueued (the reply may come
+   * before the enqueue returns). `cancel` stops waiting: the promise rejects with `reason`.
    */
-  waitFor(id: string, timeoutMs: number): { promise: Promise<PredictionRecord>; cancel: () => void } {
-    let cancel = (): void => {};
-    const promise = new Promise<PredictionRecord>((resolve, reject) => {
-      const timer = setTimeout(() => {
+  expect(id: string): { promise: Promise<SyncReply>; cancel: (reason?: Error) => void } {
+    let cancel: (reason?: Error) => void = () => {};
+    const promise = new Promise<SyncReply>((resolve, reject) => {
+      this.waiters.set(id, { resolve, reject });
+      cancel = (reason) => {
+        if (this.waiters.get(id)?.resolve !== resolve) return;
         this.waiters.delete(id);
-        reject(new ServingError('DEADLINE_EXCEEDED', `no result within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.waiters.set(id, { resolve, reject, timer });
-      cancel = () => {
-        clearTimeout(timer);
-        this.waiters.delete(id);
+        reject(reason ?? new ServingError('DEADLINE_EXCEEDED'));
       };
     });
-    // The timer can fire before the caller awaits (a 1 ms deadline while the enqueue is still
-    // in flight): handled from birth, so that rejection is never unhandled and never takes the
-    // process down. The caller still sees it when it awaits `promise`.
+    // Handled from birth: a cancel can come before anyone awaits (a 1 ms deadline while the
+    // enqueue is still in flight once ended the process with an unhandled rejection).
     promise.catch(() => {});
     return { promise, cancel };
   }
@@ -224,7 +212,6 @@ export class ResultFeed {
     while (this.waiters.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     if (this.replySubId !== undefined) this.pubsub.unsubscribe(this.replySubId);
     for (const [id, w] of this.waiters) {
-      clearTimeout(w.timer);
       w.reject(new ServingError('SERVICE_UNAVAILABLE', 'server shutting down'));
       this.waiters.delete(id);
     }

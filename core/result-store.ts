@@ -8,7 +8,7 @@
 import type { Redis } from 'ioredis';
 import { isRedisUnavailable } from './errors.ts';
 import type { Keyspace } from './redis.ts';
-import type { PredictionRecord } from './prediction.ts';
+import type { PredictionRecord, SyncReply } from './prediction.ts';
 
 /**
  * KEYS: record, result channel. ARGV: record JSON, TTL seconds, reply channel or ''.
@@ -74,6 +74,11 @@ export class ResultStore {
         await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt)));
       }
     }
+  }
+
+  /** Sends a synchronous job's reply to the API process waiting on it; nothing is stored. */
+  async reply(channel: string, reply: SyncReply): Promise<void> {
+    await this.redis.publish(channel, JSON.stringify(reply));
   }
 
   async get(id: string): Promise<PredictionRecord | undefined> {

@@ -4,8 +4,8 @@
  * `extensions.code` and HTTP status.
  */
 import type { PredictionService } from '../core/prediction-service.ts';
-import { encodeBase64Tensor, type PredictionInput } from '../core/input.ts';
-import type { TensorValue } from '../core/runtime/postprocess.ts';
+import type { PredictionInput } from '../core/input.ts';
+import { decodeOutput, type EncodedTensor } from '../core/runtime/postprocess.ts';
 import type { PredictionRecord } from '../core/prediction.ts';
 import { toEvent, toModelVersion, toPrediction, toStatusReport } from './mapping.ts';
 import { authorize, mayPredict, type Principal } from '../server/auth.ts';
@@ -71,7 +71,9 @@ export const resolvers = {
   Query: { ...coreResolvers.Query, ...operationResolvers.Query },
   Mutation: { ...coreResolvers.Mutation, ...operationResolvers.Mutation },
   Subscription: coreResolvers.Subscription,
+  // Outputs travel and are stored as bytes; numbers are made only for a client that asks for `data`.
   Tensor: {
-    base64: (t: TensorValue) => encodeBase64Tensor(t.datatype, t.data),
+    base64: (t: EncodedTensor) => t.base64,
+    data: (t: EncodedTensor) => decodeOutput(t),
   },
 };

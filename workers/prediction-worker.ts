@@ -8,12 +8,12 @@ import { availableParallelism } from 'node:os';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BatchlineConfig, PoolName } from '../core/config.ts';
-import { ServingError } from '../core/errors.ts';
+import { ServingError, fromSerialized, isRedisUnavailable } from '../core/errors.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/model-repository.ts';
 import { InferencePool } from '../core/runtime/inference-pool.ts';
-import { nonFiniteOutput, rowPredictions } from '../core/runtime/postprocess.ts';
+import { encodeRows, nonFiniteOutput, rowPredictions, type TensorValue } from '../core/runtime/postprocess.ts';
 import { Batcher } from '../core/batching/batcher.ts';
-import type { BatchingSpec } from '../core/model-config.ts';
+import type { BatchingSpec, ModelConfig } from '../core/model-config.ts';
 import { fromWire } from '../core/input.ts';
 import { ResultStore } from '../core/result-store.ts';
 import { createRedis, keyspace, whenReady } from '../core/redis.ts';
@@ -24,7 +24,7 @@ import { planPool } from '../core/sizing.ts';
 import { DriftCounter } from '../core/drift.ts';
 import type { ControlMessage } from '../core/maintenance.ts';
 import type { Logger } from '../core/logger.ts';
-import { type PredictionJobData, type PredictionRecord, type PredictionResult } from '../core/prediction.ts';
+import { completed, failed, type PredictionJobData, type PredictionResult, type ReplyPart, type SyncReply } from '../core/prediction.ts';
 
 export interface WorkerOptions {
   config: BatchlineConfig;
@@ -157,8 +157,7 @@ export class PredictionWorker {
     this.bull.on('failed', (job, err) => {
       if (!job || job.attemptsMade < (job.opts.attempts ?? 1) && !/stalled/i.test(err.message)) return;
       const d = job.data;
-      const rec: PredictionRecord = { id: d.id, status: 'FAILED', model: d.model, version: d.version, pool: d.pool, rows: d.rows, requestId: d.requestId, submittedAt: d.enqueuedAt, finishedAt: Date.now(), error: { code: 'INFERENCE_FAILED', message: 'the work was lost by its worker too many times' } };
-      void this.store.finish(rec, d.replyTo).catch((e: Error) => this.log.warn({ err: e.message, predictionId: d.id }, 'could not record a failure'));
+      void this.answerFailure(d, new ServingError('INFERENCE_FAILED', 'the work was lost by its worker too many times')).catch((e: Error) => this.log.warn({ err: e.message, predictionId: d.id }, 'could not record a failure'));
     });
     this.log.info({ models: this.loaded, executionProvider: this.executionProvider, ...shape }, 'worker started');
   }
@@ -220,11 +219,10 @@ export class PredictionWorker {
     const data = job.data;
     const log = this.log.child({ requestId: data.requestId, predictionId: data.id, model: data.model, attempt: job.attemptsMade + 1 });
     const key = `${data.model}@${data.version}`;
-    const base: PredictionRecord = { id: data.id, status: 'QUEUED', model: data.model, version: data.version, pool: data.pool, rows: data.rows, requestId: data.requestId, submittedAt: data.enqueuedAt };
     const startedAt = Date.now();
 
     if (data.deadline !== undefined && startedAt > data.deadline) {
-      await this.fail(base, new ServingError('DEADLINE_EXCEEDED', 'the deadline passed before the work started'), data.replyTo);
+      await this.answerFailure(data, new ServingError('DEADLINE_EXCEEDED', 'the deadline passed before the work started'));
       log.info('deadline passed in the queue; dropped');
       return { status: 'FAILED' };
     }
@@ -233,30 +231,36 @@ export class PredictionWorker {
       if (!model) throw new ServingError('MODEL_NOT_READY', `this worker does not serve ${key}`);
       const deadlineMs = data.deadline !== undefined ? data.deadline - startedAt : undefined;
       const outcome = await this.batcher.submit(key, fromWire(data.input), data.rows, deadlineMs);
-      const bad = nonFiniteOutput(outcome.outputs);
-      if (bad) throw new ServingError('NON_FINITE_OUTPUT', `the model produced ${bad.value} in output '${bad.name}' (value ${bad.index}) for this input; values that large or small overflow inside the model`);
+      const parts = answerParts(model.config, outcome.outputs, data.segments ?? [data.rows]);
       const finishedAt = Date.now();
-      const result: PredictionResult = {
-        id: data.id,
-        model: data.model,
-        version: data.version,
-        predictions: rowPredictions(model.config, outcome.outputs),
-        outputs: outcome.outputs,
-        timings: { queueMs: startedAt - data.enqueuedAt, inferenceMs: outcome.inferenceMs, totalMs: finishedAt - data.enqueuedAt },
-        cached: false,
-        batchRows: outcome.batchRows,
-      };
-      // A job run again after a crash may already be answered: finish() then writes nothing.
-      const written = await this.store.finishDurably({ ...base, status: 'COMPLETED', finishedAt, result }, data.replyTo, {
-        giveUp: () => this.stopping,
-        onRetry: (e) => log.warn({ err: e.message }, 'Redis unreachable: holding the result and writing it again until Redis is back'),
-      });
-      if (!written) log.info('already answered; not answering again');
+      const queueMs = startedAt - data.enqueuedAt;
+      if (data.replyTo) {
+        await this.sendReply(data, { id: data.id, status: 'COMPLETED', parts, queueMs, inferenceMs: outcome.inferenceMs, batchRows: outcome.batchRows });
+      } else {
+        const [part] = parts;
+        if (part.error) throw fromSerialized(part.error);
+        const result: PredictionResult = {
+          id: data.id,
+          model: data.model,
+          version: data.version,
+          predictions: part.predictions,
+          outputs: part.outputs,
+          timings: { queueMs, inferenceMs: outcome.inferenceMs, totalMs: finishedAt - data.enqueuedAt },
+          cached: false,
+          batchRows: outcome.batchRows,
+        };
+        // A job run again after a crash may already be answered: finish() then writes nothing.
+        const written = await this.store.finishDurably(completed(data, result, finishedAt), undefined, {
+          giveUp: () => this.stopping,
+          onRetry: (e) => log.warn({ err: e.message }, 'Redis unreachable: holding the result and writing it again until Redis is back'),
+        });
+        if (!written) log.info('already answered; not answering again');
+      }
       this.metrics.jobs.inc({ model: data.model, outcome: 'ok' });
-      if (model.config.task === 'classification') this.drift?.add(key, result.predictions.map((p) => p.label));
-      this.metrics.latency.observe({ model: data.model, phase: 'queue' }, result.timings.queueMs / 1000);
+      if (model.config.task === 'classification') this.drift?.add(key, parts.flatMap((p) => (p.error ? [] : p.predictions.map((r) => r.label))));
+      this.metrics.latency.observe({ model: data.model, phase: 'queue' }, queueMs / 1000);
       this.metrics.latency.observe({ model: data.model, phase: 'inference' }, outcome.inferenceMs / 1000);
-      log.debug({ batchRows: outcome.batchRows, inferenceMs: outcome.inferenceMs }, 'predicted');
+      log.debug({ batchRows: outcome.batchRows, inferenceMs: outcome.inferenceMs, segments: parts.length }, 'predicted');
       return { status: 'COMPLETED' };
     } catch (e) {
       const err = e instanceof ServingError ? e : new ServingError('INFERENCE_FAILED', (e as Error).message);
@@ -266,17 +270,34 @@ export class PredictionWorker {
       this.metrics.jobs.inc({ model: data.model, outcome: err.code });
       log.warn({ code: err.code, err: err.message, final }, 'prediction failed');
       if (final) {
-        await this.fail(base, err, data.replyTo);
+        await this.answerFailure(data, err);
         throw new UnrecoverableError(err.message);
       }
       throw err;
     }
   }
 
-  private async fail(base: PredictionRecord, err: ServingError, replyTo?: string): Promise<void> {
+  /**
+   * A synchronous job's reply, sent again while Redis is unreachable but not past the job's
+   * deadline: after it, the API has answered its requests DEADLINE_EXCEEDED already.
+   */
+  private async sendReply(data: PredictionJobData, reply: SyncReply): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.store.reply(data.replyTo!, reply);
+      } catch (e) {
+        if (!isRedisUnavailable(e) || this.stopping || (data.deadline !== undefined && Date.now() > data.deadline)) throw e;
+        await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
+      }
+    }
+  }
+
+  /** The final failure of a job: its record for a poller or subscriber, or its reply for a waiting API. */
+  private async answerFailure(data: PredictionJobData, err: ServingError): Promise<void> {
     // The client sees the code and a message, never a stack.
     const safe = err.code === 'INFERENCE_FAILED' ? new ServingError('INFERENCE_FAILED', 'the model failed to run on this input') : err;
-    await this.store.finishDurably({ ...base, status: 'FAILED', finishedAt: Date.now(), error: safe.toJSON() }, replyTo, { giveUp: () => this.stopping });
+    if (data.replyTo) return this.sendReply(data, { id: data.id, status: 'FAILED', error: safe.toJSON(), queueMs: 0, inferenceMs: 0, batchRows: 0 });
+    await this.store.finishDurably(failed(data, safe), undefined, { giveUp: () => this.stopping });
   }
 
   /** Stops taking work, finishes what it holds (bounded by `shutdownTimeoutMs`), and releases everything. */
@@ -303,6 +324,26 @@ export class PredictionWorker {
     this.redis?.disconnect();
     this.log.info('worker stopped');
   }
+}
+
+/**
+ * Each request's share of a job's outputs: its rows and their predictions, computed once
+ * here (the API only hands them on). A request whose rows came out NaN or infinite gets a
+ * NON_FINITE_OUTPUT of its own; the other requests of the job are answered.
+ */
+export function answerParts(config: ModelConfig, outputs: TensorValue[], segments: number[]): ReplyPart[] {
+  const predictions = rowPredictions(config, outputs);
+  let start = 0;
+  return segments.map((rows) => {
+    const at = start;
+    start += rows;
+    const bad = nonFiniteOutput(outputs, at, rows);
+    if (bad) {
+      const err = new ServingError('NON_FINITE_OUTPUT', `the model produced ${bad.value} in output '${bad.name}' (value ${bad.index}) for this input; values that large or small overflow inside the model`);
+      return { predictions: [], outputs: [], error: err.toJSON() };
+    }
+    return { predictions: predictions.slice(at, at + rows), outputs: encodeRows(outputs, at, rows) };
+  });
 }
 
 /** CUDA in the gpu pool when asked for or available, else CPU; the choice is logged. */

@@ -2,7 +2,8 @@
  * From a run's output tensors to predictions: one per input row, with label, score and
  * per-class probabilities for classification models, and the raw tensors for every model.
  */
-import type { ModelConfig } from '../model-config.ts';
+import type { Datatype, ModelConfig } from '../model-config.ts';
+import { decodeBase64Tensor, encodeBase64Tensor } from '../input.ts';
 import type { OutputTensor } from './types.ts';
 
 export interface ClassProbability {
@@ -16,7 +17,15 @@ export interface RowPrediction {
   probabilities: ClassProbability[] | null;
 }
 
-/** A tensor as the API returns it (Open Inference Protocol layout). */
+/** An output tensor as it travels and is stored: values as base64 of their little-endian bytes. */
+export interface EncodedTensor {
+  name: string;
+  datatype: string;
+  shape: number[];
+  base64: string;
+}
+
+/** A tensor with its values at hand (Open Inference Protocol layout). */
 export interface TensorValue {
   name: string;
   datatype: string;
@@ -44,10 +53,11 @@ export function sliceRows(outputs: OutputTensor[], start: number, count: number)
  * The first NaN or infinite value of any output, if one is there. JSON has no such numbers
  * (they would travel as null and come back as 0), and a label taken from them means nothing.
  */
-export function nonFiniteOutput(outputs: TensorValue[]): { name: string; index: number; value: number } | undefined {
+export function nonFiniteOutput(outputs: TensorValue[], start = 0, count = outputs[0]?.shape[0] ?? 0): { name: string; index: number; value: number } | undefined {
   for (const o of outputs) {
+    const width = o.shape.slice(1).reduce((a, b) => a * b, 1);
     const d = o.data;
-    for (let i = 0; i < d.length; i++) if (!Number.isFinite(d[i])) return { name: o.name, index: i, value: d[i] };
+    for (let i = start * width; i < (start + count) * width; i++) if (!Number.isFinite(d[i])) return { name: o.name, index: i - start * width, value: d[i] };
   }
   return undefined;
 }
@@ -73,4 +83,22 @@ export function rowPredictions(config: ModelConfig, outputs: TensorValue[]): Row
     });
   }
   return result;
+}
+
+/** Rows [start, start + count) of each output, as bytes. */
+export function encodeRows(outputs: TensorValue[], start: number, count: number): EncodedTensor[] {
+  return outputs.map((o) => {
+    const width = o.shape.slice(1).reduce((a, b) => a * b, 1);
+    const part = o.data.slice(start * width, (start + count) * width);
+    const base64 = encodeBase64Tensor(o.datatype, part);
+    // The repository admits only outputs of the datatypes below; anything else is a bug here.
+    if (base64 === null) throw new Error(`output '${o.name}' has datatype ${o.datatype}, which has no byte layout`);
+    return { name: o.name, datatype: o.datatype, shape: [count, ...o.shape.slice(1)], base64 };
+  });
+}
+
+/** The values of an encoded output, for clients that ask for `data`. */
+export function decodeOutput(t: EncodedTensor): number[] {
+  const size = t.shape.reduce((a, b) => a * b, 1);
+  return Array.from(decodeBase64Tensor('outputs', t.base64, t.datatype as Datatype, size));
 }
