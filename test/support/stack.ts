@@ -50,7 +50,7 @@ export async function startApi(o: StackOptions): Promise<RunningApi> {
   const config = configFor(o);
   const api = await createApiServer({ config, logger: createLogger(config.log) });
   const port = await api.listen(0, '127.0.0.1');
-  return { url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql`, api, close: () => api.close() };
+  return { url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql`, api, close: async () => void (await api.close()) };
 }
 
 export interface Child {
@@ -102,9 +102,9 @@ export function spawnCli(args: string[], o: StackOptions, readyLine: RegExp, tim
     };
     proc.stdout!.on('data', onData);
     proc.stderr!.on('data', onData);
-    proc.once('exit', (code) => {
+    proc.once('exit', (code, signal) => {
       clearTimeout(timer);
-      reject(new Error(`${args.join(' ')} exited with ${code}:\n${out}`));
+      reject(new Error(`${args.join(' ')} exited with ${code ?? signal}:\n${out}`));
     });
   });
 }
