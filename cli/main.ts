@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { loadConfig, type BatchlineConfig, type PoolName } from '../core/config.ts';
 import { createLogger, type Logger } from '../core/logger.ts';
 import { HARD_EXIT_SLACK_MS, shutdownBoundMs } from '../core/shutdown.ts';
+import { LOCAL_REDIS_DIR, REDIS_STOP_MS, localRedisFor, redisAnswers, redisUrlConfigured, type LocalRedis } from './local-redis.ts';
 
 const USAGE = `usage: batchline <serve | worker --pool cpu|gpu | start | k8s render|explain FILE | model measure MODEL | auth hash-key [KEY]> [--config FILE] [--models DIR] [--port N] [--redis URL]`;
 
@@ -101,33 +102,53 @@ function stopChild(child: ChildProcess, boundMs: number, log: Logger): Promise<b
 }
 
 /**
- * API and one worker per pool as child processes; stops them all together. Children run in
- * process groups of their own, so a Ctrl-C reaches them once, from here, not also from the
- * terminal.
+ * API and one worker per pool as child processes, on the configured Redis or, when none is
+ * configured and none answers locally, on a private one (cli/local-redis.ts); stops them all
+ * together, the Redis last. Children run in process groups of their own, so a Ctrl-C reaches
+ * them once, from here, not also from the terminal.
  */
-async function start(config: BatchlineConfig, argv: string[]): Promise<void> {
+async function start(config: BatchlineConfig, argv: string[], redisConfigured: boolean): Promise<void> {
   const logger = createLogger(config.log, { process: 'start' });
   const self = fileURLToPath(import.meta.url);
   const children: ChildProcess[] = [];
+  let local: Promise<LocalRedis | undefined> = Promise.resolve(undefined);
   let stopping = false;
   // A child's own graceful bound and hard timer, and a second for its exit to arrive.
   const childBoundMs = Math.max(shutdownBoundMs(config, 'api'), shutdownBoundMs(config, 'worker')) + HARD_EXIT_SLACK_MS + 1000;
   const stopAll = async (): Promise<boolean> => {
     stopping = true;
     const stopped = await Promise.all(children.map((c) => stopChild(c, childBoundMs, logger)));
+    const redis = await local.catch(() => undefined);
+    const redisStopped = redis ? await redis.stop() : true;
     const unclean = stopped.filter((ok) => !ok).length;
-    if (unclean) logger.warn({ processesUnclean: unclean }, 'stack stopped; what each process gave up on is in its last line');
+    if (unclean || !redisStopped) logger.warn({ processesUnclean: unclean, redisKilled: !redisStopped }, 'stack stopped; what each process gave up on is in its last line');
     else logger.info('stack stopped');
-    return unclean === 0;
+    return unclean === 0 && redisStopped;
   };
   const stopRest = (what: Record<string, unknown>): void => {
     if (stopping) return;
     logger.error(what, 'a process stopped; stopping the rest');
     void stopAll().then(() => process.exit(1));
   };
-  onShutdown(stopAll, logger, childBoundMs);
+  // Before anything starts: a signal during start-up still stops what did start.
+  onShutdown(stopAll, logger, childBoundMs + REDIS_STOP_MS);
+
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  if (!redisConfigured) {
+    local = localRedisFor(process.env).then(({ url, local: own }) => {
+      env.BATCHLINE_REDIS_URL = url;
+      if (own?.reused) logger.info({ redis: url }, `took over the private redis-server an earlier start left running at ${url}; it stops with the stack`);
+      else if (own) logger.info({ redis: url, data: LOCAL_REDIS_DIR }, `no Redis answered at the default address: started a private redis-server at ${url} (data in ${LOCAL_REDIS_DIR}); it stops with the stack`);
+      void own?.exited.then(() => stopRest({ redis: url, reason: 'the private redis-server exited' }));
+      return own;
+    });
+    await local;
+  } else if (!(await redisAnswers(config.redis.url))) {
+    logger.warn({ redis: config.redis.url }, 'the configured Redis does not answer; starting anyway (503 until it does)');
+  }
+  if (stopping) return;
   const run = (args: string[]): void => {
-    const child = spawn(process.execPath, [self, ...args, ...argv], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true });
+    const child = spawn(process.execPath, [self, ...args, ...argv], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true, env });
     child.on('exit', (code, signal) => stopRest({ args, code, signal }));
     children.push(child);
   };
@@ -188,7 +209,7 @@ export async function main(args: string[]): Promise<number> {
       return -1;
     }
     case 'start':
-      await start(config, rest);
+      await start(config, rest, redisUrlConfigured(values.redis, values.config, process.env));
       return -1;
     default:
       console.error(USAGE);

@@ -23,6 +23,8 @@ export interface StackOptions {
   models?: string;
   /** Extra BATCHLINE_* environment for every process. */
   env?: Record<string, string>;
+  /** Working folder of spawned processes (`start` keeps a private Redis's data under it). */
+  cwd?: string;
 }
 
 function envFor(o: StackOptions): Record<string, string> {
@@ -70,7 +72,7 @@ export function listeningPort(child: Child): number {
 
 /** Spawns `cli/main.ts <args>` and resolves once `readyLine` appears in its output. */
 export function spawnCli(args: string[], o: StackOptions, readyLine: RegExp, timeoutMs = 30_000): Promise<Child> {
-  const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: o.env?.BATCHLINE_LOG_LEVEL ?? 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: o.env?.BATCHLINE_LOG_LEVEL ?? 'info' }, cwd: o.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   // 'close', not 'exit': it comes after the child's output is read to the end, so a line the
   // process logged while exiting (pino writes asynchronously) is in output() when stop() resolves.
