@@ -13,7 +13,9 @@ import { parseArgs } from 'node:util';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type BatchlineConfig, type PoolName } from '../core/config.ts';
-import { createLogger } from '../core/logger.ts';
+import { createLogger, type Logger } from '../core/logger.ts';
+import { HARD_EXIT_SLACK_MS, shutdownBoundMs } from '../core/shutdown.ts';
+import { LOCAL_REDIS_DIR, REDIS_STOP_MS, localRedisFor, redisAnswers, redisUrlConfigured, type LocalRedis } from './local-redis.ts';
 
 const USAGE = `usage: batchline <serve | worker --pool cpu|gpu | start | k8s render|explain FILE | model measure MODEL | auth hash-key [KEY]> [--config FILE] [--models DIR] [--port N] [--redis URL]`;
 
@@ -25,15 +27,25 @@ function configFrom(values: Record<string, string | boolean | undefined>): Batch
   return loadConfig({ file: typeof values.config === 'string' ? values.config : undefined, overrides });
 }
 
-/** Ends the process cleanly on SIGTERM / SIGINT, forcefully on a second signal. */
-function onShutdown(stop: () => Promise<void>, log: ReturnType<typeof createLogger>): void {
+/**
+ * Ends the process on SIGTERM / SIGINT, or when the `start` that spawned it is gone. `stop`
+ * is bounded itself (core/shutdown.ts); a hard timer HARD_EXIT_SLACK_MS past `boundMs` is
+ * the last resort. Exits 1 when `stop` gave up on work, and at once on a second signal.
+ */
+function onShutdown(stop: () => Promise<boolean>, log: Logger, boundMs: number): void {
   let stopping = false;
   const handler = (signal: string): void => {
     if (stopping) process.exit(1);
     stopping = true;
-    log.info({ signal }, 'shutting down');
+    // Should the loop drain with `stop` unsettled, the process must not look clean.
+    process.exitCode = 1;
+    log.info({ signal, boundMs }, 'shutting down');
+    setTimeout(() => {
+      log.error({ boundMs }, 'shutdown overran its bound; exiting with what it was doing unfinished');
+      process.exit(1);
+    }, boundMs + HARD_EXIT_SLACK_MS).unref();
     stop().then(
-      () => process.exit(0),
+      (clean) => process.exit(clean ? 0 : 1),
       (e: Error) => {
         log.error({ err: e.message }, 'shutdown failed');
         process.exit(1);
@@ -42,6 +54,8 @@ function onShutdown(stop: () => Promise<void>, log: ReturnType<typeof createLogg
   };
   process.on('SIGTERM', handler);
   process.on('SIGINT', handler);
+  // A child of `start` has its own process group (see start): its parent's end is its signal.
+  if (process.send) process.once('disconnect', () => handler('parent gone'));
 }
 
 async function serve(config: BatchlineConfig): Promise<void> {
@@ -50,7 +64,7 @@ async function serve(config: BatchlineConfig): Promise<void> {
   const api = await createApiServer({ config, logger });
   const port = await api.listen();
   logger.info({ port, graphql: `http://localhost:${port}/graphql` }, 'API listening');
-  onShutdown(() => api.close(), logger);
+  onShutdown(() => api.close(), logger, shutdownBoundMs(config, 'api'));
 }
 
 async function worker(config: BatchlineConfig, pool: PoolName): Promise<void> {
@@ -61,45 +75,86 @@ async function worker(config: BatchlineConfig, pool: PoolName): Promise<void> {
   await w.start();
   const port = Number(process.env.BATCHLINE_WORKER_HTTP_PORT ?? 0);
   const http = port > 0 ? await startWorkerHttp(w, port) : undefined;
-  onShutdown(async () => {
-    http?.close();
-    await w.stop();
-  }, logger);
+  onShutdown(
+    async () => {
+      http?.close();
+      return w.stop();
+    },
+    logger,
+    shutdownBoundMs(config, 'worker'),
+  );
 }
 
-/** API and one worker per pool as child processes; stops them all together. */
-async function start(config: BatchlineConfig, argv: string[]): Promise<void> {
+/** SIGTERM, then SIGKILL once `boundMs` has passed; resolves true when it exited 0 by itself. */
+function stopChild(child: ChildProcess, boundMs: number, log: Logger): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode === 0);
+    const kill = setTimeout(() => {
+      log.error({ pid: child.pid, boundMs }, 'a process did not stop within its bound; killing it');
+      child.kill('SIGKILL');
+    }, boundMs);
+    child.once('exit', (code) => {
+      clearTimeout(kill);
+      resolve(code === 0);
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/**
+ * API and one worker per pool as child processes, on the configured Redis or, when none is
+ * configured and none answers locally, on a private one (cli/local-redis.ts); stops them all
+ * together, the Redis last. Children run in process groups of their own, so a Ctrl-C reaches
+ * them once, from here, not also from the terminal.
+ */
+async function start(config: BatchlineConfig, argv: string[], redisConfigured: boolean): Promise<void> {
   const logger = createLogger(config.log, { process: 'start' });
   const self = fileURLToPath(import.meta.url);
   const children: ChildProcess[] = [];
-  const run = (args: string[]): void => {
-    const child = spawn(process.execPath, [self, ...args, ...argv], { stdio: 'inherit' });
-    child.on('exit', (code, signal) => {
-      if (!stopping) {
-        logger.error({ args, code, signal }, 'a process stopped; stopping the rest');
-        void stopAll().then(() => process.exit(code ?? 1));
-      }
-    });
-    children.push(child);
-  };
+  let local: Promise<LocalRedis | undefined> = Promise.resolve(undefined);
   let stopping = false;
-  const stopAll = async (): Promise<void> => {
+  // A child's own graceful bound and hard timer, and a second for its exit to arrive.
+  const childBoundMs = Math.max(shutdownBoundMs(config, 'api'), shutdownBoundMs(config, 'worker')) + HARD_EXIT_SLACK_MS + 1000;
+  const stopAll = async (): Promise<boolean> => {
     stopping = true;
-    await Promise.all(
-      children.map(
-        (c) =>
-          new Promise<void>((resolve) => {
-            if (c.exitCode !== null || c.signalCode !== null) return resolve();
-            c.once('exit', () => resolve());
-            c.kill('SIGTERM');
-          }),
-      ),
-    );
+    const stopped = await Promise.all(children.map((c) => stopChild(c, childBoundMs, logger)));
+    const redis = await local.catch(() => undefined);
+    const redisStopped = redis ? await redis.stop() : true;
+    const unclean = stopped.filter((ok) => !ok).length;
+    if (unclean || !redisStopped) logger.warn({ processesUnclean: unclean, redisKilled: !redisStopped }, 'stack stopped; what each process gave up on is in its last line');
+    else logger.info('stack stopped');
+    return unclean === 0 && redisStopped;
+  };
+  const stopRest = (what: Record<string, unknown>): void => {
+    if (stopping) return;
+    logger.error(what, 'a process stopped; stopping the rest');
+    void stopAll().then(() => process.exit(1));
+  };
+  // Before anything starts: a signal during start-up still stops what did start.
+  onShutdown(stopAll, logger, childBoundMs + REDIS_STOP_MS);
+
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  if (!redisConfigured) {
+    local = localRedisFor(process.env).then(({ url, local: own }) => {
+      env.BATCHLINE_REDIS_URL = url;
+      if (own?.reused) logger.info({ redis: url }, `took over the private redis-server an earlier start left running at ${url}; it stops with the stack`);
+      else if (own) logger.info({ redis: url, data: LOCAL_REDIS_DIR }, `no Redis answered at the default address: started a private redis-server at ${url} (data in ${LOCAL_REDIS_DIR}); it stops with the stack`);
+      void own?.exited.then(() => stopRest({ redis: url, reason: 'the private redis-server exited' }));
+      return own;
+    });
+    await local;
+  } else if (!(await redisAnswers(config.redis.url))) {
+    logger.warn({ redis: config.redis.url }, 'the configured Redis does not answer; starting anyway (503 until it does)');
+  }
+  if (stopping) return;
+  const run = (args: string[]): void => {
+    const child = spawn(process.execPath, [self, ...args, ...argv], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true, env });
+    child.on('exit', (code, signal) => stopRest({ args, code, signal }));
+    children.push(child);
   };
   for (const pool of ['cpu', 'gpu'] as const) run(['worker', '--pool', pool]);
   run(['serve']);
   logger.info({ port: config.http.port }, `batchline starting: http://localhost:${config.http.port}/graphql`);
-  onShutdown(stopAll, logger);
 }
 
 export async function main(args: string[]): Promise<number> {
@@ -158,7 +213,7 @@ export async function main(args: string[]): Promise<number> {
       return -1;
     }
     case 'start':
-      await start(config, rest);
+      await start(config, rest, redisUrlConfigured(values.redis, values.config, process.env));
       return -1;
     default:
       console.error(USAGE);

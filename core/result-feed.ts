@@ -203,17 +203,20 @@ export class ResultFeed {
   /**
    * Shutdown: open watches end at once with SERVICE_UNAVAILABLE (their clients resubscribe,
    * on any replica); synchronous requests in flight get up to `drainMs` to be answered.
+   * Resolves with how many were still unanswered then (they get SERVICE_UNAVAILABLE).
    */
-  async close(drainMs = 0): Promise<void> {
+  async close(drainMs = 0): Promise<number> {
     const bye = new ServingError('SERVICE_UNAVAILABLE', 'this server is shutting down; subscribe again (any replica can deliver the result)', { retryAfterSeconds: 1 });
     this.closing = bye;
     for (const end of [...this.enders]) end(bye);
     const deadline = Date.now() + drainMs;
     while (this.waiters.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     if (this.replySubId !== undefined) this.pubsub.unsubscribe(this.replySubId);
+    const unanswered = this.waiters.size;
     for (const [id, w] of this.waiters) {
       w.reject(new ServingError('SERVICE_UNAVAILABLE', 'server shutting down'));
       this.waiters.delete(id);
     }
+    return unanswered;
   }
 }

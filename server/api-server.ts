@@ -11,6 +11,7 @@ import { NoSchemaIntrospectionCustomRule, type GraphQLError, type GraphQLFormatt
 import { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
+import type { Redis } from 'ioredis';
 import type { BatchlineConfig } from '../core/config.ts';
 import { scanConfigured } from '../core/model-repository.ts';
 import { PredictionQueues } from '../core/queues.ts';
@@ -31,6 +32,7 @@ import { useRateLimit, wsRateLimit } from './rate-limit.ts';
 import { RateLimiter } from '../core/rate-limiter.ts';
 import { ServingError } from '../core/errors.ts';
 import { startControlPlane, type ControlPlane } from '../core/control-plane.ts';
+import { Deadline, RELEASE_MS } from '../core/shutdown.ts';
 
 const typeDefs = readFileSync(new URL('../schema/schema.graphql', import.meta.url), 'utf8');
 
@@ -39,8 +41,11 @@ export interface ApiServer {
   http: Server;
   /** Starts listening; resolves with the bound port. */
   listen(port?: number, host?: string): Promise<number>;
-  /** Stops accepting, answers what is in flight, closes subscribers, then disconnects. */
-  close(): Promise<void>;
+  /**
+   * Stops accepting, answers what is in flight, closes subscribers, then disconnects, by
+   * `http.drainMs` + RELEASE_MS whatever Redis does. False when requests were given up on.
+   */
+  close(): Promise<boolean>;
 }
 
 /** A GraphQL error as a WebSocket client gets it: the HTTP status and headers left out. */
@@ -203,7 +208,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     wss,
   );
 
-  let closing: Promise<void> | undefined;
+  let closing: Promise<boolean> | undefined;
   return {
     service,
     http,
@@ -215,26 +220,38 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     },
     close() {
       closing ??= (async () => {
+        const deadline = new Deadline(config.http.drainMs + RELEASE_MS);
+        // Closes that only Redis can finish are not waited for once it is gone.
+        const unreachable = (): boolean => redis.status !== 'ready';
         // 1. Stop accepting connections.
         const closed = new Promise<void>((resolve) => http.close(() => resolve()));
         http.closeIdleConnections();
         // 2. Open subscriptions (SSE and WebSocket) end now with SERVICE_UNAVAILABLE, so their
         //    clients resubscribe on another replica; synchronous requests in flight get up to
         //    `http.drainMs` to be answered.
-        await feed.close(config.http.drainMs);
+        const unanswered = await feed.close(config.http.drainMs);
         // 3. WebSocket clients are closed (1001, going away); lingering HTTP connections cut.
-        await ws.dispose();
+        await deadline.step('WebSocket clients', Promise.resolve(ws.dispose()), 1000);
         wss.close();
-        await Promise.race([closed, new Promise<void>((r) => setTimeout(r, 1000).unref())]);
+        // Connections whose request was answered in the drain are idle now.
+        http.closeIdleConnections();
+        await deadline.within(closed, 1000);
         http.closeAllConnections();
-        await Promise.race([controlStarting, new Promise((r) => setTimeout(r, 1000).unref())]);
-        await control?.close().catch(() => {});
-        await service.close().catch(() => {});
-        // Closing may wait on a reconnect that never comes; shutdown must not.
-        const bounded = (p: Promise<unknown>) => Promise.race([p.catch(() => {}), new Promise((r) => setTimeout(r, 2000).unref())]);
-        await bounded(queues.close());
-        await bounded(pubsub.close());
-        redis.disconnect();
+        await deadline.within(controlStarting, 1000, unreachable);
+        await deadline.step('maintenance worker', control?.close(), Infinity, unreachable);
+        await deadline.step('drift counts', service.close(), Infinity, unreachable);
+        await deadline.step('queue connections', queues.close(), Infinity, unreachable);
+        await deadline.step('result subscriptions', pubsub.close(), Infinity, unreachable);
+        const state = unreachable() ? 'unreachable' : 'ready';
+        for (const r of [redis, pubsub.getPublisher() as Redis, pubsub.getSubscriber() as Redis]) r.disconnect();
+        const { dropped } = deadline;
+        if (unanswered > 0) {
+          logger.warn({ requestsUnanswered: unanswered, redis: state, dropped, drainMs: config.http.drainMs }, `API stopped, giving up on ${unanswered} request(s) in flight: answered 503 at the end of the drain (their jobs may still run)`);
+          return false;
+        }
+        if (dropped.length) logger.info({ redis: state, dropped }, `API stopped with no request in flight; gave up waiting on: ${dropped.join(', ')}`);
+        else logger.info('API stopped');
+        return true;
       })();
       return closing;
     },

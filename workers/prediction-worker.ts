@@ -17,6 +17,7 @@ import type { BatchingSpec, ModelConfig } from '../core/model-config.ts';
 import { fromWire } from '../core/input.ts';
 import { ResultStore } from '../core/result-store.ts';
 import { createRedis, keyspace, whenReady } from '../core/redis.ts';
+import { Deadline, RELEASE_MS } from '../core/shutdown.ts';
 import { WorkerRegistry } from '../core/worker-registry.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { readCgroupLimits } from '../core/cgroup.ts';
@@ -85,6 +86,8 @@ export class PredictionWorker {
   private drift?: DriftCounter;
   private reloading: Promise<void> = Promise.resolve();
   private stopping = false;
+  private readonly inHand = new Set<string>();
+  private bullConnection?: Redis;
 
   constructor(options: WorkerOptions) {
     this.options = options;
@@ -143,7 +146,7 @@ export class PredictionWorker {
     this.heartbeat = setInterval(() => void this.announce(), HEARTBEAT_MS);
 
     this.bull = new Worker<PredictionJobData>(pool, (job) => this.process(job), {
-      connection: createRedis(config.redis.url, 'blocking'),
+      connection: (this.bullConnection = createRedis(config.redis.url, 'blocking')),
       prefix: config.redis.prefix,
       concurrency: shape.concurrency,
       // Inference runs on threads, so the loop stays free to renew locks on time.
@@ -152,6 +155,7 @@ export class PredictionWorker {
       maxStalledCount: 2,
     });
     this.bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
+    this.trackJobsInHand(this.bull);
     // Jobs failed outside the processor (stalled too often, lock lost) still owe their
     // client an answer; finish() writes nothing if the processor already answered.
     this.bull.on('failed', (job, err) => {
@@ -300,29 +304,50 @@ export class PredictionWorker {
     await this.store.finishDurably(failed(data, safe), undefined, { giveUp: () => this.stopping });
   }
 
-  /** Stops taking work, finishes what it holds (bounded by `shutdownTimeoutMs`), and releases everything. */
-  async stop(): Promise<void> {
-    if (this.stopping) return;
+  /** Jobs taken from the queue whose outcome BullMQ has not recorded yet. */
+  private trackJobsInHand(bull: Worker<PredictionJobData>): void {
+    bull.on('active', (job) => this.inHand.add(job.id!));
+    bull.on('completed', (job) => this.inHand.delete(job.id!));
+    bull.on('failed', (job) => job && this.inHand.delete(job.id!));
+  }
+
+  /**
+   * Stops taking work, waits up to `shutdownTimeoutMs` for the jobs in hand, and releases
+   * everything, in bounded time whatever Redis does (core/shutdown.ts). Resolves false when
+   * it gave up on jobs: they are left to stall recovery, which hands them to another worker
+   * once their locks expire. The last log line says what was given up.
+   */
+  async stop(): Promise<boolean> {
+    if (this.stopping) return true;
     this.stopping = true;
     clearInterval(this.heartbeat);
-    await this.registry?.withdraw(this.id).catch(() => {});
-    this.batcher?.flush();
     const timeout = this.options.config.workers.shutdownTimeoutMs;
+    const deadline = new Deadline(timeout + RELEASE_MS);
+    const unreachable = (): boolean => this.redis?.status !== 'ready';
+    await deadline.step('withdraw from the worker registry', this.registry?.withdraw(this.id), 1000);
+    this.batcher?.flush();
+    let closed = true;
     if (this.bull) {
-      const closed = this.bull.close();
-      const timedOut = await Promise.race([closed.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), timeout).unref())]);
-      // Jobs still held are left to BullMQ's stall detection, which hands them to another worker.
-      if (timedOut) {
-        this.log.warn({ timeoutMs: timeout }, 'jobs still running at shutdown; leaving them to stall recovery');
-        await this.bull.close(true).catch(() => {});
-      }
+      // BullMQ's close waits for the jobs in hand and for Redis to record their outcome;
+      // with Redis gone and nothing in hand, there is nothing to wait for.
+      closed = await deadline.within(this.bull.close(), timeout, () => unreachable() && this.inHand.size === 0);
     }
-    await this.reloading;
-    await this.inference?.close();
-    await this.drift?.close();
+    this.bullConnection?.disconnect();
+    const jobsLeft = this.inHand.size;
+    await deadline.step('pending model reload', this.reloading);
+    await deadline.step('inference threads', this.inference?.close());
+    await deadline.step('drift counts', this.drift?.close(), Infinity, unreachable);
+    const redis = unreachable() ? 'unreachable' : 'ready';
     this.control?.disconnect();
     this.redis?.disconnect();
-    this.log.info('worker stopped');
+    const dropped = [...(closed ? [] : ['queue connection']), ...deadline.dropped];
+    if (jobsLeft > 0) {
+      this.log.warn({ jobsLeftToStallRecovery: jobsLeft, redis, dropped, timeoutMs: timeout }, `worker stopped, giving up on ${jobsLeft} job(s) in hand: their outcome is not recorded${redis === 'unreachable' ? ' and their results not written (Redis unreachable)' : ''}; stall recovery hands them to another worker once their locks expire`);
+      return false;
+    }
+    if (dropped.length) this.log.info({ redis, dropped }, `worker stopped with nothing in hand; gave up waiting on: ${dropped.join(', ')}`);
+    else this.log.info('worker stopped');
+    return true;
   }
 }
 

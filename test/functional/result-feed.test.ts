@@ -30,7 +30,7 @@ function queued(): PredictionRecord {
  * Watches `id` on a feed whose store holds the watch's first read until the feed has begun to
  * close: the moment a SIGTERM can land between SUBSCRIBE and the read.
  */
-async function closeDuringFirstRead(id: string): Promise<{ it: AsyncIterator<PredictionRecord>; closed: Promise<void> }> {
+async function closeDuringFirstRead(id: string): Promise<{ it: AsyncIterator<PredictionRecord>; closed: Promise<number> }> {
   let began!: () => void;
   let release!: () => void;
   const reading = new Promise<void>((r) => (began = r));

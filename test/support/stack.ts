@@ -23,6 +23,8 @@ export interface StackOptions {
   models?: string;
   /** Extra BATCHLINE_* environment for every process. */
   env?: Record<string, string>;
+  /** Working folder of spawned processes (`start` keeps a private Redis's data under it). */
+  cwd?: string;
 }
 
 function envFor(o: StackOptions): Record<string, string> {
@@ -50,7 +52,7 @@ export async function startApi(o: StackOptions): Promise<RunningApi> {
   const config = configFor(o);
   const api = await createApiServer({ config, logger: createLogger(config.log) });
   const port = await api.listen(0, '127.0.0.1');
-  return { url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql`, api, close: () => api.close() };
+  return { url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql`, api, close: async () => void (await api.close()) };
 }
 
 export interface Child {
@@ -77,7 +79,7 @@ const CRASH = /triggerUncaughtException|ERR_UNHANDLED_REJECTION|Unhandled promis
 
 /** Spawns `cli/main.ts <args>` and resolves once `readyLine` appears in its output. */
 export function spawnCli(args: string[], o: StackOptions, readyLine: RegExp, timeoutMs = 30_000): Promise<Child> {
-  const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: o.env?.BATCHLINE_LOG_LEVEL ?? 'info' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: o.env?.BATCHLINE_LOG_LEVEL ?? 'info' }, cwd: o.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   // 'close', not 'exit': it comes after the child's output is read to the end, so a line the
   // process logged while exiting (pino writes asynchronously) is in output() when stop() resolves.
@@ -114,9 +116,9 @@ export function spawnCli(args: string[], o: StackOptions, readyLine: RegExp, tim
     };
     proc.stdout!.on('data', onData);
     proc.stderr!.on('data', onData);
-    proc.once('exit', (code) => {
+    proc.once('exit', (code, signal) => {
       clearTimeout(timer);
-      reject(new Error(`${args.join(' ')} exited with ${code}:\n${out}`));
+      reject(new Error(`${args.join(' ')} exited with ${code ?? signal}:\n${out}`));
     });
   });
 }
