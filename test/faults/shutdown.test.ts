@@ -5,7 +5,7 @@
  * and recovers by itself. Real processes and a real redis-server, stopped for real.
  */
 import { Queue } from 'bullmq';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { gql } from '../support/clients.ts';
 import { alive, lastLine, loggedPids, stopsBefore } from '../support/processes.ts';
 import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
@@ -68,7 +68,11 @@ describe('SIGTERM after Redis has stopped', () => {
     const o = { redisUrl: redis.url, prefix: uniquePrefix('bound-api'), env: { ...bounded, BATCHLINE_MAINTENANCE: 'false' } };
     const proc = await spawnCli(['serve', '--port', '0'], o, /"msg":"API listening"/);
     const url = `http://127.0.0.1:${listeningPort(proc)}/graphql`;
-    // No gpu worker runs: this predict waits in the API until shutdown gives up on it.
+    // The only gpu worker is frozen (alive and registered, taking nothing): this predict waits
+    // in the API until shutdown gives up on it.
+    const frozen = await startWorker('gpu', o);
+    frozen.proc.kill('SIGSTOP');
+    onTestFinished(() => frozen.kill('SIGKILL'));
     const inflight = gql(url, `{ predict(model: "mlp-bench", input: { features: [${Array(512).fill(0.5).join(',')}] }) { label } }`);
     const gpu = new Queue('gpu', { connection: { url: redis.url }, prefix: o.prefix });
     await until(async () => (await gpu.count()) >= 1, 'the predict to be queued');
