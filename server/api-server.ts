@@ -30,8 +30,10 @@ import { useRateLimit, wsRateLimit } from './rate-limit.ts';
 import { RateLimiter } from '../core/rate-limiter.ts';
 import { ServingError } from '../core/errors.ts';
 import { startControlPlane, type ControlPlane } from '../core/control-plane.ts';
+import { graphiqlOptions, renderGraphiQL } from './graphiql.ts';
+import { createOps } from './ops.ts';
 
-const typeDefs = readFileSync(new URL('../schema/schema.graphql', import.meta.url), 'utf8');
+const typeDefs = ['schema.graphql', 'ops.graphql'].map((f) => readFileSync(new URL(`../schema/${f}`, import.meta.url), 'utf8'));
 
 export interface ApiServer {
   service: PredictionService;
@@ -69,6 +71,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   const queues = new PredictionQueues(redis, config.redis.prefix, config.queue.maxDepth);
   const registry = new WorkerRegistry(redis, config.redis.prefix);
   const service = new PredictionService({ config, repository, queues, store, feed, workers: registry, redis, keys, metrics, logger });
+  const ops = createOps({ config, redis, queues, service, metrics, authEnabled: auth.enabled });
   const limiter = new RateLimiter({ redis, prefix: config.redis.prefix, ratePerSecond: config.limits.rateLimitPerSecond, burst: config.limits.rateLimitBurst, timeoutMs: config.limits.rateLimitTimeoutMs, logger });
   // Serve as soon as Redis answers; if it is down, start anyway: requests get 503 and
   // /ready fails until it is back (ioredis reconnects and resubscribes by itself).
@@ -107,7 +110,8 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     graphqlEndpoint: '/graphql',
     // Off: the check in front of yoga bounds Content-Length, useRequestParseErrors counts chunked bodies.
     maxRequestBodySize: false,
-    graphiql: config.http.graphiql ? { subscriptionsProtocol: 'WS' } : false,
+    graphiql: graphiqlOptions(config.http.graphiql),
+    renderGraphiQL,
     landingPage: false,
     logging: {
       debug: (...args) => logger.debug({ yoga: args.map(String) }),
@@ -121,10 +125,11 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
       // Set by useApiKeyAuth (HTTP) or at connection (WebSocket); never missing when auth is on.
       const who = principal ?? (auth.enabled ? undefined : ANONYMOUS);
       if (!who) throw new ServingError('UNAUTHENTICATED');
-      return { service, maintenance: control?.maintenance, requestId: requestIdOf(request?.headers ?? req?.headers), principal: who };
+      return { service, ops: ops.context, maintenance: control?.maintenance, requestId: requestIdOf(request?.headers ?? req?.headers), principal: who };
     },
     plugins: [
       metricsPlugin,
+      ...ops.plugins,
       useClientErrorStatus(),
       useReadinessCheck({ endpoint: '/ready', check: () => service.ready() }),
       ...(config.http.introspection ? [] : [introspectionPlugin]),
@@ -196,7 +201,9 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
         // 2. Open subscriptions (SSE and WebSocket) end now with SERVICE_UNAVAILABLE, so their
         //    clients resubscribe on another replica; synchronous requests in flight get up to
         //    `http.drainMs` to be answered.
+        ops.endSubscriptions();
         await feed.close(config.http.drainMs);
+        await ops.close().catch(() => {});
         // 3. WebSocket clients are closed (1001, going away); lingering HTTP connections cut.
         await ws.dispose();
         wss.close();

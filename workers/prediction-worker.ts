@@ -22,6 +22,7 @@ import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { readCgroupLimits } from '../core/cgroup.ts';
 import { planPool } from '../core/sizing.ts';
 import { DriftCounter } from '../core/drift.ts';
+import { StatsRecorder } from '../core/live-stats.ts';
 import type { ControlMessage } from '../core/maintenance.ts';
 import type { Logger } from '../core/logger.ts';
 import { type PredictionJobData, type PredictionRecord, type PredictionResult } from '../core/prediction.ts';
@@ -83,6 +84,8 @@ export class PredictionWorker {
   private executionProvider: 'cpu' | 'cuda' = 'cpu';
   private control?: Redis;
   private drift?: DriftCounter;
+  /** This worker's share of the operations view's live figures. */
+  private stats?: StatsRecorder;
   private reloading: Promise<void> = Promise.resolve();
   private stopping = false;
 
@@ -133,6 +136,8 @@ export class PredictionWorker {
     this.store = new ResultStore(this.redis, keys, config.results.ttlSeconds);
     this.registry = new WorkerRegistry(this.redis, config.redis.prefix);
     this.drift = new DriftCounter(this.redis, keys, (config.maintenance.driftWindowMinutes + 5) * 60);
+    this.stats = new StatsRecorder({ redis: this.redis, prefix: config.redis.prefix, registry: this.metrics.registry, process: { id: this.id, role: 'worker', pool } });
+    this.stats.start();
     this.control = createRedis(config.redis.url, 'subscriber');
     this.control.on('message', (_channel: string, raw: string) => {
       const msg = JSON.parse(raw) as ControlMessage;
@@ -292,6 +297,7 @@ export class PredictionWorker {
     await this.reloading;
     await this.inference?.close();
     await this.drift?.close();
+    await this.stats?.close();
     this.control?.disconnect();
     this.redis?.disconnect();
     this.log.info('worker stopped');
