@@ -1,5 +1,5 @@
 /** `serverStats`, query and subscription: the operations view's figures, cut to what the caller may see. */
-import { ServingError } from '../core/errors.ts';
+import { ServingError, isRedisUnavailable } from '../core/errors.ts';
 import type { DeploymentView, OpsStats } from '../core/ops-stats.ts';
 import type { DriftReport } from '../core/drift.ts';
 import { mayPredict, type Principal } from '../server/auth.ts';
@@ -41,7 +41,13 @@ async function serverStats(args: StatsArgs, ctx: Ctx) {
   const windowSeconds = intArg('windowSeconds', args.windowSeconds, 10, 1, 60);
   const historySteps = (intArg('historyMinutes', args.historyMinutes, 5, 0, 15) * 60) / 5;
   const admin = ctx.principal.scopes.includes('admin');
-  const view = await ops.stats.view({ windowSeconds, historySteps, visible: (model) => admin || mayPredict(ctx.principal, model) });
+  let view: DeploymentView;
+  try {
+    view = await ops.stats.view({ windowSeconds, historySteps, visible: (model) => admin || mayPredict(ctx.principal, model) });
+  } catch (e) {
+    if (isRedisUnavailable(e)) throw new ServingError('SERVICE_UNAVAILABLE', 'the figures live in Redis, which is unreachable; try again later', { cause: e });
+    throw e;
+  }
   return toServerStats(view, ctx.principal, admin, ops);
 }
 

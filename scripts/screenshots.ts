@@ -11,10 +11,14 @@ import { fileURLToPath } from 'node:url';
 import { startPrivateRedis } from '../test/support/redis-server.ts';
 import { dropPrefix, startApi, startWorker, uniquePrefix } from '../test/support/stack.ts';
 import { launchBrowser, offlineContext } from '../test/support/browser.ts';
+import { loadNameGenderSplit } from './models/names-dataset.ts';
 
 const DOCS = fileURLToPath(new URL('../docs/', import.meta.url));
 const seconds = Number(process.env.BATCHLINE_SCREENSHOT_SECONDS ?? 75);
-const NAMES = ['Maria', 'John', 'Aiko', 'Olivia', 'Noah', 'Emma', 'Liam', 'Sofia', 'Lucas', 'Mia', 'Ethan', 'Chloe', 'Mateo', 'Zoe', 'Leo'];
+// Names drawn from the model's own data keep its predicted class mix, as real traffic would
+// (the drift monitor then has nothing to report); some come back, so the cache has hits.
+const { holdout, train } = loadNameGenderSplit();
+const NAMES = [...holdout, ...train].map((n) => n.name);
 
 async function post(url: string, query: string, variables: Record<string, unknown> = {}): Promise<void> {
   await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) }).then((r) => r.arrayBuffer());
@@ -27,9 +31,7 @@ async function traffic(url: string, until: number): Promise<void> {
   let n = 0;
   const client = async (kind: 'name' | 'mlp'): Promise<void> => {
     while (Date.now() < until) {
-      // A few names come back often, so the cache has hits to show.
-      const text = n++ % 3 === 0 ? NAMES[n % NAMES.length] : `${NAMES[n % NAMES.length]}${n}`;
-      if (kind === 'name') await post(url, NAME, { t: text });
+      if (kind === 'name') await post(url, NAME, { t: NAMES[Math.floor(Math.random() * (n++ % 4 === 0 ? 50 : NAMES.length))] });
       else await post(url, MLP, { f: Array.from({ length: 512 }, () => Math.random()) });
       // Bursts and lulls, so the plots have a shape.
       if (Math.floor(Date.now() / 15000) % 2 === 1) await new Promise((r) => setTimeout(r, 40));

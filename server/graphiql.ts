@@ -16,8 +16,9 @@ const { version } = createRequire(import.meta.url)('@graphql-yoga/render-graphiq
 /** Versioned: a new package version is a new URL, so the assets may be cached for good. */
 export const GRAPHIQL_ASSETS = `/graphiql/${version}`;
 
-const DEFAULT_QUERY = `# batchline: ask the demo model for a prediction (Ctrl-Enter runs it).
-# Subscriptions work here too (over SSE); API keys go in the Headers tab as {"x-api-key": "..."}.
+const DEFAULT_QUERY = `# Ask the demo model; Ctrl-Enter runs it.
+# Subscriptions work here too (over SSE).
+# With auth on, in Headers: {"x-api-key": "..."}
 {
   predict(model: "name-gender", input: { text: "Maria" }) {
     label

@@ -173,8 +173,10 @@ function renderModel(entry, m, windowSeconds) {
     ],
   });
   const ratePlot = lineChart({ from, to, unit: 'requests/s', series: [{ name: 'requests/s', cls: 's-rate', points: m.history.map((p) => ({ t: at(p), v: p.requestsPerSecond })) }] });
+  // Bars up to the first bound that holds the model's largest batch; above it only if something landed there.
   const limit = Math.max(...m.versions.map((v) => v.batching?.maxBatchSize ?? 1));
-  const buckets = m.batchSizes.filter((b, i) => b.rows === null ? b.count > 0 : b.rows <= limit || (i > 0 && (m.batchSizes[i - 1].rows ?? Infinity) < limit));
+  const upTo = m.batchSizes.findIndex((b) => b.rows === null || b.rows >= limit);
+  const buckets = m.batchSizes.filter((b, i) => i <= upTo || b.count > 0);
   const batchPlot = barChart({ unit: `batches by rows, last ${windowSeconds} s`, bars: buckets.map((b, i) => ({ label: b.rows === null ? `>${buckets[i - 1]?.rows ?? ''}` : `≤${b.rows}`, value: b.count })) });
   const reasons = m.batchReasons.length ? m.batchReasons.map((r) => h('span', { class: 'chip' }, [`${r.label} ${r.count}`])) : [h('span', { class: 'muted' }, ['no batches'])];
   entry.live.replaceChildren(
