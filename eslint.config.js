@@ -33,6 +33,11 @@ export default tseslint.config(
     },
   },
   {
+    // The operations view's page runs in the browser (plain modules, served as they are).
+    files: ['server/dashboard/**/*.js'],
+    languageOptions: { globals: { document: 'readonly', window: 'readonly', location: 'readonly', sessionStorage: 'readonly', TextDecoderStream: 'readonly', AbortSignal: 'readonly' } },
+  },
+  {
     // Tests read loosely typed GraphQL responses.
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off' },

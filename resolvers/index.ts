@@ -11,6 +11,7 @@ import { toEvent, toModelVersion, toPrediction, toStatusReport } from './mapping
 import { authorize, mayPredict, type Principal } from '../server/auth.ts';
 import type { Maintenance } from '../core/maintenance.ts';
 import { operationResolvers } from './operations.ts';
+import { opsStatsResolvers, type OpsContext } from './ops-stats.ts';
 
 export interface RequestContext {
   service: PredictionService;
@@ -19,6 +20,8 @@ export interface RequestContext {
   principal: Principal;
   /** The periodic jobs, when this process runs them (admin operations use it). */
   maintenance?: Maintenance;
+  /** The operations view's figures (resolvers/ops-stats.ts). */
+  ops?: OpsContext;
 }
 
 interface PredictArgs {
@@ -68,9 +71,9 @@ const coreResolvers = {
 
 /** Every resolver, by type. */
 export const resolvers = {
-  Query: { ...coreResolvers.Query, ...operationResolvers.Query },
+  Query: { ...coreResolvers.Query, ...operationResolvers.Query, ...opsStatsResolvers.Query },
   Mutation: { ...coreResolvers.Mutation, ...operationResolvers.Mutation },
-  Subscription: coreResolvers.Subscription,
+  Subscription: { ...coreResolvers.Subscription, ...opsStatsResolvers.Subscription },
   // Outputs travel and are stored as bytes; numbers are made only for a client that asks for `data`.
   Tensor: {
     base64: (t: EncodedTensor) => t.base64,

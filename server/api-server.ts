@@ -33,8 +33,10 @@ import { RateLimiter } from '../core/rate-limiter.ts';
 import { ServingError } from '../core/errors.ts';
 import { startControlPlane, type ControlPlane } from '../core/control-plane.ts';
 import { Deadline, RELEASE_MS } from '../core/shutdown.ts';
+import { graphiqlOptions, renderGraphiQL } from './graphiql.ts';
+import { createOps } from './ops.ts';
 
-const typeDefs = readFileSync(new URL('../schema/schema.graphql', import.meta.url), 'utf8');
+const typeDefs = ['schema.graphql', 'ops.graphql'].map((f) => readFileSync(new URL(`../schema/${f}`, import.meta.url), 'utf8'));
 
 export interface ApiServer {
   service: PredictionService;
@@ -76,6 +78,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   const queues = new PredictionQueues(redis, config.redis.prefix, config.queue.maxDepth);
   const registry = new WorkerRegistry(redis, config.redis.prefix);
   const service = new PredictionService({ config, repository, queues, store, feed, workers: registry, redis, keys, metrics, logger });
+  const ops = createOps({ config, redis, queues, service, metrics, authEnabled: auth.enabled });
   const limiter = new RateLimiter({ redis, prefix: config.redis.prefix, ratePerSecond: config.limits.rateLimitPerSecond, burst: config.limits.rateLimitBurst, timeoutMs: config.limits.rateLimitTimeoutMs, logger });
   // Serve as soon as Redis answers; if it is down, start anyway: requests get 503 and
   // /ready fails until it is back (ioredis reconnects and resubscribes by itself).
@@ -115,7 +118,8 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     parserAndValidationCache: parseCache(),
     // Off: the check in front of yoga bounds Content-Length, useRequestParseErrors counts chunked bodies.
     maxRequestBodySize: false,
-    graphiql: config.http.graphiql ? { subscriptionsProtocol: 'WS' } : false,
+    graphiql: graphiqlOptions(config.http.graphiql),
+    renderGraphiQL,
     landingPage: false,
     logging: {
       debug: (...args) => logger.debug({ yoga: args.map(String) }),
@@ -129,10 +133,11 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
       // Set by useApiKeyAuth (HTTP) or at connection (WebSocket); never missing when auth is on.
       const who = principal ?? (auth.enabled ? undefined : ANONYMOUS);
       if (!who) throw new ServingError('UNAUTHENTICATED');
-      return { service, maintenance: control?.maintenance, requestId: requestScope.getStore()?.requestId ?? requestIdOf(request?.headers ?? req?.headers), principal: who };
+      return { service, ops: ops.context, maintenance: control?.maintenance, requestId: requestScope.getStore()?.requestId ?? requestIdOf(request?.headers ?? req?.headers), principal: who };
     },
     plugins: [
       metricsPlugin,
+      ...ops.plugins,
       useClientErrorStatus(),
       useStreamFieldErrors(),
       useRequestLog(),
@@ -229,7 +234,9 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
         // 2. Open subscriptions (SSE and WebSocket) end now with SERVICE_UNAVAILABLE, so their
         //    clients resubscribe on another replica; synchronous requests in flight get up to
         //    `http.drainMs` to be answered.
+        ops.endSubscriptions();
         const unanswered = await feed.close(config.http.drainMs);
+        await ops.close().catch(() => {});
         // 3. WebSocket clients are closed (1001, going away); lingering HTTP connections cut.
         await deadline.step('WebSocket clients', Promise.resolve(ws.dispose()), 1000);
         wss.close();

@@ -23,6 +23,7 @@ import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { readCgroupLimits } from '../core/cgroup.ts';
 import { planPool } from '../core/sizing.ts';
 import { DriftCounter } from '../core/drift.ts';
+import { StatsRecorder } from '../core/live-stats.ts';
 import type { ControlMessage } from '../core/maintenance.ts';
 import type { Logger } from '../core/logger.ts';
 import { completed, failed, type PredictionJobData, type PredictionResult, type ReplyPart, type SyncReply } from '../core/prediction.ts';
@@ -84,6 +85,8 @@ export class PredictionWorker {
   private executionProvider: 'cpu' | 'cuda' = 'cpu';
   private control?: Redis;
   private drift?: DriftCounter;
+  /** This worker's share of the operations view's live figures. */
+  private stats?: StatsRecorder;
   private reloading: Promise<void> = Promise.resolve();
   private stopping = false;
   private readonly inHand = new Set<string>();
@@ -136,6 +139,8 @@ export class PredictionWorker {
     this.store = new ResultStore(this.redis, keys, config.results.ttlSeconds);
     this.registry = new WorkerRegistry(this.redis, config.redis.prefix);
     this.drift = new DriftCounter(this.redis, keys, (config.maintenance.driftWindowMinutes + 5) * 60);
+    this.stats = new StatsRecorder({ redis: this.redis, prefix: config.redis.prefix, registry: this.metrics.registry, process: { id: this.id, role: 'worker', pool } });
+    this.stats.start();
     this.control = createRedis(config.redis.url, 'subscriber');
     this.control.on('message', (_channel: string, raw: string) => {
       const msg = JSON.parse(raw) as ControlMessage;
@@ -337,6 +342,7 @@ export class PredictionWorker {
     await deadline.step('pending model reload', this.reloading);
     await deadline.step('inference threads', this.inference?.close());
     await deadline.step('drift counts', this.drift?.close(), Infinity, unreachable);
+    await deadline.step('live stats', this.stats?.close(), Infinity, unreachable);
     const redis = unreachable() ? 'unreachable' : 'ready';
     this.control?.disconnect();
     this.redis?.disconnect();
