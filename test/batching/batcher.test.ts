@@ -175,8 +175,12 @@ describe('Batcher closing rules', () => {
 });
 
 describe('adaptive policies', () => {
+  it('AIMD starts at its largest batch', () => {
+    expect(new AimdPolicy({ max: 64, sloMs: 50 }).limit()).toBe(64);
+  });
+
   it('AIMD raises its limit step by step while batches meet the SLO', () => {
-    const p = new AimdPolicy({ max: 64, sloMs: 50 });
+    const p = new AimdPolicy({ max: 64, sloMs: 50, start: 1 });
     expect(p.limit()).toBe(1);
     for (let i = 0; i < 10; i++) p.observe(p.limit(), 5);
     expect(p.limit()).toBe(11);
