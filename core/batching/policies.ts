@@ -10,8 +10,8 @@
  *   limit was small waits, immutable, for a slot, and a burst leaves a queue of tiny batches
  *   that takes seconds to drain (found in virtual time, core/simulation).
  * - `predictive` (as BentoML): fit batch latency = a + b * rows over recent batches by least
- *   squares and allow the largest batch whose predicted run still meets the remaining
- *   deadline of the batch's oldest request, and no larger than needed to spread the fixed
+ *   squares and allow the largest batch whose predicted run (a slow one: the fit times the
+ *   runs' own spread about it) still meets the remaining deadline of the batch's oldest request, and no larger than needed to spread the fixed
  *   cost `a` to a tenth of the run (more rows then add latency, not throughput). It also
  *   dispatches early: once a runtime slot is free and the oldest request has waited as long
  *   as one batch's fixed cost `a`, the batch goes (reason `idle`). Waiting up to the fixed
@@ -96,6 +96,9 @@ export class AimdPolicy implements BatchPolicy {
   }
 }
 
+/** A slow run, for deadlines: this many standard deviations of ln(run / fit) above the fit (1.645: one run in 20 is slower). */
+const SLOW_Z = 1.645;
+
 /** Share of a batch's run that goes to its rows (not its fixed cost) at which `predictive` stops growing a batch. */
 const AMORTIZED = 0.9;
 
@@ -106,6 +109,8 @@ export class PredictivePolicy implements BatchPolicy {
   private readonly window: number;
   private readonly samples: { rows: number; ms: number }[] = [];
   private fit?: { a: number; b: number };
+  /** How much slower than the fit a slow run is: exp(SLOW_Z x the spread of ln(run / fit)). */
+  private slow = 1;
   private readonly curve = new ThroughputCurve();
 
   constructor(options: { max: number; sloMs: number; window?: number }) {
@@ -119,8 +124,9 @@ export class PredictivePolicy implements BatchPolicy {
     return this.fit;
   }
 
+  /** Run time of a batch of `rows` to plan deadlines by: the fit, times the slow-run factor. */
   predictMs(rows: number): number | undefined {
-    return this.fit ? this.fit.a + this.fit.b * rows : undefined;
+    return this.fit ? (this.fit.a + this.fit.b * rows) * this.slow : undefined;
   }
 
   dispatchAfterMs(): number | undefined {
@@ -135,7 +141,7 @@ export class PredictivePolicy implements BatchPolicy {
     const { a, b } = this.fit;
     const peak = this.curve.capRows() ?? Infinity;
     if (b <= 0) return Math.min(this.max, peak);
-    const rows = Math.floor((remainingMs - a) / b);
+    const rows = Math.floor((remainingMs / this.slow - a) / b);
     // The amortized size trusts the line's fixed cost `a`. Fitted over large batches of a
     // convex curve, `a` comes out near 0 and the rule says batching buys nothing (limit 1),
     // while batches of some size were seen to run far more rows per ms: never cap below that.
@@ -177,7 +183,14 @@ export class PredictivePolicy implements BatchPolicy {
       return;
     }
     const b = Math.max(0, sxy / sxx);
-    this.fit = { a: Math.max(0, my - b * mx), b };
+    const fit = { a: Math.max(0, my - b * mx), b };
+    this.fit = fit;
+    // Deadlines are planned for a slow run, not the average one: where runs jitter by a third
+    // (a shared CPU), a batch sized to finish on time on average finished late one time in
+    // three, and p99 went with it.
+    let sq = 0;
+    for (const p of this.samples) sq += Math.log(p.ms / Math.max(1e-9, fit.a + fit.b * p.rows)) ** 2;
+    this.slow = Math.exp(SLOW_Z * Math.sqrt(sq / n));
   }
 }
 

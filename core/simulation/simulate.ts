@@ -30,7 +30,7 @@ export interface SimulationSpec {
   seed: number;
   /** Stop as soon as more than 1% of the counted requests are known to miss the SLO (a search needs only the verdict). */
   stopWhenOverSlo?: boolean;
-  /** Keep every batch (start, rows, run time, limit, worst latency of its requests), for time lines. */
+  /** Keep every batch (start, rows, run time, limit, its requests' latencies), for time lines. */
   keepBatches?: boolean;
 }
 
@@ -42,6 +42,10 @@ export interface BatchRecord {
   reason: CloseReason;
   /** Longest arrival-to-answer latency among its requests. */
   worstMs: number;
+  /** Its requests' arrival-to-answer latencies. */
+  latencies: number[];
+  /** Its requests answered after the SLO. */
+  late: number;
 }
 
 export interface SimulationResult {
@@ -98,7 +102,7 @@ export async function simulate(spec: SimulationSpec): Promise<SimulationResult> 
     const ms = spec.service.sampleMs(texts.length, clock.now(), rng.service);
     if (spec.keepBatches) {
       for (const t of texts) batchOf[Number(t)] = log.length;
-      log.push({ startMs: clock.now(), rows: texts.length, runMs: ms, limit: batcher.policy(MODEL).limit(), reason: 'full', worstMs: 0 });
+      log.push({ startMs: clock.now(), rows: texts.length, runMs: ms, limit: batcher.policy(MODEL).limit(), reason: 'full', worstMs: 0, latencies: [], late: 0 });
     }
     return new Promise((resolve) => {
       clock.setTimer(() => {
@@ -134,6 +138,8 @@ export async function simulate(spec: SimulationSpec): Promise<SimulationResult> 
         const b = log[batchOf[id]];
         b.worstMs = Math.max(b.worstMs, latency);
         b.reason = o.closeReason;
+        b.latencies.push(latency);
+        if (latency > spec.sloMs) b.late++;
       }
       if (!counted) return;
       latencies.push(latency);
