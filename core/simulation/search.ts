@@ -124,3 +124,10 @@ export async function bestFixed(s: Scenario, grid = fixedGrid(s), options: { tol
   if (!best) throw new Error('no fixed configuration of the grid holds the SLO at any rate');
   return { best, tried: grid.length, runs };
 }
+
+/** Runs at each rate, to the end (no early stop): p99 against offered load, for plots. */
+export async function sweep(s: Scenario, batching: BatchingSpec, rates: number[]): Promise<SimulationResult[]> {
+  const out: SimulationResult[] = [];
+  for (const rate of rates) out.push(await simulate(runSpec(s, batching, rate)));
+  return out;
+}
