@@ -62,9 +62,10 @@ export interface SimulationResult {
   withinSlo: boolean;
   /** Requests answered after their own deadline, or after the SLO when they carry none. */
   deadlineMisses: number;
+  /** Batches that started after the warm-up. */
   batches: number;
   batchRows: { mean: number; p50: number; p95: number; max: number };
-  /** Batches by size, in power-of-two buckets: `"17-32": 120`. */
+  /** Batches (after the warm-up) by size, in power-of-two buckets: `"17-32": 120`. */
   batchSizes: Record<string, number>;
   closeReasons: Record<CloseReason, number>;
   /** The run stopped early: the SLO was already missed. Figures then cover what was answered. */
@@ -85,7 +86,7 @@ export function percentile(sorted: ArrayLike<number>, p: number): number {
 }
 
 function bucket(rows: number): string {
-  if (rows <= 1) return '1';
+  if (rows <= 2) return String(rows);
   const hi = 2 ** Math.ceil(Math.log2(rows));
   return `${hi / 2 + 1}-${hi}`;
 }
@@ -113,7 +114,9 @@ export async function simulate(spec: SimulationSpec): Promise<SimulationResult> 
     });
   };
   const events: BatchEvent[] = [];
-  const batcher = new Batcher({ run, spec: () => spec.batching, slots: spec.slots, clock, onBatch: (e) => events.push(e) });
+  // Batches counted as requests are: those that started after the warm-up.
+  const onBatch = (e: BatchEvent): void => void (clock.now() - e.latencyMs >= spec.warmupMs && events.push(e));
+  const batcher = new Batcher({ run, spec: () => spec.batching, slots: spec.slots, clock, onBatch });
 
   const latencies: number[] = [];
   const waits: number[] = [];
