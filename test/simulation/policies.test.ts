@@ -11,14 +11,14 @@ import { CPU_PROFILE, GPU_PROFILE, scenario, SLO_MS, type PatternName } from '..
 import { bestFixed, runSpec } from '../../core/simulation/search.ts';
 import { simulate } from '../../core/simulation/simulate.ts';
 
-const cases: [string, string, PatternName][] = [
-  ['the measured CPU profile', CPU_PROFILE, 'steady'],
-  ['the measured CPU profile', CPU_PROFILE, 'bursty'],
-  ['the GPU-like profile', GPU_PROFILE, 'steady'],
-  ['the GPU-like profile', GPU_PROFILE, 'bursty'],
+const cases: [string, PatternName, string][] = [
+  ['the measured CPU profile', 'steady', CPU_PROFILE],
+  ['the measured CPU profile', 'bursty', CPU_PROFILE],
+  ['the GPU-like profile', 'steady', GPU_PROFILE],
+  ['the GPU-like profile', 'bursty', GPU_PROFILE],
 ];
 
-describe.each(cases)('on %s, %s arrivals', (_name, file, pattern) => {
+describe.each(cases)('on %s, %s arrivals', (_name, pattern, file) => {
   const s = scenario(file, pattern);
   let best: Awaited<ReturnType<typeof bestFixed>>['best'];
 
