@@ -6,6 +6,7 @@
  *   start                    API + one worker per pool, for local use
  *   k8s render|explain FILE  Kubernetes manifests from a ModelServer resource
  *   model measure MODEL      resident memory of a model, for sizing
+ *   plan capacity --profile FILE --rate R --slo MS [--policy P]   replicas and slots for a rate, simulated
  *   auth hash-key [KEY]      the sha256 hex of an API key, for auth.keys (KEY from stdin if left out)
  * Common flags: --config FILE, --models DIR, --port N, --redis URL.
  */
@@ -17,7 +18,7 @@ import { createLogger, type Logger } from '../core/logger.ts';
 import { HARD_EXIT_SLACK_MS, shutdownBoundMs } from '../core/shutdown.ts';
 import { LOCAL_REDIS_DIR, REDIS_STOP_MS, localRedisFor, redisAnswers, redisUrlConfigured, type LocalRedis } from './local-redis.ts';
 
-const USAGE = `usage: batchline <serve | worker --pool cpu|gpu | start | k8s render|explain FILE | model measure MODEL | auth hash-key [KEY]> [--config FILE] [--models DIR] [--port N] [--redis URL]`;
+const USAGE = `usage: batchline <serve | worker --pool cpu|gpu | start | k8s render|explain FILE | model measure MODEL | plan capacity --profile FILE --rate R --slo MS | auth hash-key [KEY]> [--config FILE] [--models DIR] [--port N] [--redis URL]`;
 
 function configFrom(values: Record<string, string | boolean | undefined>): BatchlineConfig {
   const overrides: Record<string, Record<string, unknown>> = {};
@@ -184,6 +185,10 @@ export async function main(args: string[]): Promise<number> {
     const { hashApiKey } = await import('../server/auth.ts');
     console.log(hashApiKey(key));
     return 0;
+  }
+  if (command === 'plan') {
+    const { runPlanCli } = await import('./plan.ts');
+    return runPlanCli(rest);
   }
   if (command === 'k8s' || command === 'model') {
     const { runK8sCli } = await import('../k8s/cli.ts');

@@ -2,14 +2,15 @@
  * The `k8s` and `model measure` commands of the batchline CLI:
  *
  *   batchline k8s render <file> [--out dir]      manifests to stdout, or one file each under dir
- *   batchline k8s explain <file>                 how each pool's worker count was decided
+ *   batchline k8s explain <file>                 how each pool's worker count was decided (and, for a
+ *                                                pool with autoscaling.expectedRate, the replicas it needs)
  *   batchline model measure <model> [--models dir] [--version v] [--json]
  *
  * Modules load lazily: the renderer needs ajv (a development dependency), which the
  * production image leaves out, and `serve`/`worker` should not pay for any of this.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 const USAGE = `usage:
   batchline k8s render <file> [--out dir]
@@ -40,6 +41,16 @@ async function k8s(sub: string | undefined, positional: string[], flags: Map<str
   if ((sub !== 'render' && sub !== 'explain') || !file) { io.err(USAGE); return 2; }
   const { loadModelServer } = await import('./load.ts');
   const loaded = loadModelServer(file);
+  if (loaded.pools.some((p) => p.spec.autoscaling.expectedRate)) {
+    const { suggestReplicas, suggestionText } = await import('./capacity.ts');
+    loaded.suggestions = await suggestReplicas(loaded, dirname(file));
+    if (sub === 'render') {
+      for (const p of loaded.pools) {
+        const s = loaded.suggestions[p.pool];
+        if (s && s.plan.replicas > p.spec.autoscaling.maxReplicas) io.err(`warning: pool ${p.pool}: ${suggestionText(s, p.spec.autoscaling.maxReplicas)}\n`);
+      }
+    }
+  }
   if (sub === 'explain') {
     const { explain } = await import('./explain.ts');
     io.out(explain(loaded));

@@ -1,11 +1,13 @@
 /**
  * `batchline k8s explain`: per pool, the limits, each bound, the one that decided, and
- * the resulting slots, threads and autoscaling target.
+ * the resulting slots, threads and autoscaling target; and, where a pool states an expected
+ * rate, the replicas the simulation needs for it.
  */
 import { mib } from '../core/sizing.ts';
 import type { LoadedServer } from './load.ts';
 import { parseQuantity } from './quantity.ts';
 import type { PoolSizing } from './plan.ts';
+import { suggestionText } from './capacity.ts';
 
 function replicas(loaded: LoadedServer, p: PoolSizing): string {
   const { minReplicas, maxReplicas } = p.spec.autoscaling;
@@ -40,6 +42,7 @@ function pool(loaded: LoadedServer, p: PoolSizing): string[] {
     row('decided by', plan.decidedBy),
     row('result', result),
     row('replicas', replicas(loaded, p)),
+    ...(loaded.suggestions?.[p.pool] ? [row('expected rate', suggestionText(loaded.suggestions[p.pool]!, p.spec.autoscaling.maxReplicas))] : []),
     row('startup', `${p.startupSeconds} s allowed for loading before liveness checks`),
   ];
 }

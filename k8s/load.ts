@@ -8,10 +8,14 @@ import { checkSchema } from './schema.ts';
 import { checkConsistency } from './validate.ts';
 import { ModelServerError, planPools, type PoolSizing } from './plan.ts';
 import type { ModelServer } from './resource.ts';
+import type { PoolName } from '../core/config.ts';
+import type { ReplicaSuggestion } from './capacity.ts';
 
 export interface LoadedServer {
   server: ModelServer;
   pools: PoolSizing[];
+  /** Replicas for the pools that state an expected rate, once simulated (k8s/capacity.ts). */
+  suggestions?: Partial<Record<PoolName, ReplicaSuggestion>>;
 }
 
 /**

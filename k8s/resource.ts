@@ -47,6 +47,8 @@ export interface PoolSpec {
     targetQueueDepth?: number;
     targetLatencyMs?: number;
     targetCPUUtilization: number;
+    /** Peak rate to plan for, and a simulator profile (path relative to the resource file); see k8s/capacity.ts. */
+    expectedRate?: { requestsPerSecond: number; profile: string };
   };
   nodeSelector?: Record<string, string>;
   tolerations?: Toleration[];

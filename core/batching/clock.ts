@@ -31,9 +31,24 @@ export class ManualClock implements Clock {
     this.timers = this.timers.filter((x) => x.id !== handle);
   }
 
+  /** When the earliest pending timer falls due; undefined when none is pending. */
+  nextAt(): number | undefined {
+    let at: number | undefined;
+    for (const x of this.timers) if (at === undefined || x.at < at) at = x.at;
+    return at;
+  }
+
   /** Moves time forward by `ms`, firing every timer that falls due on the way. */
   advance(ms: number): void {
-    const end = this.t + ms;
+    this.advanceTo(this.t + ms);
+  }
+
+  /**
+   * Moves time to `end` (never back), firing every timer due by then. A simulation steps
+   * from one {@link nextAt} to the next with it: `advance(at - now)` can round short of `at`.
+   */
+  advanceTo(end: number): void {
+    end = Math.max(end, this.t);
     for (;;) {
       this.timers.sort((a, b) => a.at - b.at || a.id - b.id);
       const next = this.timers[0];

@@ -148,6 +148,24 @@ describe('Batcher closing rules', () => {
     expect(events.map((e) => e.reason)).toEqual(['idle', 'idle']);
   });
 
+  it('aimd: a free slot takes what has gathered at once; while every slot is busy a batch gathers past maxDelayMs and goes when the slot frees', async () => {
+    const clock = new ManualClock();
+    const rt = fakeRuntime(clock);
+    const events: BatchEvent[] = [];
+    const b = new Batcher({ run: rt.run, spec: () => spec({ policy: 'aimd', maxBatchSize: 64, maxDelayMs: 2, sloMs: 100 }), clock, slots: 1, onBatch: (e) => events.push(e) });
+    void b.submit('m@1', rowsOf(1), 1);
+    expect(rt.runs).toEqual([{ model: 'm@1', rows: 1 }]);
+    for (let i = 0; i < 3; i++) {
+      void b.submit('m@1', rowsOf(1), 1);
+      clock.advance(3);
+    }
+    expect(rt.runs).toHaveLength(1);
+    await rt.finishAll();
+    expect(rt.runs.map((r) => r.rows)).toEqual([1, 3]);
+    await rt.finishAll();
+    expect(events.map((e) => e.reason)).toEqual(['idle', 'idle']);
+  });
+
   it('fixed never dispatches early: with a slot free it still waits maxDelayMs', async () => {
     const clock = new ManualClock();
     const rt = fakeRuntime(clock);
@@ -175,8 +193,12 @@ describe('Batcher closing rules', () => {
 });
 
 describe('adaptive policies', () => {
+  it('AIMD starts at its largest batch', () => {
+    expect(new AimdPolicy({ max: 64, sloMs: 50 }).limit()).toBe(64);
+  });
+
   it('AIMD raises its limit step by step while batches meet the SLO', () => {
-    const p = new AimdPolicy({ max: 64, sloMs: 50 });
+    const p = new AimdPolicy({ max: 64, sloMs: 50, start: 1 });
     expect(p.limit()).toBe(1);
     for (let i = 0; i < 10; i++) p.observe(p.limit(), 5);
     expect(p.limit()).toBe(11);
