@@ -355,7 +355,7 @@ async function main(): Promise<void> {
         const r = await measure(s, stack, redis, redisServer.pid, round, dir);
         runs.get(s.id)!.push(r);
         log(
-          `round ${round + 1} ${s.id}: ${fmt(r.requestsPerSec)} req/s, p50 ${fmt(r.p50, 1)} ms, p99 ${fmt(r.p99, 1)} ms, errors ${JSON.stringify(r.errors)}, Redis ${fmt(sumValues(r.redis.calls) / Math.max(1, r.requests), 1)} cmds/req, CPU ms/req ${Object.entries(r.cpuMsPerRequest).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(' ')}, other CPU ${fmt(r.otherCpuPct)}%`,
+          `round ${round + 1} ${s.id}: ${fmt(r.requestsPerSec)} req/s, p50 ${fmt(r.p50, 1)} ms, p99 ${fmt(r.p99, 1)} ms, errors ${JSON.stringify(r.errors)}, Redis ${fmt(sumValues(r.redis.calls) / Math.max(1, r.requests), 1)} cmds/req, CPU ms/req ${Object.entries(r.cpuMsPerRequest).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(' ')}, other CPU ${fmt(r.otherCpuPct)}%, steal ${fmt(r.stealPct)}%`,
         );
       }
     }

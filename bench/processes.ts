@@ -4,7 +4,7 @@
  * different reasons) though the private Redis follows test/support/redis-server.ts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -41,8 +41,10 @@ export interface Proc {
  * is measuring, and hold them all in memory.
  */
 function startLogged(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, dir: string): { proc: ChildProcess; logFile: string } {
-  const logFile = join(dir, `${name}.log`);
-  const fd = openSync(logFile, 'a');
+  // A file of its own per start: a restarted process must not find its predecessor's ready line.
+  let logFile = join(dir, `${name}.log`);
+  for (let i = 2; existsSync(logFile); i++) logFile = join(dir, `${name}-${i}.log`);
+  const fd = openSync(logFile, 'w');
   const proc = spawn(command, args, { env, stdio: ['ignore', fd, fd] });
   closeSync(fd);
   return { proc, logFile };
