@@ -73,9 +73,12 @@ async function stopStack(stack: Stack): Promise<void> {
 
 /**
  * Prometheus text: the sum of `name`'s samples whose labels include `match` and none of
- * `exclude`. A `model` label matches by name, with or without its `@version`.
+ * `exclude`. A `model` label matches by name, with or without its `@version`. NaN where the
+ * process does not export the metric at all (renamed, or no /metrics), so a missing figure
+ * reads '-', not 0.
  */
 function metricSum(text: string, name: string, match: Record<string, string>, exclude: Record<string, string> = {}): number {
+  if (!new RegExp(`^# TYPE ${name.replace(/_(sum|count|bucket)$/, '')} `, 'm').test(text)) return NaN;
   const is = (labels: Record<string, string>, k: string, v: string): boolean => labels[k] === v || (k === 'model' && labels[k]?.startsWith(`${v}@`) === true);
   let sum = 0;
   for (const m of text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, 'gm'))) {
