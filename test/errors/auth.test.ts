@@ -168,7 +168,7 @@ describe('a valid key', () => {
     for (const k of [KEYS.alice, KEYS.bob, KEYS.ops]) {
       const r = await gql<{ models: { name: string }[] }>(stack.api.url, '{ models { name } }', {}, key(k));
       expect(r.status).toBe(200);
-      expect(r.body.data!.models.map((m) => m.name).sort()).toEqual(['mlp-bench', 'name-gender']);
+      expect(r.body.data!.models.map((m) => m.name).sort()).toEqual(['mlp-bench', 'name-gender', 'spam-mlp']);
     }
   });
 });

@@ -1,0 +1,107 @@
+/**
+ * What `npm run bench:path` sends: the scenarios, their GraphQL bodies (built once, a few
+ * different inputs per scenario so no run is one input repeated, except the cache hit, which
+ * is that on purpose), and how a sampled answer is judged.
+ */
+import { mulberry32 } from '../scripts/models/prng.ts';
+import { loadSpamSplit, spamFeatures } from '../scripts/models/spam-dataset.ts';
+
+/** Distinct inputs a scenario rotates among. */
+const INPUTS = 16;
+
+export interface HttpScenario {
+  kind: 'http';
+  id: string;
+  title: string;
+  connections: number;
+  bodies: string[];
+  /** Model whose `batchline_requests_total` the API counts the scenario's answers under. */
+  model?: string;
+  /** Why a sampled answer's `data` is wrong, or undefined when it is right. `index` counts the samples. */
+  check: (data: Record<string, unknown>, index: number) => string | undefined;
+}
+
+export interface WsScenario {
+  kind: 'ws';
+  id: string;
+  title: string;
+  connections: number;
+  model: string;
+  rowWidth: number;
+}
+
+export interface CeilingScenario {
+  kind: 'ceiling';
+  id: string;
+  title: string;
+}
+
+export type Scenario = HttpScenario | WsScenario | CeilingScenario;
+
+const body = (query: string, variables?: Record<string, unknown>): string => JSON.stringify(variables ? { query, variables } : { query });
+const predictQuery = (model: string, fields: string): string => `query($i: PredictionInput!) { predict(model: "${model}", input: $i) { ${fields} } }`;
+const base64Of = (values: Float32Array): string => Buffer.from(values.buffer, values.byteOffset, values.byteLength).toString('base64');
+
+/** A predict answer with one of the model's labels and a score in [0, 1]. */
+function labelled(labels: string[], extra?: (p: Record<string, unknown>, index: number) => string | undefined) {
+  return (data: Record<string, unknown>, index: number): string | undefined => {
+    const p = data.predict as Record<string, unknown> | null;
+    if (!p) return 'predict is null';
+    if (!labels.includes(p.label as string)) return `label ${JSON.stringify(p.label)} is none of ${labels.join(', ')}`;
+    if (typeof p.score !== 'number' || p.score < 0 || p.score > 1) return `score ${JSON.stringify(p.score)}`;
+    return extra?.(p, index);
+  };
+}
+
+export function scenarios(): Scenario[] {
+  // spam-mlp's inputs: the features of real held-out mail, as a client would compute them.
+  const mail = loadSpamSplit().holdout.slice(0, INPUTS);
+  const spamRows = mail.map((m) => spamFeatures(m.text));
+  const spamQuery = predictQuery('spam-mlp', 'label score');
+  const spamJson = spamRows.map((row) => body(spamQuery, { i: { features: Array.from(row, (v) => Number(v.toPrecision(7))) } }));
+  const spamBase64 = spamRows.map((row) => body(spamQuery, { i: { tensors: [{ name: 'features', shape: [1, row.length], datatype: 'FP32', base64: base64Of(row) }] } }));
+  const spamCheck = labelled(['ham', 'spam']);
+  // mlp-bench's weights are random, so are its inputs (seeded).
+  const uniform = mulberry32(20240520);
+  const mlpQuery = predictQuery('mlp-bench', 'label score');
+  const mlpBodies = Array.from({ length: INPUTS }, () => {
+    const row = Float32Array.from({ length: 512 }, () => uniform() * 2 - 1);
+    return body(mlpQuery, { i: { tensors: [{ name: 'input', shape: [1, 512], datatype: 'FP32', base64: base64Of(row) }] } });
+  });
+  const spam = (encoding: 'JSON features' | 'base64 tensor', connections: number): HttpScenario => ({
+    kind: 'http',
+    id: `spam-${encoding === 'JSON features' ? 'json' : 'b64'}-${connections}`,
+    title: `spam-mlp predict, ${encoding}`,
+    connections,
+    bodies: encoding === 'JSON features' ? spamJson : spamBase64,
+    model: 'spam-mlp',
+    check: spamCheck,
+  });
+  return [
+    { kind: 'ceiling', id: 'ceiling', title: 'mlp-bench ceiling: onnxruntime-node in-process, 2 threads' },
+    {
+      kind: 'http',
+      id: 'floor',
+      title: 'floor: { __typename }',
+      connections: 64,
+      bodies: [body('{ __typename }')],
+      check: (data) => (data.__typename === 'Query' ? undefined : `__typename ${JSON.stringify(data.__typename)}`),
+    },
+    {
+      kind: 'http',
+      id: 'cache-hit',
+      title: 'cache hit: name-gender predict, one name',
+      connections: 64,
+      bodies: [body(predictQuery('name-gender', 'label score cached'), { i: { text: 'Maria' } })],
+      model: 'name-gender',
+      // The first sample may compute the answer; every later one must come from the cache.
+      check: labelled(['female', 'male'], (p, index) => (index > 0 && p.cached !== true ? 'a repeated input was not answered from the cache' : undefined)),
+    },
+    spam('JSON features', 16),
+    spam('JSON features', 64),
+    spam('base64 tensor', 16),
+    spam('base64 tensor', 64),
+    { kind: 'http', id: 'mlp-bench-64', title: 'mlp-bench predict, 1 row, base64 tensor', connections: 64, bodies: mlpBodies, model: 'mlp-bench', check: labelled(Array.from({ length: 10 }, (_, i) => `class-${i}`)) },
+    { kind: 'ws', id: 'ws-submit-64', title: 'spam-mlp submit + subscribe over WebSocket (bench/load-client.ts), random JSON features', connections: 64, model: 'spam-mlp', rowWidth: 64 },
+  ];
+}
