@@ -127,7 +127,7 @@ describe('operations view with auth on', () => {
     await page.locator('[data-testid="key-input"]').fill(KEYS.ops);
     await page.locator('[data-testid="key-input"]').press('Enter');
     await card(page, 'mlp-bench').waitFor();
-    expect(await page.locator('[data-testid="model"]').count()).toBe(2);
+    expect(await page.locator('[data-testid="model"]').count()).toBe(3);
     await expect.poll(() => page.locator('[data-figure="api-replicas"] .figure-value').innerText()).toBe('2');
     expect(lockedOffline.outside).toEqual([]);
   });

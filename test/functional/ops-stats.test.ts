@@ -257,7 +257,7 @@ describe('serverStats with auth on', () => {
 
   it('shows an admin key everything', async () => {
     const s = await stats(api.url, { 'x-api-key': KEYS.ops });
-    expect(s.models.map((m) => m.name).sort()).toEqual(['mlp-bench', 'name-gender']);
+    expect(s.models.map((m) => m.name).sort()).toEqual(['mlp-bench', 'name-gender', 'spam-mlp']);
     expect(s.processes).not.toBeNull();
     expect(s.rejections).not.toBeNull();
   });
