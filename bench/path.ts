@@ -34,6 +34,7 @@ import { runWrk } from './wrk.ts';
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
 const CEILING_SECONDS = Number(process.env.BENCH_CEILING_SECONDS ?? 2);
+// Also read: BENCH_SCENARIOS, a comma list of scenario ids to run (default: all).
 /** Let the answers still in flight when the load stops land before the next run's counters start. */
 const SETTLE_MS = 500;
 
@@ -328,7 +329,9 @@ function report(summaries: Summary[], ceilings: CeilingRun[], ratios: Record<str
 // ---- main ----------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
-  const all = scenarios();
+  // BENCH_SCENARIOS=floor,cache-hit,... runs only those (quick checks of one change); the ratios need their pairs.
+  const only = process.env.BENCH_SCENARIOS?.split(',').filter(Boolean);
+  const all = scenarios().filter((s) => !only || only.includes(s.id));
   const dir = benchDir();
   log(`machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; ${ROUNDS} rounds x ${all.length} scenarios x ${SECONDS} s; logs and wrk scripts in ${dir}`);
   const redisServer = await startRedis(dir);

@@ -155,7 +155,10 @@ export class PredictionService {
       let cached = false;
       if (mv.config.cache.enabled) {
         const key = cacheKey(mv.name, mv.version, input);
-        ({ result, cached } = await this.cache.getOrCompute(key, () => this.compute(mv, input, rows, req, timeoutMs), mv.config.cache.ttlMs));
+        // A hit is answered without a promise in between: it is the API's floor.
+        const hit = this.cache.peek(key);
+        if (hit) ({ result, cached } = { result: hit, cached: true });
+        else ({ result, cached } = await this.cache.getOrCompute(key, () => this.compute(mv, input, rows, req, timeoutMs), mv.config.cache.ttlMs));
         (cached ? this.deps.metrics.cacheHits : this.deps.metrics.cacheMisses).inc({ model: mv.name });
         if (cached) this.countHit(mv, result);
       } else {
