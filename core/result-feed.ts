@@ -61,6 +61,16 @@ export class ResultFeed {
     this.replyChannel = keys.replyChannel(instanceId);
     const subscriber = pubsub.getSubscriber() as Redis;
     this.subscriber = subscriber;
+    // RedisPubSub.unsubscribe() drops the promises of its UNSUBSCRIBE and PUNSUBSCRIBE: one still
+    // pending when the connection closes (shutdown, Redis gone) rejected unhandled. Handled here.
+    for (const command of ['unsubscribe', 'punsubscribe'] as const) {
+      const send = subscriber[command].bind(subscriber) as (...args: unknown[]) => Promise<unknown>;
+      (subscriber as unknown as Record<string, unknown>)[command] = (...args: unknown[]) => {
+        const sent = send(...args);
+        sent.catch(() => {});
+        return sent;
+      };
+    }
     let connectedOnce = false;
     subscriber.on('ready', () => {
       // Messages published while the subscriber was away are lost (pub/sub is at-most-once);

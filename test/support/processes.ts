@@ -46,6 +46,7 @@ export function lastLine(child: Child, pid: number): Record<string, unknown> {
   const lines = child
     .output()
     .split('\n')
-    .filter((l) => l.startsWith('{') && l.includes(`"pid":${pid},`));
+    // A request answered while shutting down logs its access line after the process's last word.
+    .filter((l) => l.startsWith('{') && l.includes(`"pid":${pid},`) && !l.includes('"msg":"request"'));
   return JSON.parse(lines.at(-1)!) as Record<string, unknown>;
 }
