@@ -4,8 +4,13 @@
  * own unhandled-error check, which vitest.config.ts keeps on explicitly.
  */
 import { afterAll, expect } from 'vitest';
-import { crashedChildren } from './stack.ts';
+import { crashedChildren, liveChildren } from './stack.ts';
 
 afterAll(() => {
   expect(crashedChildren, 'a child process crashed on an unhandled rejection or exception').toEqual([]);
+});
+
+// Runs after the file's own afterAll hooks (registered first, so it runs last).
+afterAll(() => {
+  for (const child of liveChildren) child.kill('SIGKILL');
 });

@@ -75,16 +75,20 @@ export function listeningPort(child: Child): number {
  * prints `triggerUncaughtException` on its way out; test/support/crashes.ts fails the file.
  */
 export const crashedChildren: string[] = [];
+/** Children still running, so that a test failing before its own cleanup leaves none behind. */
+export const liveChildren = new Set<ChildProcess>();
 const CRASH = /triggerUncaughtException|ERR_UNHANDLED_REJECTION|Unhandled promise rejection/;
 
 /** Spawns `cli/main.ts <args>` and resolves once `readyLine` appears in its output. */
 export function spawnCli(args: string[], o: StackOptions, readyLine: RegExp, timeoutMs = 30_000): Promise<Child> {
   const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: o.env?.BATCHLINE_LOG_LEVEL ?? 'info' }, cwd: o.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  liveChildren.add(proc);
   let out = '';
   // 'close', not 'exit': it comes after the child's output is read to the end, so a line the
   // process logged while exiting (pino writes asynchronously) is in output() when stop() resolves.
   const closed = new Promise<number | null>((resolve) =>
     proc.once('close', (code) => {
+      liveChildren.delete(proc);
       if (CRASH.test(out)) crashedChildren.push(`${args.join(' ')} (exit ${code}):\n${out.slice(-2000)}`);
       resolve(code);
     }),
