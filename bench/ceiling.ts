@@ -13,4 +13,9 @@ import { ROOT } from './processes.ts';
 const seconds = Number(process.argv[2] ?? 2);
 const batches = (process.argv[3] ?? '32,128').split(',').map(Number);
 const report = await measureThroughput(join(ROOT, 'models', 'mlp-bench', '1', 'model.onnx'), batches, seconds, 20240518);
-console.log(JSON.stringify({ intraOpNumThreads: report.intraOpNumThreads, results: report.results.map((r) => ({ batch: r.batchSize, rowsPerSec: r.rowsPerSecond, p50Ms: r.p50LatencyMs })) }));
+console.log(
+  JSON.stringify({
+    intraOpNumThreads: report.intraOpNumThreads,
+    results: report.results.map((r) => ({ batch: r.batchSize, rowsPerSec: r.rowsPerSecond, p50Ms: r.p50LatencyMs })),
+  }),
+);

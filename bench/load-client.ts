@@ -49,12 +49,18 @@ const fail = (code: string): void => {
   result.codes[code] = (result.codes[code] ?? 0) + 1;
 };
 
-const ws = spec.transport === 'ws' ? createClient({ url: spec.ws, webSocketImpl: WebSocket, retryAttempts: 0, lazy: false, keepAlive: 10_000 }) : undefined;
+const ws =
+  spec.transport === 'ws'
+    ? createClient({ url: spec.ws, webSocketImpl: WebSocket, retryAttempts: 0, lazy: false, keepAlive: 10_000 })
+    : undefined;
 
 function once(query: string, variables: Record<string, unknown>): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     let value: Record<string, unknown> | undefined;
-    ws!.subscribe({ query, variables }, { next: (v) => (value = v as Record<string, unknown>), error: reject, complete: () => resolve(value ?? {}) });
+    ws!.subscribe(
+      { query, variables },
+      { next: (v) => (value = v as Record<string, unknown>), error: reject, complete: () => resolve(value ?? {}) },
+    );
   });
 }
 
@@ -79,7 +85,14 @@ const agent = new Agent({ keepAlive: true, maxSockets: spec.loop === 'closed' ? 
 function post(body: string): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: target.hostname, port: target.port, path: target.pathname, method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } },
+      {
+        host: target.hostname,
+        port: target.port,
+        path: target.pathname,
+        method: 'POST',
+        agent,
+        headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -101,9 +114,14 @@ async function one(): Promise<void> {
     if (status !== 200 || body.errors) throw new Error(body.errors?.[0]?.extensions?.code ?? `HTTP_${status}`);
     return;
   }
-  const t = (await once(SUBMIT, { m: spec.model, i: input })) as { data?: { submitPrediction?: { id: string } }; errors?: { extensions?: { code?: string } }[] };
+  const t = (await once(SUBMIT, { m: spec.model, i: input })) as {
+    data?: { submitPrediction?: { id: string } };
+    errors?: { extensions?: { code?: string } }[];
+  };
   if (!t.data?.submitPrediction) throw new Error(t.errors?.[0]?.extensions?.code ?? 'SUBMIT_FAILED');
-  const r = (await once(RESULT, { id: t.data.submitPrediction.id })) as { data?: { predictionResult?: { status: string; error?: { code: string } } } };
+  const r = (await once(RESULT, { id: t.data.submitPrediction.id })) as {
+    data?: { predictionResult?: { status: string; error?: { code: string } } };
+  };
   if (r.data?.predictionResult?.status !== 'COMPLETED') throw new Error(r.data?.predictionResult?.error?.code ?? 'RESULT_FAILED');
 }
 

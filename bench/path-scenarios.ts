@@ -39,7 +39,8 @@ export interface CeilingScenario {
 export type Scenario = HttpScenario | WsScenario | CeilingScenario;
 
 const body = (query: string, variables?: Record<string, unknown>): string => JSON.stringify(variables ? { query, variables } : { query });
-const predictQuery = (model: string, fields: string): string => `query($i: PredictionInput!) { predict(model: "${model}", input: $i) { ${fields} } }`;
+const predictQuery = (model: string, fields: string): string =>
+  `query($i: PredictionInput!) { predict(model: "${model}", input: $i) { ${fields} } }`;
 const base64Of = (values: Float32Array): string => Buffer.from(values.buffer, values.byteOffset, values.byteLength).toString('base64');
 
 /** A predict answer with one of the model's labels and a score in [0, 1]. */
@@ -59,7 +60,9 @@ export function scenarios(): Scenario[] {
   const spamRows = mail.map((m) => spamFeatures(m.text));
   const spamQuery = predictQuery('spam-mlp', 'label score');
   const spamJson = spamRows.map((row) => body(spamQuery, { i: { features: Array.from(row, (v) => Number(v.toPrecision(7))) } }));
-  const spamBase64 = spamRows.map((row) => body(spamQuery, { i: { tensors: [{ name: 'features', shape: [1, row.length], datatype: 'FP32', base64: base64Of(row) }] } }));
+  const spamBase64 = spamRows.map((row) =>
+    body(spamQuery, { i: { tensors: [{ name: 'features', shape: [1, row.length], datatype: 'FP32', base64: base64Of(row) }] } }),
+  );
   const spamCheck = labelled(['ham', 'spam']);
   // mlp-bench's weights are random, so are its inputs (seeded).
   const uniform = mulberry32(20240520);
@@ -95,13 +98,30 @@ export function scenarios(): Scenario[] {
       bodies: [body(predictQuery('name-gender', 'label score cached'), { i: { text: 'Maria' } })],
       model: 'name-gender',
       // The first sample may compute the answer; every later one must come from the cache.
-      check: labelled(['female', 'male'], (p, index) => (index > 0 && p.cached !== true ? 'a repeated input was not answered from the cache' : undefined)),
+      check: labelled(['female', 'male'], (p, index) =>
+        index > 0 && p.cached !== true ? 'a repeated input was not answered from the cache' : undefined,
+      ),
     },
     spam('JSON features', 16),
     spam('JSON features', 64),
     spam('base64 tensor', 16),
     spam('base64 tensor', 64),
-    { kind: 'http', id: 'mlp-bench-64', title: 'mlp-bench predict, 1 row, base64 tensor', connections: 64, bodies: mlpBodies, model: 'mlp-bench', check: labelled(Array.from({ length: 10 }, (_, i) => `class-${i}`)) },
-    { kind: 'ws', id: 'ws-submit-64', title: 'spam-mlp submit + subscribe over WebSocket (bench/load-client.ts), random JSON features', connections: 64, model: 'spam-mlp', rowWidth: 64 },
+    {
+      kind: 'http',
+      id: 'mlp-bench-64',
+      title: 'mlp-bench predict, 1 row, base64 tensor',
+      connections: 64,
+      bodies: mlpBodies,
+      model: 'mlp-bench',
+      check: labelled(Array.from({ length: 10 }, (_, i) => `class-${i}`)),
+    },
+    {
+      kind: 'ws',
+      id: 'ws-submit-64',
+      title: 'spam-mlp submit + subscribe over WebSocket (bench/load-client.ts), random JSON features',
+      connections: 64,
+      model: 'spam-mlp',
+      rowWidth: 64,
+    },
   ];
 }

@@ -28,7 +28,19 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { LoadResult, LoadSpec } from './load-client.ts';
 import { scenarios, type CeilingScenario, type HttpScenario, type Scenario, type WsScenario } from './path-scenarios.ts';
-import { benchDir, cpuMsOf, freePort, machineCpuMs, redisWork, redisWorkBetween, ROOT, startCli, startRedis, type Proc, type RedisWork } from './processes.ts';
+import {
+  benchDir,
+  cpuMsOf,
+  freePort,
+  machineCpuMs,
+  redisWork,
+  redisWorkBetween,
+  ROOT,
+  startCli,
+  startRedis,
+  type Proc,
+  type RedisWork,
+} from './processes.ts';
 import { runWrk } from './wrk.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -52,7 +64,14 @@ interface Stack {
 
 async function startStack(redisUrl: string, dir: string, n: number): Promise<Stack> {
   const [port, cpuPort, gpuPort] = [await freePort(), await freePort(), await freePort()];
-  const env = { BATCHLINE_REDIS_URL: redisUrl, BATCHLINE_REDIS_PREFIX: `bench-path-${n}`, BATCHLINE_MODELS: join(ROOT, 'models'), BATCHLINE_PORT: String(port), BATCHLINE_HOST: '127.0.0.1', NODE_ENV: 'production' };
+  const env = {
+    BATCHLINE_REDIS_URL: redisUrl,
+    BATCHLINE_REDIS_PREFIX: `bench-path-${n}`,
+    BATCHLINE_MODELS: join(ROOT, 'models'),
+    BATCHLINE_PORT: String(port),
+    BATCHLINE_HOST: '127.0.0.1',
+    NODE_ENV: 'production',
+  };
   const started = /"msg":"worker started"/;
   const procs = [
     await startCli('worker-cpu', ['worker', '--pool', 'cpu'], { ...env, BATCHLINE_WORKER_HTTP_PORT: String(cpuPort) }, dir, started),
@@ -61,11 +80,24 @@ async function startStack(redisUrl: string, dir: string, n: number): Promise<Sta
   ];
   const workerShapes: Record<string, unknown> = {};
   for (const p of procs.slice(0, 2)) {
-    const line = readFileSync(p.logFile, 'utf8').split('\n').filter((l) => started.test(l)).pop();
+    const line = readFileSync(p.logFile, 'utf8')
+      .split('\n')
+      .filter((l) => started.test(l))
+      .pop();
     const { level: _l, time: _t, pid: _p, hostname: _h, msg: _m, ...shape } = JSON.parse(line ?? '{}') as Record<string, unknown>;
     workerShapes[p.name] = shape;
   }
-  return { url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql`, metricsUrls: { api: `http://127.0.0.1:${port}/metrics`, workerCpu: `http://127.0.0.1:${cpuPort}/metrics`, workerGpu: `http://127.0.0.1:${gpuPort}/metrics` }, procs, workerShapes };
+  return {
+    url: `http://127.0.0.1:${port}/graphql`,
+    ws: `ws://127.0.0.1:${port}/graphql`,
+    metricsUrls: {
+      api: `http://127.0.0.1:${port}/metrics`,
+      workerCpu: `http://127.0.0.1:${cpuPort}/metrics`,
+      workerGpu: `http://127.0.0.1:${gpuPort}/metrics`,
+    },
+    procs,
+    workerShapes,
+  };
 }
 
 async function stopStack(stack: Stack): Promise<void> {
@@ -80,11 +112,13 @@ async function stopStack(stack: Stack): Promise<void> {
  */
 function metricSum(text: string, name: string, match: Record<string, string>, exclude: Record<string, string> = {}): number {
   if (!new RegExp(`^# TYPE ${name.replace(/_(sum|count|bucket)$/, '')} `, 'm').test(text)) return NaN;
-  const is = (labels: Record<string, string>, k: string, v: string): boolean => labels[k] === v || (k === 'model' && labels[k]?.startsWith(`${v}@`) === true);
+  const is = (labels: Record<string, string>, k: string, v: string): boolean =>
+    labels[k] === v || (k === 'model' && labels[k]?.startsWith(`${v}@`) === true);
   let sum = 0;
   for (const m of text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, 'gm'))) {
     const labels = Object.fromEntries([...m[1].matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    if (Object.entries(match).every(([k, v]) => is(labels, k, v)) && !Object.entries(exclude).some(([k, v]) => is(labels, k, v))) sum += Number(m[2]);
+    if (Object.entries(match).every(([k, v]) => is(labels, k, v)) && !Object.entries(exclude).some(([k, v]) => is(labels, k, v)))
+      sum += Number(m[2]);
   }
   return sum;
 }
@@ -138,7 +172,10 @@ interface CeilingRun {
   rowsPerSec: Record<string, number>;
 }
 
-async function wsLoad(s: WsScenario, stack: Stack): Promise<{ requests: number; requestsPerSec: number; p50: number; p99: number; errors: number; cpuMs: number }> {
+async function wsLoad(
+  s: WsScenario,
+  stack: Stack,
+): Promise<{ requests: number; requestsPerSec: number; p50: number; p99: number; errors: number; cpuMs: number }> {
   const procs = 2;
   const specs: LoadSpec[] = Array.from({ length: procs }, (_, i) => ({
     url: stack.url,
@@ -158,10 +195,14 @@ async function wsLoad(s: WsScenario, stack: Stack): Promise<{ requests: number; 
     specs.map(
       (spec) =>
         new Promise<LoadResult>((resolve, reject) => {
-          const child = spawn(process.execPath, [join(ROOT, 'bench', 'load-client.ts'), JSON.stringify(spec)], { stdio: ['ignore', 'pipe', 'inherit'] });
+          const child = spawn(process.execPath, [join(ROOT, 'bench', 'load-client.ts'), JSON.stringify(spec)], {
+            stdio: ['ignore', 'pipe', 'inherit'],
+          });
           let out = '';
           child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-          child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load client exited ${code}`))));
+          child.on('exit', (code) =>
+            code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load client exited ${code}`)),
+          );
         }),
     ),
   );
@@ -169,21 +210,46 @@ async function wsLoad(s: WsScenario, stack: Stack): Promise<{ requests: number; 
   const at = (q: number): number => lat[Math.min(lat.length - 1, Math.floor(q * lat.length))] ?? NaN;
   const windowMs = Math.max(SECONDS * 1000, ...results.map((r) => r.elapsedMs));
   for (const r of results) if (r.errors > 0) log(`${s.id}: client errors ${JSON.stringify(r.codes)}`);
-  return { requests: lat.length, requestsPerSec: lat.length / (windowMs / 1000), p50: at(0.5), p99: at(0.99), errors: results.reduce((a, r) => a + r.errors, 0), cpuMs: results.reduce((a, r) => a + r.cpuMs, 0) };
+  return {
+    requests: lat.length,
+    requestsPerSec: lat.length / (windowMs / 1000),
+    p50: at(0.5),
+    p99: at(0.99),
+    errors: results.reduce((a, r) => a + r.errors, 0),
+    cpuMs: results.reduce((a, r) => a + r.cpuMs, 0),
+  };
 }
 
-async function measure(s: HttpScenario | WsScenario, stack: Stack, redis: Redis, redisPid: number, round: number, dir: string): Promise<Run> {
+async function measure(
+  s: HttpScenario | WsScenario,
+  stack: Stack,
+  redis: Redis,
+  redisPid: number,
+  round: number,
+  dir: string,
+): Promise<Run> {
   if (s.kind === 'http') await sampleAnswers(s, stack.url);
   await sleep(SETTLE_MS);
   const pids = Object.fromEntries(stack.procs.map((p) => [p.name, p.pid]));
-  const scrapeAll = (): Promise<string[]> => Promise.all([scrape(stack.metricsUrls.api), scrape(stack.metricsUrls.workerCpu), scrape(stack.metricsUrls.workerGpu)]);
-  const cpuNow = (): Record<string, number> => ({ ...Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMsOf(pid)])), redis: cpuMsOf(redisPid) });
+  const scrapeAll = (): Promise<string[]> =>
+    Promise.all([scrape(stack.metricsUrls.api), scrape(stack.metricsUrls.workerCpu), scrape(stack.metricsUrls.workerGpu)]);
+  const cpuNow = (): Record<string, number> => ({
+    ...Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMsOf(pid)])),
+    redis: cpuMsOf(redisPid),
+  });
   const cpu0 = cpuNow();
   const [metrics0, redis0, machine0, bench0] = [await scrapeAll(), await redisWork(redis), machineCpuMs(), process.cpuUsage()];
 
   const load =
     s.kind === 'http'
-      ? await runWrk({ url: stack.url, bodies: s.bodies, connections: s.connections, seconds: SECONDS, dir, name: `${s.id}-${round}` }).then((w) => ({ ...w, errors: { non2xx: w.non2xx, socket: w.socketErrors } }))
+      ? await runWrk({
+          url: stack.url,
+          bodies: s.bodies,
+          connections: s.connections,
+          seconds: SECONDS,
+          dir,
+          name: `${s.id}-${round}`,
+        }).then((w) => ({ ...w, errors: { non2xx: w.non2xx, socket: w.socketErrors } }))
       : await wsLoad(s, stack).then((w) => ({ ...w, errors: { client: w.errors } }));
   await sleep(SETTLE_MS);
 
@@ -210,12 +276,14 @@ async function measure(s: HttpScenario | WsScenario, stack: Stack, redis: Redis,
   };
   if (s.model) {
     const operation = s.kind === 'ws' ? 'submit' : 'predict';
-    const delta = (i: number, name: string, match: Record<string, string>, exclude?: Record<string, string>): number => metricSum(metrics1[i], name, match, exclude) - metricSum(metrics0[i], name, match, exclude);
+    const delta = (i: number, name: string, match: Record<string, string>, exclude?: Record<string, string>): number =>
+      metricSum(metrics1[i], name, match, exclude) - metricSum(metrics0[i], name, match, exclude);
     run.serverOk = delta(0, 'batchline_requests_total', { model: s.model, operation, outcome: 'ok' });
     run.errors.server = delta(0, 'batchline_requests_total', { model: s.model, operation }, { outcome: 'ok' });
     const jobs = delta(1, 'batchline_worker_jobs_total', { model: s.model }) + delta(2, 'batchline_worker_jobs_total', { model: s.model });
     const rows = delta(1, 'batchline_batch_rows_sum', { model: s.model }) + delta(2, 'batchline_batch_rows_sum', { model: s.model });
-    const inferences = delta(1, 'batchline_batch_rows_count', { model: s.model }) + delta(2, 'batchline_batch_rows_count', { model: s.model });
+    const inferences =
+      delta(1, 'batchline_batch_rows_count', { model: s.model }) + delta(2, 'batchline_batch_rows_count', { model: s.model });
     run.jobsPerRequest = jobs / Math.max(1, run.serverOk);
     run.rowsPerInference = rows / inferences;
   }
@@ -224,7 +292,9 @@ async function measure(s: HttpScenario | WsScenario, stack: Stack, redis: Redis,
 
 async function ceilingRun(round: number): Promise<CeilingRun> {
   const out = await new Promise<string>((resolve, reject) => {
-    const child = spawn(process.execPath, [join(ROOT, 'bench', 'ceiling.ts'), String(CEILING_SECONDS), '32,128'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [join(ROOT, 'bench', 'ceiling.ts'), String(CEILING_SECONDS), '32,128'], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     let text = '';
     child.stdout.on('data', (d: Buffer) => (text += d.toString()));
     child.on('exit', (code) => (code === 0 ? resolve(text) : reject(new Error(`bench/ceiling.ts exited ${code}`))));
@@ -282,7 +352,9 @@ function summarize(s: HttpScenario | WsScenario, runs: Run[]): Summary {
       p50: median(runs.map((r) => r.p50)),
       p99: median(runs.map((r) => r.p99)),
       errors: median(runs.map((r) => sumValues(r.errors))),
-      cpuMsPerRequest: Object.fromEntries(Object.keys(runs[0].cpuMsPerRequest).map((k) => [k, median(runs.map((r) => r.cpuMsPerRequest[k]))])),
+      cpuMsPerRequest: Object.fromEntries(
+        Object.keys(runs[0].cpuMsPerRequest).map((k) => [k, median(runs.map((r) => r.cpuMsPerRequest[k]))]),
+      ),
       redisCommandsPerRequest: median(runs.map((r) => per(r, sumValues(r.redis.calls)))),
       redisCommandsPerRequestByCommand: Object.fromEntries(Object.entries(byCommand).sort((a, b) => b[1] - a[1])),
       redisUsecPerRequest: median(runs.map((r) => per(r, r.redis.usec))),
@@ -298,28 +370,46 @@ function summarize(s: HttpScenario | WsScenario, runs: Run[]): Summary {
 
 const CPU_COLUMNS = ['api', 'worker-cpu', 'worker-gpu', 'redis', 'load'];
 
-function report(summaries: Summary[], ceilings: CeilingRun[], ratios: Record<string, { median: number; runs: number[]; target: string }>): string {
+function report(
+  summaries: Summary[],
+  ceilings: CeilingRun[],
+  ratios: Record<string, { median: number; runs: number[]; target: string }>,
+): string {
   const lines: string[] = [];
   const errorsOf = (s: Summary): string => fmt(s.runs.reduce((a, r) => a + sumValues(r.errors), 0));
-  lines.push(`\n${ROUNDS} rounds of ${SECONDS} s runs; medians over rounds (lowest-highest in brackets). CPU: ms per request of each process; "other CPU" is the share of the machine used by processes not ours meanwhile (a noise gauge).`);
-  lines.push(`\n| scenario | conns | requests/s | p50 ms | p99 ms | errors (all runs) | CPU ms/request: ${CPU_COLUMNS.join(' / ')} | Redis commands/request | jobs/request, rows/inference | other CPU % |`);
+  lines.push(
+    `\n${ROUNDS} rounds of ${SECONDS} s runs; medians over rounds (lowest-highest in brackets). CPU: ms per request of each process; "other CPU" is the share of the machine used by processes not ours meanwhile (a noise gauge).`,
+  );
+  lines.push(
+    `\n| scenario | conns | requests/s | p50 ms | p99 ms | errors (all runs) | CPU ms/request: ${CPU_COLUMNS.join(' / ')} | Redis commands/request | jobs/request, rows/inference | other CPU % |`,
+  );
   lines.push('|---|---|---|---|---|---|---|---|---|---|');
   for (const s of summaries) {
     const m = s.median;
     const jobs = m.jobsPerRequest === undefined ? '' : `${fmt(m.jobsPerRequest, 2)}, ${fmt(m.rowsPerInference, 1)}`;
     lines.push(
-      `| ${s.title} | ${s.connections} | ${fmt(m.requestsPerSec)} (${fmtRange(s.runs.map((r) => r.requestsPerSec))}) | ${fmt(m.p50, 1)} (${fmtRange(s.runs.map((r) => r.p50), 1)}) | ${fmt(m.p99, 1)} | ${errorsOf(s)} | ${CPU_COLUMNS.map((k) => fmt(m.cpuMsPerRequest[k], 2)).join(' / ')} | ${fmt(m.redisCommandsPerRequest, 1)} | ${jobs} | ${fmt(m.otherCpuPct)} |`,
+      `| ${s.title} | ${s.connections} | ${fmt(m.requestsPerSec)} (${fmtRange(s.runs.map((r) => r.requestsPerSec))}) | ${fmt(m.p50, 1)} (${fmtRange(
+        s.runs.map((r) => r.p50),
+        1,
+      )}) | ${fmt(m.p99, 1)} | ${errorsOf(s)} | ${CPU_COLUMNS.map((k) => fmt(m.cpuMsPerRequest[k], 2)).join(' / ')} | ${fmt(m.redisCommandsPerRequest, 1)} | ${jobs} | ${fmt(m.otherCpuPct)} |`,
     );
   }
   const b = (k: string): number[] => ceilings.map((c) => c.rowsPerSec[k]);
-  lines.push(`| ${'mlp-bench ceiling (onnxruntime-node alone, 2 threads)'} | | batch 32: ${fmt(median(b('batch32')))} rows/s (${fmtRange(b('batch32'))}); batch 128: ${fmt(median(b('batch128')))} (${fmtRange(b('batch128'))}) | | | | | | | |`);
+  lines.push(
+    `| ${'mlp-bench ceiling (onnxruntime-node alone, 2 threads)'} | | batch 32: ${fmt(median(b('batch32')))} rows/s (${fmtRange(b('batch32'))}); batch 128: ${fmt(median(b('batch128')))} (${fmtRange(b('batch128'))}) | | | | | | | |`,
+  );
   lines.push(`\nRedis work per request (median; commands that Lua scripts run are counted as well as the scripts):`);
   lines.push(`\n| scenario | commands | by command (>= 0.05 a request) | Redis µs | bytes in / out |`);
   lines.push('|---|---|---|---|---|');
   for (const s of summaries) {
     const m = s.median;
-    const by = Object.entries(m.redisCommandsPerRequestByCommand).filter(([, v]) => v >= 0.05).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ');
-    lines.push(`| ${s.title} (${s.connections}) | ${fmt(m.redisCommandsPerRequest, 2)} | ${by} | ${fmt(m.redisUsecPerRequest, 1)} | ${fmt(m.redisBytesInPerRequest)} / ${fmt(m.redisBytesOutPerRequest)} |`);
+    const by = Object.entries(m.redisCommandsPerRequestByCommand)
+      .filter(([, v]) => v >= 0.05)
+      .map(([k, v]) => `${k} ${fmt(v, 2)}`)
+      .join(', ');
+    lines.push(
+      `| ${s.title} (${s.connections}) | ${fmt(m.redisCommandsPerRequest, 2)} | ${by} | ${fmt(m.redisUsecPerRequest, 1)} | ${fmt(m.redisBytesInPerRequest)} / ${fmt(m.redisBytesOutPerRequest)} |`,
+    );
   }
   lines.push(`\nRatios (each round's own ratio, median over rounds, range in brackets):`);
   for (const [k, r] of Object.entries(ratios)) lines.push(`- ${k}: ${fmt(r.median, 2)} (${fmtRange(r.runs, 2)}); target ${r.target}`);
@@ -333,7 +423,9 @@ async function main(): Promise<void> {
   const only = process.env.BENCH_SCENARIOS?.split(',').filter(Boolean);
   const all = scenarios().filter((s) => !only || only.includes(s.id));
   const dir = benchDir();
-  log(`machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; ${ROUNDS} rounds x ${all.length} scenarios x ${SECONDS} s; logs and wrk scripts in ${dir}`);
+  log(
+    `machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; ${ROUNDS} rounds x ${all.length} scenarios x ${SECONDS} s; logs and wrk scripts in ${dir}`,
+  );
   const redisServer = await startRedis(dir);
   const redis = new Redis(redisServer.url, { maxRetriesPerRequest: 3 });
   const runs = new Map<string, Run[]>(all.map((s) => [s.id, []]));
@@ -349,7 +441,11 @@ async function main(): Promise<void> {
           stack = undefined;
           const c = await ceilingRun(round);
           ceilings.push(c);
-          log(`round ${round + 1} ${s.id}: ${Object.entries(c.rowsPerSec).map(([k, v]) => `${k} ${fmt(v)} rows/s`).join(', ')}`);
+          log(
+            `round ${round + 1} ${s.id}: ${Object.entries(c.rowsPerSec)
+              .map(([k, v]) => `${k} ${fmt(v)} rows/s`)
+              .join(', ')}`,
+          );
           continue;
         }
         if (!stack) {
@@ -361,7 +457,11 @@ async function main(): Promise<void> {
         const r = await measure(s, stack, redis, redisServer.pid, round, dir);
         runs.get(s.id)!.push(r);
         log(
-          `round ${round + 1} ${s.id}: ${fmt(r.requestsPerSec)} req/s, p50 ${fmt(r.p50, 1)} ms, p99 ${fmt(r.p99, 1)} ms, errors ${JSON.stringify(r.errors)}, Redis ${fmt(sumValues(r.redis.calls) / Math.max(1, r.requests), 1)} cmds/req, CPU ms/req ${Object.entries(r.cpuMsPerRequest).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(' ')}, other CPU ${fmt(r.otherCpuPct)}%, steal ${fmt(r.stealPct)}%`,
+          `round ${round + 1} ${s.id}: ${fmt(r.requestsPerSec)} req/s, p50 ${fmt(r.p50, 1)} ms, p99 ${fmt(r.p99, 1)} ms, errors ${JSON.stringify(r.errors)}, Redis ${fmt(sumValues(r.redis.calls) / Math.max(1, r.requests), 1)} cmds/req, CPU ms/req ${Object.entries(
+            r.cpuMsPerRequest,
+          )
+            .map(([k, v]) => `${k} ${fmt(v, 2)}`)
+            .join(' ')}, other CPU ${fmt(r.otherCpuPct)}%, steal ${fmt(r.stealPct)}%`,
         );
       }
     }
@@ -389,9 +489,18 @@ async function main(): Promise<void> {
       {
         date: new Date().toISOString(),
         command: 'npm run bench:path',
-        settings: { seconds: SECONDS, rounds: ROUNDS, ceilingSecondsPerBatch: CEILING_SECONDS, wrk: 'wrk -t2 --latency, Lua-rotated bodies', wsClient: 'bench/load-client.ts, 2 processes' },
+        settings: {
+          seconds: SECONDS,
+          rounds: ROUNDS,
+          ceilingSecondsPerBatch: CEILING_SECONDS,
+          wrk: 'wrk -t2 --latency, Lua-rotated bodies',
+          wsClient: 'bench/load-client.ts, 2 processes',
+        },
         machine: { cores: availableParallelism(), cpu: cpus()[0]?.model, node: process.version },
-        stack: { processes: 'cli/main.ts serve, worker --pool cpu, worker --pool gpu (as npm start), default sizing, NODE_ENV=production', workerShapes },
+        stack: {
+          processes: 'cli/main.ts serve, worker --pool cpu, worker --pool gpu (as npm start), default sizing, NODE_ENV=production',
+          workerShapes,
+        },
         scenarios: summaries,
         ceiling: { title: ceilingScenario.title, runs: ceilings },
         ratios,
@@ -406,7 +515,9 @@ async function main(): Promise<void> {
 
 /** A second of each HTTP scenario after a stack starts, so the first measured run does not pay for JIT and connection set-up. */
 async function warmUp(all: Scenario[], stack: Stack, dir: string): Promise<void> {
-  for (const s of all) if (s.kind === 'http' && s.connections === 64) await runWrk({ url: stack.url, bodies: s.bodies, connections: 16, seconds: 1, dir, name: `warm-${s.id}` });
+  for (const s of all)
+    if (s.kind === 'http' && s.connections === 64)
+      await runWrk({ url: stack.url, bodies: s.bodies, connections: 16, seconds: 1, dir, name: `warm-${s.id}` });
 }
 
 function ratiosOf(runs: Map<string, Run[]>, ceilings: CeilingRun[]): Record<string, { median: number; runs: number[]; target: string }> {
@@ -419,9 +530,18 @@ function ratiosOf(runs: Map<string, Run[]>, ceilings: CeilingRun[]): Record<stri
     'spam-mlp base64, 64 conns / floor': entry(ratio('spam-b64-64', 'floor'), '>= 0.50'),
     'spam-mlp JSON, 64 conns / floor': entry(ratio('spam-json-64', 'floor'), '>= 0.50'),
     'cache hit / floor': entry(ratio('cache-hit', 'floor'), '>= 0.90'),
-    'mlp-bench rows/s / ceiling (best batch, same round)': entry(rounds.map((i) => at('mlp-bench-64', i)!.requestsPerSec / ceilingOf(i)), '>= 0.35'),
-    'spam-mlp base64 p50 at 16 conns, ms': entry(runs.get('spam-b64-16')!.map((r) => r.p50), '<= 5'),
-    'spam-mlp JSON p50 at 16 conns, ms': entry(runs.get('spam-json-16')!.map((r) => r.p50), '<= 5'),
+    'mlp-bench rows/s / ceiling (best batch, same round)': entry(
+      rounds.map((i) => at('mlp-bench-64', i)!.requestsPerSec / ceilingOf(i)),
+      '>= 0.35',
+    ),
+    'spam-mlp base64 p50 at 16 conns, ms': entry(
+      runs.get('spam-b64-16')!.map((r) => r.p50),
+      '<= 5',
+    ),
+    'spam-mlp JSON p50 at 16 conns, ms': entry(
+      runs.get('spam-json-16')!.map((r) => r.p50),
+      '<= 5',
+    ),
   };
 }
 

@@ -19,16 +19,25 @@ function panel(series: Series[], title: string, xLabel: string, yLabel: string, 
   const Y = (y: number) => pad.t + (1 - y / yMax) * (H - pad.t - pad.b);
   const out: string[] = [];
   out.push(`<text x="${ox + W / 2}" y="18" text-anchor="middle" font-size="14">${title}</text>`);
-  out.push(`<line x1="${X(0)}" y1="${Y(0)}" x2="${X(xMax)}" y2="${Y(0)}" stroke="#333"/><line x1="${X(0)}" y1="${Y(0)}" x2="${X(0)}" y2="${Y(yMax)}" stroke="#333"/>`);
+  out.push(
+    `<line x1="${X(0)}" y1="${Y(0)}" x2="${X(xMax)}" y2="${Y(0)}" stroke="#333"/><line x1="${X(0)}" y1="${Y(0)}" x2="${X(0)}" y2="${Y(yMax)}" stroke="#333"/>`,
+  );
   for (let i = 0; i <= 4; i++) {
     const xv = (xMax / 4) * i;
     const yv = (yMax / 4) * i;
     out.push(`<text x="${X(xv)}" y="${Y(0) + 15}" text-anchor="middle" font-size="10">${Math.round(xv)}</text>`);
-    out.push(`<text x="${X(0) - 5}" y="${Y(yv) + 3}" text-anchor="end" font-size="10">${yv >= 100 ? Math.round(yv) : yv.toFixed(1)}</text>`);
+    out.push(
+      `<text x="${X(0) - 5}" y="${Y(yv) + 3}" text-anchor="end" font-size="10">${yv >= 100 ? Math.round(yv) : yv.toFixed(1)}</text>`,
+    );
   }
   out.push(`<text x="${ox + W / 2}" y="${H - 5}" text-anchor="middle" font-size="11">${xLabel}</text>`);
-  out.push(`<text x="${ox + 12}" y="${H / 2}" text-anchor="middle" font-size="11" transform="rotate(-90 ${ox + 12} ${H / 2})">${yLabel}</text>`);
-  if (hline) out.push(`<line x1="${X(0)}" y1="${Y(hline.y)}" x2="${X(xMax)}" y2="${Y(hline.y)}" stroke="#999" stroke-dasharray="4 3"/><text x="${X(xMax) - 4}" y="${Y(hline.y) - 4}" text-anchor="end" font-size="10" fill="#666">${hline.label}</text>`);
+  out.push(
+    `<text x="${ox + 12}" y="${H / 2}" text-anchor="middle" font-size="11" transform="rotate(-90 ${ox + 12} ${H / 2})">${yLabel}</text>`,
+  );
+  if (hline)
+    out.push(
+      `<line x1="${X(0)}" y1="${Y(hline.y)}" x2="${X(xMax)}" y2="${Y(hline.y)}" stroke="#999" stroke-dasharray="4 3"/><text x="${X(xMax) - 4}" y="${Y(hline.y) - 4}" text-anchor="end" font-size="10" fill="#666">${hline.label}</text>`,
+    );
   series.forEach((s, i) => {
     const c = COLORS[i % COLORS.length];
     const pts = s.points.map((p) => `${X(p.x).toFixed(1)},${Y(p.y).toFixed(1)}`).join(' ');
@@ -40,7 +49,10 @@ function panel(series: Series[], title: string, xLabel: string, yLabel: string, 
 
 export function renderChart(throughput: Series[], p99: Series[], sloMs: number, subtitle: string): string {
   const legend = throughput
-    .map((s, i) => `<rect x="${20 + i * 150}" y="312" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${34 + i * 150}" y="321" font-size="11">${s.name}</text>`)
+    .map(
+      (s, i) =>
+        `<rect x="${20 + i * 150}" y="312" width="10" height="10" fill="${COLORS[i % COLORS.length]}"/><text x="${34 + i * 150}" y="321" font-size="11">${s.name}</text>`,
+    )
     .join('\n');
   return `<svg xmlns="http://www.w3.org/2000/svg" width="940" height="350" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>

@@ -40,7 +40,13 @@ export interface Proc {
  * process read every log line (the API logs one per request by default) on the cores it
  * is measuring, and hold them all in memory.
  */
-function startLogged(name: string, command: string, args: string[], env: NodeJS.ProcessEnv, dir: string): { proc: ChildProcess; logFile: string } {
+function startLogged(
+  name: string,
+  command: string,
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  dir: string,
+): { proc: ChildProcess; logFile: string } {
   // A file of its own per start: a restarted process must not find its predecessor's ready line.
   let logFile = join(dir, `${name}.log`);
   for (let i = 2; existsSync(logFile); i++) logFile = join(dir, `${name}-${i}.log`);
@@ -69,7 +75,8 @@ async function waitForLine(name: string, proc: ChildProcess, logFile: string, re
   for (;;) {
     const out = readFileSync(logFile, 'utf8');
     if (ready.test(out)) return;
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before ${ready}:\n${out.slice(-3000)}`);
+    if (proc.exitCode !== null || proc.signalCode !== null)
+      throw new Error(`${name} exited (${proc.exitCode ?? proc.signalCode}) before ${ready}:\n${out.slice(-3000)}`);
     if (Date.now() > end) throw new Error(`${name} not ready in ${timeoutMs} ms:\n${out.slice(-3000)}`);
     await sleep(50);
   }
@@ -86,7 +93,20 @@ export async function startRedis(dir: string): Promise<PrivateRedis> {
   const { proc, logFile } = startLogged(
     'redis',
     'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--dir', mkdtempSync(join(dir, 'redis-')), '--save', '', '--appendonly', 'no', '--maxmemory-policy', 'noeviction'],
+    [
+      '--port',
+      String(port),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      mkdtempSync(join(dir, 'redis-')),
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+      '--maxmemory-policy',
+      'noeviction',
+    ],
     process.env,
     dir,
   );
@@ -167,5 +187,10 @@ export async function redisWork(redis: Redis): Promise<RedisWork> {
 export function redisWorkBetween(a: RedisWork, b: RedisWork): RedisWork {
   const calls: Record<string, number> = {};
   for (const [k, v] of Object.entries(b.calls)) if (v - (a.calls[k] ?? 0) > 0) calls[k] = v - (a.calls[k] ?? 0);
-  return { calls, usec: b.usec - a.usec, netInputBytes: b.netInputBytes - a.netInputBytes, netOutputBytes: b.netOutputBytes - a.netOutputBytes };
+  return {
+    calls,
+    usec: b.usec - a.usec,
+    netInputBytes: b.netInputBytes - a.netInputBytes,
+    netOutputBytes: b.netOutputBytes - a.netOutputBytes,
+  };
 }

@@ -39,7 +39,12 @@ export async function measureProfile(provider: 'cpu' | 'cuda'): Promise<Profile>
   const shape = workerShape(loadConfig({}), [mv], Math.max(...SIZES));
   // One CUDA session runs one batch at a time: one slot.
   const threads = provider === 'cuda' ? 1 : shape.threads;
-  const pool = await InferencePool.start({ models: [{ key: 'mlp-bench@1', path: mv.path, config: mv.config }], threads, intraOpThreads: shape.intraOpThreads, executionProvider: provider });
+  const pool = await InferencePool.start({
+    models: [{ key: 'mlp-bench@1', path: mv.path, config: mv.config }],
+    threads,
+    intraOpThreads: shape.intraOpThreads,
+    executionProvider: provider,
+  });
   const points: (ProfilePoint & { runs: number; sigma: number; roundMeans: number[] })[] = [];
   try {
     if (!pool.loaded.includes('mlp-bench@1')) throw new Error(`mlp-bench did not load: ${JSON.stringify(pool.failed)}`);
@@ -51,9 +56,11 @@ export async function measureProfile(provider: 'cpu' | 'cuda'): Promise<Profile>
         const times: number[] = [];
         const t0 = performance.now();
         // Every thread busy at once, as in a loaded worker: they share the cores' caches and memory bandwidth.
-        await Promise.all(Array.from({ length: threads }, async () => {
-          while (performance.now() - t0 < ROUND_MS || times.length < 4) times.push((await pool.run('mlp-bench@1', input)).inferenceMs);
-        }));
+        await Promise.all(
+          Array.from({ length: threads }, async () => {
+            while (performance.now() - t0 < ROUND_MS || times.length < 4) times.push((await pool.run('mlp-bench@1', input)).inferenceMs);
+          }),
+        );
         const logs = times.map(Math.log);
         const lm = logs.reduce((s, x) => s + x, 0) / logs.length;
         perSize.get(rows)!.push({
@@ -66,7 +73,13 @@ export async function measureProfile(provider: 'cpu' | 'cuda'): Promise<Profile>
     }
     for (const rows of SIZES) {
       const rounds = perSize.get(rows)!;
-      points.push({ rows, ms: round(median(rounds.map((x) => x.mean))), runs: rounds.reduce((s, x) => s + x.runs, 0), sigma: round(median(rounds.map((x) => x.sigma))), roundMeans: rounds.map((x) => round(x.mean)) });
+      points.push({
+        rows,
+        ms: round(median(rounds.map((x) => x.mean))),
+        runs: rounds.reduce((s, x) => s + x.runs, 0),
+        sigma: round(median(rounds.map((x) => x.sigma))),
+        roundMeans: rounds.map((x) => round(x.mean)),
+      });
     }
   } finally {
     await pool.close();
@@ -76,13 +89,25 @@ export async function measureProfile(provider: 'cpu' | 'cuda'): Promise<Profile>
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   return {
     name: `mlp-bench-${provider}`,
-    source: `measured by npm run simulate -- --profile on ${cpu} (${availableParallelism()} cores), onnxruntime-node ${provider} provider, ` +
+    source:
+      `measured by npm run simulate -- --profile on ${cpu} (${availableParallelism()} cores), onnxruntime-node ${provider} provider, ` +
       `${threads} inference thread(s) x ${shape.intraOpThreads} intra-op thread(s) all busy at once (the worker's shape here); ms is the median over ${ROUNDS} interleaved rounds of the mean inferenceMs per batch size`,
     points: points.map(({ rows, ms }) => ({ rows, ms })),
     jitterSigma: sigma,
     maxRows: Math.max(...SIZES),
     slotsPerReplica: threads,
-    measured: { at: new Date().toISOString(), cpu, cores: availableParallelism(), node: process.version, provider, threads, intraOpThreads: shape.intraOpThreads, rounds: ROUNDS, roundMs: ROUND_MS, detail: points },
+    measured: {
+      at: new Date().toISOString(),
+      cpu,
+      cores: availableParallelism(),
+      node: process.version,
+      provider,
+      threads,
+      intraOpThreads: shape.intraOpThreads,
+      rounds: ROUNDS,
+      roundMs: ROUND_MS,
+      detail: points,
+    },
   };
 }
 

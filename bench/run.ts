@@ -136,7 +136,10 @@ function summarize(results: LoadResult[], rowsPerRequest: number, windowMs: numb
 }
 
 /** Runs the load from LOAD_PROCS separate processes; concurrency and rate are split between them. */
-async function load(spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>, watch: Record<string, number | undefined> = {}): Promise<Stats> {
+async function load(
+  spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>,
+  watch: Record<string, number | undefined> = {},
+): Promise<Stats> {
   const before = Object.fromEntries(Object.entries(watch).map(([k, pid]) => [k, cpuMsOf(pid)]));
   const ticks0 = machineTicks();
   const parts = Array.from({ length: LOAD_PROCS }, (_, i) => ({
@@ -151,10 +154,14 @@ async function load(spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>, 
     parts.map(
       (p) =>
         new Promise<LoadResult>((resolve, reject) => {
-          const child = spawn(process.execPath, [join(ROOT, 'bench', 'load-client.ts'), JSON.stringify(p)], { stdio: ['ignore', 'pipe', 'inherit'] });
+          const child = spawn(process.execPath, [join(ROOT, 'bench', 'load-client.ts'), JSON.stringify(p)], {
+            stdio: ['ignore', 'pipe', 'inherit'],
+          });
           let out = '';
           child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-          child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load client exited ${code}`))));
+          child.on('exit', (code) =>
+            code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load client exited ${code}`)),
+          );
         }),
     ),
   );
@@ -171,15 +178,23 @@ async function load(spec: Omit<LoadSpec, 'rowWidth' | 'model' | 'maxInFlight'>, 
 
 const serverCpuMs = (s: Stats): number => ['api', 'worker', 'redis'].reduce((sum, k) => sum + (s.cpuMsPerRequest?.[k] ?? NaN), 0);
 const stealText = (s: Stats): string => `steal ${Number.isFinite(s.stealPct) ? s.stealPct!.toFixed(1) : '-'}%`;
-const cpuLine = (s: Stats): string => [...Object.entries(s.cpuMsPerRequest ?? {}).map(([k, v]) => `${k} ${v.toFixed(2)}`), stealText(s)].join(', ');
+const cpuLine = (s: Stats): string =>
+  [...Object.entries(s.cpuMsPerRequest ?? {}).map(([k, v]) => `${k} ${v.toFixed(2)}`), stealText(s)].join(', ');
 
 function openSession(): Promise<ort.InferenceSession> {
-  return ort.InferenceSession.create(join(MODEL_DIR, '1', 'model.onnx'), { intraOpNumThreads: availableParallelism(), graphOptimizationLevel: 'all' });
+  return ort.InferenceSession.create(join(MODEL_DIR, '1', 'model.onnx'), {
+    intraOpNumThreads: availableParallelism(),
+    graphOptimizationLevel: 'all',
+  });
 }
 
 /** Rows/s of onnxruntime-node alone, in this process, at one batch size. */
 async function rowsPerSecAt(session: ort.InferenceSession, batch: number, ms: number): Promise<number> {
-  const input = new ort.Tensor('float32', Float32Array.from({ length: batch * 512 }, () => Math.random()), [batch, 512]);
+  const input = new ort.Tensor(
+    'float32',
+    Float32Array.from({ length: batch * 512 }, () => Math.random()),
+    [batch, 512],
+  );
   for (let i = 0; i < 5; i++) await session.run({ input });
   let rows = 0;
   const t0 = performance.now();
@@ -248,12 +263,22 @@ interface Stack {
 async function withStack<T>(config: Config, redisUrl: string, redisPid: number | undefined, fn: (stack: Stack) => Promise<T>): Promise<T> {
   const models = repositoryFor(config);
   const port = await freePort();
-  const opts = { redisUrl, prefix: uniquePrefix('bench'), models, env: { BATCHLINE_PORT: String(port), BATCHLINE_HOST: '127.0.0.1', NODE_ENV: 'production' } };
+  const opts = {
+    redisUrl,
+    prefix: uniquePrefix('bench'),
+    models,
+    env: { BATCHLINE_PORT: String(port), BATCHLINE_HOST: '127.0.0.1', NODE_ENV: 'production' },
+  };
   const procs: Child[] = [];
   try {
     procs.push(await spawnCli(['worker', '--pool', 'gpu'], opts, /"msg":"worker started"/));
     procs.push(await spawnCli(['serve'], opts, /"msg":"API listening"/));
-    const base = { url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql`, rowsPerRequest: 1, encoding: 'base64' as const };
+    const base = {
+      url: `http://127.0.0.1:${port}/graphql`,
+      ws: `ws://127.0.0.1:${port}/graphql`,
+      rowsPerRequest: 1,
+      encoding: 'base64' as const,
+    };
     await load({ ...base, transport: 'http', loop: 'closed', concurrency: 16, rate: 0, durationMs: 1000 }); // warm-up
     return await fn({ base, watch: { api: procs[1].proc.pid, worker: procs[0].proc.pid, redis: redisPid } });
   } finally {
@@ -264,22 +289,32 @@ async function withStack<T>(config: Config, redisUrl: string, redisPid: number |
 const CLOSED = { loop: 'closed', concurrency: CLIENTS, rate: 0, durationMs: CLOSED_MS } as const;
 
 /** One closed-loop HTTP run with each row encoding, and a WebSocket run when asked. */
-async function closedRound(config: Config, { base, watch }: Stack, round: number, withWs: boolean): Promise<{ base64: Stats; json: Stats; ws?: Stats }> {
+async function closedRound(
+  config: Config,
+  { base, watch }: Stack,
+  round: number,
+  withWs: boolean,
+): Promise<{ base64: Stats; json: Stats; ws?: Stats }> {
   const out: { base64?: Stats; json?: Stats; ws?: Stats } = {};
   for (const encoding of ['base64', 'json'] as const) {
     const s = await load({ ...base, ...CLOSED, transport: 'http', encoding }, watch);
     out[encoding] = s;
-    log(`${config.name}: closed loop HTTP, ${CLIENTS} clients, ${encoding === 'json' ? 'JSON' : 'base64'} rows, round ${round + 1}: ${Math.round(s.rowsPerSec)} rows/s, p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms, errors ${s.errors}; CPU ms/request: ${cpuLine(s)}`);
+    log(
+      `${config.name}: closed loop HTTP, ${CLIENTS} clients, ${encoding === 'json' ? 'JSON' : 'base64'} rows, round ${round + 1}: ${Math.round(s.rowsPerSec)} rows/s, p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms, errors ${s.errors}; CPU ms/request: ${cpuLine(s)}`,
+    );
   }
   if (withWs) {
     out.ws = await load({ ...base, ...CLOSED, transport: 'ws' }, watch);
-    log(`${config.name}: closed loop WebSocket submit+subscribe, ${CLIENTS} clients: ${Math.round(out.ws.rowsPerSec)} rows/s, p99 ${out.ws.p99.toFixed(1)} ms, errors ${out.ws.errors}; CPU ms/request: ${cpuLine(out.ws)}`);
+    log(
+      `${config.name}: closed loop WebSocket submit+subscribe, ${CLIENTS} clients: ${Math.round(out.ws.rowsPerSec)} rows/s, p99 ${out.ws.p99.toFixed(1)} ms, errors ${out.ws.errors}; CPU ms/request: ${cpuLine(out.ws)}`,
+    );
   }
   return out as { base64: Stats; json: Stats; ws?: Stats };
 }
 
 /** The run in the middle when sorted by `by` (the lower middle of an even count). */
-const medianBy = (runs: Stats[], by: (s: Stats) => number): Stats => [...runs].sort((a, b) => by(a) - by(b))[Math.floor((runs.length - 1) / 2)];
+const medianBy = (runs: Stats[], by: (s: Stats) => number): Stats =>
+  [...runs].sort((a, b) => by(a) - by(b))[Math.floor((runs.length - 1) / 2)];
 
 const meets = (st: Stats): boolean => st.p99 <= SLO_MS && st.errors === 0 && st.dropped === 0;
 
@@ -305,7 +340,9 @@ async function rampOf(config: Config, { base }: Stack, pass: number): Promise<Ra
     if (runs[0].p99 > SLO_MS / 2 && runs[0].p99 < 2 * SLO_MS) for (let i = 1; i < REPEATS; i++) runs.push(await run());
     const s = medianBy(runs, (r) => r.p99);
     ramp.push({ ...s, offered: rate, p99Runs: runs.map((r) => r.p99) });
-    log(`${config.name} (pass ${pass + 1}): offered ${rate} rows/s -> ${Math.round(s.rowsPerSec)} rows/s, p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms (runs: ${runs.map((r) => r.p99.toFixed(0)).join(', ')}), errors ${s.errors}, dropped ${s.dropped}, ${stealText(s)}`);
+    log(
+      `${config.name} (pass ${pass + 1}): offered ${rate} rows/s -> ${Math.round(s.rowsPerSec)} rows/s, p50 ${s.p50.toFixed(1)} ms, p99 ${s.p99.toFixed(1)} ms (runs: ${runs.map((r) => r.p99.toFixed(0)).join(', ')}), errors ${s.errors}, dropped ${s.dropped}, ${stealText(s)}`,
+    );
     return s;
   };
   for (const rate of RATES) {
@@ -342,7 +379,9 @@ async function measure(session: ort.InferenceSession, redisUrl: string, redisPid
   const order = (i: number): Config[] => (i % 2 === 0 ? CONFIGS : [...CONFIGS].reverse());
   for (let round = 0; round < Math.max(1, REPEATS); round++) {
     for (const c of order(round)) {
-      const r = await visit(c, (stack) => closedRound(c, stack, round, round === 0 && (c.name === 'unbatched' || c.name === 'fixed-32/5ms')));
+      const r = await visit(c, (stack) =>
+        closedRound(c, stack, round, round === 0 && (c.name === 'unbatched' || c.name === 'fixed-32/5ms')),
+      );
       const into = closed.get(c.name)!;
       into.base64.push(r.base64);
       into.json.push(r.json);
@@ -396,16 +435,26 @@ async function main(): Promise<void> {
   const bestFixedJson = fixed.reduce((a, b) => (b.closedHttpJson.rowsPerSec > a.closedHttpJson.rowsPerSec ? b : a));
   const bestFixedSlo = fixed.reduce((a, b) => (b.bestWithinSlo > a.bestWithinSlo ? b : a));
   const lines: string[] = [];
-  lines.push(`\nCeiling (onnxruntime-node in-process, ${availableParallelism()} intra-op threads): ${ceil.map((c) => `batch ${c.batch}: ${fmt(c.rowsPerSec)} rows/s`).join(', ')}`);
-  lines.push(`\nClosed loop: ${CLIENTS} clients, 1 row per request; each HTTP figure is the median of ${Math.max(1, REPEATS)} runs, one per round of all configurations (lowest-highest in brackets). Open loop: the mean over ${Math.max(1, PASSES)} passes of the ramp (each pass's figure in brackets). CPU: ms per request of each process (api, worker, redis, load generators) in the median base64 HTTP run, and the share of the machine's CPU time the hypervisor stole meanwhile.`);
-  lines.push(`\n| configuration | HTTP rows/s (base64 rows) | p50 ms | p95 ms | p99 ms | HTTP rows/s (JSON rows) | WS submit+subscribe rows/s (p99 ms) | sustained open-loop rows/s with p99 <= ${SLO_MS} ms | CPU ms/request |`);
+  lines.push(
+    `\nCeiling (onnxruntime-node in-process, ${availableParallelism()} intra-op threads): ${ceil.map((c) => `batch ${c.batch}: ${fmt(c.rowsPerSec)} rows/s`).join(', ')}`,
+  );
+  lines.push(
+    `\nClosed loop: ${CLIENTS} clients, 1 row per request; each HTTP figure is the median of ${Math.max(1, REPEATS)} runs, one per round of all configurations (lowest-highest in brackets). Open loop: the mean over ${Math.max(1, PASSES)} passes of the ramp (each pass's figure in brackets). CPU: ms per request of each process (api, worker, redis, load generators) in the median base64 HTTP run, and the share of the machine's CPU time the hypervisor stole meanwhile.`,
+  );
+  lines.push(
+    `\n| configuration | HTTP rows/s (base64 rows) | p50 ms | p95 ms | p99 ms | HTTP rows/s (JSON rows) | WS submit+subscribe rows/s (p99 ms) | sustained open-loop rows/s with p99 <= ${SLO_MS} ms | CPU ms/request |`,
+  );
   lines.push('|---|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     const w = r.closedWs ? `${fmt(r.closedWs.rowsPerSec)} (${fmt(r.closedWs.p99, 1)})` : '';
-    lines.push(`| ${r.name} | ${fmt(r.closedHttp.rowsPerSec)} (${spread(r.closedRowsPerSecRuns.base64)}) | ${fmt(r.closedHttp.p50, 1)} | ${fmt(r.closedHttp.p95, 1)} | ${fmt(r.closedHttp.p99, 1)} | ${fmt(r.closedHttpJson.rowsPerSec)} (${spread(r.closedRowsPerSecRuns.json)}) | ${w} | ${fmt(r.bestWithinSlo)} (${r.bestWithinSloPasses.map((v) => fmt(v)).join(', ')}) | ${cpuLine(r.closedHttp)} |`);
+    lines.push(
+      `| ${r.name} | ${fmt(r.closedHttp.rowsPerSec)} (${spread(r.closedRowsPerSecRuns.base64)}) | ${fmt(r.closedHttp.p50, 1)} | ${fmt(r.closedHttp.p95, 1)} | ${fmt(r.closedHttp.p99, 1)} | ${fmt(r.closedHttpJson.rowsPerSec)} (${spread(r.closedRowsPerSecRuns.json)}) | ${w} | ${fmt(r.bestWithinSlo)} (${r.bestWithinSloPasses.map((v) => fmt(v)).join(', ')}) | ${cpuLine(r.closedHttp)} |`,
+    );
   }
   const speeds = results.flatMap((r) => r.machineSpeed);
-  lines.push(`\nMachine speed (onnxruntime alone in the bench process, batch 32, before each stack started), rows/s: ${results.map((r) => `${r.name} ${r.machineSpeed.map((v) => fmt(v)).join('/')}`).join(', ')}`);
+  lines.push(
+    `\nMachine speed (onnxruntime alone in the bench process, batch 32, before each stack started), rows/s: ${results.map((r) => `${r.name} ${r.machineSpeed.map((v) => fmt(v)).join('/')}`).join(', ')}`,
+  );
   const ratios = {
     ceilingBatchedOverBatch1: cBest / c1,
     batchedOverUnbatchedClosed: bestFixedClosed.closedHttp.rowsPerSec / unbatched.closedHttp.rowsPerSec,
@@ -413,37 +462,67 @@ async function main(): Promise<void> {
     // NaN (printed '-') where the baseline never met the SLO: a ratio to zero says nothing.
     batchedOverUnbatchedWithinSlo: unbatched.bestWithinSlo > 0 ? bestFixedSlo.bestWithinSlo / unbatched.bestWithinSlo : NaN,
     fullStackOverCeiling: bestFixedClosed.closedHttp.rowsPerSec / cBest,
-    aimdOverBestFixedWithinSlo: bestFixedSlo.bestWithinSlo > 0 ? results.find((r) => r.name === 'aimd')!.bestWithinSlo / bestFixedSlo.bestWithinSlo : NaN,
+    aimdOverBestFixedWithinSlo:
+      bestFixedSlo.bestWithinSlo > 0 ? results.find((r) => r.name === 'aimd')!.bestWithinSlo / bestFixedSlo.bestWithinSlo : NaN,
     // Noise-resistant companion to the throughput ratios: CPU the servers (API + worker + Redis) spend per row.
     serverCpuPerRowUnbatchedOverBatched: serverCpuMs(unbatched.closedHttp) / serverCpuMs(bestFixedClosed.closedHttp),
-    predictiveOverBestFixedWithinSlo: bestFixedSlo.bestWithinSlo > 0 ? results.find((r) => r.name === 'predictive')!.bestWithinSlo / bestFixedSlo.bestWithinSlo : NaN,
+    predictiveOverBestFixedWithinSlo:
+      bestFixedSlo.bestWithinSlo > 0 ? results.find((r) => r.name === 'predictive')!.bestWithinSlo / bestFixedSlo.bestWithinSlo : NaN,
     // How far the machine itself drifted over the run (fastest / slowest probe, minus one).
     machineSpeedDrift: Math.max(...speeds) / Math.min(...speeds) - 1,
   };
   lines.push(`\nRatios:`);
   lines.push(`- ceiling, best batch / batch 1: ${fmt(ratios.ceilingBatchedOverBatch1, 2)}x`);
-  lines.push(`- full stack, best fixed batching (${bestFixedClosed.name}) / unbatched, closed loop, base64 rows: ${fmt(ratios.batchedOverUnbatchedClosed, 2)}x`);
-  lines.push(`- full stack, best fixed batching (${bestFixedJson.name}) / unbatched, closed loop, JSON rows: ${fmt(ratios.batchedOverUnbatchedClosedJson, 2)}x`);
-  lines.push(`- full stack, best fixed (${bestFixedSlo.name}) / unbatched, open loop within the SLO: ${fmt(ratios.batchedOverUnbatchedWithinSlo, 2)}x`);
-  lines.push(`- server CPU per row (API + worker + Redis), unbatched / ${bestFixedClosed.name}: ${fmt(serverCpuMs(unbatched.closedHttp), 2)} / ${fmt(serverCpuMs(bestFixedClosed.closedHttp), 2)} ms = ${fmt(ratios.serverCpuPerRowUnbatchedOverBatched, 2)}x`);
+  lines.push(
+    `- full stack, best fixed batching (${bestFixedClosed.name}) / unbatched, closed loop, base64 rows: ${fmt(ratios.batchedOverUnbatchedClosed, 2)}x`,
+  );
+  lines.push(
+    `- full stack, best fixed batching (${bestFixedJson.name}) / unbatched, closed loop, JSON rows: ${fmt(ratios.batchedOverUnbatchedClosedJson, 2)}x`,
+  );
+  lines.push(
+    `- full stack, best fixed (${bestFixedSlo.name}) / unbatched, open loop within the SLO: ${fmt(ratios.batchedOverUnbatchedWithinSlo, 2)}x`,
+  );
+  lines.push(
+    `- server CPU per row (API + worker + Redis), unbatched / ${bestFixedClosed.name}: ${fmt(serverCpuMs(unbatched.closedHttp), 2)} / ${fmt(serverCpuMs(bestFixedClosed.closedHttp), 2)} ms = ${fmt(ratios.serverCpuPerRowUnbatchedOverBatched, 2)}x`,
+  );
   lines.push(`- full stack (${bestFixedClosed.name}) / ceiling at its best batch: ${fmt(ratios.fullStackOverCeiling, 2)}`);
   lines.push(`- aimd / best fixed meeting the SLO: ${fmt(ratios.aimdOverBestFixedWithinSlo, 2)}`);
   lines.push(`- predictive / best fixed meeting the SLO: ${fmt(ratios.predictiveOverBestFixedWithinSlo, 2)}`);
   lines.push(`- machine speed drift over the run (fastest / slowest probe - 1): ${fmt(100 * ratios.machineSpeedDrift)}%`);
   // Beyond a tenth, ratios between configurations carry more of the machine's drift than the targets allow for.
-  if (ratios.machineSpeedDrift > 0.1) lines.push(`\nWARNING: the machine's own speed moved ${fmt(100 * ratios.machineSpeedDrift)}% during this run. Rounds and passes spread every configuration over the run, but a ratio within that much of its target is not settled by this run.`);
+  if (ratios.machineSpeedDrift > 0.1)
+    lines.push(
+      `\nWARNING: the machine's own speed moved ${fmt(100 * ratios.machineSpeedDrift)}% during this run. Rounds and passes spread every configuration over the run, but a ratio within that much of its target is not settled by this run.`,
+    );
   const report = lines.join('\n');
   console.log(report);
 
   const outDir = join(ROOT, 'bench', 'results');
   mkdirSync(outDir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const json = { date: new Date().toISOString(), machine: { cores: availableParallelism(), cpu: cpus()[0]?.model, node: process.version }, sloMs: SLO_MS, quick: QUICK, ceiling: ceil, results, ratios };
+  const json = {
+    date: new Date().toISOString(),
+    machine: { cores: availableParallelism(), cpu: cpus()[0]?.model, node: process.version },
+    sloMs: SLO_MS,
+    quick: QUICK,
+    ceiling: ceil,
+    results,
+    ratios,
+  };
   writeFileSync(join(outDir, `bench-${stamp}.json`), JSON.stringify(json, null, 2));
   writeFileSync(join(outDir, 'latest.json'), JSON.stringify(json, null, 2));
   writeFileSync(join(outDir, 'latest.md'), report + '\n');
-  const series = (pick: (s: RampStep) => number): Series[] => results.map((r) => ({ name: r.name, points: r.ramps[0].map((s) => ({ x: s.offered, y: pick(s) })) }));
-  writeFileSync(join(outDir, 'latest.svg'), renderChart(series((s) => s.rowsPerSec), series((s) => Math.min(s.p99, 10 * SLO_MS)), SLO_MS, `batchline bench ${json.date}, first pass (p99 clipped at ${10 * SLO_MS} ms)`));
+  const series = (pick: (s: RampStep) => number): Series[] =>
+    results.map((r) => ({ name: r.name, points: r.ramps[0].map((s) => ({ x: s.offered, y: pick(s) })) }));
+  writeFileSync(
+    join(outDir, 'latest.svg'),
+    renderChart(
+      series((s) => s.rowsPerSec),
+      series((s) => Math.min(s.p99, 10 * SLO_MS)),
+      SLO_MS,
+      `batchline bench ${json.date}, first pass (p99 clipped at ${10 * SLO_MS} ms)`,
+    ),
+  );
   log(`saved bench/results/latest.{json,md,svg} and bench-${stamp}.json`);
 }
 

@@ -35,18 +35,42 @@ const BENCH_FIXED: BatchingSpec[] = [
   { policy: 'fixed', maxBatchSize: 64, maxDelayMs: 10, sloMs: SLO_MS },
 ];
 
-interface Row { name: string; rate: number; r?: SimulationResult }
-
-function table(rows: Row[], best: number): string {
-  const head = '| configuration | rate within SLO (req/s) | / best fixed | rows/s | p50 ms | p95 ms | p99 ms | batch rows mean / p95 / max | batch sizes | close reasons | deadline misses |\n|---|---|---|---|---|---|---|---|---|---|---|\n';
-  return head + rows.map(({ name, rate, r }) => {
-    const sizes = r ? Object.entries(r.batchSizes).sort((a, b) => Number(a[0].split('-')[0]) - Number(b[0].split('-')[0])).map(([k, v]) => `${k}: ${v}`).join(', ') : '';
-    const reasons = r ? Object.entries(r.closeReasons).filter(([, v]) => v > 0).map(([k, v]) => `${k} ${v}`).join(', ') : '';
-    return `| ${name} | ${f0(rate)} | ${(rate / best).toFixed(2)} | ${r ? f0(r.rowsPerSec) : '-'} | ${r ? f1(r.p50) : '-'} | ${r ? f1(r.p95) : '-'} | ${r ? f1(r.p99) : '-'} | ${r ? `${f1(r.batchRows.mean)} / ${r.batchRows.p95} / ${r.batchRows.max}` : '-'} | ${sizes} | ${reasons} | ${r?.deadlineMisses ?? '-'} |`;
-  }).join('\n') + '\n';
+interface Row {
+  name: string;
+  rate: number;
+  r?: SimulationResult;
 }
 
-async function policyTable(s: Scenario, title: string): Promise<{ text: string; best: BatchingSpec; bestRate: number; ratios: Record<string, number> }> {
+function table(rows: Row[], best: number): string {
+  const head =
+    '| configuration | rate within SLO (req/s) | / best fixed | rows/s | p50 ms | p95 ms | p99 ms | batch rows mean / p95 / max | batch sizes | close reasons | deadline misses |\n|---|---|---|---|---|---|---|---|---|---|---|\n';
+  return (
+    head +
+    rows
+      .map(({ name, rate, r }) => {
+        const sizes = r
+          ? Object.entries(r.batchSizes)
+              .sort((a, b) => Number(a[0].split('-')[0]) - Number(b[0].split('-')[0]))
+              .map(([k, v]) => `${k}: ${v}`)
+              .join(', ')
+          : '';
+        const reasons = r
+          ? Object.entries(r.closeReasons)
+              .filter(([, v]) => v > 0)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(', ')
+          : '';
+        return `| ${name} | ${f0(rate)} | ${(rate / best).toFixed(2)} | ${r ? f0(r.rowsPerSec) : '-'} | ${r ? f1(r.p50) : '-'} | ${r ? f1(r.p95) : '-'} | ${r ? f1(r.p99) : '-'} | ${r ? `${f1(r.batchRows.mean)} / ${r.batchRows.p95} / ${r.batchRows.max}` : '-'} | ${sizes} | ${reasons} | ${r?.deadlineMisses ?? '-'} |`;
+      })
+      .join('\n') +
+    '\n'
+  );
+}
+
+async function policyTable(
+  s: Scenario,
+  title: string,
+): Promise<{ text: string; best: BatchingSpec; bestRate: number; ratios: Record<string, number> }> {
   const t0 = performance.now();
   const { best, runs } = await bestFixed(s);
   const rows: Row[] = [{ name: `best fixed: ${label(best.batching)}`, rate: best.sustained.ratePerSec, r: best.sustained.result }];
@@ -62,7 +86,12 @@ async function policyTable(s: Scenario, title: string): Promise<{ text: string; 
     ratios[p] = x.ratePerSec / best.sustained.ratePerSec;
   }
   log(`${title}: ${runs} runs for the grid, ${((performance.now() - t0) / 1000).toFixed(1)} s in all`);
-  return { text: `### ${title}\n\n${table(rows, best.sustained.ratePerSec)}`, best: best.batching, bestRate: best.sustained.ratePerSec, ratios };
+  return {
+    text: `### ${title}\n\n${table(rows, best.sustained.ratePerSec)}`,
+    best: best.batching,
+    bestRate: best.sustained.ratePerSec,
+    ratios,
+  };
 }
 
 async function plot(s: Scenario, best: BatchingSpec, bestRate: number, file: string): Promise<void> {
@@ -78,7 +107,12 @@ async function plot(s: Scenario, best: BatchingSpec, bestRate: number, file: str
     throughput.push({ name, points: rs.map((r, i) => ({ x: rates[i] * rowsPerReq, y: r.rowsPerSec })) });
     p99.push({ name, points: rs.map((r, i) => ({ x: rates[i] * rowsPerReq, y: Math.min(clip, r.p99) })) });
   }
-  const svg = renderChart(throughput, p99, s.sloMs, `simulated, ${s.service.profile.name}, ${s.slots} slot(s), Poisson arrivals; p99 clipped at ${clip} ms`);
+  const svg = renderChart(
+    throughput,
+    p99,
+    s.sloMs,
+    `simulated, ${s.service.profile.name}, ${s.slots} slot(s), Poisson arrivals; p99 clipped at ${clip} ms`,
+  );
   writeFileSync(file, svg);
   log(`wrote ${file}`);
 }
@@ -89,13 +123,23 @@ async function costShift(file: string): Promise<string> {
   const { best } = await bestFixed(s);
   const rate = 0.5 * best.sustained.ratePerSec;
   const rows: string[] = [];
-  for (const b of [best.batching, adaptive('aimd', SLO_MS, s.service.profile.maxRows), adaptive('predictive', SLO_MS, s.service.profile.maxRows)]) {
+  for (const b of [
+    best.batching,
+    adaptive('aimd', SLO_MS, s.service.profile.maxRows),
+    adaptive('predictive', SLO_MS, s.service.profile.maxRows),
+  ]) {
     const after = await sustainableRate(shifted, b);
     const o = await shiftRun(s, b, rate, { perRowFactor: 2 });
-    rows.push(`| ${b === best.batching ? `best fixed before: ${label(b)}` : label(b)} | ${f0(b === best.batching ? best.sustained.ratePerSec : (await sustainableRate(s, b)).ratePerSec)} | ${f0(after.ratePerSec)} | ${f1(o.beforeP99)} | ${f1(o.afterP99)} | ${o.recoveryBatches ?? 'never'} | ${f1(o.rowsBefore)} -> ${f1(o.rowsEnd)} |`);
+    rows.push(
+      `| ${b === best.batching ? `best fixed before: ${label(b)}` : label(b)} | ${f0(b === best.batching ? best.sustained.ratePerSec : (await sustainableRate(s, b)).ratePerSec)} | ${f0(after.ratePerSec)} | ${f1(o.beforeP99)} | ${f1(o.afterP99)} | ${o.recoveryBatches ?? 'never'} | ${f1(o.rowsBefore)} -> ${f1(o.rowsEnd)} |`,
+    );
   }
-  return `### ${s.service.profile.name}: per-row cost doubles half-way through, at ${f0(rate)} requests/s (half the best fixed rate before)\n\n` +
-    '| configuration | rate within SLO before (req/s) | after (req/s) | p99 before ms | p99 after ms | batches after the shift until back within the SLO | batch rows before -> end |\n|---|---|---|---|---|---|---|\n' + rows.join('\n') + '\n';
+  return (
+    `### ${s.service.profile.name}: per-row cost doubles half-way through, at ${f0(rate)} requests/s (half the best fixed rate before)\n\n` +
+    '| configuration | rate within SLO before (req/s) | after (req/s) | p99 before ms | p99 after ms | batches after the shift until back within the SLO | batch rows before -> end |\n|---|---|---|---|---|---|---|\n' +
+    rows.join('\n') +
+    '\n'
+  );
 }
 
 async function capacity(file: string): Promise<string> {
@@ -137,10 +181,16 @@ async function versusMeasured(): Promise<string> {
     // The API, Redis and the load generators share the same 2 cores: what they take per request
     // (bench CPU ms/request) is taken from inference, which then runs that much slower.
     const shared = await contended(base, b, m.cpuMsOtherThanWorker);
-    rows.push(`| ${name} | ${m.sustained} | ${m.closed} (p99 ${m.closedP99}) | ${f0(alone.ratePerSec)} | ${f1(atMeasured.p99)} | ${f0(shared)} |`);
+    rows.push(
+      `| ${name} | ${m.sustained} | ${m.closed} (p99 ${m.closedP99}) | ${f0(alone.ratePerSec)} | ${f1(atMeasured.p99)} | ${f0(shared)} |`,
+    );
   }
-  return '### Simulated against measured (mlp-bench, 2-core AMD EPYC, p99 within 100 ms)\n\n' +
-    '| configuration | measured: sustained open loop (rows/s) | measured: closed loop, 64 clients (rows/s) | simulated worker alone: rate within SLO (req/s) | simulated p99 at the measured sustained rate (ms) | simulated with the rest of the stack\'s CPU taken from inference (req/s) |\n|---|---|---|---|---|---|\n' + rows.join('\n') + '\n';
+  return (
+    '### Simulated against measured (mlp-bench, 2-core AMD EPYC, p99 within 100 ms)\n\n' +
+    "| configuration | measured: sustained open loop (rows/s) | measured: closed loop, 64 clients (rows/s) | simulated worker alone: rate within SLO (req/s) | simulated p99 at the measured sustained rate (ms) | simulated with the rest of the stack's CPU taken from inference (req/s) |\n|---|---|---|---|---|---|\n" +
+    rows.join('\n') +
+    '\n'
+  );
 }
 
 /** The highest rate R at which the worker holds the SLO when inference runs 2 / (2 - R x otherMs / 1000) times slower. */
@@ -161,7 +211,10 @@ async function contended(s: Scenario, b: BatchingSpec, otherMs: number): Promise
 
 async function report(): Promise<void> {
   mkdirSync(RESULTS, { recursive: true });
-  const out: string[] = [`# Simulated batching (npm run simulate), ${new Date().toISOString()}\n`, `SLO: p99 within ${SLO_MS} ms from arrival to answer. Adaptive policies configured from the SLO alone (core/simulation/configurations.ts); fixed: the best of the grid per scenario, with hindsight.\n`];
+  const out: string[] = [
+    `# Simulated batching (npm run simulate), ${new Date().toISOString()}\n`,
+    `SLO: p99 within ${SLO_MS} ms from arrival to answer. Adaptive policies configured from the SLO alone (core/simulation/configurations.ts); fixed: the best of the grid per scenario, with hindsight.\n`,
+  ];
   const ratios: Record<string, Record<string, number>> = {};
   for (const file of [CPU_PROFILE, GPU_PROFILE]) {
     const name = loadProfile(file).name;
@@ -176,8 +229,13 @@ async function report(): Promise<void> {
     out.push((await policyTable(withDeadlines, `${name}, steady arrivals, 10% of requests with their own ${SLO_MS / 2} ms deadline`)).text);
     await plot(scenario(file, 'steady'), steady!.best, steady!.bestRate, join(RESULTS, `simulate-${name}.svg`));
   }
-  out.push('### Ratios: highest rate within the SLO / the best fixed configuration\'s\n\n| profile, arrivals | aimd | predictive |\n|---|---|---|\n' +
-    Object.entries(ratios).map(([k, r]) => `| ${k} | ${r.aimd.toFixed(2)} | ${r.predictive.toFixed(2)} |`).join('\n') + '\n');
+  out.push(
+    "### Ratios: highest rate within the SLO / the best fixed configuration's\n\n| profile, arrivals | aimd | predictive |\n|---|---|---|\n" +
+      Object.entries(ratios)
+        .map(([k, r]) => `| ${k} | ${r.aimd.toFixed(2)} | ${r.predictive.toFixed(2)} |`)
+        .join('\n') +
+      '\n',
+  );
   for (const file of [GPU_PROFILE, CPU_PROFILE]) out.push(await costShift(file));
   out.push(await capacity(GPU_PROFILE));
   out.push(await versusMeasured());
@@ -189,7 +247,10 @@ async function report(): Promise<void> {
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { profile: { type: 'boolean' }, provider: { type: 'string' }, out: { type: 'string' } }, strict: true });
+  const { values } = parseArgs({
+    options: { profile: { type: 'boolean' }, provider: { type: 'string' }, out: { type: 'string' } },
+    strict: true,
+  });
   if (!values.profile) return report();
   const provider = values.provider ?? 'cpu';
   if (provider !== 'cpu' && provider !== 'cuda') throw new Error(`--provider must be cpu or cuda, got ${provider}`);

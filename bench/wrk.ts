@@ -63,7 +63,14 @@ end
 }
 
 /** Runs wrk against `url` for `seconds` on `connections` connections (2 threads), rotating `bodies`. */
-export async function runWrk(opts: { url: string; bodies: string[]; connections: number; seconds: number; dir: string; name: string }): Promise<WrkRun> {
+export async function runWrk(opts: {
+  url: string;
+  bodies: string[];
+  connections: number;
+  seconds: number;
+  dir: string;
+  name: string;
+}): Promise<WrkRun> {
   const file = join(opts.dir, `${opts.name}.lua`);
   writeFileSync(file, script(opts.bodies));
   const args = ['-t', '2', '-c', String(opts.connections), '-d', `${opts.seconds}s`, '--timeout', '10s', '--latency', '-s', file, opts.url];

@@ -46,13 +46,21 @@ export function redisUrlConfigured(flag: string | undefined, file: string | unde
  */
 export function localRedisPort(env: NodeJS.ProcessEnv): number {
   const port = Number(env.BATCHLINE_LOCAL_REDIS_PORT || 6379);
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`BATCHLINE_LOCAL_REDIS_PORT must be a port number, got ${env.BATCHLINE_LOCAL_REDIS_PORT}`);
+  if (!Number.isInteger(port) || port <= 0 || port > 65535)
+    throw new Error(`BATCHLINE_LOCAL_REDIS_PORT must be a port number, got ${env.BATCHLINE_LOCAL_REDIS_PORT}`);
   return port;
 }
 
 /** Whether a Redis answers PING at `url` within `timeoutMs`; one try, no reconnects. */
 export async function redisAnswers(url: string, timeoutMs = 1000): Promise<boolean> {
-  const r = new Redis(url, { lazyConnect: true, connectTimeout: timeoutMs, commandTimeout: timeoutMs, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false });
+  const r = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    enableOfflineQueue: false,
+  });
   r.on('error', () => {});
   try {
     await r.connect();
@@ -122,19 +130,46 @@ async function startLocalRedis(preferredPort: number, dir: string): Promise<Loca
   const port = (await portFree(preferredPort)) ? preferredPort : await freePort();
   const url = `redis://127.0.0.1:${port}`;
   const log = resolve(dir, 'redis.log');
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--appendonly', 'yes', '--save', '', '--maxmemory-policy', 'noeviction', '--daemonize', 'no', '--logfile', log];
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    dir,
+    '--appendonly',
+    'yes',
+    '--save',
+    '',
+    '--maxmemory-policy',
+    'noeviction',
+    '--daemonize',
+    'no',
+    '--logfile',
+    log,
+  ];
   const proc = spawn('redis-server', args, { stdio: 'ignore', detached: true });
   await new Promise<void>((ok, fail) => {
     proc.once('spawn', ok);
-    proc.once('error', (e: NodeJS.ErrnoException) => fail(e.code === 'ENOENT' ? new Error(installRedis(`redis://127.0.0.1:${preferredPort}`)) : e));
+    proc.once('error', (e: NodeJS.ErrnoException) =>
+      fail(e.code === 'ENOENT' ? new Error(installRedis(`redis://127.0.0.1:${preferredPort}`)) : e),
+    );
   });
   let waiting = true;
-  const exitedEarly = new Promise<never>((_, fail) => proc.once('exit', (code) => fail(new Error(`redis-server exited with ${code} at start; see ${log}`))));
+  const exitedEarly = new Promise<never>((_, fail) =>
+    proc.once('exit', (code) => fail(new Error(`redis-server exited with ${code} at start; see ${log}`))),
+  );
   const up = (async () => {
     while (waiting && !(await redisAnswers(url, 500))) await new Promise((r) => setTimeout(r, 50));
   })();
   try {
-    await Promise.race([up, exitedEarly, new Promise((_, fail) => setTimeout(() => fail(new Error(`redis-server did not answer at ${url} within 10 s; see ${log}`)), 10_000).unref())]);
+    await Promise.race([
+      up,
+      exitedEarly,
+      new Promise((_, fail) =>
+        setTimeout(() => fail(new Error(`redis-server did not answer at ${url} within 10 s; see ${log}`)), 10_000).unref(),
+      ),
+    ]);
   } catch (e) {
     proc.kill('SIGKILL');
     throw e;

@@ -122,7 +122,11 @@ async function start(config: BatchlineConfig, argv: string[], redisConfigured: b
     const redis = await local.catch(() => undefined);
     const redisStopped = redis ? await redis.stop() : true;
     const unclean = stopped.filter((ok) => !ok).length;
-    if (unclean || !redisStopped) logger.warn({ processesUnclean: unclean, redisKilled: !redisStopped }, 'stack stopped; what each process gave up on is in its last line');
+    if (unclean || !redisStopped)
+      logger.warn(
+        { processesUnclean: unclean, redisKilled: !redisStopped },
+        'stack stopped; what each process gave up on is in its last line',
+      );
     else logger.info('stack stopped');
     return unclean === 0 && redisStopped;
   };
@@ -138,8 +142,13 @@ async function start(config: BatchlineConfig, argv: string[], redisConfigured: b
   if (!redisConfigured) {
     local = localRedisFor(process.env).then(({ url, local: own }) => {
       env.BATCHLINE_REDIS_URL = url;
-      if (own?.reused) logger.info({ redis: url }, `took over the private redis-server an earlier start left running at ${url}; it stops with the stack`);
-      else if (own) logger.info({ redis: url, data: LOCAL_REDIS_DIR }, `no Redis answered at the default address: started a private redis-server at ${url} (data in ${LOCAL_REDIS_DIR}); it stops with the stack`);
+      if (own?.reused)
+        logger.info({ redis: url }, `took over the private redis-server an earlier start left running at ${url}; it stops with the stack`);
+      else if (own)
+        logger.info(
+          { redis: url, data: LOCAL_REDIS_DIR },
+          `no Redis answered at the default address: started a private redis-server at ${url} (data in ${LOCAL_REDIS_DIR}); it stops with the stack`,
+        );
       void own?.exited.then(() => stopRest({ redis: url, reason: 'the private redis-server exited' }));
       return own;
     });
@@ -149,7 +158,11 @@ async function start(config: BatchlineConfig, argv: string[], redisConfigured: b
   }
   if (stopping) return;
   const run = (args: string[]): void => {
-    const child = spawn(process.execPath, [self, ...args, ...argv], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], detached: true, env });
+    const child = spawn(process.execPath, [self, ...args, ...argv], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      detached: true,
+      env,
+    });
     child.on('exit', (code, signal) => stopRest({ args, code, signal }));
     children.push(child);
   };
@@ -196,7 +209,14 @@ export async function main(args: string[]): Promise<number> {
   }
   const { values } = parseArgs({
     args: rest,
-    options: { pool: { type: 'string' }, config: { type: 'string' }, models: { type: 'string' }, port: { type: 'string' }, redis: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      pool: { type: 'string' },
+      config: { type: 'string' },
+      models: { type: 'string' },
+      port: { type: 'string' },
+      redis: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
     strict: true,
   });
   if (values.help || !command) {

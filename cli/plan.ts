@@ -8,15 +8,20 @@ import { label, type PolicyName } from '../core/simulation/configurations.ts';
 import { planCapacity, type CapacityPlan } from '../core/simulation/capacity.ts';
 import { loadProfile } from '../core/simulation/service.ts';
 
-const USAGE = 'usage: batchline plan capacity --profile FILE --rate REQUESTS_PER_SEC --slo MS [--policy fixed|aimd|predictive] [--slots-per-replica N] [--json]\n';
+const USAGE =
+  'usage: batchline plan capacity --profile FILE --rate REQUESTS_PER_SEC --slo MS [--policy fixed|aimd|predictive] [--slots-per-replica N] [--json]\n';
 const POLICIES: PolicyName[] = ['fixed', 'aimd', 'predictive'];
 
-interface Io { out: (s: string) => void; err: (s: string) => void }
+interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+}
 const stdio: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
 
 function positive(name: string, text: string | undefined): number {
   const n = Number(text);
-  if (text === undefined || !Number.isFinite(n) || n <= 0) throw new UsageError(`--${name} must be a number above 0, got ${text ?? 'nothing'}`);
+  if (text === undefined || !Number.isFinite(n) || n <= 0)
+    throw new UsageError(`--${name} must be a number above 0, got ${text ?? 'nothing'}`);
   return n;
 }
 
@@ -24,11 +29,37 @@ class UsageError extends Error {}
 
 export function formatPlans(plans: CapacityPlan[], rate: number, sloMs: number, profile: string): string {
   const head = `capacity for ${rate} requests/s within p99 ${sloMs} ms, profile ${profile}, ${plans[0].slotsPerReplica} slot(s) per replica (load split evenly over replicas)\n`;
-  const cols = ['policy', 'per replica /s', 'replicas', 'slots', 'p50 ms', 'p99 ms', 'queueing mean ms', 'queueing p99 ms', 'batch rows (mean)'];
-  const rows = plans.map((p) => [label(p.batching), p.perReplicaPerSec.toFixed(0), String(p.replicas), String(p.slots), p.atSize.p50.toFixed(1), p.atSize.p99.toFixed(1), p.atSize.waitMs.mean.toFixed(1), p.atSize.waitMs.p99.toFixed(1), p.atSize.batchRows.mean.toFixed(1)]);
+  const cols = [
+    'policy',
+    'per replica /s',
+    'replicas',
+    'slots',
+    'p50 ms',
+    'p99 ms',
+    'queueing mean ms',
+    'queueing p99 ms',
+    'batch rows (mean)',
+  ];
+  const rows = plans.map((p) => [
+    label(p.batching),
+    p.perReplicaPerSec.toFixed(0),
+    String(p.replicas),
+    String(p.slots),
+    p.atSize.p50.toFixed(1),
+    p.atSize.p99.toFixed(1),
+    p.atSize.waitMs.mean.toFixed(1),
+    p.atSize.waitMs.p99.toFixed(1),
+    p.atSize.batchRows.mean.toFixed(1),
+  ]);
   const widths = cols.map((c, i) => Math.max(c.length, ...rows.map((r) => r[i].length)));
-  const line = (r: string[]) => r.map((x, i) => x.padEnd(widths[i])).join('  ').trimEnd() + '\n';
-  const missed = plans.filter((p) => !p.atSize.withinSlo).map((p) => `note: ${label(p.batching)} still missed the SLO at ${p.replicas} replicas\n`);
+  const line = (r: string[]) =>
+    r
+      .map((x, i) => x.padEnd(widths[i]))
+      .join('  ')
+      .trimEnd() + '\n';
+  const missed = plans
+    .filter((p) => !p.atSize.withinSlo)
+    .map((p) => `note: ${label(p.batching)} still missed the SLO at ${p.replicas} replicas\n`);
   return head + line(cols) + rows.map(line).join('') + missed.join('');
 }
 
@@ -39,7 +70,14 @@ export async function runPlanCli(argv: string[], io: Io = stdio): Promise<number
     if (sub !== 'capacity') throw new UsageError(sub ? `unknown plan command ${sub}` : 'plan needs a command');
     const { values } = parseArgs({
       args: rest,
-      options: { profile: { type: 'string' }, rate: { type: 'string' }, slo: { type: 'string' }, policy: { type: 'string' }, 'slots-per-replica': { type: 'string' }, json: { type: 'boolean' } },
+      options: {
+        profile: { type: 'string' },
+        rate: { type: 'string' },
+        slo: { type: 'string' },
+        policy: { type: 'string' },
+        'slots-per-replica': { type: 'string' },
+        json: { type: 'boolean' },
+      },
       strict: true,
     });
     if (!values.profile) throw new UsageError('--profile is required');
@@ -47,7 +85,8 @@ export async function runPlanCli(argv: string[], io: Io = stdio): Promise<number
     const sloMs = positive('slo', values.slo);
     const slots = values['slots-per-replica'] === undefined ? undefined : positive('slots-per-replica', values['slots-per-replica']);
     if (slots !== undefined && !Number.isInteger(slots)) throw new UsageError(`--slots-per-replica must be a whole number, got ${slots}`);
-    if (values.policy !== undefined && !POLICIES.includes(values.policy as PolicyName)) throw new UsageError(`--policy must be one of ${POLICIES.join(', ')}, got ${values.policy}`);
+    if (values.policy !== undefined && !POLICIES.includes(values.policy as PolicyName))
+      throw new UsageError(`--policy must be one of ${POLICIES.join(', ')}, got ${values.policy}`);
     const profile = loadProfile(values.profile);
     const plans: CapacityPlan[] = [];
     for (const policy of values.policy ? [values.policy as PolicyName] : POLICIES) {

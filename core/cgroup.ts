@@ -46,7 +46,9 @@ function cores(quota: number | undefined, period: number | undefined): number | 
  */
 function v2Dir(root: string, procSelfCgroup: string): string {
   if (existsSync(join(root, 'memory.max')) || existsSync(join(root, 'cpu.max'))) return root;
-  const line = read(procSelfCgroup)?.split('\n').find((l) => l.startsWith('0::'));
+  const line = read(procSelfCgroup)
+    ?.split('\n')
+    .find((l) => l.startsWith('0::'));
   const rel = line?.slice(3);
   return rel && rel !== '/' ? join(root, rel) : root;
 }
@@ -61,7 +63,11 @@ export function readCgroupLimits(root = '/sys/fs/cgroup', procSelfCgroup = '/pro
   if (existsSync(join(root, 'cgroup.controllers'))) {
     const dir = v2Dir(root, procSelfCgroup);
     const [quota, period] = (read(join(dir, 'cpu.max')) ?? '').split(/\s+/);
-    return { version: 2, memoryBytes: positive(read(join(dir, 'memory.max'))), cpuCores: cores(positive(quota), positive(period ?? '100000')) };
+    return {
+      version: 2,
+      memoryBytes: positive(read(join(dir, 'memory.max'))),
+      cpuCores: cores(positive(quota), positive(period ?? '100000')),
+    };
   }
   const memoryFile = join(root, 'memory', 'memory.limit_in_bytes');
   // The CPU controller is mounted as `cpu`, `cpu,cpuacct` or both (one a link to the other).
@@ -71,6 +77,8 @@ export function readCgroupLimits(root = '/sys/fs/cgroup', procSelfCgroup = '/pro
   return {
     version: 1,
     memoryBytes: memory !== undefined && memory < UNLIMITED_V1 ? memory : undefined,
-    cpuCores: cpuDir ? cores(positive(read(join(cpuDir, 'cpu.cfs_quota_us'))), positive(read(join(cpuDir, 'cpu.cfs_period_us')))) : undefined,
+    cpuCores: cpuDir
+      ? cores(positive(read(join(cpuDir, 'cpu.cfs_quota_us'))), positive(read(join(cpuDir, 'cpu.cfs_period_us'))))
+      : undefined,
   };
 }

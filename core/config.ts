@@ -142,9 +142,25 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
   queue: { maxDepth: 10_000 },
   workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000, lockDurationMs: 10_000 },
-  maintenance: { enabled: true, pollModels: '*/10 * * * * *', housekeeping: '0 */5 * * * *', driftMonitor: '0 * * * * *', driftWindowMinutes: 60, driftMinSamples: 200, driftAlpha: 0.01 },
+  maintenance: {
+    enabled: true,
+    pollModels: '*/10 * * * * *',
+    housekeeping: '0 */5 * * * *',
+    driftMonitor: '0 * * * * *',
+    driftWindowMinutes: 60,
+    driftMinSamples: 200,
+    driftAlpha: 0.01,
+  },
   auth: { enabled: false, keys: '', header: 'x-api-key' },
-  limits: { maxDepth: 8, maxAliases: 15, maxTokens: 5000, maxCost: 5000, rateLimitPerSecond: 0, rateLimitBurst: 50, rateLimitTimeoutMs: 250 },
+  limits: {
+    maxDepth: 8,
+    maxAliases: 15,
+    maxTokens: 5000,
+    maxCost: 5000,
+    rateLimitPerSecond: 0,
+    rateLimitBurst: 50,
+    rateLimitTimeoutMs: 250,
+  },
   log: { level: 'info', file: '', retentionDays: 7, requests: 'all' },
 };
 
@@ -222,7 +238,8 @@ function merge(base: Tree, over: Tree, path: string): Tree {
 function coerce(value: unknown, like: unknown, at: string): unknown {
   if (typeof like === 'number') {
     const n = typeof value === 'string' ? Number(value) : value;
-    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) throw new Error(`config: '${at}' must be a non-negative number, got ${JSON.stringify(value)}`);
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < 0)
+      throw new Error(`config: '${at}' must be a non-negative number, got ${JSON.stringify(value)}`);
     return n;
   }
   if (typeof like === 'boolean') {

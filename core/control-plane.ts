@@ -31,13 +31,22 @@ export async function startControlPlane(deps: {
   const subId = await pubsub.subscribe<ControlMessage>(keys.control, (msg) => {
     if (msg.type === 'models-changed') {
       if (msg.fingerprint === service.repository.fingerprint) return;
-      reloading = reloading.then(async () => void (await service.reloadRepository())).catch((e: Error) => logger.error({ err: e.message }, 'repository rescan failed'));
+      reloading = reloading
+        .then(async () => void (await service.reloadRepository()))
+        .catch((e: Error) => logger.error({ err: e.message }, 'repository rescan failed'));
     } else if (msg.type === 'housekeeping') {
       const purged = service.purgeCache();
       logger.debug({ purged }, 'cache housekeeping');
     }
   });
-  const maintenance = new Maintenance({ config, redis: deps.redis, keys, logger, registry: deps.registry, repository: () => service.repository });
+  const maintenance = new Maintenance({
+    config,
+    redis: deps.redis,
+    keys,
+    logger,
+    registry: deps.registry,
+    repository: () => service.repository,
+  });
   let retry: NodeJS.Timeout | undefined;
   const start = async (): Promise<void> => {
     try {

@@ -116,7 +116,14 @@ export class EdgeBatcher {
   }
 
   /** One request of `rows` rows for `modelKey`, answered within `timeoutMs` or refused with DEADLINE_EXCEEDED. */
-  submit(modelKey: string, limits: EdgeLimits, input: NormalizedInput, rows: number, timeoutMs: number, requestId: string): Promise<EdgeAnswer> {
+  submit(
+    modelKey: string,
+    limits: EdgeLimits,
+    input: NormalizedInput,
+    rows: number,
+    timeoutMs: number,
+    requestId: string,
+  ): Promise<EdgeAnswer> {
     const group = `${modelKey}#${shapeSignature(input)}`;
     return new Promise<EdgeAnswer>((resolve, reject) => {
       let batch = this.open.get(group);
@@ -129,7 +136,17 @@ export class EdgeBatcher {
         batch = { group, limits, members: [], rows: 0 };
         this.open.set(group, batch);
       }
-      const member: Member = { input, rows, requestId, deadline: this.epochNow() + timeoutMs, timer: undefined, done: false, resolve, reject, batch };
+      const member: Member = {
+        input,
+        rows,
+        requestId,
+        deadline: this.epochNow() + timeoutMs,
+        timer: undefined,
+        done: false,
+        resolve,
+        reject,
+        batch,
+      };
       member.timer = this.clock.setTimer(() => this.expire(member, timeoutMs), timeoutMs);
       batch.members.push(member);
       batch.rows += rows;
@@ -184,7 +201,9 @@ export class EdgeBatcher {
     members.forEach((m, i) => {
       const part = reply.parts?.[i];
       if (reply.status !== 'COMPLETED' || !part) {
-        const err = reply.error ? fromSerialized(reply.error) : new ServingError('INFERENCE_FAILED', 'the worker answered without this request’s part');
+        const err = reply.error
+          ? fromSerialized(reply.error)
+          : new ServingError('INFERENCE_FAILED', 'the worker answered without this request’s part');
         this.settle(m, () => m.reject(err));
       } else if (part.error) {
         const err = fromSerialized(part.error);

@@ -83,14 +83,16 @@ export function isRedisUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const m = err.message;
   return (
-    /Connection is closed|Stream isn't writeable|enableOfflineQueue|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|MaxRetriesPerRequest|connect ETIMEDOUT|LOADING|Command timed out/i.test(m) ||
-    (err as { code?: string }).code === 'ECONNREFUSED'
+    /Connection is closed|Stream isn't writeable|enableOfflineQueue|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|MaxRetriesPerRequest|connect ETIMEDOUT|LOADING|Command timed out/i.test(
+      m,
+    ) || (err as { code?: string }).code === 'ECONNREFUSED'
   );
 }
 
 /** Redis trouble becomes a 503 the client can retry; ServingErrors pass through. */
 export function asServingError(e: unknown): ServingError {
   if (e instanceof ServingError) return e;
-  if (isRedisUnavailable(e)) return new ServingError('SERVICE_UNAVAILABLE', 'the queue (Redis) is unreachable; try again later', { cause: e, retryAfterSeconds: 1 });
+  if (isRedisUnavailable(e))
+    return new ServingError('SERVICE_UNAVAILABLE', 'the queue (Redis) is unreachable; try again later', { cause: e, retryAfterSeconds: 1 });
   return new ServingError('INTERNAL_SERVER_ERROR', undefined, { cause: e });
 }

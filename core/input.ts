@@ -60,14 +60,27 @@ const BYTES: Record<Datatype, number> = { FP32: 4, FP64: 8, INT32: 4, INT64: 8, 
 export function encodeBase64Tensor(datatype: string, data: ArrayLike<number>): string | null {
   let view: ArrayBufferView;
   switch (datatype) {
-    case 'FP32': view = data instanceof Float32Array ? data : Float32Array.from(data); break;
-    case 'FP64': view = Float64Array.from(data); break;
-    case 'INT32': view = Int32Array.from(data); break;
-    case 'INT8': view = Int8Array.from(data); break;
+    case 'FP32':
+      view = data instanceof Float32Array ? data : Float32Array.from(data);
+      break;
+    case 'FP64':
+      view = Float64Array.from(data);
+      break;
+    case 'INT32':
+      view = Int32Array.from(data);
+      break;
+    case 'INT8':
+      view = Int8Array.from(data);
+      break;
     case 'UINT8':
-    case 'BOOL': view = Uint8Array.from(data); break;
-    case 'INT64': view = BigInt64Array.from(Array.from(data, (v) => BigInt(Math.trunc(v)))); break;
-    default: return null;
+    case 'BOOL':
+      view = Uint8Array.from(data);
+      break;
+    case 'INT64':
+      view = BigInt64Array.from(Array.from(data, (v) => BigInt(Math.trunc(v))));
+      break;
+    default:
+      return null;
   }
   return Buffer.from(view.buffer, view.byteOffset, view.byteLength).toString('base64');
 }
@@ -150,11 +163,17 @@ function rowWidth(shape: number[]): number {
 export function normalizeInput(input: PredictionInput, config: ModelConfig, maxRows: number): { input: NormalizedInput; rows: number } {
   const given = (['text', 'texts', 'features', 'instances', 'tensors'] as const).filter((k) => input[k] != null);
   if (given.length !== 1) {
-    throw badInput('input', given.length === 0 ? 'give one of text, texts, features, instances or tensors' : `give only one of ${given.join(', ')}`);
+    throw badInput(
+      'input',
+      given.length === 0 ? 'give one of text, texts, features, instances or tensors' : `give only one of ${given.join(', ')}`,
+    );
   }
   const limit = Math.min(maxRows, config.maxRowsPerRequest);
   const tooMany = (field: string, got: number) =>
-    badInput(field, `at most ${limit} rows per request, got ${got} (the model's maxRowsPerRequest is ${config.maxRowsPerRequest}, the server's predict.maxRows is ${maxRows})`);
+    badInput(
+      field,
+      `at most ${limit} rows per request, got ${got} (the model's maxRowsPerRequest is ${config.maxRowsPerRequest}, the server's predict.maxRows is ${maxRows})`,
+    );
   const form = given[0];
 
   if (form === 'text' || form === 'texts') {
@@ -172,21 +191,30 @@ export function normalizeInput(input: PredictionInput, config: ModelConfig, maxR
   }
 
   if (form === 'features' || form === 'instances') {
-    if (config.inputs.length !== 1) throw badInput(`input.${form}`, `model '${config.name}' has ${config.inputs.length} inputs; send tensors`);
+    if (config.inputs.length !== 1)
+      throw badInput(`input.${form}`, `model '${config.name}' has ${config.inputs.length} inputs; send tensors`);
     const spec = config.inputs[0];
     const rows = form === 'features' ? [input.features as number[]] : (input.instances as number[][]);
     if (rows.length === 0) throw badInput('input.instances', 'expected at least one row');
     if (rows.length > limit) throw tooMany(`input.${form}`, rows.length);
     const width = rowWidth(spec.shape);
-    if (spec.shape.slice(1).some((d) => d === -1)) throw badInput(`input.${form}`, `input '${spec.name}' has dynamic inner dimensions; send tensors with a shape`);
+    if (spec.shape.slice(1).some((d) => d === -1))
+      throw badInput(`input.${form}`, `input '${spec.name}' has dynamic inner dimensions; send tensors with a shape`);
     const data: number[] = [];
     rows.forEach((row, r) => {
       const at = form === 'features' ? 'input.features' : `input.instances[${r}]`;
-      if (row.length !== width) throw badInput(at, `expected ${width} values for input '${spec.name}' of shape ${JSON.stringify(spec.shape)}, got ${row.length}`);
+      if (row.length !== width)
+        throw badInput(at, `expected ${width} values for input '${spec.name}' of shape ${JSON.stringify(spec.shape)}, got ${row.length}`);
       checkValues(at, row, spec.datatype);
       for (const v of row) data.push(v);
     });
-    return { input: { kind: 'tensors', tensors: [{ name: spec.name, datatype: spec.datatype, shape: [rows.length, ...spec.shape.slice(1)], data }] }, rows: rows.length };
+    return {
+      input: {
+        kind: 'tensors',
+        tensors: [{ name: spec.name, datatype: spec.datatype, shape: [rows.length, ...spec.shape.slice(1)], data }],
+      },
+      rows: rows.length,
+    };
   }
 
   const tensors = input.tensors as NonNullable<PredictionInput['tensors']>;
@@ -195,16 +223,27 @@ export function normalizeInput(input: PredictionInput, config: ModelConfig, maxR
   const out: TensorData[] = tensors.map((t, i) => {
     const at = `input.tensors[${i}]`;
     const spec = config.inputs.find((s) => s.name === t.name);
-    if (!spec) throw badInput(`${at}.name`, `model '${config.name}' has no input '${t.name}'; inputs are ${config.inputs.map((s) => s.name).join(', ')}`);
+    if (!spec)
+      throw badInput(
+        `${at}.name`,
+        `model '${config.name}' has no input '${t.name}'; inputs are ${config.inputs.map((s) => s.name).join(', ')}`,
+      );
     if (seen.has(t.name)) throw badInput(`${at}.name`, `input '${t.name}' given twice`);
     seen.add(t.name);
-    if (t.datatype !== spec.datatype) throw badInput(`${at}.datatype`, `expected ${spec.datatype} for input '${spec.name}', got ${t.datatype}`);
-    if (t.shape.length !== spec.shape.length) throw badInput(`${at}.shape`, `expected rank ${spec.shape.length} like ${JSON.stringify(spec.shape)}, got ${JSON.stringify(t.shape)}`);
+    if (t.datatype !== spec.datatype)
+      throw badInput(`${at}.datatype`, `expected ${spec.datatype} for input '${spec.name}', got ${t.datatype}`);
+    if (t.shape.length !== spec.shape.length)
+      throw badInput(
+        `${at}.shape`,
+        `expected rank ${spec.shape.length} like ${JSON.stringify(spec.shape)}, got ${JSON.stringify(t.shape)}`,
+      );
     t.shape.forEach((d, k) => {
       if (!Number.isInteger(d) || d <= 0) throw badInput(`${at}.shape[${k}]`, `expected a positive integer, got ${d}`);
-      if (spec.shape[k] !== -1 && spec.shape[k] !== d) throw badInput(`${at}.shape[${k}]`, `expected ${spec.shape[k]} as in ${JSON.stringify(spec.shape)}, got ${d}`);
+      if (spec.shape[k] !== -1 && spec.shape[k] !== d)
+        throw badInput(`${at}.shape[${k}]`, `expected ${spec.shape[k]} as in ${JSON.stringify(spec.shape)}, got ${d}`);
     });
-    if (batch !== -1 && t.shape[0] !== batch) throw badInput(`${at}.shape[0]`, `all inputs must have the same batch size ${batch}, got ${t.shape[0]}`);
+    if (batch !== -1 && t.shape[0] !== batch)
+      throw badInput(`${at}.shape[0]`, `all inputs must have the same batch size ${batch}, got ${t.shape[0]}`);
     batch = t.shape[0];
     const size = t.shape.reduce((a, b) => a * b, 1);
     if ((t.data == null) === (t.base64 == null)) throw badInput(at, 'give exactly one of data or base64');

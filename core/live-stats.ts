@@ -84,7 +84,10 @@ export async function readCounters(registry: Registry): Promise<Map<string, Coun
     for (const v of values) {
       const { role: _role, ...labels } = v.labels as Record<string, string | number>;
       const { le: _le, ...seriesLabels } = labels;
-      out.set(fieldOf((v as { metricName?: string }).metricName ?? name, labels), { value: v.value, series: String(type) === 'histogram' ? fieldOf(name, seriesLabels) : undefined });
+      out.set(fieldOf((v as { metricName?: string }).metricName ?? name, labels), {
+        value: v.value,
+        series: String(type) === 'histogram' ? fieldOf(name, seriesLabels) : undefined,
+      });
     }
   }
   return out;

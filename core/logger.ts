@@ -51,7 +51,10 @@ export const REDACTED = [
   '*.auth.keys',
 ];
 
-export function createLogger(config: Pick<BatchlineConfig['log'], 'level' | 'file' | 'retentionDays'>, base: Record<string, unknown> = {}): Logger {
+export function createLogger(
+  config: Pick<BatchlineConfig['log'], 'level' | 'file' | 'retentionDays'>,
+  base: Record<string, unknown> = {},
+): Logger {
   const options = {
     level: config.level,
     base: { pid: process.pid, ...base },
@@ -64,7 +67,13 @@ export function createLogger(config: Pick<BatchlineConfig['log'], 'level' | 'fil
       { target: 'pino/file', options: { destination: 1 }, level: config.level },
       {
         target: 'pino-roll',
-        options: { file: config.file, frequency: 'daily', mkdir: true, dateFormat: 'yyyy-MM-dd', limit: { count: Math.max(0, config.retentionDays - 1) } },
+        options: {
+          file: config.file,
+          frequency: 'daily',
+          mkdir: true,
+          dateFormat: 'yyyy-MM-dd',
+          limit: { count: Math.max(0, config.retentionDays - 1) },
+        },
         level: config.level,
       },
     ],

@@ -59,7 +59,11 @@ export class Maintenance {
     const first = await this.deps.redis.set(this.deps.keys.schedulersRegistered(hash), String(process.pid), 'EX', 7 * 24 * 3600, 'NX');
     if (first === 'OK') {
       for (const [task, pattern] of schedule) {
-        await this.queue.upsertJobScheduler(task, { pattern }, { name: task, opts: { removeOnComplete: true, removeOnFail: { count: 100 } } });
+        await this.queue.upsertJobScheduler(
+          task,
+          { pattern },
+          { name: task, opts: { removeOnComplete: true, removeOnFail: { count: 100 } } },
+        );
       }
       logger.info({ schedule: Object.fromEntries(schedule) }, 'maintenance schedulers registered');
     }
@@ -120,11 +124,26 @@ export class Maintenance {
     const m = config.maintenance;
     const reports: DriftReport[] = [];
     for (const v of this.deps.repository().ready()) {
-      const report = await checkDrift(redis, keys, v, { windowMinutes: m.driftWindowMinutes, minSamples: m.driftMinSamples, alpha: m.driftAlpha });
+      const report = await checkDrift(redis, keys, v, {
+        windowMinutes: m.driftWindowMinutes,
+        minSamples: m.driftMinSamples,
+        alpha: m.driftAlpha,
+      });
       if (!report) continue;
       reports.push(report);
       if (report.status === 'DRIFT') {
-        logger.warn({ model: v.name, version: v.version, pValue: report.pValue, chiSquare: report.statistic, samples: report.samples, observed: report.observed, expected: report.expected }, 'prediction drift: recent class mix departs from training');
+        logger.warn(
+          {
+            model: v.name,
+            version: v.version,
+            pValue: report.pValue,
+            chiSquare: report.statistic,
+            samples: report.samples,
+            observed: report.observed,
+            expected: report.expected,
+          },
+          'prediction drift: recent class mix departs from training',
+        );
       }
     }
     return reports;

@@ -25,11 +25,36 @@ export function createMetrics(role: 'api' | 'worker') {
       buckets: LATENCY_BUCKETS,
       registers: [registry],
     }),
-    cacheHits: new Counter({ name: 'batchline_cache_hits_total', help: 'Results served from the cache', labelNames: ['model'] as const, registers: [registry] }),
-    cacheMisses: new Counter({ name: 'batchline_cache_misses_total', help: 'Cache lookups that ran inference', labelNames: ['model'] as const, registers: [registry] }),
-    queueDepth: new Gauge({ name: 'batchline_queue_depth', help: 'Jobs waiting for a worker (wait + prioritized) per pool; what autoscaling watches', labelNames: ['pool'] as const, registers: [registry] }),
-    queueJobs: new Gauge({ name: 'batchline_queue_jobs', help: 'Jobs by pool and BullMQ state', labelNames: ['pool', 'state'] as const, registers: [registry] }),
-    jobs: new Counter({ name: 'batchline_worker_jobs_total', help: 'Jobs a worker finished, by model and outcome', labelNames: ['model', 'outcome'] as const, registers: [registry] }),
+    cacheHits: new Counter({
+      name: 'batchline_cache_hits_total',
+      help: 'Results served from the cache',
+      labelNames: ['model'] as const,
+      registers: [registry],
+    }),
+    cacheMisses: new Counter({
+      name: 'batchline_cache_misses_total',
+      help: 'Cache lookups that ran inference',
+      labelNames: ['model'] as const,
+      registers: [registry],
+    }),
+    queueDepth: new Gauge({
+      name: 'batchline_queue_depth',
+      help: 'Jobs waiting for a worker (wait + prioritized) per pool; what autoscaling watches',
+      labelNames: ['pool'] as const,
+      registers: [registry],
+    }),
+    queueJobs: new Gauge({
+      name: 'batchline_queue_jobs',
+      help: 'Jobs by pool and BullMQ state',
+      labelNames: ['pool', 'state'] as const,
+      registers: [registry],
+    }),
+    jobs: new Counter({
+      name: 'batchline_worker_jobs_total',
+      help: 'Jobs a worker finished, by model and outcome',
+      labelNames: ['model', 'outcome'] as const,
+      registers: [registry],
+    }),
     batchRows: new Histogram({
       name: 'batchline_batch_rows',
       help: 'Rows per inference',
@@ -57,9 +82,24 @@ export function createMetrics(role: 'api' | 'worker') {
       labelNames: ['model', 'reason'] as const,
       registers: [registry],
     }),
-    driftPValue: new Gauge({ name: 'batchline_drift_p_value', help: 'p-value of the chi-square test of recent predicted classes against the training distribution (low means drift)', labelNames: ['model', 'version'] as const, registers: [registry] }),
-    driftStatistic: new Gauge({ name: 'batchline_drift_chi_square', help: 'Chi-square statistic of recent predicted classes against the training distribution', labelNames: ['model', 'version'] as const, registers: [registry] }),
-    batchLimit: new Gauge({ name: 'batchline_batch_limit', help: 'Current batch size limit per model (adaptive policies move it)', labelNames: ['model', 'policy'] as const, registers: [registry] }),
+    driftPValue: new Gauge({
+      name: 'batchline_drift_p_value',
+      help: 'p-value of the chi-square test of recent predicted classes against the training distribution (low means drift)',
+      labelNames: ['model', 'version'] as const,
+      registers: [registry],
+    }),
+    driftStatistic: new Gauge({
+      name: 'batchline_drift_chi_square',
+      help: 'Chi-square statistic of recent predicted classes against the training distribution',
+      labelNames: ['model', 'version'] as const,
+      registers: [registry],
+    }),
+    batchLimit: new Gauge({
+      name: 'batchline_batch_limit',
+      help: 'Current batch size limit per model (adaptive policies move it)',
+      labelNames: ['model', 'policy'] as const,
+      registers: [registry],
+    }),
   };
 }
 

@@ -68,7 +68,8 @@ export function parseModelConfig(raw: unknown, fallbackName: string): ModelConfi
   const inputs = tensorSpecs(r.inputs, 'inputs');
   const outputs = tensorSpecs(r.outputs, 'outputs');
   const labels = r.labels as string[] | undefined;
-  if (labels !== undefined && (!Array.isArray(labels) || !labels.every((l) => typeof l === 'string'))) fail(`'labels' must be a list of strings`);
+  if (labels !== undefined && (!Array.isArray(labels) || !labels.every((l) => typeof l === 'string')))
+    fail(`'labels' must be a list of strings`);
   const task = (r.task ?? (labels ? 'classification' : 'raw')) as ModelConfig['task'];
   if (task !== 'classification' && task !== 'raw') fail(`'task' must be classification or raw`);
   const scoresOutput = (r.scoresOutput as string | undefined) ?? outputs[0].name;
@@ -77,7 +78,8 @@ export function parseModelConfig(raw: unknown, fallbackName: string): ModelConfi
   if (task === 'classification') {
     if (!labels) fail(`'labels' is required for a classification model`);
     const width = scores.shape[scores.shape.length - 1];
-    if (width !== -1 && width !== labels.length) fail(`'labels' has ${labels.length} names but output '${scoresOutput}' has ${width} classes`);
+    if (width !== -1 && width !== labels.length)
+      fail(`'labels' has ${labels.length} names but output '${scoresOutput}' has ${width} classes`);
   }
   const scoresKind = (r.scoresKind ?? 'probabilities') as ModelConfig['scoresKind'];
   if (scoresKind !== 'probabilities' && scoresKind !== 'logits') fail(`'scoresKind' must be probabilities or logits`);
@@ -137,16 +139,22 @@ export async function verifyAgainstGraph(path: string, config: ModelConfig): Pro
       const actual = [...names].sort();
       if (declared.join(',') !== actual.join(',')) fail(`config ${kind}s [${declared}] but the graph has [${actual}]`);
       for (const spec of specs) {
-        const m = (meta as { name: string; isTensor: boolean; type?: string; shape?: ReadonlyArray<number | string> }[]).find((x) => x.name === spec.name);
+        const m = (meta as { name: string; isTensor: boolean; type?: string; shape?: ReadonlyArray<number | string> }[]).find(
+          (x) => x.name === spec.name,
+        );
         if (!m || !m.isTensor) continue;
-        if (m.type && m.type !== ORT_TYPE[spec.datatype]) fail(`${kind} '${spec.name}' is ${m.type} in the graph, config says ${spec.datatype}`);
+        if (m.type && m.type !== ORT_TYPE[spec.datatype])
+          fail(`${kind} '${spec.name}' is ${m.type} in the graph, config says ${spec.datatype}`);
         const shape = m.shape ?? [];
         if (shape.length === 0) continue;
-        if (shape.length !== spec.shape.length) fail(`${kind} '${spec.name}' has rank ${shape.length} in the graph, config says ${spec.shape.length}`);
+        if (shape.length !== spec.shape.length)
+          fail(`${kind} '${spec.name}' has rank ${shape.length} in the graph, config says ${spec.shape.length}`);
         shape.forEach((d, i) => {
           const c = spec.shape[i];
-          if (typeof d === 'number' && d > 0 && c !== -1 && c !== d) fail(`${kind} '${spec.name}' dimension ${i} is ${d} in the graph, config says ${c}`);
-          if (i === 0 && typeof d === 'number' && d > 0) fail(`${kind} '${spec.name}' has a fixed batch dimension ${d}; it must be dynamic`);
+          if (typeof d === 'number' && d > 0 && c !== -1 && c !== d)
+            fail(`${kind} '${spec.name}' dimension ${i} is ${d} in the graph, config says ${c}`);
+          if (i === 0 && typeof d === 'number' && d > 0)
+            fail(`${kind} '${spec.name}' has a fixed batch dimension ${d}; it must be dynamic`);
         });
       }
     };
@@ -183,7 +191,10 @@ export function repositoryFingerprint(dir: string): string {
       } else if (name === 'model.onnx') {
         hash.update(`${p.slice(root.length)}:${s.size}\n`);
       } else if (name === 'config.yaml' || name === 'metrics.json') {
-        hash.update(`${p.slice(root.length)}:`).update(readFileSync(p)).update('\n');
+        hash
+          .update(`${p.slice(root.length)}:`)
+          .update(readFileSync(p))
+          .update('\n');
       }
     }
   };
@@ -205,7 +216,10 @@ export class ModelRepository {
   }
 
   /** Scans `dir`, verifying every version against its graph. Never throws for a bad model. */
-  static async scan(dir: string, options: { verify?: boolean; onSkip?: (v: ModelVersion) => void; overridesFile?: string } = {}): Promise<ModelRepository> {
+  static async scan(
+    dir: string,
+    options: { verify?: boolean; onSkip?: (v: ModelVersion) => void; overridesFile?: string } = {},
+  ): Promise<ModelRepository> {
     const root = resolve(dir);
     const overrides = (options.overridesFile ? readYaml(options.overridesFile) : undefined) ?? {};
     const fingerprint = repositoryFingerprint(root);
@@ -221,10 +235,19 @@ export class ModelRepository {
       } catch (e) {
         baseError = `config.yaml: ${(e as Error).message}`;
       }
-      const versionDirs = readdirSync(modelDir).filter((v) => existsSync(join(modelDir, v, 'model.onnx'))).sort(compareVersions);
+      const versionDirs = readdirSync(modelDir)
+        .filter((v) => existsSync(join(modelDir, v, 'model.onnx')))
+        .sort(compareVersions);
       for (const version of versionDirs) {
         const path = join(modelDir, version, 'model.onnx');
-        const mv: ModelVersion = { name, version, path, status: 'FAILED', config: undefined as unknown as ModelConfig, sizeBytes: statSync(path).size };
+        const mv: ModelVersion = {
+          name,
+          version,
+          path,
+          status: 'FAILED',
+          config: undefined as unknown as ModelConfig,
+          sizeBytes: statSync(path).size,
+        };
         try {
           if (baseError) fail(baseError);
           const override = readYaml(join(modelDir, version, 'config.yaml'));

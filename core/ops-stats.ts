@@ -10,7 +10,17 @@ import { POOLS, type BatchlineConfig, type PoolName } from './config.ts';
 import type { PredictionQueues } from './queues.ts';
 import type { ModelInfo, PredictionService } from './prediction-service.ts';
 import type { DriftReport } from './drift.ts';
-import { STEP_MS, StatsReader, countBy, counterSum, histogram, histogramQuantile, merge, type Entry, type ProcessInfo } from './live-stats.ts';
+import {
+  STEP_MS,
+  StatsReader,
+  countBy,
+  counterSum,
+  histogram,
+  histogramQuantile,
+  merge,
+  type Entry,
+  type ProcessInfo,
+} from './live-stats.ts';
 
 /** Refusals that say "not now": the client should come back (429, 503, 504). */
 export const REJECTION_CODES = (Object.keys(ERROR_CODES) as ErrorCode[]).filter((c) => [429, 503, 504].includes(ERROR_CODES[c].status));
@@ -86,7 +96,11 @@ export interface ViewOptions {
 
 /** Workers label batch metrics by model version (`name@version`); the view is per model. */
 function byModel(entries: Entry[]): Entry[] {
-  return merge(entries.map((e) => (e.labels.model?.includes('@') ? { ...e, labels: { ...e.labels, model: e.labels.model.slice(0, e.labels.model.indexOf('@')) } } : e)));
+  return merge(
+    entries.map((e) =>
+      e.labels.model?.includes('@') ? { ...e, labels: { ...e.labels, model: e.labels.model.slice(0, e.labels.model.indexOf('@')) } } : e,
+    ),
+  );
 }
 
 const ms = (seconds: number | undefined): number | null => (seconds === undefined ? null : seconds * 1000);
@@ -148,10 +162,12 @@ export class OpsStats {
     const key = `${windowSeconds}:${historySteps}`;
     const second = Math.floor(now / 1000);
     if (this.cached?.key !== key || this.cached.at !== second) {
-      const value = Promise.all([this.reader.window(now, windowSeconds), historySteps ? this.reader.steps(now, historySteps) : []]).then(([window, steps]) => ({
-        window: byModel(window),
-        steps: steps.map((st) => ({ at: st.at, entries: byModel(st.entries) })),
-      }));
+      const value = Promise.all([this.reader.window(now, windowSeconds), historySteps ? this.reader.steps(now, historySteps) : []]).then(
+        ([window, steps]) => ({
+          window: byModel(window),
+          steps: steps.map((st) => ({ at: st.at, entries: byModel(st.entries) })),
+        }),
+      );
       value.catch(() => {});
       this.cached = { key, at: second, value };
     }
@@ -162,14 +178,25 @@ export class OpsStats {
     return Promise.all(
       pools.map(async (pool) => {
         const c = await this.deps.queues.queue(pool).getJobCounts('wait', 'prioritized', 'active', 'delayed', 'failed');
-        return { pool, waiting: (c.wait ?? 0) + (c.prioritized ?? 0), active: c.active ?? 0, delayed: c.delayed ?? 0, failed: c.failed ?? 0, maxDepth: this.deps.config.queue.maxDepth };
+        return {
+          pool,
+          waiting: (c.wait ?? 0) + (c.prioritized ?? 0),
+          active: c.active ?? 0,
+          delayed: c.delayed ?? 0,
+          failed: c.failed ?? 0,
+          maxDepth: this.deps.config.queue.maxDepth,
+        };
       }),
     );
   }
 
   async view(o: ViewOptions, now = Date.now()): Promise<DeploymentView> {
     const { service } = this.deps;
-    const [{ window, steps }, infos, processes] = await Promise.all([this.sums(now, o.windowSeconds, o.historySteps), service.models(), this.reader.processes(now)]);
+    const [{ window, steps }, infos, processes] = await Promise.all([
+      this.sums(now, o.windowSeconds, o.historySteps),
+      service.models(),
+      this.reader.processes(now),
+    ]);
     const byName = new Map<string, ModelInfo[]>();
     for (const m of infos) if (o.visible(m.name)) byName.set(m.name, [...(byName.get(m.name) ?? []), m]);
     const pools = POOLS.filter((p) => [...byName.values()].some((vs) => vs.some((v) => v.config?.pool === p)));
@@ -185,7 +212,13 @@ export class OpsStats {
     };
   }
 
-  private async figures(name: string, versions: ModelInfo[], window: Entry[], steps: { at: number; entries: Entry[] }[], seconds: number): Promise<ModelFigures> {
+  private async figures(
+    name: string,
+    versions: ModelInfo[],
+    window: Entry[],
+    steps: { at: number; entries: Entry[] }[],
+    seconds: number,
+  ): Promise<ModelFigures> {
     const req = requests(window, name);
     const rows = histogram(window, 'batchline_batch_rows', { model: name });
     const hits = counterSum(window, 'batchline_cache_hits_total', { model: name });

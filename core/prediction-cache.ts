@@ -60,7 +60,11 @@ export class PredictionCache {
    * Returns the cached result for `key`, or runs `compute` (once, however many callers ask
    * at the same time). `cached` is true when this caller did not start the inference.
    */
-  async getOrCompute(key: string, compute: () => Promise<PredictionResult>, ttlMs?: number): Promise<{ result: PredictionResult; cached: boolean }> {
+  async getOrCompute(
+    key: string,
+    compute: () => Promise<PredictionResult>,
+    ttlMs?: number,
+  ): Promise<{ result: PredictionResult; cached: boolean }> {
     const status: LRUCache.Status<string, Entry, () => Promise<PredictionResult>> = {};
     const entry = await this.lru.fetch(key, { context: compute, status, ttl: ttlMs });
     if (!entry) throw new Error('cache fetch returned nothing');

@@ -19,7 +19,16 @@ import { PredictionCache, cacheKey } from './prediction-cache.ts';
 import type { Metrics } from './metrics.ts';
 import type { Logger } from './logger.ts';
 import type { WorkerRegistry } from './worker-registry.ts';
-import { accepted, cancelled, completed, failed, modelKey, type PredictionRecord, type PredictionResult, type PredictionJobData } from './prediction.ts';
+import {
+  accepted,
+  cancelled,
+  completed,
+  failed,
+  modelKey,
+  type PredictionRecord,
+  type PredictionResult,
+  type PredictionJobData,
+} from './prediction.ts';
 
 export interface PredictRequest {
   model: string;
@@ -112,7 +121,11 @@ export class PredictionService {
   }
 
   private countHit(mv: ModelVersion, result: PredictionResult): void {
-    if (mv.config.task === 'classification') this.driftCounts.add(`${mv.name}@${mv.version}`, result.predictions.map((p) => p.label));
+    if (mv.config.task === 'classification')
+      this.driftCounts.add(
+        `${mv.name}@${mv.version}`,
+        result.predictions.map((p) => p.label),
+      );
   }
 
   /** Every model version in the repository, with its live worker count. */
@@ -131,14 +144,16 @@ export class PredictionService {
     if (!this.repository.has(model)) throw new ServingError('MODEL_NOT_FOUND', `no model named '${model}'`);
     const mv = this.repository.find(model, version);
     if (!mv) throw new ServingError('MODEL_VERSION_NOT_FOUND', `model '${model}' has no version '${version}'`);
-    if (mv.status !== 'READY') throw new ServingError('MODEL_NOT_READY', `model '${model}' version ${mv.version} failed to load: ${mv.error}`);
+    if (mv.status !== 'READY')
+      throw new ServingError('MODEL_NOT_READY', `model '${model}' version ${mv.version} failed to load: ${mv.error}`);
     return mv;
   }
 
   private timeout(requested?: number | null): number {
     const max = this.deps.config.predict.timeoutMs;
     if (requested == null) return max;
-    if (!Number.isInteger(requested) || requested <= 0) throw new ServingError('BAD_USER_INPUT', `timeoutMs: expected a positive integer, got ${requested}`, { field: 'timeoutMs' });
+    if (!Number.isInteger(requested) || requested <= 0)
+      throw new ServingError('BAD_USER_INPUT', `timeoutMs: expected a positive integer, got ${requested}`, { field: 'timeoutMs' });
     return Math.min(requested, max);
   }
 
@@ -158,7 +173,12 @@ export class PredictionService {
         // A hit is answered without a promise in between: it is the API's floor.
         const hit = this.cache.peek(key);
         if (hit) ({ result, cached } = { result: hit, cached: true });
-        else ({ result, cached } = await this.cache.getOrCompute(key, () => this.compute(mv, input, rows, req, timeoutMs), mv.config.cache.ttlMs));
+        else
+          ({ result, cached } = await this.cache.getOrCompute(
+            key,
+            () => this.compute(mv, input, rows, req, timeoutMs),
+            mv.config.cache.ttlMs,
+          ));
         (cached ? this.deps.metrics.cacheHits : this.deps.metrics.cacheMisses).inc({ model: mv.name });
         if (cached) this.countHit(mv, result);
       } else {
@@ -167,15 +187,27 @@ export class PredictionService {
       const totalMs = performance.now() - started;
       this.deps.metrics.latency.observe({ model: mv.name, phase: 'total' }, totalMs / 1000);
       this.deps.metrics.requests.inc({ model: mv.name, operation: 'predict', outcome: 'ok' });
-      return cached ? { ...result, cached: true, timings: { queueMs: 0, inferenceMs: 0, totalMs } } : { ...result, timings: { ...result.timings, totalMs } };
+      return cached
+        ? { ...result, cached: true, timings: { queueMs: 0, inferenceMs: 0, totalMs } }
+        : { ...result, timings: { ...result.timings, totalMs } };
     } catch (e) {
       const err = asServingError(e);
-      this.deps.metrics.requests.inc({ model: this.repository.has(modelName) ? modelName : '(unknown)', operation: 'predict', outcome: err.code });
+      this.deps.metrics.requests.inc({
+        model: this.repository.has(modelName) ? modelName : '(unknown)',
+        operation: 'predict',
+        outcome: err.code,
+      });
       throw err;
     }
   }
 
-  private jobData(mv: ModelVersion, input: NormalizedInput, rows: number, requestId: string, timeoutMs: number | undefined): PredictionJobData {
+  private jobData(
+    mv: ModelVersion,
+    input: NormalizedInput,
+    rows: number,
+    requestId: string,
+    timeoutMs: number | undefined,
+  ): PredictionJobData {
     const now = Date.now();
     return {
       id: randomUUID(),
@@ -196,11 +228,21 @@ export class PredictionService {
    * every input's batch dimension is dynamic and its `maxBatchSize` is over 1; else each
    * request is its own job.
    */
-  private async compute(mv: ModelVersion, input: NormalizedInput, rows: number, req: PredictRequest, timeoutMs: number): Promise<PredictionResult> {
+  private async compute(
+    mv: ModelVersion,
+    input: NormalizedInput,
+    rows: number,
+    req: PredictRequest,
+    timeoutMs: number,
+  ): Promise<PredictionResult> {
     const key = modelKey(mv.name, mv.version);
     // Nobody would take the job: say so now rather than with a 504 at the deadline.
     if (!(await this.deps.workers.serves(key))) {
-      throw new ServingError('SERVICE_UNAVAILABLE', `no live worker serves ${mv.name} version ${mv.version} (the ${mv.config.pool} pool) right now; try again later`, { retryAfterSeconds: 1 });
+      throw new ServingError(
+        'SERVICE_UNAVAILABLE',
+        `no live worker serves ${mv.name} version ${mv.version} (the ${mv.config.pool} pool) right now; try again later`,
+        { retryAfterSeconds: 1 },
+      );
     }
     const started = performance.now();
     this.groups.set(key, mv);
@@ -230,7 +272,12 @@ export class PredictionService {
     // Wait first, enqueue second: the reply may come before `enqueue` returns.
     const wait = this.deps.feed.expect(job.id);
     const reply = this.deps.queues
-      .enqueue(job, { priority: SYNC_PRIORITY, attempts: mv.config.retry.attempts, backoffMs: mv.config.retry.backoffMs, keepSeconds: this.deps.config.results.ttlSeconds })
+      .enqueue(job, {
+        priority: SYNC_PRIORITY,
+        attempts: mv.config.retry.attempts,
+        backoffMs: mv.config.retry.backoffMs,
+        keepSeconds: this.deps.config.results.ttlSeconds,
+      })
       .then(
         () => wait.promise,
         (e: unknown) => {
@@ -269,7 +316,12 @@ export class PredictionService {
       }
       await this.deps.store.accept(accepted(job));
       try {
-        await this.deps.queues.enqueue(job, { priority, attempts: mv.config.retry.attempts, backoffMs: mv.config.retry.backoffMs, keepSeconds: this.deps.config.results.ttlSeconds });
+        await this.deps.queues.enqueue(job, {
+          priority,
+          attempts: mv.config.retry.attempts,
+          backoffMs: mv.config.retry.backoffMs,
+          keepSeconds: this.deps.config.results.ttlSeconds,
+        });
       } catch (e) {
         const err = asServingError(e);
         // Refused work must not look accepted to a poller.
@@ -280,7 +332,11 @@ export class PredictionService {
       return { id: job.id, status: 'QUEUED', model: mv.name, version: mv.version, submittedAt: job.enqueuedAt };
     } catch (e) {
       const err = asServingError(e);
-      this.deps.metrics.requests.inc({ model: this.repository.has(modelName) ? modelName : '(unknown)', operation: 'submit', outcome: err.code });
+      this.deps.metrics.requests.inc({
+        model: this.repository.has(modelName) ? modelName : '(unknown)',
+        operation: 'submit',
+        outcome: err.code,
+      });
       throw err;
     }
   }
@@ -310,7 +366,10 @@ export class PredictionService {
     const rec = await this.get(id);
     if (rec.status === 'CANCELLED') return rec;
     if (rec.status !== 'QUEUED' || !(await this.deps.queues.removeIfWaiting(rec.pool, id))) {
-      throw new ServingError('NOT_CANCELLABLE', `prediction '${id}' is ${rec.status === 'QUEUED' ? 'RUNNING' : rec.status}; only queued work can be cancelled`);
+      throw new ServingError(
+        'NOT_CANCELLABLE',
+        `prediction '${id}' is ${rec.status === 'QUEUED' ? 'RUNNING' : rec.status}; only queued work can be cancelled`,
+      );
     }
     const done = cancelled(rec, requestId);
     try {

@@ -96,7 +96,16 @@ export function isFinal(status: PredictionStatus): boolean {
 
 /** The record of accepted work that no worker has answered yet. */
 export function accepted(job: PredictionJobData): PredictionRecord {
-  return { id: job.id, status: 'QUEUED', model: job.model, version: job.version, pool: job.pool, rows: job.rows, requestId: job.requestId, submittedAt: job.enqueuedAt };
+  return {
+    id: job.id,
+    status: 'QUEUED',
+    model: job.model,
+    version: job.version,
+    pool: job.pool,
+    rows: job.rows,
+    requestId: job.requestId,
+    submittedAt: job.enqueuedAt,
+  };
 }
 
 /** The final record of a job answered with `result`. */
@@ -105,7 +114,11 @@ export function completed(job: PredictionJobData, result: PredictionResult, fini
 }
 
 /** The final record of a job that failed (or was dropped at its deadline) with `error`. */
-export function failed(job: PredictionJobData, error: { toJSON(): SerializedError } | SerializedError, finishedAt = Date.now()): PredictionRecord {
+export function failed(
+  job: PredictionJobData,
+  error: { toJSON(): SerializedError } | SerializedError,
+  finishedAt = Date.now(),
+): PredictionRecord {
   return { ...accepted(job), status: 'FAILED', finishedAt, error: 'toJSON' in error ? error.toJSON() : error };
 }
 

@@ -50,7 +50,17 @@ return -1
 /** An admission whose add never finished (its API died) stops counting after this long. */
 const ADMISSION_TTL_MS = 10_000;
 
-type AdmittingRedis = Redis & { batchlineAdmit(wait: string, prioritized: string, admitting: string, max: number, now: number, token: string, ttlMs: number): Promise<number> };
+type AdmittingRedis = Redis & {
+  batchlineAdmit(
+    wait: string,
+    prioritized: string,
+    admitting: string,
+    max: number,
+    now: number,
+    token: string,
+    ttlMs: number,
+  ): Promise<number>;
+};
 
 export class PredictionQueues {
   private readonly queues: Map<PoolName, Queue<PredictionJobData>>;
@@ -86,9 +96,21 @@ export class PredictionQueues {
     const q = this.queue(data.pool);
     const admitting = `${this.prefix}:${data.pool}:admitting`;
     try {
-      const refusedAt = await this.redis.batchlineAdmit(q.keys.wait, q.keys.prioritized, admitting, this.maxDepth, Date.now(), data.id, ADMISSION_TTL_MS);
+      const refusedAt = await this.redis.batchlineAdmit(
+        q.keys.wait,
+        q.keys.prioritized,
+        admitting,
+        this.maxDepth,
+        Date.now(),
+        data.id,
+        ADMISSION_TTL_MS,
+      );
       if (refusedAt >= 0) {
-        throw new ServingError('QUEUE_FULL', `the ${data.pool} pool has ${refusedAt} jobs waiting (limit ${this.maxDepth}); try again later`, { retryAfterSeconds: 1 });
+        throw new ServingError(
+          'QUEUE_FULL',
+          `the ${data.pool} pool has ${refusedAt} jobs waiting (limit ${this.maxDepth}); try again later`,
+          { retryAfterSeconds: 1 },
+        );
       }
       const opts: JobsOptions = {
         jobId: data.id,

@@ -49,7 +49,9 @@ redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) * 1000 / rate) + 10
 return { allowed, math.floor(tokens), retry }
 `;
 
-type RedisWithBucket = Redis & { batchlineTokenBucket(key: string, rate: number, capacity: number, cost: number): Promise<[number, number, number]> };
+type RedisWithBucket = Redis & {
+  batchlineTokenBucket(key: string, rate: number, capacity: number, cost: number): Promise<[number, number, number]>;
+};
 
 export interface RateLimiterOptions {
   redis: Redis;
@@ -92,7 +94,10 @@ export class RateLimiter {
     try {
       const call = this.redis.batchlineTokenBucket(this.key(client), this.opts.ratePerSecond, this.capacity, 1);
       const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`rate limiter: no answer from Redis in ${this.opts.timeoutMs ?? 250} ms`)), this.opts.timeoutMs ?? 250);
+        timer = setTimeout(
+          () => reject(new Error(`rate limiter: no answer from Redis in ${this.opts.timeoutMs ?? 250} ms`)),
+          this.opts.timeoutMs ?? 250,
+        );
       });
       call.catch(() => {});
       const [allowed, remaining, retryMs] = await Promise.race([call, timeout]);

@@ -13,7 +13,14 @@ export function redisOptions(role: RedisRole): RedisOptions {
   if (role === 'producer') {
     // Auto-pipelining sends the commands of one tick in one write: under load, many
     // requests' SETs and script calls share a syscall.
-    return { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, retryStrategy, lazyConnect: false, enableAutoPipelining: true };
+    return {
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      connectTimeout: 2000,
+      retryStrategy,
+      lazyConnect: false,
+      enableAutoPipelining: true,
+    };
   }
   return { maxRetriesPerRequest: null, retryStrategy, enableReadyCheck: true };
 }

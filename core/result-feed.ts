@@ -28,7 +28,9 @@ const SETUP_TIMEOUT_MS = 2_000;
 const RETRY_MS = 100;
 
 function unavailable(): ServingError {
-  return new ServingError('SERVICE_UNAVAILABLE', 'result delivery (Redis) is unreachable; subscribe again shortly', { retryAfterSeconds: 1 });
+  return new ServingError('SERVICE_UNAVAILABLE', 'result delivery (Redis) is unreachable; subscribe again shortly', {
+    retryAfterSeconds: 1,
+  });
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -150,10 +152,16 @@ export class ResultFeed {
     const setupEnds = Date.now() + SETUP_TIMEOUT_MS;
     const subscribing = this.pubsub.subscribe<PredictionRecord>(this.keys.resultChannel(id), offer);
     let timer: NodeJS.Timeout | undefined;
-    const subId = await Promise.race([subscribing, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), SETUP_TIMEOUT_MS)))]).finally(() => clearTimeout(timer));
+    const subId = await Promise.race([
+      subscribing,
+      new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), SETUP_TIMEOUT_MS))),
+    ]).finally(() => clearTimeout(timer));
     if (subId === undefined) {
       // The SUBSCRIBE may still go through once Redis is back: undo it then.
-      subscribing.then((late) => this.pubsub.unsubscribe(late), () => {});
+      subscribing.then(
+        (late) => this.pubsub.unsubscribe(late),
+        () => {},
+      );
       throw unavailable();
     }
     const end = (e: ServingError): void => {
@@ -216,7 +224,11 @@ export class ResultFeed {
    * Resolves with how many were still unanswered then (they get SERVICE_UNAVAILABLE).
    */
   async close(drainMs = 0): Promise<number> {
-    const bye = new ServingError('SERVICE_UNAVAILABLE', 'this server is shutting down; subscribe again (any replica can deliver the result)', { retryAfterSeconds: 1 });
+    const bye = new ServingError(
+      'SERVICE_UNAVAILABLE',
+      'this server is shutting down; subscribe again (any replica can deliver the result)',
+      { retryAfterSeconds: 1 },
+    );
     this.closing = bye;
     for (const end of [...this.enders]) end(bye);
     const deadline = Date.now() + drainMs;

@@ -26,7 +26,9 @@ if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[1]) end
 return 1
 `;
 
-type FinishingRedis = Redis & { batchlineFinishOnce(record: string, channel: string, json: string, ttl: number, replyTo: string): Promise<number> };
+type FinishingRedis = Redis & {
+  batchlineFinishOnce(record: string, channel: string, json: string, ttl: number, replyTo: string): Promise<number>;
+};
 
 export class ResultStore {
   private readonly redis: Redis;
@@ -54,7 +56,13 @@ export class ResultStore {
    */
   async finish(record: PredictionRecord, replyTo?: string): Promise<boolean> {
     const json = JSON.stringify(record);
-    const written = await (this.redis as FinishingRedis).batchlineFinishOnce(this.keys.prediction(record.id), this.keys.resultChannel(record.id), json, this.ttlSeconds, replyTo ?? '');
+    const written = await (this.redis as FinishingRedis).batchlineFinishOnce(
+      this.keys.prediction(record.id),
+      this.keys.resultChannel(record.id),
+      json,
+      this.ttlSeconds,
+      replyTo ?? '',
+    );
     return written === 1;
   }
 
@@ -64,7 +72,11 @@ export class ResultStore {
    * counting the outage as the model's failure and spending a retry on it. Stops trying when
    * `giveUp()` says so (the worker is stopping), and on any other error.
    */
-  async finishDurably(record: PredictionRecord, replyTo: string | undefined, options: { giveUp: () => boolean; onRetry?: (e: Error) => void }): Promise<boolean> {
+  async finishDurably(
+    record: PredictionRecord,
+    replyTo: string | undefined,
+    options: { giveUp: () => boolean; onRetry?: (e: Error) => void },
+  ): Promise<boolean> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.finish(record, replyTo);

@@ -47,7 +47,13 @@ export class Deadline {
       if (pointless) timers.push(setInterval(() => pointless() && resolve(false), 50));
     });
     try {
-      return await Promise.race([work.then(() => true, () => true), gaveUp]);
+      return await Promise.race([
+        work.then(
+          () => true,
+          () => true,
+        ),
+        gaveUp,
+      ]);
     } finally {
       for (const t of timers) clearTimeout(t);
     }

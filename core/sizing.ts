@@ -116,10 +116,15 @@ export function planPool(input: PoolSizingInput): PoolPlan {
     const free = input.memoryLimitBytes - base;
     memory = Math.floor(free / perSlot);
     if (memory < 1) {
-      throw new PoolSizingError('memory', `${input.pool} pool: memory limit ${mib(input.memoryLimitBytes)} cannot hold one copy of its models: ` +
-        `base process ${mib(base)} + one slot ${mib(perSlot)} (models ${mib(models)} + slot overhead ${mib(overhead)}) = ${mib(base + perSlot)}`);
+      throw new PoolSizingError(
+        'memory',
+        `${input.pool} pool: memory limit ${mib(input.memoryLimitBytes)} cannot hold one copy of its models: ` +
+          `base process ${mib(base)} + one slot ${mib(perSlot)} (models ${mib(models)} + slot overhead ${mib(overhead)}) = ${mib(base + perSlot)}`,
+      );
     }
-    lines.push(`memory bound: floor((${mib(input.memoryLimitBytes)} limit - ${mib(base)} base) / ${mib(perSlot)} per slot (models ${mib(models)} + overhead ${mib(overhead)})) = ${memory}`);
+    lines.push(
+      `memory bound: floor((${mib(input.memoryLimitBytes)} limit - ${mib(base)} base) / ${mib(perSlot)} per slot (models ${mib(models)} + overhead ${mib(overhead)})) = ${memory}`,
+    );
   } else {
     lines.push('memory bound: none (no memory limit)');
   }
@@ -133,11 +138,16 @@ export function planPool(input: PoolSizingInput): PoolPlan {
       const gpuModels = sum(input.gpuModelBytes ?? input.modelBytes);
       const perGpu = Math.floor((input.gpuMemoryBytes - reserve) / gpuModels);
       if (perGpu < 1) {
-        throw new PoolSizingError('gpu-memory', `gpu pool: GPU memory ${mib(input.gpuMemoryBytes)} cannot hold one copy of its models: ` +
-          `reserve ${mib(reserve)} + models ${mib(gpuModels)} = ${mib(reserve + gpuModels)}`);
+        throw new PoolSizingError(
+          'gpu-memory',
+          `gpu pool: GPU memory ${mib(input.gpuMemoryBytes)} cannot hold one copy of its models: ` +
+            `reserve ${mib(reserve)} + models ${mib(gpuModels)} = ${mib(reserve + gpuModels)}`,
+        );
       }
       gpuMemory = gpus * perGpu;
-      lines.push(`gpu-memory bound: ${gpus} GPU x floor((${mib(input.gpuMemoryBytes)} - ${mib(reserve)} reserve) / ${mib(gpuModels)} models) = ${gpuMemory}`);
+      lines.push(
+        `gpu-memory bound: ${gpus} GPU x floor((${mib(input.gpuMemoryBytes)} - ${mib(reserve)} reserve) / ${mib(gpuModels)} models) = ${gpuMemory}`,
+      );
     } else {
       lines.push('gpu-memory bound: none (GPU memory unknown)');
     }
@@ -145,11 +155,17 @@ export function planPool(input: PoolSizingInput): PoolPlan {
 
   const cpu = Math.max(1, Math.floor(cores));
   const ioRule = 2 * Math.floor(Math.max(1, cores)) + 1;
-  lines.push(`cpu bound: max(1, floor(${cores} cores)) = ${cpu} (slots x intra-op threads <= cores; the I/O rule 2 x cores + 1 = ${ioRule} is not applied)`);
+  lines.push(
+    `cpu bound: max(1, floor(${cores} cores)) = ${cpu} (slots x intra-op threads <= cores; the I/O rule 2 x cores + 1 = ${ioRule} is not applied)`,
+  );
   if (cores < 1) lines.push(`note: a CPU limit below one core throttles even a single slot`);
 
   // Ties go to the first listed: memory, then GPU memory, then CPU.
-  const candidates: [SizingBound, number | null][] = [['memory', memory], ['gpu-memory', gpuMemory], ['cpu', cpu]];
+  const candidates: [SizingBound, number | null][] = [
+    ['memory', memory],
+    ['gpu-memory', gpuMemory],
+    ['cpu', cpu],
+  ];
   let slots = Infinity;
   let decidedBy: SizingBound = 'cpu';
   for (const [name, value] of candidates) {
@@ -160,7 +176,18 @@ export function planPool(input: PoolSizingInput): PoolPlan {
   }
   const intraOpThreads = Math.max(1, Math.floor(cores / slots));
   const concurrency = slots * Math.max(1, input.batchSize ?? 1);
-  lines.push(`decided by ${decidedBy}: ${slots} slot${slots === 1 ? '' : 's'} x ${intraOpThreads} intra-op thread${intraOpThreads === 1 ? '' : 's'}, concurrency ${concurrency}`);
+  lines.push(
+    `decided by ${decidedBy}: ${slots} slot${slots === 1 ? '' : 's'} x ${intraOpThreads} intra-op thread${intraOpThreads === 1 ? '' : 's'}, concurrency ${concurrency}`,
+  );
 
-  return { slots, intraOpThreads, concurrency, decidedBy, bounds: { memory, cpu, gpuMemory, ioRule }, cores, perSlotBytes: perSlot, explanation: lines };
+  return {
+    slots,
+    intraOpThreads,
+    concurrency,
+    decidedBy,
+    bounds: { memory, cpu, gpuMemory, ioRule },
+    cores,
+    perSlotBytes: perSlot,
+    explanation: lines,
+  };
 }

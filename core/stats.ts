@@ -5,7 +5,10 @@
 
 /** ln Γ(x), Lanczos approximation (g = 7, n = 9), accurate to ~1e-15 for x > 0. */
 function lnGamma(x: number): number {
-  const c = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905, -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7];
+  const c = [
+    0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313, -176.61502916214059, 12.507343278686905,
+    -0.13857109526572012, 9.9843695780195716e-6, 1.5056327351493116e-7,
+  ];
   if (x < 0.5) return Math.log(Math.PI / Math.sin(Math.PI * x)) - lnGamma(1 - x);
   x -= 1;
   let a = c[0];
@@ -67,5 +70,12 @@ export function chiSquareTest(observed: Record<string, number>, proportions: Rec
     if (expected[l] > 0) statistic += ((observed[l] ?? 0) - expected[l]) ** 2 / expected[l];
   }
   const df = Math.max(1, labels.length - 1);
-  return { statistic, degreesOfFreedom: df, pValue: n === 0 ? 1 : gammaQ(df / 2, statistic / 2), samples: n, observed: { ...observed }, expected };
+  return {
+    statistic,
+    degreesOfFreedom: df,
+    pValue: n === 0 ? 1 : gammaQ(df / 2, statistic / 2),
+    samples: n,
+    observed: { ...observed },
+    expected,
+  };
 }

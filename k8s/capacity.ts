@@ -44,7 +44,14 @@ export async function suggestReplicas(loaded: LoadedServer, baseDir: string): Pr
     }
     // A GPU's slots are its GPUs (runs on one CUDA session serialize); a CPU replica runs the slots its sizing gave it.
     const slotsPerReplica = p.pool === 'gpu' ? Math.max(1, p.limits.gpus) * profile.slotsPerReplica : p.plan.slots;
-    const plan = await planCapacity({ profile, ratePerSec: expected.requestsPerSecond, sloMs: p.sloMs, policy: poolBatching(p).policy, batching: poolBatching(p), slotsPerReplica });
+    const plan = await planCapacity({
+      profile,
+      ratePerSec: expected.requestsPerSecond,
+      sloMs: p.sloMs,
+      policy: poolBatching(p).policy,
+      batching: poolBatching(p),
+      slotsPerReplica,
+    });
     out[p.pool] = { requestsPerSecond: expected.requestsPerSecond, profile: profile.name, plan };
   }
   return out;
@@ -53,7 +60,12 @@ export async function suggestReplicas(loaded: LoadedServer, baseDir: string): Pr
 /** The explain line for a pool's suggestion. */
 export function suggestionText(s: ReplicaSuggestion, maxReplicas: number): string {
   const { plan } = s;
-  const verdict = plan.replicas <= maxReplicas ? `maxReplicas ${maxReplicas} covers it` : `maxReplicas ${maxReplicas} is below it: raise it to ${plan.replicas}`;
-  return `${s.requestsPerSecond} requests/s (profile ${s.profile}): ${plan.replicas} replica${plan.replicas === 1 ? '' : 's'} of ${plan.slotsPerReplica} slot${plan.slotsPerReplica === 1 ? '' : 's'} ` +
-    `hold it at p99 ${plan.atSize.p99.toFixed(1)} ms, queueing p99 ${plan.atSize.waitMs.p99.toFixed(1)} ms (simulated, ${plan.perReplicaPerSec.toFixed(0)} requests/s a replica); ${verdict}`;
+  const verdict =
+    plan.replicas <= maxReplicas
+      ? `maxReplicas ${maxReplicas} covers it`
+      : `maxReplicas ${maxReplicas} is below it: raise it to ${plan.replicas}`;
+  return (
+    `${s.requestsPerSecond} requests/s (profile ${s.profile}): ${plan.replicas} replica${plan.replicas === 1 ? '' : 's'} of ${plan.slotsPerReplica} slot${plan.slotsPerReplica === 1 ? '' : 's'} ` +
+    `hold it at p99 ${plan.atSize.p99.toFixed(1)} ms, queueing p99 ${plan.atSize.waitMs.p99.toFixed(1)} ms (simulated, ${plan.perReplicaPerSec.toFixed(0)} requests/s a replica); ${verdict}`
+  );
 }

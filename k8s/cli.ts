@@ -18,7 +18,10 @@ const USAGE = `usage:
   batchline model measure <model> [--models dir] [--version v] [--json]
 `;
 
-interface Io { out: (s: string) => void; err: (s: string) => void }
+interface Io {
+  out: (s: string) => void;
+  err: (s: string) => void;
+}
 const stdio: Io = { out: (s) => process.stdout.write(s), err: (s) => process.stderr.write(s) };
 
 function options(args: string[]): { positional: string[]; flags: Map<string, string | true> } {
@@ -26,7 +29,10 @@ function options(args: string[]): { positional: string[]; flags: Map<string, str
   const flags = new Map<string, string | true>();
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
-    if (!a.startsWith('--')) { positional.push(a); continue; }
+    if (!a.startsWith('--')) {
+      positional.push(a);
+      continue;
+    }
     const [key, inline] = a.slice(2).split('=', 2);
     if (inline !== undefined) flags.set(key, inline);
     else if (key === 'json') flags.set(key, true);
@@ -38,7 +44,10 @@ function options(args: string[]): { positional: string[]; flags: Map<string, str
 
 async function k8s(sub: string | undefined, positional: string[], flags: Map<string, string | true>, io: Io): Promise<number> {
   const file = positional[0];
-  if ((sub !== 'render' && sub !== 'explain') || !file) { io.err(USAGE); return 2; }
+  if ((sub !== 'render' && sub !== 'explain') || !file) {
+    io.err(USAGE);
+    return 2;
+  }
   const { loadModelServer } = await import('./load.ts');
   const loaded = loadModelServer(file);
   if (loaded.pools.some((p) => p.spec.autoscaling.expectedRate)) {
@@ -47,7 +56,8 @@ async function k8s(sub: string | undefined, positional: string[], flags: Map<str
     if (sub === 'render') {
       for (const p of loaded.pools) {
         const s = loaded.suggestions[p.pool];
-        if (s && s.plan.replicas > p.spec.autoscaling.maxReplicas) io.err(`warning: pool ${p.pool}: ${suggestionText(s, p.spec.autoscaling.maxReplicas)}\n`);
+        if (s && s.plan.replicas > p.spec.autoscaling.maxReplicas)
+          io.err(`warning: pool ${p.pool}: ${suggestionText(s, p.spec.autoscaling.maxReplicas)}\n`);
       }
     }
   }
@@ -59,7 +69,10 @@ async function k8s(sub: string | undefined, positional: string[], flags: Map<str
   const { renderManifests, toYaml, manifestYaml, manifestFileName } = await import('./render.ts');
   const manifests = renderManifests(loaded);
   const out = flags.get('out');
-  if (typeof out !== 'string') { io.out(toYaml(manifests)); return 0; }
+  if (typeof out !== 'string') {
+    io.out(toYaml(manifests));
+    return 0;
+  }
   mkdirSync(out, { recursive: true });
   manifests.forEach((m, i) => writeFileSync(join(out, manifestFileName(m, i)), manifestYaml(m)));
   io.err(`wrote ${manifests.length} manifests to ${out}\n`);
@@ -68,17 +81,29 @@ async function k8s(sub: string | undefined, positional: string[], flags: Map<str
 
 async function measure(positional: string[], flags: Map<string, string | true>, io: Io): Promise<number> {
   const model = positional[0];
-  if (!model) { io.err(USAGE); return 2; }
+  if (!model) {
+    io.err(USAGE);
+    return 2;
+  }
   const { measureModel } = await import('./measure.ts');
   const { ceilMi } = await import('./quantity.ts');
   const { mib } = await import('../core/sizing.ts');
   const dir = flags.get('models');
   const version = flags.get('version');
-  const m = await measureModel(typeof dir === 'string' ? dir : process.env.BATCHLINE_MODELS ?? 'models', model, typeof version === 'string' ? version : undefined);
-  if (flags.get('json')) { io.out(JSON.stringify({ ...m, memory: ceilMi(m.residentBytes) }) + '\n'); return 0; }
-  io.out(`${m.model} version ${m.version}: ${mib(m.residentBytes)} resident after warm-up (batches ${m.batchSizes.join(' and ')}), ` +
-    `peak ${mib(m.peakBytes)}, loaded in ${m.loadMs} ms\n` +
-    `record in the ModelServer:  - { name: ${m.model}, memory: ${ceilMi(m.residentBytes)} }\n`);
+  const m = await measureModel(
+    typeof dir === 'string' ? dir : (process.env.BATCHLINE_MODELS ?? 'models'),
+    model,
+    typeof version === 'string' ? version : undefined,
+  );
+  if (flags.get('json')) {
+    io.out(JSON.stringify({ ...m, memory: ceilMi(m.residentBytes) }) + '\n');
+    return 0;
+  }
+  io.out(
+    `${m.model} version ${m.version}: ${mib(m.residentBytes)} resident after warm-up (batches ${m.batchSizes.join(' and ')}), ` +
+      `peak ${mib(m.peakBytes)}, loaded in ${m.loadMs} ms\n` +
+      `record in the ModelServer:  - { name: ${m.model}, memory: ${ceilMi(m.residentBytes)} }\n`,
+  );
   return 0;
 }
 
@@ -104,7 +129,8 @@ export async function runK8sCli(argv: string[], io: Io = stdio): Promise<number>
     const err = e as NodeJS.ErrnoException;
     if (err.name === 'ModelServerError') io.err(`invalid ModelServer ${argv[2] ?? ''}:\n${err.message}\n`);
     // The production image leaves out development dependencies (ajv, which checks the CRD schema).
-    else if (err.code === 'ERR_MODULE_NOT_FOUND') io.err(`${err.message}\n'batchline k8s' needs the development dependencies: run it from a checkout after npm ci\n`);
+    else if (err.code === 'ERR_MODULE_NOT_FOUND')
+      io.err(`${err.message}\n'batchline k8s' needs the development dependencies: run it from a checkout after npm ci\n`);
     else io.err(`${err.message}\n`);
     return 1;
   }

@@ -12,9 +12,12 @@ import { suggestionText } from './capacity.ts';
 function replicas(loaded: LoadedServer, p: PoolSizing): string {
   const { minReplicas, maxReplicas } = p.spec.autoscaling;
   switch (loaded.server.spec.autoscaling.provider) {
-    case 'none': return `${minReplicas} (fixed)`;
-    case 'hpa': return `${minReplicas}..${maxReplicas} on CPU at ${p.spec.autoscaling.targetCPUUtilization}% (HorizontalPodAutoscaler)`;
-    case 'keda': return `${minReplicas}..${maxReplicas} on queue depth ${p.targetQueueDepth} per replica (KEDA; ${p.targetFrom})`;
+    case 'none':
+      return `${minReplicas} (fixed)`;
+    case 'hpa':
+      return `${minReplicas}..${maxReplicas} on CPU at ${p.spec.autoscaling.targetCPUUtilization}% (HorizontalPodAutoscaler)`;
+    case 'keda':
+      return `${minReplicas}..${maxReplicas} on queue depth ${p.targetQueueDepth} per replica (KEDA; ${p.targetFrom})`;
   }
 }
 
@@ -30,9 +33,13 @@ function step(line: string): string {
 
 function pool(loaded: LoadedServer, p: PoolSizing): string[] {
   const { limits, plan } = p;
-  const gpu = p.pool === 'gpu' ? `, ${limits.gpus} GPU of ${limits.gpuMemoryBytes !== undefined ? mib(limits.gpuMemoryBytes) : 'unknown memory'}` : '';
+  const gpu =
+    p.pool === 'gpu'
+      ? `, ${limits.gpus} GPU of ${limits.gpuMemoryBytes !== undefined ? mib(limits.gpuMemoryBytes) : 'unknown memory'}`
+      : '';
   const models = p.models.map((m) => `${m.name} ${mib(parseQuantity(m.memory))}`).join(', ');
-  const result = `${plan.slots} slot${plan.slots === 1 ? '' : 's'} x ${plan.intraOpThreads} intra-op thread${plan.intraOpThreads === 1 ? '' : 's'}, ` +
+  const result =
+    `${plan.slots} slot${plan.slots === 1 ? '' : 's'} x ${plan.intraOpThreads} intra-op thread${plan.intraOpThreads === 1 ? '' : 's'}, ` +
     `concurrency ${plan.concurrency}${p.pool === 'gpu' ? ` (slots x batch ${p.batchSize})` : ''}`;
   return [
     `pool ${p.pool}`,
@@ -42,7 +49,9 @@ function pool(loaded: LoadedServer, p: PoolSizing): string[] {
     row('decided by', plan.decidedBy),
     row('result', result),
     row('replicas', replicas(loaded, p)),
-    ...(loaded.suggestions?.[p.pool] ? [row('expected rate', suggestionText(loaded.suggestions[p.pool]!, p.spec.autoscaling.maxReplicas))] : []),
+    ...(loaded.suggestions?.[p.pool]
+      ? [row('expected rate', suggestionText(loaded.suggestions[p.pool]!, p.spec.autoscaling.maxReplicas))]
+      : []),
     row('startup', `${p.startupSeconds} s allowed for loading before liveness checks`),
   ];
 }

@@ -7,7 +7,11 @@
  */
 import * as ort from 'onnxruntime-node';
 
-interface Input { name: string; datatype: string; shape: (number | string)[] }
+interface Input {
+  name: string;
+  datatype: string;
+  shape: (number | string)[];
+}
 
 const TYPES: Record<string, { type: ort.Tensor.Type; make: (n: number) => ort.Tensor.DataType }> = {
   FP32: { type: 'float32', make: (n) => new Float32Array(n) },
@@ -46,10 +50,12 @@ const baselineBytes = process.memoryUsage().rss;
 const t0 = performance.now();
 const session = await ort.InferenceSession.create(spec.path, { intraOpNumThreads: 1, interOpNumThreads: 1 });
 const loadMs = performance.now() - t0;
-const inputs: Input[] = spec.inputs ?? session.inputMetadata.map((m) => {
-  if (!m.isTensor) throw new Error(`input ${m.name} is not a tensor`);
-  return { name: m.name, datatype: m.type, shape: [...m.shape] };
-});
+const inputs: Input[] =
+  spec.inputs ??
+  session.inputMetadata.map((m) => {
+    if (!m.isTensor) throw new Error(`input ${m.name} is not a tensor`);
+    return { name: m.name, datatype: m.type, shape: [...m.shape] };
+  });
 const t1 = performance.now();
 for (const batch of spec.batchSizes) {
   for (let i = 0; i < 3; i++) {

@@ -27,7 +27,10 @@ export interface ModelMeasurement {
   warmupMs: number;
 }
 
-interface PartialConfig { inputs?: TensorSpec[]; batching?: { maxBatchSize?: number } }
+interface PartialConfig {
+  inputs?: TensorSpec[];
+  batching?: { maxBatchSize?: number };
+}
 
 function readConfig(path: string): PartialConfig {
   return existsSync(path) ? ((parse(readFileSync(path, 'utf8')) as PartialConfig | null) ?? {}) : {};
@@ -44,7 +47,11 @@ export function latestVersion(modelDir: string): string | undefined {
 function run(args: string[], timeoutMs: number): Promise<string> {
   // The child is TypeScript: it runs on this same Node, which must strip types (Node 24 does).
   if (!process.features.typescript) {
-    return Promise.reject(new Error(`measuring needs a Node that runs TypeScript (24+); ${process.execPath} is ${process.version}: run it through npm or node_modules/.bin/node`));
+    return Promise.reject(
+      new Error(
+        `measuring needs a Node that runs TypeScript (24+); ${process.execPath} is ${process.version}: run it through npm or node_modules/.bin/node`,
+      ),
+    );
   }
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--expose-gc', ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: timeoutMs });
@@ -81,7 +88,13 @@ export async function measureModel(repositoryDir: string, model: string, version
   const maxBatch = over.batching?.maxBatchSize ?? base.batching?.maxBatchSize ?? DEFAULT_MAX_BATCH;
   const batchSizes = [...new Set([1, maxBatch])];
   const out = await run([CHILD, JSON.stringify({ path, inputs, batchSizes })], 300_000);
-  const r = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as { baselineBytes: number; afterBytes: number; peakBytes: number; loadMs: number; warmupMs: number };
+  const r = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as {
+    baselineBytes: number;
+    afterBytes: number;
+    peakBytes: number;
+    loadMs: number;
+    warmupMs: number;
+  };
   return {
     model,
     version: v,

@@ -50,12 +50,17 @@ function queueTarget(spec: PoolSpec, plan: PoolPlan, sloMs: number, at: string):
   if (a.targetQueueDepth !== undefined) return { depth: a.targetQueueDepth, from: `${at}.autoscaling.targetQueueDepth` };
   if (a.targetLatencyMs !== undefined) {
     if (a.targetLatencyMs <= sloMs) {
-      throw new ModelServerError([`${at}.autoscaling.targetLatencyMs: ${a.targetLatencyMs} ms leaves no time to wait: the slowest model's SLO is ${sloMs} ms`]);
+      throw new ModelServerError([
+        `${at}.autoscaling.targetLatencyMs: ${a.targetLatencyMs} ms leaves no time to wait: the slowest model's SLO is ${sloMs} ms`,
+      ]);
     }
     // A job behind D waiting jobs waits about D / concurrency inferences of sloMs each;
     // keep that wait within targetLatencyMs - sloMs.
     const depth = Math.max(1, Math.floor((plan.concurrency * (a.targetLatencyMs - sloMs)) / sloMs));
-    return { depth, from: `targetLatencyMs ${a.targetLatencyMs}: floor(concurrency ${plan.concurrency} x (${a.targetLatencyMs} - ${sloMs} ms SLO) / ${sloMs} ms)` };
+    return {
+      depth,
+      from: `targetLatencyMs ${a.targetLatencyMs}: floor(concurrency ${plan.concurrency} x (${a.targetLatencyMs} - ${sloMs} ms SLO) / ${sloMs} ms)`,
+    };
   }
   return { depth: plan.concurrency, from: `default: one waiting job per concurrent job (${plan.concurrency})` };
 }
@@ -88,15 +93,27 @@ function sizePool(ms: ModelServer, pool: PoolName, spec: PoolSpec): PoolSizing {
     });
   } catch (e) {
     if (!(e instanceof PoolSizingError)) throw e;
-    const field = { memory: `${at}.resources.limits.memory`, 'gpu-memory': `${at}.gpuMemory`, gpus: `${at}.resources.limits.nvidia.com/gpu`, cpu: `${at}.resources.limits.cpu` }[e.bound];
+    const field = {
+      memory: `${at}.resources.limits.memory`,
+      'gpu-memory': `${at}.gpuMemory`,
+      gpus: `${at}.resources.limits.nvidia.com/gpu`,
+      cpu: `${at}.resources.limits.cpu`,
+    }[e.bound];
     const each = models.map((m) => `${m.name} ${mib(parseQuantity(m.memory))}`).join(', ');
     throw new ModelServerError([`${field}: ${e.message} [models: ${each}]`]);
   }
   const target = queueTarget(spec, plan, sloMs, at);
   const modelTotal = modelBytes.reduce((a, b) => a + b, 0);
   return {
-    pool, spec, models, limits, plan, batchSize, sloMs,
-    targetQueueDepth: target.depth, targetFrom: target.from,
+    pool,
+    spec,
+    models,
+    limits,
+    plan,
+    batchSize,
+    sloMs,
+    targetQueueDepth: target.depth,
+    targetFrom: target.from,
     startupSeconds: spec.startupSeconds ?? startupSeconds(pool, plan, modelTotal),
   };
 }

@@ -31,7 +31,16 @@ export function renderManifests({ server: ms, pools }: LoadedServer): Manifest[]
   const provider = ms.spec.autoscaling.provider;
   if (provider === 'keda') out.push(triggerAuthentication(ms), ...pools.map((p) => scaledObject(ms, p)));
   if (provider === 'hpa') {
-    for (const p of pools) out.push(cpuAutoscaler(ms, `worker-${p.pool}`, p.spec.autoscaling.minReplicas, p.spec.autoscaling.maxReplicas, p.spec.autoscaling.targetCPUUtilization));
+    for (const p of pools)
+      out.push(
+        cpuAutoscaler(
+          ms,
+          `worker-${p.pool}`,
+          p.spec.autoscaling.minReplicas,
+          p.spec.autoscaling.maxReplicas,
+          p.spec.autoscaling.targetCPUUtilization,
+        ),
+      );
   }
   return out;
 }
@@ -43,7 +52,10 @@ export function manifestYaml(m: Manifest): string {
 
 /** All manifests as one multi-document YAML stream. */
 export function toYaml(manifests: Manifest[]): string {
-  return manifests.map(manifestYaml).map((doc) => `---\n${doc}`).join('');
+  return manifests
+    .map(manifestYaml)
+    .map((doc) => `---\n${doc}`)
+    .join('');
 }
 
 /** A file name for a manifest in `render --out`: order, kind and name, e.g. `04-deployment-demo-api.yaml`. */

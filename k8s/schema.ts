@@ -40,7 +40,13 @@ let compiled: ValidateFunction | undefined;
 function validator(): ValidateFunction {
   if (compiled) return compiled;
   const ajv = new Ajv({ allErrors: true, useDefaults: true, strict: false, verbose: true });
-  for (const keyword of ['x-kubernetes-int-or-string', 'x-kubernetes-preserve-unknown-fields', 'x-kubernetes-list-type', 'x-kubernetes-list-map-keys', 'x-kubernetes-validations']) {
+  for (const keyword of [
+    'x-kubernetes-int-or-string',
+    'x-kubernetes-preserve-unknown-fields',
+    'x-kubernetes-list-type',
+    'x-kubernetes-list-map-keys',
+    'x-kubernetes-validations',
+  ]) {
     ajv.addKeyword({ keyword });
   }
   compiled = ajv.compile(strict(loadCrdSchema()) as Schema);
@@ -49,7 +55,10 @@ function validator(): ValidateFunction {
 
 /** `/spec/models/0/memory` → `spec.models[0].memory`. */
 export function fieldPath(pointer: string): string {
-  return pointer.split('/').slice(1).map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
+  return pointer
+    .split('/')
+    .slice(1)
+    .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'))
     .reduce((acc, part) => (/^\d+$/.test(part) ? `${acc}[${part}]` : acc ? `${acc}.${part}` : part), '');
 }
 
@@ -57,12 +66,18 @@ function describe(e: ErrorObject): string {
   const at = fieldPath(e.instancePath);
   const join = (field: string) => (at ? `${at}.${field}` : field);
   switch (e.keyword) {
-    case 'required': return `${join(String(e.params.missingProperty))}: required`;
-    case 'additionalProperties': return `${join(String(e.params.additionalProperty))}: unknown field`;
-    case 'enum': return `${at}: must be one of ${(e.params.allowedValues as unknown[]).join(', ')}`;
-    case 'anyOf': return `${at}: must be a number or a quantity string`;
-    case 'pattern': return `${at}: '${String(e.data)}' is not a Kubernetes quantity`;
-    default: return `${at}: ${e.message}`;
+    case 'required':
+      return `${join(String(e.params.missingProperty))}: required`;
+    case 'additionalProperties':
+      return `${join(String(e.params.additionalProperty))}: unknown field`;
+    case 'enum':
+      return `${at}: must be one of ${(e.params.allowedValues as unknown[]).join(', ')}`;
+    case 'anyOf':
+      return `${at}: must be a number or a quantity string`;
+    case 'pattern':
+      return `${at}: '${String(e.data)}' is not a Kubernetes quantity`;
+    default:
+      return `${at}: ${e.message}`;
   }
 }
 

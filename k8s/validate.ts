@@ -39,7 +39,9 @@ function requestsWithinLimits(errors: string[], field: string, r: { requests?: R
   const gpuRequest = r.requests?.['nvidia.com/gpu'];
   const gpuLimit = r.limits?.['nvidia.com/gpu'];
   if (gpuRequest !== undefined && gpuRequest !== gpuLimit) {
-    errors.push(`${field}.requests.nvidia.com/gpu: ${gpuRequest} must equal ${field}.limits.nvidia.com/gpu ${gpuLimit} (GPUs cannot be overcommitted)`);
+    errors.push(
+      `${field}.requests.nvidia.com/gpu: ${gpuRequest} must equal ${field}.limits.nvidia.com/gpu ${gpuLimit} (GPUs cannot be overcommitted)`,
+    );
   }
 }
 
@@ -78,11 +80,14 @@ function checkPools(ms: ModelServer, errors: string[]): void {
     if (a.targetQueueDepth !== undefined && a.targetLatencyMs !== undefined) {
       errors.push(`${at}.autoscaling: set targetQueueDepth (${a.targetQueueDepth}) or targetLatencyMs (${a.targetLatencyMs}), not both`);
     }
-    if (provider === 'hpa' && a.minReplicas < 1) errors.push(`${at}.autoscaling.minReplicas: 0 needs provider keda (a HorizontalPodAutoscaler cannot scale to zero)`);
+    if (provider === 'hpa' && a.minReplicas < 1)
+      errors.push(`${at}.autoscaling.minReplicas: 0 needs provider keda (a HorizontalPodAutoscaler cannot scale to zero)`);
     if (provider === 'none') {
       if (a.minReplicas < 1) errors.push(`${at}.autoscaling.minReplicas: must be at least 1 with spec.autoscaling.provider none`);
       if (a.maxReplicas !== a.minReplicas) {
-        errors.push(`${at}.autoscaling.maxReplicas: ${a.maxReplicas} differs from minReplicas ${a.minReplicas}, but spec.autoscaling.provider is none (fixed replicas)`);
+        errors.push(
+          `${at}.autoscaling.maxReplicas: ${a.maxReplicas} differs from minReplicas ${a.minReplicas}, but spec.autoscaling.provider is none (fixed replicas)`,
+        );
       }
     }
   }
@@ -114,10 +119,13 @@ export function checkConsistency(ms: ModelServer): string[] {
     errors.push(`spec.autoscaling.prometheus: applies only to provider keda, but provider is ${ms.spec.autoscaling.provider}`);
   }
   const redis = ms.spec.redis;
-  if (!redis.secretRef && !redis.deploy) errors.push('spec.redis: set secretRef (a Secret with the connection) or deploy: true (development Redis)');
+  if (!redis.secretRef && !redis.deploy)
+    errors.push('spec.redis: set secretRef (a Secret with the connection) or deploy: true (development Redis)');
   if (redis.secretRef && redis.deploy) errors.push('spec.redis: set secretRef or deploy: true, not both');
   if (redis.deploy && ms.spec.autoscaling.provider === 'keda' && ns === undefined) {
-    errors.push('metadata.namespace: required with spec.redis.deploy and provider keda (KEDA reaches the Redis Service from its own namespace)');
+    errors.push(
+      'metadata.namespace: required with spec.redis.deploy and provider keda (KEDA reaches the Redis Service from its own namespace)',
+    );
   }
   return errors;
 }

@@ -182,14 +182,33 @@ export function report(name, data) {
       const statistic = statisticOf(expression);
       total++;
       if (!ok) failed++;
-      lines.push('  ' + (ok ? 'PASS' : 'FAIL') + '  ' + key + '  ' + expression + '  (' + statistic + '=' + fixed(metrics[key].values[statistic]) + ')');
+      lines.push(
+        '  ' +
+          (ok ? 'PASS' : 'FAIL') +
+          '  ' +
+          key +
+          '  ' +
+          expression +
+          '  (' +
+          statistic +
+          '=' +
+          fixed(metrics[key].values[statistic]) +
+          ')'
+      );
     });
   });
   const latency = keys.filter(function (key) {
     return metrics[key].type === 'trend' && metrics[key].contains === 'time' && /^(http_req_duration|prediction_latency)/.test(key);
   });
   const iterations = metrics.iterations ? metrics.iterations.values.count : 0;
-  let text = '\n' + name + ': ' + iterations + ' iterations; ' + (failed ? failed + ' of ' + total + ' thresholds FAILED' : 'all ' + total + ' thresholds passed') + '\n';
+  let text =
+    '\n' +
+    name +
+    ': ' +
+    iterations +
+    ' iterations; ' +
+    (failed ? failed + ' of ' + total + ' thresholds FAILED' : 'all ' + total + ' thresholds passed') +
+    '\n';
   text += lines.join('\n') + '\n';
   if (latency.length) {
     text += '  latency, ms (p50 / p95 / p99):\n';

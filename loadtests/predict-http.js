@@ -4,7 +4,21 @@
 import { check } from 'k6';
 import exec from 'k6/execution';
 import { Counter, Rate } from 'k6/metrics';
-import { closedLoop, closedLoopEnd, errorCode, gql, input, isAuthFailure, MAX_CACHED_RATE, MODEL, openLoop, RUN, SLO_MS, summary, TREND_STATS } from './lib.js';
+import {
+  closedLoop,
+  closedLoopEnd,
+  errorCode,
+  gql,
+  input,
+  isAuthFailure,
+  MAX_CACHED_RATE,
+  MODEL,
+  openLoop,
+  RUN,
+  SLO_MS,
+  summary,
+  TREND_STATS,
+} from './lib.js';
 
 const graphqlErrors = new Counter('graphql_errors');
 const completed = new Counter('predictions_completed');
@@ -49,7 +63,8 @@ function plan() {
 
 export const options = plan();
 
-const QUERY = 'query($m: String!, $i: PredictionInput!) { predict(model: $m, input: $i) { label score cached timings { queueMs inferenceMs totalMs } } }';
+const QUERY =
+  'query($m: String!, $i: PredictionInput!) { predict(model: $m, input: $i) { label score cached timings { queueMs inferenceMs totalMs } } }';
 
 function parse(res) {
   try {

@@ -5,7 +5,21 @@ import ws from 'k6/ws';
 import { check, sleep } from 'k6';
 import exec from 'k6/execution';
 import { Counter, Rate, Trend } from 'k6/metrics';
-import { API_KEY, closedLoop, envDuration, envNumber, errorCode, input, isAuthFailure, MAX_CACHED_RATE, MODEL, SLO_MS, summary, TREND_STATS, WS_URL } from './lib.js';
+import {
+  API_KEY,
+  closedLoop,
+  envDuration,
+  envNumber,
+  errorCode,
+  input,
+  isAuthFailure,
+  MAX_CACHED_RATE,
+  MODEL,
+  SLO_MS,
+  summary,
+  TREND_STATS,
+  WS_URL,
+} from './lib.js';
 
 const latency = new Trend('prediction_latency', true);
 const completed = new Counter('predictions_completed');
@@ -80,7 +94,9 @@ function session() {
       if (msg.type !== 'next') return;
       const data = msg.payload.data || {};
       if (data.submitPrediction) {
-        socket.send(JSON.stringify({ id: 'r' + n, type: 'subscribe', payload: { query: RESULT, variables: { id: data.submitPrediction.id } } }));
+        socket.send(
+          JSON.stringify({ id: 'r' + n, type: 'subscribe', payload: { query: RESULT, variables: { id: data.submitPrediction.id } } })
+        );
         return;
       }
       const event = data.predictionResult;
@@ -121,7 +137,11 @@ export default function () {
     outcome = session();
   } catch (err) {
     // Refused connection or failed upgrade (k6 throws): back off instead of redialling at once.
-    check(err, { 'websocket upgraded': function () { return false; } });
+    check(err, {
+      'websocket upgraded': function () {
+        return false;
+      },
+    });
     sleep(RECONNECT_BACKOFF_MS / 1000);
     return;
   }

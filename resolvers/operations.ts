@@ -14,7 +14,13 @@ export const operationResolvers = {
       authorize(ctx, { model: args.model });
       const r = await ctx.service.drift(args.model, args.version);
       if (!r) return null;
-      return { ...r, checkedAt: new Date(r.checkedAt).toISOString(), chiSquare: r.statistic, observed: counts(r.observed), expected: counts(r.expected) };
+      return {
+        ...r,
+        checkedAt: new Date(r.checkedAt).toISOString(),
+        chiSquare: r.statistic,
+        observed: counts(r.observed),
+        expected: counts(r.expected),
+      };
     },
   },
   Mutation: {
@@ -30,7 +36,8 @@ export const operationResolvers = {
     },
     async runMaintenance(_: unknown, args: { task: string }, ctx: RequestContext) {
       authorize(ctx, { admin: true });
-      if (!TASKS.includes(args.task as MaintenanceTask)) throw new ServingError('BAD_USER_INPUT', `task: expected one of ${TASKS.join(', ')}, got '${args.task}'`, { field: 'task' });
+      if (!TASKS.includes(args.task as MaintenanceTask))
+        throw new ServingError('BAD_USER_INPUT', `task: expected one of ${TASKS.join(', ')}, got '${args.task}'`, { field: 'task' });
       if (!ctx.maintenance) throw new ServingError('SERVICE_UNAVAILABLE', 'maintenance is not running in this process');
       return JSON.stringify(await ctx.maintenance.run(args.task as MaintenanceTask));
     },

@@ -27,13 +27,20 @@ interface Ctx {
 
 function intArg(name: string, value: number | null | undefined, fallback: number, min: number, max: number): number {
   if (value == null) return fallback;
-  if (!Number.isInteger(value) || value < min || value > max) throw new ServingError('BAD_USER_INPUT', `${name}: expected an integer from ${min} to ${max}, got ${value}`, { field: name });
+  if (!Number.isInteger(value) || value < min || value > max)
+    throw new ServingError('BAD_USER_INPUT', `${name}: expected an integer from ${min} to ${max}, got ${value}`, { field: name });
   return value;
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
 const counts = (r: Record<string, number>) => Object.entries(r).map(([label, count]) => ({ label, count }));
-const toDrift = (r: DriftReport) => ({ ...r, checkedAt: iso(r.checkedAt), chiSquare: r.statistic, observed: counts(r.observed), expected: counts(r.expected) });
+const toDrift = (r: DriftReport) => ({
+  ...r,
+  checkedAt: iso(r.checkedAt),
+  chiSquare: r.statistic,
+  observed: counts(r.observed),
+  expected: counts(r.expected),
+});
 
 async function serverStats(args: StatsArgs, ctx: Ctx) {
   const ops = ctx.ops;
@@ -45,7 +52,8 @@ async function serverStats(args: StatsArgs, ctx: Ctx) {
   try {
     view = await ops.stats.view({ windowSeconds, historySteps, visible: (model) => admin || mayPredict(ctx.principal, model) });
   } catch (e) {
-    if (isRedisUnavailable(e)) throw new ServingError('SERVICE_UNAVAILABLE', 'the figures live in Redis, which is unreachable; try again later', { cause: e });
+    if (isRedisUnavailable(e))
+      throw new ServingError('SERVICE_UNAVAILABLE', 'the figures live in Redis, which is unreachable; try again later', { cause: e });
     throw e;
   }
   return toServerStats(view, ctx.principal, admin, ops);

@@ -26,7 +26,15 @@ import { forwardProbabilities, trainDenseMlp, type DenseTrainOptions } from './m
 import { encodeDenseModel, ONNX_IR_VERSION, ONNX_OPSET, PRODUCER_NAME } from './models/onnx-writer.ts';
 import { openAndCheck } from './models/ort-check.ts';
 import { chiSquareGoodnessOfFit } from './models/stats.ts';
-import { CLASSES, forwardLogits, softmax2, sparseFeatures, toDenseLayers, trainNameGender, type NameGenderTrainOptions } from './models/train-name-gender.ts';
+import {
+  CLASSES,
+  forwardLogits,
+  softmax2,
+  sparseFeatures,
+  toDenseLayers,
+  trainNameGender,
+  type NameGenderTrainOptions,
+} from './models/train-name-gender.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MODELS_DIR = path.join(ROOT, 'models');
@@ -37,7 +45,14 @@ const NAME_GENDER_SEED = 20240517;
 const MLP_BENCH_SEED = 20240518;
 const SPAM_MLP_SEED = 20240519;
 
-const SPAM_MLP_TRAINING: DenseTrainOptions = { seed: SPAM_MLP_SEED, hidden: 128, epochs: 10, batchSize: 32, learningRate: 0.003, weightDecay: 0 };
+const SPAM_MLP_TRAINING: DenseTrainOptions = {
+  seed: SPAM_MLP_SEED,
+  hidden: 128,
+  epochs: 10,
+  batchSize: 32,
+  learningRate: 0.003,
+  weightDecay: 0,
+};
 
 export const NAME_GENDER_PREPROCESSING: CharNgramOptions & { maxLength: number } = {
   type: 'char-ngrams',
@@ -138,7 +153,8 @@ async function buildNameGender(): Promise<void> {
   console.log(
     `name-gender: held-out accuracy ${heldOutAccuracy.toFixed(4)} (onnxruntime ${ortAccuracy.toFixed(4)}), predicted female share ${(predicted.female / n).toFixed(4)} vs training ${result.trainingClassDistribution.female.toFixed(4)}, chi2 ${chi.statistic.toFixed(3)} p=${chi.pValue.toFixed(4)}`,
   );
-  if (chi.rejected) throw new Error('name-gender: predicted held-out class distribution differs from the training distribution (alpha 0.01)');
+  if (chi.rejected)
+    throw new Error('name-gender: predicted held-out class distribution differs from the training distribution (alpha 0.01)');
 
   await writeJson(path.join(versionDir, 'metrics.json'), {
     model: 'name-gender',
@@ -153,7 +169,8 @@ async function buildNameGender(): Promise<void> {
       rawCounts: dataset.rawCounts,
       duplicatesWithinList: dataset.duplicatesWithinList,
       droppedAmbiguous: dataset.droppedAmbiguous,
-      droppedAmbiguousNote: 'Names (compared case-insensitively) that appear in both lists are dropped from both: their label is ambiguous.',
+      droppedAmbiguousNote:
+        'Names (compared case-insensitively) that appear in both lists are dropped from both: their label is ambiguous.',
       droppedAmbiguousExamples: dataset.droppedAmbiguousExamples,
       train: dataset.train,
       holdout: dataset.holdout,
@@ -181,7 +198,10 @@ async function buildNameGender(): Promise<void> {
     },
     heldOutAccuracy: round(heldOutAccuracy),
     heldOutConfusion: { rowsAreTrueLabels: true, ...confusion },
-    trainingClassDistribution: { female: round(result.trainingClassDistribution.female), male: round(result.trainingClassDistribution.male) },
+    trainingClassDistribution: {
+      female: round(result.trainingClassDistribution.female),
+      male: round(result.trainingClassDistribution.male),
+    },
     heldOutTrueDistribution: { female: round(dataset.holdout.female / n), male: round(dataset.holdout.male / n) },
     heldOutPredictedDistribution: { female: round(predicted.female / n), male: round(predicted.male / n) },
     heldOutPredictedCounts: predicted,
@@ -261,7 +281,11 @@ async function buildMlpBench(): Promise<void> {
     seed: MLP_BENCH_SEED,
     note: 'Weights are random (seeded, He-initialised), not trained: the model exists for load, batching and worker-pool work, and its logits mean nothing.',
     architecture: `${MLP_BENCH_SIZES.join(' -> ')} (ReLU after each hidden layer)`,
-    layers: MLP_BENCH_SIZES.slice(1).map((out, i) => ({ in: MLP_BENCH_SIZES[i], out, activation: i + 2 === MLP_BENCH_SIZES.length ? 'none' : 'relu' })),
+    layers: MLP_BENCH_SIZES.slice(1).map((out, i) => ({
+      in: MLP_BENCH_SIZES[i],
+      out,
+      activation: i + 2 === MLP_BENCH_SIZES.length ? 'none' : 'relu',
+    })),
     parameterCount: parameterCount(layers),
     onnx: { irVersion: ONNX_IR_VERSION, opset: ONNX_OPSET, producer: PRODUCER_NAME, input: io.inputs[0], output: io.outputs[0] },
     throughput,
@@ -317,13 +341,23 @@ async function buildSpamMlp(): Promise<void> {
       outputName: 'probabilities',
       layers: result.layers,
       softmax: true,
-      metadata: { labels: SPAM_CLASSES.join(','), features: JSON.stringify(SPAM_FEATURES), created_by: CREATED_BY, seed: String(SPAM_MLP_SEED) },
+      metadata: {
+        labels: SPAM_CLASSES.join(','),
+        features: JSON.stringify(SPAM_FEATURES),
+        created_by: CREATED_BY,
+        seed: String(SPAM_MLP_SEED),
+      },
     }),
   );
 
   const held = encodeMessages(split.holdout);
   const n = split.holdout.length;
-  const { session, io } = await openAndCheck(modelPath, { input: 'features', inputWidth: dims, output: 'probabilities', outputWidth: classes });
+  const { session, io } = await openAndCheck(modelPath, {
+    input: 'features',
+    inputWidth: dims,
+    output: 'probabilities',
+    outputWidth: classes,
+  });
   const out = await session.run({ features: new Tensor('float32', held.features, [n, dims]) });
   await session.release();
   if (out.probabilities.dims.join(',') !== `${n},${classes}`) throw new Error(`probabilities dims ${out.probabilities.dims.join(',')}`);
@@ -348,7 +382,9 @@ async function buildSpamMlp(): Promise<void> {
   const spamRecall = confusion.spam.spam / Math.max(1, confusion.spam.spam + confusion.spam.ham);
   const trainingClassDistribution = { ham: dataset.train.ham / dataset.train.total, spam: dataset.train.spam / dataset.train.total };
   const chi = chiSquareGoodnessOfFit(predicted, trainingClassDistribution, 0.01);
-  console.log(`spam-mlp: held-out accuracy ${heldOutAccuracy.toFixed(4)}, spam precision ${spamPrecision.toFixed(4)} recall ${spamRecall.toFixed(4)}, chi2 ${chi.statistic.toFixed(3)} p=${chi.pValue.toFixed(4)}`);
+  console.log(
+    `spam-mlp: held-out accuracy ${heldOutAccuracy.toFixed(4)}, spam precision ${spamPrecision.toFixed(4)} recall ${spamRecall.toFixed(4)}, chi2 ${chi.statistic.toFixed(3)} p=${chi.pValue.toFixed(4)}`,
+  );
   if (chi.rejected) throw new Error('spam-mlp: predicted held-out class distribution differs from the training distribution (alpha 0.01)');
 
   await writeJson(path.join(versionDir, 'metrics.json'), {
@@ -368,7 +404,11 @@ async function buildSpamMlp(): Promise<void> {
       train: dataset.train,
       holdout: dataset.holdout,
     },
-    features: { ...SPAM_FEATURES, text: 'subject line and body; headers dropped', method: 'lower-cased [a-z0-9$!\']+ tokens, FNV-1a hashed into dims buckets with a hash-bit sign, then sign(c) * log(1 + |c|)' },
+    features: {
+      ...SPAM_FEATURES,
+      text: 'subject line and body; headers dropped',
+      method: "lower-cased [a-z0-9$!']+ tokens, FNV-1a hashed into dims buckets with a hash-bit sign, then sign(c) * log(1 + |c|)",
+    },
     network: {
       architecture: `${dims} -> ${SPAM_MLP_TRAINING.hidden} ReLU -> ${classes}, Softmax`,
       onnx: { irVersion: ONNX_IR_VERSION, opset: ONNX_OPSET, producer: PRODUCER_NAME, input: io.inputs[0], output: io.outputs[0] },
@@ -395,7 +435,14 @@ async function buildSpamMlp(): Promise<void> {
       alpha: chi.alpha,
       rejected: chi.rejected,
     },
-    onnxruntimeCheck: { runtime: 'onnxruntime-node', rows: n, accuracy: round(heldOutAccuracy), matchesTypeScriptForwardPass: true, predictionDisagreements: disagreements, maxAbsProbabilityDifference: maxAbsProbDiff },
+    onnxruntimeCheck: {
+      runtime: 'onnxruntime-node',
+      rows: n,
+      accuracy: round(heldOutAccuracy),
+      matchesTypeScriptForwardPass: true,
+      predictionDisagreements: disagreements,
+      maxAbsProbabilityDifference: maxAbsProbDiff,
+    },
   });
 
   const config: ModelConfig = {
@@ -418,7 +465,11 @@ async function buildSpamMlp(): Promise<void> {
   console.log(`spam-mlp: wrote ${path.relative(ROOT, dir)}/{config.yaml,1/model.onnx,1/metrics.json}`);
 }
 
-const BUILDERS: Record<string, () => Promise<void>> = { 'name-gender': buildNameGender, 'mlp-bench': buildMlpBench, 'spam-mlp': buildSpamMlp };
+const BUILDERS: Record<string, () => Promise<void>> = {
+  'name-gender': buildNameGender,
+  'mlp-bench': buildMlpBench,
+  'spam-mlp': buildSpamMlp,
+};
 
 async function main(): Promise<void> {
   const requested = process.argv.slice(2).filter((a) => !a.startsWith('-'));

@@ -21,7 +21,9 @@ const { holdout, train } = loadNameGenderSplit();
 const NAMES = [...holdout, ...train].map((n) => n.name);
 
 async function post(url: string, query: string, variables: Record<string, unknown> = {}): Promise<void> {
-  await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) }).then((r) => r.arrayBuffer());
+  await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query, variables }) }).then(
+    (r) => r.arrayBuffer(),
+  );
 }
 
 /** Closed-loop clients: each sends its next request when the last one is answered. */

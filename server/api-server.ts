@@ -79,12 +79,22 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   const registry = new WorkerRegistry(redis, config.redis.prefix);
   const service = new PredictionService({ config, repository, queues, store, feed, workers: registry, redis, keys, metrics, logger });
   const ops = createOps({ config, redis, queues, service, metrics, authEnabled: auth.enabled });
-  const limiter = new RateLimiter({ redis, prefix: config.redis.prefix, ratePerSecond: config.limits.rateLimitPerSecond, burst: config.limits.rateLimitBurst, timeoutMs: config.limits.rateLimitTimeoutMs, logger });
+  const limiter = new RateLimiter({
+    redis,
+    prefix: config.redis.prefix,
+    ratePerSecond: config.limits.rateLimitPerSecond,
+    burst: config.limits.rateLimitBurst,
+    timeoutMs: config.limits.rateLimitTimeoutMs,
+    logger,
+  });
   // Serve as soon as Redis answers; if it is down, start anyway: requests get 503 and
   // /ready fails until it is back (ioredis reconnects and resubscribes by itself).
   const replies = feed.start();
   try {
-    await Promise.race([Promise.all([whenReady(redis, 5000), replies]), new Promise((_, reject) => setTimeout(() => reject(new Error('Redis not ready after 5000 ms')), 5000).unref())]);
+    await Promise.race([
+      Promise.all([whenReady(redis, 5000), replies]),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('Redis not ready after 5000 ms')), 5000).unref()),
+    ]);
   } catch (e) {
     logger.warn({ err: (e as Error).message }, 'Redis unreachable at start; serving 503 until it is back');
     replies.catch(() => {});
@@ -133,7 +143,13 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
       // Set by useApiKeyAuth (HTTP) or at connection (WebSocket); never missing when auth is on.
       const who = principal ?? (auth.enabled ? undefined : ANONYMOUS);
       if (!who) throw new ServingError('UNAUTHENTICATED');
-      return { service, ops: ops.context, maintenance: control?.maintenance, requestId: requestScope.getStore()?.requestId ?? requestIdOf(request?.headers ?? req?.headers), principal: who };
+      return {
+        service,
+        ops: ops.context,
+        maintenance: control?.maintenance,
+        requestId: requestScope.getStore()?.requestId ?? requestIdOf(request?.headers ?? req?.headers),
+        principal: who,
+      };
     },
     plugins: [
       metricsPlugin,
@@ -159,7 +175,11 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     if (length > config.http.maxBodyBytes) {
       Object.assign(scope, { code: 'PAYLOAD_TOO_LARGE' });
       res.writeHead(413, { 'content-type': 'application/json', connection: 'close' });
-      res.end(JSON.stringify({ errors: [{ message: `request body over ${config.http.maxBodyBytes} bytes`, extensions: { code: 'PAYLOAD_TOO_LARGE' } }] }));
+      res.end(
+        JSON.stringify({
+          errors: [{ message: `request body over ${config.http.maxBodyBytes} bytes`, extensions: { code: 'PAYLOAD_TOO_LARGE' } }],
+        }),
+      );
       req.resume();
       return;
     }
@@ -189,7 +209,13 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
         const refused = await wsRateLimit(limiter, ctx.extra.principal, ctx.extra.request);
         if (refused) return refused;
         const { principal } = ctx.extra;
-        const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({ ...ctx, req: ctx.extra.request, socket: ctx.extra.socket, params, principal });
+        const { schema, execute, subscribe, contextFactory, parse, validate } = yoga.getEnveloped({
+          ...ctx,
+          req: ctx.extra.request,
+          socket: ctx.extra.socket,
+          params,
+          principal,
+        });
         let document;
         try {
           document = parse(params.query);
@@ -253,10 +279,14 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
         for (const r of [redis, pubsub.getPublisher() as Redis, pubsub.getSubscriber() as Redis]) r.disconnect();
         const { dropped } = deadline;
         if (unanswered > 0) {
-          logger.warn({ requestsUnanswered: unanswered, redis: state, dropped, drainMs: config.http.drainMs }, `API stopped, giving up on ${unanswered} request(s) in flight: answered 503 at the end of the drain (their jobs may still run)`);
+          logger.warn(
+            { requestsUnanswered: unanswered, redis: state, dropped, drainMs: config.http.drainMs },
+            `API stopped, giving up on ${unanswered} request(s) in flight: answered 503 at the end of the drain (their jobs may still run)`,
+          );
           return false;
         }
-        if (dropped.length) logger.info({ redis: state, dropped }, `API stopped with no request in flight; gave up waiting on: ${dropped.join(', ')}`);
+        if (dropped.length)
+          logger.info({ redis: state, dropped }, `API stopped with no request in flight; gave up waiting on: ${dropped.join(', ')}`);
         else logger.info('API stopped');
         return true;
       })();

@@ -66,7 +66,9 @@ function isGraphQLError(e: unknown): e is GraphQLError {
 }
 
 function tooDeep(): GraphQLError {
-  return new GraphQLError('Syntax Error: the document is nested too deeply.', { extensions: { code: 'GRAPHQL_PARSE_FAILED', http: { status: 400 } } });
+  return new GraphQLError('Syntax Error: the document is nested too deeply.', {
+    extensions: { code: 'GRAPHQL_PARSE_FAILED', http: { status: 400 } },
+  });
 }
 
 /**
@@ -107,7 +109,12 @@ export function useArmor(limits: BatchlineConfig['limits']): Plugin {
     maxAliases: { enabled: true, n: limits.maxAliases, allowList: [], ...report },
     costLimit: { enabled: true, maxCost: limits.maxCost, ignoreIntrospection: true, ...report },
     maxDirectives: { enabled: true, n: MAX_DIRECTIVES, ...report },
-    maxTokens: { enabled: true, n: limits.maxTokens, propagateOnRejection: true, onReject: [(_ctx: ValidationContext | null, err: GraphQLError) => void relabel(err)] },
+    maxTokens: {
+      enabled: true,
+      n: limits.maxTokens,
+      propagateOnRejection: true,
+      onReject: [(_ctx: ValidationContext | null, err: GraphQLError) => void relabel(err)],
+    },
   }) as Plugin;
   const introspectionBounds = [
     maxDepthRule({ n: Math.max(limits.maxDepth, INTROSPECTION_MAX_DEPTH), ignoreIntrospection: false, flattenFragments: true, ...report }),
@@ -124,7 +131,11 @@ export function useArmor(limits: BatchlineConfig['limits']): Plugin {
 }
 
 /** The request with a body that errors (413) once more than `maxBytes` have streamed in. */
-function limitBody(request: Request, maxBytes: number, fetchAPI: { Request: typeof Request; TransformStream: typeof TransformStream }): Request {
+function limitBody(
+  request: Request,
+  maxBytes: number,
+  fetchAPI: { Request: typeof Request; TransformStream: typeof TransformStream },
+): Request {
   // A native ReadableStream needs the native TransformStream; the ponyfill's needs its own (graphql-yoga#4583).
   const Transform = request.body instanceof ReadableStream ? globalThis.TransformStream : fetchAPI.TransformStream;
   let bytes = 0;
@@ -132,12 +143,21 @@ function limitBody(request: Request, maxBytes: number, fetchAPI: { Request: type
     new Transform<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
         bytes += chunk.byteLength;
-        if (bytes > maxBytes) controller.error(new GraphQLError('request body too large', { extensions: { code: 'REQUEST_ENTITY_TOO_LARGE', http: { status: 413 } } }));
+        if (bytes > maxBytes)
+          controller.error(
+            new GraphQLError('request body too large', { extensions: { code: 'REQUEST_ENTITY_TOO_LARGE', http: { status: 413 } } }),
+          );
         else controller.enqueue(chunk);
       },
     }),
   );
-  return new fetchAPI.Request(request.url, { method: request.method, headers: request.headers, signal: request.signal, body, duplex: 'half' } as RequestInit);
+  return new fetchAPI.Request(request.url, {
+    method: request.method,
+    headers: request.headers,
+    signal: request.signal,
+    body,
+    duplex: 'half',
+  } as RequestInit);
 }
 
 /**
@@ -154,7 +174,11 @@ export function useRequestParseErrors(maxBytes: number): Plugin {
   return {
     onRequestParse({ request, requestParser, setRequestParser, fetchAPI, serverContext }) {
       // No parser for this content type: yoga's own 415 has an empty body and no code.
-      if (!requestParser) throw new ServingError('UNSUPPORTED_MEDIA_TYPE', `content type '${request.headers.get('content-type') ?? ''}' is not GraphQL; send application/json (or a GET with query parameters)`);
+      if (!requestParser)
+        throw new ServingError(
+          'UNSUPPORTED_MEDIA_TYPE',
+          `content type '${request.headers.get('content-type') ?? ''}' is not GraphQL; send application/json (or a GET with query parameters)`,
+        );
       const parse = requestParser;
       const counted = request.headers.get('content-length') == null && request.body != null;
       setRequestParser(async (request) => {

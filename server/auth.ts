@@ -58,10 +58,12 @@ export function parseApiKeys(spec: string): KeyEntry[] {
     const [name, hash] = fields;
     const scopesText = fields.slice(2).join(':');
     if (!NAME.test(name)) throw new Error(`config: ${at}: the name must be 1-64 of A-Z a-z 0-9 _ . -`);
-    if (!HASH.test(hash)) throw new Error(`config: ${at} ('${name}'): the key hash must be 64 hex digits (sha256; see 'batchline auth hash-key')`);
+    if (!HASH.test(hash))
+      throw new Error(`config: ${at} ('${name}'): the key hash must be 64 hex digits (sha256; see 'batchline auth hash-key')`);
     const scopes = scopesText.split(',').map((s) => s.trim());
     for (const scope of scopes) {
-      if (!SCOPE.test(scope)) throw new Error(`config: ${at} ('${name}'): unknown scope '${scope.slice(0, 80)}' (predict:*, predict:<model>, admin)`);
+      if (!SCOPE.test(scope))
+        throw new Error(`config: ${at} ('${name}'): unknown scope '${scope.slice(0, 80)}' (predict:*, predict:<model>, admin)`);
     }
     if (entries.some((e) => e.name === name)) throw new Error(`config: ${at}: the name '${name}' is given twice`);
     const digest = Buffer.from(hash.toLowerCase(), 'hex');
@@ -105,7 +107,8 @@ export function createAuthenticator(config: BatchlineConfig['auth']): Authentica
   if (!/^[a-z0-9-]{1,64}$/.test(header)) throw new Error(`config: 'auth.header' must be an HTTP header name, got '${config.header}'`);
   // Parsed even when auth is off, so a broken Secret is found before it is switched on.
   const entries = parseApiKeys(config.keys);
-  if (config.enabled && entries.length === 0) throw new Error(`config: 'auth.enabled' is true but 'auth.keys' (BATCHLINE_API_KEYS) holds no key`);
+  if (config.enabled && entries.length === 0)
+    throw new Error(`config: 'auth.enabled' is true but 'auth.keys' (BATCHLINE_API_KEYS) holds no key`);
 
   const pick = (value: string | undefined): string | undefined => {
     const v = value?.trim();
@@ -154,7 +157,8 @@ export function authorize(ctx: { principal?: Principal }, need: { model?: string
   const p = ctx.principal;
   if (!p) throw new ServingError('UNAUTHENTICATED');
   if (need.admin && !p.scopes.includes('admin')) throw new ServingError('FORBIDDEN', `API key '${p.name}' may not run admin operations`);
-  if (need.model !== undefined && !mayPredict(p, need.model)) throw new ServingError('FORBIDDEN', `API key '${p.name}' may not use model '${need.model}'`);
+  if (need.model !== undefined && !mayPredict(p, need.model))
+    throw new ServingError('FORBIDDEN', `API key '${p.name}' may not use model '${need.model}'`);
 }
 
 /** True when the principal may use `model`, or any model when `model` is undefined. */
@@ -196,9 +200,14 @@ export const WS_FORBIDDEN = 4403;
  */
 export function wsAuthenticate(
   auth: Authenticator,
-  ctx: { connectionParams?: Readonly<Record<string, unknown>>; extra: { request: { headers: IncomingHttpHeaders }; socket: { close(code: number, reason: string): void } } & AuthServerContext },
+  ctx: {
+    connectionParams?: Readonly<Record<string, unknown>>;
+    extra: { request: { headers: IncomingHttpHeaders }; socket: { close(code: number, reason: string): void } } & AuthServerContext;
+  },
 ): boolean {
-  const key = auth.enabled ? (auth.keyFromConnectionParams(ctx.connectionParams) ?? auth.keyFromHeaders(ctx.extra.request.headers)) : undefined;
+  const key = auth.enabled
+    ? (auth.keyFromConnectionParams(ctx.connectionParams) ?? auth.keyFromHeaders(ctx.extra.request.headers))
+    : undefined;
   const principal = auth.authenticate(key);
   if (!principal) {
     ctx.extra.socket.close(WS_UNAUTHORIZED, 'Unauthorized');

@@ -63,7 +63,11 @@ export function maskError(logger: Logger) {
         source: error.source,
         positions: error.positions,
         path: error.path,
-        extensions: { ...error.extensions, code: code === 'GRAPHQL_VALIDATION_FAILED' || code === 'GRAPHQL_PARSE_FAILED' ? code : 'BAD_USER_INPUT', http: { status } },
+        extensions: {
+          ...error.extensions,
+          code: code === 'GRAPHQL_VALIDATION_FAILED' || code === 'GRAPHQL_PARSE_FAILED' ? code : 'BAD_USER_INPUT',
+          http: { status },
+        },
       });
     }
     logger.error({ err: error instanceof Error ? { message: error.message, stack: error.stack } : String(error) }, 'unexpected error');
@@ -72,7 +76,8 @@ export function maskError(logger: Logger) {
 }
 
 /** Validation messages that are about argument or variable values, not the query's shape. */
-const VALUE_ERROR = /cannot represent|Expected value of type|Expected type|argument .* is required|is not defined by type|Variable "|got invalid value/i;
+const VALUE_ERROR =
+  /cannot represent|Expected value of type|Expected type|argument .* is required|is not defined by type|Variable "|got invalid value/i;
 
 /**
  * Validation errors answer 400 whatever the Accept header (yoga answers 200 for
@@ -92,7 +97,10 @@ export function useClientErrorStatus(): Plugin {
                 source: e.source,
                 positions: e.positions,
                 // spec: false keeps yoga's useHTTPValidationError from answering 200 to `Accept: application/json`.
-                extensions: { code: VALUE_ERROR.test(e.message) ? 'BAD_USER_INPUT' : 'GRAPHQL_VALIDATION_FAILED', http: { status: 400, spec: false } },
+                extensions: {
+                  code: VALUE_ERROR.test(e.message) ? 'BAD_USER_INPUT' : 'GRAPHQL_VALIDATION_FAILED',
+                  http: { status: 400, spec: false },
+                },
               }),
           ),
         );
@@ -114,14 +122,22 @@ export function useStreamFieldErrors(): Plugin {
     onResultProcess({ request, result, setResult }) {
       if (!request.headers.get('accept')?.includes('text/event-stream')) return;
       if (Array.isArray(result) || !('errors' in result) || !result.errors?.length) return;
-      const inStream = (e: GraphQLError): boolean => e.path !== undefined && e.extensions?.retryAfter === undefined && e.extensions?.http !== undefined;
+      const inStream = (e: GraphQLError): boolean =>
+        e.path !== undefined && e.extensions?.retryAfter === undefined && e.extensions?.http !== undefined;
       if (!result.errors.some(inStream)) return;
       setResult({
         ...result,
         errors: result.errors.map((e) => {
           if (!inStream(e)) return e;
           const { status: _status, ...http } = e.extensions.http as { status?: number };
-          return new GraphQLError(e.message, { nodes: e.nodes, source: e.source, positions: e.positions, path: e.path, originalError: e.originalError, extensions: { ...e.extensions, http } });
+          return new GraphQLError(e.message, {
+            nodes: e.nodes,
+            source: e.source,
+            positions: e.positions,
+            path: e.path,
+            originalError: e.originalError,
+            extensions: { ...e.extensions, http },
+          });
         }),
       });
     },

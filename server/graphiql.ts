@@ -40,7 +40,11 @@ const scriptJson = (value: unknown) => JSON.stringify(value).replace(/</g, '\\u0
 
 /** yoga's `renderGraphiQL`: the shell page, with assets from this server. */
 export function renderGraphiQL(opts: GraphiQLOptions): string {
-  const workers = { editorWorkerService: `${GRAPHIQL_ASSETS}/editor.worker.js`, json: `${GRAPHIQL_ASSETS}/json.worker.js`, graphql: `${GRAPHIQL_ASSETS}/graphql.worker.js` };
+  const workers = {
+    editorWorkerService: `${GRAPHIQL_ASSETS}/editor.worker.js`,
+    json: `${GRAPHIQL_ASSETS}/json.worker.js`,
+    graphql: `${GRAPHIQL_ASSETS}/graphql.worker.js`,
+  };
   const title = (opts.title ?? 'GraphiQL').replace(/[<>&"]/g, '');
   return `<!doctype html>
 <html lang="en">
@@ -87,7 +91,11 @@ function loadAssets(): Promise<ReadonlyMap<string, Asset>> {
     ];
     // On libuv's thread pool: compressing 9 MB on the event loop would stall every request for a moment.
     const gzipped = promisify(gzip);
-    return Promise.all(files.map(async ([name, type, body]) => [name, { type, body: new Uint8Array(body), gzipped: new Uint8Array(await gzipped(body)) }] as const)).then((all) => new Map(all));
+    return Promise.all(
+      files.map(
+        async ([name, type, body]) => [name, { type, body: new Uint8Array(body), gzipped: new Uint8Array(await gzipped(body)) }] as const,
+      ),
+    ).then((all) => new Map(all));
   });
   return assets;
 }
@@ -103,7 +111,11 @@ export function useGraphiQLAssets(): Plugin {
         return;
       }
       const gzip = /\bgzip\b/.test(request.headers.get('accept-encoding') ?? '');
-      const headers: Record<string, string> = { 'content-type': asset.type, 'cache-control': 'public, max-age=31536000, immutable', vary: 'accept-encoding' };
+      const headers: Record<string, string> = {
+        'content-type': asset.type,
+        'cache-control': 'public, max-age=31536000, immutable',
+        vary: 'accept-encoding',
+      };
       if (gzip) headers['content-encoding'] = 'gzip';
       endResponse(new fetchAPI.Response(request.method === 'HEAD' ? null : gzip ? asset.gzipped : asset.body, { headers }));
     },

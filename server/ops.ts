@@ -45,7 +45,12 @@ export function useDashboardPages(): Plugin {
     onRequest({ request, url, endResponse, fetchAPI }) {
       if (request.method !== 'GET' && request.method !== 'HEAD') return;
       const path = url.pathname;
-      const name = path === '/' || path === '/dashboard' || path === '/dashboard/' ? 'index.html' : path.startsWith('/dashboard/') ? path.slice('/dashboard/'.length) : undefined;
+      const name =
+        path === '/' || path === '/dashboard' || path === '/dashboard/'
+          ? 'index.html'
+          : path.startsWith('/dashboard/')
+            ? path.slice('/dashboard/'.length)
+            : undefined;
       if (name === undefined) return;
       const file = files.get(name);
       if (!file) {
@@ -53,7 +58,11 @@ export function useDashboardPages(): Plugin {
         return;
       }
       // Small files: revalidated each time, so a new release is picked up at once.
-      endResponse(new fetchAPI.Response(request.method === 'HEAD' ? null : file.body, { headers: { 'content-type': file.type, 'cache-control': 'no-cache' } }));
+      endResponse(
+        new fetchAPI.Response(request.method === 'HEAD' ? null : file.body, {
+          headers: { 'content-type': file.type, 'cache-control': 'no-cache' },
+        }),
+      );
     },
   };
 }
@@ -85,7 +94,14 @@ export interface Ops {
   close(): Promise<void>;
 }
 
-export function createOps(deps: { config: BatchlineConfig; redis: Redis; queues: PredictionQueues; service: PredictionService; metrics: Metrics; authEnabled: boolean }): Ops {
+export function createOps(deps: {
+  config: BatchlineConfig;
+  redis: Redis;
+  queues: PredictionQueues;
+  service: PredictionService;
+  metrics: Metrics;
+  authEnabled: boolean;
+}): Ops {
   const { config, redis, metrics } = deps;
   const rejections = new Counter({
     name: 'batchline_rejections_total',
@@ -93,7 +109,12 @@ export function createOps(deps: { config: BatchlineConfig; redis: Redis; queues:
     labelNames: ['code'] as const,
     registers: [metrics.registry],
   });
-  const recorder = new StatsRecorder({ redis, prefix: config.redis.prefix, registry: metrics.registry, process: { id: randomUUID(), role: 'api' } });
+  const recorder = new StatsRecorder({
+    redis,
+    prefix: config.redis.prefix,
+    registry: metrics.registry,
+    process: { id: randomUUID(), role: 'api' },
+  });
   recorder.start();
   const closing = new AbortController();
   return {

@@ -24,8 +24,15 @@ export interface ParseCacheLimits {
 }
 
 /** A cache with yoga's get/set shape over a byte-bounded LRU. */
-function boundedCache<T extends object>(maxBytes: number, maxDocumentBytes: number): { get(key: string): T | undefined; set(key: string, value: T): void; readonly bytes: number } {
-  const lru = new LRUCache<string, T>({ max: 1024, maxSize: maxBytes, sizeCalculation: (_v, key) => Math.max(1, key.length * BYTES_PER_SOURCE_CHAR) });
+function boundedCache<T extends object>(
+  maxBytes: number,
+  maxDocumentBytes: number,
+): { get(key: string): T | undefined; set(key: string, value: T): void; readonly bytes: number } {
+  const lru = new LRUCache<string, T>({
+    max: 1024,
+    maxSize: maxBytes,
+    sizeCalculation: (_v, key) => Math.max(1, key.length * BYTES_PER_SOURCE_CHAR),
+  });
   return {
     get: (key) => lru.get(key),
     set: (key, value) => {
@@ -40,7 +47,10 @@ function boundedCache<T extends object>(maxBytes: number, maxDocumentBytes: numb
 export function parseCache(limits: ParseCacheLimits = {}): CacheOptions & { bytes(): number } {
   const maxBytes = limits.maxBytes ?? 32 * 1024 * 1024;
   const maxDocumentBytes = limits.maxDocumentBytes ?? 64 * 1024;
-  const documentCache = boundedCache<NonNullable<ReturnType<NonNullable<CacheOptions['documentCache']>['get']>>>(maxBytes, maxDocumentBytes);
+  const documentCache = boundedCache<NonNullable<ReturnType<NonNullable<CacheOptions['documentCache']>['get']>>>(
+    maxBytes,
+    maxDocumentBytes,
+  );
   const errorCache = boundedCache<object>(maxBytes, maxDocumentBytes);
   return { documentCache, errorCache, validationCache: true, bytes: () => documentCache.bytes + errorCache.bytes };
 }

@@ -37,7 +37,11 @@ export function useRateLimit(limiter: RateLimiter): Plugin<Record<string, unknow
 }
 
 /** For graphql-ws `onSubscribe`: the errors to answer with when over the limit, else undefined. */
-export async function wsRateLimit(limiter: RateLimiter, principal: Principal | undefined, req: IncomingMessage): Promise<GraphQLError[] | undefined> {
+export async function wsRateLimit(
+  limiter: RateLimiter,
+  principal: Principal | undefined,
+  req: IncomingMessage,
+): Promise<GraphQLError[] | undefined> {
   if (!limiter.enabled) return undefined;
   const decision = await limiter.take(rateLimitClient(principal, req));
   return decision.allowed ? undefined : [limited(decision.retryAfterSeconds)];

@@ -20,7 +20,10 @@ type Mode = BatchlineConfig['log']['requests'];
 /** The client's `x-request-id` if it is a sane token, else a new one. */
 export function requestIdOf(headers: Headers | IncomingMessage['headers'] | undefined): string {
   // yoga's Request may carry a Headers ponyfill, not the global class: test for the method.
-  const raw = typeof (headers as Headers | undefined)?.get === 'function' ? (headers as Headers).get('x-request-id') : (headers as IncomingMessage['headers'] | undefined)?.['x-request-id'];
+  const raw =
+    typeof (headers as Headers | undefined)?.get === 'function'
+      ? (headers as Headers).get('x-request-id')
+      : (headers as IncomingMessage['headers'] | undefined)?.['x-request-id'];
   const id = Array.isArray(raw) ? raw[0] : raw;
   return id && /^[\w.:-]{1,128}$/.test(id) ? id : randomUUID();
 }
@@ -36,8 +39,14 @@ function argumentValue(node: ValueNode | undefined, variables: Record<string, un
 }
 
 /** `query predict` and the `model` argument of the operation's first root field. */
-export function describeOperation(document: DocumentNode, operationName: string | null | undefined, variables: Record<string, unknown> | undefined | null): { operation: string; model?: string } | undefined {
-  const op = document.definitions.find((d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION && (!operationName || d.name?.value === operationName));
+export function describeOperation(
+  document: DocumentNode,
+  operationName: string | null | undefined,
+  variables: Record<string, unknown> | undefined | null,
+): { operation: string; model?: string } | undefined {
+  const op = document.definitions.find(
+    (d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION && (!operationName || d.name?.value === operationName),
+  );
   if (!op) return undefined;
   const first = op.selectionSet.selections.find((s) => s.kind === Kind.FIELD);
   if (!first || first.kind !== Kind.FIELD) return { operation: op.operation };
@@ -52,7 +61,16 @@ export function logWhenFinished(logger: Logger, mode: Mode, scope: RequestScope,
   res.once('finish', () => {
     if (mode === 'errors' && res.statusCode < 400) return;
     logger.info(
-      { requestId: scope.requestId, method: req.method, path: req.url?.split('?')[0], operation: scope.operation, model: scope.model, status: res.statusCode, code: scope.code, ms: Math.round((performance.now() - started) * 100) / 100 },
+      {
+        requestId: scope.requestId,
+        method: req.method,
+        path: req.url?.split('?')[0],
+        operation: scope.operation,
+        model: scope.model,
+        status: res.statusCode,
+        code: scope.code,
+        ms: Math.round((performance.now() - started) * 100) / 100,
+      },
       'request',
     );
   });
@@ -90,12 +108,33 @@ export function wsRequestLog(logger: Logger, mode: Mode) {
     ops(ctx).delete(id);
     op.code ??= code;
     if (mode === 'off' || (mode === 'errors' && !op.code)) return;
-    logger.info({ requestId: op.requestId, transport: 'websocket', operation: op.operation, model: op.model, code: op.code, ms: Math.round((performance.now() - op.started) * 100) / 100 }, 'request');
+    logger.info(
+      {
+        requestId: op.requestId,
+        transport: 'websocket',
+        operation: op.operation,
+        model: op.model,
+        code: op.code,
+        ms: Math.round((performance.now() - op.started) * 100) / 100,
+      },
+      'request',
+    );
   };
   return {
     /** At subscribe: the operation and its request id (from the upgrade request, or a fresh one). */
-    begin(ctx: object, id: string, request: IncomingMessage, query: DocumentNode | undefined, operationName: string | null | undefined, variables: Record<string, unknown> | null | undefined): RequestScope {
-      const scope = { requestId: requestIdOf(request.headers), started: performance.now(), ...(query ? describeOperation(query, operationName, variables) : {}) };
+    begin(
+      ctx: object,
+      id: string,
+      request: IncomingMessage,
+      query: DocumentNode | undefined,
+      operationName: string | null | undefined,
+      variables: Record<string, unknown> | null | undefined,
+    ): RequestScope {
+      const scope = {
+        requestId: requestIdOf(request.headers),
+        started: performance.now(),
+        ...(query ? describeOperation(query, operationName, variables) : {}),
+      };
       ops(ctx).set(id, scope);
       return scope;
     },

@@ -49,7 +49,12 @@ function estimatedModelBytes(v: ModelVersion): number {
  * Threads, intra-op threads and job concurrency of this worker: what the configuration
  * sets, the rest from `planPool` over the container's cgroup limits (core/sizing.ts).
  */
-export function workerShape(config: BatchlineConfig, models: ModelVersion[], maxBatch: number, cgroupRoot?: string): { threads: number; intraOpThreads: number; concurrency: number; explanation: string[] } {
+export function workerShape(
+  config: BatchlineConfig,
+  models: ModelVersion[],
+  maxBatch: number,
+  cgroupRoot?: string,
+): { threads: number; intraOpThreads: number; concurrency: number; explanation: string[] } {
   const limits = readCgroupLimits(cgroupRoot);
   const plan = planPool({
     // Sized as a CPU pool: on CUDA the GPU bound is the device's, which the operator sets.
@@ -117,7 +122,8 @@ export class PredictionWorker {
       intraOpThreads: shape.intraOpThreads,
       executionProvider: this.executionProvider,
     });
-    for (const f of this.inference.failed) this.log.error({ model: f.key, reason: f.error }, 'model failed to load in the inference thread; skipped');
+    for (const f of this.inference.failed)
+      this.log.error({ model: f.key, reason: f.error }, 'model failed to load in the inference thread; skipped');
     for (const v of mine) if (this.inference.loaded.includes(`${v.name}@${v.version}`)) this.models.set(`${v.name}@${v.version}`, v);
 
     this.batcher = new Batcher({
@@ -139,12 +145,20 @@ export class PredictionWorker {
     this.store = new ResultStore(this.redis, keys, config.results.ttlSeconds);
     this.registry = new WorkerRegistry(this.redis, config.redis.prefix);
     this.drift = new DriftCounter(this.redis, keys, (config.maintenance.driftWindowMinutes + 5) * 60);
-    this.stats = new StatsRecorder({ redis: this.redis, prefix: config.redis.prefix, registry: this.metrics.registry, process: { id: this.id, role: 'worker', pool } });
+    this.stats = new StatsRecorder({
+      redis: this.redis,
+      prefix: config.redis.prefix,
+      registry: this.metrics.registry,
+      process: { id: this.id, role: 'worker', pool },
+    });
     this.stats.start();
     this.control = createRedis(config.redis.url, 'subscriber');
     this.control.on('message', (_channel: string, raw: string) => {
       const msg = JSON.parse(raw) as ControlMessage;
-      if (msg.type === 'models-changed' && msg.fingerprint !== this.repository.fingerprint) this.reloading = this.reloading.then(async () => void (await this.reload())).catch((e: Error) => this.log.error({ err: e.message }, 'reload failed'));
+      if (msg.type === 'models-changed' && msg.fingerprint !== this.repository.fingerprint)
+        this.reloading = this.reloading
+          .then(async () => void (await this.reload()))
+          .catch((e: Error) => this.log.error({ err: e.message }, 'reload failed'));
     });
     await this.control.subscribe(keys.control);
     await this.announce();
@@ -164,9 +178,11 @@ export class PredictionWorker {
     // Jobs failed outside the processor (stalled too often, lock lost) still owe their
     // client an answer; finish() writes nothing if the processor already answered.
     this.bull.on('failed', (job, err) => {
-      if (!job || job.attemptsMade < (job.opts.attempts ?? 1) && !/stalled/i.test(err.message)) return;
+      if (!job || (job.attemptsMade < (job.opts.attempts ?? 1) && !/stalled/i.test(err.message))) return;
       const d = job.data;
-      void this.answerFailure(d, new ServingError('INFERENCE_FAILED', 'the work was lost by its worker too many times')).catch((e: Error) => this.log.warn({ err: e.message, predictionId: d.id }, 'could not record a failure'));
+      void this.answerFailure(d, new ServingError('INFERENCE_FAILED', 'the work was lost by its worker too many times')).catch((e: Error) =>
+        this.log.warn({ err: e.message, predictionId: d.id }, 'could not record a failure'),
+      );
     });
     this.log.info({ models: this.loaded, executionProvider: this.executionProvider, ...shape }, 'worker started');
   }
@@ -180,7 +196,9 @@ export class PredictionWorker {
     const repo = await scanConfigured(config, this.log);
     const fresh = repo.ready().filter((v) => v.config.pool === pool && !this.models.has(`${v.name}@${v.version}`));
     if (fresh.length === 0) return [];
-    const { loaded, failed } = await this.inference.load(fresh.map((v) => ({ key: `${v.name}@${v.version}`, path: v.path, config: v.config })));
+    const { loaded, failed } = await this.inference.load(
+      fresh.map((v) => ({ key: `${v.name}@${v.version}`, path: v.path, config: v.config })),
+    );
     for (const f of failed) this.log.error({ model: f.key, reason: f.error }, 'new model version failed to load; skipped');
     const added: string[] = [];
     for (const v of fresh) {
@@ -244,7 +262,14 @@ export class PredictionWorker {
       const finishedAt = Date.now();
       const queueMs = startedAt - data.enqueuedAt;
       if (data.replyTo) {
-        await this.sendReply(data, { id: data.id, status: 'COMPLETED', parts, queueMs, inferenceMs: outcome.inferenceMs, batchRows: outcome.batchRows });
+        await this.sendReply(data, {
+          id: data.id,
+          status: 'COMPLETED',
+          parts,
+          queueMs,
+          inferenceMs: outcome.inferenceMs,
+          batchRows: outcome.batchRows,
+        });
       } else {
         const [part] = parts;
         if (part.error) throw fromSerialized(part.error);
@@ -266,7 +291,11 @@ export class PredictionWorker {
         if (!written) log.info('already answered; not answering again');
       }
       this.metrics.jobs.inc({ model: data.model, outcome: 'ok' });
-      if (model.config.task === 'classification') this.drift?.add(key, parts.flatMap((p) => (p.error ? [] : p.predictions.map((r) => r.label))));
+      if (model.config.task === 'classification')
+        this.drift?.add(
+          key,
+          parts.flatMap((p) => (p.error ? [] : p.predictions.map((r) => r.label))),
+        );
       this.metrics.latency.observe({ model: data.model, phase: 'queue' }, queueMs / 1000);
       this.metrics.latency.observe({ model: data.model, phase: 'inference' }, outcome.inferenceMs / 1000);
       log.debug({ batchRows: outcome.batchRows, inferenceMs: outcome.inferenceMs, segments: parts.length }, 'predicted');
@@ -305,7 +334,8 @@ export class PredictionWorker {
   private async answerFailure(data: PredictionJobData, err: ServingError): Promise<void> {
     // The client sees the code and a message, never a stack.
     const safe = err.code === 'INFERENCE_FAILED' ? new ServingError('INFERENCE_FAILED', 'the model failed to run on this input') : err;
-    if (data.replyTo) return this.sendReply(data, { id: data.id, status: 'FAILED', error: safe.toJSON(), queueMs: 0, inferenceMs: 0, batchRows: 0 });
+    if (data.replyTo)
+      return this.sendReply(data, { id: data.id, status: 'FAILED', error: safe.toJSON(), queueMs: 0, inferenceMs: 0, batchRows: 0 });
     await this.store.finishDurably(failed(data, safe), undefined, { giveUp: () => this.stopping });
   }
 
@@ -348,7 +378,10 @@ export class PredictionWorker {
     this.redis?.disconnect();
     const dropped = [...(closed ? [] : ['queue connection']), ...deadline.dropped];
     if (jobsLeft > 0) {
-      this.log.warn({ jobsLeftToStallRecovery: jobsLeft, redis, dropped, timeoutMs: timeout }, `worker stopped, giving up on ${jobsLeft} job(s) in hand: their outcome is not recorded${redis === 'unreachable' ? ' and their results not written (Redis unreachable)' : ''}; stall recovery hands them to another worker once their locks expire`);
+      this.log.warn(
+        { jobsLeftToStallRecovery: jobsLeft, redis, dropped, timeoutMs: timeout },
+        `worker stopped, giving up on ${jobsLeft} job(s) in hand: their outcome is not recorded${redis === 'unreachable' ? ' and their results not written (Redis unreachable)' : ''}; stall recovery hands them to another worker once their locks expire`,
+      );
       return false;
     }
     if (dropped.length) this.log.info({ redis, dropped }, `worker stopped with nothing in hand; gave up waiting on: ${dropped.join(', ')}`);
@@ -370,7 +403,10 @@ export function answerParts(config: ModelConfig, outputs: TensorValue[], segment
     start += rows;
     const bad = nonFiniteOutput(outputs, at, rows);
     if (bad) {
-      const err = new ServingError('NON_FINITE_OUTPUT', `the model produced ${bad.value} in output '${bad.name}' (value ${bad.index}) for this input; values that large or small overflow inside the model`);
+      const err = new ServingError(
+        'NON_FINITE_OUTPUT',
+        `the model produced ${bad.value} in output '${bad.name}' (value ${bad.index}) for this input; values that large or small overflow inside the model`,
+      );
       return { predictions: [], outputs: [], error: err.toJSON() };
     }
     return { predictions: predictions.slice(at, at + rows), outputs: encodeRows(outputs, at, rows) };

@@ -11,7 +11,9 @@ export function startWorkerHttp(worker: PredictionWorker, port: number): Promise
       const ready = worker.loaded.length > 0;
       res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready, models: worker.loaded }));
     } else if (path === '/metrics') {
-      void worker.metrics.registry.metrics().then((body) => res.writeHead(200, { 'content-type': worker.metrics.registry.contentType }).end(body));
+      void worker.metrics.registry
+        .metrics()
+        .then((body) => res.writeHead(200, { 'content-type': worker.metrics.registry.contentType }).end(body));
     } else {
       res.writeHead(404).end();
     }

@@ -116,7 +116,15 @@ export class Batcher {
     const spec = this.options.spec(model);
     const now = this.clock.now();
     return new Promise((resolve, reject) => {
-      const item: Item = { input, rows, arrivedAt: now, deadlineAt: now + Math.min(deadlineMs ?? Infinity, spec.sloMs), giveUpAt: now + (deadlineMs ?? Infinity), resolve, reject };
+      const item: Item = {
+        input,
+        rows,
+        arrivedAt: now,
+        deadlineAt: now + Math.min(deadlineMs ?? Infinity, spec.sloMs),
+        giveUpAt: now + (deadlineMs ?? Infinity),
+        resolve,
+        reject,
+      };
       const key = `${model}#${shapeSignature(input)}`;
       let batch = this.open.get(key);
       if (batch && batch.rows + rows > this.limitFor(batch)) {
@@ -204,7 +212,8 @@ export class Batcher {
         this.inflight--;
         this.pump();
         // A slot is free: open batches that dispatch early and have waited long enough go now.
-        if (this.inflight < this.slots) for (const open of [...this.open.values()]) if (this.earlyAt(open) !== undefined) this.schedule(open);
+        if (this.inflight < this.slots)
+          for (const open of [...this.open.values()]) if (this.earlyAt(open) !== undefined) this.schedule(open);
       });
     }
   }
@@ -223,10 +232,24 @@ export class Batcher {
     // The run's own time is what the policies model (time waiting for a thread is not).
     const latencyMs = result.inferenceMs;
     policy.observe(batch.rows, latencyMs);
-    this.options.onBatch?.({ model: batch.model, rows: batch.rows, requests: batch.items.length, reason: batch.reason!, latencyMs, limit, policy: policy.name });
+    this.options.onBatch?.({
+      model: batch.model,
+      rows: batch.rows,
+      requests: batch.items.length,
+      reason: batch.reason!,
+      latencyMs,
+      limit,
+      policy: policy.name,
+    });
     let offset = 0;
     for (const item of batch.items) {
-      item.resolve({ outputs: sliceRows(result.outputs as OutputTensor[], offset, item.rows), inferenceMs: result.inferenceMs, batchRows: batch.rows, closeReason: batch.reason!, queueMs: result.queueMs });
+      item.resolve({
+        outputs: sliceRows(result.outputs as OutputTensor[], offset, item.rows),
+        inferenceMs: result.inferenceMs,
+        batchRows: batch.rows,
+        closeReason: batch.reason!,
+        queueMs: result.queueMs,
+      });
       offset += item.rows;
     }
   }

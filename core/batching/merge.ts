@@ -7,7 +7,10 @@ import type { NormalizedInput, TensorData } from '../input.ts';
  */
 export function shapeSignature(input: NormalizedInput): string {
   if (input.kind === 'text') return 'text';
-  return input.tensors.map((t) => `${t.name}:${t.datatype}:${t.shape.slice(1).join('x')}`).sort().join('|');
+  return input.tensors
+    .map((t) => `${t.name}:${t.datatype}:${t.shape.slice(1).join('x')}`)
+    .sort()
+    .join('|');
 }
 
 /** Concatenates inputs of one signature along the batch dimension. */

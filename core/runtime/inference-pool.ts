@@ -128,7 +128,8 @@ export class InferencePool {
 
   /** Runs one inference of model `key` over `input` (which may hold several requests' rows). */
   run(key: string, input: NormalizedInput): Promise<RunResult> {
-    if (this.closed || this.threads.length === 0) return Promise.reject(new ServingError('MODEL_NOT_READY', 'no inference thread is running'));
+    if (this.closed || this.threads.length === 0)
+      return Promise.reject(new ServingError('MODEL_NOT_READY', 'no inference thread is running'));
     let thread = this.threads[0];
     for (const t of this.threads) if (t.inFlight < thread.inFlight) thread = t;
     const id = this.nextId++;

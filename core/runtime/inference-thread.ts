@@ -21,14 +21,22 @@ function post(msg: ThreadMessage, transfer: ArrayBuffer[] = []): void {
 function toTypedArray(datatype: string, values: ArrayLike<number>): ort.Tensor['data'] {
   if (datatype === 'FP32' && values instanceof Float32Array) return values;
   switch (datatype) {
-    case 'FP32': return Float32Array.from(values);
-    case 'FP64': return Float64Array.from(values);
-    case 'INT32': return Int32Array.from(values);
-    case 'INT64': return BigInt64Array.from(Array.from(values), (v) => BigInt(v));
-    case 'UINT8': return Uint8Array.from(values);
-    case 'INT8': return Int8Array.from(values);
-    case 'BOOL': return Uint8Array.from(values);
-    default: throw new Error(`unsupported datatype ${datatype}`);
+    case 'FP32':
+      return Float32Array.from(values);
+    case 'FP64':
+      return Float64Array.from(values);
+    case 'INT32':
+      return Int32Array.from(values);
+    case 'INT64':
+      return BigInt64Array.from(Array.from(values), (v) => BigInt(v));
+    case 'UINT8':
+      return Uint8Array.from(values);
+    case 'INT8':
+      return Int8Array.from(values);
+    case 'BOOL':
+      return Uint8Array.from(values);
+    default:
+      throw new Error(`unsupported datatype ${datatype}`);
   }
 }
 

@@ -53,11 +53,16 @@ export function sliceRows(outputs: OutputTensor[], start: number, count: number)
  * The first NaN or infinite value of any output, if one is there. JSON has no such numbers
  * (they would travel as null and come back as 0), and a label taken from them means nothing.
  */
-export function nonFiniteOutput(outputs: TensorValue[], start = 0, count = outputs[0]?.shape[0] ?? 0): { name: string; index: number; value: number } | undefined {
+export function nonFiniteOutput(
+  outputs: TensorValue[],
+  start = 0,
+  count = outputs[0]?.shape[0] ?? 0,
+): { name: string; index: number; value: number } | undefined {
   for (const o of outputs) {
     const width = o.shape.slice(1).reduce((a, b) => a * b, 1);
     const d = o.data;
-    for (let i = start * width; i < (start + count) * width; i++) if (!Number.isFinite(d[i])) return { name: o.name, index: i - start * width, value: d[i] };
+    for (let i = start * width; i < (start + count) * width; i++)
+      if (!Number.isFinite(d[i])) return { name: o.name, index: i - start * width, value: d[i] };
   }
   return undefined;
 }

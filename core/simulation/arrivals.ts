@@ -36,7 +36,9 @@ export interface Arrival {
 /** Checks a pattern's numbers; a shape that cannot have mean 1 is an error, not a silently different load. */
 export function checkPattern(p: ArrivalPattern): void {
   if (p.kind === 'bursty' && !(p.factor >= 1 && p.share > 0 && p.factor * p.share < 1 && p.cycleMs > 0)) {
-    throw new Error(`bursty arrivals need factor >= 1, share > 0, factor x share < 1 and cycleMs > 0 (got factor ${p.factor}, share ${p.share}, cycleMs ${p.cycleMs})`);
+    throw new Error(
+      `bursty arrivals need factor >= 1, share > 0, factor x share < 1 and cycleMs > 0 (got factor ${p.factor}, share ${p.share}, cycleMs ${p.cycleMs})`,
+    );
   }
   if (p.kind === 'ramp' && !(p.from >= 0 && p.to >= 0 && p.from + p.to > 0 && p.overMs > 0)) {
     throw new Error(`ramp arrivals need from, to >= 0, not both 0, and overMs > 0 (got ${p.from}, ${p.to}, ${p.overMs})`);

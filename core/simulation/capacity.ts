@@ -45,7 +45,13 @@ export async function planCapacity(req: CapacityRequest): Promise<CapacityPlan> 
   if (!(req.ratePerSec > 0)) throw new Error(`the target rate must be above 0 requests/s, got ${req.ratePerSec}`);
   if (!(req.sloMs > 0)) throw new Error(`the SLO must be above 0 ms, got ${req.sloMs}`);
   const slotsPerReplica = req.slotsPerReplica ?? req.profile.slotsPerReplica;
-  const scenario: Scenario = { service: new ServiceModel(req.profile), slots: slotsPerReplica, pattern: req.pattern ?? { kind: 'poisson' }, sloMs: req.sloMs, maxRows: req.maxRows };
+  const scenario: Scenario = {
+    service: new ServiceModel(req.profile),
+    slots: slotsPerReplica,
+    pattern: req.pattern ?? { kind: 'poisson' },
+    sloMs: req.sloMs,
+    maxRows: req.maxRows,
+  };
   let batching: BatchingSpec;
   let perReplica: number;
   if (req.batching) {
@@ -65,7 +71,15 @@ export async function planCapacity(req: CapacityRequest): Promise<CapacityPlan> 
     const r = await simulate(runSpec(scenario, batching, req.ratePerSec / replicas));
     if (r.withinSlo || replicas > 2 * Math.ceil(req.ratePerSec / perReplica) + 1) {
       const { offeredPerSec, p50, p99, waitMs, withinSlo, batchRows } = r;
-      return { policy: req.policy, batching, perReplicaPerSec: perReplica, replicas, slots: replicas * slotsPerReplica, slotsPerReplica, atSize: { offeredPerSec, p50, p99, waitMs, withinSlo, batchRows } };
+      return {
+        policy: req.policy,
+        batching,
+        perReplicaPerSec: perReplica,
+        replicas,
+        slots: replicas * slotsPerReplica,
+        slotsPerReplica,
+        atSize: { offeredPerSec, p50, p99, waitMs, withinSlo, batchRows },
+      };
     }
   }
 }

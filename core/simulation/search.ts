@@ -58,7 +58,11 @@ export function ceilingRate(s: Scenario, maxBatchSize: number): number {
  * bisection above `atLeast` (a rate known, or assumed, to hold). Runs at nearby rates see the
  * same requests squeezed (see arrivals.ts), so the verdict moves with the rate, not with luck.
  */
-export async function sustainableRate(s: Scenario, batching: BatchingSpec, options: { tolerance?: number; atLeast?: number } = {}): Promise<Sustained> {
+export async function sustainableRate(
+  s: Scenario,
+  batching: BatchingSpec,
+  options: { tolerance?: number; atLeast?: number } = {},
+): Promise<Sustained> {
   const ceiling = ceilingRate(s, batching.maxBatchSize);
   const step = ceiling * (options.tolerance ?? 0.01);
   let lo = options.atLeast ?? 0;
@@ -111,7 +115,11 @@ export function fixedGrid(s: Scenario, delays = GRID_DELAYS): BatchingSpec[] {
  * one whose ceiling is below that rate is not run. The best is exact as far as the verdict is
  * monotone in the rate, and most of the grid costs one run or none.
  */
-export async function bestFixed(s: Scenario, grid = fixedGrid(s), options: { tolerance?: number } = {}): Promise<{ best: FixedCandidate; tried: number; runs: number }> {
+export async function bestFixed(
+  s: Scenario,
+  grid = fixedGrid(s),
+  options: { tolerance?: number } = {},
+): Promise<{ best: FixedCandidate; tried: number; runs: number }> {
   let best: FixedCandidate | undefined;
   let runs = 0;
   for (const batching of grid) {

@@ -110,7 +110,10 @@ export function checkProfile(p: Profile): void {
   if (typeof p.source !== 'string' || !p.source) errors.push('source: required (where the numbers come from)');
   if (p.points !== undefined) {
     if (!Array.isArray(p.points) || p.points.length === 0) errors.push('points: a non-empty list of { rows, ms }');
-    else p.points.forEach((x, i) => { if (!(x.rows >= 1 && x.ms > 0)) errors.push(`points[${i}]: rows >= 1 and ms > 0 needed`); });
+    else
+      p.points.forEach((x, i) => {
+        if (!(x.rows >= 1 && x.ms > 0)) errors.push(`points[${i}]: rows >= 1 and ms > 0 needed`);
+      });
   } else if (!p.cost || !(p.cost.a >= 0 && p.cost.b >= 0 && p.cost.a + p.cost.b > 0)) {
     errors.push('cost: { a, b } with a, b >= 0 (or points) needed');
   }

@@ -23,7 +23,12 @@ export interface ShiftOutcome {
   rowsEnd: number;
 }
 
-export async function shiftRun(s: Scenario, batching: BatchingSpec, ratePerSec: number, shift: Omit<CostShift, 'atMs'> & { atShare?: number }): Promise<ShiftOutcome> {
+export async function shiftRun(
+  s: Scenario,
+  batching: BatchingSpec,
+  ratePerSec: number,
+  shift: Omit<CostShift, 'atMs'> & { atShare?: number },
+): Promise<ShiftOutcome> {
   const base = runSpec(s, batching, ratePerSec);
   const atMs = base.durationMs * (shift.atShare ?? 0.5);
   const service = new ServiceModel(s.service.profile, { atMs, perRowFactor: shift.perRowFactor });

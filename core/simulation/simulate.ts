@@ -103,7 +103,16 @@ export async function simulate(spec: SimulationSpec): Promise<SimulationResult> 
     const ms = spec.service.sampleMs(texts.length, clock.now(), rng.service);
     if (spec.keepBatches) {
       for (const t of texts) batchOf[Number(t)] = log.length;
-      log.push({ startMs: clock.now(), rows: texts.length, runMs: ms, limit: batcher.policy(MODEL).limit(), reason: 'full', worstMs: 0, latencies: [], late: 0 });
+      log.push({
+        startMs: clock.now(),
+        rows: texts.length,
+        runMs: ms,
+        limit: batcher.policy(MODEL).limit(),
+        reason: 'full',
+        worstMs: 0,
+        latencies: [],
+        late: 0,
+      });
     }
     return new Promise((resolve) => {
       clock.setTimer(() => {
@@ -194,7 +203,7 @@ export async function simulate(spec: SimulationSpec): Promise<SimulationResult> 
     const b = bucket(e.rows);
     batchSizes[b] = (batchSizes[b] ?? 0) + 1;
   }
-  const countedMs = Math.max(1, (clock.now() - spec.warmupMs));
+  const countedMs = Math.max(1, clock.now() - spec.warmupMs);
   const p99 = stoppedEarly ? Infinity : percentile(sorted, 99);
   return {
     offeredPerSec: spec.arrivals.ratePerSec,
@@ -208,7 +217,12 @@ export async function simulate(spec: SimulationSpec): Promise<SimulationResult> 
     withinSlo: !stoppedEarly && latencies.length > 0 && p99 <= spec.sloMs,
     deadlineMisses: misses,
     batches: events.length,
-    batchRows: { mean: batchRows.reduce((s, x) => s + x, 0) / Math.max(1, batchRows.length), p50: percentile(batchRows, 50), p95: percentile(batchRows, 95), max: batchRows[batchRows.length - 1] ?? 0 },
+    batchRows: {
+      mean: batchRows.reduce((s, x) => s + x, 0) / Math.max(1, batchRows.length),
+      p50: percentile(batchRows, 50),
+      p95: percentile(batchRows, 95),
+      max: batchRows[batchRows.length - 1] ?? 0,
+    },
     batchSizes,
     closeReasons,
     stoppedEarly,

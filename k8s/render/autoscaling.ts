@@ -37,12 +37,14 @@ export function scaledObject(ms: ModelServer, p: PoolSizing): IScaledObject {
   const component: Component = `worker-${p.pool}`;
   const { autoscaling } = ms.spec;
   const target = String(p.targetQueueDepth);
-  const triggers: IScaledObject['spec']['triggers'] = [{
-    type: 'redis',
-    name: 'wait-list',
-    metadata: { listName: `${ms.spec.redis.prefix}:${p.pool}:wait`, listLength: target },
-    authenticationRef: { name: componentName(ms, 'redis') },
-  }];
+  const triggers: IScaledObject['spec']['triggers'] = [
+    {
+      type: 'redis',
+      name: 'wait-list',
+      metadata: { listName: `${ms.spec.redis.prefix}:${p.pool}:wait`, listLength: target },
+      authenticationRef: { name: componentName(ms, 'redis') },
+    },
+  ];
   if (autoscaling.prometheus) {
     triggers.push({
       type: 'prometheus',
@@ -63,7 +65,12 @@ export function scaledObject(ms: ModelServer, p: PoolSizing): IScaledObject {
       advanced: {
         horizontalPodAutoscalerConfig: {
           // A worker that just loaded its models is expensive to lose: scale in slowly.
-          behavior: { scaleDown: { stabilizationWindowSeconds: autoscaling.cooldownSeconds, policies: [{ type: 'Pods', value: 1, periodSeconds: 60 }] } },
+          behavior: {
+            scaleDown: {
+              stabilizationWindowSeconds: autoscaling.cooldownSeconds,
+              policies: [{ type: 'Pods', value: 1, periodSeconds: 60 }],
+            },
+          },
         },
       },
       triggers,
@@ -71,7 +78,13 @@ export function scaledObject(ms: ModelServer, p: PoolSizing): IScaledObject {
   };
 }
 
-export function cpuAutoscaler(ms: ModelServer, component: Component, min: number, max: number, utilization: number): IHorizontalPodAutoscaler {
+export function cpuAutoscaler(
+  ms: ModelServer,
+  component: Component,
+  min: number,
+  max: number,
+  utilization: number,
+): IHorizontalPodAutoscaler {
   return {
     apiVersion: 'autoscaling/v2',
     kind: 'HorizontalPodAutoscaler',

@@ -16,7 +16,8 @@ import type { IScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1/Sca
 import type { ITriggerAuthentication } from '@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication';
 import type { ModelServer } from '../resource.ts';
 
-export type Manifest = IConfigMap | ISecret | IService | IDeployment | IPodDisruptionBudget | IHorizontalPodAutoscaler | IScaledObject | ITriggerAuthentication;
+export type Manifest =
+  IConfigMap | ISecret | IService | IDeployment | IPodDisruptionBudget | IHorizontalPodAutoscaler | IScaledObject | ITriggerAuthentication;
 
 export type Component = 'api' | 'worker-cpu' | 'worker-gpu' | 'redis' | 'config';
 

@@ -12,7 +12,16 @@ import { mib } from '../../core/sizing.ts';
 import type { PoolSizing } from '../plan.ts';
 import type { ModelServer } from '../resource.ts';
 import {
-  ANNOTATION, API_PORT, WORKER_HTTP_PORT, componentName, containerSecurityContext, metadata, podSecurityContext, selectorLabels, labels, type Component,
+  ANNOTATION,
+  API_PORT,
+  WORKER_HTTP_PORT,
+  componentName,
+  containerSecurityContext,
+  metadata,
+  podSecurityContext,
+  selectorLabels,
+  labels,
+  type Component,
 } from './common.ts';
 import { baseEnv, httpProbe, resources, volumeMounts, volumes } from './pod.ts';
 
@@ -32,15 +41,29 @@ function podSpec(ms: ModelServer, component: Component, container: IContainer, e
     terminationGracePeriodSeconds: GRACE_SECONDS,
     ...(ms.spec.image.pullSecrets?.length ? { imagePullSecrets: ms.spec.image.pullSecrets.map((name) => ({ name })) } : {}),
     // Spread replicas over nodes where possible, so one node's loss is not the whole pool's.
-    topologySpreadConstraints: [{ maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'ScheduleAnyway', labelSelector: { matchLabels: selectorLabels(ms, component) } }],
+    topologySpreadConstraints: [
+      {
+        maxSkew: 1,
+        topologyKey: 'kubernetes.io/hostname',
+        whenUnsatisfiable: 'ScheduleAnyway',
+        labelSelector: { matchLabels: selectorLabels(ms, component) },
+      },
+    ],
     ...extra,
     containers: [container],
     volumes: volumes(ms),
   };
 }
 
-function deployment(ms: ModelServer, component: Component, replicas: number | undefined, annotations: Record<string, string> | undefined,
-  podAnnotations: Record<string, string>, spec: IPodSpec, strategy?: IDeploymentStrategy): IDeployment {
+function deployment(
+  ms: ModelServer,
+  component: Component,
+  replicas: number | undefined,
+  annotations: Record<string, string> | undefined,
+  podAnnotations: Record<string, string>,
+  spec: IPodSpec,
+  strategy?: IDeploymentStrategy,
+): IDeployment {
   return {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
@@ -67,7 +90,10 @@ export function apiDeployment(ms: ModelServer, configHash: string): IDeployment 
   if (ms.spec.auth?.secretRef) {
     // Keys given means keys required: the server's default (off) is for local use only.
     env.push({ name: 'BATCHLINE_AUTH', value: 'true' });
-    env.push({ name: 'BATCHLINE_API_KEYS', valueFrom: { secretKeyRef: { name: ms.spec.auth.secretRef.name, key: ms.spec.auth.secretRef.key } } });
+    env.push({
+      name: 'BATCHLINE_API_KEYS',
+      valueFrom: { secretKeyRef: { name: ms.spec.auth.secretRef.name, key: ms.spec.auth.secretRef.key } },
+    });
   }
   const container: IContainer = {
     name: 'api',
@@ -84,13 +110,23 @@ export function apiDeployment(ms: ModelServer, configHash: string): IDeployment 
     volumeMounts: volumeMounts(ms),
   };
   const replicas = api.autoscaling ? undefined : api.replicas;
-  return deployment(ms, 'api', replicas, undefined, { [`${ANNOTATION}/config-hash`]: configHash, ...scrape(API_PORT) }, podSpec(ms, 'api', container, {}));
+  return deployment(
+    ms,
+    'api',
+    replicas,
+    undefined,
+    { [`${ANNOTATION}/config-hash`]: configHash, ...scrape(API_PORT) },
+    podSpec(ms, 'api', container, {}),
+  );
 }
 
 /** The sizing annotations of a worker Deployment. */
 export function sizingAnnotations(p: PoolSizing): Record<string, string> {
   const { plan, limits } = p;
-  const gpu = p.pool === 'gpu' ? ` gpus=${limits.gpus} gpu-memory=${limits.gpuMemoryBytes !== undefined ? mib(limits.gpuMemoryBytes) : 'unknown'}` : '';
+  const gpu =
+    p.pool === 'gpu'
+      ? ` gpus=${limits.gpus} gpu-memory=${limits.gpuMemoryBytes !== undefined ? mib(limits.gpuMemoryBytes) : 'unknown'}`
+      : '';
   return {
     [`${ANNOTATION}/slots`]: String(plan.slots),
     [`${ANNOTATION}/intra-op-threads`]: String(plan.intraOpThreads),
@@ -138,7 +174,16 @@ export function workerDeployment(ms: ModelServer, p: PoolSizing, configHash: str
   if (tolerations) extra.tolerations = tolerations;
   const replicas = ms.spec.autoscaling.provider === 'none' ? p.spec.autoscaling.minReplicas : undefined;
   // GPUs are rarely spare: replace GPU workers one at a time instead of surging.
-  const strategy: IDeploymentStrategy | undefined = gpu ? { type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } } : undefined;
-  return deployment(ms, component, replicas, sizingAnnotations(p), { [`${ANNOTATION}/config-hash`]: configHash, ...scrape(WORKER_HTTP_PORT) },
-    podSpec(ms, component, container, extra), strategy);
+  const strategy: IDeploymentStrategy | undefined = gpu
+    ? { type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } }
+    : undefined;
+  return deployment(
+    ms,
+    component,
+    replicas,
+    sizingAnnotations(p),
+    { [`${ANNOTATION}/config-hash`]: configHash, ...scrape(WORKER_HTTP_PORT) },
+    podSpec(ms, component, container, extra),
+    strategy,
+  );
 }

@@ -20,7 +20,8 @@ export function volumes(ms: ModelServer): IVolume[] {
   ];
   if (ms.spec.logs.toFile) out.push({ name: 'logs', emptyDir: { sizeLimit: '1Gi' } });
   for (const m of ms.spec.models) {
-    if (m.source.type === 'pvc') out.push({ name: volumeName(m.name), persistentVolumeClaim: { claimName: m.source.claimName ?? '', readOnly: true } });
+    if (m.source.type === 'pvc')
+      out.push({ name: volumeName(m.name), persistentVolumeClaim: { claimName: m.source.claimName ?? '', readOnly: true } });
   }
   return out;
 }
@@ -34,7 +35,12 @@ export function volumeMounts(ms: ModelServer): IVolumeMount[] {
   for (const m of ms.spec.models) {
     if (m.source.type !== 'pvc') continue;
     // Mounted over the model's folder: the claim (or its subPath) holds `config.yaml` and `<version>/model.onnx`.
-    out.push({ name: volumeName(m.name), mountPath: `${MODELS_DIR}/${m.name}`, readOnly: true, ...(m.source.subPath ? { subPath: m.source.subPath } : {}) });
+    out.push({
+      name: volumeName(m.name),
+      mountPath: `${MODELS_DIR}/${m.name}`,
+      readOnly: true,
+      ...(m.source.subPath ? { subPath: m.source.subPath } : {}),
+    });
   }
   return out;
 }

@@ -25,7 +25,11 @@ export function workerService(ms: ModelServer, p: PoolSizing): IService {
     apiVersion: 'v1',
     kind: 'Service',
     metadata: metadata(ms, componentName(ms, component), component),
-    spec: { clusterIP: 'None', selector: selectorLabels(ms, component), ports: [{ name: 'metrics', port: WORKER_HTTP_PORT, targetPort: 'metrics', protocol: 'TCP' }] },
+    spec: {
+      clusterIP: 'None',
+      selector: selectorLabels(ms, component),
+      ports: [{ name: 'metrics', port: WORKER_HTTP_PORT, targetPort: 'metrics', protocol: 'TCP' }],
+    },
   };
 }
 

@@ -60,11 +60,33 @@ function setStatus(text, cls = '') {
 
 /** A figure: a big number with its name; `data-figure` lets tests and people find it. */
 function figure(name, label, value, detail = '') {
-  return h('div', { class: 'figure', 'data-figure': name }, [h('div', { class: 'figure-value' }, [value]), h('div', { class: 'figure-label' }, [label, detail ? h('span', { class: 'muted' }, [` ${detail}`]) : null])]);
+  return h('div', { class: 'figure', 'data-figure': name }, [
+    h('div', { class: 'figure-value' }, [value]),
+    h('div', { class: 'figure-label' }, [label, detail ? h('span', { class: 'muted' }, [` ${detail}`]) : null]),
+  ]);
 }
 
 function table(headers, rows, attrs = {}) {
-  return h('table', attrs, [h('thead', {}, [h('tr', {}, headers.map((x) => h('th', {}, [x])))]), h('tbody', {}, rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, [c])))))]);
+  return h('table', attrs, [
+    h('thead', {}, [
+      h(
+        'tr',
+        {},
+        headers.map((x) => h('th', {}, [x])),
+      ),
+    ]),
+    h(
+      'tbody',
+      {},
+      rows.map((r) =>
+        h(
+          'tr',
+          {},
+          r.map((c) => h('td', {}, [c])),
+        ),
+      ),
+    ),
+  ]);
 }
 
 const shape = (t) => `${t.name} ${t.datatype}[${t.shape.map((d) => (d < 0 ? '?' : d)).join('×')}]`;
@@ -77,7 +99,12 @@ function renderHeader(stats) {
     sessionStorage.removeItem(KEY_STORAGE);
     location.reload();
   });
-  $('viewer').replaceChildren(h('span', { 'data-testid': 'viewer' }, [who]), v.authEnabled ? forget : '', stats.graphiql ? h('a', { href: '/graphql' }, ['GraphiQL']) : '', h('a', { href: '/metrics' }, ['/metrics']));
+  $('viewer').replaceChildren(
+    h('span', { 'data-testid': 'viewer' }, [who]),
+    v.authEnabled ? forget : '',
+    stats.graphiql ? h('a', { href: '/graphql' }, ['GraphiQL']) : '',
+    h('a', { href: '/metrics' }, ['/metrics']),
+  );
 }
 
 function renderDeployment(stats) {
@@ -92,19 +119,46 @@ function renderDeployment(stats) {
   if (stats.rejections) {
     for (const status of [429, 503, 504]) {
       const n = stats.rejections.filter((r) => r.status === status).reduce((a, r) => a + r.count, 0);
-      tiles.push(figure(`rejected-${status}`, `${status} refused`, String(n), stats.rejections.filter((r) => r.status === status).map((r) => r.code).join(' ')));
+      tiles.push(
+        figure(
+          `rejected-${status}`,
+          `${status} refused`,
+          String(n),
+          stats.rejections
+            .filter((r) => r.status === status)
+            .map((r) => r.code)
+            .join(' '),
+        ),
+      );
     }
   }
   $('deployment').replaceChildren(...tiles);
   const queues = stats.queues.map((q) => {
     const share = Math.min(1, q.waiting / Math.max(1, q.maxDepth));
-    const bar = h('div', { class: 'backlog', title: `${q.waiting} of ${q.maxDepth}` }, [h('span', { style: `width:${(share * 100).toFixed(1)}%`, class: share > 0.8 ? 'hot' : '' })]);
-    return [q.pool, String(q.waiting), String(q.active), String(q.delayed), String(q.failed), h('div', { class: 'backlog-cell' }, [bar, h('span', { class: 'muted' }, [`${q.waiting} / ${q.maxDepth}`])])];
+    const bar = h('div', { class: 'backlog', title: `${q.waiting} of ${q.maxDepth}` }, [
+      h('span', { style: `width:${(share * 100).toFixed(1)}%`, class: share > 0.8 ? 'hot' : '' }),
+    ]);
+    return [
+      q.pool,
+      String(q.waiting),
+      String(q.active),
+      String(q.delayed),
+      String(q.failed),
+      h('div', { class: 'backlog-cell' }, [bar, h('span', { class: 'muted' }, [`${q.waiting} / ${q.maxDepth}`])]),
+    ];
   });
-  $('queues').replaceChildren(table(['pool', 'waiting', 'active', 'delayed', 'failed', 'backlog / queue.maxDepth'], queues, { 'data-testid': 'queues' }));
+  $('queues').replaceChildren(
+    table(['pool', 'waiting', 'active', 'delayed', 'failed', 'backlog / queue.maxDepth'], queues, { 'data-testid': 'queues' }),
+  );
   if (stats.processes) {
     const since = (t) => new Date(t).toLocaleTimeString();
-    $('processes').replaceChildren(h('h2', {}, ['Processes']), table(['role', 'pool', 'host', 'pid', 'since'], stats.processes.map((p) => [p.role, p.pool ?? '', p.host, String(p.pid), since(p.startedAt)])));
+    $('processes').replaceChildren(
+      h('h2', {}, ['Processes']),
+      table(
+        ['role', 'pool', 'host', 'pid', 'since'],
+        stats.processes.map((p) => [p.role, p.pool ?? '', p.host, String(p.pid), since(p.startedAt)]),
+      ),
+    );
   } else {
     $('processes').replaceChildren();
   }
@@ -114,7 +168,13 @@ function modelCard(model) {
   const head = h('div', { class: 'card-head' });
   const versions = h('div', { class: 'versions' });
   const live = h('div', { class: 'live' });
-  const card = h('section', { class: 'card', 'data-testid': 'model', 'data-model': model.name }, [head, versions, live, h('h3', {}, ['Try it']), tryItForm(model, () => state.key)]);
+  const card = h('section', { class: 'card', 'data-testid': 'model', 'data-model': model.name }, [
+    head,
+    versions,
+    live,
+    h('h3', {}, ['Try it']),
+    tryItForm(model, () => state.key),
+  ]);
   return { card, head, versions, live };
 }
 
@@ -124,7 +184,9 @@ function renderModel(entry, m, windowSeconds) {
   const workers = Math.max(0, ...m.versions.map((v) => v.workers));
   entry.head.replaceChildren(
     h('h2', {}, [m.name]),
-    h('span', { class: `badge ${failed ? 'bad' : newest?.ready ? 'good' : 'warn'}`, 'data-testid': 'model-status' }, [failed ? 'FAILED' : newest?.ready ? 'ready' : 'no worker']),
+    h('span', { class: `badge ${failed ? 'bad' : newest?.ready ? 'good' : 'warn'}`, 'data-testid': 'model-status' }, [
+      failed ? 'FAILED' : newest?.ready ? 'ready' : 'no worker',
+    ]),
     h('span', { class: 'badge' }, [`pool ${newest?.pool ?? '?'}`]),
     h('span', { class: 'badge', 'data-testid': 'model-workers' }, [`${workers} worker${workers === 1 ? '' : 's'}`]),
   );
@@ -135,10 +197,13 @@ function renderModel(entry, m, windowSeconds) {
         v.version,
         v.error ? h('span', { class: 'error', title: v.error }, [`${v.status}: ${v.error}`]) : v.status,
         String(v.workers),
-        v.batching ? `${v.batching.policy}, ≤ ${v.batching.maxBatchSize} rows, ${v.batching.maxDelayMs} ms wait, SLO ${v.batching.sloMs} ms` : '–',
+        v.batching
+          ? `${v.batching.policy}, ≤ ${v.batching.maxBatchSize} rows, ${v.batching.maxDelayMs} ms wait, SLO ${v.batching.sloMs} ms`
+          : '–',
         v.batching?.limit == null ? '–' : String(v.batching.limit),
         v.inputs.map(shape).join(', ') + (m.acceptsText ? ' (from text)' : ''),
-        v.outputs.map(shape).join(', ') + (v.labels ? ` → ${v.labels.length > 4 ? `${v.labels.length} labels` : v.labels.join(' / ')}` : ''),
+        v.outputs.map(shape).join(', ') +
+          (v.labels ? ` → ${v.labels.length > 4 ? `${v.labels.length} labels` : v.labels.join(' / ')}` : ''),
       ]),
     ),
   );
@@ -155,7 +220,12 @@ function renderModel(entry, m, windowSeconds) {
     figure('latency-inference', 'inference p50 / p99', quantiles(inference)),
     figure('batches', 'batches/s', num(m.batchesPerSecond, 1), m.meanBatchRows == null ? '' : `mean ${num(m.meanBatchRows, 1)} rows`),
     figure('cache', 'cache hits', m.cacheHitRatio == null ? '–' : `${num(m.cacheHitRatio * 100, 0)} %`),
-    figure('drift', 'drift p-value', m.drift ? pValue(m.drift.pValue) : '–', m.drift ? `${m.drift.status.toLowerCase().replace('_', ' ')}, ${m.drift.samples} samples` : 'no report yet'),
+    figure(
+      'drift',
+      'drift p-value',
+      m.drift ? pValue(m.drift.pValue) : '–',
+      m.drift ? `${m.drift.status.toLowerCase().replace('_', ' ')}, ${m.drift.samples} samples` : 'no report yet',
+    ),
     figure('rejections', 'refused', String(rejected), m.rejections.map((r) => `${r.status} ${r.code} ${r.count}`).join(' · ')),
   ]);
   const at = (p) => Date.parse(p.at);
@@ -172,17 +242,35 @@ function renderModel(entry, m, windowSeconds) {
       { name: 'inference p50', cls: 's-inference', points: m.history.map((p) => ({ t: at(p), v: p.inferenceP50Ms })) },
     ],
   });
-  const ratePlot = lineChart({ from, to, unit: 'requests/s', series: [{ name: 'requests/s', cls: 's-rate', points: m.history.map((p) => ({ t: at(p), v: p.requestsPerSecond })) }] });
+  const ratePlot = lineChart({
+    from,
+    to,
+    unit: 'requests/s',
+    series: [{ name: 'requests/s', cls: 's-rate', points: m.history.map((p) => ({ t: at(p), v: p.requestsPerSecond })) }],
+  });
   // Bars up to the first bound that holds the model's largest batch; above it only if something landed there.
   const limit = Math.max(...m.versions.map((v) => v.batching?.maxBatchSize ?? 1));
   const upTo = m.batchSizes.findIndex((b) => b.rows === null || b.rows >= limit);
   const buckets = m.batchSizes.filter((b, i) => i <= upTo || b.count > 0);
-  const batchPlot = barChart({ unit: `batches by rows, last ${windowSeconds} s`, bars: buckets.map((b, i) => ({ label: b.rows === null ? `>${buckets[i - 1]?.rows ?? ''}` : `≤${b.rows}`, value: b.count })) });
-  const reasons = m.batchReasons.length ? m.batchReasons.map((r) => h('span', { class: 'chip' }, [`${r.label} ${r.count}`])) : [h('span', { class: 'muted' }, ['no batches'])];
+  const batchPlot = barChart({
+    unit: `batches by rows, last ${windowSeconds} s`,
+    bars: buckets.map((b, i) => ({ label: b.rows === null ? `>${buckets[i - 1]?.rows ?? ''}` : `≤${b.rows}`, value: b.count })),
+  });
+  const reasons = m.batchReasons.length
+    ? m.batchReasons.map((r) => h('span', { class: 'chip' }, [`${r.label} ${r.count}`]))
+    : [h('span', { class: 'muted' }, ['no batches'])];
   entry.live.replaceChildren(
     figures,
     h('div', { class: 'plots' }, [
-      h('figure', {}, [latencyPlot, h('figcaption', {}, [h('span', { class: 'key s-p50' }, ['total p50']), h('span', { class: 'key s-p99' }, ['total p99']), h('span', { class: 'key s-queue' }, ['queue p50']), h('span', { class: 'key s-inference' }, ['inference p50'])])]),
+      h('figure', {}, [
+        latencyPlot,
+        h('figcaption', {}, [
+          h('span', { class: 'key s-p50' }, ['total p50']),
+          h('span', { class: 'key s-p99' }, ['total p99']),
+          h('span', { class: 'key s-queue' }, ['queue p50']),
+          h('span', { class: 'key s-inference' }, ['inference p50']),
+        ]),
+      ]),
       h('figure', {}, [ratePlot, h('figcaption', {}, [`requests/s, ${HISTORY_MINUTES} min in 5 s steps`])]),
       h('figure', {}, [batchPlot, h('figcaption', { 'data-testid': 'close-reasons' }, ['closed: ', ...reasons])]),
     ]),

@@ -63,7 +63,8 @@ export function lineChart(o) {
     if (d) svg.append(s('path', { d, class: `line ${series.cls}` }, [s('title', {}, [series.name])]));
     // A point between two gaps has no segment to draw: mark it.
     series.points.forEach((p, i) => {
-      if (p.v !== null && series.points[i - 1]?.v == null && series.points[i + 1]?.v == null) svg.append(s('circle', { cx: x(p.t), cy: y(p.v), r: 2.5, class: `dot ${series.cls}` }));
+      if (p.v !== null && series.points[i - 1]?.v == null && series.points[i + 1]?.v == null)
+        svg.append(s('circle', { cx: x(p.t), cy: y(p.v), r: 2.5, class: `dot ${series.cls}` }));
     });
   }
   return svg;
@@ -91,7 +92,11 @@ export function barChart(o) {
   o.bars.forEach((b, i) => {
     const h = y(0) - y(b.value);
     const bx = L + i * slot + slot * 0.15;
-    svg.append(s('rect', { x: bx, y: y(b.value), width: slot * 0.7, height: Math.max(0, h), class: 'bar' }, [s('title', {}, [`${b.label}: ${fmt(b.value)}`])]));
+    svg.append(
+      s('rect', { x: bx, y: y(b.value), width: slot * 0.7, height: Math.max(0, h), class: 'bar' }, [
+        s('title', {}, [`${b.label}: ${fmt(b.value)}`]),
+      ]),
+    );
     svg.append(s('text', { x: bx + slot * 0.35, y: H - B + 13, class: 'tick', 'text-anchor': 'middle' }, [b.label]));
   });
   svg.append(s('text', { x: (L + W - R) / 2, y: H - 4, class: 'tick', 'text-anchor': 'middle' }, [o.unit]));

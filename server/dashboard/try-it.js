@@ -17,7 +17,12 @@ const PREDICT = `query TryIt($model: String!, $input: PredictionInput!) {
 export function parseNumbers(text) {
   const t = text.trim();
   if (!t) return [];
-  const values = t.startsWith('[') ? JSON.parse(t).flat(Infinity) : t.split(/[\s,]+/).filter(Boolean).map(Number);
+  const values = t.startsWith('[')
+    ? JSON.parse(t).flat(Infinity)
+    : t
+        .split(/[\s,]+/)
+        .filter(Boolean)
+        .map(Number);
   const bad = values.findIndex((v) => typeof v !== 'number' || !Number.isFinite(v));
   if (bad >= 0) throw new Error(`value ${bad + 1} is not a number`);
   return values;
@@ -44,12 +49,32 @@ const fixed = (v, d = 1) => (v == null ? '–' : Number(v).toFixed(d));
 
 function answerView(p) {
   const rows = [];
-  if (p.label != null) rows.push(h('div', { class: 'answer-label', 'data-testid': 'try-label' }, [p.label, h('span', { class: 'muted' }, [` ${fixed(p.score * 100, 1)} %`])]));
+  if (p.label != null)
+    rows.push(
+      h('div', { class: 'answer-label', 'data-testid': 'try-label' }, [
+        p.label,
+        h('span', { class: 'muted' }, [` ${fixed(p.score * 100, 1)} %`]),
+      ]),
+    );
   for (const c of p.probabilities ?? []) {
-    rows.push(h('div', { class: 'prob' }, [h('span', { class: 'prob-label' }, [c.label]), h('span', { class: 'prob-bar' }, [h('span', { style: `width:${(c.probability * 100).toFixed(1)}%` })]), h('span', { class: 'prob-value' }, [fixed(c.probability, 4)])]));
+    rows.push(
+      h('div', { class: 'prob' }, [
+        h('span', { class: 'prob-label' }, [c.label]),
+        h('span', { class: 'prob-bar' }, [h('span', { style: `width:${(c.probability * 100).toFixed(1)}%` })]),
+        h('span', { class: 'prob-value' }, [fixed(c.probability, 4)]),
+      ]),
+    );
   }
   if (p.label == null) {
-    for (const o of p.outputs) rows.push(h('pre', { class: 'tensor' }, [`${o.name} [${o.shape.join('×')}] ${o.datatype}: ${o.data.slice(0, 16).map((v) => fixed(v, 4)).join(', ')}${o.data.length > 16 ? ', …' : ''}`]));
+    for (const o of p.outputs)
+      rows.push(
+        h('pre', { class: 'tensor' }, [
+          `${o.name} [${o.shape.join('×')}] ${o.datatype}: ${o.data
+            .slice(0, 16)
+            .map((v) => fixed(v, 4))
+            .join(', ')}${o.data.length > 16 ? ', …' : ''}`,
+        ]),
+      );
   }
   const t = p.timings;
   rows.push(
@@ -73,11 +98,19 @@ export function tryItForm(model, apiKey) {
   const fields = [];
   let textBox;
   if (model.acceptsText) {
-    textBox = /** @type {HTMLInputElement} */ (h('input', { type: 'text', value: 'Maria', 'aria-label': 'text', 'data-testid': 'try-text' }));
+    textBox = /** @type {HTMLInputElement} */ (
+      h('input', { type: 'text', value: 'Maria', 'aria-label': 'text', 'data-testid': 'try-text' })
+    );
     fields.push(h('label', {}, ['text ', textBox]));
   } else {
     for (const spec of inputs) {
-      const box = /** @type {HTMLTextAreaElement} */ (h('textarea', { rows: 2, placeholder: `${spec.name}: ${spec.datatype} [${spec.shape.join(', ')}]: numbers, or a JSON array`, 'data-testid': `try-tensor-${spec.name}` }));
+      const box = /** @type {HTMLTextAreaElement} */ (
+        h('textarea', {
+          rows: 2,
+          placeholder: `${spec.name}: ${spec.datatype} [${spec.shape.join(', ')}]: numbers, or a JSON array`,
+          'data-testid': `try-tensor-${spec.name}`,
+        })
+      );
       const perRow = spec.shape.slice(1).reduce((a, b) => a * Math.max(1, b), 1);
       const fill = () => {
         box.value = Array.from({ length: perRow }, () => (Math.random() * 2 - 1).toFixed(3)).join(', ');
@@ -87,7 +120,16 @@ export function tryItForm(model, apiKey) {
       // A row to start from, when one is small enough to read.
       if (perRow <= 4096) fill();
       boxes.push({ spec, box });
-      fields.push(h('div', { class: 'tensor-field' }, [h('div', {}, [h('b', {}, [spec.name]), h('span', { class: 'muted' }, [` ${spec.datatype} [${spec.shape.join(', ')}] · `]), random]), box]));
+      fields.push(
+        h('div', { class: 'tensor-field' }, [
+          h('div', {}, [
+            h('b', {}, [spec.name]),
+            h('span', { class: 'muted' }, [` ${spec.datatype} [${spec.shape.join(', ')}] · `]),
+            random,
+          ]),
+          box,
+        ]),
+      );
     }
   }
   const submit = h('button', { type: 'submit' }, ['Predict']);
@@ -105,7 +147,10 @@ export function tryItForm(model, apiKey) {
     out.replaceChildren(h('div', { class: 'muted' }, ['asking…']));
     try {
       const r = await request(PREDICT, { model: model.name, input }, apiKey());
-      if (r.errors?.length) out.replaceChildren(h('div', { class: 'error', 'data-testid': 'try-error' }, [`${r.errors[0].extensions?.code ?? 'ERROR'}: ${r.errors[0].message}`]));
+      if (r.errors?.length)
+        out.replaceChildren(
+          h('div', { class: 'error', 'data-testid': 'try-error' }, [`${r.errors[0].extensions?.code ?? 'ERROR'}: ${r.errors[0].message}`]),
+        );
       else out.replaceChildren(...answerView(r.data.predict));
     } catch (e) {
       out.replaceChildren(h('div', { class: 'error' }, [String(e)]));

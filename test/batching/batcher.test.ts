@@ -25,7 +25,13 @@ function fakeRuntime(clock: ManualClock, latency: (rows: number) => number = () 
     const t = input.kind === 'text' ? { shape: [input.texts.length, 1], data: input.texts.map((_, i) => i) } : input.tensors[0];
     runs.push({ model, rows: t.shape[0] });
     return new Promise((resolve) => {
-      pending.push(() => resolve({ outputs: [{ name: 'y', datatype: 'FP32', shape: t.shape, data: Float32Array.from(t.data) }], inferenceMs: latency(t.shape[0]), rows: t.shape[0] }));
+      pending.push(() =>
+        resolve({
+          outputs: [{ name: 'y', datatype: 'FP32', shape: t.shape, data: Float32Array.from(t.data) }],
+          inferenceMs: latency(t.shape[0]),
+          rows: t.shape[0],
+        }),
+      );
     });
   };
   /** Completes every run started so far. */
@@ -43,7 +49,13 @@ function predictiveBatcher(slots: number) {
   const clock = new ManualClock();
   const rt = fakeRuntime(clock);
   const events: BatchEvent[] = [];
-  const b = new Batcher({ run: rt.run, spec: () => spec({ policy: 'predictive', maxBatchSize: 64, maxDelayMs: 50, sloMs: 100 }), clock, slots, onBatch: (e) => events.push(e) });
+  const b = new Batcher({
+    run: rt.run,
+    spec: () => spec({ policy: 'predictive', maxBatchSize: 64, maxDelayMs: 50, sloMs: 100 }),
+    clock,
+    slots,
+    onBatch: (e) => events.push(e),
+  });
   b.policy('m@1').observe(4, 4);
   b.policy('m@1').observe(8, 6);
   return { clock, rt, events, b };
@@ -59,7 +71,12 @@ describe('Batcher closing rules', () => {
     expect(rt.runs).toEqual([{ model: 'm@1', rows: 4 }]);
     await rt.finishAll();
     const out = await Promise.all(results);
-    expect(out.map((o) => o.outputs[0].data)).toEqual([[0, 1], [10, 11], [20, 21], [30, 31]]);
+    expect(out.map((o) => o.outputs[0].data)).toEqual([
+      [0, 1],
+      [10, 11],
+      [20, 21],
+      [30, 31],
+    ]);
     expect(events[0]).toMatchObject({ reason: 'full', rows: 4, requests: 4 });
   });
 
@@ -100,14 +117,22 @@ describe('Batcher closing rules', () => {
     void b.submit('m@1', rowsOf(2), 2);
     expect(rt.runs).toEqual([{ model: 'm@1', rows: 3 }]);
     clock.advance(10);
-    expect(rt.runs).toEqual([{ model: 'm@1', rows: 3 }, { model: 'm@1', rows: 2 }]);
+    expect(rt.runs).toEqual([
+      { model: 'm@1', rows: 3 },
+      { model: 'm@1', rows: 2 },
+    ]);
   });
 
   it('closes early (deadline) when waiting longer would miss the oldest request deadline', async () => {
     const clock = new ManualClock();
     const rt = fakeRuntime(clock);
     const events: BatchEvent[] = [];
-    const b = new Batcher({ run: rt.run, spec: () => spec({ policy: 'predictive', maxDelayMs: 50, sloMs: 100 }), clock, onBatch: (e) => events.push(e) });
+    const b = new Batcher({
+      run: rt.run,
+      spec: () => spec({ policy: 'predictive', maxDelayMs: 50, sloMs: 100 }),
+      clock,
+      onBatch: (e) => events.push(e),
+    });
     // Teach the policy that a batch of one takes 15 ms.
     b.policy('m@1').observe(1, 15);
     b.policy('m@1').observe(2, 15);
@@ -120,7 +145,7 @@ describe('Batcher closing rules', () => {
     expect(events[0].reason).toBe('deadline');
   });
 
-  it('predictive: with a slot free, a batch goes once its oldest request has waited one batch\'s fixed cost (idle)', async () => {
+  it("predictive: with a slot free, a batch goes once its oldest request has waited one batch's fixed cost (idle)", async () => {
     const { clock, rt, events, b } = predictiveBatcher(2);
     void b.submit('m@1', rowsOf(1), 1);
     clock.advance(1);
@@ -152,7 +177,13 @@ describe('Batcher closing rules', () => {
     const clock = new ManualClock();
     const rt = fakeRuntime(clock);
     const events: BatchEvent[] = [];
-    const b = new Batcher({ run: rt.run, spec: () => spec({ policy: 'aimd', maxBatchSize: 64, maxDelayMs: 2, sloMs: 100 }), clock, slots: 1, onBatch: (e) => events.push(e) });
+    const b = new Batcher({
+      run: rt.run,
+      spec: () => spec({ policy: 'aimd', maxBatchSize: 64, maxDelayMs: 2, sloMs: 100 }),
+      clock,
+      slots: 1,
+      onBatch: (e) => events.push(e),
+    });
     void b.submit('m@1', rowsOf(1), 1);
     expect(rt.runs).toEqual([{ model: 'm@1', rows: 1 }]);
     for (let i = 0; i < 3; i++) {
@@ -257,7 +288,12 @@ describe('batched inference on real onnxruntime', () => {
   beforeAll(async () => {
     const repo = await ModelRepository.scan(models);
     const mv = repo.find('mlp-bench')!;
-    pool = await InferencePool.start({ models: [{ key: 'mlp-bench@1', path: mv.path, config: mv.config }], threads: 1, intraOpThreads: 1, executionProvider: 'cpu' });
+    pool = await InferencePool.start({
+      models: [{ key: 'mlp-bench@1', path: mv.path, config: mv.config }],
+      threads: 1,
+      intraOpThreads: 1,
+      executionProvider: 'cpu',
+    });
   });
 
   afterAll(async () => {
@@ -270,7 +306,10 @@ describe('batched inference on real onnxruntime', () => {
     const requests = Array.from({ length: 12 }, (_, r) => {
       const rows = 1 + (r % 3);
       const data = Array.from({ length: rows * 512 }, (_, i) => Math.sin(r * 1000 + i));
-      return { rows, input: { kind: 'tensors', tensors: [{ name: 'input', datatype: 'FP32', shape: [rows, 512], data }] } as NormalizedInput };
+      return {
+        rows,
+        input: { kind: 'tensors', tensors: [{ name: 'input', datatype: 'FP32', shape: [rows, 512], data }] } as NormalizedInput,
+      };
     });
     const batched = requests.map((q) => b.submit('mlp-bench@1', q.input, q.rows));
     clock.advance(1000);

@@ -10,7 +10,10 @@ import { EdgeBatcher, type EdgeAnswer, type EdgeBatch } from '../../core/edge-ba
 import type { NormalizedInput } from '../../core/input.ts';
 import type { SyncReply } from '../../core/prediction.ts';
 
-const row = (v: number): NormalizedInput => ({ kind: 'tensors', tensors: [{ name: 'x', datatype: 'FP32', shape: [1, 2], data: Float32Array.of(v, v) }] });
+const row = (v: number): NormalizedInput => ({
+  kind: 'tensors',
+  tensors: [{ name: 'x', datatype: 'FP32', shape: [1, 2], data: Float32Array.of(v, v) }],
+});
 const LIMITS = { maxRows: 8, maxDelayMs: 2 };
 
 interface Sent {
@@ -45,7 +48,9 @@ function setup(maxInFlight = 2) {
       inferenceMs: 2,
       batchRows: s.batch.rows,
       parts: s.batch.segments.map((_, i) => {
-        const first = (s.batch.input as Extract<NormalizedInput, { kind: 'tensors' }>).tensors[0].data[2 * s.batch.segments.slice(0, i).reduce((a, b) => a + b, 0)];
+        const first = (s.batch.input as Extract<NormalizedInput, { kind: 'tensors' }>).tensors[0].data[
+          2 * s.batch.segments.slice(0, i).reduce((a, b) => a + b, 0)
+        ];
         return first === failRow
           ? { predictions: [], outputs: [], error: { code: 'NON_FINITE_OUTPUT' as const, message: 'inf' } }
           : { predictions: [{ label: String(first), score: 1, probabilities: null }], outputs: [] };
@@ -54,7 +59,10 @@ function setup(maxInFlight = 2) {
   const submit = (v: number, timeoutMs = 1000) => {
     const p = edge.submit('m@1', LIMITS, row(v), 1, timeoutMs, `req-${v}`);
     const out: { value?: EdgeAnswer; error?: Error } = {};
-    p.then((a) => (out.value = a), (e: Error) => (out.error = e));
+    p.then(
+      (a) => (out.value = a),
+      (e: Error) => (out.error = e),
+    );
     return out;
   };
   return { clock, sent, edge, answer, submit };
@@ -162,7 +170,14 @@ describe('edge batcher', () => {
     await flush();
     const last = sent[sent.length - 1];
     expect(last.batch.requestIds).toEqual(['req-4', 'req-5']);
-    last.resolve({ id: 'job', status: 'FAILED', error: { code: 'INFERENCE_FAILED', message: 'boom' }, queueMs: 0, inferenceMs: 0, batchRows: 0 });
+    last.resolve({
+      id: 'job',
+      status: 'FAILED',
+      error: { code: 'INFERENCE_FAILED', message: 'boom' },
+      queueMs: 0,
+      inferenceMs: 0,
+      batchRows: 0,
+    });
     await flush();
     expect(again.map((o) => (o.error as { code?: string }).code)).toEqual(['INFERENCE_FAILED', 'INFERENCE_FAILED']);
   });
@@ -170,7 +185,14 @@ describe('edge batcher', () => {
   it('rows of different shapes never share a batch', () => {
     const { sent, edge } = setup(1);
     void edge.submit('m@1', LIMITS, row(1), 1, 1000, 'a');
-    void edge.submit('m@1', LIMITS, { kind: 'tensors', tensors: [{ name: 'x', datatype: 'FP32', shape: [1, 3], data: Float32Array.of(1, 1, 1) }] }, 1, 1000, 'b');
+    void edge.submit(
+      'm@1',
+      LIMITS,
+      { kind: 'tensors', tensors: [{ name: 'x', datatype: 'FP32', shape: [1, 3], data: Float32Array.of(1, 1, 1) }] },
+      1,
+      1000,
+      'b',
+    );
     expect(sent.map((s) => s.batch.group)).toEqual(['m@1#x:FP32:2', 'm@1#x:FP32:3']);
   });
 });

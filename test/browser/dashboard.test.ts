@@ -56,10 +56,13 @@ describe('operations view', () => {
   it('moves its figures after a burst of predictions, without a reload', async () => {
     expect(await figure(page, 'name-gender', 'rps')).toBe('0.0');
     const before = await page.locator('[data-testid="status"]').getAttribute('data-at');
-    await Promise.all(Array.from({ length: 40 }, (_, i) => gql(stack.api.url, `{ predict(model: "name-gender", input: { text: "Burst${i}" }) { label } }`)));
+    await Promise.all(
+      Array.from({ length: 40 }, (_, i) => gql(stack.api.url, `{ predict(model: "name-gender", input: { text: "Burst${i}" }) { label } }`)),
+    );
     await expect.poll(async () => Number(await figure(page, 'name-gender', 'rps')), { timeout: 20_000 }).toBeGreaterThan(0);
     // Latency split into queue and inference, from the API and the worker.
-    for (const phase of ['total', 'queue', 'inference']) await expect.poll(() => figure(page, 'name-gender', `latency-${phase}`), { timeout: 20_000 }).toMatch(/^[\d.]+ \/ [\d.]+ ms$/);
+    for (const phase of ['total', 'queue', 'inference'])
+      await expect.poll(() => figure(page, 'name-gender', `latency-${phase}`), { timeout: 20_000 }).toMatch(/^[\d.]+ \/ [\d.]+ ms$/);
     await expect.poll(() => figure(page, 'name-gender', 'batches'), { timeout: 20_000 }).not.toBe('0.0');
     await expect.poll(() => card(page, 'name-gender').locator('[data-testid="close-reasons"]').innerText()).toMatch(/full \d+/);
     expect(await figure(page, 'name-gender', 'cache')).toBe('0 %');
@@ -72,7 +75,9 @@ describe('operations view', () => {
     await form.locator('[data-testid="try-text"]').fill('Maria');
     await form.getByRole('button', { name: 'Predict' }).click();
     await expect.poll(() => form.locator('[data-testid="try-label"]').innerText(), { timeout: 20_000 }).toMatch(/^female/);
-    expect(await form.locator('[data-testid="try-timings"]').innerText()).toMatch(/queue [\d.]+ ms · inference [\d.]+ ms · total [\d.]+ ms/);
+    expect(await form.locator('[data-testid="try-timings"]').innerText()).toMatch(
+      /queue [\d.]+ ms · inference [\d.]+ ms · total [\d.]+ ms/,
+    );
     // A bad answer is shown with its code, not swallowed.
     await form.locator('[data-testid="try-text"]').fill('');
     await form.getByRole('button', { name: 'Predict' }).click();
@@ -89,7 +94,14 @@ describe('operations view with auth on', () => {
 
   beforeAll(async () => {
     // A second replica on the same Redis: it shows the same deployment.
-    locked = await startApi({ redisUrl, prefix, env: { BATCHLINE_AUTH: 'true', BATCHLINE_API_KEYS: `web:${hashApiKey(KEYS.web)}:predict:name-gender;ops:${hashApiKey(KEYS.ops)}:predict:*,admin` } });
+    locked = await startApi({
+      redisUrl,
+      prefix,
+      env: {
+        BATCHLINE_AUTH: 'true',
+        BATCHLINE_API_KEYS: `web:${hashApiKey(KEYS.web)}:predict:name-gender;ops:${hashApiKey(KEYS.ops)}:predict:*,admin`,
+      },
+    });
     lockedOffline = await offlineContext(browser);
     page = await lockedOffline.context.newPage();
     await page.goto(pageUrl(locked));

@@ -59,7 +59,10 @@ describe('GraphiQL, offline', () => {
   });
 
   it('runs a subscription to its final event', async () => {
-    const ticket = await gql<{ submitPrediction: { id: string } }>(stack.api.url, 'mutation { submitPrediction(model: "name-gender", input: { text: "John" }) { id } }');
+    const ticket = await gql<{ submitPrediction: { id: string } }>(
+      stack.api.url,
+      'mutation { submitPrediction(model: "name-gender", input: { text: "John" }) { id } }',
+    );
     const id = ticket.body.data!.submitPrediction.id;
     await setOperation(`subscription { predictionResult(id: "${id}") { id status result { label } } }`);
     await page.locator('.graphiql-query-editor .view-lines').filter({ hasText: id }).waitFor();
@@ -72,7 +75,11 @@ describe('GraphiQL, offline', () => {
 
   it('with auth on, the key in the Headers tab reaches queries and subscriptions', async () => {
     const KEY = 'graphiql-5d0c7a19e2';
-    const locked: RunningApi = await startApi({ redisUrl, prefix, env: { BATCHLINE_AUTH: 'true', BATCHLINE_API_KEYS: `web:${hashApiKey(KEY)}:predict:name-gender` } });
+    const locked: RunningApi = await startApi({
+      redisUrl,
+      prefix,
+      env: { BATCHLINE_AUTH: 'true', BATCHLINE_API_KEYS: `web:${hashApiKey(KEY)}:predict:name-gender` },
+    });
     try {
       await page.goto(locked.url);
       await setOperation('{ predict(model: "name-gender", input: { text: "Maria" }) { label } }');
@@ -82,7 +89,12 @@ describe('GraphiQL, offline', () => {
       await setText(page.locator('.graphiql-editor-tool .monaco-editor').last(), `{"x-api-key": "${KEY}"}`);
       await run();
       await expect.poll(responseText, { timeout: 30_000 }).toMatch(/"label":\s*"female"/);
-      const ticket = await gql<{ submitPrediction: { id: string } }>(locked.url, 'mutation { submitPrediction(model: "name-gender", input: { text: "John" }) { id } }', {}, { 'x-api-key': KEY });
+      const ticket = await gql<{ submitPrediction: { id: string } }>(
+        locked.url,
+        'mutation { submitPrediction(model: "name-gender", input: { text: "John" }) { id } }',
+        {},
+        { 'x-api-key': KEY },
+      );
       const id = ticket.body.data!.submitPrediction.id;
       await setOperation(`subscription { predictionResult(id: "${id}") { status result { label } } }`);
       await run();

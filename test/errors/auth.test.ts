@@ -29,7 +29,11 @@ const KEYS = {
   bob: 'bob-9a8b7c6d5e4f', // predict:mlp-bench only
   ops: 'ops-0123456789ab', // admin only
 };
-const API_KEYS = [`alice:${hashApiKey(KEYS.alice)}:predict:*`, `bob:${hashApiKey(KEYS.bob)}:predict:mlp-bench`, `ops:${hashApiKey(KEYS.ops)}:admin`].join(';');
+const API_KEYS = [
+  `alice:${hashApiKey(KEYS.alice)}:predict:*`,
+  `bob:${hashApiKey(KEYS.bob)}:predict:mlp-bench`,
+  `ops:${hashApiKey(KEYS.ops)}:admin`,
+].join(';');
 const opts = { redisUrl, prefix, env: { BATCHLINE_AUTH: 'true', BATCHLINE_API_KEYS: API_KEYS } };
 
 const stack = useStack(opts, ['cpu']);
@@ -44,11 +48,21 @@ type Body = GqlResponse['body'];
 const codeOf = (body: Body) => body.errors?.[0]?.extensions?.code;
 
 /** SSE subscription with headers; every `next` payload until `complete`. */
-async function sse(url: string, query: string, variables: Record<string, unknown>, headers: Record<string, string>): Promise<{ status: number; events: Body[] }> {
+async function sse(
+  url: string,
+  query: string,
+  variables: Record<string, unknown>,
+  headers: Record<string, string>,
+): Promise<{ status: number; events: Body[] }> {
   const ctrl = new AbortController();
   const timer = setTimeout(() => ctrl.abort(), 20_000);
   try {
-    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers }, body: JSON.stringify({ query, variables }), signal: ctrl.signal });
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers },
+      body: JSON.stringify({ query, variables }),
+      signal: ctrl.signal,
+    });
     const text = await res.text();
     const events = text
       .split('\n\n')
@@ -82,7 +96,12 @@ async function withClient<T>(client: Client, fn: (c: Client) => Promise<T>): Pro
 }
 
 async function submitAs(k: string, model = 'name-gender', text = 'Maria'): Promise<string> {
-  const r = await gql<{ submitPrediction: { id: string } }>(stack.api.url, SUBMIT, { m: model, i: model === 'name-gender' ? { text } : { features: Array.from({ length: 512 }, () => 0.5) } }, key(k));
+  const r = await gql<{ submitPrediction: { id: string } }>(
+    stack.api.url,
+    SUBMIT,
+    { m: model, i: model === 'name-gender' ? { text } : { features: Array.from({ length: 512 }, () => 0.5) } },
+    key(k),
+  );
   expect(r.status).toBe(200);
   return r.body.data!.submitPrediction.id;
 }
@@ -105,7 +124,15 @@ describe('401 UNAUTHENTICATED', () => {
   });
 
   it('with an unknown key, an empty key, a hash instead of the key, or a key of the wrong case', async () => {
-    for (const headers of [key('nope'), key(''), key(hashApiKey(KEYS.alice)), key(KEYS.alice.toUpperCase()), { authorization: 'Bearer nope' }, { authorization: KEYS.alice }, { authorization: `Basic ${KEYS.alice}` }]) {
+    for (const headers of [
+      key('nope'),
+      key(''),
+      key(hashApiKey(KEYS.alice)),
+      key(KEYS.alice.toUpperCase()),
+      { authorization: 'Bearer nope' },
+      { authorization: KEYS.alice },
+      { authorization: `Basic ${KEYS.alice}` },
+    ]) {
       const r = await gql(stack.api.url, '{ models { name } }', {}, headers);
       expect(r.status, JSON.stringify(headers)).toBe(401);
       expect(codeOf(r.body)).toBe('UNAUTHENTICATED');
@@ -113,7 +140,9 @@ describe('401 UNAUTHENTICATED', () => {
   });
 
   it('over GET and over SSE too', async () => {
-    const get = await fetch(`${stack.api.url}?query=${encodeURIComponent('{ models { name } }')}`, { headers: { accept: 'application/json' } });
+    const get = await fetch(`${stack.api.url}?query=${encodeURIComponent('{ models { name } }')}`, {
+      headers: { accept: 'application/json' },
+    });
     expect(get.status).toBe(401);
     const s = await sse(stack.api.url, RESULT, { id: 'whatever' }, {});
     expect(s.status).toBe(401);
@@ -121,8 +150,18 @@ describe('401 UNAUTHENTICATED', () => {
   });
 
   it('WebSocket connections without a key or with an unknown one are closed with 4401', async () => {
-    for (const client of [ws(stack.api.ws), ws(stack.api.ws, { connectionParams: { apiKey: 'nope' } }), ws(stack.api.ws, { headers: key('nope') }), ws(stack.api.ws, { connectionParams: { headers: { authorization: 'Bearer nope' } } })]) {
-      const closed = await withClient(client, (c) => wsCollect(c, '{ __typename }', {}).then(() => undefined, (e: unknown) => e));
+    for (const client of [
+      ws(stack.api.ws),
+      ws(stack.api.ws, { connectionParams: { apiKey: 'nope' } }),
+      ws(stack.api.ws, { headers: key('nope') }),
+      ws(stack.api.ws, { connectionParams: { headers: { authorization: 'Bearer nope' } } }),
+    ]) {
+      const closed = await withClient(client, (c) =>
+        wsCollect(c, '{ __typename }', {}).then(
+          () => undefined,
+          (e: unknown) => e,
+        ),
+      );
       expect((closed as { code?: number }).code).toBe(4401);
     }
   });
@@ -209,7 +248,12 @@ describe('403 FORBIDDEN for a key scoped to another model', () => {
     expect(codeOf(s.events[0])).toBe('FORBIDDEN');
     expect(s.events[0].data ?? null).toBeNull();
 
-    const result = await withClient(ws(stack.api.ws, { connectionParams: { apiKey: KEYS.bob } }), (c) => wsCollect(c, RESULT, { id }).then((events) => events, (e: unknown) => e));
+    const result = await withClient(ws(stack.api.ws, { connectionParams: { apiKey: KEYS.bob } }), (c) =>
+      wsCollect(c, RESULT, { id }).then(
+        (events) => events,
+        (e: unknown) => e,
+      ),
+    );
     const errors = Array.isArray(result) && 'message' in (result[0] ?? {}) ? (result as Body['errors'])! : (result as Body[])[0]?.errors;
     expect(errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     expect(JSON.stringify(result)).not.toMatch(/Robert|"label"/);
@@ -305,8 +349,15 @@ describe('configuration', () => {
     expect(() => createAuthenticator({ ...base, keys: '' })).toThrow(/holds no key/);
     expect(() => createAuthenticator({ ...base, header: 'bad header' })).toThrow(/auth.header/);
     // The server itself refuses to start.
-    const config = { ...DEFAULT_CONFIG, redis: { url: redisUrl, prefix }, models: { ...DEFAULT_CONFIG.models, repository: REPO_MODELS }, auth: { ...base, keys: 'broken' } };
-    await expect(createApiServer({ config, logger: createLogger({ ...DEFAULT_CONFIG.log, level: 'silent' }) })).rejects.toThrow(/auth.keys entry 1/);
+    const config = {
+      ...DEFAULT_CONFIG,
+      redis: { url: redisUrl, prefix },
+      models: { ...DEFAULT_CONFIG.models, repository: REPO_MODELS },
+      auth: { ...base, keys: 'broken' },
+    };
+    await expect(createApiServer({ config, logger: createLogger({ ...DEFAULT_CONFIG.log, level: 'silent' }) })).rejects.toThrow(
+      /auth.keys entry 1/,
+    );
   });
 
   it('reads the configured header, and Bearer; auth off gives everyone the anonymous all-access principal', () => {
@@ -324,7 +375,17 @@ describe('configuration', () => {
 describe('keys never reach the logs', () => {
   it('at trace level, through 200s, 401s, 403s and WebSocket connections', async () => {
     const port = await freePort();
-    const env = { ...process.env, BATCHLINE_REDIS_URL: redisUrl, BATCHLINE_REDIS_PREFIX: prefix, BATCHLINE_MODELS: REPO_MODELS, BATCHLINE_AUTH: 'true', BATCHLINE_API_KEYS: API_KEYS, BATCHLINE_LOG_LEVEL: 'trace', BATCHLINE_HOST: '127.0.0.1', BATCHLINE_PORT: String(port) };
+    const env = {
+      ...process.env,
+      BATCHLINE_REDIS_URL: redisUrl,
+      BATCHLINE_REDIS_PREFIX: prefix,
+      BATCHLINE_MODELS: REPO_MODELS,
+      BATCHLINE_AUTH: 'true',
+      BATCHLINE_API_KEYS: API_KEYS,
+      BATCHLINE_LOG_LEVEL: 'trace',
+      BATCHLINE_HOST: '127.0.0.1',
+      BATCHLINE_PORT: String(port),
+    };
     const proc = spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -340,8 +401,12 @@ describe('keys never reach the logs', () => {
       await gql(url, PREDICT, { m: 'name-gender', i: { text: 'Maria' } }, { authorization: `Bearer ${KEYS.bob}` });
       await gql(url, '{ nope }', {}, key(KEYS.alice));
       await gql(url, '{ models { name } }', {}, key(wrong));
-      await withClient(ws(`ws://127.0.0.1:${port}/graphql`, { connectionParams: { apiKey: KEYS.ops } }), (c) => wsCollect(c, '{ models { name } }', {}));
-      await withClient(ws(`ws://127.0.0.1:${port}/graphql`, { connectionParams: { apiKey: wrong } }), (c) => wsCollect(c, '{ __typename }', {}).catch(() => undefined));
+      await withClient(ws(`ws://127.0.0.1:${port}/graphql`, { connectionParams: { apiKey: KEYS.ops } }), (c) =>
+        wsCollect(c, '{ models { name } }', {}),
+      );
+      await withClient(ws(`ws://127.0.0.1:${port}/graphql`, { connectionParams: { apiKey: wrong } }), (c) =>
+        wsCollect(c, '{ __typename }', {}).catch(() => undefined),
+      );
     } finally {
       await new Promise<void>((resolve) => {
         if (proc.exitCode !== null) return resolve();
@@ -356,9 +421,18 @@ describe('keys never reach the logs', () => {
   it('the logger redacts keys wherever a header, a connection payload or the config could carry one', () => {
     let out = '';
     const log = pino({ redact: { paths: REDACTED, censor: '[redacted]' } }, { write: (s: string) => void (out += s) });
-    log.info({ apiKey: 'k1', req: { headers: { 'x-api-key': 'k2', authorization: 'Bearer k3' } }, request: { headers: { 'x-api-key': 'k4' } } }, 'one');
-    log.info({ connectionParams: { apiKey: 'k5', headers: { authorization: 'Bearer k6' } }, ctx: { connectionParams: { apiKey: 'k7' } } }, 'two');
-    log.info({ headers: { authorization: 'Bearer k8' }, upgrade: { headers: { 'x-api-key': 'k9' } }, config: { auth: { keys: 'a:k10:admin' } } }, 'three');
+    log.info(
+      { apiKey: 'k1', req: { headers: { 'x-api-key': 'k2', authorization: 'Bearer k3' } }, request: { headers: { 'x-api-key': 'k4' } } },
+      'one',
+    );
+    log.info(
+      { connectionParams: { apiKey: 'k5', headers: { authorization: 'Bearer k6' } }, ctx: { connectionParams: { apiKey: 'k7' } } },
+      'two',
+    );
+    log.info(
+      { headers: { authorization: 'Bearer k8' }, upgrade: { headers: { 'x-api-key': 'k9' } }, config: { auth: { keys: 'a:k10:admin' } } },
+      'three',
+    );
     expect(out.split('\n').filter(Boolean)).toHaveLength(3);
     expect(out).not.toMatch(/k\d/);
     expect(out).toContain('[redacted]');

@@ -27,9 +27,15 @@ addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name:
 const opts = { redisUrl, prefix, models, env: { BATCHLINE_MAX_BODY_BYTES: '200000' } };
 const stack = useStack(opts, ['cpu']);
 
-const PREDICT = 'query($m: String!, $v: String, $i: PredictionInput!, $t: Int) { predict(model: $m, version: $v, input: $i, timeoutMs: $t) { label } }';
+const PREDICT =
+  'query($m: String!, $v: String, $i: PredictionInput!, $t: Int) { predict(model: $m, version: $v, input: $i, timeoutMs: $t) { label } }';
 
-async function expectError(res: Promise<{ status: number; headers: Headers; body: { errors?: { message: string; extensions?: Record<string, unknown> }[] } }>, status: number, code: string, message?: RegExp) {
+async function expectError(
+  res: Promise<{ status: number; headers: Headers; body: { errors?: { message: string; extensions?: Record<string, unknown> }[] } }>,
+  status: number,
+  code: string,
+  message?: RegExp,
+) {
   const r = await res;
   expect(r.status).toBe(status);
   expect(r.body.errors?.[0]?.extensions?.code).toBe(code);
@@ -40,25 +46,78 @@ async function expectError(res: Promise<{ status: number; headers: Headers; body
 describe('400 BAD_USER_INPUT names the field and what was expected', () => {
   const cases: [string, Record<string, unknown>, RegExp][] = [
     ['wrong length', { m: 'mlp-bench', i: { features: [1, 2, 3] } }, /input\.features: expected 512 values/],
-    ['wrong shape', { m: 'flex', i: { tensors: [{ name: 'x', shape: [2, 2, 1], datatype: 'FP32', data: [1, 2, 3, 4] }] } }, /input\.tensors\[0\]\.shape: expected rank 2/],
-    ['data not matching shape', { m: 'flex', i: { tensors: [{ name: 'x', shape: [2, 4], datatype: 'FP32', data: [1, 2, 3] }] } }, /needs 8 values, got 3/],
-    ['wrong dtype', { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'INT64', data: [1, 2, 3, 4] }] } }, /datatype: expected FP32/],
-    ['both data and base64', { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4], base64: 'AAAAAA==' }] } }, /input\.tensors\[0\]: give exactly one of data or base64/],
-    ['neither data nor base64', { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32' }] } }, /give exactly one of data or base64/],
-    ['base64 of the wrong length', { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', base64: 'AAAAAAAAAAA=' }] } }, /input\.tensors\[0\]\.base64: 4 FP32 values need 16 bytes, got 8/],
-    ['not base64', { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', base64: 'not base64!' }] } }, /expected standard base64/],
-    ['NaN in base64', { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 1], datatype: 'FP32', base64: Buffer.from(Float32Array.of(NaN).buffer).toString('base64') }] } }, /input\.tensors\[0\]\.base64\[0\]: expected a finite number, got NaN/],
-    ['unknown tensor', { m: 'flex', i: { tensors: [{ name: 'nope', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] } }, /has no input 'nope'/],
+    [
+      'wrong shape',
+      { m: 'flex', i: { tensors: [{ name: 'x', shape: [2, 2, 1], datatype: 'FP32', data: [1, 2, 3, 4] }] } },
+      /input\.tensors\[0\]\.shape: expected rank 2/,
+    ],
+    [
+      'data not matching shape',
+      { m: 'flex', i: { tensors: [{ name: 'x', shape: [2, 4], datatype: 'FP32', data: [1, 2, 3] }] } },
+      /needs 8 values, got 3/,
+    ],
+    [
+      'wrong dtype',
+      { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'INT64', data: [1, 2, 3, 4] }] } },
+      /datatype: expected FP32/,
+    ],
+    [
+      'both data and base64',
+      { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4], base64: 'AAAAAA==' }] } },
+      /input\.tensors\[0\]: give exactly one of data or base64/,
+    ],
+    [
+      'neither data nor base64',
+      { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32' }] } },
+      /give exactly one of data or base64/,
+    ],
+    [
+      'base64 of the wrong length',
+      { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', base64: 'AAAAAAAAAAA=' }] } },
+      /input\.tensors\[0\]\.base64: 4 FP32 values need 16 bytes, got 8/,
+    ],
+    [
+      'not base64',
+      { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', base64: 'not base64!' }] } },
+      /expected standard base64/,
+    ],
+    [
+      'NaN in base64',
+      {
+        m: 'flex',
+        i: {
+          tensors: [{ name: 'x', shape: [1, 1], datatype: 'FP32', base64: Buffer.from(Float32Array.of(NaN).buffer).toString('base64') }],
+        },
+      },
+      /input\.tensors\[0\]\.base64\[0\]: expected a finite number, got NaN/,
+    ],
+    [
+      'unknown tensor',
+      { m: 'flex', i: { tensors: [{ name: 'nope', shape: [1, 4], datatype: 'FP32', data: [1, 2, 3, 4] }] } },
+      /has no input 'nope'/,
+    ],
     ['empty text', { m: 'name-gender', i: { text: '   ' } }, /input\.text: expected a non-empty string/],
     ['empty instances', { m: 'mlp-bench', i: { instances: [] } }, /expected at least one row/],
     ['no input form', { m: 'name-gender', i: {} }, /give one of/],
     ['two input forms', { m: 'name-gender', i: { text: 'Ann', texts: ['Bob'] } }, /give only one of text, texts/],
     ['text to a tensor model', { m: 'mlp-bench', i: { text: 'hello' } }, /takes no text/],
-    ['too many rows', { m: 'name-gender', i: { texts: Array.from({ length: 300 }, () => 'Ann') } }, /at most 256 rows per request, got 300 \(the model's maxRowsPerRequest is 256, the server's predict\.maxRows is 1024\)/],
+    [
+      'too many rows',
+      { m: 'name-gender', i: { texts: Array.from({ length: 300 }, () => 'Ann') } },
+      /at most 256 rows per request, got 300 \(the model's maxRowsPerRequest is 256, the server's predict\.maxRows is 1024\)/,
+    ],
     ['text too long', { m: 'name-gender', i: { text: 'x'.repeat(65) } }, /at most 64 characters/],
     ['bad timeout', { m: 'name-gender', i: { text: 'Ann' }, t: -5 }, /timeoutMs: expected a positive integer/],
-    ['a value beyond FP32 in features', { m: 'name-gender', i: { features: [1e39, ...Array.from({ length: 1023 }, () => 0)] } }, /input\.features\[0\]: 1e\+39 is outside the range of FP32/],
-    ['a value beyond FP32 in a tensor', { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [0, 0, -4e38, 0] }] } }, /input\.tensors\[0\]\.data\[2\]: -4e\+38 is outside the range of FP32/],
+    [
+      'a value beyond FP32 in features',
+      { m: 'name-gender', i: { features: [1e39, ...Array.from({ length: 1023 }, () => 0)] } },
+      /input\.features\[0\]: 1e\+39 is outside the range of FP32/,
+    ],
+    [
+      'a value beyond FP32 in a tensor',
+      { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [0, 0, -4e38, 0] }] } },
+      /input\.tensors\[0\]\.data\[2\]: -4e\+38 is outside the range of FP32/,
+    ],
   ];
   for (const [name, vars, message] of cases) {
     it(name, async () => {
@@ -71,7 +130,12 @@ describe('400 BAD_USER_INPUT names the field and what was expected', () => {
   }
 
   it('NaN and Infinity cannot pass as numbers', async () => {
-    await expectError(gql(stack.api.url, PREDICT, { m: 'mlp-bench', i: { features: ['NaN', 1, 2, 3] } }), 400, 'BAD_USER_INPUT', /Float cannot represent/);
+    await expectError(
+      gql(stack.api.url, PREDICT, { m: 'mlp-bench', i: { features: ['NaN', 1, 2, 3] } }),
+      400,
+      'BAD_USER_INPUT',
+      /Float cannot represent/,
+    );
     const body = '{"query":"{ predict(model: \\"mlp-bench\\", input: { features: [1, 2, 3, Infinity] }) { label } }"}';
     const res = await fetch(stack.api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
     expect(res.status).toBe(400);
@@ -82,11 +146,20 @@ describe('400 BAD_USER_INPUT names the field and what was expected', () => {
   });
 
   it('a priority out of range is refused', async () => {
-    await expectError(gql(stack.api.url, 'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }, priority: 11) { id } }'), 400, 'BAD_USER_INPUT', /priority/);
+    await expectError(
+      gql(stack.api.url, 'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }, priority: 11) { id } }'),
+      400,
+      'BAD_USER_INPUT',
+      /priority/,
+    );
   });
 
   it('a body that is not GraphQL (text/plain) is 415 with a coded error, not an empty body', async () => {
-    const res = await fetch(stack.api.url, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: '{"query":"{ __typename }"}' });
+    const res = await fetch(stack.api.url, {
+      method: 'POST',
+      headers: { 'content-type': 'text/plain' },
+      body: '{"query":"{ __typename }"}',
+    });
     expect(res.status).toBe(415);
     const body = (await res.json()) as { errors: { message: string; extensions: { code: string } }[] };
     expect(body.errors[0].extensions.code).toBe('UNSUPPORTED_MEDIA_TYPE');
@@ -94,7 +167,11 @@ describe('400 BAD_USER_INPUT names the field and what was expected', () => {
   });
 
   it('malformed JSON and unknown fields answer 400', async () => {
-    const res = await fetch(stack.api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"query": "{ predict(' });
+    const res = await fetch(stack.api.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"query": "{ predict(',
+    });
     expect(res.status).toBe(400);
     await expectError(gql(stack.api.url, '{ nope }'), 400, 'GRAPHQL_VALIDATION_FAILED');
   });
@@ -111,11 +188,24 @@ describe('a model output that is NaN or infinite is a coded error, never a numbe
   });
 
   it('asynchronous: the subscriber and the poller both see FAILED with NON_FINITE_OUTPUT', async () => {
-    const sub = await gql<{ submitPrediction: { id: string } }>(stack.api.url, 'mutation($m: String!, $i: PredictionInput!) { submitPrediction(model: $m, input: $i) { id } }', overflowing);
+    const sub = await gql<{ submitPrediction: { id: string } }>(
+      stack.api.url,
+      'mutation($m: String!, $i: PredictionInput!) { submitPrediction(model: $m, input: $i) { id } }',
+      overflowing,
+    );
     const id = sub.body.data!.submitPrediction.id;
-    const events = await sseCollect(stack.api.url, 'subscription($id: ID!) { predictionResult(id: $id) { status result { score } error { code } } }', { id });
-    expect(events.events).toEqual([{ data: { predictionResult: { status: 'FAILED', result: null, error: { code: 'NON_FINITE_OUTPUT' } } } }]);
-    const polled = await gql(stack.api.url, '{ prediction(id: "' + id + '") { status result { score outputs { data } } error { code message } } }');
+    const events = await sseCollect(
+      stack.api.url,
+      'subscription($id: ID!) { predictionResult(id: $id) { status result { score } error { code } } }',
+      { id },
+    );
+    expect(events.events).toEqual([
+      { data: { predictionResult: { status: 'FAILED', result: null, error: { code: 'NON_FINITE_OUTPUT' } } } },
+    ]);
+    const polled = await gql(
+      stack.api.url,
+      '{ prediction(id: "' + id + '") { status result { score outputs { data } } error { code message } } }',
+    );
     expect(polled.status).toBe(200);
     expect(polled.body.data).toMatchObject({ prediction: { status: 'FAILED', result: null, error: { code: 'NON_FINITE_OUTPUT' } } });
   });
@@ -123,7 +213,10 @@ describe('a model output that is NaN or infinite is a coded error, never a numbe
 
 describe('introspection under the default limits', () => {
   it('the standard introspection query (GraphiQL, codegen) is answered; nesting it deeper is refused', async () => {
-    const r = await gql<{ __schema: { types: unknown[] } }>(stack.api.url, getIntrospectionQuery({ inputValueDeprecation: true, schemaDescription: true, specifiedByUrl: true, directiveIsRepeatable: true }));
+    const r = await gql<{ __schema: { types: unknown[] } }>(
+      stack.api.url,
+      getIntrospectionQuery({ inputValueDeprecation: true, schemaDescription: true, specifiedByUrl: true, directiveIsRepeatable: true }),
+    );
     expect(r.status).toBe(200);
     expect(r.body.data!.__schema.types.length).toBeGreaterThan(10);
     const deeper = `{ __schema { types { fields { type { ${'ofType { '.repeat(30)}name${' }'.repeat(30)} } } } } }`;
@@ -133,14 +226,19 @@ describe('introspection under the default limits', () => {
 
 describe('404 for unknown things', () => {
   it('unknown model', () => expectError(gql(stack.api.url, PREDICT, { m: 'nope', i: { text: 'x' } }), 404, 'MODEL_NOT_FOUND'));
-  it('unknown version', () => expectError(gql(stack.api.url, PREDICT, { m: 'name-gender', v: '99', i: { text: 'Ann' } }), 404, 'MODEL_VERSION_NOT_FOUND'));
-  it('unknown prediction id, polled', () => expectError(gql(stack.api.url, '{ prediction(id: "no-such-id") { status } }'), 404, 'PREDICTION_NOT_FOUND'));
+  it('unknown version', () =>
+    expectError(gql(stack.api.url, PREDICT, { m: 'name-gender', v: '99', i: { text: 'Ann' } }), 404, 'MODEL_VERSION_NOT_FOUND'));
+  it('unknown prediction id, polled', () =>
+    expectError(gql(stack.api.url, '{ prediction(id: "no-such-id") { status } }'), 404, 'PREDICTION_NOT_FOUND'));
   it('unknown prediction id over graphql-sse’s own client: it reads PREDICTION_NOT_FOUND (a 404 status made it a network error)', async () => {
     const client = createSseClient({ url: stack.api.url, retryAttempts: 0 });
     try {
       const got = await new Promise<unknown>((resolve) => {
         const seen: unknown[] = [];
-        client.subscribe({ query: 'subscription { predictionResult(id: "no-such-id") { status } }' }, { next: (v) => void seen.push(v), error: (e) => resolve({ error: String(e) }), complete: () => resolve(seen) });
+        client.subscribe(
+          { query: 'subscription { predictionResult(id: "no-such-id") { status } }' },
+          { next: (v) => void seen.push(v), error: (e) => resolve({ error: String(e) }), complete: () => resolve(seen) },
+        );
       });
       expect(got).toMatchObject([{ errors: [{ extensions: { code: 'PREDICTION_NOT_FOUND' } }] }]);
     } finally {
@@ -165,19 +263,34 @@ describe('404 for unknown things', () => {
 describe('limits, failures and deadlines', () => {
   it('413 for a body over the size limit', async () => {
     const big = Array.from({ length: 60_000 }, () => 1.2345);
-    const res = await fetch(stack.api.url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: PREDICT, variables: { m: 'flex', i: { features: big } } }) });
+    const res = await fetch(stack.api.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ query: PREDICT, variables: { m: 'flex', i: { features: big } } }),
+    });
     expect(res.status).toBe(413);
     expect(((await res.json()) as { errors: { extensions: { code: string } }[] }).errors[0].extensions.code).toBe('PAYLOAD_TOO_LARGE');
   });
 
   it('500 INFERENCE_FAILED when the model cannot run the input, without a stack trace', async () => {
-    const r = await expectError(gql(stack.api.url, PREDICT, { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 5], datatype: 'FP32', data: [1, 2, 3, 4, 5] }] } }), 500, 'INFERENCE_FAILED');
+    const r = await expectError(
+      gql(stack.api.url, PREDICT, { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 5], datatype: 'FP32', data: [1, 2, 3, 4, 5] }] } }),
+      500,
+      'INFERENCE_FAILED',
+    );
     expect(JSON.stringify(r.body)).not.toMatch(/\bat .*\.(ts|js):\d+|onnxruntime|stack/i);
   });
 
   it('a failure reaches the subscriber as a FAILED event with its code', async () => {
-    const t = await gql<{ submitPrediction: { id: string } }>(stack.api.url, 'mutation { submitPrediction(model: "flex", input: { tensors: [{ name: "x", shape: [1, 5], datatype: "FP32", data: [1, 2, 3, 4, 5] }] }) { id } }');
-    const { events } = await sseCollect(stack.api.url, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code message } } }', { id: t.body.data!.submitPrediction.id });
+    const t = await gql<{ submitPrediction: { id: string } }>(
+      stack.api.url,
+      'mutation { submitPrediction(model: "flex", input: { tensors: [{ name: "x", shape: [1, 5], datatype: "FP32", data: [1, 2, 3, 4, 5] }] }) { id } }',
+    );
+    const { events } = await sseCollect(
+      stack.api.url,
+      'subscription($id: ID!) { predictionResult(id: $id) { status error { code message } } }',
+      { id: t.body.data!.submitPrediction.id },
+    );
     expect(events).toHaveLength(1);
     expect(events[0].data).toMatchObject({ predictionResult: { status: 'FAILED', error: { code: 'INFERENCE_FAILED' } } });
   });
@@ -185,8 +298,13 @@ describe('limits, failures and deadlines', () => {
   it('tiny deadlines (1-10 ms) answer 200 or 504 DEADLINE_EXCEEDED, and the process lives', async () => {
     // A 1 ms timer fires while the enqueue is still in flight: once an unhandled rejection
     // that ended the process (and with it every test of this file).
-    const runs = await Promise.all(Array.from({ length: 60 }, (_, k) => gql(stack.api.url, PREDICT, { m: 'name-gender', i: { text: `Zq${k}t${Date.now()}` }, t: 1 + (k % 10) })));
-    for (const r of runs) if (r.status !== 200) expect([r.status, r.body.errors?.[0]?.extensions?.code]).toEqual([504, 'DEADLINE_EXCEEDED']);
+    const runs = await Promise.all(
+      Array.from({ length: 60 }, (_, k) =>
+        gql(stack.api.url, PREDICT, { m: 'name-gender', i: { text: `Zq${k}t${Date.now()}` }, t: 1 + (k % 10) }),
+      ),
+    );
+    for (const r of runs)
+      if (r.status !== 200) expect([r.status, r.body.errors?.[0]?.extensions?.code]).toEqual([504, 'DEADLINE_EXCEEDED']);
     expect(runs.some((r) => r.status === 504)).toBe(true);
     expect((await gql(stack.api.url, '{ __typename }')).status).toBe(200);
   });
@@ -262,7 +380,10 @@ describe('503 with Retry-After while Redis is unreachable', () => {
       if ((await fetch(downApi.url.replace('/graphql', '/ready'))).status === 200) break;
       await new Promise((r) => setTimeout(r, 100));
     }
-    const r = await gql<{ submitPrediction: { id: string } }>(downApi.url, 'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }) { id status } }');
+    const r = await gql<{ submitPrediction: { id: string } }>(
+      downApi.url,
+      'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }) { id status } }',
+    );
     expect(r.status).toBe(200);
   });
 });

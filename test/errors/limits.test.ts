@@ -26,7 +26,13 @@ const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('limits');
 
 // Small limits, so that valid queries of this schema can pass or cross each of them.
-const LIMITS = { BATCHLINE_MAX_DEPTH: '3', BATCHLINE_MAX_ALIASES: '3', BATCHLINE_MAX_TOKENS: '200', BATCHLINE_MAX_COST: '100', BATCHLINE_MAX_BODY_BYTES: '200000' };
+const LIMITS = {
+  BATCHLINE_MAX_DEPTH: '3',
+  BATCHLINE_MAX_ALIASES: '3',
+  BATCHLINE_MAX_TOKENS: '200',
+  BATCHLINE_MAX_COST: '100',
+  BATCHLINE_MAX_BODY_BYTES: '200000',
+};
 
 interface Served {
   url: string;
@@ -36,7 +42,11 @@ interface Served {
 
 /** `batchline serve` in a child process on a free port. */
 async function serve(p: string, env: Record<string, string>): Promise<Served> {
-  const child = await spawnCli(['serve'], { redisUrl, prefix: p, env: { ...env, BATCHLINE_HOST: '127.0.0.1', BATCHLINE_PORT: '0' } }, /"msg":"API listening"/);
+  const child = await spawnCli(
+    ['serve'],
+    { redisUrl, prefix: p, env: { ...env, BATCHLINE_HOST: '127.0.0.1', BATCHLINE_PORT: '0' } },
+    /"msg":"API listening"/,
+  );
   const port = /"port":(\d+)[^\n]*"msg":"API listening"/.exec(child.output())![1];
   return { url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql`, child };
 }
@@ -46,7 +56,10 @@ let locked: Served;
 
 beforeAll(async () => {
   // `locked` also lifts the token limit, so that documents deep enough to exhaust the parser's stack get through to it.
-  [api, locked] = await Promise.all([serve(prefix, LIMITS), serve(prefix, { BATCHLINE_INTROSPECTION: 'false', BATCHLINE_GRAPHIQL: 'false', BATCHLINE_MAX_TOKENS: '10000000' })]);
+  [api, locked] = await Promise.all([
+    serve(prefix, LIMITS),
+    serve(prefix, { BATCHLINE_INTROSPECTION: 'false', BATCHLINE_GRAPHIQL: 'false', BATCHLINE_MAX_TOKENS: '10000000' }),
+  ]);
 });
 
 afterAll(async () => {
@@ -68,7 +81,10 @@ const OVER = {
   cost: [`{ models { ${Array.from({ length: 70 }, () => 'name').join(' ')} } }`, /Cost limit of 100 exceeded, found 107/],
   // A fragment used shallow first, then deeper, does not hide the depth: the 2025 fragment-cache
   // bypass of graphql-armor's max-depth (fixed by 2.4.2, installed here).
-  fragmentDepth: [`{ models { ...MV } model(name: "name-gender") { versions { ...MV } } } fragment MV on ModelVersion { inputs { name } }`, /depth limit of 3 exceeded, found 4/],
+  fragmentDepth: [
+    `{ models { ...MV } model(name: "name-gender") { versions { ...MV } } } fragment MV on ModelVersion { inputs { name } }`,
+    /depth limit of 3 exceeded, found 4/,
+  ],
 } as const;
 const UNDER = {
   depth: `{ models { inputs { name } } }`,
@@ -101,13 +117,23 @@ describe('query limits over HTTP', () => {
 
   it('400 whatever the Accept header, and the same over GET and SSE', async () => {
     for (const accept of ['application/json', 'application/graphql-response+json', '*/*']) {
-      const r = await fetch(api.url, { method: 'POST', headers: { 'content-type': 'application/json', accept }, body: JSON.stringify({ query: OVER.aliases[0] }) });
+      const r = await fetch(api.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept },
+        body: JSON.stringify({ query: OVER.aliases[0] }),
+      });
       expect(r.status, accept).toBe(400);
     }
     const get = await fetch(`${api.url}?query=${encodeURIComponent(OVER.depth[0])}`, { headers: { accept: 'application/json' } });
     expect(get.status).toBe(400);
     expect(codeOf((await get.json()) as Body)).toBe('GRAPHQL_VALIDATION_FAILED');
-    const sse = await fetch(api.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify({ query: `subscription { ${Array.from({ length: 4 }, (_, i) => `a${i}: predictionResult(id: "x") { status }`).join(' ')} }` }) });
+    const sse = await fetch(api.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      body: JSON.stringify({
+        query: `subscription { ${Array.from({ length: 4 }, (_, i) => `a${i}: predictionResult(id: "x") { status }`).join(' ')} }`,
+      }),
+    });
     expect(sse.status).toBe(400);
     expect(await sse.text()).toMatch(/GRAPHQL_VALIDATION_FAILED/);
   });
@@ -138,11 +164,20 @@ describe('malformed requests are 4xx, never 500', () => {
     const u = new URL(api.url);
     const send = (size: number) =>
       new Promise<{ status: number; body: string }>((resolve, reject) => {
-        const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {
-          let body = '';
-          res.on('data', (d: Buffer) => (body += d.toString()));
-          res.on('end', () => resolve({ status: res.statusCode!, body }));
-        });
+        const req = request(
+          {
+            host: u.hostname,
+            port: u.port,
+            path: u.pathname,
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' },
+          },
+          (res) => {
+            let body = '';
+            res.on('data', (d: Buffer) => (body += d.toString()));
+            res.on('end', () => resolve({ status: res.statusCode!, body }));
+          },
+        );
         req.on('error', reject);
         const text = JSON.stringify({ query: '{ __typename }', variables: { pad: 'x'.repeat(size) } });
         for (let i = 0; i < text.length; i += 16_384) req.write(text.slice(i, i + 16_384));
@@ -162,7 +197,9 @@ describe('malformed requests are 4xx, never 500', () => {
     socket.on('error', () => {});
     const ended = new Promise<void>((resolve) => socket.once('close', () => resolve()));
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
-    socket.write(`POST ${u.pathname} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n`);
+    socket.write(
+      `POST ${u.pathname} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n`,
+    );
     const chunk = `{"query":"{ __typename }","variables":{"pad":"${'x'.repeat(16_000)}`;
     // Over the 200 KB limit, and never finished: a client still uploading when the 413 comes.
     for (let i = 0; i < 16; i++) socket.write(`${Buffer.byteLength(chunk).toString(16)}\r\n${chunk}\r\n`);
@@ -174,16 +211,25 @@ describe('malformed requests are 4xx, never 500', () => {
 
   it('GET and form parameters that are not JSON: 400 BAD_USER_INPUT', async () => {
     for (const params of ['variables=notjson', 'extensions=%7B', 'variables=%5B1']) {
-      const r = await fetch(`${api.url}?query=${encodeURIComponent('{ __typename }')}&${params}`, { headers: { accept: 'application/json' } });
+      const r = await fetch(`${api.url}?query=${encodeURIComponent('{ __typename }')}&${params}`, {
+        headers: { accept: 'application/json' },
+      });
       expect(r.status, params).toBe(400);
       expect(codeOf((await r.json()) as Body)).toBe('BAD_USER_INPUT');
     }
-    const form = await fetch(api.url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'query=%7B__typename%7D&variables=%ZZ' });
+    const form = await fetch(api.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'query=%7B__typename%7D&variables=%ZZ',
+    });
     expect(form.status).toBe(400);
   });
 
   it('a document nested deeper than the parser’s stack: 400 GRAPHQL_PARSE_FAILED, over HTTP and WebSocket', async () => {
-    const deep = [`{ ${'a { '.repeat(20_000)}b${' }'.repeat(20_000)} }`, `{ predict(model: "x", input: { features: ${'['.repeat(20_000)}1${']'.repeat(20_000)} }) { label } }`];
+    const deep = [
+      `{ ${'a { '.repeat(20_000)}b${' }'.repeat(20_000)} }`,
+      `{ predict(model: "x", input: { features: ${'['.repeat(20_000)}1${']'.repeat(20_000)} }) { label } }`,
+    ];
     for (const query of deep) {
       const r = await gql(locked.url, query);
       expect(r.status).toBe(400);
@@ -209,7 +255,10 @@ describe('query limits over WebSocket (yoga.getEnveloped applies the same plugin
   afterAll(() => client?.dispose());
 
   const wsErrors = async (query: string): Promise<Body['errors']> => {
-    const r = await wsCollect(client, query, {}).then((events) => events, (e: unknown) => e);
+    const r = await wsCollect(client, query, {}).then(
+      (events) => events,
+      (e: unknown) => e,
+    );
     if (Array.isArray(r) && r.length && 'message' in r[0]) return r as Body['errors'];
     if (Array.isArray(r)) return (r as Body[])[0]?.errors;
     throw new Error(`socket closed: ${JSON.stringify(r)}`);
@@ -325,10 +374,20 @@ describe('rate limits', () => {
   });
 
   it('over SSE and WebSocket the limited key is refused with the same code', async () => {
-    const sse = await fetch(one.url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream', 'x-api-key': KEYS.a }, body: JSON.stringify({ query: 'subscription { predictionResult(id: "x") { status } }' }) });
+    const sse = await fetch(one.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', 'x-api-key': KEYS.a },
+      body: JSON.stringify({ query: 'subscription { predictionResult(id: "x") { status } }' }),
+    });
     expect(sse.status).toBe(429);
     expect(sse.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
-    const client = createClient({ url: one.ws, webSocketImpl: WebSocket, retryAttempts: 0, lazy: true, connectionParams: { apiKey: KEYS.a } });
+    const client = createClient({
+      url: one.ws,
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      lazy: true,
+      connectionParams: { apiKey: KEYS.a },
+    });
     try {
       const r = await wsCollect(client, '{ __typename }', {}).catch((e: unknown) => e);
       expect(JSON.stringify(r)).toMatch(/RATE_LIMITED/);

@@ -16,7 +16,21 @@ let url: string;
 const rssMb = (pid: number): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 
 beforeAll(async () => {
-  api = await spawnCli(['serve'], { redisUrl, prefix, env: { BATCHLINE_HOST: '127.0.0.1', BATCHLINE_PORT: '0', BATCHLINE_MAX_BODY_BYTES: String(1024 * 1024), BATCHLINE_MAINTENANCE: 'false', NODE_OPTIONS: '--max-old-space-size=160' } }, /"msg":"API listening"/);
+  api = await spawnCli(
+    ['serve'],
+    {
+      redisUrl,
+      prefix,
+      env: {
+        BATCHLINE_HOST: '127.0.0.1',
+        BATCHLINE_PORT: '0',
+        BATCHLINE_MAX_BODY_BYTES: String(1024 * 1024),
+        BATCHLINE_MAINTENANCE: 'false',
+        NODE_OPTIONS: '--max-old-space-size=160',
+      },
+    },
+    /"msg":"API listening"/,
+  );
   url = `http://127.0.0.1:${listeningPort(api)}/graphql`;
 });
 
@@ -35,7 +49,11 @@ describe('the parse cache is bounded by bytes', () => {
       Array.from({ length: 4 }, async () => {
         while (next < 300) {
           const k = next++;
-          const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query: `{ model(name: "${k}${pad}") { name } }` }) });
+          const res = await fetch(url, {
+            method: 'POST',
+            headers: { 'content-type': 'application/json' },
+            body: JSON.stringify({ query: `{ model(name: "${k}${pad}") { name } }` }),
+          });
           await res.arrayBuffer();
           statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
         }

@@ -15,11 +15,12 @@ const SUBMIT = 'mutation($i: PredictionInput!) { submitPrediction(model: "mlp-be
 const RESULT = 'subscription($id: ID!) { predictionResult(id: $id) { id status error { code } } }';
 const row = (n: number) => ({ features: Array.from({ length: 512 }, (_, i) => Math.sin(n + i)) });
 
-
 async function submitMany(url: string, n: number): Promise<string[]> {
   const ids: string[] = [];
   for (let i = 0; i < n; i += 25) {
-    const rs = await Promise.all(Array.from({ length: Math.min(25, n - i) }, (_, k) => gql<{ submitPrediction: { id: string } }>(url, SUBMIT, { i: row(i + k) })));
+    const rs = await Promise.all(
+      Array.from({ length: Math.min(25, n - i) }, (_, k) => gql<{ submitPrediction: { id: string } }>(url, SUBMIT, { i: row(i + k) })),
+    );
     for (const r of rs) {
       expect(r.body.errors).toBeUndefined();
       ids.push(r.body.data!.submitPrediction.id);
@@ -44,7 +45,11 @@ async function countResults(redisUrl: string, prefix: string): Promise<{ counts:
 describe('SIGTERM on a worker', () => {
   const redisUrl = inject('redisUrl');
   const prefix = uniquePrefix('sigterm-w');
-  const opts = { redisUrl, prefix, env: { BATCHLINE_LOCK_DURATION_MS: '2000', BATCHLINE_SHUTDOWN_TIMEOUT_MS: '5000', BATCHLINE_MAINTENANCE: 'false' } };
+  const opts = {
+    redisUrl,
+    prefix,
+    env: { BATCHLINE_LOCK_DURATION_MS: '2000', BATCHLINE_SHUTDOWN_TIMEOUT_MS: '5000', BATCHLINE_MAINTENANCE: 'false' },
+  };
   let api: RunningApi;
   afterAll(async () => {
     await api?.close();
@@ -100,9 +105,17 @@ describe('SIGTERM on the API', () => {
     // A synchronous predict waits: the only gpu worker is frozen (alive and registered, taking nothing).
     const worker = await startWorker('gpu', opts);
     worker.proc.kill('SIGSTOP');
-    const inflight = gql<{ predict: { label: string } }>(url, '{ predict(model: "mlp-bench", input: { features: [' + Array(512).fill(0.5).join(',') + '] }) { label } }');
+    const inflight = gql<{ predict: { label: string } }>(
+      url,
+      '{ predict(model: "mlp-bench", input: { features: [' + Array(512).fill(0.5).join(',') + '] }) { label } }',
+    );
     const redis = new Redis(redisUrl);
-    await until(async () => (await redis.pubsub('NUMSUB', `${prefix}:result:${a}`))[1] === 1 && (await redis.pubsub('NUMSUB', `${prefix}:result:${b}`))[1] === 1, 'both subscriptions');
+    await until(
+      async () =>
+        (await redis.pubsub('NUMSUB', `${prefix}:result:${a}`))[1] === 1 &&
+        (await redis.pubsub('NUMSUB', `${prefix}:result:${b}`))[1] === 1,
+      'both subscriptions',
+    );
     redis.disconnect();
     // The predict has reached the API once its job is queued (the two submitted jobs are there too).
     const gpu = new Queue('gpu', { connection: { url: redisUrl }, prefix });
@@ -122,7 +135,9 @@ describe('SIGTERM on the API', () => {
       expect(sseEvents).toHaveLength(1);
       expect(sseEvents[0].errors![0].extensions!.code).toBe('SERVICE_UNAVAILABLE');
       const wsResult = await ws;
-      const wsErrors = (wsResult.events[0]?.errors ?? (wsResult.error as { extensions?: Record<string, unknown> }[])) as { extensions?: Record<string, unknown> }[];
+      const wsErrors = (wsResult.events[0]?.errors ?? (wsResult.error as { extensions?: Record<string, unknown> }[])) as {
+        extensions?: Record<string, unknown>;
+      }[];
       expect(wsErrors[0].extensions!.code).toBe('SERVICE_UNAVAILABLE');
     } finally {
       await client.dispose();
@@ -138,11 +153,20 @@ describe('SIGTERM on the API', () => {
     const worker = await startWorker('gpu', opts);
     try {
       const [id] = await submitMany(url, 1);
-      await until(async () => (await gql<{ prediction: { status: string } }>(url, 'query($id: ID!) { prediction(id: $id) { status } }', { id })).body.data!.prediction.status === 'COMPLETED', 'completion');
+      await until(
+        async () =>
+          (await gql<{ prediction: { status: string } }>(url, 'query($id: ID!) { prediction(id: $id) { status } }', { id })).body.data!
+            .prediction.status === 'COMPLETED',
+        'completion',
+      );
       expect(await first.stop()).toBe(0);
       const second = await spawnCli(['serve', '--port', String(port)], opts, /"msg":"API listening"/);
       try {
-        const r = await gql<{ prediction: { status: string; result: { predictions: unknown[] } } }>(url, 'query($id: ID!) { prediction(id: $id) { status result { predictions { label } } } }', { id });
+        const r = await gql<{ prediction: { status: string; result: { predictions: unknown[] } } }>(
+          url,
+          'query($id: ID!) { prediction(id: $id) { status result { predictions { label } } } }',
+          { id },
+        );
         expect(r.body.data!.prediction.status).toBe('COMPLETED');
         expect(r.body.data!.prediction.result.predictions).toHaveLength(1);
       } finally {
@@ -210,7 +234,9 @@ describe('Redis stopped and restarted (AOF on)', () => {
     try {
       worker = await startWorker('gpu', opts);
       await until(async () => {
-        const statuses = await Promise.all(ids.map((id) => gql<{ prediction: { status: string } }>(api.url, 'query($id: ID!) { prediction(id: $id) { status } }', { id })));
+        const statuses = await Promise.all(
+          ids.map((id) => gql<{ prediction: { status: string } }>(api.url, 'query($id: ID!) { prediction(id: $id) { status } }', { id })),
+        );
         return statuses.every((s) => s.body.data?.prediction.status === 'COMPLETED');
       }, 'every accepted job to complete');
       const { events } = await sse;

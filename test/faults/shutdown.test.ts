@@ -17,7 +17,12 @@ import { until } from '../support/wait.ts';
 const DRAIN_MS = 1000;
 const SHUTDOWN_TIMEOUT_MS = 2000;
 const DEADLINE_MS = SHUTDOWN_TIMEOUT_MS + 10_000;
-const bounded = { BATCHLINE_DRAIN_MS: String(DRAIN_MS), BATCHLINE_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS), BATCHLINE_LOCK_DURATION_MS: '2000', BATCHLINE_HOST: '127.0.0.1' };
+const bounded = {
+  BATCHLINE_DRAIN_MS: String(DRAIN_MS),
+  BATCHLINE_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
+  BATCHLINE_LOCK_DURATION_MS: '2000',
+  BATCHLINE_HOST: '127.0.0.1',
+};
 const SUBMIT = 'mutation($i: PredictionInput!) { submitPrediction(model: "mlp-bench", input: $i) { id } }';
 const row = (n: number) => ({ features: Array.from({ length: 512 }, (_, i) => Math.cos(n + i)) });
 
@@ -91,10 +96,12 @@ describe('SIGTERM after Redis has stopped', () => {
     const o = { redisUrl: redis.url, prefix: uniquePrefix('bound-worker'), env: { ...bounded, BATCHLINE_MAINTENANCE: 'false' } };
     api = await startApi(o);
     const ids: string[] = [];
-    for (let i = 0; i < 200; i++) ids.push((await gql<{ submitPrediction: { id: string } }>(api.url, SUBMIT, { i: row(i) })).body.data!.submitPrediction.id);
+    for (let i = 0; i < 200; i++)
+      ids.push((await gql<{ submitPrediction: { id: string } }>(api.url, SUBMIT, { i: row(i) })).body.data!.submitPrediction.id);
     // One job at a time: there is always one in hand when Redis goes.
     const worker = await startWorker('gpu', { ...o, env: { ...o.env, BATCHLINE_WORKER_CONCURRENCY: '1' } });
-    const status = (id: string) => gql<{ prediction: { status: string } | null }>(api!.url, 'query($id: ID!) { prediction(id: $id) { status } }', { id });
+    const status = (id: string) =>
+      gql<{ prediction: { status: string } | null }>(api!.url, 'query($id: ID!) { prediction(id: $id) { status } }', { id });
     await until(async () => (await status(ids[5])).body.data?.prediction?.status === 'COMPLETED', 'the worker to be under way');
     await redis.stop(true); // SIGKILL; AOF (appendfsync always) keeps what was written.
 
@@ -108,7 +115,10 @@ describe('SIGTERM after Redis has stopped', () => {
     await until(async () => (await fetch(api!.url.replace('/graphql', '/ready'))).status === 200, 'the API ready again');
     const second = await startWorker('gpu', o);
     try {
-      await until(async () => (await Promise.all(ids.map(status))).every((s) => s.body.data?.prediction?.status === 'COMPLETED'), 'every job, the abandoned ones too, to complete');
+      await until(
+        async () => (await Promise.all(ids.map(status))).every((s) => s.body.data?.prediction?.status === 'COMPLETED'),
+        'every job, the abandoned ones too, to complete',
+      );
     } finally {
       await second.stop();
       await dropPrefix(redis.url, o.prefix);

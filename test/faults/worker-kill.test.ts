@@ -15,7 +15,11 @@ const prefix = uniquePrefix('kill');
 // Short locks so a dead worker's jobs come back in seconds, not BullMQ's default 30 s.
 // One inference thread and 32-row jobs: the work outlasts the test's reaction to "N results",
 // so each kill lands while the worker holds jobs, however late the test process is scheduled.
-const opts = { redisUrl, prefix, env: { BATCHLINE_LOCK_DURATION_MS: '2000', BATCHLINE_WORKER_THREADS: '1', BATCHLINE_INTRA_OP_THREADS: '1' } };
+const opts = {
+  redisUrl,
+  prefix,
+  env: { BATCHLINE_LOCK_DURATION_MS: '2000', BATCHLINE_WORKER_THREADS: '1', BATCHLINE_INTRA_OP_THREADS: '1' },
+};
 const ROWS = 32;
 let api: RunningApi;
 let listener: Redis;
@@ -45,7 +49,6 @@ afterAll(async () => {
   await dropPrefix(redisUrl, prefix);
 });
 
-
 describe('worker killed mid-batch', () => {
   it('loses no job and answers each exactly once, over several kills', async () => {
     const JOBS = 400;
@@ -55,9 +58,13 @@ describe('worker killed mid-batch', () => {
     const submits = Array.from({ length: JOBS }, (_, n) => {
       rows[0] = n; // every job's input differs
       const base64 = Buffer.from(rows.buffer).toString('base64');
-      return gql<{ submitPrediction: { id: string } }>(api.url, 'mutation($i: PredictionInput!) { submitPrediction(model: "mlp-bench", input: $i) { id } }', {
-        i: { tensors: [{ name: 'input', shape: [ROWS, 512], datatype: 'FP32', base64 }] },
-      });
+      return gql<{ submitPrediction: { id: string } }>(
+        api.url,
+        'mutation($i: PredictionInput!) { submitPrediction(model: "mlp-bench", input: $i) { id } }',
+        {
+          i: { tensors: [{ name: 'input', shape: [ROWS, 512], datatype: 'FP32', base64 }] },
+        },
+      );
     });
     for (const s of await Promise.all(submits)) {
       expect(s.body.errors).toBeUndefined();
@@ -83,7 +90,11 @@ describe('worker killed mid-batch', () => {
     expect(recovered).toBeGreaterThan(0);
     expect(lost).toBe(0);
     expect(duplicated).toBe(0);
-    const sample = await gql<{ prediction: { status: string; result: { predictions: unknown[] } } }>(api.url, 'query($id: ID!) { prediction(id: $id) { status result { predictions { label } } } }', { id: ids[0] });
+    const sample = await gql<{ prediction: { status: string; result: { predictions: unknown[] } } }>(
+      api.url,
+      'query($id: ID!) { prediction(id: $id) { status result { predictions { label } } } }',
+      { id: ids[0] },
+    );
     expect(sample.body.data!.prediction.status).toBe('COMPLETED');
     expect(sample.body.data!.prediction.result.predictions).toHaveLength(ROWS);
   });

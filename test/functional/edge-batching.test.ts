@@ -25,10 +25,15 @@ cpSync(join(REPO_MODELS, 'name-gender'), join(models, 'ng'), { recursive: true }
 const ngConfig = parse(readFileSync(join(models, 'ng', 'config.yaml'), 'utf8')) as Record<string, unknown>;
 writeFileSync(join(models, 'ng', 'config.yaml'), stringify({ ...ngConfig, name: 'ng', cache: { enabled: false } }));
 // Batches at the edge, but its graph takes 4 values a row: rows of 5 fail inside onnxruntime.
-addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }], batching: { policy: 'fixed', maxBatchSize: 32, maxDelayMs: 5, sloMs: 50 } });
+addModel(models, 'flex', '1', linearOnnx(), {
+  ...LINEAR_CONFIG,
+  inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }],
+  batching: { policy: 'fixed', maxBatchSize: 32, maxDelayMs: 5, sloMs: 50 },
+});
 const stack = useStack({ redisUrl, prefix, models, env: { BATCHLINE_MAINTENANCE: 'false' } }, ['cpu']);
 
-const PREDICT = 'query($m: String!, $i: PredictionInput!) { predict(model: $m, input: $i) { label probabilities { label probability } batchRows } }';
+const PREDICT =
+  'query($m: String!, $i: PredictionInput!) { predict(model: $m, input: $i) { label probabilities { label probability } batchRows } }';
 const NAMES = ['Maria', 'John', 'Aiko', 'Pedro', 'Olga', 'Sven', 'Fatima', 'Liam', 'Chen', 'Zara', 'Ivan', 'Noor'];
 
 /** Jobs the API sent for synchronous requests of `model` (its edge batches), from its own /metrics. */
@@ -52,7 +57,9 @@ describe('synchronous requests batch at the edge, in the cpu pool too', () => {
     }
     const before = await jobsSent('ng');
     const names = Array.from({ length: 48 }, (_, k) => NAMES[k % NAMES.length]);
-    const together = await Promise.all(names.map((name) => gql<{ predict: Answer }>(stack.api.url, PREDICT, { m: 'ng', i: { text: name } })));
+    const together = await Promise.all(
+      names.map((name) => gql<{ predict: Answer }>(stack.api.url, PREDICT, { m: 'ng', i: { text: name } })),
+    );
     const jobs = (await jobsSent('ng')) - before;
     expect(jobs).toBeGreaterThan(0);
     expect(jobs).toBeLessThan(names.length);
@@ -70,8 +77,16 @@ describe('synchronous requests batch at the edge, in the cpu pool too', () => {
 
   it('a job that fails in the worker fails every request in it with the worker’s code, once each', async () => {
     const before = await jobsSent('flex');
-    const runs = await Promise.all(Array.from({ length: 24 }, (_, k) => gql(stack.api.url, 'query($i: PredictionInput!) { predict(model: "flex", input: $i) { outputs { data } } }', { i: { tensors: [{ name: 'x', shape: [1, 5], datatype: 'FP32', data: [k, 1, 2, 3, 4] }] } })));
-    expect(runs.map((r) => [r.status, r.body.errors?.length, r.body.errors?.[0]?.extensions?.code])).toEqual(runs.map(() => [500, 1, 'INFERENCE_FAILED']));
+    const runs = await Promise.all(
+      Array.from({ length: 24 }, (_, k) =>
+        gql(stack.api.url, 'query($i: PredictionInput!) { predict(model: "flex", input: $i) { outputs { data } } }', {
+          i: { tensors: [{ name: 'x', shape: [1, 5], datatype: 'FP32', data: [k, 1, 2, 3, 4] }] },
+        }),
+      ),
+    );
+    expect(runs.map((r) => [r.status, r.body.errors?.length, r.body.errors?.[0]?.extensions?.code])).toEqual(
+      runs.map(() => [500, 1, 'INFERENCE_FAILED']),
+    );
     expect((await jobsSent('flex')) - before).toBeLessThan(runs.length);
   });
 });
@@ -96,7 +111,13 @@ describe('asynchronous submissions that arrive together', () => {
     const priorities = Array.from({ length: 30 }, (_, k) => 1 + (k % 10));
     try {
       const subs = await Promise.all(
-        priorities.map((p, k) => gql<{ submitPrediction: { id: string } }>(stack.api.url, 'mutation($i: PredictionInput!, $p: Int) { submitPrediction(model: "ng", input: $i, priority: $p) { id } }', { i: { text: `${NAMES[k % NAMES.length]}x${k}` }, p })),
+        priorities.map((p, k) =>
+          gql<{ submitPrediction: { id: string } }>(
+            stack.api.url,
+            'mutation($i: PredictionInput!, $p: Int) { submitPrediction(model: "ng", input: $i, priority: $p) { id } }',
+            { i: { text: `${NAMES[k % NAMES.length]}x${k}` }, p },
+          ),
+        ),
       );
       ids = subs.map((s) => s.body.data!.submitPrediction.id);
       expect(new Set(ids).size).toBe(ids.length);
@@ -111,7 +132,15 @@ describe('asynchronous submissions that arrive together', () => {
       worker.proc.kill('SIGCONT');
     }
     await until(() => ids.every((id) => published.has(id)), 'every result');
-    const polled = await Promise.all(ids.map((id) => gql<{ prediction: { status: string; result: { label: string } } }>(stack.api.url, 'query($id: ID!) { prediction(id: $id) { status result { label } } }', { id })));
+    const polled = await Promise.all(
+      ids.map((id) =>
+        gql<{ prediction: { status: string; result: { label: string } } }>(
+          stack.api.url,
+          'query($id: ID!) { prediction(id: $id) { status result { label } } }',
+          { id },
+        ),
+      ),
+    );
     expect(polled.every((p) => p.body.data!.prediction.status === 'COMPLETED')).toBe(true);
     expect([...ids].map((id) => published.get(id))).toEqual(ids.map(() => 1));
   });

@@ -21,7 +21,12 @@ addModel(models, 'linear', '1', linearOnnx(), LINEAR_CONFIG);
 addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }] });
 // Results (and failed jobs) live one second here, so housekeeping has something to remove.
 // Housekeeping only when the test asks: a scheduled run could remove the failed job first.
-const opts = { redisUrl, prefix, models, env: { BATCHLINE_POLL_MODELS_CRON: '* * * * * *', BATCHLINE_RESULT_TTL_SECONDS: '1', BATCHLINE_HOUSEKEEPING_CRON: '0 0 0 1 1 *' } };
+const opts = {
+  redisUrl,
+  prefix,
+  models,
+  env: { BATCHLINE_POLL_MODELS_CRON: '* * * * * *', BATCHLINE_RESULT_TTL_SECONDS: '1', BATCHLINE_HOUSEKEEPING_CRON: '0 0 0 1 1 *' },
+};
 let api: RunningApi;
 let second: RunningApi;
 let worker: Child;
@@ -39,8 +44,8 @@ afterAll(async () => {
   await dropPrefix(redisUrl, prefix);
 });
 
-const PREDICT = 'query($v: String) { predict(model: "linear", version: $v, input: { tensors: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 1, 1, 1] }] }) { version outputs { data } } }';
-
+const PREDICT =
+  'query($v: String) { predict(model: "linear", version: $v, input: { tensors: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 1, 1, 1] }] }) { version outputs { data } } }';
 
 describe('periodic jobs', () => {
   it('registers the three job schedulers once, though two API processes start', async () => {
@@ -60,7 +65,16 @@ describe('periodic jobs', () => {
     const dir = join(models, 'linear', '2');
     mkdirSync(dir, { recursive: true });
     const w = Float32Array.from({ length: 12 }, (_, i) => (i - 6) / 2);
-    writeFileSync(join(dir, 'model.onnx.tmp'), encodeDenseModel({ graphName: 'linear', inputName: 'x', outputName: 'y', softmax: false, layers: [{ inFeatures: 4, outFeatures: 3, weight: w, bias: Float32Array.from([0.5, -1, 2]), activation: 'none' }] }));
+    writeFileSync(
+      join(dir, 'model.onnx.tmp'),
+      encodeDenseModel({
+        graphName: 'linear',
+        inputName: 'x',
+        outputName: 'y',
+        softmax: false,
+        layers: [{ inFeatures: 4, outFeatures: 3, weight: w, bias: Float32Array.from([0.5, -1, 2]), activation: 'none' }],
+      }),
+    );
     // Appear atomically, as a deployment would (write, then rename).
     renameSync(join(dir, 'model.onnx.tmp'), join(dir, 'model.onnx'));
 
@@ -80,7 +94,10 @@ describe('periodic jobs', () => {
   });
 
   it('housekeeping (run now by an admin) removes failed jobs older than the result TTL', async () => {
-    const t = await gql<{ submitPrediction: { id: string } }>(api.url, 'mutation { submitPrediction(model: "flex", input: { tensors: [{ name: "x", shape: [1, 5], datatype: "FP32", data: [1, 2, 3, 4, 5] }] }) { id } }');
+    const t = await gql<{ submitPrediction: { id: string } }>(
+      api.url,
+      'mutation { submitPrediction(model: "flex", input: { tensors: [{ name: "x", shape: [1, 5], datatype: "FP32", data: [1, 2, 3, 4, 5] }] }) { id } }',
+    );
     const id = t.body.data!.submitPrediction.id;
     const queue = new Queue('cpu', { connection: { url: redisUrl }, prefix });
     try {

@@ -19,7 +19,13 @@ import { until } from '../support/wait.ts';
 /** No Redis URL configured (an empty BATCHLINE_REDIS_URL is unset), the default on a closed port. */
 async function unconfigured(extra: Record<string, string> = {}) {
   const cwd = mkdtempSync(join(tmpdir(), 'batchline-start-'));
-  const env = { BATCHLINE_REDIS_URL: '', BATCHLINE_LOCAL_REDIS_PORT: String(await freePort()), BATCHLINE_HOST: '127.0.0.1', BATCHLINE_MAINTENANCE: 'false', ...extra };
+  const env = {
+    BATCHLINE_REDIS_URL: '',
+    BATCHLINE_LOCAL_REDIS_PORT: String(await freePort()),
+    BATCHLINE_HOST: '127.0.0.1',
+    BATCHLINE_MAINTENANCE: 'false',
+    ...extra,
+  };
   return { redisUrl: '', prefix: uniquePrefix('local-redis'), cwd, env };
 }
 
@@ -41,7 +47,10 @@ describe('batchline start without a running Redis', () => {
       expect(existsSync(join(o.cwd, '.batchline', 'redis', 'appendonlydir'))).toBe(true);
 
       const api = `http://127.0.0.1:${listeningPort(start)}/graphql`;
-      await until(async () => (await gql<{ models: { ready: boolean }[] }>(api, '{ models { ready } }')).body.data!.models.every((m) => m.ready), 'the workers to be ready');
+      await until(
+        async () => (await gql<{ models: { ready: boolean }[] }>(api, '{ models { ready } }')).body.data!.models.every((m) => m.ready),
+        'the workers to be ready',
+      );
       const r = await gql<{ predict: { label: string } }>(api, '{ predict(model: "name-gender", input: { text: "Maria" }) { label } }');
       expect(r.body.data!.predict.label).toBe('female');
     } finally {

@@ -57,7 +57,10 @@ describe('a model dropped into a fresh repository', () => {
   });
 
   it('skips models that fail to load or disagree with their config, with the reason, and serves the rest', async () => {
-    const r = await gql<{ models: { name: string; status: string; error: string | null; ready: boolean }[] }>(stack.api.url, '{ models { name status error ready } }');
+    const r = await gql<{ models: { name: string; status: string; error: string | null; ready: boolean }[] }>(
+      stack.api.url,
+      '{ models { name status error ready } }',
+    );
     const byName = Object.fromEntries(r.body.data!.models.map((m) => [m.name, m]));
     expect(byName.linear).toMatchObject({ status: 'LOADED', ready: true, error: null });
     expect(byName.disagrees.status).toBe('FAILED');

@@ -18,7 +18,11 @@ const opts = { redisUrl, prefix, env: { BATCHLINE_MAINTENANCE: 'false' } };
 describe('batchline start', () => {
   it('runs the API, a cpu and a gpu worker in one command, answers Maria, and stops them all on SIGTERM', async () => {
     // Port 0, read back from the log: a port probed free could be taken before the child binds it.
-    const start = await spawnCli(['start', '--port', '0'], { ...opts, env: { ...opts.env, BATCHLINE_HOST: '127.0.0.1' } }, /"msg":"API listening"/);
+    const start = await spawnCli(
+      ['start', '--port', '0'],
+      { ...opts, env: { ...opts.env, BATCHLINE_HOST: '127.0.0.1' } },
+      /"msg":"API listening"/,
+    );
     const port = listeningPort(start);
     try {
       const url = `http://127.0.0.1:${port}/graphql`;
@@ -28,9 +32,15 @@ describe('batchline start', () => {
         if (m.body.data!.models.every((x) => x.ready)) break;
         await new Promise((r) => setTimeout(r, 100));
       }
-      const r = await gql<{ predict: { label: string; score: number } }>(url, '{ predict(model: "name-gender", input: { text: "Maria" }) { label score } }');
+      const r = await gql<{ predict: { label: string; score: number } }>(
+        url,
+        '{ predict(model: "name-gender", input: { text: "Maria" }) { label score } }',
+      );
       expect(r.body.data!.predict.label).toBe('female');
-      const m = await gql<{ predict: { predictions: unknown[] } }>(url, `{ predict(model: "mlp-bench", input: { features: [${Array(512).fill(0.1).join(',')}] }) { predictions { label } } }`);
+      const m = await gql<{ predict: { predictions: unknown[] } }>(
+        url,
+        `{ predict(model: "mlp-bench", input: { features: [${Array(512).fill(0.1).join(',')}] }) { predictions { label } } }`,
+      );
       expect(m.body.data!.predict.predictions).toHaveLength(1);
     } finally {
       expect(await start.stop()).toBe(0);
@@ -46,7 +56,11 @@ describe('observability', () => {
   let worker: Child;
 
   beforeAll(async () => {
-    worker = await spawnCli(['worker', '--pool', 'cpu'], { ...opts, env: { ...opts.env, BATCHLINE_LOG_LEVEL: 'debug' } }, /"msg":"worker started"/);
+    worker = await spawnCli(
+      ['worker', '--pool', 'cpu'],
+      { ...opts, env: { ...opts.env, BATCHLINE_LOG_LEVEL: 'debug' } },
+      /"msg":"worker started"/,
+    );
     api = await startApi(opts);
   });
 
@@ -57,10 +71,16 @@ describe('observability', () => {
   });
 
   it('carries the caller’s x-request-id into the job and the worker’s log line', async () => {
-    const r = await gql(api.url, '{ predict(model: "name-gender", input: { text: "Reginald" }) { label } }', undefined, { 'x-request-id': 'req-abc-123' });
+    const r = await gql(api.url, '{ predict(model: "name-gender", input: { text: "Reginald" }) { label } }', undefined, {
+      'x-request-id': 'req-abc-123',
+    });
     expect(r.body.errors).toBeUndefined();
     // The worker's log is written asynchronously: wait for the line, don't assume it is there.
-    const find = () => worker.output().split('\n').find((l) => l.includes('"requestId":"req-abc-123"'));
+    const find = () =>
+      worker
+        .output()
+        .split('\n')
+        .find((l) => l.includes('"requestId":"req-abc-123"'));
     for (let i = 0; i < 100 && !find(); i++) await new Promise((r) => setTimeout(r, 50));
     const line = find();
     expect(line).toBeDefined();
@@ -99,10 +119,15 @@ describe('file logging', () => {
     logger.info({ probe: 42 }, 'hello file');
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
     // The transport writes from its own thread; give it its turn.
-    for (let i = 0; i < 100 && !readdirSync(dir).some((f) => readFileSync(join(dir, f), 'utf8').includes('hello file')); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 100 && !readdirSync(dir).some((f) => readFileSync(join(dir, f), 'utf8').includes('hello file')); i++)
+      await new Promise((r) => setTimeout(r, 50));
     const files = readdirSync(dir);
     expect(files.some((f) => /batchline\.\d{4}-\d{2}-\d{2}\.1\.log$/.test(f))).toBe(true);
-    const line = files.map((f) => readFileSync(join(dir, f), 'utf8')).join('').split('\n').find((l) => l.includes('hello file'));
+    const line = files
+      .map((f) => readFileSync(join(dir, f), 'utf8'))
+      .join('')
+      .split('\n')
+      .find((l) => l.includes('hello file'));
     expect(JSON.parse(line!)).toMatchObject({ probe: 42, msg: 'hello file' });
     expect(existsSync(dir)).toBe(true);
   });

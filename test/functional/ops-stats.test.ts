@@ -21,15 +21,69 @@ describe('histogramQuantile', () => {
   const b = (pairs: [number, number][]) => pairs.map(([le, count]) => ({ le, count }));
 
   it('interpolates inside the bucket that holds the rank, from 0 for the first', () => {
-    expect(histogramQuantile(0.5, b([[1, 0], [2, 10], [4, 10], [Infinity, 10]]))).toBeCloseTo(1.5);
-    expect(histogramQuantile(0.99, b([[1, 0], [2, 10], [4, 10], [Infinity, 10]]))).toBeCloseTo(1.99);
-    expect(histogramQuantile(0.5, b([[1, 4], [Infinity, 4]]))).toBeCloseTo(0.5);
-    expect(histogramQuantile(0.9, b([[1, 5], [2, 10], [Infinity, 10]]))).toBeCloseTo(1.8);
+    expect(
+      histogramQuantile(
+        0.5,
+        b([
+          [1, 0],
+          [2, 10],
+          [4, 10],
+          [Infinity, 10],
+        ]),
+      ),
+    ).toBeCloseTo(1.5);
+    expect(
+      histogramQuantile(
+        0.99,
+        b([
+          [1, 0],
+          [2, 10],
+          [4, 10],
+          [Infinity, 10],
+        ]),
+      ),
+    ).toBeCloseTo(1.99);
+    expect(
+      histogramQuantile(
+        0.5,
+        b([
+          [1, 4],
+          [Infinity, 4],
+        ]),
+      ),
+    ).toBeCloseTo(0.5);
+    expect(
+      histogramQuantile(
+        0.9,
+        b([
+          [1, 5],
+          [2, 10],
+          [Infinity, 10],
+        ]),
+      ),
+    ).toBeCloseTo(1.8);
   });
 
   it('answers the highest finite bound for a rank in +Inf, and nothing without observations', () => {
-    expect(histogramQuantile(0.99, b([[1, 1], [2, 1], [Infinity, 10]]))).toBe(2);
-    expect(histogramQuantile(0.5, b([[1, 0], [Infinity, 0]]))).toBeUndefined();
+    expect(
+      histogramQuantile(
+        0.99,
+        b([
+          [1, 1],
+          [2, 1],
+          [Infinity, 10],
+        ]),
+      ),
+    ).toBe(2);
+    expect(
+      histogramQuantile(
+        0.5,
+        b([
+          [1, 0],
+          [Infinity, 0],
+        ]),
+      ),
+    ).toBeUndefined();
     expect(histogramQuantile(0.5, [])).toBeUndefined();
   });
 });
@@ -47,9 +101,13 @@ describe('StatsRecorder and StatsReader', () => {
 
   function process(id: string) {
     const metrics = createMetrics('api');
-    return { metrics, recorder: new StatsRecorder({ redis, prefix, registry: metrics.registry, process: { id, role: 'api' }, now: () => now }) };
+    return {
+      metrics,
+      recorder: new StatsRecorder({ redis, prefix, registry: metrics.registry, process: { id, role: 'api' }, now: () => now }),
+    };
   }
-  const predicted = (m: ReturnType<typeof createMetrics>, n: number) => m.requests.inc({ model: 'm', operation: 'predict', outcome: 'ok' }, n);
+  const predicted = (m: ReturnType<typeof createMetrics>, n: number) =>
+    m.requests.inc({ model: 'm', operation: 'predict', outcome: 'ok' }, n);
   const requestsIn = async (seconds: number) => counterSum(await reader.window(now, seconds), 'batchline_requests_total', { model: 'm' });
 
   it('sums every process, counts each movement once, and leaves out the second still being filled', async () => {
@@ -83,7 +141,13 @@ describe('StatsRecorder and StatsReader', () => {
 
     const offline = createRedis(redisUrl, 'producer');
     const metrics = createMetrics('worker');
-    const recorder = new StatsRecorder({ redis: offline, prefix, registry: metrics.registry, process: { id: 'w', role: 'worker', pool: 'cpu' }, now: () => now });
+    const recorder = new StatsRecorder({
+      redis: offline,
+      prefix,
+      registry: metrics.registry,
+      process: { id: 'w', role: 'worker', pool: 'cpu' },
+      now: () => now,
+    });
     metrics.jobs.inc({ model: 'm', outcome: 'ok' }, 5);
     await whenReady(offline);
     offline.disconnect();
@@ -103,7 +167,12 @@ describe('StatsRecorder and StatsReader', () => {
     await p.recorder.tick();
     now += 1000;
     const h = histogram(await reader.window(now, 10), 'batchline_latency_seconds', { model: 'q', phase: 'total' });
-    expect(h.buckets.slice(0, 4)).toEqual([{ le: 0.001, count: 0 }, { le: 0.0025, count: 0 }, { le: 0.005, count: 0 }, { le: 0.01, count: 1 }]);
+    expect(h.buckets.slice(0, 4)).toEqual([
+      { le: 0.001, count: 0 },
+      { le: 0.0025, count: 0 },
+      { le: 0.005, count: 0 },
+      { le: 0.01, count: 1 },
+    ]);
     // Halfway through (5 ms, 10 ms], not through (0, 10 ms].
     expect(histogramQuantile(0.5, h.buckets)! * 1000).toBeCloseTo(7.5);
   });
@@ -127,7 +196,16 @@ type Stats = {
   processes: { role: string; pool: string | null }[] | null;
   queues: { pool: string; waiting: number; maxDepth: number }[];
   rejections: { code: string; status: number; count: number }[] | null;
-  models: { name: string; acceptsText: boolean; requestsPerSecond: number; latency: { phase: string; count: number; p50Ms: number | null }[]; batchSizes: { rows: number | null; count: number }[]; batchReasons: { label: string; count: number }[]; cacheHitRatio: number | null; history: unknown[] }[];
+  models: {
+    name: string;
+    acceptsText: boolean;
+    requestsPerSecond: number;
+    latency: { phase: string; count: number; p50Ms: number | null }[];
+    batchSizes: { rows: number | null; count: number }[];
+    batchReasons: { label: string; count: number }[];
+    cacheHitRatio: number | null;
+    history: unknown[];
+  }[];
 };
 
 async function stats(url: string, headers: Record<string, string> = {}, windowSeconds = 60): Promise<Stats> {
@@ -143,7 +221,11 @@ describe('serverStats across the deployment', () => {
   let secondUrl: string;
 
   beforeAll(async () => {
-    second = await spawnCli(['serve', '--port', '0'], { redisUrl, prefix, env: { BATCHLINE_HOST: '127.0.0.1', BATCHLINE_MAINTENANCE: 'false' } }, /"msg":"API listening"/);
+    second = await spawnCli(
+      ['serve', '--port', '0'],
+      { redisUrl, prefix, env: { BATCHLINE_HOST: '127.0.0.1', BATCHLINE_MAINTENANCE: 'false' } },
+      /"msg":"API listening"/,
+    );
     secondUrl = `http://127.0.0.1:${listeningPort(second)}/graphql`;
   });
 
@@ -151,16 +233,17 @@ describe('serverStats across the deployment', () => {
     await second?.stop();
   });
 
-  it('one replica shows predictions another replica answered, with the worker\'s queue and inference time', async () => {
+  it("one replica shows predictions another replica answered, with the worker's queue and inference time", async () => {
     const names = Array.from({ length: 12 }, (_, i) => `Replica${i}`);
-    for (const n of names) expect((await gql(secondUrl, `{ predict(model: "name-gender", input: { text: "${n}" }) { label } }`)).status).toBe(200);
+    for (const n of names)
+      expect((await gql(secondUrl, `{ predict(model: "name-gender", input: { text: "${n}" }) { label } }`)).status).toBe(200);
     let s: Stats | undefined;
     const figures = (m: Stats['models'][number], phase: string) => m.latency.find((l) => l.phase === phase)!;
     await until(async () => {
       s = await stats(stack.api.url);
       const m = s.models.find((x) => x.name === 'name-gender')!;
       return figures(m, 'total').count === 12 && figures(m, 'queue').count === 12 && m.batchSizes.some((b) => b.count > 0);
-    }, 'the first replica to see the second one\'s predictions');
+    }, "the first replica to see the second one's predictions");
     const m = s!.models.find((x) => x.name === 'name-gender')!;
     expect(m.requestsPerSecond).toBeCloseTo(12 / 60);
     expect(m.acceptsText).toBe(true);
@@ -179,12 +262,19 @@ describe('serverStats across the deployment', () => {
   });
 
   it('counts refusals by code, rate limits included, across replicas and in /metrics', async () => {
-    const limited = await startApi({ redisUrl, prefix, env: { BATCHLINE_RATE_LIMIT_PER_SECOND: '0.001', BATCHLINE_RATE_LIMIT_BURST: '1' } });
+    const limited = await startApi({
+      redisUrl,
+      prefix,
+      env: { BATCHLINE_RATE_LIMIT_PER_SECOND: '0.001', BATCHLINE_RATE_LIMIT_BURST: '1' },
+    });
     try {
       const statuses = [];
       for (let i = 0; i < 3; i++) statuses.push((await gql(limited.url, '{ __typename }')).status);
       expect(statuses).toEqual([200, 429, 429]);
-      await until(async () => (await stats(stack.api.url)).rejections!.some((r) => r.code === 'RATE_LIMITED' && r.count === 2), 'two RATE_LIMITED refusals in the figures');
+      await until(
+        async () => (await stats(stack.api.url)).rejections!.some((r) => r.code === 'RATE_LIMITED' && r.count === 2),
+        'two RATE_LIMITED refusals in the figures',
+      );
       const metrics = await (await fetch(limited.url.replace('/graphql', '/metrics'))).text();
       expect(metrics).toMatch(/batchline_rejections_total\{[^}]*code="RATE_LIMITED"[^}]*\} 2/);
     } finally {
@@ -233,7 +323,14 @@ describe('serverStats with auth on', () => {
   let api: RunningApi;
 
   beforeAll(async () => {
-    api = await startApi({ redisUrl, prefix, env: { BATCHLINE_AUTH: 'true', BATCHLINE_API_KEYS: `web:${hashApiKey(KEYS.web)}:predict:name-gender;ops:${hashApiKey(KEYS.ops)}:admin` } });
+    api = await startApi({
+      redisUrl,
+      prefix,
+      env: {
+        BATCHLINE_AUTH: 'true',
+        BATCHLINE_API_KEYS: `web:${hashApiKey(KEYS.web)}:predict:name-gender;ops:${hashApiKey(KEYS.ops)}:admin`,
+      },
+    });
   });
 
   afterAll(async () => {

@@ -3,7 +3,10 @@ import { describe, expect, it } from 'vitest';
 import { cacheKey } from '../../core/prediction-cache.ts';
 import type { NormalizedInput } from '../../core/input.ts';
 
-const tensor = (data: ArrayLike<number>, shape = [1, data.length]): NormalizedInput => ({ kind: 'tensors', tensors: [{ name: 'x', datatype: 'FP32', shape, data }] });
+const tensor = (data: ArrayLike<number>, shape = [1, data.length]): NormalizedInput => ({
+  kind: 'tensors',
+  tensors: [{ name: 'x', datatype: 'FP32', shape, data }],
+});
 
 describe('cacheKey', () => {
   it('is the same for the same texts and tensors, whatever array holds the values', () => {

@@ -17,26 +17,40 @@ const prefix = uniquePrefix('queues');
 const models = tempRepository();
 cpSync(join(REPO_MODELS, 'name-gender'), join(models, 'name-gender'), { recursive: true });
 cpSync(join(REPO_MODELS, 'mlp-bench'), join(models, 'mlp-bench'), { recursive: true });
-addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }], retry: { attempts: 3, backoffMs: 50 } });
+addModel(models, 'flex', '1', linearOnnx(), {
+  ...LINEAR_CONFIG,
+  inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }],
+  retry: { attempts: 3, backoffMs: 50 },
+});
 const opts = { redisUrl, prefix, models, env: { BATCHLINE_MAINTENANCE: 'false' } };
 let api: RunningApi;
 let listener: Redis;
 const finished: string[] = [];
 
-const SUBMIT = 'mutation($m: String!, $i: PredictionInput!, $p: Int, $t: Int) { submitPrediction(model: $m, input: $i, priority: $p, timeoutMs: $t) { id status } }';
+const SUBMIT =
+  'mutation($m: String!, $i: PredictionInput!, $p: Int, $t: Int) { submitPrediction(model: $m, input: $i, priority: $p, timeoutMs: $t) { id status } }';
 const submit = async (m: string, i: Record<string, unknown>, p?: number, t?: number): Promise<string> => {
   const r = await gql<{ submitPrediction: { id: string } }>(api.url, SUBMIT, { m, i, p, t });
   expect(r.body.errors).toBeUndefined();
   return r.body.data!.submitPrediction.id;
 };
-const poll = async (id: string) => (await gql<{ prediction: { status: string; error: { code: string } | null } }>(api.url, 'query($id: ID!) { prediction(id: $id) { status error { code } } }', { id })).body.data!.prediction;
+const poll = async (id: string) =>
+  (
+    await gql<{ prediction: { status: string; error: { code: string } | null } }>(
+      api.url,
+      'query($id: ID!) { prediction(id: $id) { status error { code } } }',
+      { id },
+    )
+  ).body.data!.prediction;
 
 beforeAll(async () => {
   listener = new Redis(redisUrl);
   // Async results are published on their own channels; a synchronous job's reply goes only to
   // the waiting API's reply channel (nothing is stored for it), so it is noted as 'sync'.
   await listener.psubscribe(`${prefix}:result:*`, `${prefix}:reply:*`);
-  listener.on('pmessage', (_p, channel) => finished.push(channel.startsWith(`${prefix}:reply:`) ? 'sync' : channel.slice(`${prefix}:result:`.length)));
+  listener.on('pmessage', (_p, channel) =>
+    finished.push(channel.startsWith(`${prefix}:reply:`) ? 'sync' : channel.slice(`${prefix}:result:`.length)),
+  );
   api = await startApi(opts);
 });
 
@@ -52,7 +66,10 @@ describe('priorities', () => {
     // The only worker takes one job at a time. It is frozen while the work queues up: alive and
     // registered (a synchronous predict is refused at once when no worker serves its model),
     // but taking nothing until every job is in the queue.
-    const worker = await startWorker('cpu', { ...opts, env: { ...opts.env, BATCHLINE_WORKER_CONCURRENCY: '1', BATCHLINE_WORKER_THREADS: '1' } });
+    const worker = await startWorker('cpu', {
+      ...opts,
+      env: { ...opts.env, BATCHLINE_WORKER_CONCURRENCY: '1', BATCHLINE_WORKER_THREADS: '1' },
+    });
     worker.proc.kill('SIGSTOP');
     const low: string[] = [];
     const high: string[] = [];
@@ -89,14 +106,22 @@ describe('cancellation', () => {
       const probe = new Redis(redisUrl);
       await until(async () => (await probe.pubsub('NUMSUB', `${prefix}:result:${id}`))[1] === 1, 'the subscription');
       probe.disconnect();
-      const c = await gql<{ cancelPrediction: { status: string } }>(api.url, 'mutation($id: ID!) { cancelPrediction(id: $id) { status } }', { id });
+      const c = await gql<{ cancelPrediction: { status: string } }>(
+        api.url,
+        'mutation($id: ID!) { cancelPrediction(id: $id) { status } }',
+        { id },
+      );
       expect(c.body.data!.cancelPrediction.status).toBe('CANCELLED');
       expect(await events).toEqual([{ data: { predictionResult: { status: 'CANCELLED', error: { code: 'CANCELLED' } } } }]);
     } finally {
       await client.dispose();
     }
     expect((await poll(id)).status).toBe('CANCELLED');
-    const again = await gql<{ cancelPrediction: { status: string } }>(api.url, 'mutation($id: ID!) { cancelPrediction(id: $id) { status } }', { id });
+    const again = await gql<{ cancelPrediction: { status: string } }>(
+      api.url,
+      'mutation($id: ID!) { cancelPrediction(id: $id) { status } }',
+      { id },
+    );
     expect(again.body.data!.cancelPrediction.status).toBe('CANCELLED');
     const queue = new Queue('gpu', { connection: { url: redisUrl }, prefix });
     expect(await queue.getJob(id)).toBeUndefined();
@@ -124,7 +149,9 @@ describe('retries and deadlines', () => {
     const worker = await startWorker('cpu', opts);
     try {
       const id = await submit('flex', { tensors: [{ name: 'x', shape: [1, 5], datatype: 'FP32', data: [1, 2, 3, 4, 5] }] });
-      const { events } = await sseCollect(api.url, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code } } }', { id });
+      const { events } = await sseCollect(api.url, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code } } }', {
+        id,
+      });
       expect(events).toEqual([{ data: { predictionResult: { status: 'FAILED', error: { code: 'INFERENCE_FAILED' } } } }]);
       const queue = new Queue('cpu', { connection: { url: redisUrl }, prefix });
       // failedReason is set by every failed attempt; only the state says the last one is done.
@@ -163,7 +190,10 @@ describe('backpressure', () => {
         Array.from({ length: 16 }, async () => {
           while (next < 200) {
             const k = next++;
-            const r = await gql<{ submitPrediction: { id: string } }>((k % 2 ? a : b).url, SUBMIT, { m: 'mlp-bench', i: { features: Array.from({ length: 512 }, () => k) } });
+            const r = await gql<{ submitPrediction: { id: string } }>((k % 2 ? a : b).url, SUBMIT, {
+              m: 'mlp-bench',
+              i: { features: Array.from({ length: 512 }, () => k) },
+            });
             if (r.body.errors) refused.push(r);
             else accepted.push(r.body.data!.submitPrediction.id);
           }
@@ -187,7 +217,9 @@ describe('backpressure', () => {
 
   it('refuses a synchronous predict at once (503 SERVICE_UNAVAILABLE) when no live worker serves its model', async () => {
     // No gpu worker runs in this file: the old answer was a 504 after the full 30 s deadline.
-    const r = await gql(api.url, 'query($i: PredictionInput!) { predict(model: "mlp-bench", input: $i) { label } }', { i: { features: Array.from({ length: 512 }, () => 0) } });
+    const r = await gql(api.url, 'query($i: PredictionInput!) { predict(model: "mlp-bench", input: $i) { label } }', {
+      i: { features: Array.from({ length: 512 }, () => 0) },
+    });
     expect(r.status).toBe(503);
     expect(r.body.errors![0].extensions!.code).toBe('SERVICE_UNAVAILABLE');
     expect(r.body.errors![0].message).toMatch(/no live worker serves mlp-bench/);

@@ -13,7 +13,21 @@ const prefix = uniquePrefix('reqlog');
 const started: Child[] = [];
 
 async function serve(requests: string): Promise<{ child: Child; base: string }> {
-  const child = await spawnCli(['serve'], { redisUrl, prefix, env: { BATCHLINE_HOST: '127.0.0.1', BATCHLINE_PORT: '0', BATCHLINE_MAINTENANCE: 'false', BATCHLINE_LOG_REQUESTS: requests, BATCHLINE_MAX_BODY_BYTES: '10000' } }, /"msg":"API listening"/);
+  const child = await spawnCli(
+    ['serve'],
+    {
+      redisUrl,
+      prefix,
+      env: {
+        BATCHLINE_HOST: '127.0.0.1',
+        BATCHLINE_PORT: '0',
+        BATCHLINE_MAINTENANCE: 'false',
+        BATCHLINE_LOG_REQUESTS: requests,
+        BATCHLINE_MAX_BODY_BYTES: '10000',
+      },
+    },
+    /"msg":"API listening"/,
+  );
   started.push(child);
   return { child, base: `http://127.0.0.1:${listeningPort(child)}` };
 }
@@ -25,7 +39,12 @@ const requestLines = (child: Child): Record<string, unknown>[] =>
     .filter((l) => l.includes('"msg":"request"'))
     .map((l) => JSON.parse(l) as Record<string, unknown>);
 
-const post = (base: string, query: string, headers: Record<string, string> = {}) => fetch(`${base}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ query }) });
+const post = (base: string, query: string, headers: Record<string, string> = {}) =>
+  fetch(`${base}/graphql`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ query }),
+  });
 
 let all: { child: Child; base: string };
 beforeAll(async () => {
@@ -51,7 +70,9 @@ describe('x-request-id', () => {
 
   it('echoes the client’s own id, and refuses to echo one that is not a plain token', async () => {
     expect((await post(all.base, '{ __typename }', { 'x-request-id': 'client-42.a:b' })).headers.get('x-request-id')).toBe('client-42.a:b');
-    expect((await post(all.base, '{ __typename }', { 'x-request-id': 'bad id with spaces' })).headers.get('x-request-id')).not.toMatch(/bad/);
+    expect((await post(all.base, '{ __typename }', { 'x-request-id': 'bad id with spaces' })).headers.get('x-request-id')).not.toMatch(
+      /bad/,
+    );
   });
 });
 
@@ -61,17 +82,47 @@ describe('the request line', () => {
     expect(r.status).toBe(404);
     await until(() => requestLines(all.child).some((l) => l.requestId === 'line-1'), 'the request line');
     const line = requestLines(all.child).find((l) => l.requestId === 'line-1')!;
-    expect(line).toMatchObject({ level: 30, operation: 'query predict', model: 'no-such-model', status: 404, code: 'MODEL_NOT_FOUND', path: '/graphql', method: 'POST' });
+    expect(line).toMatchObject({
+      level: 30,
+      operation: 'query predict',
+      model: 'no-such-model',
+      status: 404,
+      code: 'MODEL_NOT_FOUND',
+      path: '/graphql',
+      method: 'POST',
+    });
     expect(typeof line.ms).toBe('number');
   });
 
   it('a model given as a variable is named too, and a WebSocket operation has its own line', async () => {
-    await fetch(`${all.base}/graphql`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': 'line-2' }, body: JSON.stringify({ query: 'query($m: String!) { predict(model: $m, input: { text: "Ann" }) { label } }', variables: { m: 'also-missing' } }) });
-    const client = createClient({ url: `${all.base.replace('http', 'ws')}/graphql`, webSocketImpl: WebSocket, retryAttempts: 0, lazy: true });
-    await new Promise<void>((resolve) => client.subscribe({ query: '{ model(name: "x") { name } }' }, { next: () => {}, error: () => resolve(), complete: () => resolve() }));
+    await fetch(`${all.base}/graphql`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-request-id': 'line-2' },
+      body: JSON.stringify({
+        query: 'query($m: String!) { predict(model: $m, input: { text: "Ann" }) { label } }',
+        variables: { m: 'also-missing' },
+      }),
+    });
+    const client = createClient({
+      url: `${all.base.replace('http', 'ws')}/graphql`,
+      webSocketImpl: WebSocket,
+      retryAttempts: 0,
+      lazy: true,
+    });
+    await new Promise<void>((resolve) =>
+      client.subscribe({ query: '{ model(name: "x") { name } }' }, { next: () => {}, error: () => resolve(), complete: () => resolve() }),
+    );
     await client.dispose();
-    await until(() => requestLines(all.child).some((l) => l.requestId === 'line-2') && requestLines(all.child).some((l) => l.transport === 'websocket'), 'both lines');
-    expect(requestLines(all.child).find((l) => l.requestId === 'line-2')).toMatchObject({ operation: 'query predict', model: 'also-missing', code: 'MODEL_NOT_FOUND' });
+    await until(
+      () =>
+        requestLines(all.child).some((l) => l.requestId === 'line-2') && requestLines(all.child).some((l) => l.transport === 'websocket'),
+      'both lines',
+    );
+    expect(requestLines(all.child).find((l) => l.requestId === 'line-2')).toMatchObject({
+      operation: 'query predict',
+      model: 'also-missing',
+      code: 'MODEL_NOT_FOUND',
+    });
     expect(requestLines(all.child).find((l) => l.transport === 'websocket')).toMatchObject({ operation: 'query model' });
   });
 

@@ -52,7 +52,10 @@ async function closeDuringFirstRead(id: string): Promise<{ it: AsyncIterator<Pre
 
 /** The watch's next step, or a failure if it is still open after 5 s (a hang, not a timing). */
 function nextOrHang<T>(it: AsyncIterator<T>): Promise<IteratorResult<T>> {
-  return Promise.race([it.next(), new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the watch is still open after shutdown')), 5000).unref())]);
+  return Promise.race([
+    it.next(),
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the watch is still open after shutdown')), 5000).unref()),
+  ]);
 }
 
 describe('ResultFeed at shutdown', () => {
@@ -120,7 +123,9 @@ describe('a worker’s result during a Redis outage', () => {
       await whenReady(conn);
       await own.stop(true);
       let stopping = false;
-      const writing = new ResultStore(conn, keys, 60).finishDurably({ ...queued(), status: 'COMPLETED' }, undefined, { giveUp: () => stopping });
+      const writing = new ResultStore(conn, keys, 60).finishDurably({ ...queued(), status: 'COMPLETED' }, undefined, {
+        giveUp: () => stopping,
+      });
       stopping = true;
       await expect(writing).rejects.toThrow();
     } finally {

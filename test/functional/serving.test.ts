@@ -55,7 +55,10 @@ describe('predict', () => {
   });
 
   it('answers several rows with several predictions, in order', async () => {
-    const r = await gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'name-gender', input: { texts: ['John', 'Elizabeth', 'Robert'] } });
+    const r = await gql<{ predict: Record<string, any> }>(api.url, PREDICT, {
+      model: 'name-gender',
+      input: { texts: ['John', 'Elizabeth', 'Robert'] },
+    });
     expect(r.body.errors).toBeUndefined();
     expect(r.body.data!.predict.predictions.map((x: { label: string }) => x.label)).toEqual(['male', 'female', 'male']);
     expect(r.body.data!.predict.outputs[0].shape).toEqual([3, 2]);
@@ -63,7 +66,10 @@ describe('predict', () => {
 
   it('serves the gpu-pool benchmark model from instances, with probabilities from its logits', async () => {
     const row = Array.from({ length: 512 }, (_, i) => Math.sin(i));
-    const r = await gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'mlp-bench', input: { instances: [row, row.map((v) => -v)] } });
+    const r = await gql<{ predict: Record<string, any> }>(api.url, PREDICT, {
+      model: 'mlp-bench',
+      input: { instances: [row, row.map((v) => -v)] },
+    });
     expect(r.body.errors).toBeUndefined();
     const p = r.body.data!.predict;
     expect(p.predictions).toHaveLength(2);
@@ -75,8 +81,14 @@ describe('predict', () => {
   it('batches concurrent synchronous requests to a batching model, each getting exactly its own rows', async () => {
     const rows = Array.from({ length: 12 }, (_, r) => Array.from({ length: 512 }, (_, i) => Math.cos(r * 7 + i)));
     const alone: Record<string, any>[] = [];
-    for (const row of rows) alone.push((await gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'mlp-bench', input: { features: row } })).body.data!.predict);
-    const together = await Promise.all(rows.map((row) => gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'mlp-bench', input: { features: row } })));
+    for (const row of rows)
+      alone.push(
+        (await gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'mlp-bench', input: { features: row } })).body.data!
+          .predict,
+      );
+    const together = await Promise.all(
+      rows.map((row) => gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'mlp-bench', input: { features: row } })),
+    );
     expect(together.some((r) => r.body.data!.predict.batchRows > 1)).toBe(true);
     together.forEach((r, i) => {
       const got = r.body.data!.predict.outputs[0].data as number[];
@@ -95,16 +107,30 @@ describe('predict', () => {
   });
 
   it('shares one inference between concurrent identical requests', async () => {
-    const rs = await Promise.all(Array.from({ length: 5 }, () => gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'name-gender', input: { text: 'Bartholomew' } })));
+    const rs = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        gql<{ predict: Record<string, any> }>(api.url, PREDICT, { model: 'name-gender', input: { text: 'Bartholomew' } }),
+      ),
+    );
     const ids = new Set(rs.map((r) => r.body.data!.predict.id));
     expect(ids.size).toBe(1);
     expect(rs.filter((r) => !r.body.data!.predict.cached)).toHaveLength(1);
   });
 
   it('lists models with inputs, outputs, labels, pool and readiness', async () => {
-    const r = await gql<{ models: any[] }>(api.url, '{ models { name version pool ready status workers labels inputs { name datatype shape } outputs { name shape } batching { policy maxBatchSize limit } } }');
+    const r = await gql<{ models: any[] }>(
+      api.url,
+      '{ models { name version pool ready status workers labels inputs { name datatype shape } outputs { name shape } batching { policy maxBatchSize limit } } }',
+    );
     const byName = Object.fromEntries(r.body.data!.models.map((m) => [m.name, m]));
-    expect(byName['name-gender']).toMatchObject({ version: '1', pool: 'cpu', ready: true, status: 'LOADED', labels: ['female', 'male'], inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 1024] }] });
+    expect(byName['name-gender']).toMatchObject({
+      version: '1',
+      pool: 'cpu',
+      ready: true,
+      status: 'LOADED',
+      labels: ['female', 'male'],
+      inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 1024] }],
+    });
     expect(byName['mlp-bench']).toMatchObject({ pool: 'gpu', ready: true, outputs: [{ name: 'logits', shape: [-1, 10] }] });
     expect(byName['mlp-bench'].workers).toBeGreaterThanOrEqual(1);
   });
@@ -112,7 +138,10 @@ describe('predict', () => {
 
 describe('submitPrediction and predictionResult', () => {
   it('submits, then delivers the result over SSE once and completes', async () => {
-    const t = await gql<{ submitPrediction: { id: string; status: string } }>(api.url, SUBMIT, { model: 'name-gender', input: { text: 'Margaret' } });
+    const t = await gql<{ submitPrediction: { id: string; status: string } }>(api.url, SUBMIT, {
+      model: 'name-gender',
+      input: { text: 'Margaret' },
+    });
     expect(t.body.data!.submitPrediction.status).toMatch(/QUEUED|COMPLETED/);
     const { status, events } = await sseCollect(api.url, RESULT, { id: t.body.data!.submitPrediction.id });
     expect(status).toBe(200);
@@ -180,7 +209,12 @@ describe('two API processes sharing one Redis', () => {
   it('delivers on one replica the result of work submitted on the other', async () => {
     const second = await spawnCli(['serve', '--port', '0'], { ...opts, env: { BATCHLINE_HOST: '127.0.0.1' } }, /"msg":"API listening"/);
     try {
-      const port = /"port":(\d+)/.exec(second.output().split('\n').find((l) => l.includes('API listening'))!)![1];
+      const port = /"port":(\d+)/.exec(
+        second
+          .output()
+          .split('\n')
+          .find((l) => l.includes('API listening'))!,
+      )![1];
       const otherUrl = `http://127.0.0.1:${port}/graphql`;
       const t = await gql<{ submitPrediction: { id: string } }>(otherUrl, SUBMIT, { model: 'name-gender', input: { text: 'Victoria' } });
       expect(t.body.errors).toBeUndefined();

@@ -22,16 +22,32 @@ describe('readCgroupLimits', () => {
     expect(readCgroupLimits(fixture(dir), noProc)).toEqual(expected);
   });
 
-  it('v2 without a cgroup namespace follows /proc/self/cgroup to the process\'s own folder', () => {
-    expect(readCgroupLimits(fixture('v2-nested'), fixture('v2-nested.proc-self-cgroup'))).toEqual({ version: 2, memoryBytes: 320 * Mi, cpuCores: 4 });
+  it("v2 without a cgroup namespace follows /proc/self/cgroup to the process's own folder", () => {
+    expect(readCgroupLimits(fixture('v2-nested'), fixture('v2-nested.proc-self-cgroup'))).toEqual({
+      version: 2,
+      memoryBytes: 320 * Mi,
+      cpuCores: 4,
+    });
   });
 
   it('feeds planPool at worker start', () => {
     const limits = readCgroupLimits(fixture('v2-limited'), noProc);
-    const plan = planPool({ pool: 'cpu', memoryLimitBytes: limits.memoryBytes, cpuLimitCores: limits.cpuCores, hostCores: 64, modelBytes: [14 * Mi, 39 * Mi] });
+    const plan = planPool({
+      pool: 'cpu',
+      memoryLimitBytes: limits.memoryBytes,
+      cpuLimitCores: limits.cpuCores,
+      hostCores: 64,
+      modelBytes: [14 * Mi, 39 * Mi],
+    });
     expect([plan.slots, plan.intraOpThreads, plan.decidedBy]).toEqual([2, 1, 'cpu']);
     const unlimited = readCgroupLimits(fixture('v2-unlimited'), noProc);
-    const host = planPool({ pool: 'cpu', memoryLimitBytes: unlimited.memoryBytes, cpuLimitCores: unlimited.cpuCores, hostCores: 8, modelBytes: 14 * Mi });
+    const host = planPool({
+      pool: 'cpu',
+      memoryLimitBytes: unlimited.memoryBytes,
+      cpuLimitCores: unlimited.cpuCores,
+      hostCores: 8,
+      modelBytes: 14 * Mi,
+    });
     expect([host.slots, host.decidedBy]).toEqual([8, 'cpu']);
   });
 

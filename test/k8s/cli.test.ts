@@ -32,7 +32,9 @@ describe('batchline k8s', () => {
     const files = readdirSync(dir).sort();
     expect(files[0]).toBe('01-configmap-batchline-config.yaml');
     expect(files).toContain('05-deployment-batchline-worker-cpu.yaml');
-    expect(files.map((f) => `---\n${readFileSync(join(dir, f), 'utf8')}`).join('')).toBe(readFileSync(`${GOLDEN_DIR}cpu-only.yaml`, 'utf8'));
+    expect(files.map((f) => `---\n${readFileSync(join(dir, f), 'utf8')}`).join('')).toBe(
+      readFileSync(`${GOLDEN_DIR}cpu-only.yaml`, 'utf8'),
+    );
   });
 
   it('explain prints the golden explanation', async () => {
@@ -48,7 +50,9 @@ describe('batchline k8s', () => {
     const r = await cli('k8s', 'render', file);
     expect(r.code).toBe(1);
     expect(r.out).toBe('');
-    expect(r.err).toContain(`invalid ModelServer ${file}:\n  - spec.pools.cpu.resources.limits.memory: cpu pool: memory limit 200 MiB cannot hold one copy`);
+    expect(r.err).toContain(
+      `invalid ModelServer ${file}:\n  - spec.pools.cpu.resources.limits.memory: cpu pool: memory limit 200 MiB cannot hold one copy`,
+    );
   });
 
   it('prints usage with exit 2', async () => {
@@ -76,7 +80,7 @@ describe('batchline model measure', () => {
     expect(m.baselineBytes).toBeGreaterThan(10 * 2 ** 20);
   });
 
-  it('falls back to the graph\'s own inputs when config.yaml declares none', async () => {
+  it("falls back to the graph's own inputs when config.yaml declares none", async () => {
     const dir = writeTinyRepository(tmp(), ['1'], false);
     expect((await measureModel(dir, 'tiny')).residentBytes).toBeGreaterThan(0);
   });

@@ -5,7 +5,9 @@ import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io
 import { CRD_PATH, checkSchema, loadCrdSchema, fieldPath } from '../../k8s/schema.ts';
 import { EXAMPLES_DIR, exampleDoc, set } from './manifests.ts';
 
-const examples = readdirSync(EXAMPLES_DIR).filter((f) => f.endsWith('.yaml')).sort();
+const examples = readdirSync(EXAMPLES_DIR)
+  .filter((f) => f.endsWith('.yaml'))
+  .sort();
 
 type Node = Record<string, unknown>;
 
@@ -26,9 +28,13 @@ describe('ModelServer CRD', () => {
 
   it('is a structural schema: every node typed, no additionalProperties beside properties', () => {
     for (const [path, node] of nodes(loadCrdSchema())) {
-      const typed = node.type !== undefined || node['x-kubernetes-int-or-string'] === true || node['x-kubernetes-preserve-unknown-fields'] === true;
+      const typed =
+        node.type !== undefined || node['x-kubernetes-int-or-string'] === true || node['x-kubernetes-preserve-unknown-fields'] === true;
       expect(typed, `${path || '<root>'} has no type`).toBe(true);
-      expect(node.properties !== undefined && node.additionalProperties !== undefined, `${path} has properties and additionalProperties`).toBe(false);
+      expect(
+        node.properties !== undefined && node.additionalProperties !== undefined,
+        `${path} has properties and additionalProperties`,
+      ).toBe(false);
     }
   });
 
@@ -41,7 +47,11 @@ describe('ModelServer CRD', () => {
     const spec = (value as { spec: Record<string, Record<string, unknown>> }).spec;
     expect(spec.api).toMatchObject({ replicas: 2, graphiql: false, service: { type: 'ClusterIP', port: 80 } });
     expect(spec.autoscaling).toMatchObject({ provider: 'keda', pollingIntervalSeconds: 15, cooldownSeconds: 300 });
-    expect(spec.redis).toMatchObject({ prefix: 'batchline', deploy: false, secretRef: { name: 'batchline-redis', key: 'url', addressKey: 'address' } });
+    expect(spec.redis).toMatchObject({
+      prefix: 'batchline',
+      deploy: false,
+      secretRef: { name: 'batchline-redis', key: 'url', addressKey: 'address' },
+    });
     expect(spec.logs).toEqual({ level: 'info', retentionDays: 7, toFile: false });
     expect((spec.models as unknown as Node[])[0]).toMatchObject({ pool: 'cpu', source: { type: 'image' } });
   });
@@ -51,13 +61,28 @@ describe('ModelServer CRD', () => {
     ['no models', 'spec.models', undefined, 'spec.models: required'],
     ['empty models', 'spec.models', [], 'spec.models: must NOT have fewer than 1 items'],
     ['a model without memory', 'spec.models.0.memory', undefined, 'spec.models[0].memory: required'],
-    ['a memory that is not a quantity', 'spec.models.0.memory', '14 megabytes', "spec.models[0].memory: '14 megabytes' is not a Kubernetes quantity"],
-    ['a memory that is neither number nor string', 'spec.models.0.memory', true, 'spec.models[0].memory: must be a number or a quantity string'],
+    [
+      'a memory that is not a quantity',
+      'spec.models.0.memory',
+      '14 megabytes',
+      "spec.models[0].memory: '14 megabytes' is not a Kubernetes quantity",
+    ],
+    [
+      'a memory that is neither number nor string',
+      'spec.models.0.memory',
+      true,
+      'spec.models[0].memory: must be a number or a quantity string',
+    ],
     ['an unknown pool', 'spec.models.0.pool', 'tpu', 'spec.models[0].pool: must be one of cpu, gpu'],
     ['a misspelt field', 'spec.pools.cpu.autoscalling', {}, 'spec.pools.cpu.autoscalling: unknown field'],
     ['a pool without limits', 'spec.pools.cpu.resources', {}, 'spec.pools.cpu.resources.limits: required'],
     ['a gpu pool without GPU memory', 'spec.pools.gpu.gpuMemory', undefined, 'spec.pools.gpu.gpuMemory: required'],
-    ['a gpu pool without GPUs', ['spec', 'pools', 'gpu', 'resources', 'limits', 'nvidia.com/gpu'], undefined, 'spec.pools.gpu.resources.limits.nvidia.com/gpu: required'],
+    [
+      'a gpu pool without GPUs',
+      ['spec', 'pools', 'gpu', 'resources', 'limits', 'nvidia.com/gpu'],
+      undefined,
+      'spec.pools.gpu.resources.limits.nvidia.com/gpu: required',
+    ],
     ['a batch size of 0', 'spec.models.1.batching.maxBatchSize', 0, 'spec.models[1].batching.maxBatchSize: must be >= 1'],
     ['an unknown autoscaler', 'spec.autoscaling.provider', 'vpa', 'spec.autoscaling.provider: must be one of keda, hpa, none'],
     ['a string for a boolean', 'spec.api.graphiql', 'yes', 'spec.api.graphiql: must be boolean'],

@@ -17,15 +17,29 @@ function golden(name: string, actual: string): void {
   expect(actual, `${name} differs from its golden file; UPDATE_GOLDEN=1 rewrites it`).toBe(readFileSync(path, 'utf8'));
 }
 
-type Container = { name: string; env: { name: string; value?: string }[]; resources: { limits: Record<string, string> }; image: string; securityContext: Record<string, unknown> };
-type PodSpec = { containers: Container[]; nodeSelector?: Record<string, string>; tolerations?: unknown[]; volumes: { name: string; persistentVolumeClaim?: { claimName: string } }[]; securityContext: Record<string, unknown> };
+type Container = {
+  name: string;
+  env: { name: string; value?: string }[];
+  resources: { limits: Record<string, string> };
+  image: string;
+  securityContext: Record<string, unknown>;
+};
+type PodSpec = {
+  containers: Container[];
+  nodeSelector?: Record<string, string>;
+  tolerations?: unknown[];
+  volumes: { name: string; persistentVolumeClaim?: { claimName: string } }[];
+  securityContext: Record<string, unknown>;
+};
 const pod = (d: Obj) => (d.spec as { template: { spec: PodSpec } }).template.spec;
 const byKind = (docs: Obj[], kind: string, name: string) => docs.find((d) => d.kind === kind && d.metadata.name === name) as Obj;
 const env = (d: Obj) => Object.fromEntries(pod(d).containers[0].env.map((e) => [e.name, e.value]));
 
 // Variants beyond the examples, so every branch of the renderer meets the schemas.
 const variants: Record<string, (doc: ReturnType<typeof exampleDoc>) => void> = {
-  hpa: (d) => { d.spec.autoscaling = { provider: 'hpa' }; },
+  hpa: (d) => {
+    d.spec.autoscaling = { provider: 'hpa' };
+  },
   pvcAndLogFiles: (d) => {
     (d.spec.models as Record<string, unknown>[])[0].source = { type: 'pvc', claimName: 'models', subPath: 'name-gender' };
     d.spec.logs = { toFile: true, retentionDays: 3 };
@@ -65,10 +79,15 @@ describe('k8s render', () => {
   });
 
   it('writes a batchline.yaml the server loads, with env winning', () => {
-    const cm = documents(renderYaml(exampleText('cpu-only.yaml'))).find((d) => d.kind === 'ConfigMap') as Obj & { data: Record<string, string> };
+    const cm = documents(renderYaml(exampleText('cpu-only.yaml'))).find((d) => d.kind === 'ConfigMap') as Obj & {
+      data: Record<string, string>;
+    };
     const dir = mkdtempSync(join(tmpdir(), 'batchline-k8s-'));
     writeFileSync(join(dir, 'batchline.yaml'), cm.data['batchline.yaml']);
-    const config = loadConfig({ file: join(dir, 'batchline.yaml'), env: { BATCHLINE_REDIS_URL: 'redis://r:6379', BATCHLINE_WORKER_THREADS: '4' } });
+    const config = loadConfig({
+      file: join(dir, 'batchline.yaml'),
+      env: { BATCHLINE_REDIS_URL: 'redis://r:6379', BATCHLINE_WORKER_THREADS: '4' },
+    });
     expect(config.redis).toEqual({ url: 'redis://r:6379', prefix: 'batchline' });
     expect(config.models.repository).toBe('/app/models');
     expect(config.log).toEqual({ level: 'info', file: '', retentionDays: 14, requests: 'all' });
@@ -79,8 +98,19 @@ describe('k8s render', () => {
   it('sizes workers by env, says so in annotations, and matches explain', () => {
     const docs = documents(renderYaml(exampleText('gpu.yaml')));
     const gpu = byKind(docs, 'Deployment', 'batchline-worker-gpu');
-    expect(env(gpu)).toMatchObject({ BATCHLINE_WORKER_THREADS: '4', BATCHLINE_INTRA_OP_THREADS: '1', BATCHLINE_WORKER_CONCURRENCY: '256', BATCHLINE_EXECUTION_PROVIDER: 'cuda', BATCHLINE_WORKER_HTTP_PORT: '9464' });
-    expect(gpu.metadata.annotations).toMatchObject({ 'batchline.dev/slots': '4', 'batchline.dev/intra-op-threads': '1', 'batchline.dev/decided-by': 'cpu', 'batchline.dev/target-queue-depth': '1024' });
+    expect(env(gpu)).toMatchObject({
+      BATCHLINE_WORKER_THREADS: '4',
+      BATCHLINE_INTRA_OP_THREADS: '1',
+      BATCHLINE_WORKER_CONCURRENCY: '256',
+      BATCHLINE_EXECUTION_PROVIDER: 'cuda',
+      BATCHLINE_WORKER_HTTP_PORT: '9464',
+    });
+    expect(gpu.metadata.annotations).toMatchObject({
+      'batchline.dev/slots': '4',
+      'batchline.dev/intra-op-threads': '1',
+      'batchline.dev/decided-by': 'cpu',
+      'batchline.dev/target-queue-depth': '1024',
+    });
     const text = explain(load(exampleText('gpu.yaml')));
     expect(text).toContain('4 slots x 1 intra-op thread, concurrency 256');
     const cpu = byKind(docs, 'Deployment', 'batchline-worker-cpu');
@@ -94,7 +124,10 @@ describe('k8s render', () => {
     expect(spec.containers[0].image).toBe('ghcr.io/example/batchline:0.1.0-gpu');
     expect(spec.nodeSelector).toEqual({ 'cloud.google.com/gke-accelerator': 'nvidia-tesla-t4' });
     expect(spec.tolerations).toEqual([{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
-    expect((gpu.spec as { strategy: unknown }).strategy).toEqual({ type: 'RollingUpdate', rollingUpdate: { maxSurge: 0, maxUnavailable: 1 } });
+    expect((gpu.spec as { strategy: unknown }).strategy).toEqual({
+      type: 'RollingUpdate',
+      rollingUpdate: { maxSurge: 0, maxUnavailable: 1 },
+    });
   });
 
   it('runs every pod as non-root with a read-only root filesystem', () => {
@@ -108,7 +141,9 @@ describe('k8s render', () => {
 
   it('scales workers with KEDA on the wait list and, with Prometheus, on batchline_queue_depth', () => {
     const docs = documents(renderYaml(exampleText('cpu-only.yaml')));
-    const so = byKind(docs, 'ScaledObject', 'batchline-worker-cpu') as Obj & { spec: { triggers: { type: string; metadata: Record<string, string> }[] } };
+    const so = byKind(docs, 'ScaledObject', 'batchline-worker-cpu') as Obj & {
+      spec: { triggers: { type: string; metadata: Record<string, string> }[] };
+    };
     expect(so.spec.triggers.map((t) => t.type)).toEqual(['redis', 'prometheus']);
     expect(so.spec.triggers[0].metadata).toEqual({ listName: 'batchline:cpu:wait', listLength: '16' });
     expect(so.spec.triggers[1].metadata.query).toBe('max(batchline_queue_depth{pool="cpu",namespace="ml-serving"})');
@@ -120,7 +155,11 @@ describe('k8s render', () => {
     variants.hpa(doc);
     const docs = documents(renderYaml(doc));
     expect(docs.filter((d) => String(d.apiVersion).startsWith('keda.sh'))).toEqual([]);
-    expect(docs.filter((d) => d.kind === 'HorizontalPodAutoscaler').map((d) => d.metadata.name)).toEqual(['batchline-api', 'batchline-worker-cpu', 'batchline-worker-gpu']);
+    expect(docs.filter((d) => d.kind === 'HorizontalPodAutoscaler').map((d) => d.metadata.name)).toEqual([
+      'batchline-api',
+      'batchline-worker-cpu',
+      'batchline-worker-gpu',
+    ]);
     const laptop = documents(renderYaml(exampleText('laptop.yaml')));
     expect(laptop.filter((d) => d.kind === 'HorizontalPodAutoscaler' || d.kind === 'ScaledObject')).toEqual([]);
     expect(byKind(laptop, 'Deployment', 'laptop-worker-cpu').spec).toMatchObject({ replicas: 1 });
@@ -131,8 +170,12 @@ describe('k8s render', () => {
     const doc = exampleDoc('gpu.yaml');
     set(doc, 'spec.pools.gpu.startupSeconds', 42);
     const gpu = byKind(documents(renderYaml(doc)), 'Deployment', 'batchline-worker-gpu');
-    expect((pod(gpu).containers[0] as unknown as { startupProbe: unknown }).startupProbe)
-      .toEqual({ httpGet: { path: '/ready', port: 'metrics' }, periodSeconds: 5, timeoutSeconds: 2, failureThreshold: 9 });
+    expect((pod(gpu).containers[0] as unknown as { startupProbe: unknown }).startupProbe).toEqual({
+      httpGet: { path: '/ready', port: 'metrics' },
+      periodSeconds: 5,
+      timeoutSeconds: 2,
+      failureThreshold: 9,
+    });
   });
 
   it('mounts a pvc model source over the model folder', () => {
@@ -140,7 +183,11 @@ describe('k8s render', () => {
     variants.pvcAndLogFiles(doc);
     const api = byKind(documents(renderYaml(doc)), 'Deployment', 'batchline-api');
     expect(pod(api).volumes).toContainEqual({ name: 'model-name-gender', persistentVolumeClaim: { claimName: 'models', readOnly: true } });
-    expect((pod(api).containers[0] as unknown as { volumeMounts: unknown[] }).volumeMounts)
-      .toContainEqual({ name: 'model-name-gender', mountPath: '/app/models/name-gender', readOnly: true, subPath: 'name-gender' });
+    expect((pod(api).containers[0] as unknown as { volumeMounts: unknown[] }).volumeMounts).toContainEqual({
+      name: 'model-name-gender',
+      mountPath: '/app/models/name-gender',
+      readOnly: true,
+      subPath: 'name-gender',
+    });
   });
 });

@@ -25,7 +25,9 @@ const WS = `${DIR}submit-subscribe-ws.js`;
 
 const base = () => stack.api.url.replace(/\/graphql$/, '');
 const count = (run: Run, metric: string, tags: Record<string, string> = {}) =>
-  run.samples.filter((s) => s.metric === metric && Object.entries(tags).every(([k, v]) => s.tags[k] === v)).reduce((a, s) => a + s.value, 0);
+  run.samples
+    .filter((s) => s.metric === metric && Object.entries(tags).every(([k, v]) => s.tags[k] === v))
+    .reduce((a, s) => a + s.value, 0);
 
 async function thresholdsFailed(script: string, env: Record<string, string>, run: Run): Promise<string[]> {
   return failedThresholds(summaryData((await loadScript(script, env)).options, run));
@@ -51,7 +53,9 @@ describe('submit-subscribe-ws.js with API keys on (item 14)', () => {
     expect(run.aborted).toMatch(/refused the key \(close 4401\)/);
     expect(count(run, 'auth_rejected', { reason: 'close 4401' })).toBe(1);
     expect(count(run, 'predictions_completed')).toBe(0);
-    expect(await thresholdsFailed(WS, env, run)).toEqual(expect.arrayContaining(['predictions_completed count>0', 'auth_rejected count<1', 'checks rate>0.99']));
+    expect(await thresholdsFailed(WS, env, run)).toEqual(
+      expect.arrayContaining(['predictions_completed count>0', 'auth_rejected count<1', 'checks rate>0.99']),
+    );
   });
 
   it('no key at all is refused the same way', async () => {
@@ -67,7 +71,9 @@ describe('submit-subscribe-ws.js with API keys on (item 14)', () => {
     expect(run.connections).toBe(1);
     expect(run.aborted).toMatch(/refused the key \(FORBIDDEN\)/);
     expect(count(run, 'prediction_failures', { reason: 'FORBIDDEN' })).toBe(1);
-    expect(await thresholdsFailed(WS, env, run)).toEqual(expect.arrayContaining(['predictions_completed count>0', 'auth_rejected count<1']));
+    expect(await thresholdsFailed(WS, env, run)).toEqual(
+      expect.arrayContaining(['predictions_completed count>0', 'auth_rejected count<1']),
+    );
   });
 });
 
@@ -101,6 +107,8 @@ describe('predict-http.js against the model (items 14, 15)', () => {
     const run = await runScript(HTTP, { env, scenario: 'closed', iterations: 50 });
     expect(run.requests).toBe(1);
     expect(run.aborted).toMatch(/refused the key \(UNAUTHENTICATED\)/);
-    expect(await thresholdsFailed(HTTP, env, run)).toEqual(expect.arrayContaining(['predictions_completed{scenario:closed} count>0', 'graphql_errors count<1']));
+    expect(await thresholdsFailed(HTTP, env, run)).toEqual(
+      expect.arrayContaining(['predictions_completed{scenario:closed} count>0', 'graphql_errors count<1']),
+    );
   });
 });

@@ -55,7 +55,13 @@ describe('syntax: every k6 from v0.48 compiles the scripts (item 13)', () => {
   it('Babel 6, which k6 v0.48-v0.52 compiles scripts with, compiles every script', () => {
     for (const file of SCRIPTS) {
       const code = readFileSync(DIR + file, 'utf8');
-      const compile = () => babel6.transform(code, { plugins: ['transform-es2015-modules-commonjs', 'transform-exponentiation-operator'], babelrc: false, retainLines: true, filename: file }).code;
+      const compile = () =>
+        babel6.transform(code, {
+          plugins: ['transform-es2015-modules-commonjs', 'transform-exponentiation-operator'],
+          babelrc: false,
+          retainLines: true,
+          filename: file,
+        }).code;
       expect(compile, file).not.toThrow();
       // What goja then runs is a CommonJS function body.
       expect(() => new Function('require', 'exports', 'module', compile()), file).not.toThrow();
@@ -65,7 +71,11 @@ describe('syntax: every k6 from v0.48 compiles the scripts (item 13)', () => {
   it('the scripts import only k6 modules that exist from v0.48, and files next to them', () => {
     for (const file of SCRIPTS) {
       const ast = espree.parse(readFileSync(DIR + file, 'utf8'), { ecmaVersion: 2017, sourceType: 'module' });
-      const sources = ast.body.flatMap((n) => (n.type === 'ImportDeclaration' || n.type === 'ExportNamedDeclaration' || n.type === 'ExportAllDeclaration') && n.source ? [String(n.source.value)] : []);
+      const sources = ast.body.flatMap((n) =>
+        (n.type === 'ImportDeclaration' || n.type === 'ExportNamedDeclaration' || n.type === 'ExportAllDeclaration') && n.source
+          ? [String(n.source.value)]
+          : [],
+      );
       for (const s of sources) expect(K6_MODULES_SINCE_048.includes(s) || /^\.\/[\w-]+\.js$/.test(s), `${file} imports ${s}`).toBe(true);
     }
   });
@@ -81,7 +91,10 @@ describe('syntax: every k6 from v0.48 compiles the scripts (item 13)', () => {
     };
     for (const [what, code] of Object.entries(newer)) {
       const messages = await lint(code);
-      expect(messages.some((m) => m.fatal && /Parsing error/.test(m.message)), what).toBe(true);
+      expect(
+        messages.some((m) => m.fatal && /Parsing error/.test(m.message)),
+        what,
+      ).toBe(true);
     }
     // The probe itself is fine as ES2017, so the failures above are the syntax's.
     expect(await lint('export const a = Object.assign({}, __ENV);\nexport async function b() { return 2 ** 3; }\n')).toEqual([]);
@@ -164,12 +177,20 @@ describe('options from the environment (item 15)', () => {
     const http = (await loadScript(HTTP)).options;
     for (const name of ['closed', 'open']) expect(http.thresholds?.[`predictions_completed{scenario:${name}}`]).toEqual(['count>0']);
     const ws = (await loadScript(WS)).options;
-    expect(ws.thresholds).toMatchObject({ predictions_completed: ['count>0'], prediction_failures: ['count<1'], auth_rejected: ['count<1'] });
+    expect(ws.thresholds).toMatchObject({
+      predictions_completed: ['count>0'],
+      prediction_failures: ['count<1'],
+      auth_rejected: ['count<1'],
+    });
 
     // What k6 decides when nothing ran (as after `--duration`, which drops the scenarios): the
     // SLO thresholds pass on zero samples, and only the guards fail the run.
-    const nothing = async (script: string, o: K6Options) => failedThresholds(summaryData(o, { samples: [], definitions: (await loadScript(script)).definitions }));
-    expect(await nothing(HTTP, http)).toEqual(['predictions_completed{scenario:closed} count>0', 'predictions_completed{scenario:open} count>0']);
+    const nothing = async (script: string, o: K6Options) =>
+      failedThresholds(summaryData(o, { samples: [], definitions: (await loadScript(script)).definitions }));
+    expect(await nothing(HTTP, http)).toEqual([
+      'predictions_completed{scenario:closed} count>0',
+      'predictions_completed{scenario:open} count>0',
+    ]);
     expect(await nothing(WS, ws)).toEqual(['predictions_completed count>0']);
   });
 
@@ -194,7 +215,9 @@ describe('what the scripts send and report (items 14, 15)', () => {
     for (const t of texts) expect(t).toMatch(/^[A-Z][A-Za-z'-]+ [A-Z][A-Za-z'-]+$/);
     expect(new Set(texts).size).toBeGreaterThan(1980);
     // TEXT alone still sends one fixed text (a run of the cache, which the cached-share threshold reports).
-    expect(new Set((await callExport<{ text: string }>(LIB, { TEXT: 'Maria' }, 'input', 5)).map((i) => i.text))).toEqual(new Set(['Maria']));
+    expect(new Set((await callExport<{ text: string }>(LIB, { TEXT: 'Maria' }, 'input', 5)).map((i) => i.text))).toEqual(
+      new Set(['Maria']),
+    );
   });
 
   it('both scripts fail a run in which the cache answered more than MAX_CACHED_RATE', async () => {
@@ -226,6 +249,8 @@ describe('what the scripts send and report (items 14, 15)', () => {
     expect(text).toMatch(/1 of \d+ thresholds FAILED/);
     expect(text).toMatch(/http_req_duration\{scenario:open\}: 50\.50 \/ 95\.05 \/ 99\.01/);
     expect(JSON.parse(out['predict-http-summary.json']).metrics['http_req_duration{scenario:open}'].values['p(99)']).toBeCloseTo(99.01);
-    expect(Object.keys(await callHandleSummary(HTTP, { SUMMARY_FILE: 'out/run.json' }, summaryData(options, { samples, definitions })))).toContain('out/run.json');
+    expect(
+      Object.keys(await callHandleSummary(HTTP, { SUMMARY_FILE: 'out/run.json' }, summaryData(options, { samples, definitions }))),
+    ).toContain('out/run.json');
   });
 });

@@ -37,12 +37,16 @@ describe('planCapacity', () => {
 describe('batchline plan capacity', () => {
   it('prints replicas, slots and the queueing delay for one policy, or JSON', async () => {
     const t = io();
-    expect(await runPlanCli(['capacity', '--profile', GPU_PROFILE, '--rate', '10000', '--slo', '50', '--policy', 'predictive'], t.io)).toBe(0);
+    expect(await runPlanCli(['capacity', '--profile', GPU_PROFILE, '--rate', '10000', '--slo', '50', '--policy', 'predictive'], t.io)).toBe(
+      0,
+    );
     const text = t.out.join('');
     expect(text).toMatch(/capacity for 10000 requests\/s within p99 50 ms, profile gpu-like/);
     expect(text).toMatch(/^predictive\s+\d+\s+1\s+1\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$/m);
     const j = io();
-    expect(await runPlanCli(['capacity', '--profile', GPU_PROFILE, '--rate', '10000', '--slo', '50', '--policy', 'predictive', '--json'], j.io)).toBe(0);
+    expect(
+      await runPlanCli(['capacity', '--profile', GPU_PROFILE, '--rate', '10000', '--slo', '50', '--policy', 'predictive', '--json'], j.io),
+    ).toBe(0);
     const [plan] = JSON.parse(j.out.join('')) as CapacityPlan[];
     expect(plan).toMatchObject({ policy: 'predictive', replicas: 1, slots: 1 });
   });
@@ -50,7 +54,11 @@ describe('batchline plan capacity', () => {
   it.each([
     [['capacity', '--rate', '1', '--slo', '50'], 2, /--profile is required/],
     [['capacity', '--profile', GPU_PROFILE, '--rate', 'lots', '--slo', '50'], 2, /--rate must be a number above 0, got lots/],
-    [['capacity', '--profile', GPU_PROFILE, '--rate', '1', '--slo', '50', '--policy', 'magic'], 2, /--policy must be one of fixed, aimd, predictive/],
+    [
+      ['capacity', '--profile', GPU_PROFILE, '--rate', '1', '--slo', '50', '--policy', 'magic'],
+      2,
+      /--policy must be one of fixed, aimd, predictive/,
+    ],
     [['capacity', '--profile', GPU_PROFILE, '--rate', '1', '--slo', '50', '--slots', '2'], 2, /Unknown option '--slots'/],
     [['size'], 2, /unknown plan command size/],
     [['capacity', '--profile', '/no/such.json', '--rate', '1', '--slo', '50'], 1, /cannot read profile \/no\/such.json/],
@@ -65,7 +73,12 @@ describe('batchline plan capacity', () => {
 describe('a ModelServer that states an expected rate', () => {
   const withRate = (rate: number, maxReplicas: number) => {
     const doc = exampleDoc('gpu.yaml');
-    set(doc, 'spec.pools.gpu.autoscaling', { minReplicas: 1, maxReplicas, targetLatencyMs: 100, expectedRate: { requestsPerSecond: rate, profile: 'gpu-like.json' } });
+    set(doc, 'spec.pools.gpu.autoscaling', {
+      minReplicas: 1,
+      maxReplicas,
+      targetLatencyMs: 100,
+      expectedRate: { requestsPerSecond: rate, profile: 'gpu-like.json' },
+    });
     // The example's model SLO (20 ms) leaves the GPU-like profile's 8 ms runs little room; plan at 50.
     set(doc, 'spec.models.1.slo', { latencyMs: 50 });
     return doc;
@@ -87,8 +100,14 @@ describe('a ModelServer that states an expected rate', () => {
   it('k8s explain says how many replicas the simulation needs, and whether maxReplicas covers it', async () => {
     const t = io();
     expect(await runK8sCli(['k8s', 'explain', write(withRate(20_000, 4))], t.io)).toBe(0);
-    const line = t.out.join('').split('\n').find((l) => l.includes('expected rate:'))!;
-    const m = /expected rate: +20000 requests\/s \(profile gpu-like\): (\d+) replicas of 1 slot hold it at p99 ([\d.]+) ms, queueing p99 [\d.]+ ms \(simulated, (\d+) requests\/s a replica\); maxReplicas 4 covers it/.exec(line);
+    const line = t.out
+      .join('')
+      .split('\n')
+      .find((l) => l.includes('expected rate:'))!;
+    const m =
+      /expected rate: +20000 requests\/s \(profile gpu-like\): (\d+) replicas of 1 slot hold it at p99 ([\d.]+) ms, queueing p99 [\d.]+ ms \(simulated, (\d+) requests\/s a replica\); maxReplicas 4 covers it/.exec(
+        line,
+      );
     expect(m, line).not.toBeNull();
     // The pool's own batching (aimd up to 64 rows) is what is simulated: 64-row batches of 10.6 ms, not the 1024 the profile allows.
     expect(Number(m![1])).toBe(Math.ceil(20_000 / Number(m![3])));

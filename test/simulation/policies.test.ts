@@ -31,7 +31,10 @@ describe.each(cases)('on %s, %s arrivals', (_name, pattern, file) => {
   it.each(['aimd', 'predictive'] as const)('%s holds 90% of that rate within the SLO', async (policy) => {
     const rate = 0.9 * best.sustained.ratePerSec;
     const r = await simulate(runSpec(s, adaptive(policy, SLO_MS, s.service.profile.maxRows), rate));
-    expect(r.p99, `${policy} at ${rate.toFixed(0)} requests/s (best fixed: ${label(best.batching)} at ${best.sustained.ratePerSec.toFixed(0)})`).toBeLessThanOrEqual(SLO_MS);
+    expect(
+      r.p99,
+      `${policy} at ${rate.toFixed(0)} requests/s (best fixed: ${label(best.batching)} at ${best.sustained.ratePerSec.toFixed(0)})`,
+    ).toBeLessThanOrEqual(SLO_MS);
     expect(r.withinSlo).toBe(true);
   });
 });

@@ -10,12 +10,29 @@ import { checkProfile, loadProfile, ServiceModel, type Profile } from '../../cor
 import { simulate, type SimulationSpec } from '../../core/simulation/simulate.ts';
 import type { BatchingSpec } from '../../core/model-config.ts';
 
-const linear = (a: number, b: number, sigma = 0): Profile => ({ name: 'linear', source: 'test', cost: { a, b }, jitterSigma: sigma, maxRows: 256, slotsPerReplica: 1 });
+const linear = (a: number, b: number, sigma = 0): Profile => ({
+  name: 'linear',
+  source: 'test',
+  cost: { a, b },
+  jitterSigma: sigma,
+  maxRows: 256,
+  slotsPerReplica: 1,
+});
 const fixed = (maxBatchSize: number, maxDelayMs: number): BatchingSpec => ({ policy: 'fixed', maxBatchSize, maxDelayMs, sloMs: 50 });
 
 function spec(over: Partial<SimulationSpec> & { ratePerSec?: number } = {}): SimulationSpec {
   const { ratePerSec = 1000, ...rest } = over;
-  return { batching: fixed(32, 5), slots: 1, service: new ServiceModel(linear(1, 0.05, 0.1)), arrivals: { pattern: { kind: 'poisson' }, ratePerSec }, durationMs: 5000, warmupMs: 500, sloMs: 50, seed: 7, ...rest };
+  return {
+    batching: fixed(32, 5),
+    slots: 1,
+    service: new ServiceModel(linear(1, 0.05, 0.1)),
+    arrivals: { pattern: { kind: 'poisson' }, ratePerSec },
+    durationMs: 5000,
+    warmupMs: 500,
+    sloMs: 50,
+    seed: 7,
+    ...rest,
+  };
 }
 
 const all = (a: ArrivalSpec, untilMs: number, seed = 1) => [...arrivals(a, untilMs, streams(seed))];
@@ -66,7 +83,18 @@ describe('arrivals', () => {
 
 describe('run times', () => {
   it('a measured profile: its points exactly, linear between them, the last slope beyond', () => {
-    const m = new ServiceModel({ name: 'm', source: 'test', points: [{ rows: 1, ms: 1 }, { rows: 8, ms: 2 }, { rows: 64, ms: 9 }], jitterSigma: 0, maxRows: 128, slotsPerReplica: 1 });
+    const m = new ServiceModel({
+      name: 'm',
+      source: 'test',
+      points: [
+        { rows: 1, ms: 1 },
+        { rows: 8, ms: 2 },
+        { rows: 64, ms: 9 },
+      ],
+      jitterSigma: 0,
+      maxRows: 128,
+      slotsPerReplica: 1,
+    });
     expect(m.meanMs(8)).toBe(2);
     expect(m.meanMs(36)).toBeCloseTo(5.5, 9);
     expect(m.meanMs(128)).toBeCloseTo(17, 9);
@@ -97,7 +125,8 @@ describe('run times', () => {
   });
 
   it('the shipped profiles load', () => {
-    for (const f of ['mlp-bench-cpu.json', 'gpu-like.json']) expect(loadProfile(new URL(`../../bench/profiles/${f}`, import.meta.url).pathname).source.length).toBeGreaterThan(20);
+    for (const f of ['mlp-bench-cpu.json', 'gpu-like.json'])
+      expect(loadProfile(new URL(`../../bench/profiles/${f}`, import.meta.url).pathname).source.length).toBeGreaterThan(20);
   });
 });
 
@@ -149,7 +178,13 @@ describe('a run through the real Batcher', () => {
 
 describe('the search for the rate held within the SLO', () => {
   it('finds a rate that holds, with the next step up (1% of the ceiling) failing', async () => {
-    const s: Scenario = { service: new ServiceModel(linear(1, 0.05, 0.1)), slots: 1, pattern: { kind: 'poisson' }, sloMs: 20, requests: 5000 };
+    const s: Scenario = {
+      service: new ServiceModel(linear(1, 0.05, 0.1)),
+      slots: 1,
+      pattern: { kind: 'poisson' },
+      sloMs: 20,
+      requests: 5000,
+    };
     const b = fixed(32, 5);
     const found = await sustainableRate(s, b);
     expect(found.ratePerSec).toBeGreaterThan(0);

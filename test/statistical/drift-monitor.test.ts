@@ -23,11 +23,16 @@ interface Report {
   chiSquare: number;
   observed: { label: string; count: number }[];
 }
-const DRIFT = '{ modelDrift(model: "name-gender") { status samples pValue chiSquare degreesOfFreedom observed { label count } expected { label count } } }';
+const DRIFT =
+  '{ modelDrift(model: "name-gender") { status samples pValue chiSquare degreesOfFreedom observed { label count } expected { label count } } }';
 
 async function send(names: string[]): Promise<void> {
   for (let i = 0; i < names.length; i += 100) {
-    const r = await gql(stack.api.url, 'query($t: [String!]!) { predict(model: "name-gender", input: { texts: $t }) { predictions { label } } }', { t: names.slice(i, i + 100) });
+    const r = await gql(
+      stack.api.url,
+      'query($t: [String!]!) { predict(model: "name-gender", input: { texts: $t }) { predictions { label } } }',
+      { t: names.slice(i, i + 100) },
+    );
     expect(r.body.errors).toBeUndefined();
   }
 }
@@ -55,7 +60,10 @@ describe('live drift monitor', () => {
   });
 
   it('flags drift when the traffic turns to female names only, in the query and the metrics', async () => {
-    const female = train.filter((t) => t.label === 'female').slice(0, 800).map((t) => t.name);
+    const female = train
+      .filter((t) => t.label === 'female')
+      .slice(0, 800)
+      .map((t) => t.name);
     await send(female);
     const rep = await reportWith(holdout.length + female.length);
     expect(rep.status).toBe('DRIFT');

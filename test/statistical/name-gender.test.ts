@@ -47,7 +47,9 @@ describe('name-gender on held-out names, through the API', () => {
       if (label === holdout[i].label) correct++;
     });
     const test = chiSquareGoodnessOfFit(counts, metrics.trainingClassDistribution, 0.01);
-    console.log(`held-out n=${holdout.length} predicted=${JSON.stringify(counts)} chi2=${test.statistic.toFixed(3)} p=${test.pValue.toFixed(3)} accuracy=${(correct / holdout.length).toFixed(4)}`);
+    console.log(
+      `held-out n=${holdout.length} predicted=${JSON.stringify(counts)} chi2=${test.statistic.toFixed(3)} p=${test.pValue.toFixed(3)} accuracy=${(correct / holdout.length).toFixed(4)}`,
+    );
     expect(test.rejected).toBe(false);
     // Same model, same features: the served accuracy equals the offline one (float noise aside).
     expect(Math.abs(correct / holdout.length - metrics.heldOutAccuracy)).toBeLessThan(0.002);

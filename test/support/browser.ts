@@ -10,13 +10,22 @@ export const CHROMIUM = process.env.BATCHLINE_CHROMIUM ?? '/usr/bin/chromium';
 
 /** Fails loudly without Chromium: a skipped browser test would pass for the wrong reason. */
 export async function launchBrowser(): Promise<Browser> {
-  if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: install Debian's package (apt-get update && apt-get install -y chromium), as .ci/run does`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(
+      `no Chromium at ${CHROMIUM}: install Debian's package (apt-get update && apt-get install -y chromium), as .ci/run does`,
+    );
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
     // Name resolution off for every host but loopback: a request that slipped past the
     // route below still could not leave.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-background-networking',
+      '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1',
+    ],
   });
 }
 

@@ -8,13 +8,27 @@ export interface GqlResponse<T = Record<string, unknown>> {
   body: { data?: T | null; errors?: { message: string; extensions?: Record<string, unknown> }[] };
 }
 
-export async function gql<T = Record<string, unknown>>(url: string, query: string, variables?: Record<string, unknown>, headers: Record<string, string> = {}): Promise<GqlResponse<T>> {
-  const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify({ query, variables }) });
+export async function gql<T = Record<string, unknown>>(
+  url: string,
+  query: string,
+  variables?: Record<string, unknown>,
+  headers: Record<string, string> = {},
+): Promise<GqlResponse<T>> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: JSON.stringify({ query, variables }),
+  });
   return { status: res.status, headers: res.headers, body: (await res.json()) as GqlResponse<T>['body'] };
 }
 
 /** Subscribes over SSE and collects every `next` payload until the server completes the stream. */
-export async function sseCollect(url: string, query: string, variables: Record<string, unknown>, timeoutMs = 20_000): Promise<{ status: number; events: GqlResponse['body'][] }> {
+export async function sseCollect(
+  url: string,
+  query: string,
+  variables: Record<string, unknown>,
+  timeoutMs = 20_000,
+): Promise<{ status: number; events: GqlResponse['body'][] }> {
   const ctrl = new AbortController();
   const timer = setTimeout(() => ctrl.abort(), timeoutMs);
   try {
@@ -53,6 +67,9 @@ export function wsClient(url: string): Client {
 export function wsCollect(client: Client, query: string, variables: Record<string, unknown>): Promise<GqlResponse['body'][]> {
   return new Promise((resolve, reject) => {
     const events: GqlResponse['body'][] = [];
-    client.subscribe({ query, variables }, { next: (v) => events.push(v as GqlResponse['body']), error: reject, complete: () => resolve(events) });
+    client.subscribe(
+      { query, variables },
+      { next: (v) => events.push(v as GqlResponse['body']), error: reject, complete: () => resolve(events) },
+    );
   });
 }

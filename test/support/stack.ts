@@ -52,7 +52,12 @@ export async function startApi(o: StackOptions): Promise<RunningApi> {
   const config = configFor(o);
   const api = await createApiServer({ config, logger: createLogger(config.log) });
   const port = await api.listen(0, '127.0.0.1');
-  return { url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql`, api, close: async () => void (await api.close()) };
+  return {
+    url: `http://127.0.0.1:${port}/graphql`,
+    ws: `ws://127.0.0.1:${port}/graphql`,
+    api,
+    close: async () => void (await api.close()),
+  };
 }
 
 export interface Child {
@@ -81,7 +86,11 @@ const CRASH = /triggerUncaughtException|ERR_UNHANDLED_REJECTION|Unhandled promis
 
 /** Spawns `cli/main.ts <args>` and resolves once `readyLine` appears in its output. */
 export function spawnCli(args: string[], o: StackOptions, readyLine: RegExp, timeoutMs = 30_000): Promise<Child> {
-  const proc = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: o.env?.BATCHLINE_LOG_LEVEL ?? 'info' }, cwd: o.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CLI, ...args], {
+    env: { ...process.env, ...envFor(o), BATCHLINE_LOG_LEVEL: o.env?.BATCHLINE_LOG_LEVEL ?? 'info' },
+    cwd: o.cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   liveChildren.add(proc);
   let out = '';
   // 'close', not 'exit': it comes after the child's output is read to the end, so a line the

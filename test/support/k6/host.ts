@@ -13,7 +13,10 @@ const VU_ENTRY = new URL('./vu.ts', import.meta.url);
 
 /** `options` as scripts export them (the parts tests read). */
 export interface K6Options {
-  scenarios?: Record<string, Record<string, unknown> & { executor: string; startTime?: string; duration?: string; stages?: { duration: string; target: number }[] }>;
+  scenarios?: Record<
+    string,
+    Record<string, unknown> & { executor: string; startTime?: string; duration?: string; stages?: { duration: string; target: number }[] }
+  >;
   thresholds?: Record<string, string[]>;
   summaryTrendStats?: string[];
   [key: string]: unknown;
@@ -82,7 +85,9 @@ function serve(port: MessagePort, signal: Int32Array, counts: { connections: num
         event(id, { type: 'refused', status: res.statusCode ?? 0, message: `bad handshake: HTTP ${res.statusCode}` });
         req.destroy();
       });
-      socket.on('error', (err) => event(id, opened ? { type: 'error', message: err.message } : { type: 'refused', status: 0, message: err.message }));
+      socket.on('error', (err) =>
+        event(id, opened ? { type: 'error', message: err.message } : { type: 'refused', status: 0, message: err.message }),
+      );
       socket.on('close', (code) => {
         sockets.delete(id);
         if (opened) event(id, { type: 'close', code });
@@ -105,7 +110,12 @@ function serve(port: MessagePort, signal: Int32Array, counts: { connections: num
   };
 }
 
-async function startVu<T>(script: string, env: Record<string, string>, task: VuTask, timeoutMs: number): Promise<T & { connections: number; requests: number }> {
+async function startVu<T>(
+  script: string,
+  env: Record<string, string>,
+  task: VuTask,
+  timeoutMs: number,
+): Promise<T & { connections: number; requests: number }> {
   const { port1, port2 } = new MessageChannel();
   const signal = new Int32Array(new SharedArrayBuffer(4));
   const counts = { connections: 0, requests: 0 };
@@ -151,6 +161,9 @@ export async function callExport<T>(script: string, env: Record<string, string>,
 }
 
 /** Runs `iterations` iterations of the script's default function on one VU of `scenario`, against real servers. */
-export async function runScript(script: string, o: { env: Record<string, string>; scenario: string; iterations: number; timeoutMs?: number }): Promise<Run> {
+export async function runScript(
+  script: string,
+  o: { env: Record<string, string>; scenario: string; iterations: number; timeoutMs?: number },
+): Promise<Run> {
   return startVu<Run>(script, o.env, { mode: 'run', scenario: o.scenario, iterations: o.iterations }, o.timeoutMs ?? 120_000);
 }

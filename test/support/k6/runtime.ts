@@ -72,7 +72,12 @@ export function record(metric: string, value: number, tags: Record<string, strin
 /** The longest a VU waits for one reply from the host; beyond it the host is stuck, not slow. */
 const HOST_LIMIT_MS = 60_000;
 
-export type SocketEvent = { type: 'open' } | { type: 'message'; data: string } | { type: 'close'; code: number } | { type: 'error'; message: string } | { type: 'refused'; message: string; status: number };
+export type SocketEvent =
+  | { type: 'open' }
+  | { type: 'message'; data: string }
+  | { type: 'close'; code: number }
+  | { type: 'error'; message: string }
+  | { type: 'refused'; message: string; status: number };
 type HostMessage = { kind: 'reply'; id: number; value: unknown } | { kind: 'event'; socket: number; event: SocketEvent };
 
 /** The VU's blocking line to the host thread. */

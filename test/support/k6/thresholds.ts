@@ -57,7 +57,14 @@ export function statistic(type: MetricDefinition['type'], values: number[], stat
     const trues = values.filter((v) => v !== 0).length;
     return stat === 'rate' ? trues / values.length : stat === 'passes' ? trues : stat === 'fails' ? values.length - trues : undefined;
   }
-  if (type === 'gauge') return stat === 'value' ? (values.at(-1) ?? 0) : stat === 'min' ? Math.min(...values, 0) : stat === 'max' ? Math.max(...values, 0) : undefined;
+  if (type === 'gauge')
+    return stat === 'value'
+      ? (values.at(-1) ?? 0)
+      : stat === 'min'
+        ? Math.min(...values, 0)
+        : stat === 'max'
+          ? Math.max(...values, 0)
+          : undefined;
   const sorted = [...values].sort((a, b) => a - b);
   const p = /^p\((\d+(?:\.\d+)?)\)$/.exec(stat);
   if (p) return percentile(sorted, Number(p[1]) / 100);
@@ -95,29 +102,48 @@ export function holds(type: MetricDefinition['type'], values: number[], expressi
 }
 
 function valuesOf(def: MetricDefinition, values: number[], trendStats: string[], durationMs: number): Record<string, number> {
-  const stats = def.type === 'trend' ? trendStats : def.type === 'counter' ? ['count', 'rate'] : def.type === 'rate' ? ['rate', 'passes', 'fails'] : ['value', 'min', 'max'];
+  const stats =
+    def.type === 'trend'
+      ? trendStats
+      : def.type === 'counter'
+        ? ['count', 'rate']
+        : def.type === 'rate'
+          ? ['rate', 'passes', 'fails']
+          : ['value', 'min', 'max'];
   const out: Record<string, number> = {};
   for (const s of stats) out[s] = statistic(def.type, values, s, durationMs) ?? 0;
   return out;
 }
 
 /** What k6 would hand to handleSummary after these samples, thresholds evaluated. */
-export function summaryData(options: K6Options, run: { samples: Sample[]; definitions: Record<string, MetricDefinition> }, durationMs = 1000): SummaryData {
+export function summaryData(
+  options: K6Options,
+  run: { samples: Sample[]; definitions: Record<string, MetricDefinition> },
+  durationMs = 1000,
+): SummaryData {
   const defs: Record<string, MetricDefinition> = { ...BUILTIN_METRICS, ...run.definitions };
   const trendStats = options.summaryTrendStats ?? DEFAULT_TREND_STATS;
   const metrics: Record<string, MetricSummary> = {};
   const entry = (key: string, metric: string, tags: Record<string, string>): MetricSummary => {
     const def = defs[metric];
     if (!def) throw new Error(`invalid threshold defined on ${key}: no metric ${metric} (k6 refuses to start)`);
-    const values = run.samples.filter((s) => s.metric === metric && Object.entries(tags).every(([k, v]) => s.tags[k] === v)).map((s) => s.value);
-    return (metrics[key] ??= { type: def.type, contains: def.isTime ? 'time' : 'default', values: valuesOf(def, values, trendStats, durationMs) });
+    const values = run.samples
+      .filter((s) => s.metric === metric && Object.entries(tags).every(([k, v]) => s.tags[k] === v))
+      .map((s) => s.value);
+    return (metrics[key] ??= {
+      type: def.type,
+      contains: def.isTime ? 'time' : 'default',
+      values: valuesOf(def, values, trendStats, durationMs),
+    });
   };
   for (const name of new Set(run.samples.map((s) => s.metric))) entry(name, name, {});
   for (const name of Object.keys(run.definitions)) entry(name, name, {});
   for (const [key, expressions] of Object.entries(options.thresholds ?? {})) {
     const { metric, tags } = parseThresholdKey(key);
     const m = entry(key, metric, tags);
-    const values = run.samples.filter((s) => s.metric === metric && Object.entries(tags).every(([k, v]) => s.tags[k] === v)).map((s) => s.value);
+    const values = run.samples
+      .filter((s) => s.metric === metric && Object.entries(tags).every(([k, v]) => s.tags[k] === v))
+      .map((s) => s.value);
     m.thresholds = Object.fromEntries(expressions.map((e) => [e, { ok: holds(m.type, values, e, durationMs) }]));
   }
   return {

@@ -22,7 +22,14 @@ export interface Response extends Reply {
 export function request(method: string, url: string, body?: string | null, params: Params = {}): Response {
   if (vu.init) throw new Error('making HTTP requests in the init context is not supported');
   const started = performance.now();
-  const reply = theHost().call<Reply>({ op: 'http', method, url, body: body ?? undefined, headers: params.headers ?? {}, timeoutMs: params.timeout ?? 60_000 });
+  const reply = theHost().call<Reply>({
+    op: 'http',
+    method,
+    url,
+    body: body ?? undefined,
+    headers: params.headers ?? {},
+    timeoutMs: params.timeout ?? 60_000,
+  });
   const duration = performance.now() - started;
   const tags = { method, name: url, status: String(reply.status), ...params.tags };
   // k6's default: a response outside 200-399 (or none) is a failed request.

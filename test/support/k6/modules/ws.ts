@@ -92,7 +92,11 @@ function runDueTimers(socket: Socket): void {
   }
 }
 
-export function connect(url: string, paramsOrCallback: unknown, maybeCallback?: (socket: Socket) => void): { url: string; status: number; headers: Record<string, string>; body: string; error: string } {
+export function connect(
+  url: string,
+  paramsOrCallback: unknown,
+  maybeCallback?: (socket: Socket) => void,
+): { url: string; status: number; headers: Record<string, string>; body: string; error: string } {
   if (vu.init) throw new Error('using websockets in the init context is not supported');
   const callback = (maybeCallback ?? paramsOrCallback) as (socket: Socket) => void;
   const params = (maybeCallback ? paramsOrCallback : {}) as { headers?: Record<string, string> } | null;
