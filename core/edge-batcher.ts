@@ -28,6 +28,8 @@ export type EdgeSendReason = 'full' | 'idle' | 'timeout';
 export interface EdgeBatch {
   /** The group's key (model key and row shape). */
   group: string;
+  /** The model version's key, as given to `submit`. */
+  modelKey: string;
   input: NormalizedInput;
   rows: number;
   /** Rows of each request, in order. */
@@ -87,6 +89,7 @@ interface Member {
 
 interface Gathering {
   group: string;
+  modelKey: string;
   limits: EdgeLimits;
   members: Member[];
   rows: number;
@@ -133,7 +136,7 @@ export class EdgeBatcher {
         batch = undefined;
       }
       if (!batch) {
-        batch = { group, limits, members: [], rows: 0 };
+        batch = { group, modelKey, limits, members: [], rows: 0 };
         this.open.set(group, batch);
       }
       const member: Member = {
@@ -165,6 +168,7 @@ export class EdgeBatcher {
     batch.members = members;
     const job: EdgeBatch = {
       group: batch.group,
+      modelKey: batch.modelKey,
       input: mergeInputs(members.map((m) => m.input)),
       rows: members.reduce((s, m) => s + m.rows, 0),
       segments: members.map((m) => m.rows),

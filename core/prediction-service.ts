@@ -98,7 +98,7 @@ export class PredictionService {
   /** Cache hits never reach a worker, so the drift monitor's counts of them are kept here. */
   private readonly driftCounts: DriftCounter;
   private readonly edge: EdgeBatcher;
-  /** The model version of each edge group, for its jobs. */
+  /** The model version behind each model key sent to the edge batcher, for its jobs. */
   private readonly groups = new Map<string, ModelVersion>();
   repository: ModelRepository;
 
@@ -109,7 +109,10 @@ export class PredictionService {
     this.edge = new EdgeBatcher({
       dispatch: (batch) => this.dispatch(batch),
       onSend: (batch) => {
-        deps.metrics.edgeBatchRows.observe({ model: batch.group.slice(0, batch.group.indexOf('@')), reason: batch.reason }, batch.rows);
+        deps.metrics.edgeBatchRows.observe(
+          { model: this.groups.get(batch.modelKey)?.name ?? batch.modelKey, reason: batch.reason },
+          batch.rows,
+        );
       },
     });
     this.driftCounts = new DriftCounter(deps.redis, deps.keys, (deps.config.maintenance.driftWindowMinutes + 5) * 60);
@@ -261,7 +264,7 @@ export class PredictionService {
 
   /** One edge batch as one synchronous job; no record is stored for it (nobody could read it). */
   private dispatch(batch: EdgeBatch): EdgeJob {
-    const mv = this.groups.get(batch.group.slice(0, batch.group.indexOf('#')))!;
+    const mv = this.groups.get(batch.modelKey)!;
     const job: PredictionJobData = {
       ...this.jobData(mv, batch.input, batch.rows, batch.requestIds[0], undefined),
       deadline: batch.deadline,

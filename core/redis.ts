@@ -3,6 +3,7 @@
  * a 503 instead of a hung request; BullMQ workers and subscribers wait and reconnect.
  */
 import { Redis, type RedisOptions } from 'ioredis';
+import { isRedisUnavailable } from './errors.ts';
 
 export type RedisRole = 'producer' | 'blocking' | 'subscriber';
 
@@ -64,3 +65,29 @@ export function keyspace(prefix: string) {
   };
 }
 export type Keyspace = ReturnType<typeof keyspace>;
+
+export interface RetryOptions {
+  /** Stop trying (the last error is thrown): the caller is stopping, or nobody waits any more. */
+  giveUp: () => boolean;
+  /** Called once, at the first failure. */
+  onRetry?: (e: Error) => void;
+  /** Longest pause between tries; they start at 50 ms and double. @defaultValue 2000 */
+  maxDelayMs?: number;
+}
+
+/**
+ * Runs `op` again while Redis is unreachable (a restart, a connection still coming back):
+ * what an outage interrupts is done once Redis is back, instead of failing for a reason that
+ * is not the work's own. Any other error is thrown at once.
+ */
+export async function whileUnreachable<T>(op: () => Promise<T>, options: RetryOptions): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await op();
+    } catch (e) {
+      if (!isRedisUnavailable(e) || options.giveUp()) throw e;
+      if (attempt === 0) options.onRetry?.(e as Error);
+      await new Promise((r) => setTimeout(r, Math.min(options.maxDelayMs ?? 2000, 50 * 2 ** attempt)));
+    }
+  }
+}

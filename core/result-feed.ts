@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { Redis } from 'ioredis';
 import { ServingError, asServingError, isRedisUnavailable } from './errors.ts';
-import type { Keyspace } from './redis.ts';
+import { whileUnreachable, type Keyspace } from './redis.ts';
 import type { ResultStore } from './result-store.ts';
 import { isFinal, type PredictionRecord, type SyncReply } from './prediction.ts';
 
@@ -24,16 +24,12 @@ import { isFinal, type PredictionRecord, type SyncReply } from './prediction.ts'
  * SUBSCRIBE would otherwise wait in ioredis's offline queue for the whole outage.
  */
 const SETUP_TIMEOUT_MS = 2_000;
-/** Pause between tries of a read that met a connection still coming back. */
-const RETRY_MS = 100;
 
 function unavailable(): ServingError {
   return new ServingError('SERVICE_UNAVAILABLE', 'result delivery (Redis) is unreachable; subscribe again shortly', {
     retryAfterSeconds: 1,
   });
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Waiter {
   resolve: (r: SyncReply) => void;
@@ -100,15 +96,8 @@ export class ResultFeed {
    * once would leave its watch waiting for a message that was published while it was away.
    * Gives up when `stop()` says so, or on any other error.
    */
-  private async readRetrying(id: string, stop: () => boolean): Promise<PredictionRecord | undefined> {
-    for (;;) {
-      try {
-        return await this.store.get(id);
-      } catch (e) {
-        if (!isRedisUnavailable(e) || stop()) throw e;
-        await sleep(RETRY_MS);
-      }
-    }
+  private readRetrying(id: string, stop: () => boolean): Promise<PredictionRecord | undefined> {
+    return whileUnreachable(() => this.store.get(id), { giveUp: stop, maxDelayMs: 200 });
   }
 
   /**

@@ -6,8 +6,7 @@
  * the message arrives after.
  */
 import type { Redis } from 'ioredis';
-import { isRedisUnavailable } from './errors.ts';
-import type { Keyspace } from './redis.ts';
+import { whileUnreachable, type Keyspace, type RetryOptions } from './redis.ts';
 import type { PredictionRecord, SyncReply } from './prediction.ts';
 
 /**
@@ -72,20 +71,8 @@ export class ResultStore {
    * counting the outage as the model's failure and spending a retry on it. Stops trying when
    * `giveUp()` says so (the worker is stopping), and on any other error.
    */
-  async finishDurably(
-    record: PredictionRecord,
-    replyTo: string | undefined,
-    options: { giveUp: () => boolean; onRetry?: (e: Error) => void },
-  ): Promise<boolean> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.finish(record, replyTo);
-      } catch (e) {
-        if (!isRedisUnavailable(e) || options.giveUp()) throw e;
-        if (attempt === 0) options.onRetry?.(e as Error);
-        await new Promise((r) => setTimeout(r, Math.min(2000, 50 * 2 ** attempt)));
-      }
-    }
+  async finishDurably(record: PredictionRecord, replyTo: string | undefined, options: RetryOptions): Promise<boolean> {
+    return whileUnreachable(() => this.finish(record, replyTo), options);
   }
 
   /** Sends a synchronous job's reply to the API process waiting on it; nothing is stored. */

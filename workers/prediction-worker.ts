@@ -8,7 +8,7 @@ import { availableParallelism } from 'node:os';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { BatchlineConfig, PoolName } from '../core/config.ts';
-import { ServingError, fromSerialized, isRedisUnavailable } from '../core/errors.ts';
+import { ServingError, fromSerialized } from '../core/errors.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/model-repository.ts';
 import { InferencePool } from '../core/runtime/inference-pool.ts';
 import { encodeRows, nonFiniteOutput, rowPredictions, type TensorValue } from '../core/runtime/postprocess.ts';
@@ -16,7 +16,7 @@ import { Batcher } from '../core/batching/batcher.ts';
 import type { BatchingSpec, ModelConfig } from '../core/model-config.ts';
 import { fromWire } from '../core/input.ts';
 import { ResultStore } from '../core/result-store.ts';
-import { createRedis, keyspace, whenReady } from '../core/redis.ts';
+import { createRedis, keyspace, whenReady, whileUnreachable } from '../core/redis.ts';
 import { Deadline, RELEASE_MS } from '../core/shutdown.ts';
 import { WorkerRegistry } from '../core/worker-registry.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
@@ -308,7 +308,11 @@ export class PredictionWorker {
       this.metrics.jobs.inc({ model: data.model, outcome: err.code });
       log.warn({ code: err.code, err: err.message, final }, 'prediction failed');
       if (final) {
-        await this.answerFailure(data, err);
+        // The client sees the code and a message, never the runtime's own text (paths, internals).
+        await this.answerFailure(
+          data,
+          err.code === 'INFERENCE_FAILED' ? new ServingError('INFERENCE_FAILED', 'the model failed to run on this input') : err,
+        );
         throw new UnrecoverableError(err.message);
       }
       throw err;
@@ -319,24 +323,18 @@ export class PredictionWorker {
    * A synchronous job's reply, sent again while Redis is unreachable but not past the job's
    * deadline: after it, the API has answered its requests DEADLINE_EXCEEDED already.
    */
-  private async sendReply(data: PredictionJobData, reply: SyncReply): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.store.reply(data.replyTo!, reply);
-      } catch (e) {
-        if (!isRedisUnavailable(e) || this.stopping || (data.deadline !== undefined && Date.now() > data.deadline)) throw e;
-        await new Promise((r) => setTimeout(r, Math.min(1000, 50 * 2 ** attempt)));
-      }
-    }
+  private sendReply(data: PredictionJobData, reply: SyncReply): Promise<void> {
+    return whileUnreachable(() => this.store.reply(data.replyTo!, reply), {
+      giveUp: () => this.stopping || (data.deadline !== undefined && Date.now() > data.deadline),
+      maxDelayMs: 1000,
+    });
   }
 
   /** The final failure of a job: its record for a poller or subscriber, or its reply for a waiting API. */
   private async answerFailure(data: PredictionJobData, err: ServingError): Promise<void> {
-    // The client sees the code and a message, never a stack.
-    const safe = err.code === 'INFERENCE_FAILED' ? new ServingError('INFERENCE_FAILED', 'the model failed to run on this input') : err;
     if (data.replyTo)
-      return this.sendReply(data, { id: data.id, status: 'FAILED', error: safe.toJSON(), queueMs: 0, inferenceMs: 0, batchRows: 0 });
-    await this.store.finishDurably(failed(data, safe), undefined, { giveUp: () => this.stopping });
+      return this.sendReply(data, { id: data.id, status: 'FAILED', error: err.toJSON(), queueMs: 0, inferenceMs: 0, batchRows: 0 });
+    await this.store.finishDurably(failed(data, err), undefined, { giveUp: () => this.stopping });
   }
 
   /** Jobs taken from the queue whose outcome BullMQ has not recorded yet. */
