@@ -13,6 +13,7 @@
 import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import type { Registry } from 'prom-client';
+import { keyspace } from './redis.ts';
 
 /** The counters and histograms that are summed across processes. */
 export const SUMMED_METRICS = [
@@ -36,11 +37,7 @@ const STEP_TTL_S = 15 * 60;
 const PROCESS_TTL_MS = 5000;
 
 export function statsKeys(prefix: string) {
-  return {
-    second: (s: number) => `${prefix}:stats:s:${s}`,
-    step: (n: number) => `${prefix}:stats:m:${n}`,
-    processes: `${prefix}:stats:processes`,
-  };
+  return keyspace(prefix).stats;
 }
 
 /** One summed series: a sample name (`_bucket`, `_sum`, `_count` for histograms) and its labels. */

@@ -7,6 +7,7 @@ import type { Redis } from 'ioredis';
 import { ServingError, asServingError } from './errors.ts';
 import { POOLS, type PoolName } from './config.ts';
 import type { PredictionJobData } from './prediction.ts';
+import { keyspace } from './redis.ts';
 
 /** BullMQ priority of synchronous `predict` work: ahead of every async request. */
 export const SYNC_PRIORITY = 1;
@@ -94,7 +95,7 @@ export class PredictionQueues {
    */
   async enqueue(data: PredictionJobData, options: EnqueueOptions): Promise<void> {
     const q = this.queue(data.pool);
-    const admitting = `${this.prefix}:${data.pool}:admitting`;
+    const admitting = keyspace(this.prefix).admitting(data.pool);
     try {
       const refusedAt = await this.redis.batchlineAdmit(
         q.keys.wait,

@@ -10,6 +10,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Logger } from './logger.ts';
+import { keyspace } from './redis.ts';
 
 export interface RateDecision {
   allowed: boolean;
@@ -83,7 +84,7 @@ export class RateLimiter {
 
   /** The Redis key of a client's bucket: `<prefix>:ratelimit:<client>`. */
   key(client: string): string {
-    return `${this.opts.prefix}:ratelimit:${client}`;
+    return keyspace(this.opts.prefix).rateLimit(client);
   }
 
   /** Takes one token from `client`'s bucket (`key:<name>` or `ip:<address>`). */

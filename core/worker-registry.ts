@@ -3,6 +3,7 @@
  * one Redis hash; entries past their expiry are ignored (and pruned by readers).
  */
 import type { Redis } from 'ioredis';
+import { keyspace } from './redis.ts';
 
 export interface WorkerEntry {
   id: string;
@@ -20,7 +21,7 @@ export class WorkerRegistry {
 
   constructor(redis: Redis, prefix: string) {
     this.redis = redis;
-    this.key = `${prefix}:workers`;
+    this.key = keyspace(prefix).workers;
   }
 
   async announce(entry: Omit<WorkerEntry, 'expiresAt'>, ttlMs: number): Promise<void> {
