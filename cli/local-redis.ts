@@ -80,7 +80,8 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
-async function freePort(): Promise<number> {
+/** A port on 127.0.0.1 that nothing listens on now (the OS picks it); tests and the bench use it too. */
+export async function freePort(): Promise<number> {
   const srv = createServer();
   await new Promise<void>((done) => srv.listen(0, '127.0.0.1', done));
   const { port } = srv.address() as { port: number };
