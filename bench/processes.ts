@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { freePort } from '../cli/local-redis.ts';
+import { freePort, redisServerArgs } from '../cli/local-redis.ts';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(ROOT, 'cli', 'main.ts');
@@ -84,20 +84,7 @@ export async function startRedis(dir: string): Promise<PrivateRedis> {
   const { proc, logFile } = startLogged(
     'redis',
     'redis-server',
-    [
-      '--port',
-      String(port),
-      '--bind',
-      '127.0.0.1',
-      '--dir',
-      mkdtempSync(join(dir, 'redis-')),
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-      '--maxmemory-policy',
-      'noeviction',
-    ],
+    redisServerArgs({ port, dir: mkdtempSync(join(dir, 'redis-')), appendonly: false }),
     process.env,
     dir,
   );

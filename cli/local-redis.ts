@@ -126,29 +126,35 @@ export async function localRedisFor(env: NodeJS.ProcessEnv, cwd = process.cwd())
  * kept in `dir`, so a server left running by a start that was SIGKILLed is found and
  * taken over, never doubled on the same data.
  */
+/**
+ * The arguments every redis-server batchline starts runs with (the local stack's, the tests',
+ * the bench's): loopback only, no RDB snapshots, and `noeviction`, since an evicted job or
+ * record is lost work. `appendonly` keeps accepted jobs across a restart.
+ */
+export function redisServerArgs(o: { port: number; dir: string; appendonly: boolean }, extra: string[] = []): string[] {
+  return [
+    '--port',
+    String(o.port),
+    '--bind',
+    '127.0.0.1',
+    '--dir',
+    o.dir,
+    '--save',
+    '',
+    '--appendonly',
+    o.appendonly ? 'yes' : 'no',
+    '--maxmemory-policy',
+    'noeviction',
+    ...extra,
+  ];
+}
+
 async function startLocalRedis(preferredPort: number, dir: string): Promise<LocalRedis> {
   mkdirSync(dir, { recursive: true });
   const port = (await portFree(preferredPort)) ? preferredPort : await freePort();
   const url = `redis://127.0.0.1:${port}`;
   const log = resolve(dir, 'redis.log');
-  const args = [
-    '--port',
-    String(port),
-    '--bind',
-    '127.0.0.1',
-    '--dir',
-    dir,
-    '--appendonly',
-    'yes',
-    '--save',
-    '',
-    '--maxmemory-policy',
-    'noeviction',
-    '--daemonize',
-    'no',
-    '--logfile',
-    log,
-  ];
+  const args = redisServerArgs({ port, dir, appendonly: true }, ['--daemonize', 'no', '--logfile', log]);
   const proc = spawn('redis-server', args, { stdio: 'ignore', detached: true });
   await new Promise<void>((ok, fail) => {
     proc.once('spawn', ok);

@@ -7,7 +7,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { freePort } from '../../cli/local-redis.ts';
+import { freePort, redisServerArgs } from '../../cli/local-redis.ts';
 
 export { freePort } from '../../cli/local-redis.ts';
 
@@ -48,26 +48,9 @@ export async function startPrivateRedis(options: { appendonly?: boolean } = {}):
   const url = `redis://127.0.0.1:${port}`;
   let proc: ChildProcess | undefined;
   const start = async (): Promise<void> => {
-    proc = spawn(
-      'redis-server',
-      [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--dir',
-        dir,
-        '--save',
-        '',
-        '--appendonly',
-        options.appendonly ? 'yes' : 'no',
-        '--appendfsync',
-        'always',
-        '--maxmemory-policy',
-        'noeviction',
-      ],
-      { stdio: 'ignore' },
-    );
+    proc = spawn('redis-server', redisServerArgs({ port, dir, appendonly: options.appendonly ?? false }, ['--appendfsync', 'always']), {
+      stdio: 'ignore',
+    });
     await waitForPing(url);
   };
   await start();
