@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../core/config.ts';
-import type { NormalizedInput } from '../core/input.ts';
+import type { NormalizedInput } from '../core/prediction/input.ts';
 import { ModelRepository } from '../core/model-repository.ts';
 import { InferencePool } from '../core/runtime/inference-pool.ts';
 import type { Profile, ProfilePoint } from '../core/simulation/service.ts';

@@ -19,7 +19,7 @@ import { createRedis } from './redis.ts';
 import type { Logger } from './logger.ts';
 import { repositoryFingerprint, type ModelRepository } from './model-repository.ts';
 import { checkDrift, type DriftReport } from './drift.ts';
-import type { WorkerRegistry } from './worker-registry.ts';
+import type { WorkerRegistry } from './prediction/worker-registry.ts';
 
 export const MAINTENANCE_QUEUE = 'maintenance';
 export type MaintenanceTask = 'poll-models' | 'housekeeping' | 'drift-monitor';

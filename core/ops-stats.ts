@@ -7,8 +7,8 @@
 import type { Redis } from 'ioredis';
 import { ERROR_CODES, type ErrorCode } from './errors.ts';
 import { POOLS, type BatchlineConfig, type PoolName } from './config.ts';
-import type { PredictionQueues } from './queues.ts';
-import type { ModelInfo, PredictionService } from './prediction-service.ts';
+import type { PredictionQueues } from './prediction/queues.ts';
+import type { ModelInfo, PredictionService } from './api/prediction-service.ts';
 import type { DriftReport } from './drift.ts';
 import {
   STEP_MS,

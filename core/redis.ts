@@ -62,11 +62,11 @@ export function keyspace(prefix: string) {
     driftCounts: (modelKey: string, minute: number) => `${prefix}:drift:counts:${modelKey}:${minute}`,
     driftReport: (modelKey: string) => `${prefix}:drift:report:${modelKey}`,
     schedulersRegistered: (hash: string) => `${prefix}:schedulers:${hash}`,
-    /** Live workers and the models they serve (one hash; core/worker-registry.ts). */
+    /** Live workers and the models they serve (one hash; core/prediction/worker-registry.ts). */
     workers: `${prefix}:workers`,
-    /** A client's token bucket (`key:<name>` or `ip:<address>`; core/rate-limiter.ts). */
+    /** A client's token bucket (`key:<name>` or `ip:<address>`; core/api/rate-limiter.ts). */
     rateLimit: (client: string) => `${prefix}:ratelimit:${client}`,
-    /** Admissions to a pool's queue still being added (core/queues.ts). BullMQ's own keys are BullMQ's. */
+    /** Admissions to a pool's queue still being added (core/prediction/queues.ts). BullMQ's own keys are BullMQ's. */
     admitting: (pool: string) => `${prefix}:${pool}:admitting`,
     /** The operations view's sums per second and per 5 s step, and the processes seen (core/live-stats.ts). */
     stats: {

@@ -87,7 +87,7 @@ async function measure(positional: string[], flags: Map<string, string | true>, 
   }
   const { measureModel } = await import('./measure.ts');
   const { ceilMi } = await import('./quantity.ts');
-  const { mib } = await import('../core/sizing.ts');
+  const { mib } = await import('../core/worker/sizing.ts');
   const dir = flags.get('models');
   const version = flags.get('version');
   const m = await measureModel(

@@ -3,7 +3,7 @@
  * the resulting slots, threads and autoscaling target; and, where a pool states an expected
  * rate, the replicas the simulation needs for it.
  */
-import { mib } from '../core/sizing.ts';
+import { mib } from '../core/worker/sizing.ts';
 import type { LoadedServer } from './load.ts';
 import { parseQuantity } from './quantity.ts';
 import type { PoolSizing } from './plan.ts';

@@ -1,9 +1,9 @@
 /**
- * Turns a ModelServer's pools into numbers: limits, the sizing plan (`core/sizing.ts`),
+ * Turns a ModelServer's pools into numbers: limits, the sizing plan (`core/worker/sizing.ts`),
  * the queue depth autoscaling aims at, and the time allowed for start-up.
  */
 import { POOLS, type PoolName } from '../core/config.ts';
-import { planPool, PoolSizingError, mib, type PoolPlan } from '../core/sizing.ts';
+import { planPool, PoolSizingError, mib, type PoolPlan } from '../core/worker/sizing.ts';
 import { parseQuantity } from './quantity.ts';
 import type { ModelServer, ModelSpec, PoolSpec } from './resource.ts';
 

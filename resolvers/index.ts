@@ -3,10 +3,10 @@
  * records to schema types. Errors are ServingErrors; server/errors.ts gives them their
  * `extensions.code` and HTTP status.
  */
-import type { PredictionService } from '../core/prediction-service.ts';
-import type { PredictionInput } from '../core/input.ts';
+import type { PredictionService } from '../core/api/prediction-service.ts';
+import type { PredictionInput } from '../core/prediction/input.ts';
 import { decodeOutput, type EncodedTensor } from '../core/runtime/postprocess.ts';
-import type { PredictionRecord } from '../core/prediction.ts';
+import type { PredictionRecord } from '../core/prediction/record.ts';
 import { toEvent, toModelVersion, toPrediction, toStatusReport } from './mapping.ts';
 import { authorize, mayPredict, type Principal } from '../server/auth.ts';
 import type { Maintenance } from '../core/maintenance.ts';

@@ -1,6 +1,6 @@
 /** From core records to the GraphQL types of schema/schema.graphql. */
-import type { ModelInfo } from '../core/prediction-service.ts';
-import type { PredictionRecord, PredictionResult } from '../core/prediction.ts';
+import type { ModelInfo } from '../core/api/prediction-service.ts';
+import type { PredictionRecord, PredictionResult } from '../core/prediction/record.ts';
 
 export function toPrediction(r: PredictionResult) {
   const first = r.predictions[0];

@@ -1,5 +1,5 @@
 /**
- * Per-client rate limits on the GraphQL endpoint (core/rate-limiter.ts holds the bucket).
+ * Per-client rate limits on the GraphQL endpoint (core/api/rate-limiter.ts holds the bucket).
  * A request over its limit answers 429 RATE_LIMITED with `Retry-After` (whole seconds) and
  * `extensions.retryAfter`; over WebSocket, the refused operation gets the same error.
  * Clients are API keys by name when auth is on, else client addresses.
@@ -8,7 +8,7 @@ import type { IncomingMessage } from 'node:http';
 import type { GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { ServingError } from '../core/errors.ts';
-import type { RateLimiter } from '../core/rate-limiter.ts';
+import type { RateLimiter } from '../core/api/rate-limiter.ts';
 import type { AuthServerContext, Principal } from './auth.ts';
 import { toGraphQLError } from './errors.ts';
 

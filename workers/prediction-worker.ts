@@ -14,19 +14,19 @@ import { InferencePool } from '../core/runtime/inference-pool.ts';
 import { encodeRows, nonFiniteOutput, rowPredictions, type TensorValue } from '../core/runtime/postprocess.ts';
 import { Batcher } from '../core/batching/batcher.ts';
 import type { BatchingSpec, ModelConfig } from '../core/model-config.ts';
-import { fromWire } from '../core/input.ts';
-import { ResultStore } from '../core/result-store.ts';
+import { fromWire } from '../core/prediction/input.ts';
+import { ResultStore } from '../core/prediction/result-store.ts';
 import { createRedis, keyspace, whenReady, whileUnreachable } from '../core/redis.ts';
 import { Deadline, RELEASE_MS } from '../core/shutdown.ts';
-import { WorkerRegistry } from '../core/worker-registry.ts';
+import { WorkerRegistry } from '../core/prediction/worker-registry.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
-import { readCgroupLimits } from '../core/cgroup.ts';
-import { planPool } from '../core/sizing.ts';
+import { readCgroupLimits } from '../core/worker/cgroup.ts';
+import { planPool } from '../core/worker/sizing.ts';
 import { DriftCounter } from '../core/drift.ts';
 import { StatsRecorder } from '../core/live-stats.ts';
 import type { ControlMessage } from '../core/maintenance.ts';
 import type { Logger } from '../core/logger.ts';
-import { completed, failed, type PredictionJobData, type PredictionResult, type ReplyPart, type SyncReply } from '../core/prediction.ts';
+import { completed, failed, type PredictionJobData, type PredictionResult, type ReplyPart, type SyncReply } from '../core/prediction/record.ts';
 
 export interface WorkerOptions {
   config: BatchlineConfig;
@@ -47,7 +47,7 @@ function estimatedModelBytes(v: ModelVersion): number {
 
 /**
  * Threads, intra-op threads and job concurrency of this worker: what the configuration
- * sets, the rest from `planPool` over the container's cgroup limits (core/sizing.ts).
+ * sets, the rest from `planPool` over the container's cgroup limits (core/worker/sizing.ts).
  */
 export function workerShape(
   config: BatchlineConfig,

@@ -13,7 +13,7 @@
  * every slot is busy they wait in order, and new requests open a new batch.
  * Each request gets exactly its own rows of the output.
  */
-import type { NormalizedInput } from '../input.ts';
+import type { NormalizedInput } from '../prediction/input.ts';
 import type { BatchingSpec } from '../model-config.ts';
 import type { OutputTensor } from '../runtime/types.ts';
 import type { RunResult } from '../runtime/inference-pool.ts';

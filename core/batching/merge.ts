@@ -1,5 +1,5 @@
 /** Joining several requests' inputs into one batch, and the signature that says which may join. */
-import type { NormalizedInput, TensorData } from '../input.ts';
+import type { NormalizedInput, TensorData } from '../prediction/input.ts';
 
 /**
  * Requests with the same signature can share an inference: the same kind of input and, for

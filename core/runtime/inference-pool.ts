@@ -4,7 +4,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { ServingError, isErrorCode } from '../errors.ts';
-import type { NormalizedInput } from '../input.ts';
+import type { NormalizedInput } from '../prediction/input.ts';
 import type { LoadedModelSpec, OutputTensor, ThreadMessage } from './types.ts';
 
 export interface InferencePoolOptions {

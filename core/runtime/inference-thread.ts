@@ -6,7 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { charNgramFeatures } from '../preprocess/char-ngrams.ts';
-import type { NormalizedInput } from '../input.ts';
+import type { NormalizedInput } from '../prediction/input.ts';
 import type { ModelConfig } from '../model-config.ts';
 import { ORT_TYPE } from '../model-repository.ts';
 import type { LoadedModelSpec, LoadRequest, OutputTensor, RunRequest, ThreadInit, ThreadMessage } from './types.ts';

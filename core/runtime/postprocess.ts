@@ -3,7 +3,7 @@
  * per-class probabilities for classification models, and the raw tensors for every model.
  */
 import type { Datatype, ModelConfig } from '../model-config.ts';
-import { decodeBase64Tensor, encodeBase64Tensor } from '../input.ts';
+import { decodeBase64Tensor, encodeBase64Tensor } from '../prediction/input.ts';
 import type { OutputTensor } from './types.ts';
 
 export interface ClassProbability {

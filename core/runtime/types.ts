@@ -1,5 +1,5 @@
 /** Shapes passed between the worker process and its inference threads. */
-import type { NormalizedInput } from '../input.ts';
+import type { NormalizedInput } from '../prediction/input.ts';
 import type { ModelConfig, Datatype } from '../model-config.ts';
 
 export interface LoadedModelSpec {

@@ -8,7 +8,7 @@ import type { IDeploymentStrategy } from 'kubernetes-models/apps/v1/DeploymentSt
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
 import { DEFAULT_CONFIG } from '../../core/config.ts';
-import { mib } from '../../core/sizing.ts';
+import { mib } from '../../core/worker/sizing.ts';
 import type { PoolSizing } from '../plan.ts';
 import type { ModelServer } from '../resource.ts';
 import {

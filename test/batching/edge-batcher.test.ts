@@ -6,9 +6,9 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../core/batching/clock.ts';
-import { EdgeBatcher, type EdgeAnswer, type EdgeBatch } from '../../core/edge-batcher.ts';
-import type { NormalizedInput } from '../../core/input.ts';
-import type { SyncReply } from '../../core/prediction.ts';
+import { EdgeBatcher, type EdgeAnswer, type EdgeBatch } from '../../core/api/edge-batcher.ts';
+import type { NormalizedInput } from '../../core/prediction/input.ts';
+import type { SyncReply } from '../../core/prediction/record.ts';
 
 const row = (v: number): NormalizedInput => ({
   kind: 'tensors',

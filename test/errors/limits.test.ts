@@ -19,7 +19,7 @@ import { gql, wsClient, wsCollect, type GqlResponse } from '../support/clients.t
 import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
 import { dropPrefix, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
 import { hashApiKey } from '../../server/auth.ts';
-import { RateLimiter } from '../../core/rate-limiter.ts';
+import { RateLimiter } from '../../core/api/rate-limiter.ts';
 import { createRedis } from '../../core/redis.ts';
 
 const redisUrl = inject('redisUrl');

@@ -15,7 +15,7 @@ import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/
 import { REPO_MODELS, uniquePrefix } from '../support/stack.ts';
 import { useStack } from '../support/use-stack.ts';
 import { until } from '../support/wait.ts';
-import { bullPriority } from '../../core/queues.ts';
+import { bullPriority } from '../../core/prediction/queues.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('edge');

@@ -3,7 +3,7 @@
  * a job carries gives the worker back the same values.
  */
 import { describe, expect, it } from 'vitest';
-import { decodeBase64Tensor, encodeBase64Tensor, fromWire, toWire } from '../../core/input.ts';
+import { decodeBase64Tensor, encodeBase64Tensor, fromWire, toWire } from '../../core/prediction/input.ts';
 import type { Datatype } from '../../core/model-config.ts';
 import { ServingError } from '../../core/errors.ts';
 

@@ -9,9 +9,9 @@ import { RedisPubSub } from 'graphql-redis-subscriptions';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { createRedis, keyspace, whenReady } from '../../core/redis.ts';
-import { ResultFeed } from '../../core/result-feed.ts';
-import { ResultStore } from '../../core/result-store.ts';
-import type { PredictionRecord } from '../../core/prediction.ts';
+import { ResultFeed } from '../../core/prediction/result-feed.ts';
+import { ResultStore } from '../../core/prediction/result-store.ts';
+import type { PredictionRecord } from '../../core/prediction/record.ts';
 import { dropPrefix, uniquePrefix } from '../support/stack.ts';
 import { startPrivateRedis } from '../support/redis-server.ts';
 

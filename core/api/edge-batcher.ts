@@ -16,11 +16,11 @@
  * DEADLINE_EXCEEDED and leaves its batch; the others are still answered. A batch whose
  * requests have all left is abandoned (its job taken back if no worker has it yet).
  */
-import type { NormalizedInput } from './input.ts';
-import type { ReplyPart, SyncReply } from './prediction.ts';
-import { mergeInputs, shapeSignature } from './batching/merge.ts';
-import { systemClock, type Clock } from './batching/clock.ts';
-import { ServingError, fromSerialized } from './errors.ts';
+import type { NormalizedInput } from '../prediction/input.ts';
+import type { ReplyPart, SyncReply } from '../prediction/record.ts';
+import { mergeInputs, shapeSignature } from '../batching/merge.ts';
+import { systemClock, type Clock } from '../batching/clock.ts';
+import { ServingError, fromSerialized } from '../errors.ts';
 
 export type EdgeSendReason = 'full' | 'idle' | 'timeout';
 

@@ -4,21 +4,21 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import { ServingError, asServingError } from './errors.ts';
-import type { BatchlineConfig } from './config.ts';
-import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from './input.ts';
-import { scanConfigured, type ModelRepository, type ModelVersion } from './model-repository.ts';
-import { DriftCounter, readDriftReport, type DriftReport } from './drift.ts';
+import { ServingError, asServingError } from '../errors.ts';
+import type { BatchlineConfig } from '../config.ts';
+import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from '../prediction/input.ts';
+import { scanConfigured, type ModelRepository, type ModelVersion } from '../model-repository.ts';
+import { DriftCounter, readDriftReport, type DriftReport } from '../drift.ts';
 import { EdgeBatcher, type EdgeBatch, type EdgeJob, type EdgeLimits } from './edge-batcher.ts';
-import type { Keyspace } from './redis.ts';
-import type { PredictionQueues } from './queues.ts';
-import { SYNC_PRIORITY, bullPriority } from './queues.ts';
-import type { ResultStore } from './result-store.ts';
-import type { ResultFeed } from './result-feed.ts';
+import type { Keyspace } from '../redis.ts';
+import type { PredictionQueues } from '../prediction/queues.ts';
+import { SYNC_PRIORITY, bullPriority } from '../prediction/queues.ts';
+import type { ResultStore } from '../prediction/result-store.ts';
+import type { ResultFeed } from '../prediction/result-feed.ts';
 import { PredictionCache, cacheKey } from './prediction-cache.ts';
-import type { Metrics } from './metrics.ts';
-import type { Logger } from './logger.ts';
-import type { WorkerRegistry } from './worker-registry.ts';
+import type { Metrics } from '../metrics.ts';
+import type { Logger } from '../logger.ts';
+import type { WorkerRegistry } from '../prediction/worker-registry.ts';
 import {
   accepted,
   cancelled,
@@ -28,7 +28,7 @@ import {
   type PredictionRecord,
   type PredictionResult,
   type PredictionJobData,
-} from './prediction.ts';
+} from '../prediction/record.ts';
 
 export interface PredictRequest {
   model: string;
@@ -226,7 +226,7 @@ export class PredictionService {
   }
 
   /**
-   * A synchronous prediction's inference: through the edge batcher (see core/edge-batcher.ts),
+   * A synchronous prediction's inference: through the edge batcher (see core/api/edge-batcher.ts),
    * which sends concurrent requests of one model as one job. A model batches at the edge when
    * every input's batch dimension is dynamic and its `maxBatchSize` is over 1; else each
    * request is its own job.

@@ -4,10 +4,10 @@
  */
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { ServingError, asServingError } from './errors.ts';
-import { POOLS, type PoolName } from './config.ts';
-import type { PredictionJobData } from './prediction.ts';
-import { keyspace } from './redis.ts';
+import { ServingError, asServingError } from '../errors.ts';
+import { POOLS, type PoolName } from '../config.ts';
+import type { PredictionJobData } from './record.ts';
+import { keyspace } from '../redis.ts';
 
 /** BullMQ priority of synchronous `predict` work: ahead of every async request. */
 export const SYNC_PRIORITY = 1;

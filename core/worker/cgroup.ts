@@ -1,6 +1,6 @@
 /**
  * Reads the memory and CPU limits the kernel enforces on this process's container, so a
- * worker can size itself (`core/sizing.ts`) when its configuration does not.
+ * worker can size itself (`core/worker/sizing.ts`) when its configuration does not.
  *
  * cgroup v2: `memory.max` ("max" or bytes), `cpu.max` ("max 100000" or "200000 100000").
  * cgroup v1: `memory/memory.limit_in_bytes` (a huge number when unlimited),

@@ -6,8 +6,8 @@
  * the message arrives after.
  */
 import type { Redis } from 'ioredis';
-import { whileUnreachable, type Keyspace, type RetryOptions } from './redis.ts';
-import type { PredictionRecord, SyncReply } from './prediction.ts';
+import { whileUnreachable, type Keyspace, type RetryOptions } from '../redis.ts';
+import type { PredictionRecord, SyncReply } from './record.ts';
 
 /**
  * KEYS: record, result channel. ARGV: record JSON, TTL seconds, reply channel or ''.

@@ -5,8 +5,8 @@
  */
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import type { NormalizedInput } from './input.ts';
-import type { PredictionResult } from './prediction.ts';
+import type { NormalizedInput } from '../prediction/input.ts';
+import type { PredictionResult } from '../prediction/record.ts';
 
 export interface CacheOptions {
   maxEntries: number;

@@ -9,8 +9,8 @@
  * request is let through (the request itself then gets its own 503).
  */
 import type { Redis } from 'ioredis';
-import type { Logger } from './logger.ts';
-import { keyspace } from './redis.ts';
+import type { Logger } from '../logger.ts';
+import { keyspace } from '../redis.ts';
 
 export interface RateDecision {
   allowed: boolean;

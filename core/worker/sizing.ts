@@ -20,7 +20,7 @@
  * It is still reported (`bounds.ioRule`) so the explanation shows what changed.
  *
  * Pure: no I/O. The renderer calls it with a resource's limits; a worker calls it at
- * start with its cgroup limits (see `core/cgroup.ts`).
+ * start with its cgroup limits (see `core/worker/cgroup.ts`).
  */
 
 /** Resident memory of a worker process before any model is loaded (Node, onnxruntime, BullMQ, pino), with margin. Measured at about 90 MiB. */

@@ -3,8 +3,8 @@
  * Protocol tensors) into one normalised form, checked against the model's declared
  * tensors. Every rejection names the field and what was expected.
  */
-import { badInput } from './errors.ts';
-import type { Datatype, ModelConfig } from './model-config.ts';
+import { badInput } from '../errors.ts';
+import type { Datatype, ModelConfig } from '../model-config.ts';
 
 export interface TensorData {
   name: string;

@@ -5,12 +5,12 @@
  */
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { Redis } from 'ioredis';
-import type { BatchlineConfig } from './config.ts';
-import type { Logger } from './logger.ts';
-import { Maintenance, type ControlMessage } from './maintenance.ts';
+import type { BatchlineConfig } from '../config.ts';
+import type { Logger } from '../logger.ts';
+import { Maintenance, type ControlMessage } from '../maintenance.ts';
 import type { PredictionService } from './prediction-service.ts';
-import type { Keyspace } from './redis.ts';
-import type { WorkerRegistry } from './worker-registry.ts';
+import type { Keyspace } from '../redis.ts';
+import type { WorkerRegistry } from '../prediction/worker-registry.ts';
 
 export interface ControlPlane {
   maintenance: Maintenance;

@@ -13,10 +13,10 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { Redis } from 'ioredis';
-import { ServingError, asServingError, isRedisUnavailable } from './errors.ts';
-import { whileUnreachable, type Keyspace } from './redis.ts';
+import { ServingError, asServingError, isRedisUnavailable } from '../errors.ts';
+import { whileUnreachable, type Keyspace } from '../redis.ts';
 import type { ResultStore } from './result-store.ts';
-import { isFinal, type PredictionRecord, type SyncReply } from './prediction.ts';
+import { isFinal, type PredictionRecord, type SyncReply } from './record.ts';
 
 /**
  * Longest a subscription's set-up (SUBSCRIBE confirmed, then the record read) may take. Past

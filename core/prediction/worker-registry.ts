@@ -3,7 +3,7 @@
  * one Redis hash; entries past their expiry are ignored (and pruned by readers).
  */
 import type { Redis } from 'ioredis';
-import { keyspace } from './redis.ts';
+import { keyspace } from '../redis.ts';
 
 export interface WorkerEntry {
   id: string;
