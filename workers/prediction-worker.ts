@@ -26,7 +26,14 @@ import { DriftCounter } from '../core/drift.ts';
 import { StatsRecorder } from '../core/live-stats.ts';
 import type { ControlMessage } from '../core/maintenance.ts';
 import type { Logger } from '../core/logger.ts';
-import { completed, failed, type PredictionJobData, type PredictionResult, type ReplyPart, type SyncReply } from '../core/prediction/record.ts';
+import {
+  completed,
+  failed,
+  type PredictionJobData,
+  type PredictionResult,
+  type ReplyPart,
+  type SyncReply,
+} from '../core/prediction/record.ts';
 
 export interface WorkerOptions {
   config: BatchlineConfig;
