@@ -8,9 +8,8 @@
  * The limiter never blocks a request on Redis: when Redis is unreachable or slow, the
  * request is let through (the request itself then gets its own 503).
  */
-import type { Redis } from 'ioredis';
 import type { Logger } from '../logger.ts';
-import { keyspace } from '../redis.ts';
+import { keyspace, redisScript, type RedisClient } from '../redis.ts';
 
 export interface RateDecision {
   allowed: boolean;
@@ -20,42 +19,11 @@ export interface RateDecision {
   retryAfterSeconds: number;
 }
 
-/** KEYS[1] bucket; ARGV rate per second, capacity, cost. Returns { allowed, remaining, retryMs }. */
-const TOKEN_BUCKET = `
-local rate = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1])
-local ts = tonumber(state[2])
-if tokens == nil or ts == nil then
-  tokens = capacity
-  ts = now
-end
-local elapsed = now - ts
-if elapsed < 0 then elapsed = 0 end
-tokens = math.min(capacity, tokens + elapsed * rate / 1000)
-local allowed = 0
-local retry = 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
-else
-  retry = math.ceil((cost - tokens) * 1000 / rate)
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) * 1000 / rate) + 1000)
-return { allowed, math.floor(tokens), retry }
-`;
-
-type RedisWithBucket = Redis & {
-  batchlineTokenBucket(key: string, rate: number, capacity: number, cost: number): Promise<[number, number, number]>;
-};
+/** The bucket's script: KEYS[1] bucket; ARGV rate per second, capacity, cost. Returns { allowed, remaining, retryMs }. */
+const TOKEN_BUCKET = new URL('./scripts/tokenBucket-1.lua', import.meta.url);
 
 export interface RateLimiterOptions {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   /** Tokens per second; 0 turns the limiter off. */
   ratePerSecond: number;
@@ -68,7 +36,7 @@ export interface RateLimiterOptions {
 
 export class RateLimiter {
   readonly enabled: boolean;
-  private readonly redis: RedisWithBucket;
+  private readonly bucket?: (key: string, rate: number, capacity: number, cost: number) => Promise<[number, number, number]>;
   private readonly opts: RateLimiterOptions;
   private readonly capacity: number;
 
@@ -76,10 +44,7 @@ export class RateLimiter {
     this.opts = opts;
     this.enabled = opts.ratePerSecond > 0;
     this.capacity = Math.max(1, Math.floor(opts.burst));
-    this.redis = opts.redis as RedisWithBucket;
-    if (this.enabled && typeof this.redis.batchlineTokenBucket !== 'function') {
-      opts.redis.defineCommand('batchlineTokenBucket', { numberOfKeys: 1, lua: TOKEN_BUCKET });
-    }
+    if (this.enabled) this.bucket = redisScript<[number, number, number]>(opts.redis, TOKEN_BUCKET);
   }
 
   /** The Redis key of a client's bucket: `<prefix>:ratelimit:<client>`. */
@@ -93,7 +58,7 @@ export class RateLimiter {
     if (!this.enabled) return open;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const call = this.redis.batchlineTokenBucket(this.key(client), this.opts.ratePerSecond, this.capacity, 1);
+      const call = this.bucket!(this.key(client), this.opts.ratePerSecond, this.capacity, 1);
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(
           () => reject(new Error(`rate limiter: no answer from Redis in ${this.opts.timeoutMs ?? 250} ms`)),
