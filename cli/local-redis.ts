@@ -72,7 +72,8 @@ export async function redisAnswers(url: string, timeoutMs = 1000): Promise<boole
   }
 }
 
-function portFree(port: number): Promise<boolean> {
+/** Whether nothing listens on `port` of 127.0.0.1 now. */
+export function portFree(port: number): Promise<boolean> {
   return new Promise((done) => {
     const srv = createServer();
     srv.once('error', () => done(false));

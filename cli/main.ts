@@ -153,7 +153,7 @@ async function start(config: BatchlineConfig, argv: string[], redisConfigured: b
       return own;
     });
     await local;
-  } else if (!(await redisAnswers(config.redis.url))) {
+  } else if (!config.redis.cluster?.trim() && !(await redisAnswers(config.redis.url))) {
     logger.warn({ redis: config.redis.url }, 'the configured Redis does not answer; starting anyway (503 until it does)');
   }
   if (stopping) return;
@@ -238,7 +238,8 @@ export async function main(args: string[]): Promise<number> {
       return -1;
     }
     case 'start':
-      await start(config, rest, redisUrlConfigured(values.redis, values.config, process.env));
+      // A configured cluster is as explicit as a configured URL: never replaced by a private Redis.
+      await start(config, rest, Boolean(config.redis.cluster?.trim()) || redisUrlConfigured(values.redis, values.config, process.env));
       return -1;
     default:
       console.error(USAGE);

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
+import { parseClusterSeeds } from './redis-cluster.ts';
 
 export type PoolName = 'cpu' | 'gpu';
 export const POOLS: readonly PoolName[] = ['cpu', 'gpu'];
@@ -15,6 +16,13 @@ export interface BatchlineConfig {
     url: string;
     /** Key prefix for every key batchline writes (BullMQ prefix included). @defaultValue 'batchline' */
     prefix: string;
+    /**
+     * A Redis Cluster to use instead of `url`: `redis+cluster://[user:password@]host:port,host:port`
+     * (`rediss+cluster://` for TLS), or a bare `host:port,...` list that takes its credentials
+     * from `url`. A few seed nodes are enough; the rest are discovered. Optional in code-built
+     * configs, so that those written before it still type. @defaultValue '' (one Redis at `url`)
+     */
+    cluster?: string;
   };
   http: {
     /** @defaultValue '0.0.0.0' */
@@ -58,8 +66,15 @@ export interface BatchlineConfig {
     ttlMs: number;
   };
   queue: {
-    /** Most jobs waiting in one pool before new work is refused with 503. @defaultValue 10000 */
+    /** Most jobs waiting in one pool before new work is refused with 503 (split evenly over its shards). @defaultValue 10000 */
     maxDepth: number;
+    /**
+     * BullMQ queues per pool. One queue lives in one hash slot, so on a cluster one shard is one
+     * master's share of the work; more shards spread a pool's jobs (by prediction id) over the
+     * masters. Workers consume every shard of their pool. Priorities hold within a shard, not
+     * across shards. API and workers must agree on it. @defaultValue 1 (each)
+     */
+    shards: { cpu: number; gpu: number };
   };
   workers: {
     /** Concurrent jobs per worker process; 0 derives it from cgroup CPU and memory limits. @defaultValue 0 */
@@ -134,13 +149,13 @@ export interface BatchlineConfig {
 }
 
 export const DEFAULT_CONFIG: BatchlineConfig = {
-  redis: { url: 'redis://127.0.0.1:6379', prefix: 'batchline' },
+  redis: { url: 'redis://127.0.0.1:6379', prefix: 'batchline', cluster: '' },
   http: { host: '0.0.0.0', port: 4000, maxBodyBytes: 1_048_576, graphiql: true, introspection: true, drainMs: 10_000 },
   models: { repository: 'models', overrides: '' },
   results: { ttlSeconds: 3600 },
   predict: { timeoutMs: 30_000, maxRows: 1024 },
   cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
-  queue: { maxDepth: 10_000 },
+  queue: { maxDepth: 10_000, shards: { cpu: 1, gpu: 1 } },
   workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000, lockDurationMs: 10_000 },
   maintenance: {
     enabled: true,
@@ -168,6 +183,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
 export const ENV_VARS: Record<string, string> = {
   BATCHLINE_REDIS_URL: 'redis.url',
   BATCHLINE_REDIS_PREFIX: 'redis.prefix',
+  BATCHLINE_REDIS_CLUSTER: 'redis.cluster',
   BATCHLINE_HOST: 'http.host',
   BATCHLINE_PORT: 'http.port',
   BATCHLINE_MAX_BODY_BYTES: 'http.maxBodyBytes',
@@ -183,6 +199,8 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_CACHE_MAX_BYTES: 'cache.maxBytes',
   BATCHLINE_CACHE_TTL_MS: 'cache.ttlMs',
   BATCHLINE_QUEUE_MAX_DEPTH: 'queue.maxDepth',
+  BATCHLINE_QUEUE_SHARDS_CPU: 'queue.shards.cpu',
+  BATCHLINE_QUEUE_SHARDS_GPU: 'queue.shards.gpu',
   BATCHLINE_WORKER_CONCURRENCY: 'workers.concurrency',
   BATCHLINE_WORKER_THREADS: 'workers.threads',
   BATCHLINE_INTRA_OP_THREADS: 'workers.intraOpThreads',
@@ -257,9 +275,11 @@ function fromEnv(env: NodeJS.ProcessEnv): Tree {
   for (const [name, path] of Object.entries(ENV_VARS)) {
     const value = env[name];
     if (value === undefined || value === '') continue;
-    const [section, key] = path.split('.');
-    const sec = (out[section] ??= {}) as Tree;
-    sec[key] = value;
+    const parts = path.split('.');
+    const last = parts.pop()!;
+    let at = out;
+    for (const p of parts) at = (at[p] ??= {}) as Tree;
+    at[last] = value;
   }
   return out;
 }
@@ -290,6 +310,20 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   }
   if (!['all', 'errors', 'off'].includes(config.log.requests)) {
     throw new Error(`config: 'log.requests' must be all, errors or off, got '${config.log.requests}'`);
+  }
+  for (const pool of POOLS) {
+    const n = config.queue.shards[pool];
+    if (!Number.isInteger(n) || n < 1 || n > 256)
+      throw new Error(`config: 'queue.shards.${pool}' must be an integer from 1 to 256, got ${n}`);
+  }
+  if (config.redis.cluster?.trim()) {
+    // Throws a message naming the setting when the seeds do not parse.
+    parseClusterSeeds(config.redis.cluster, config.redis.url);
+    // The keys' hash tags are batchline's (core/redis.ts); braces in the prefix would take their place.
+    if (/[{}]/.test(config.redis.prefix))
+      throw new Error(
+        `config: 'redis.prefix' must not contain braces on a cluster (batchline adds the hash tags), got '${config.redis.prefix}'`,
+      );
   }
   return config;
 }

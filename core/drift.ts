@@ -4,20 +4,20 @@
  * class distribution recorded with the model (chi-square goodness of fit) and stores a
  * report that the API serves as a query and a metric.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.ts';
 import type { Keyspace } from './redis.ts';
 import type { ModelVersion } from './model-repository.ts';
 import { chiSquareTest, type ChiSquareResult } from './stats.ts';
 
 /** Counts predicted labels in memory and flushes them to Redis once a second (one pipeline). */
 export class DriftCounter {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly keys: Keyspace;
   private readonly retainSeconds: number;
   private pending = new Map<string, Map<string, number>>();
   private timer?: NodeJS.Timeout;
 
-  constructor(redis: Redis, keys: Keyspace, retainSeconds: number) {
+  constructor(redis: RedisClient, keys: Keyspace, retainSeconds: number) {
     this.redis = redis;
     this.keys = keys;
     this.retainSeconds = retainSeconds;
@@ -36,14 +36,17 @@ export class DriftCounter {
     const minute = Math.floor(Date.now() / 60_000);
     const batch = this.pending;
     this.pending = new Map();
-    const pipe = this.redis.pipeline();
-    for (const [modelKey, counts] of batch) {
+    // One pipeline per model: on a cluster a pipeline must stay within one slot, and a
+    // model's counts share its tag (core/redis.ts).
+    const flushes = [...batch].map(([modelKey, counts]) => {
+      const pipe = this.redis.pipeline();
       const key = this.keys.driftCounts(modelKey, minute);
       for (const [label, n] of counts) pipe.hincrby(key, label, n);
       pipe.expire(key, this.retainSeconds);
-    }
-    // Monitoring must never fail a prediction; a lost second of counts is acceptable.
-    await pipe.exec().catch(() => {});
+      // Monitoring must never fail a prediction; a lost second of counts is acceptable.
+      return pipe.exec().catch(() => {});
+    });
+    await Promise.all(flushes);
   }
 
   async close(): Promise<void> {
@@ -70,7 +73,7 @@ export function trainingDistribution(v: ModelVersion): Record<string, number> | 
 
 /** Tests one model version's recent predictions and stores the report. */
 export async function checkDrift(
-  redis: Redis,
+  redis: RedisClient,
   keys: Keyspace,
   v: ModelVersion,
   options: { windowMinutes: number; minSamples: number; alpha: number; now?: number },
@@ -101,7 +104,7 @@ export async function checkDrift(
   return report;
 }
 
-export async function readDriftReport(redis: Redis, keys: Keyspace, modelKey: string): Promise<DriftReport | undefined> {
+export async function readDriftReport(redis: RedisClient, keys: Keyspace, modelKey: string): Promise<DriftReport | undefined> {
   const raw = await redis.get(keys.driftReport(modelKey));
   return raw ? (JSON.parse(raw) as DriftReport) : undefined;
 }

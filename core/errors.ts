@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   SERVICE_UNAVAILABLE: { status: 503, retryable: true, message: 'Service unavailable' },
   QUEUE_FULL: { status: 503, retryable: true, message: 'No capacity, try again later' },
   DEADLINE_EXCEEDED: { status: 504, retryable: true, message: 'Prediction timed out' },
+  /** Accepted work whose job is gone: a Redis master failed over before its replica had the job (or its result). Stored as the record's error. */
+  WORK_LOST: { status: 503, retryable: true, message: 'The work was lost with a Redis node; submit it again' },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -78,12 +80,15 @@ export function fromSerialized(e: SerializedError): ServingError {
   return isErrorCode(e.code) ? new ServingError(e.code, e.message, { field: e.field }) : new ServingError('INTERNAL_SERVER_ERROR');
 }
 
-/** True for errors that come from a lost or refused Redis connection. */
+/**
+ * True for errors that come from a lost or refused Redis connection, or a cluster between
+ * masters (a failover, a slot on the move). ioredis gives most of these as plain text only.
+ */
 export function isRedisUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const m = err.message;
   return (
-    /Connection is closed|Stream isn't writeable|enableOfflineQueue|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|MaxRetriesPerRequest|connect ETIMEDOUT|LOADING|Command timed out/i.test(
+    /Connection is closed|Stream isn't writeable|enableOfflineQueue|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|MaxRetriesPerRequest|connect ETIMEDOUT|LOADING|Command timed out|CLUSTERDOWN|TRYAGAIN|Too many Cluster redirections|None of startup nodes is available|Failed to refresh slots cache|Cluster is (ended|disconnected|disconnecting)|No (sharded )?subscriber for/i.test(
       m,
     ) || (err as { code?: string }).code === 'ECONNREFUSED'
   );

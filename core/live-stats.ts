@@ -11,9 +11,9 @@
  * Gauges (queue depths, batch limits, drift) are not summed here: readers take them live.
  */
 import { hostname } from 'node:os';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.ts';
 import type { Registry } from 'prom-client';
-import { keyspace } from './redis.ts';
+import { keyspace, keysOf } from './redis.ts';
 
 /** The counters and histograms that are summed across processes. */
 export const SUMMED_METRICS = [
@@ -36,8 +36,9 @@ const STEP_TTL_S = 15 * 60;
 /** A process not heard from for this long is gone. */
 const PROCESS_TTL_MS = 5000;
 
-export function statsKeys(prefix: string) {
-  return keyspace(prefix).stats;
+/** The stats keys; on a cluster (`tagged`) they share one slot, as one MULTI writes them all. */
+export function statsKeys(prefix: string, tagged = false) {
+  return keyspace(prefix, tagged).stats;
 }
 
 /** One summed series: a sample name (`_bucket`, `_sum`, `_count` for histograms) and its labels. */
@@ -101,7 +102,7 @@ export interface ProcessInfo {
 }
 
 export interface RecorderOptions {
-  redis: Redis;
+  redis: RedisClient;
   prefix: string;
   registry: Registry;
   process: Pick<ProcessInfo, 'id' | 'role' | 'pool'>;
@@ -122,7 +123,7 @@ export class StatsRecorder {
 
   constructor(o: RecorderOptions) {
     this.o = o;
-    this.keys = statsKeys(o.prefix);
+    this.keys = keysOf(o.redis, o.prefix).stats;
     this.now = o.now ?? Date.now;
     this.info = { ...o.process, pid: process.pid, host: hostname(), startedAt: this.now(), seenAt: 0 };
   }
@@ -173,12 +174,12 @@ export class StatsRecorder {
 
 /** Reads the sums every process writes. */
 export class StatsReader {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly keys: ReturnType<typeof statsKeys>;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     this.redis = redis;
-    this.keys = statsKeys(prefix);
+    this.keys = keysOf(redis, prefix).stats;
   }
 
   private async sum(keys: string[]): Promise<Entry[][]> {

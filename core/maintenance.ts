@@ -11,9 +11,9 @@
  */
 import { createHash } from 'node:crypto';
 import { Queue, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.ts';
 import type { BatchlineConfig } from './config.ts';
-import { POOLS } from './config.ts';
+import { queueNames } from './prediction/queues.ts';
 import type { Keyspace } from './redis.ts';
 import { createRedis } from './redis.ts';
 import type { Logger } from './logger.ts';
@@ -27,7 +27,7 @@ export type ControlMessage = { type: 'models-changed'; fingerprint: string } | {
 
 export interface MaintenanceDeps {
   config: BatchlineConfig;
-  redis: Redis;
+  redis: RedisClient;
   keys: Keyspace;
   logger: Logger;
   registry: WorkerRegistry;
@@ -48,7 +48,8 @@ export class Maintenance {
   async start(): Promise<void> {
     const { config, logger } = this.deps;
     const m = config.maintenance;
-    this.queue = new Queue(MAINTENANCE_QUEUE, { connection: this.deps.redis, prefix: config.redis.prefix });
+    const name = this.deps.keys.queueName(MAINTENANCE_QUEUE);
+    this.queue = new Queue(name, { connection: this.deps.redis, prefix: config.redis.prefix });
     this.queue.on('error', (e) => logger.debug({ err: e.message }, 'maintenance queue connection error'));
     const schedule: [MaintenanceTask, string][] = [
       ['poll-models', m.pollModels],
@@ -67,8 +68,8 @@ export class Maintenance {
       }
       logger.info({ schedule: Object.fromEntries(schedule) }, 'maintenance schedulers registered');
     }
-    this.worker = new Worker(MAINTENANCE_QUEUE, (job: Job) => this.run(job.name as MaintenanceTask), {
-      connection: createRedis(config.redis.url, 'blocking'),
+    this.worker = new Worker(name, (job: Job) => this.run(job.name as MaintenanceTask), {
+      connection: createRedis(config.redis, 'blocking'),
       prefix: config.redis.prefix,
       concurrency: 1,
     });
@@ -108,8 +109,8 @@ export class Maintenance {
   async housekeeping(): Promise<{ failedJobsRemoved: number; deadWorkers: number }> {
     const { redis, keys, config } = this.deps;
     let removed = 0;
-    for (const pool of POOLS) {
-      const q = new Queue(pool, { connection: redis, prefix: config.redis.prefix });
+    for (const { name } of queueNames(keys, config.queue.shards)) {
+      const q = new Queue(name, { connection: redis, prefix: config.redis.prefix });
       removed += (await q.clean(config.results.ttlSeconds * 1000, 1000, 'failed')).length;
       await q.close();
     }

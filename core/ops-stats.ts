@@ -4,7 +4,7 @@
  * for the whole deployment (core/live-stats.ts explains how every process contributes).
  * Nothing here knows GraphQL; the resolvers decide what a caller may see.
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis.ts';
 import { ERROR_CODES, type ErrorCode } from './errors.ts';
 import { POOLS, type BatchlineConfig, type PoolName } from './config.ts';
 import type { PredictionQueues } from './prediction/queues.ts';
@@ -149,11 +149,11 @@ function point(at: number, entries: Entry[], model: string, seconds: number): St
 
 export class OpsStats {
   private readonly reader: StatsReader;
-  private readonly deps: { config: BatchlineConfig; redis: Redis; queues: PredictionQueues; service: PredictionService };
+  private readonly deps: { config: BatchlineConfig; redis: RedisClient; queues: PredictionQueues; service: PredictionService };
   /** Viewers of one replica share one read of Redis per second. */
   private cached?: { key: string; at: number; value: Promise<{ window: Entry[]; steps: { at: number; entries: Entry[] }[] }> };
 
-  constructor(deps: { config: BatchlineConfig; redis: Redis; queues: PredictionQueues; service: PredictionService }) {
+  constructor(deps: { config: BatchlineConfig; redis: RedisClient; queues: PredictionQueues; service: PredictionService }) {
     this.deps = deps;
     this.reader = new StatsReader(deps.redis, deps.config.redis.prefix);
   }
@@ -177,7 +177,7 @@ export class OpsStats {
   private async queueCounts(pools: readonly PoolName[]): Promise<PoolQueue[]> {
     return Promise.all(
       pools.map(async (pool) => {
-        const c = await this.deps.queues.queue(pool).getJobCounts('wait', 'prioritized', 'active', 'delayed', 'failed');
+        const c = await this.deps.queues.counts(pool);
         return {
           pool,
           waiting: (c.wait ?? 0) + (c.prioritized ?? 0),

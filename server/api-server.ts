@@ -11,7 +11,6 @@ import { NoSchemaIntrospectionCustomRule, type GraphQLError, type GraphQLFormatt
 import { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
-import type { Redis } from 'ioredis';
 import type { BatchlineConfig } from '../core/config.ts';
 import { scanConfigured } from '../core/model-repository.ts';
 import { PredictionQueues } from '../core/prediction/queues.ts';
@@ -19,7 +18,9 @@ import { ResultStore } from '../core/prediction/result-store.ts';
 import { ResultFeed } from '../core/prediction/result-feed.ts';
 import { PredictionService } from '../core/api/prediction-service.ts';
 import { WorkerRegistry } from '../core/prediction/worker-registry.ts';
-import { createRedis, keyspace, whenReady } from '../core/redis.ts';
+import { createRedis, isCluster, keysOf, whenReady, type RedisClient } from '../core/redis.ts';
+import { resultChannels } from '../core/redis-cluster.ts';
+import { LostWork } from '../core/prediction/lost-work.ts';
 import { createMetrics } from '../core/metrics.ts';
 import { requestScope, type Logger } from '../core/logger.ts';
 import { logWhenFinished, requestIdOf, useRequestLog, wsRequestLog } from './use-request-log.ts';
@@ -66,18 +67,33 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   const repository = await scanConfigured(config, logger);
   logger.info({ models: repository.ready().map((v) => `${v.name}@${v.version}`) }, 'model repository scanned');
 
-  const keys = keyspace(config.redis.prefix);
-  const redis = createRedis(config.redis.url, 'producer');
+  const redis = createRedis(config.redis, 'producer');
+  const keys = keysOf(redis, config.redis.prefix);
   const pubsub = new RedisPubSub({
-    publisher: createRedis(config.redis.url, 'producer'),
-    subscriber: createRedis(config.redis.url, 'subscriber'),
+    publisher: createRedis(config.redis, 'producer'),
+    subscriber: createRedis(config.redis, 'subscriber'),
   });
   const metrics = createMetrics('api');
   const store = new ResultStore(redis, keys, config.results.ttlSeconds);
-  const feed = new ResultFeed(pubsub, store, keys);
-  const queues = new PredictionQueues(redis, config.redis.prefix, config.queue.maxDepth);
+  const feed = new ResultFeed(resultChannels(pubsub), store, keys);
+  const queues = new PredictionQueues(redis, config.redis.prefix, config.queue.maxDepth, config.queue.shards);
+  const lostWork = new LostWork(queues, store);
+  // On a cluster, watches also re-read their record every 5 s: subscriptions move with failovers and slots.
+  feed.checkLostWork(lostWork, isCluster(redis) ? 5000 : 0);
   const registry = new WorkerRegistry(redis, config.redis.prefix);
-  const service = new PredictionService({ config, repository, queues, store, feed, workers: registry, redis, keys, metrics, logger });
+  const service = new PredictionService({
+    config,
+    repository,
+    queues,
+    store,
+    feed,
+    workers: registry,
+    redis,
+    keys,
+    metrics,
+    logger,
+    lostWork,
+  });
   const ops = createOps({ config, redis, queues, service, metrics, authEnabled: auth.enabled });
   const limiter = new RateLimiter({
     redis,
@@ -276,7 +292,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
         await deadline.step('queue connections', queues.close(), Infinity, unreachable);
         await deadline.step('result subscriptions', pubsub.close(), Infinity, unreachable);
         const state = unreachable() ? 'unreachable' : 'ready';
-        for (const r of [redis, pubsub.getPublisher() as Redis, pubsub.getSubscriber() as Redis]) r.disconnect();
+        for (const r of [redis, pubsub.getPublisher() as RedisClient, pubsub.getSubscriber() as RedisClient]) r.disconnect();
         const { dropped } = deadline;
         if (unanswered > 0) {
           logger.warn(

@@ -8,7 +8,7 @@
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../core/redis.ts';
 import { Counter } from 'prom-client';
 import type { Plugin } from 'graphql-yoga';
 import type { BatchlineConfig } from '../core/config.ts';
@@ -96,7 +96,7 @@ export interface Ops {
 
 export function createOps(deps: {
   config: BatchlineConfig;
-  redis: Redis;
+  redis: RedisClient;
   queues: PredictionQueues;
   service: PredictionService;
   metrics: Metrics;

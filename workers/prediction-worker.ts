@@ -6,7 +6,6 @@
 import { randomUUID } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
 import type { BatchlineConfig, PoolName } from '../core/config.ts';
 import { ServingError, fromSerialized } from '../core/errors.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/model-repository.ts';
@@ -16,7 +15,7 @@ import { Batcher } from '../core/batching/batcher.ts';
 import type { BatchingSpec, ModelConfig } from '../core/model-config.ts';
 import { fromWire } from '../core/prediction/input.ts';
 import { ResultStore } from '../core/prediction/result-store.ts';
-import { createRedis, keyspace, whenReady, whileUnreachable } from '../core/redis.ts';
+import { createRedis, keysOf, whenReady, whileUnreachable, type RedisClient } from '../core/redis.ts';
 import { Deadline, RELEASE_MS } from '../core/shutdown.ts';
 import { WorkerRegistry } from '../core/prediction/worker-registry.ts';
 import { createMetrics, type Metrics } from '../core/metrics.ts';
@@ -89,20 +88,21 @@ export class PredictionWorker {
   private models = new Map<string, ModelVersion>();
   private inference!: InferencePool;
   private batcher!: Batcher;
-  private bull?: Worker<PredictionJobData>;
-  private redis!: Redis;
+  /** One BullMQ worker per shard of the pool's queue (`queue.shards`), all feeding the one batcher. */
+  private bulls: Worker<PredictionJobData>[] = [];
+  private redis!: RedisClient;
   private store!: ResultStore;
   private registry!: WorkerRegistry;
   private heartbeat?: NodeJS.Timeout;
   private executionProvider: 'cpu' | 'cuda' = 'cpu';
-  private control?: Redis;
+  private control?: RedisClient;
   private drift?: DriftCounter;
   /** This worker's share of the operations view's live figures. */
   private stats?: StatsRecorder;
   private reloading: Promise<void> = Promise.resolve();
   private stopping = false;
   private readonly inHand = new Set<string>();
-  private bullConnection?: Redis;
+  private bullConnection?: RedisClient;
 
   constructor(options: WorkerOptions) {
     this.options = options;
@@ -146,9 +146,9 @@ export class PredictionWorker {
     });
 
     // Results are written on a connection of their own, apart from BullMQ's.
-    this.redis = createRedis(config.redis.url, 'producer');
+    this.redis = createRedis(config.redis, 'producer');
     await whenReady(this.redis, 30_000);
-    const keys = keyspace(config.redis.prefix);
+    const keys = keysOf(this.redis, config.redis.prefix);
     this.store = new ResultStore(this.redis, keys, config.results.ttlSeconds);
     this.registry = new WorkerRegistry(this.redis, config.redis.prefix);
     this.drift = new DriftCounter(this.redis, keys, (config.maintenance.driftWindowMinutes + 5) * 60);
@@ -159,7 +159,8 @@ export class PredictionWorker {
       process: { id: this.id, role: 'worker', pool },
     });
     this.stats.start();
-    this.control = createRedis(config.redis.url, 'subscriber');
+    // The control channel is global pub/sub, on a cluster too (core/redis-cluster.ts says why).
+    this.control = createRedis(config.redis, 'subscriber');
     this.control.on('message', (_channel: string, raw: string) => {
       const msg = JSON.parse(raw) as ControlMessage;
       if (msg.type === 'models-changed' && msg.fingerprint !== this.repository.fingerprint)
@@ -171,26 +172,33 @@ export class PredictionWorker {
     await this.announce();
     this.heartbeat = setInterval(() => void this.announce(), HEARTBEAT_MS);
 
-    this.bull = new Worker<PredictionJobData>(pool, (job) => this.process(job), {
-      connection: (this.bullConnection = createRedis(config.redis.url, 'blocking')),
-      prefix: config.redis.prefix,
-      concurrency: shape.concurrency,
-      // Inference runs on threads, so the loop stays free to renew locks on time.
-      lockDuration: config.workers.lockDurationMs,
-      stalledInterval: Math.max(500, Math.floor(config.workers.lockDurationMs / 2)),
-      maxStalledCount: 2,
-    });
-    this.bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
-    this.trackJobsInHand(this.bull);
-    // Jobs failed outside the processor (stalled too often, lock lost) still owe their
-    // client an answer; finish() writes nothing if the processor already answered.
-    this.bull.on('failed', (job, err) => {
-      if (!job || (job.attemptsMade < (job.opts.attempts ?? 1) && !/stalled/i.test(err.message))) return;
-      const d = job.data;
-      void this.answerFailure(d, new ServingError('INFERENCE_FAILED', 'the work was lost by its worker too many times')).catch((e: Error) =>
-        this.log.warn({ err: e.message, predictionId: d.id }, 'could not record a failure'),
-      );
-    });
+    // Every shard of the pool, each with its share of the jobs in hand; one connection for all
+    // of them (BullMQ gives each worker its own blocking connection besides).
+    const shards = config.queue.shards[pool];
+    this.bullConnection = createRedis(config.redis, 'blocking');
+    for (let shard = 0; shard < shards; shard++) {
+      const bull = new Worker<PredictionJobData>(keys.queueName(pool, shard), (job) => this.process(job), {
+        connection: this.bullConnection,
+        prefix: config.redis.prefix,
+        concurrency: Math.ceil(shape.concurrency / shards),
+        // Inference runs on threads, so the loop stays free to renew locks on time.
+        lockDuration: config.workers.lockDurationMs,
+        stalledInterval: Math.max(500, Math.floor(config.workers.lockDurationMs / 2)),
+        maxStalledCount: 2,
+      });
+      bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
+      this.trackJobsInHand(bull);
+      // Jobs failed outside the processor (stalled too often, lock lost) still owe their
+      // client an answer; finish() writes nothing if the processor already answered.
+      bull.on('failed', (job, err) => {
+        if (!job || (job.attemptsMade < (job.opts.attempts ?? 1) && !/stalled/i.test(err.message))) return;
+        const d = job.data;
+        void this.answerFailure(d, new ServingError('INFERENCE_FAILED', 'the work was lost by its worker too many times')).catch(
+          (e: Error) => this.log.warn({ err: e.message, predictionId: d.id }, 'could not record a failure'),
+        );
+      });
+      this.bulls.push(bull);
+    }
     this.log.info({ models: this.loaded, executionProvider: this.executionProvider, ...shape }, 'worker started');
   }
 
@@ -367,10 +375,10 @@ export class PredictionWorker {
     await deadline.step('withdraw from the worker registry', this.registry?.withdraw(this.id), 1000);
     this.batcher?.flush();
     let closed = true;
-    if (this.bull) {
+    if (this.bulls.length) {
       // BullMQ's close waits for the jobs in hand and for Redis to record their outcome;
       // with Redis gone and nothing in hand, there is nothing to wait for.
-      closed = await deadline.within(this.bull.close(), timeout, () => unreachable() && this.inHand.size === 0);
+      closed = await deadline.within(Promise.all(this.bulls.map((b) => b.close())), timeout, () => unreachable() && this.inHand.size === 0);
     }
     this.bullConnection?.disconnect();
     const jobsLeft = this.inHand.size;

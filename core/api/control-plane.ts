@@ -4,7 +4,7 @@
  * and, unless disabled, runs the maintenance worker (core/maintenance.ts).
  */
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis.ts';
 import type { BatchlineConfig } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import { Maintenance, type ControlMessage } from '../maintenance.ts';
@@ -20,7 +20,7 @@ export interface ControlPlane {
 export async function startControlPlane(deps: {
   config: BatchlineConfig;
   logger: Logger;
-  redis: Redis;
+  redis: RedisClient;
   pubsub: RedisPubSub;
   keys: Keyspace;
   service: PredictionService;

@@ -3,18 +3,18 @@
  * read results. Resolvers are thin adapters over this class; it knows no GraphQL or HTTP.
  */
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
 import { ServingError, asServingError } from '../errors.ts';
 import type { BatchlineConfig } from '../config.ts';
 import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from '../prediction/input.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from '../model-repository.ts';
 import { DriftCounter, readDriftReport, type DriftReport } from '../drift.ts';
 import { EdgeBatcher, type EdgeBatch, type EdgeJob, type EdgeLimits } from './edge-batcher.ts';
-import type { Keyspace } from '../redis.ts';
+import type { Keyspace, RedisClient } from '../redis.ts';
 import type { PredictionQueues } from '../prediction/queues.ts';
 import { SYNC_PRIORITY, bullPriority } from '../prediction/queues.ts';
 import type { ResultStore } from '../prediction/result-store.ts';
 import type { ResultFeed } from '../prediction/result-feed.ts';
+import type { LostWork } from '../prediction/lost-work.ts';
 import { PredictionCache, cacheKey } from './prediction-cache.ts';
 import type { Metrics } from '../metrics.ts';
 import type { Logger } from '../logger.ts';
@@ -67,8 +67,10 @@ export interface PredictionServiceDeps {
   store: ResultStore;
   feed: ResultFeed;
   workers: WorkerRegistry;
-  redis: Redis;
+  redis: RedisClient;
   keys: Keyspace;
+  /** Ends records whose job Redis lost, when a poll finds one (core/prediction/lost-work.ts). */
+  lostWork?: LostWork;
   metrics: Metrics;
   logger: Logger;
 }
@@ -319,12 +321,17 @@ export class PredictionService {
       }
       await this.deps.store.accept(accepted(job));
       try {
-        await this.deps.queues.enqueue(job, {
-          priority,
-          attempts: mv.config.retry.attempts,
-          backoffMs: mv.config.retry.backoffMs,
-          keepSeconds: this.deps.config.results.ttlSeconds,
-        });
+        // On a cluster the ticket is given once replicas hold the job and the record (core/redis-cluster.ts).
+        await Promise.all([
+          this.deps.queues.enqueue(job, {
+            priority,
+            attempts: mv.config.retry.attempts,
+            backoffMs: mv.config.retry.backoffMs,
+            keepSeconds: this.deps.config.results.ttlSeconds,
+            replicated: true,
+          }),
+          this.deps.store.replicated(this.deps.keys.prediction(job.id)),
+        ]);
       } catch (e) {
         const err = asServingError(e);
         // Refused work must not look accepted to a poller.
@@ -354,8 +361,11 @@ export class PredictionService {
     }
     if (!rec) throw new ServingError('PREDICTION_NOT_FOUND', `no prediction with id '${id}' (unknown or expired)`);
     if (rec.status === 'QUEUED') {
-      const job = await this.deps.queues.getJob(rec.pool, id).catch(() => undefined);
+      // null: not known (Redis trouble), unlike undefined: no such job.
+      const job = await this.deps.queues.getJob(rec.pool, id).catch(() => null);
       if (job && (await job.getState().catch(() => '')) === 'active') rec.status = 'RUNNING';
+      else if (job === undefined && this.deps.lostWork?.due(rec))
+        rec = (await this.deps.lostWork.settle(rec).catch(() => undefined)) ?? rec;
     }
     return rec;
   }
@@ -438,7 +448,7 @@ export class PredictionService {
   /** Queue depths for the metrics endpoint. */
   async collectQueueDepth(): Promise<void> {
     for (const pool of ['cpu', 'gpu'] as const) {
-      const counts = await this.deps.queues.queue(pool).getJobCounts('wait', 'prioritized', 'active', 'delayed', 'failed');
+      const counts = await this.deps.queues.counts(pool);
       for (const [state, n] of Object.entries(counts)) this.deps.metrics.queueJobs.set({ pool, state }, n);
       this.deps.metrics.queueDepth.set({ pool }, (counts.wait ?? 0) + (counts.prioritized ?? 0));
     }

@@ -1,13 +1,14 @@
 /**
- * The producer side of the work queues: one BullMQ queue per pool. Every job gets an
- * explicit priority, because BullMQ runs a job without one before every prioritized job.
+ * The producer side of the work queues: BullMQ queues per pool (one by default, more with
+ * `queue.shards`). Every job gets an explicit priority, because BullMQ runs a job without one
+ * before every prioritized job.
  */
 import { Queue, type Job, type JobsOptions } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { ServingError, asServingError } from '../errors.ts';
 import { POOLS, type PoolName } from '../config.ts';
 import type { PredictionJobData } from './record.ts';
-import { keyspace } from '../redis.ts';
+import { isCluster, keysOf, redisScript, type Keyspace, type RedisClient } from '../redis.ts';
+import { waitForReplica } from '../redis-cluster.ts';
 
 /** BullMQ priority of synchronous `predict` work: ahead of every async request. */
 export const SYNC_PRIORITY = 1;
@@ -30,29 +31,50 @@ export interface EnqueueOptions {
   backoffMs: number;
   /** Keep finished jobs this long in BullMQ (results live in the ResultStore). */
   keepSeconds: number;
+  /** On a cluster, wait for a replica of the queue's master to have the job (core/redis-cluster.ts). */
+  replicated?: boolean;
 }
 
-/**
- * Admission to a pool's queue, atomic across every API replica. KEYS: the queue's `wait` list,
- * its `prioritized` set (BullMQ's own keys) and our set of admissions still being added.
- * ARGV: max depth, now (ms), this admission's token, how long an admission may stay (ms).
- * Returns -1 when admitted, else the depth that refused it. An admission counts from this
- * script until its job is in the queue (briefly twice, never zero times), so concurrent
- * admissions cannot all see room for one more; one left by a process that died ages out.
- */
-const ADMIT = `
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[4]))
-local depth = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
-if depth >= tonumber(ARGV[1]) then return depth end
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-return -1
-`;
+/** Admission to a queue, atomic across every API replica (the script says how). */
+const ADMIT = new URL('./scripts/admit-3.lua', import.meta.url);
 /** An admission whose add never finished (its API died) stops counting after this long. */
 const ADMISSION_TTL_MS = 10_000;
 
-type AdmittingRedis = Redis & {
-  batchlineAdmit(
+/** Job counts of the states batchline reports. */
+export type JobCounts = Record<'wait' | 'prioritized' | 'active' | 'delayed' | 'failed', number>;
+
+/**
+ * The shard of a pool that holds job `id`: a hash of the id, so API replicas agree without
+ * asking Redis, and a cancel or a poll finds the job again. One shard: always 0.
+ */
+export function shardOf(id: string, shards: number): number {
+  if (shards <= 1) return 0;
+  // FNV-1a over the id: uuids are already random, but any id spreads evenly this way.
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % shards;
+}
+
+/** The BullMQ queue names of every shard of every pool, as the keyspace names them. */
+export function queueNames(keys: Keyspace, shards: Record<PoolName, number>): { pool: PoolName; shard: number; name: string }[] {
+  return POOLS.flatMap((pool) => Array.from({ length: shards[pool] }, (_, shard) => ({ pool, shard, name: keys.queueName(pool, shard) })));
+}
+
+/**
+ * The queues of every pool: `queue.shards.<pool>` BullMQ queues each (one by default, the
+ * queue batchline always had). A job goes to the shard its id hashes to; a worker consumes
+ * every shard of its pool. Priorities are BullMQ's, so they order jobs within a shard; across
+ * shards, each is consumed at the pace of its own jobs, so an urgent job waits behind the
+ * more urgent (or equal) jobs of its own shard only, whatever the other shards hold.
+ * `queue.maxDepth` is split evenly: each shard admits up to ceil(maxDepth / shards).
+ */
+export class PredictionQueues {
+  private readonly shards: Map<PoolName, Queue<PredictionJobData>[]>;
+  private readonly maxDepthPerShard: Record<PoolName, number>;
+  private readonly maxDepth: number;
+  private readonly redis: RedisClient;
+  private readonly keys: Keyspace;
+  private readonly admit: (
     wait: string,
     prioritized: string,
     admitting: string,
@@ -60,56 +82,56 @@ type AdmittingRedis = Redis & {
     now: number,
     token: string,
     ttlMs: number,
-  ): Promise<number>;
-};
+  ) => Promise<number>;
 
-export class PredictionQueues {
-  private readonly queues: Map<PoolName, Queue<PredictionJobData>>;
-  private readonly maxDepth: number;
-  private readonly redis: AdmittingRedis;
-  private readonly prefix: string;
-
-  constructor(connection: Redis, prefix: string, maxDepth: number) {
+  constructor(connection: RedisClient, prefix: string, maxDepth: number, shards: Record<PoolName, number> = { cpu: 1, gpu: 1 }) {
     this.maxDepth = maxDepth;
-    this.prefix = prefix;
-    if (!('batchlineAdmit' in connection)) connection.defineCommand('batchlineAdmit', { numberOfKeys: 3, lua: ADMIT });
-    this.redis = connection as AdmittingRedis;
-    this.queues = new Map(
-      POOLS.map((pool) => {
-        const q = new Queue<PredictionJobData>(pool, { connection, prefix });
-        // Connection trouble surfaces on the calls that fail (as 503s); the event is noise.
-        q.on('error', () => {});
-        return [pool, q];
-      }),
-    );
+    this.redis = connection;
+    this.keys = keysOf(connection, prefix);
+    this.admit = redisScript<number>(connection, ADMIT);
+    this.maxDepthPerShard = { cpu: Math.ceil(maxDepth / shards.cpu), gpu: Math.ceil(maxDepth / shards.gpu) };
+    this.shards = new Map(POOLS.map((pool) => [pool, []]));
+    for (const { pool, name } of queueNames(this.keys, shards)) {
+      const q = new Queue<PredictionJobData>(name, { connection, prefix });
+      // Connection trouble surfaces on the calls that fail (as 503s); the event is noise.
+      q.on('error', () => {});
+      this.shards.get(pool)!.push(q);
+    }
   }
 
-  queue(pool: PoolName): Queue<PredictionJobData> {
-    return this.queues.get(pool)!;
+  /** The queue (shard) of `pool` that holds job `id`; shard 0 without an id. */
+  queue(pool: PoolName, id?: string): Queue<PredictionJobData> {
+    const shards = this.shards.get(pool)!;
+    return shards[id === undefined ? 0 : shardOf(id, shards.length)];
+  }
+
+  /** Job counts of a pool, summed over its shards. */
+  async counts(pool: PoolName): Promise<JobCounts> {
+    const all = await Promise.all(this.shards.get(pool)!.map((q) => q.getJobCounts('wait', 'prioritized', 'active', 'delayed', 'failed')));
+    const sum: JobCounts = { wait: 0, prioritized: 0, active: 0, delayed: 0, failed: 0 };
+    for (const c of all) for (const k of Object.keys(sum) as (keyof JobCounts)[]) sum[k] += c[k] ?? 0;
+    return sum;
   }
 
   /**
    * Adds one prediction job; refuses with QUEUE_FULL once the pool holds `queue.maxDepth`
-   * waiting jobs (exactly, whatever the concurrency and the number of API replicas), and with
-   * SERVICE_UNAVAILABLE when Redis is down.
+   * waiting jobs (exactly, whatever the concurrency and the number of API replicas; per shard,
+   * its share), and with SERVICE_UNAVAILABLE when Redis is down. With `replicated`, on a
+   * cluster, resolves only once a replica of the queue's master has the job.
    */
   async enqueue(data: PredictionJobData, options: EnqueueOptions): Promise<void> {
-    const q = this.queue(data.pool);
-    const admitting = keyspace(this.prefix).admitting(data.pool);
+    const q = this.queue(data.pool, data.id);
+    const admitting = this.keys.admitting(q.name);
+    const max = this.maxDepthPerShard[data.pool];
     try {
-      const refusedAt = await this.redis.batchlineAdmit(
-        q.keys.wait,
-        q.keys.prioritized,
-        admitting,
-        this.maxDepth,
-        Date.now(),
-        data.id,
-        ADMISSION_TTL_MS,
-      );
+      const refusedAt = await this.admit(q.keys.wait, q.keys.prioritized, admitting, max, Date.now(), data.id, ADMISSION_TTL_MS);
       if (refusedAt >= 0) {
+        const shards = this.shards.get(data.pool)!.length;
         throw new ServingError(
           'QUEUE_FULL',
-          `the ${data.pool} pool has ${refusedAt} jobs waiting (limit ${this.maxDepth}); try again later`,
+          shards === 1
+            ? `the ${data.pool} pool has ${refusedAt} jobs waiting (limit ${this.maxDepth}); try again later`
+            : `the ${data.pool} pool's shard has ${refusedAt} jobs waiting (limit ${max} of ${this.maxDepth} over ${shards} shards); try again later`,
           { retryAfterSeconds: 1 },
         );
       }
@@ -128,13 +150,14 @@ export class PredictionQueues {
         // Not awaited: until it lands the job counts twice, which only errs on the safe side.
         this.redis.zrem(admitting, data.id).catch(() => {});
       }
+      if (options.replicated && isCluster(this.redis)) await waitForReplica(this.redis, q.keys.wait);
     } catch (e) {
       throw asServingError(e);
     }
   }
 
   async getJob(pool: PoolName, id: string): Promise<Job<PredictionJobData> | undefined> {
-    return this.queue(pool).getJob(id);
+    return this.queue(pool, id).getJob(id);
   }
 
   /** Removes a job that has not started; false if it is running or gone. */
@@ -152,6 +175,6 @@ export class PredictionQueues {
   }
 
   async close(): Promise<void> {
-    await Promise.all([...this.queues.values()].map((q) => q.close()));
+    await Promise.all([...this.shards.values()].flat().map((q) => q.close()));
   }
 }

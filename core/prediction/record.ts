@@ -127,6 +127,11 @@ export function cancelled(record: PredictionRecord, requestId: string, finishedA
   return { ...record, status: 'CANCELLED', finishedAt, error: { code: 'CANCELLED', message: `cancelled by request ${requestId}` } };
 }
 
+/** The final record of accepted work whose job Redis lost (core/prediction/lost-work.ts). */
+export function lost(record: PredictionRecord, error: SerializedError, finishedAt = Date.now()): PredictionRecord {
+  return { ...record, status: 'FAILED', finishedAt, error };
+}
+
 /** The key of a model version in maps, metrics, batches and worker announcements. */
 export function modelKey(name: string, version: string): string {
   return `${name}@${version}`;

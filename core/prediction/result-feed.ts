@@ -9,13 +9,20 @@
  * - a `predictionResult` subscription watches its id's channel: SUBSCRIBE is confirmed
  *   first, then the stored record is read, so a result finished before the subscription
  *   began is still delivered, and exactly once.
+ *
+ * On a Redis Cluster both kinds of channel are sharded (SSUBSCRIBE, through ShardedPubSub in
+ * core/redis-cluster.ts, which has RedisPubSub's shape); the control channel stays on
+ * RedisPubSub. Open watches re-read the store whenever the subscriptions were re-established
+ * (a reconnect, a failover, a slot that moved), and, on a cluster, every few seconds, so that a
+ * message lost in between, or a job lost with its master (core/prediction/lost-work.ts), ends
+ * the watch instead of leaving it waiting.
  */
 import { randomUUID } from 'node:crypto';
-import type { RedisPubSub } from 'graphql-redis-subscriptions';
-import type { Redis } from 'ioredis';
 import { ServingError, asServingError, isRedisUnavailable } from '../errors.ts';
-import { whileUnreachable, type Keyspace } from '../redis.ts';
+import { whileUnreachable, type Keyspace, type RedisClient } from '../redis.ts';
+import type { ChannelSubscriber } from '../redis-cluster.ts';
 import type { ResultStore } from './result-store.ts';
+import type { LostWork } from './lost-work.ts';
 import { isFinal, type PredictionRecord, type SyncReply } from './record.ts';
 
 /**
@@ -39,11 +46,13 @@ interface Waiter {
 export class ResultFeed {
   /** Channel on which workers answer this process's synchronous requests. */
   readonly replyChannel: string;
-  private readonly pubsub: RedisPubSub;
+  private readonly pubsub: ChannelSubscriber;
   private readonly store: ResultStore;
   private readonly keys: Keyspace;
   private readonly waiters = new Map<string, Waiter>();
-  private readonly subscriber: Redis;
+  private readonly subscriber: RedisClient;
+  private lostWork?: LostWork;
+  private sweep?: NodeJS.Timeout;
   /** Re-reads of the store after a reconnect, for watches that may have missed a message. */
   private readonly recheckers = new Set<() => void>();
   /** Ends every open watch with an error (shutdown). */
@@ -52,12 +61,12 @@ export class ResultFeed {
   /** Set once close() begins: watches begun from then on end with it at once. */
   private closing?: ServingError;
 
-  constructor(pubsub: RedisPubSub, store: ResultStore, keys: Keyspace, instanceId: string = randomUUID()) {
+  constructor(pubsub: ChannelSubscriber, store: ResultStore, keys: Keyspace, instanceId: string = randomUUID()) {
     this.pubsub = pubsub;
     this.store = store;
     this.keys = keys;
     this.replyChannel = keys.replyChannel(instanceId);
-    const subscriber = pubsub.getSubscriber() as Redis;
+    const subscriber = pubsub.getSubscriber() as RedisClient;
     this.subscriber = subscriber;
     // RedisPubSub.unsubscribe() drops the promises of its UNSUBSCRIBE and PUNSUBSCRIBE: one still
     // pending when the connection closes (shutdown, Redis gone) rejected unhandled. Handled here.
@@ -73,9 +82,36 @@ export class ResultFeed {
     subscriber.on('ready', () => {
       // Messages published while the subscriber was away are lost (pub/sub is at-most-once);
       // the store is not, so every open watch and waiter re-reads it.
-      if (connectedOnce) for (const recheck of this.recheckers) recheck();
+      if (connectedOnce) this.recheckAll();
       connectedOnce = true;
     });
+    // A cluster's sharded subscriptions come back on their own after a failover or a slot
+    // migration, without a 'ready': ioredis says so with this event (core/redis-cluster.ts).
+    subscriber.on('subscribersReady', () => this.recheckAll());
+  }
+
+  private recheckAll(): void {
+    for (const recheck of this.recheckers) recheck();
+  }
+
+  /**
+   * Ends watches whose work Redis lost (core/prediction/lost-work.ts) when they re-read the
+   * store; with `everyMs`, every open watch re-reads it that often too (a cluster: its
+   * subscriptions move with failovers and slot migrations).
+   */
+  checkLostWork(lostWork: LostWork, everyMs = 0): void {
+    this.lostWork = lostWork;
+    clearInterval(this.sweep);
+    if (everyMs > 0) {
+      this.sweep = setInterval(() => this.recheckAll(), everyMs);
+      this.sweep.unref();
+    }
+  }
+
+  /** The record, or what it becomes when its work was lost. */
+  private async settled(rec: PredictionRecord | undefined): Promise<PredictionRecord | undefined> {
+    if (!rec || isFinal(rec.status) || !this.lostWork?.due(rec)) return rec;
+    return (await this.lostWork.settle(rec)) ?? rec;
   }
 
   /** Subscribes to this process's reply channel. Call once before `expect`. */
@@ -135,7 +171,10 @@ export class ResultFeed {
       pending = rec;
       wake?.();
     };
-    const recheck = (): void => void this.readRetrying(id, () => done).then(offer, () => {});
+    const recheck = (): void =>
+      void this.readRetrying(id, () => done)
+        .then((rec) => this.settled(rec))
+        .then(offer, () => {});
     // Set-up is bounded: with Redis away, the client hears 503 now rather than after the outage.
     if (this.subscriber.status !== 'ready') throw unavailable();
     const setupEnds = Date.now() + SETUP_TIMEOUT_MS;
@@ -182,6 +221,8 @@ export class ResultFeed {
     }
     offer(first);
     if (!done) this.recheckers.add(recheck);
+    // Watching work accepted long ago that is still queued: see now whether its job is there.
+    if (!done && this.lostWork?.due(first)) recheck();
 
     const iterator: AsyncIterableIterator<PredictionRecord> = {
       [Symbol.asyncIterator]() {
@@ -219,6 +260,7 @@ export class ResultFeed {
       { retryAfterSeconds: 1 },
     );
     this.closing = bye;
+    clearInterval(this.sweep);
     for (const end of [...this.enders]) end(bye);
     const deadline = Date.now() + drainMs;
     while (this.waiters.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));

@@ -1,45 +1,45 @@
 /**
  * Prediction records in Redis, with a TTL, and the publication of final ones.
  *
- * The record is written BEFORE it is published (one MULTI), so a subscriber that confirms
+ * The record is written BEFORE it is published (one script), so a subscriber that confirms
  * its SUBSCRIBE and then reads the key can never miss a result: either the read sees it or
- * the message arrives after.
+ * the message arrives after. On a cluster the record and its channel share the prediction's
+ * slot (core/redis.ts), and the publish is sharded.
  */
-import type { Redis } from 'ioredis';
-import { whileUnreachable, type Keyspace, type RetryOptions } from '../redis.ts';
+import { isCluster, redisScript, whileUnreachable, type Keyspace, type RedisClient, type RetryOptions } from '../redis.ts';
+import { waitForReplica } from '../redis-cluster.ts';
 import type { PredictionRecord, SyncReply } from './record.ts';
 
-/**
- * KEYS: record, result channel. ARGV: record JSON, TTL seconds, reply channel or ''.
- * `status` is the record's second field (after `id`), so the first match is the record's own.
- */
-const FINISH_ONCE = `
-local current = redis.call('GET', KEYS[1])
-if current then
-  local status = string.match(current, '"status":"(%u+)"')
-  if status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED' then return 0 end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('PUBLISH', KEYS[2], ARGV[1])
-if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[1]) end
-return 1
-`;
-
-type FinishingRedis = Redis & {
-  batchlineFinishOnce(record: string, channel: string, json: string, ttl: number, replyTo: string): Promise<number>;
-};
+/** Writes a final record and publishes it, only if no final record is there (KEYS: record, channel). */
+const FINISH_ONCE = new URL('./scripts/finishOnce-2.lua', import.meta.url);
 
 export class ResultStore {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly keys: Keyspace;
   private readonly ttlSeconds: number;
+  private readonly finishOnce: (record: string, channel: string, json: string, ttl: number, publish: string) => Promise<number>;
+  /** Per-prediction channels are sharded on a cluster (core/redis-cluster.ts says why). */
+  private readonly publishCommand: 'PUBLISH' | 'SPUBLISH';
 
-  constructor(redis: Redis, keys: Keyspace, ttlSeconds: number) {
-    // EVALSHA after the first call: the script body is not resent and rehashed per result.
-    if (!('batchlineFinishOnce' in redis)) redis.defineCommand('batchlineFinishOnce', { numberOfKeys: 2, lua: FINISH_ONCE });
+  constructor(redis: RedisClient, keys: Keyspace, ttlSeconds: number) {
     this.redis = redis;
     this.keys = keys;
     this.ttlSeconds = ttlSeconds;
+    this.finishOnce = redisScript<number>(redis, FINISH_ONCE);
+    this.publishCommand = isCluster(redis) ? 'SPUBLISH' : 'PUBLISH';
+  }
+
+  private publish(channel: string, message: string): Promise<unknown> {
+    return this.publishCommand === 'SPUBLISH' ? this.redis.spublish(channel, message) : this.redis.publish(channel, message);
+  }
+
+  /**
+   * On a cluster, waits until a replica holds what this connection wrote to `key`'s master, so
+   * that acknowledged work survives that master's failover (core/redis-cluster.ts). One Redis:
+   * nothing to wait for.
+   */
+  async replicated(key: string): Promise<void> {
+    if (isCluster(this.redis)) await waitForReplica(this.redis, key);
   }
 
   /** Records accepted work. */
@@ -55,14 +55,13 @@ export class ResultStore {
    */
   async finish(record: PredictionRecord, replyTo?: string): Promise<boolean> {
     const json = JSON.stringify(record);
-    const written = await (this.redis as FinishingRedis).batchlineFinishOnce(
-      this.keys.prediction(record.id),
-      this.keys.resultChannel(record.id),
-      json,
-      this.ttlSeconds,
-      replyTo ?? '',
-    );
-    return written === 1;
+    const key = this.keys.prediction(record.id);
+    const written = (await this.finishOnce(key, this.keys.resultChannel(record.id), json, this.ttlSeconds, this.publishCommand)) === 1;
+    // The reply channel is in another slot than the record on a cluster, so it is not in the script.
+    if (written && replyTo) await this.publish(replyTo, json);
+    // Acknowledged to the caller (a worker completing its job, a cancel answering) only once a replica has it.
+    if (written) await this.replicated(key);
+    return written;
   }
 
   /**
@@ -77,7 +76,7 @@ export class ResultStore {
 
   /** Sends a synchronous job's reply to the API process waiting on it; nothing is stored. */
   async reply(channel: string, reply: SyncReply): Promise<void> {
-    await this.redis.publish(channel, JSON.stringify(reply));
+    await this.publish(channel, JSON.stringify(reply));
   }
 
   async get(id: string): Promise<PredictionRecord | undefined> {

@@ -2,7 +2,7 @@
  * Which workers are alive and which models they serve: each worker refreshes its entry in
  * one Redis hash; entries past their expiry are ignored (and pruned by readers).
  */
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../redis.ts';
 import { keyspace } from '../redis.ts';
 
 export interface WorkerEntry {
@@ -16,10 +16,10 @@ export interface WorkerEntry {
 }
 
 export class WorkerRegistry {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly key: string;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     this.redis = redis;
     this.key = keyspace(prefix).workers;
   }

@@ -1,0 +1,244 @@
+/**
+ * The functional core against a real Redis Cluster (3 masters, 3 replicas on loopback): the
+ * same promises as against one Redis, with hash-tagged keys, sharded result channels, queues
+ * in their own slots, and two API processes sharing the cluster.
+ */
+import { Queue } from 'bullmq';
+import type { Cluster } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
+import { clusterClient, clusterStack, keysPerMaster, shardSubscribers, useCluster } from '../support/cluster.ts';
+import {
+  listeningPort,
+  spawnCli,
+  startApi,
+  startWorker,
+  uniquePrefix,
+  type Child,
+  type RunningApi,
+  type StackOptions,
+} from '../support/stack.ts';
+import { until } from '../support/wait.ts';
+import { shardOf } from '../../core/prediction/queues.ts';
+
+const holder = useCluster();
+const prefix = uniquePrefix('cluster');
+let opts: StackOptions;
+let api: RunningApi;
+let second: { child: Child; url: string; ws: string };
+let client: Cluster;
+const workers: Child[] = [];
+
+const SUBMIT =
+  'mutation($m: String!, $i: PredictionInput!, $p: Int) { submitPrediction(model: $m, input: $i, priority: $p) { id status } }';
+const RESULT = 'subscription($id: ID!) { predictionResult(id: $id) { id status result { label } error { code } } }';
+const POLL = 'query($id: ID!) { prediction(id: $id) { id status result { label } error { code } } }';
+
+async function submit(url: string, m: string, i: Record<string, unknown>, p?: number): Promise<string> {
+  const r = await gql<{ submitPrediction: { id: string } }>(url, SUBMIT, { m, i, p });
+  expect(r.body.errors).toBeUndefined();
+  return r.body.data!.submitPrediction.id;
+}
+
+async function poll(
+  url: string,
+  id: string,
+): Promise<{ status: string; result: { label: string } | null; error: { code: string } | null }> {
+  const r = await gql<{ prediction: { status: string; result: { label: string } | null; error: { code: string } | null } }>(url, POLL, {
+    id,
+  });
+  expect(r.body.errors).toBeUndefined();
+  return r.body.data!.prediction;
+}
+
+beforeAll(async () => {
+  opts = clusterStack(holder.cluster, prefix, { env: { BATCHLINE_MAINTENANCE: 'false' } });
+  client = clusterClient(holder.cluster);
+  workers.push(await startWorker('cpu', opts));
+  api = await startApi(opts);
+  const child = await spawnCli(['serve', '--port', '0'], opts, /"msg":"API listening"/);
+  const port = listeningPort(child);
+  second = { child, url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql` };
+}, 120_000);
+
+afterAll(async () => {
+  await api?.close();
+  await second?.child.stop();
+  await Promise.all(workers.map((w) => w.stop()));
+  client?.disconnect();
+});
+
+describe('on a Redis Cluster', () => {
+  it('answers a synchronous predict', async () => {
+    const r = await gql<{ predict: { label: string; score: number } }>(
+      api.url,
+      '{ predict(model: "name-gender", input: { text: "Maria" }) { label score } }',
+    );
+    expect(r.body.errors).toBeUndefined();
+    expect(r.body.data!.predict.label).toBe('female');
+  });
+
+  it('delivers a submitted prediction once over SSE and over WebSocket, and a poll reads it', async () => {
+    const a = await submit(api.url, 'name-gender', { text: 'Elizabeth' });
+    const { events } = await sseCollect(api.url, RESULT, { id: a });
+    expect(events).toEqual([{ data: { predictionResult: { id: a, status: 'COMPLETED', result: { label: 'female' }, error: null } } }]);
+    const b = await submit(api.url, 'name-gender', { text: 'Robert' });
+    const ws = wsClient(api.ws);
+    try {
+      expect(await wsCollect(ws, RESULT, { id: b })).toEqual([
+        { data: { predictionResult: { id: b, status: 'COMPLETED', result: { label: 'male' }, error: null } } },
+      ]);
+    } finally {
+      await ws.dispose();
+    }
+    expect(await poll(api.url, b)).toEqual({ id: b, status: 'COMPLETED', result: { label: 'male' }, error: null });
+  });
+
+  it('delivers a result that finished before the subscription began, once', async () => {
+    const id = await submit(api.url, 'name-gender', { text: 'Penelope' });
+    await until(async () => (await poll(api.url, id)).status === 'COMPLETED', 'completion');
+    const { events } = await sseCollect(api.url, RESULT, { id });
+    expect(events).toEqual([{ data: { predictionResult: { id, status: 'COMPLETED', result: { label: 'female' }, error: null } } }]);
+  });
+
+  it('serves two API processes sharing the cluster: submitted on one, delivered and polled on the other', async () => {
+    const id = await submit(api.url, 'name-gender', { text: 'Bartholomew' });
+    const ws = wsClient(second.ws);
+    try {
+      expect(await wsCollect(ws, RESULT, { id })).toEqual([
+        { data: { predictionResult: { id, status: 'COMPLETED', result: { label: 'male' }, error: null } } },
+      ]);
+    } finally {
+      await ws.dispose();
+    }
+    const other = await submit(second.url, 'name-gender', { text: 'Charlotte' });
+    const { events } = await sseCollect(api.url, RESULT, { id: other });
+    expect(events).toHaveLength(1);
+    expect((await poll(second.url, id)).status).toBe('COMPLETED');
+    const sync = await gql<{ predict: { label: string } }>(
+      second.url,
+      '{ predict(model: "name-gender", input: { text: "Anna" }) { label } }',
+    );
+    expect(sync.body.data!.predict.label).toBe('female');
+  });
+
+  it('cancels queued work; its subscriber gets one CANCELLED event over a sharded channel', async () => {
+    // No gpu worker in this file: the job stays queued.
+    const id = await submit(api.url, 'mlp-bench', { features: Array.from({ length: 512 }, () => 0) });
+    const ws = wsClient(api.ws);
+    try {
+      const events = wsCollect(ws, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code } } }', { id });
+      await until(async () => (await shardSubscribers(holder.cluster, `${prefix}:result:{${id}}`)) === 1, 'the sharded subscription');
+      const c = await gql<{ cancelPrediction: { status: string } }>(
+        api.url,
+        'mutation($id: ID!) { cancelPrediction(id: $id) { status } }',
+        {
+          id,
+        },
+      );
+      expect(c.body.data!.cancelPrediction.status).toBe('CANCELLED');
+      expect(await events).toEqual([{ data: { predictionResult: { status: 'CANCELLED', error: { code: 'CANCELLED' } } } }]);
+    } finally {
+      await ws.dispose();
+    }
+    expect((await poll(api.url, id)).status).toBe('CANCELLED');
+    const gpu = new Queue('{gpu}', { connection: client, prefix });
+    expect(await gpu.getJob(id)).toBeUndefined();
+    await gpu.close();
+  });
+
+  it('keeps a prediction’s record and result channel in one slot, its queue in another, and spreads records over every master', async () => {
+    const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => submit(api.url, 'name-gender', { text: `Spreadname${i}` })));
+    await until(async () => (await Promise.all(ids.map((id) => poll(api.url, id)))).every((p) => p.status === 'COMPLETED'), 'all 30');
+    const { slotOf } = holder.cluster;
+    expect(await slotOf(`${prefix}:prediction:{${ids[0]}}`)).toBe(await slotOf(`${prefix}:result:{${ids[0]}}`));
+    expect(await slotOf(`${prefix}:{cpu}:wait`)).toBe(await slotOf(`${prefix}:{cpu}:admitting`));
+    const perMaster = await keysPerMaster(holder.cluster, `${prefix}:prediction:*`);
+    expect([...perMaster.values()].filter((n) => n > 0)).toHaveLength(3);
+  });
+
+  it('keeps priorities with the pool saturated: synchronous work first, then urgent, then the rest', async () => {
+    const worker = await startWorker('cpu', {
+      ...opts,
+      env: { ...opts.env, BATCHLINE_WORKER_CONCURRENCY: '1', BATCHLINE_WORKER_THREADS: '1', BATCHLINE_LOG_LEVEL: 'debug' },
+    });
+    // The file's other worker leaves: this one alone takes the jobs, in the order it logs them.
+    await workers.pop()!.stop();
+    worker.proc.kill('SIGSTOP');
+    try {
+      const low: string[] = [];
+      const high: string[] = [];
+      for (let i = 0; i < 6; i++) {
+        low.push(await submit(api.url, 'name-gender', { text: `Lowname${i}` }, 1));
+        high.push(await submit(api.url, 'name-gender', { text: `Highname${i}` }, 10));
+      }
+      const sync = fetch(api.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-request-id': 'sync-first' },
+        body: JSON.stringify({ query: '{ predict(model: "name-gender", input: { text: "Syncname" }) { label } }' }),
+      });
+      const cpu = new Queue('{cpu}', { connection: client, prefix });
+      await until(async () => (await cpu.getJobCounts('prioritized')).prioritized >= 13, 'all jobs queued');
+      await cpu.close();
+      worker.proc.kill('SIGCONT');
+      expect((await sync).status).toBe(200);
+      await until(
+        async () => (await Promise.all([...low, ...high].map((id) => poll(api.url, id)))).every((p) => p.status === 'COMPLETED'),
+        'every job',
+      );
+      const order = [...worker.output().matchAll(/"requestId":"([^"]+)","predictionId":"([^"]+)"[^\n]*"msg":"predicted"/g)].map((m) =>
+        m[1] === 'sync-first' ? 'sync' : m[2],
+      );
+      expect(order[0]).toBe('sync');
+      expect(Math.max(...high.map((id) => order.indexOf(id)))).toBeLessThan(Math.min(...low.map((id) => order.indexOf(id))));
+      expect(low.every((id) => order.includes(id))).toBe(true);
+    } finally {
+      worker.proc.kill('SIGCONT');
+      workers.push(worker);
+    }
+  });
+});
+
+describe('queue shards', () => {
+  it('spreads a pool over its shards by id, each in its own slot; workers drain every shard, urgent first within each', async () => {
+    const p = `${prefix}-shards`;
+    const o = clusterStack(holder.cluster, p, { env: { BATCHLINE_MAINTENANCE: 'false', BATCHLINE_QUEUE_SHARDS_CPU: '3' } });
+    const shardedApi = await startApi(o);
+    const worker = await startWorker('cpu', {
+      ...o,
+      env: { ...o.env, BATCHLINE_WORKER_CONCURRENCY: '3', BATCHLINE_WORKER_THREADS: '1', BATCHLINE_LOG_LEVEL: 'debug' },
+    });
+    worker.proc.kill('SIGSTOP');
+    try {
+      const low: string[] = [];
+      const high: string[] = [];
+      for (let i = 0; i < 12; i++) {
+        low.push(await submit(shardedApi.url, 'name-gender', { text: `Shardlow${i}` }, 1));
+        high.push(await submit(shardedApi.url, 'name-gender', { text: `Shardhigh${i}` }, 10));
+      }
+      const names = ['{cpu}', '{cpu-1}', '{cpu-2}'];
+      const queues = names.map((n) => new Queue(n, { connection: client, prefix: p }));
+      const counts = await Promise.all(queues.map(async (q) => (await q.getJobCounts('prioritized')).prioritized));
+      await Promise.all(queues.map((q) => q.close()));
+      // Every shard got work, exactly where shardOf says, and the shards are three slots.
+      const expected = names.map((_, s) => [...low, ...high].filter((id) => shardOf(id, 3) === s).length);
+      expect(counts).toEqual(expected);
+      expect(counts.every((n) => n > 0)).toBe(true);
+      expect(new Set(await Promise.all(names.map((n) => holder.cluster.slotOf(`${p}:${n}:wait`)))).size).toBe(3);
+      worker.proc.kill('SIGCONT');
+      await until(
+        async () => (await Promise.all([...low, ...high].map((id) => poll(shardedApi.url, id)))).every((r) => r.status === 'COMPLETED'),
+        'every job of every shard',
+      );
+      const order = [...worker.output().matchAll(/"predictionId":"([^"]+)"[^\n]*"msg":"predicted"/g)].map((m) => m[1]);
+      for (let s = 0; s < 3; s++) {
+        const mine = (ids: string[]) => ids.filter((id) => shardOf(id, 3) === s).map((id) => order.indexOf(id));
+        if (mine(high).length && mine(low).length) expect(Math.max(...mine(high))).toBeLessThan(Math.min(...mine(low)));
+      }
+    } finally {
+      worker.proc.kill('SIGCONT');
+      await worker.stop();
+      await shardedApi.close();
+    }
+  });
+});
