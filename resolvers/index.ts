@@ -1,20 +1,24 @@
 /**
- * GraphQL resolvers: thin adapters from arguments to PredictionService calls and from
+ * GraphQL resolvers: thin adapters from arguments to calls of core/api (catalog, predictor, tickets) and from
  * records to schema types. Errors are ServingErrors; server/errors.ts gives them their
  * `extensions.code` and HTTP status.
  */
-import type { PredictionService } from '../core/api/prediction-service.ts';
+import type { ModelCatalog } from '../core/api/catalog.ts';
+import type { Predictor } from '../core/api/predictor.ts';
+import type { Tickets } from '../core/api/tickets.ts';
 import type { PredictionInput } from '../core/prediction/input.ts';
 import { decodeOutput, type EncodedTensor } from '../core/runtime/postprocess.ts';
 import type { PredictionRecord } from '../core/prediction/record.ts';
 import { toEvent, toModelVersion, toPrediction, toStatusReport } from './mapping.ts';
-import { authorize, mayPredict, type Principal } from '../server/auth.ts';
+import { authorize, mayPredict, type Principal } from '../core/api/authorization.ts';
 import type { Maintenance } from '../core/maintenance.ts';
 import { operationResolvers } from './operations.ts';
 import { opsStatsResolvers, type OpsContext } from './ops-stats.ts';
 
 export interface RequestContext {
-  service: PredictionService;
+  catalog: ModelCatalog;
+  predictor: Predictor;
+  tickets: Tickets;
   requestId: string;
   /** Who is asking (server/auth.ts); all-access and anonymous when auth is off. */
   principal: Principal;
@@ -34,18 +38,18 @@ interface PredictArgs {
 const coreResolvers = {
   Query: {
     async models(_: unknown, __: unknown, ctx: RequestContext) {
-      return (await ctx.service.models()).map(toModelVersion);
+      return (await ctx.catalog.models()).map(toModelVersion);
     },
     async model(_: unknown, args: { name: string }, ctx: RequestContext) {
-      const versions = (await ctx.service.models()).filter((m) => m.name === args.name).map(toModelVersion);
+      const versions = (await ctx.catalog.models()).filter((m) => m.name === args.name).map(toModelVersion);
       return versions.length ? { name: args.name, versions } : null;
     },
     async predict(_: unknown, args: PredictArgs, ctx: RequestContext) {
       authorize(ctx, { model: args.model });
-      return toPrediction(await ctx.service.predict({ ...args, requestId: ctx.requestId }));
+      return toPrediction(await ctx.predictor.predict({ ...args, requestId: ctx.requestId }));
     },
     async prediction(_: unknown, args: { id: string }, ctx: RequestContext) {
-      const record = await ctx.service.get(args.id);
+      const record = await ctx.tickets.get(args.id);
       authorize(ctx, { model: record.model });
       return toStatusReport(record);
     },
@@ -53,7 +57,7 @@ const coreResolvers = {
   Mutation: {
     async submitPrediction(_: unknown, args: PredictArgs & { priority?: number | null }, ctx: RequestContext) {
       authorize(ctx, { model: args.model });
-      const ticket = await ctx.service.submit({ ...args, requestId: ctx.requestId });
+      const ticket = await ctx.tickets.submit({ ...args, requestId: ctx.requestId });
       return { ...ticket, submittedAt: new Date(ticket.submittedAt).toISOString() };
     },
   },
@@ -61,8 +65,8 @@ const coreResolvers = {
     predictionResult: {
       subscribe: async (_: unknown, args: { id: string }, ctx: RequestContext) => {
         // A key limited to some models reads the record first to learn the prediction's model.
-        if (!mayPredict(ctx.principal)) authorize(ctx, { model: (await ctx.service.get(args.id)).model });
-        return ctx.service.watch(args.id);
+        if (!mayPredict(ctx.principal)) authorize(ctx, { model: (await ctx.tickets.get(args.id)).model });
+        return ctx.tickets.watch(args.id);
       },
       resolve: (record: PredictionRecord) => toEvent(record),
     },

@@ -35,6 +35,15 @@ export function toGraphQLError(err: ServingError, base?: GraphQLError): GraphQLE
 }
 
 /**
+ * The JSON body of an answer given outside yoga (a request refused before it is read), in
+ * the shape yoga gives its own: `extensions` without `http`, which is the status line's.
+ */
+export function errorResponseBody(err: ServingError): string {
+  const { http: _http, ...extensions } = toGraphQLError(err).extensions;
+  return JSON.stringify({ errors: [{ message: err.message, extensions }] });
+}
+
+/**
  * graphql ships CommonJS and ESM copies; a bundler or test runner may load both, so an
  * error's class is recognised by name, not by `instanceof` (as yoga does).
  */

@@ -8,7 +8,8 @@ import type { Redis } from 'ioredis';
 import type { BatchlineConfig } from '../config.ts';
 import type { Logger } from '../logger.ts';
 import { Maintenance, type ControlMessage } from '../maintenance.ts';
-import type { PredictionService } from './prediction-service.ts';
+import type { ModelCatalog } from './catalog.ts';
+import type { Predictor } from './predictor.ts';
 import type { Keyspace } from '../redis.ts';
 import type { WorkerRegistry } from '../prediction/worker-registry.ts';
 
@@ -23,19 +24,20 @@ export async function startControlPlane(deps: {
   redis: Redis;
   pubsub: RedisPubSub;
   keys: Keyspace;
-  service: PredictionService;
+  catalog: ModelCatalog;
+  predictor: Pick<Predictor, 'purgeCache'>;
   registry: WorkerRegistry;
 }): Promise<ControlPlane> {
-  const { config, logger, pubsub, keys, service } = deps;
+  const { config, logger, pubsub, keys, catalog } = deps;
   let reloading = Promise.resolve();
   const subId = await pubsub.subscribe<ControlMessage>(keys.control, (msg) => {
     if (msg.type === 'models-changed') {
-      if (msg.fingerprint === service.repository.fingerprint) return;
+      if (msg.fingerprint === catalog.repository.fingerprint) return;
       reloading = reloading
-        .then(async () => void (await service.reloadRepository()))
+        .then(async () => void (await catalog.reload()))
         .catch((e: Error) => logger.error({ err: e.message }, 'repository rescan failed'));
     } else if (msg.type === 'housekeeping') {
-      const purged = service.purgeCache();
+      const purged = deps.predictor.purgeCache();
       logger.debug({ purged }, 'cache housekeeping');
     }
   });
@@ -45,7 +47,7 @@ export async function startControlPlane(deps: {
     keys,
     logger,
     registry: deps.registry,
-    repository: () => service.repository,
+    repository: () => catalog.repository,
   });
   let retry: NodeJS.Timeout | undefined;
   const start = async (): Promise<void> => {
