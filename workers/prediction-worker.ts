@@ -21,7 +21,7 @@ import { createMetrics, type Metrics } from '../core/metrics.ts';
 import { DriftCounter } from '../core/drift.ts';
 import { StatsRecorder } from '../core/live-stats.ts';
 import type { Logger } from '../core/logger.ts';
-import type { PredictionJobData } from '../core/prediction/record.ts';
+import { modelKey, type PredictionJobData } from '../core/prediction/record.ts';
 import { JobProcessor, batchingSpec } from '../core/worker/processor.ts';
 import { chooseExecutionProvider, workerShape } from '../core/worker/shape.ts';
 
@@ -78,14 +78,14 @@ export class PredictionWorker {
     this.log.info({ sizing: explanation }, 'worker sizing');
     this.executionProvider = await chooseExecutionProvider(config.workers.executionProvider, pool, this.log);
     this.inference = await InferencePool.start({
-      models: mine.map((v) => ({ key: `${v.name}@${v.version}`, path: v.path, config: v.config })),
+      models: mine.map((v) => ({ key: modelKey(v.name, v.version), path: v.path, config: v.config })),
       threads: shape.threads,
       intraOpThreads: shape.intraOpThreads,
       executionProvider: this.executionProvider,
     });
     for (const f of this.inference.failed)
       this.log.error({ model: f.key, reason: f.error }, 'model failed to load in the inference thread; skipped');
-    for (const v of mine) if (this.inference.loaded.includes(`${v.name}@${v.version}`)) this.models.set(`${v.name}@${v.version}`, v);
+    for (const v of mine) if (this.inference.loaded.includes(modelKey(v.name, v.version))) this.models.set(modelKey(v.name, v.version), v);
 
     this.batcher = new Batcher({
       run: (key, input) => this.inference.run(key, input),
@@ -155,15 +155,15 @@ export class PredictionWorker {
   async reload(): Promise<string[]> {
     const { config, pool } = this.options;
     const repo = await scanConfigured(config, this.log);
-    const fresh = repo.ready().filter((v) => v.config.pool === pool && !this.models.has(`${v.name}@${v.version}`));
+    const fresh = repo.ready().filter((v) => v.config.pool === pool && !this.models.has(modelKey(v.name, v.version)));
     if (fresh.length === 0) return [];
     const { loaded, failed } = await this.inference.load(
-      fresh.map((v) => ({ key: `${v.name}@${v.version}`, path: v.path, config: v.config })),
+      fresh.map((v) => ({ key: modelKey(v.name, v.version), path: v.path, config: v.config })),
     );
     for (const f of failed) this.log.error({ model: f.key, reason: f.error }, 'new model version failed to load; skipped');
     const added: string[] = [];
     for (const v of fresh) {
-      const key = `${v.name}@${v.version}`;
+      const key = modelKey(v.name, v.version);
       if (loaded.includes(key)) {
         this.models.set(key, v);
         added.push(key);
