@@ -8,7 +8,7 @@ import type { RedisClient } from './redis.ts';
 import { ERROR_CODES, type ErrorCode } from './errors.ts';
 import { POOLS, type BatchlineConfig, type PoolName } from './config.ts';
 import type { PredictionQueues } from './prediction/queues.ts';
-import type { ModelInfo, PredictionService } from './api/prediction-service.ts';
+import type { ModelCatalog, ModelInfo } from './api/catalog.ts';
 import type { DriftReport } from './drift.ts';
 import {
   STEP_MS,
@@ -149,11 +149,11 @@ function point(at: number, entries: Entry[], model: string, seconds: number): St
 
 export class OpsStats {
   private readonly reader: StatsReader;
-  private readonly deps: { config: BatchlineConfig; redis: RedisClient; queues: PredictionQueues; service: PredictionService };
+  private readonly deps: { config: BatchlineConfig; redis: RedisClient; queues: PredictionQueues; catalog: ModelCatalog };
   /** Viewers of one replica share one read of Redis per second. */
   private cached?: { key: string; at: number; value: Promise<{ window: Entry[]; steps: { at: number; entries: Entry[] }[] }> };
 
-  constructor(deps: { config: BatchlineConfig; redis: RedisClient; queues: PredictionQueues; service: PredictionService }) {
+  constructor(deps: { config: BatchlineConfig; redis: RedisClient; queues: PredictionQueues; catalog: ModelCatalog }) {
     this.deps = deps;
     this.reader = new StatsReader(deps.redis, deps.config.redis.prefix);
   }
@@ -191,10 +191,10 @@ export class OpsStats {
   }
 
   async view(o: ViewOptions, now = Date.now()): Promise<DeploymentView> {
-    const { service } = this.deps;
+    const { catalog } = this.deps;
     const [{ window, steps }, infos, processes] = await Promise.all([
       this.sums(now, o.windowSeconds, o.historySteps),
-      service.models(),
+      catalog.models(),
       this.reader.processes(now),
     ]);
     const byName = new Map<string, ModelInfo[]>();
@@ -223,7 +223,7 @@ export class OpsStats {
     const rows = histogram(window, 'batchline_batch_rows', { model: name });
     const hits = counterSum(window, 'batchline_cache_hits_total', { model: name });
     const misses = counterSum(window, 'batchline_cache_misses_total', { model: name });
-    const drift = await this.deps.service.drift(name).catch(() => undefined);
+    const drift = await this.deps.catalog.drift(name).catch(() => undefined);
     let below = 0;
     return {
       name,

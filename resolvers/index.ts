@@ -1,28 +1,18 @@
 /**
- * GraphQL resolvers: thin adapters from arguments to PredictionService calls and from
+ * GraphQL resolvers: thin adapters from arguments to calls of core/api (catalog, predictor, tickets) and from
  * records to schema types. Errors are ServingErrors; server/errors.ts gives them their
  * `extensions.code` and HTTP status.
  */
-import type { PredictionService } from '../core/api/prediction-service.ts';
 import type { PredictionInput } from '../core/prediction/input.ts';
 import { decodeOutput, type EncodedTensor } from '../core/runtime/postprocess.ts';
 import type { PredictionRecord } from '../core/prediction/record.ts';
 import { toEvent, toModelVersion, toPrediction, toStatusReport } from './mapping.ts';
-import { authorize, mayPredict, type Principal } from '../server/auth.ts';
-import type { Maintenance } from '../core/maintenance.ts';
+import { authorize, mayPredict } from '../core/api/authorization.ts';
+import type { RequestContext } from './context.ts';
 import { operationResolvers } from './operations.ts';
-import { opsStatsResolvers, type OpsContext } from './ops-stats.ts';
+import { opsStatsResolvers } from './ops-stats.ts';
 
-export interface RequestContext {
-  service: PredictionService;
-  requestId: string;
-  /** Who is asking (server/auth.ts); all-access and anonymous when auth is off. */
-  principal: Principal;
-  /** The periodic jobs, when this process runs them (admin operations use it). */
-  maintenance?: Maintenance;
-  /** The operations view's figures (resolvers/ops-stats.ts). */
-  ops?: OpsContext;
-}
+export type { RequestContext } from './context.ts';
 
 interface PredictArgs {
   model: string;
@@ -34,18 +24,18 @@ interface PredictArgs {
 const coreResolvers = {
   Query: {
     async models(_: unknown, __: unknown, ctx: RequestContext) {
-      return (await ctx.service.models()).map(toModelVersion);
+      return (await ctx.catalog.models()).map(toModelVersion);
     },
     async model(_: unknown, args: { name: string }, ctx: RequestContext) {
-      const versions = (await ctx.service.models()).filter((m) => m.name === args.name).map(toModelVersion);
+      const versions = (await ctx.catalog.models()).filter((m) => m.name === args.name).map(toModelVersion);
       return versions.length ? { name: args.name, versions } : null;
     },
     async predict(_: unknown, args: PredictArgs, ctx: RequestContext) {
       authorize(ctx, { model: args.model });
-      return toPrediction(await ctx.service.predict({ ...args, requestId: ctx.requestId }));
+      return toPrediction(await ctx.predictor.predict({ ...args, requestId: ctx.requestId }));
     },
     async prediction(_: unknown, args: { id: string }, ctx: RequestContext) {
-      const record = await ctx.service.get(args.id);
+      const record = await ctx.tickets.get(args.id);
       authorize(ctx, { model: record.model });
       return toStatusReport(record);
     },
@@ -53,7 +43,7 @@ const coreResolvers = {
   Mutation: {
     async submitPrediction(_: unknown, args: PredictArgs & { priority?: number | null }, ctx: RequestContext) {
       authorize(ctx, { model: args.model });
-      const ticket = await ctx.service.submit({ ...args, requestId: ctx.requestId });
+      const ticket = await ctx.tickets.submit({ ...args, requestId: ctx.requestId });
       return { ...ticket, submittedAt: new Date(ticket.submittedAt).toISOString() };
     },
   },
@@ -61,8 +51,8 @@ const coreResolvers = {
     predictionResult: {
       subscribe: async (_: unknown, args: { id: string }, ctx: RequestContext) => {
         // A key limited to some models reads the record first to learn the prediction's model.
-        if (!mayPredict(ctx.principal)) authorize(ctx, { model: (await ctx.service.get(args.id)).model });
-        return ctx.service.watch(args.id);
+        if (!mayPredict(ctx.principal)) authorize(ctx, { model: (await ctx.tickets.get(args.id)).model });
+        return ctx.tickets.watch(args.id);
       },
       resolve: (record: PredictionRecord) => toEvent(record),
     },

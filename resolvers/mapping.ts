@@ -1,5 +1,5 @@
 /** From core records to the GraphQL types of schema/schema.graphql. */
-import type { ModelInfo } from '../core/api/prediction-service.ts';
+import type { ModelInfo } from '../core/api/catalog.ts';
 import type { PredictionRecord, PredictionResult } from '../core/prediction/record.ts';
 
 export function toPrediction(r: PredictionResult) {

@@ -1,8 +1,8 @@
 /** Resolvers for operating on predictions and models: cancellation, reloads, maintenance, drift. */
 import { ServingError } from '../core/errors.ts';
 import type { MaintenanceTask } from '../core/maintenance.ts';
-import { authorize } from '../server/auth.ts';
-import type { RequestContext } from './index.ts';
+import { authorize } from '../core/api/authorization.ts';
+import type { RequestContext } from './context.ts';
 import { toModelVersion, toStatusReport } from './mapping.ts';
 
 const TASKS: readonly MaintenanceTask[] = ['poll-models', 'housekeeping', 'drift-monitor'];
@@ -12,7 +12,7 @@ export const operationResolvers = {
   Query: {
     async modelDrift(_: unknown, args: { model: string; version?: string | null }, ctx: RequestContext) {
       authorize(ctx, { model: args.model });
-      const r = await ctx.service.drift(args.model, args.version);
+      const r = await ctx.catalog.drift(args.model, args.version);
       if (!r) return null;
       return {
         ...r,
@@ -25,14 +25,14 @@ export const operationResolvers = {
   },
   Mutation: {
     async cancelPrediction(_: unknown, args: { id: string }, ctx: RequestContext) {
-      authorize(ctx, { model: (await ctx.service.get(args.id)).model });
-      return toStatusReport(await ctx.service.cancel(args.id, ctx.requestId));
+      authorize(ctx, { model: (await ctx.tickets.get(args.id)).model });
+      return toStatusReport(await ctx.tickets.cancel(args.id, ctx.requestId));
     },
     async reloadModels(_: unknown, __: unknown, ctx: RequestContext) {
       authorize(ctx, { admin: true });
       await ctx.maintenance?.pollModels();
-      await ctx.service.reloadRepository();
-      return (await ctx.service.models()).map(toModelVersion);
+      await ctx.catalog.reload();
+      return (await ctx.catalog.models()).map(toModelVersion);
     },
     async runMaintenance(_: unknown, args: { task: string }, ctx: RequestContext) {
       authorize(ctx, { admin: true });

@@ -2,7 +2,7 @@
 import { ServingError, isRedisUnavailable } from '../core/errors.ts';
 import type { DeploymentView, OpsStats } from '../core/ops-stats.ts';
 import type { DriftReport } from '../core/drift.ts';
-import { mayPredict, type Principal } from '../server/auth.ts';
+import { mayPredict, type Principal } from '../core/api/authorization.ts';
 import { toModelVersion } from './mapping.ts';
 
 /** What the API process gives these resolvers through the context. */

@@ -3,26 +3,16 @@
  * Secret) as `name:sha256hex:scope[,scope...]` entries separated by `;`; only hashes are
  * held. A presented key is hashed and compared with every configured hash in constant time.
  * The principal (key name and scopes) goes into the GraphQL context; resolvers call
- * `authorize` for what needs a scope. Keys are never logged, and never put in an error.
+ * `authorize` (core/api/authorization.ts, the policy) for what needs a scope. Keys are never logged, and never put in an error.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Plugin } from 'graphql-yoga';
+import { CloseCode } from 'graphql-ws';
 import type { BatchlineConfig } from '../core/config.ts';
 import { ServingError } from '../core/errors.ts';
 import { toGraphQLError } from './errors.ts';
-
-/** Who is asking: a configured key, or the anonymous all-access principal when auth is off. */
-export interface Principal {
-  /** The key's name (never the key). */
-  name: string;
-  /** `predict:*`, `predict:<model>`, `admin`. */
-  scopes: readonly string[];
-  /** True only when auth is off. */
-  anonymous?: boolean;
-}
-
-export const ANONYMOUS: Principal = Object.freeze({ name: 'anonymous', scopes: Object.freeze(['predict:*', 'admin']), anonymous: true });
+import { ANONYMOUS, type Principal } from '../core/api/authorization.ts';
 
 interface KeyEntry {
   name: string;
@@ -148,26 +138,6 @@ export function createAuthenticator(config: BatchlineConfig['auth']): Authentica
   };
 }
 
-/**
- * Throws FORBIDDEN unless the context's principal may use `model` (`predict:<model>` or
- * `predict:*`) and, with `admin`, holds the `admin` scope. A context without a principal
- * is UNAUTHENTICATED.
- */
-export function authorize(ctx: { principal?: Principal }, need: { model?: string; admin?: boolean }): void {
-  const p = ctx.principal;
-  if (!p) throw new ServingError('UNAUTHENTICATED');
-  if (need.admin && !p.scopes.includes('admin')) throw new ServingError('FORBIDDEN', `API key '${p.name}' may not run admin operations`);
-  if (need.model !== undefined && !mayPredict(p, need.model))
-    throw new ServingError('FORBIDDEN', `API key '${p.name}' may not use model '${need.model}'`);
-}
-
-/** True when the principal may use `model`, or any model when `model` is undefined. */
-export function mayPredict(p: Principal | undefined, model?: string): boolean {
-  if (!p) return false;
-  if (p.scopes.includes('predict:*')) return true;
-  return model !== undefined && p.scopes.includes(`predict:${model}`);
-}
-
 /** The server context fields auth adds: the principal, once authenticated. */
 export type AuthServerContext = { principal?: Principal };
 
@@ -189,13 +159,10 @@ export function useApiKeyAuth(auth: Authenticator): Plugin<Record<string, unknow
   };
 }
 
-/** graphql-ws close codes for refused connections. */
-export const WS_UNAUTHORIZED = 4401;
-export const WS_FORBIDDEN = 4403;
-
 /**
  * graphql-ws `onConnect`: the key from the upgrade request's headers or from the
- * `connection_init` payload; a missing or unknown key closes the socket with 4401.
+ * `connection_init` payload; a missing or unknown key closes the socket with graphql-ws's
+ * CloseCode.Unauthorized (4401).
  * The principal is kept on `extra` for every operation of the connection.
  */
 export function wsAuthenticate(
@@ -210,7 +177,7 @@ export function wsAuthenticate(
     : undefined;
   const principal = auth.authenticate(key);
   if (!principal) {
-    ctx.extra.socket.close(WS_UNAUTHORIZED, 'Unauthorized');
+    ctx.extra.socket.close(CloseCode.Unauthorized, 'Unauthorized');
     return false;
   }
   ctx.extra.principal = principal;

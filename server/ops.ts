@@ -14,7 +14,7 @@ import type { Plugin } from 'graphql-yoga';
 import type { BatchlineConfig } from '../core/config.ts';
 import type { Metrics } from '../core/metrics.ts';
 import type { PredictionQueues } from '../core/prediction/queues.ts';
-import type { PredictionService } from '../core/api/prediction-service.ts';
+import type { ModelCatalog } from '../core/api/catalog.ts';
 import { StatsRecorder } from '../core/live-stats.ts';
 import { OpsStats, REJECTION_CODES } from '../core/ops-stats.ts';
 import type { OpsContext } from '../resolvers/ops-stats.ts';
@@ -98,7 +98,7 @@ export function createOps(deps: {
   config: BatchlineConfig;
   redis: RedisClient;
   queues: PredictionQueues;
-  service: PredictionService;
+  catalog: ModelCatalog;
   metrics: Metrics;
   authEnabled: boolean;
 }): Ops {

@@ -9,7 +9,8 @@ import type { GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { ServingError } from '../core/errors.ts';
 import type { RateLimiter } from '../core/api/rate-limiter.ts';
-import type { AuthServerContext, Principal } from './auth.ts';
+import type { AuthServerContext } from './auth.ts';
+import type { Principal } from '../core/api/authorization.ts';
 import { toGraphQLError } from './errors.ts';
 
 /** The bucket a request draws from: `key:<name>` for a known key, else `ip:<address>`. */

@@ -7,8 +7,10 @@ import type { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { RedisClient } from '../redis.ts';
 import type { BatchlineConfig } from '../config.ts';
 import type { Logger } from '../logger.ts';
-import { Maintenance, type ControlMessage } from '../maintenance.ts';
-import type { PredictionService } from './prediction-service.ts';
+import { Maintenance } from '../maintenance.ts';
+import { subscribeControl } from '../prediction/control-channel.ts';
+import type { ModelCatalog } from './catalog.ts';
+import type { Predictor } from './predictor.ts';
 import type { Keyspace } from '../redis.ts';
 import type { WorkerRegistry } from '../prediction/worker-registry.ts';
 
@@ -23,29 +25,28 @@ export async function startControlPlane(deps: {
   redis: RedisClient;
   pubsub: RedisPubSub;
   keys: Keyspace;
-  service: PredictionService;
+  catalog: ModelCatalog;
+  predictor: Pick<Predictor, 'purgeCache'>;
   registry: WorkerRegistry;
 }): Promise<ControlPlane> {
-  const { config, logger, pubsub, keys, service } = deps;
-  let reloading = Promise.resolve();
-  const subId = await pubsub.subscribe<ControlMessage>(keys.control, (msg) => {
-    if (msg.type === 'models-changed') {
-      if (msg.fingerprint === service.repository.fingerprint) return;
-      reloading = reloading
-        .then(async () => void (await service.reloadRepository()))
-        .catch((e: Error) => logger.error({ err: e.message }, 'repository rescan failed'));
-    } else if (msg.type === 'housekeeping') {
-      const purged = service.purgeCache();
-      logger.debug({ purged }, 'cache housekeeping');
-    }
-  });
+  const { config, logger, pubsub, keys, catalog } = deps;
+  const control = await subscribeControl(
+    pubsub,
+    keys,
+    {
+      fingerprint: () => catalog.repository.fingerprint,
+      reload: () => catalog.reload(),
+      housekeeping: () => logger.debug({ purged: deps.predictor.purgeCache() }, 'cache housekeeping'),
+    },
+    logger,
+  );
   const maintenance = new Maintenance({
     config,
     redis: deps.redis,
     keys,
     logger,
     registry: deps.registry,
-    repository: () => service.repository,
+    repository: () => catalog.repository,
   });
   let retry: NodeJS.Timeout | undefined;
   const start = async (): Promise<void> => {
@@ -63,8 +64,7 @@ export async function startControlPlane(deps: {
     maintenance,
     async close() {
       clearTimeout(retry);
-      pubsub.unsubscribe(subId);
-      await reloading;
+      await control.close();
       await maintenance.close();
     },
   };

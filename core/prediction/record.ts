@@ -1,4 +1,5 @@
 /** The records a prediction leaves: its job, its result, and its status record in Redis. */
+import { randomUUID } from 'node:crypto';
 import type { SerializedError } from '../errors.ts';
 import type { WireInput } from './input.ts';
 import type { PoolName } from '../config.ts';
@@ -135,4 +136,26 @@ export function lost(record: PredictionRecord, error: SerializedError, finishedA
 /** The key of a model version in maps, metrics, batches and worker announcements. */
 export function modelKey(name: string, version: string): string {
   return `${name}@${version}`;
+}
+
+/** A new job for `rows` rows of a model version's normalized input, with a fresh id. */
+export function newJob(
+  mv: { name: string; version: string; config: { pool: PoolName } },
+  input: WireInput,
+  rows: number,
+  requestId: string,
+  timeoutMs?: number,
+): PredictionJobData {
+  const now = Date.now();
+  return {
+    id: randomUUID(),
+    requestId,
+    model: mv.name,
+    version: mv.version,
+    pool: mv.config.pool,
+    input,
+    rows,
+    enqueuedAt: now,
+    ...(timeoutMs !== undefined ? { deadline: now + timeoutMs } : {}),
+  };
 }

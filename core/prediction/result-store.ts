@@ -42,6 +42,11 @@ export class ResultStore {
     if (isCluster(this.redis)) await waitForReplica(this.redis, key);
   }
 
+  /** The key of a prediction's record. */
+  key(id: string): string {
+    return this.keys.prediction(id);
+  }
+
   /** Records accepted work. */
   async accept(record: PredictionRecord): Promise<void> {
     await this.redis.set(this.keys.prediction(record.id), JSON.stringify(record), 'EX', this.ttlSeconds);

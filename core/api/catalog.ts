@@ -1,0 +1,97 @@
+/**
+ * The models this API process knows: the repository it scanned, which versions live workers
+ * serve, and their drift reports. Resolving a name and version to a servable model, with the
+ * 404 or 503 that fits, happens here and nowhere else.
+ */
+import type { RedisClient } from '../redis.ts';
+import { ServingError, asServingError } from '../errors.ts';
+import type { BatchlineConfig } from '../config.ts';
+import type { Logger } from '../logger.ts';
+import type { Keyspace } from '../redis.ts';
+import type { Metrics } from '../metrics.ts';
+import { scanConfigured, type ModelRepository, type ModelVersion } from '../model-repository.ts';
+import { readDriftReport, type DriftReport } from '../drift.ts';
+import { modelKey } from '../prediction/record.ts';
+import type { WorkerRegistry } from '../prediction/worker-registry.ts';
+
+export interface ModelInfo extends ModelVersion {
+  /** Live workers serving this version. */
+  workers: number;
+  ready: boolean;
+  /** Current batch row limit reported by a worker (adaptive policies move it). */
+  batchLimit?: number;
+}
+
+export interface ModelCatalogDeps {
+  config: BatchlineConfig;
+  repository: ModelRepository;
+  workers: WorkerRegistry;
+  redis: RedisClient;
+  keys: Keyspace;
+  logger: Logger;
+}
+
+export class ModelCatalog {
+  private readonly deps: ModelCatalogDeps;
+  /** Replaced as a whole on a rescan, so a request sees one repository throughout. */
+  repository: ModelRepository;
+
+  constructor(deps: ModelCatalogDeps) {
+    this.deps = deps;
+    this.repository = deps.repository;
+  }
+
+  /** Every model version in the repository, with its live worker count. */
+  async models(): Promise<ModelInfo[]> {
+    const alive = await this.deps.workers.alive().catch(() => []);
+    return this.repository.versions.map((v) => {
+      const key = modelKey(v.name, v.version);
+      const serving = alive.filter((w) => w.models.includes(key));
+      const batchLimit = serving.map((w) => w.batching?.[key]?.limit).find((l) => l !== undefined);
+      return { ...v, workers: serving.length, ready: v.status === 'READY' && serving.length > 0, batchLimit };
+    });
+  }
+
+  /** Resolves a model and version, or throws the 404 / 503 that fits. */
+  resolve(model: string, version?: string | null): ModelVersion {
+    if (!this.repository.has(model)) throw new ServingError('MODEL_NOT_FOUND', `no model named '${model}'`);
+    const mv = this.repository.find(model, version);
+    if (!mv) throw new ServingError('MODEL_VERSION_NOT_FOUND', `model '${model}' has no version '${version}'`);
+    if (mv.status !== 'READY')
+      throw new ServingError('MODEL_NOT_READY', `model '${model}' version ${mv.version} failed to load: ${mv.error}`);
+    return mv;
+  }
+
+  /** The name a request's metrics are labelled with: unknown names share one label. */
+  metricLabel(model: string): string {
+    return this.repository.has(model) ? model : '(unknown)';
+  }
+
+  /** Rescans the model repository (a new version was dropped in); returns the new view. */
+  async reload(): Promise<ModelRepository> {
+    const { config, logger } = this.deps;
+    this.repository = await scanConfigured(config, logger);
+    logger.info({ models: this.repository.ready().map((v) => modelKey(v.name, v.version)) }, 'model repository rescanned');
+    return this.repository;
+  }
+
+  /** The latest drift report of a model version (the newest ready one by default). */
+  async drift(model: string, version?: string | null): Promise<DriftReport | undefined> {
+    const mv = this.resolve(model, version);
+    try {
+      return await readDriftReport(this.deps.redis, this.deps.keys, modelKey(mv.name, mv.version));
+    } catch (e) {
+      throw asServingError(e);
+    }
+  }
+
+  /** Drift gauges from the stored reports, for the metrics endpoint. */
+  async collectDrift(metrics: Metrics): Promise<void> {
+    for (const v of this.repository.ready()) {
+      const r = await readDriftReport(this.deps.redis, this.deps.keys, modelKey(v.name, v.version));
+      if (!r || r.status === 'INSUFFICIENT_DATA') continue;
+      metrics.driftPValue.set({ model: v.name, version: v.version }, r.pValue);
+      metrics.driftStatistic.set({ model: v.name, version: v.version }, r.statistic);
+    }
+  }
+}
