@@ -17,8 +17,10 @@ export interface ClusterNode {
   /** The redis-server's process id while it runs. */
   readonly pid: number | undefined;
   readonly running: boolean;
-  /** Kills the server (SIGKILL by default: a crash, nothing written on the way out). */
+  /** Kills the server (SIGKILL by default: a crash, nothing written on the way out) and waits for it to exit. */
   kill(signal?: NodeJS.Signals): Promise<void>;
+  /** Sends a signal without waiting (SIGSTOP freezes the server, SIGCONT thaws it). */
+  signal(signal: NodeJS.Signals): void;
 }
 
 export interface NodeInfo {
@@ -173,6 +175,10 @@ export async function startLocalCluster(o: { masters?: number; replicas?: number
       const p = procs.get(port)!;
       if (p.exitCode === null && p.signalCode === null) p.kill(signal);
       await exited.get(port);
+    },
+    signal(signal: NodeJS.Signals) {
+      const p = procs.get(port)!;
+      if (p.exitCode === null && p.signalCode === null) p.kill(signal);
     },
   }));
   const running = (): number[] => nodes.filter((n) => n.running).map((n) => n.port);

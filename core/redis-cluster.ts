@@ -14,6 +14,7 @@
  *     nothing, and no slot migration can move them away from a subscriber.
  */
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
+import calculateSlot from 'cluster-key-slot';
 import { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisRole } from './redis.ts';
 
@@ -115,7 +116,11 @@ export function clusterOptions(role: RedisRole, seeds: ClusterSeeds): ClusterOpt
     return {
       ...common,
       enableOfflineQueue: false,
-      enableAutoPipelining: true,
+      // No auto-pipelining on a cluster, unlike one Redis: ioredis groups an auto-pipeline by
+      // node and handles a MOVED for the pipeline as a whole, so while a slot moves its commands
+      // fail with MOVED (and scripts with NOSCRIPT on the new node) instead of being redirected
+      // (ioredis #1734, #2075; seen here in test/cluster/reshard.test.ts). Plain commands are.
+      enableAutoPipelining: false,
       redisOptions: { ...node, maxRetriesPerRequest: 1 },
     };
   }
@@ -145,6 +150,10 @@ export function createCluster(spec: string, url: string, role: RedisRole): Clust
  */
 export const REPLICA_ACK_TIMEOUT_MS = 250;
 
+/** After a master's replica did not answer, its writes go unacknowledged by a replica this long before it is asked again. */
+const NO_REPLICA_RECHECK_MS = 5000;
+const replicaless = new WeakMap<Cluster, Map<string, number>>();
+
 /**
  * Waits until the master owning `key`'s slot has copied this connection's writes to a replica
  * (WAIT 1). Redis replication is asynchronous: a write acknowledged by a master that dies
@@ -152,16 +161,36 @@ export const REPLICA_ACK_TIMEOUT_MS = 250;
  * acknowledges a job or a result, closes that window for acknowledged work. WAIT counts the
  * writes of the connection it is sent on, so it goes in a pipeline keyed by `key`, which ioredis
  * sends on the same node connection as the writes before it.
- * @returns the replicas that acknowledged (0 when none did in `timeoutMs`).
+ *
+ * A master without a replica (the cluster map lists none, as after its replica took over from
+ * a master that died, until a new one joins) is not waited on: WAIT would hold its connection
+ * for the whole timeout on every write. One whose replica stopped answering is skipped for a
+ * few seconds after a timeout, for the same reason. Availability wins then: writes are
+ * acknowledged with the master's copy only, which is what async replication gives.
+ * @returns the replicas that acknowledged (0 when none did, or none was asked).
  */
 export async function waitForReplica(redis: Cluster, key: string, timeoutMs = REPLICA_ACK_TIMEOUT_MS): Promise<number> {
+  const owners = redis.slots[calculateSlot(key)];
+  if (owners && owners.length < 2) return 0;
+  const master = owners?.[0];
+  let skipped = replicaless.get(redis);
+  if (!skipped) replicaless.set(redis, (skipped = new Map()));
+  if (master !== undefined && (skipped.get(master) ?? 0) > Date.now()) return 0;
   const replies = await redis.pipeline().exists(key).call('WAIT', 1, timeoutMs).exec();
   const [err, acked] = replies?.[1] ?? [new Error('WAIT: no reply'), 0];
   if (err) throw err;
+  if (master !== undefined) {
+    if (Number(acked) === 0) skipped.set(master, Date.now() + NO_REPLICA_RECHECK_MS);
+    else skipped.delete(master);
+  }
   return Number(acked);
 }
 
 type OnMessage<T> = (message: T) => void;
+
+/** How long one SSUBSCRIBE may go unconfirmed before it is sent again, and how long in all (under the result feed's 2 s set-up bound). */
+const SSUBSCRIBE_TRY_MS = 400;
+const SSUBSCRIBE_BUDGET_MS = 1500;
 
 /**
  * What core/prediction/result-feed.ts needs of a pub/sub client: graphql-redis-subscriptions'
@@ -188,8 +217,20 @@ export class ShardedPubSub implements ChannelSubscriber {
   private readonly channelOf = new Map<number, string>();
   private nextId = 0;
 
+  /** Settles at ioredis's next `subscribersReady` (one promise shared by every SSUBSCRIBE waiting on it). */
+  private resubscribed!: Promise<void>;
+
   constructor(subscriber: Cluster) {
     this.subscriber = subscriber;
+    const arm = (): void => {
+      this.resubscribed = new Promise<void>((resolve) =>
+        subscriber.once('subscribersReady', () => {
+          arm();
+          resolve();
+        }),
+      );
+    };
+    arm();
     subscriber.on('smessage', (channel: string, raw: string) => {
       const entry = this.channels.get(channel);
       if (!entry) return;
@@ -207,10 +248,37 @@ export class ShardedPubSub implements ChannelSubscriber {
     return this.subscriber;
   }
 
+  /**
+   * SSUBSCRIBE, tried again while the channel's slot is on the move. ioredis answers a
+   * sharded SSUBSCRIBE that meets MOVED by dropping it and refreshing the slot map, then
+   * subscribing again by itself (its promise never settles), and passes ASK on as an error
+   * (its cluster client follows ASK for keys, not for a subscriber's channels). Either way the
+   * subscription is in place once ioredis says `subscribersReady`, or once a try succeeds.
+   */
+  private async ssubscribe(channel: string): Promise<void> {
+    const until = Date.now() + SSUBSCRIBE_BUDGET_MS;
+    for (let attempt = 0; ; attempt++) {
+      const resubscribed = this.resubscribed;
+      let timer: NodeJS.Timeout | undefined;
+      const stalled = new Promise<'stalled'>((resolve) => (timer = setTimeout(() => resolve('stalled'), SSUBSCRIBE_TRY_MS)));
+      const sent = this.subscriber.ssubscribe(channel);
+      sent.catch(() => {});
+      try {
+        if ((await Promise.race([sent, resubscribed, stalled])) !== 'stalled') return;
+      } catch (e) {
+        if (!/^(MOVED|ASK|TRYAGAIN|CLUSTERDOWN)\b|Too many Cluster redirections/.test((e as Error).message) || Date.now() > until) throw e;
+      } finally {
+        clearTimeout(timer);
+      }
+      if (Date.now() > until) throw new Error(`SSUBSCRIBE ${channel}: not confirmed (the slot is moving); Connection is closed`);
+      await new Promise((r) => setTimeout(r, Math.min(400, 50 * 2 ** attempt)));
+    }
+  }
+
   async subscribe<T>(channel: string, onMessage: OnMessage<T>): Promise<number> {
     const id = ++this.nextId;
     let entry = this.channels.get(channel);
-    if (!entry) this.channels.set(channel, (entry = { listeners: new Map(), subscribed: this.subscriber.ssubscribe(channel) }));
+    if (!entry) this.channels.set(channel, (entry = { listeners: new Map(), subscribed: this.ssubscribe(channel) }));
     entry.listeners.set(id, onMessage as OnMessage<unknown>);
     this.channelOf.set(id, channel);
     try {

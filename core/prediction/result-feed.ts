@@ -171,10 +171,20 @@ export class ResultFeed {
       pending = rec;
       wake?.();
     };
+    // A record that was there and is gone (expired, or lost with a Redis node that held it and
+    // no replica had it yet) can never become final: the watch ends saying so instead of waiting.
     const recheck = (): void =>
       void this.readRetrying(id, () => done)
         .then((rec) => this.settled(rec))
-        .then(offer, () => {});
+        .then(
+          (rec) =>
+            rec
+              ? offer(rec)
+              : end(
+                  new ServingError('PREDICTION_NOT_FOUND', `the record of prediction '${id}' is gone (expired, or lost with a Redis node)`),
+                ),
+          () => {},
+        );
     // Set-up is bounded: with Redis away, the client hears 503 now rather than after the outage.
     if (this.subscriber.status !== 'ready') throw unavailable();
     const setupEnds = Date.now() + SETUP_TIMEOUT_MS;
