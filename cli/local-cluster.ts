@@ -200,7 +200,10 @@ export async function startLocalCluster(o: { masters?: number; replicas?: number
           const nodesNow = parseClusterNodes((await r.call('CLUSTER', 'NODES')) as string);
           if (nodesNow.some((n) => n.failed && running().includes(n.port))) return false;
           const me = nodesNow.find((n) => n.port === port);
-          return me?.role !== 'replica' || /master_link_status:up/.test(await r.info('replication'));
+          if (me?.role === 'replica') return /master_link_status:up/.test(await r.info('replication'));
+          // CLUSTER SLOTS, which clients route by, lists a replica once its offset has gossiped around.
+          const slots = (await r.call('CLUSTER', 'SLOTS')) as unknown[][];
+          return slots.every((range) => range.length - 3 >= replicas);
         });
         if (!ok) return false;
       }

@@ -105,6 +105,10 @@ export function clusterOptions(role: RedisRole, seeds: ClusterSeeds): ClusterOpt
     scaleReads: 'master',
     clusterRetryStrategy,
     slotsRefreshTimeout: 2000,
+    // Re-read the slot map every 5 s. ioredis 5.11 documents 5000 but sets no default, so
+    // without this the map changes only on a MOVED: a replica that joins (which the replica
+    // acknowledgement below looks for) or a new master would go unseen.
+    slotsRefreshInterval: 5000,
     // While a replica takes over (cluster-node-timeout, then the election), commands to the
     // lost master are retried every 200 ms, 16 times at most (maxRedirections): about 3 s,
     // after which a request gets its 503 instead of waiting for the whole failover.

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import calculateSlot from 'cluster-key-slot';
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
 import { isRedisUnavailable } from './errors.ts';
 import { createCluster } from './redis-cluster.ts';
@@ -107,10 +108,14 @@ export function keyspace(prefix: string, tagged = false) {
     /** A client's token bucket (`key:<name>` or `ip:<address>`; core/api/rate-limiter.ts). */
     rateLimit: (client: string) => `${prefix}:ratelimit:${client}`,
     /**
-     * The BullMQ queue name of a pool's shard (BullMQ puts `prefix:` in front). Shard 0 is the
-     * pool's name, so one shard is the queue batchline always had.
+     * The BullMQ queue name of shard `shard` of a pool's `shards` (BullMQ puts `prefix:` in
+     * front). Shard 0 is the pool's name, so one shard is the queue batchline always had. On a
+     * cluster, shard i's tag is picked so that its slot lies i/shards of the slot space past
+     * shard 0's: on masters holding equal runs of slots (as `redis-cli --cluster create` splits
+     * them), as many shards as masters land on different masters.
      */
-    queueName: (pool: string, shard = 0) => tag(shard === 0 ? pool : `${pool}-${shard}`),
+    queueName: (pool: string, shard = 0, shards = 1) =>
+      shard === 0 ? tag(pool) : tagged ? `{${spreadTag(pool, shard, shards)}}` : `${pool}-${shard}`,
     /** Admissions to a queue still being added (core/prediction/queues.ts), in its queue's slot. */
     admitting: (queueName: string) => `${prefix}:${queueName}:admitting`,
     /** The operations view's sums per second and per 5 s step, and the processes seen (core/live-stats.ts). */
@@ -122,6 +127,22 @@ export function keyspace(prefix: string, tagged = false) {
   };
 }
 export type Keyspace = ReturnType<typeof keyspace>;
+
+const SLOTS = 16384;
+
+/**
+ * `<pool>-<shard>` or, when its slot is not within half a stride of its place, `<pool>-<shard>.<k>`
+ * with the smallest k whose slot is: the same for every process, found in a few tries.
+ */
+function spreadTag(pool: string, shard: number, shards: number): string {
+  const stride = SLOTS / Math.max(shards, 1);
+  const want = (calculateSlot(pool) + shard * stride) % SLOTS;
+  const near = (slot: number): boolean => Math.min(Math.abs(slot - want), SLOTS - Math.abs(slot - want)) <= stride / 2;
+  const plain = `${pool}-${shard}`;
+  if (near(calculateSlot(plain))) return plain;
+  for (let k = 0; k < 100_000; k++) if (near(calculateSlot(`${plain}.${k}`))) return `${plain}.${k}`;
+  return plain;
+}
 
 /** The keyspace for a connection: tagged exactly when it is a cluster. */
 export function keysOf(redis: RedisClient, prefix: string): Keyspace {

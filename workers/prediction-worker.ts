@@ -139,7 +139,7 @@ export class PredictionWorker {
     const shards = config.queue.shards[pool];
     this.bullConnection = createRedis(config.redis, 'blocking');
     for (let shard = 0; shard < shards; shard++) {
-      const bull = new Worker<PredictionJobData>(keys.queueName(pool, shard), (job) => this.processor.process(job), {
+      const bull = new Worker<PredictionJobData>(keys.queueName(pool, shard, shards), (job) => this.processor.process(job), {
         connection: this.bullConnection,
         prefix: config.redis.prefix,
         concurrency: Math.ceil(shape.concurrency / shards),

@@ -57,7 +57,9 @@ export function shardOf(id: string, shards: number): number {
 
 /** The BullMQ queue names of every shard of every pool, as the keyspace names them. */
 export function queueNames(keys: Keyspace, shards: Record<PoolName, number>): { pool: PoolName; shard: number; name: string }[] {
-  return POOLS.flatMap((pool) => Array.from({ length: shards[pool] }, (_, shard) => ({ pool, shard, name: keys.queueName(pool, shard) })));
+  return POOLS.flatMap((pool) =>
+    Array.from({ length: shards[pool] }, (_, shard) => ({ pool, shard, name: keys.queueName(pool, shard, shards[pool]) })),
+  );
 }
 
 /**

@@ -4,7 +4,7 @@
  * in their own slots, and two API processes sharing the cluster.
  */
 import { Queue } from 'bullmq';
-import type { Cluster } from 'ioredis';
+import { Redis, type Cluster } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
 import { clusterClient, clusterStack, keysPerMaster, shardSubscribers, useCluster } from '../support/cluster.ts';
@@ -20,6 +20,7 @@ import {
 } from '../support/stack.ts';
 import { until } from '../support/wait.ts';
 import { shardOf } from '../../core/prediction/queues.ts';
+import { keyspace } from '../../core/redis.ts';
 
 const holder = useCluster();
 const prefix = uniquePrefix('cluster');
@@ -157,6 +158,28 @@ describe('on a Redis Cluster', () => {
     expect([...perMaster.values()].filter((n) => n > 0)).toHaveLength(3);
   });
 
+  it('acknowledges a submission once the replicas of its queue’s master and its record’s master have it (WAIT on each)', async () => {
+    const { cluster } = holder;
+    const waits = async (port: number): Promise<number> => {
+      const r = new Redis(port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+      try {
+        return Number(/cmdstat_wait:calls=(\d+)/.exec(await r.info('commandstats'))?.[1] ?? 0);
+      } finally {
+        r.disconnect();
+      }
+    };
+    const masters = (await cluster.topology()).filter((n) => n.role === 'master');
+    const before = new Map(await Promise.all(masters.map(async (m) => [m.port, await waits(m.port)] as const)));
+    // No cpu worker may answer meanwhile (a worker's result is acknowledged the same way): the job goes to the gpu pool.
+    const id = await submit(api.url, 'mlp-bench', { features: Array.from({ length: 512 }, () => 0.5) });
+    const queueMaster = await cluster.masterOf(await cluster.slotOf(`${prefix}:{gpu}:wait`));
+    const recordMaster = await cluster.masterOf(await cluster.slotOf(`${prefix}:prediction:{${id}}`));
+    const added = async (port: number) => (await waits(port)) - before.get(port)!;
+    expect(await added(queueMaster.port)).toBeGreaterThanOrEqual(1);
+    expect(await added(recordMaster.port)).toBeGreaterThanOrEqual(1);
+    await gql(api.url, 'mutation($id: ID!) { cancelPrediction(id: $id) { status } }', { id });
+  });
+
   it('keeps priorities with the pool saturated: synchronous work first, then urgent, then the rest', async () => {
     const worker = await startWorker('cpu', {
       ...opts,
@@ -200,7 +223,7 @@ describe('on a Redis Cluster', () => {
 });
 
 describe('queue shards', () => {
-  it('spreads a pool over its shards by id, each in its own slot; workers drain every shard, urgent first within each', async () => {
+  it('spreads a pool over its shards by id, each on its own master; workers drain every shard, urgent first within each', async () => {
     const p = `${prefix}-shards`;
     const o = clusterStack(holder.cluster, p, { env: { BATCHLINE_MAINTENANCE: 'false', BATCHLINE_QUEUE_SHARDS_CPU: '3' } });
     const shardedApi = await startApi(o);
@@ -216,7 +239,7 @@ describe('queue shards', () => {
         low.push(await submit(shardedApi.url, 'name-gender', { text: `Shardlow${i}` }, 1));
         high.push(await submit(shardedApi.url, 'name-gender', { text: `Shardhigh${i}` }, 10));
       }
-      const names = ['{cpu}', '{cpu-1}', '{cpu-2}'];
+      const names = [0, 1, 2].map((shard) => keyspace(p, true).queueName('cpu', shard, 3));
       const queues = names.map((n) => new Queue(n, { connection: client, prefix: p }));
       const counts = await Promise.all(queues.map(async (q) => (await q.getJobCounts('prioritized')).prioritized));
       await Promise.all(queues.map((q) => q.close()));
@@ -224,7 +247,11 @@ describe('queue shards', () => {
       const expected = names.map((_, s) => [...low, ...high].filter((id) => shardOf(id, 3) === s).length);
       expect(counts).toEqual(expected);
       expect(counts.every((n) => n > 0)).toBe(true);
-      expect(new Set(await Promise.all(names.map((n) => holder.cluster.slotOf(`${p}:${n}:wait`)))).size).toBe(3);
+      // Three shards on three masters: their tags are spread over the slot space.
+      const owners = await Promise.all(
+        names.map(async (n) => (await holder.cluster.masterOf(await holder.cluster.slotOf(`${p}:${n}:wait`))).id),
+      );
+      expect(new Set(owners).size).toBe(3);
       worker.proc.kill('SIGCONT');
       await until(
         async () => (await Promise.all([...low, ...high].map((id) => poll(shardedApi.url, id)))).every((r) => r.status === 'COMPLETED'),
