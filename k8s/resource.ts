@@ -41,6 +41,8 @@ export interface PoolSpec {
   gpuMemory?: Quantity;
   gpuReserve?: Quantity;
   startupSeconds?: number;
+  /** BullMQ queues of the pool (`queue.shards`). @defaultValue 1 */
+  queueShards: number;
   autoscaling: {
     minReplicas: number;
     maxReplicas: number;
@@ -76,6 +78,8 @@ export interface ModelServerSpec {
     secretRef?: { name: string; key: string; addressKey: string; passwordKey?: string };
     prefix: string;
     deploy: boolean;
+    /** The Secret's URL is a Redis Cluster's (`redis+cluster://...`, BATCHLINE_REDIS_CLUSTER). @defaultValue false */
+    cluster: boolean;
   };
   auth?: { secretRef?: { name: string; key: string } };
   logs: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent'; retentionDays: number; toFile: boolean };

@@ -122,6 +122,8 @@ export function checkConsistency(ms: ModelServer): string[] {
   if (!redis.secretRef && !redis.deploy)
     errors.push('spec.redis: set secretRef (a Secret with the connection) or deploy: true (development Redis)');
   if (redis.secretRef && redis.deploy) errors.push('spec.redis: set secretRef or deploy: true, not both');
+  if (redis.cluster && redis.deploy)
+    errors.push('spec.redis: cluster: true needs a secretRef to the cluster; deploy: true renders a single development Redis');
   if (redis.deploy && ms.spec.autoscaling.provider === 'keda' && ns === undefined) {
     errors.push(
       'metadata.namespace: required with spec.redis.deploy and provider keda (KEDA reaches the Redis Service from its own namespace)',

@@ -1,6 +1,7 @@
 /**
  * Autoscaling. Workers scale on queue depth with KEDA: a `redis` trigger on the pool's
- * BullMQ wait list (`<prefix>:<pool>:wait`), and, when a Prometheus is named, a
+ * BullMQ wait list (`<prefix>:<pool>:wait`; on a Redis Cluster a `redis-cluster` trigger on
+ * `<prefix>:{<pool>}:wait`; one per shard of the pool's queue), and, when a Prometheus is named, a
  * `prometheus` trigger on `batchline_queue_depth{pool}`, which the API exports and which
  * also counts prioritized jobs (BullMQ keeps those in the sorted set
  * `<prefix>:<pool>:prioritized`, which the list trigger cannot read). KEDA scales to the
@@ -13,11 +14,15 @@ import type { ITriggerAuthentication } from '@kubernetes-models/keda/keda.sh/v1a
 import type { PoolSizing } from '../plan.ts';
 import type { ModelServer } from '../resource.ts';
 import { componentName, metadata, redisSecret, type Component } from './common.ts';
+import { keyspace } from '../../core/redis.ts';
 
-/** KEDA reads the Redis address and password from the same Secret as batchline. */
+/**
+ * KEDA reads the Redis address and password from the same Secret as batchline; for a
+ * cluster, its redis-cluster scaler takes `addresses` (host:port,host:port) instead.
+ */
 export function triggerAuthentication(ms: ModelServer): ITriggerAuthentication {
   const secret = redisSecret(ms);
-  const refs = [{ parameter: 'address', name: secret.name, key: secret.addressKey }];
+  const refs = [{ parameter: ms.spec.redis.cluster ? 'addresses' : 'address', name: secret.name, key: secret.addressKey }];
   if (secret.passwordKey) refs.push({ parameter: 'password', name: secret.name, key: secret.passwordKey });
   return {
     apiVersion: 'keda.sh/v1alpha1',
@@ -37,14 +42,21 @@ export function scaledObject(ms: ModelServer, p: PoolSizing): IScaledObject {
   const component: Component = `worker-${p.pool}`;
   const { autoscaling } = ms.spec;
   const target = String(p.targetQueueDepth);
-  const triggers: IScaledObject['spec']['triggers'] = [
-    {
-      type: 'redis',
-      name: 'wait-list',
-      metadata: { listName: `${ms.spec.redis.prefix}:${p.pool}:wait`, listLength: target },
-      authenticationRef: { name: componentName(ms, 'redis') },
+  const { prefix, cluster } = ms.spec.redis;
+  const shards = p.spec.queueShards ?? 1;
+  // One list trigger per shard, named as the server names its queues (core/redis.ts: hash-tagged
+  // on a cluster). KEDA scales to the largest; jobs spread evenly, so each shard's target is
+  // its share of the pool's.
+  const keys = keyspace(prefix, cluster);
+  const triggers: IScaledObject['spec']['triggers'] = Array.from({ length: shards }, (_, shard) => ({
+    type: cluster ? 'redis-cluster' : 'redis',
+    name: shard === 0 ? 'wait-list' : `wait-list-${shard}`,
+    metadata: {
+      listName: `${prefix}:${keys.queueName(p.pool, shard, shards)}:wait`,
+      listLength: shards === 1 ? target : String(Math.max(1, Math.ceil(p.targetQueueDepth / shards))),
     },
-  ];
+    authenticationRef: { name: componentName(ms, 'redis') },
+  }));
   if (autoscaling.prometheus) {
     triggers.push({
       type: 'prometheus',

@@ -25,9 +25,12 @@ export type ConfigOverrides = { [S in keyof BatchlineConfig]?: Partial<Batchline
  * sizing is set per Deployment by environment.
  */
 export function serverConfig(ms: ModelServer): ConfigOverrides {
-  const { api, logs, redis } = ms.spec;
+  const { api, logs, redis, pools } = ms.spec;
+  const shards = { cpu: pools.cpu?.queueShards ?? 1, gpu: pools.gpu?.queueShards ?? 1 };
   return {
     redis: { prefix: redis.prefix },
+    // API and workers read one ConfigMap, so they agree on the shards; said only when not the default.
+    ...(shards.cpu > 1 || shards.gpu > 1 ? { queue: { shards } } : {}),
     http: { graphiql: api.graphiql, introspection: api.introspection },
     models: { repository: MODELS_DIR },
     log: { level: logs.level, file: logs.toFile ? `${LOG_DIR}/batchline.log` : '', retentionDays: logs.retentionDays },

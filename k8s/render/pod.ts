@@ -45,13 +45,17 @@ export function volumeMounts(ms: ModelServer): IVolumeMount[] {
   return out;
 }
 
-/** Environment every batchline container gets: where the config is, and the Redis URL from its Secret. */
+/** Environment every batchline container gets: where the config is, and the Redis (or Redis Cluster) URL from its Secret. */
 export function baseEnv(ms: ModelServer): IEnvVar[] {
   const redis = redisSecret(ms);
   return [
     { name: 'BATCHLINE_CONFIG', value: `${CONFIG_DIR}/${CONFIG_FILE}` },
     { name: 'BATCHLINE_MODEL_OVERRIDES', value: `${CONFIG_DIR}/${MODEL_OVERRIDES_FILE}` },
-    { name: 'BATCHLINE_REDIS_URL', valueFrom: { secretKeyRef: { name: redis.name, key: redis.key } } },
+    // A cluster's redis+cluster:// URL sets redis.cluster, which every connection then uses.
+    {
+      name: ms.spec.redis.cluster ? 'BATCHLINE_REDIS_CLUSTER' : 'BATCHLINE_REDIS_URL',
+      valueFrom: { secretKeyRef: { name: redis.name, key: redis.key } },
+    },
   ];
 }
 

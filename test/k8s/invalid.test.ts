@@ -180,6 +180,14 @@ describe('invalid ModelServers are rejected with the field and the numbers', () 
       'spec.redis: set secretRef or deploy: true, not both',
     ],
     [
+      'a development Redis as a cluster',
+      'laptop.yaml',
+      (d) => {
+        set(d, 'spec.redis.cluster', true);
+      },
+      'spec.redis: cluster: true needs a secretRef to the cluster; deploy: true renders a single development Redis',
+    ],
+    [
       'a development Redis KEDA cannot find',
       'laptop.yaml',
       (d) => {

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../core/config.ts';
 import { explain } from '../../k8s/explain.ts';
+import { keyspace } from '../../core/redis.ts';
 import { GOLDEN_DIR, documents, exampleDoc, exampleText, load, renderYaml, set, validateManifest, type Obj } from './manifests.ts';
 
 const EXAMPLES = ['laptop', 'cpu-only', 'gpu'];
@@ -43,6 +44,10 @@ const variants: Record<string, (doc: ReturnType<typeof exampleDoc>) => void> = {
   pvcAndLogFiles: (d) => {
     (d.spec.models as Record<string, unknown>[])[0].source = { type: 'pvc', claimName: 'models', subPath: 'name-gender' };
     d.spec.logs = { toFile: true, retentionDays: 3 };
+  },
+  redisCluster: (d) => {
+    set(d, 'spec.redis.cluster', true);
+    set(d, 'spec.pools.gpu.queueShards', 3);
   },
   noNamespaceAndPullSecrets: (d) => {
     delete (d.metadata as Record<string, unknown>).namespace;
@@ -88,7 +93,7 @@ describe('k8s render', () => {
       file: join(dir, 'batchline.yaml'),
       env: { BATCHLINE_REDIS_URL: 'redis://r:6379', BATCHLINE_WORKER_THREADS: '4' },
     });
-    expect(config.redis).toEqual({ url: 'redis://r:6379', prefix: 'batchline' });
+    expect(config.redis).toEqual({ url: 'redis://r:6379', prefix: 'batchline', cluster: '' });
     expect(config.models.repository).toBe('/app/models');
     expect(config.log).toEqual({ level: 'info', file: '', retentionDays: 14, requests: 'all' });
     expect(config.workers.threads).toBe(4);
@@ -148,6 +153,43 @@ describe('k8s render', () => {
     expect(so.spec.triggers[0].metadata).toEqual({ listName: 'batchline:cpu:wait', listLength: '16' });
     expect(so.spec.triggers[1].metadata.query).toBe('max(batchline_queue_depth{pool="cpu",namespace="ml-serving"})');
     expect(byKind(docs, 'Deployment', 'batchline-worker-cpu').spec).not.toHaveProperty('replicas');
+  });
+
+  it('points every pod at a Redis Cluster from the same Secret, and scales on each shard with KEDA’s redis-cluster scaler', () => {
+    const doc = exampleDoc('cpu-only.yaml');
+    set(doc, 'spec.redis.cluster', true);
+    set(doc, 'spec.pools.cpu.queueShards', 3);
+    const docs = documents(renderYaml(doc));
+    for (const name of ['batchline-api', 'batchline-worker-cpu']) {
+      const vars = pod(byKind(docs, 'Deployment', name)).containers[0].env as unknown as { name: string; valueFrom?: unknown }[];
+      expect(vars.find((e) => e.name === 'BATCHLINE_REDIS_CLUSTER')?.valueFrom).toEqual({
+        secretKeyRef: { name: 'batchline-redis', key: 'url' },
+      });
+      expect(vars.map((e) => e.name)).not.toContain('BATCHLINE_REDIS_URL');
+    }
+    const so = byKind(docs, 'ScaledObject', 'batchline-worker-cpu') as Obj & {
+      spec: { triggers: { type: string; name: string; metadata: Record<string, string> }[] };
+    };
+    const lists = so.spec.triggers.filter((t) => t.type === 'redis-cluster');
+    // The names the server gives its shards on a cluster, each with its share of the target (16).
+    expect(lists.map((t) => t.metadata)).toEqual(
+      [0, 1, 2].map((shard) => ({ listName: `batchline:${keyspace('batchline', true).queueName('cpu', shard, 3)}:wait`, listLength: '6' })),
+    );
+    expect(lists[0].metadata.listName).toBe('batchline:{cpu}:wait');
+    expect(so.spec.triggers.some((t) => t.type === 'redis')).toBe(false);
+    const auth = byKind(docs, 'TriggerAuthentication', 'batchline-redis') as Obj & { spec: { secretTargetRef: { parameter: string }[] } };
+    expect(auth.spec.secretTargetRef.map((r) => r.parameter)).toContain('addresses');
+    // The ConfigMap tells API and workers the same shards; the server reads it back.
+    const cm = byKind(docs, 'ConfigMap', 'batchline-config') as Obj & { data: Record<string, string> };
+    const dir = mkdtempSync(join(tmpdir(), 'batchline-k8s-'));
+    writeFileSync(join(dir, 'batchline.yaml'), cm.data['batchline.yaml']);
+    const config = loadConfig({
+      file: join(dir, 'batchline.yaml'),
+      env: { BATCHLINE_REDIS_CLUSTER: 'redis+cluster://:pw@redis-0:6379,redis-1:6379' },
+    });
+    expect(config.queue.shards).toEqual({ cpu: 3, gpu: 1 });
+    expect(config.redis.cluster).toBe('redis+cluster://:pw@redis-0:6379,redis-1:6379');
+    for (const d of docs) expect(() => validateManifest(d), `${d.kind} ${d.metadata.name}`).not.toThrow();
   });
 
   it('falls back to CPU HorizontalPodAutoscalers without KEDA, and fixed replicas with none', () => {
