@@ -9,6 +9,11 @@ import { parse } from 'yaml';
 export type PoolName = 'cpu' | 'gpu';
 export const POOLS: readonly PoolName[] = ['cpu', 'gpu'];
 
+/** The values of each setting that takes one of a few words; the type and the check at start both read these. */
+export const EXECUTION_PROVIDERS = ['auto', 'cpu', 'cuda'] as const;
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export const REQUEST_LOGS = ['all', 'errors', 'off'] as const;
+
 export interface BatchlineConfig {
   redis: {
     /** @defaultValue 'redis://127.0.0.1:6379' */
@@ -69,11 +74,13 @@ export interface BatchlineConfig {
     /** onnxruntime intra-op threads per inference thread; 0 derives it. @defaultValue 0 */
     intraOpThreads: number;
     /** `auto` uses CUDA in the gpu pool when onnxruntime-node has it. @defaultValue 'auto' */
-    executionProvider: 'auto' | 'cpu' | 'cuda';
+    executionProvider: (typeof EXECUTION_PROVIDERS)[number];
     /** How long a stopping worker waits for work in hand. @defaultValue 20000 */
     shutdownTimeoutMs: number;
     /** BullMQ job lock, renewed every half of it; jobs of a worker that died run again within about 1.5x this. @defaultValue 10000 */
     lockDurationMs: number;
+    /** Port of a worker process's `/health`, `/ready` and `/metrics`; 0 serves none. @defaultValue 0 */
+    httpPort: number;
   };
   maintenance: {
     /** Run the periodic jobs' worker in this API process (exactly one process runs each tick). @defaultValue true */
@@ -120,7 +127,7 @@ export interface BatchlineConfig {
   };
   log: {
     /** @defaultValue 'info' */
-    level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+    level: (typeof LOG_LEVELS)[number];
     /** Also write JSON logs to this file, rotated daily. @defaultValue '' (off) */
     file: string;
     /** Days of rotated log files kept. @defaultValue 7 */
@@ -129,7 +136,7 @@ export interface BatchlineConfig {
      * The API's line per request (operation, model, status, code, ms, request id) at `info`:
      * `all`, `errors` (status 400 and above) or `off`. @defaultValue 'all'
      */
-    requests: 'all' | 'errors' | 'off';
+    requests: (typeof REQUEST_LOGS)[number];
   };
 }
 
@@ -141,7 +148,15 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   predict: { timeoutMs: 30_000, maxRows: 1024 },
   cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
   queue: { maxDepth: 10_000 },
-  workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000, lockDurationMs: 10_000 },
+  workers: {
+    concurrency: 0,
+    threads: 0,
+    intraOpThreads: 0,
+    executionProvider: 'auto',
+    shutdownTimeoutMs: 20_000,
+    lockDurationMs: 10_000,
+    httpPort: 0,
+  },
   maintenance: {
     enabled: true,
     pollModels: '*/10 * * * * *',
@@ -164,8 +179,14 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   log: { level: 'info', file: '', retentionDays: 7, requests: 'all' },
 };
 
+/** A setting's place in {@link BatchlineConfig}: `section.key`. */
+export type ConfigPath = { [S in keyof BatchlineConfig]: `${S}.${Extract<keyof BatchlineConfig[S], string>}` }[keyof BatchlineConfig];
+
+/** The environment variable naming the YAML config file (it sets no setting itself). */
+export const CONFIG_FILE_ENV = 'BATCHLINE_CONFIG';
+
 /** Environment variables and the config path each sets. */
-export const ENV_VARS: Record<string, string> = {
+export const ENV_VARS = {
   BATCHLINE_REDIS_URL: 'redis.url',
   BATCHLINE_REDIS_PREFIX: 'redis.prefix',
   BATCHLINE_HOST: 'http.host',
@@ -189,6 +210,7 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_EXECUTION_PROVIDER: 'workers.executionProvider',
   BATCHLINE_SHUTDOWN_TIMEOUT_MS: 'workers.shutdownTimeoutMs',
   BATCHLINE_LOCK_DURATION_MS: 'workers.lockDurationMs',
+  BATCHLINE_WORKER_HTTP_PORT: 'workers.httpPort',
   BATCHLINE_MAINTENANCE: 'maintenance.enabled',
   BATCHLINE_POLL_MODELS_CRON: 'maintenance.pollModels',
   BATCHLINE_HOUSEKEEPING_CRON: 'maintenance.housekeeping',
@@ -210,7 +232,16 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_LOG_FILE: 'log.file',
   BATCHLINE_LOG_RETENTION_DAYS: 'log.retentionDays',
   BATCHLINE_LOG_REQUESTS: 'log.requests',
-};
+} as const satisfies Record<string, ConfigPath>;
+
+const ENV_OF = new Map<string, string>(Object.entries(ENV_VARS).map(([name, path]) => [path, name]));
+
+/** The environment variable that sets `path` (what the Kubernetes renderer writes instead of spelling the name). */
+export function envVarOf(path: ConfigPath): string {
+  const name = ENV_OF.get(path);
+  if (!name) throw new Error(`config: no environment variable sets '${path}'`);
+  return name;
+}
 
 type Tree = Record<string, unknown>;
 
@@ -264,6 +295,13 @@ function fromEnv(env: NodeJS.ProcessEnv): Tree {
   return out;
 }
 
+/** A setting that takes one of a few words: anything else stops the process at start, naming the setting. */
+function oneOf(path: ConfigPath, value: string, allowed: readonly string[]): void {
+  if (allowed.includes(value)) return;
+  const words = `${allowed.slice(0, -1).join(', ')} or ${allowed.at(-1)}`;
+  throw new Error(`config: '${path}' must be ${words}, got '${value}'`);
+}
+
 /**
  * Reads the configuration: defaults, then the YAML file (`file` or `BATCHLINE_CONFIG`),
  * then environment variables, then `overrides` (from CLI flags).
@@ -271,7 +309,7 @@ function fromEnv(env: NodeJS.ProcessEnv): Tree {
 export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; overrides?: Tree } = {}): BatchlineConfig {
   const env = options.env ?? process.env;
   let tree: Tree = structuredClone(DEFAULT_CONFIG) as unknown as Tree;
-  const file = options.file ?? env.BATCHLINE_CONFIG;
+  const file = options.file ?? env[CONFIG_FILE_ENV];
   if (file) {
     const parsed: unknown = parse(readFileSync(file, 'utf8'));
     if (parsed != null) {
@@ -282,14 +320,8 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   tree = merge(tree, fromEnv(env), '');
   if (options.overrides) tree = merge(tree, options.overrides, '');
   const config = tree as unknown as BatchlineConfig;
-  if (!['auto', 'cpu', 'cuda'].includes(config.workers.executionProvider)) {
-    throw new Error(`config: 'workers.executionProvider' must be auto, cpu or cuda`);
-  }
-  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(config.log.level)) {
-    throw new Error(`config: 'log.level' must be trace, debug, info, warn, error, fatal or silent, got '${config.log.level}'`);
-  }
-  if (!['all', 'errors', 'off'].includes(config.log.requests)) {
-    throw new Error(`config: 'log.requests' must be all, errors or off, got '${config.log.requests}'`);
-  }
+  oneOf('workers.executionProvider', config.workers.executionProvider, EXECUTION_PROVIDERS);
+  oneOf('log.level', config.log.level, LOG_LEVELS);
+  oneOf('log.requests', config.log.requests, REQUEST_LOGS);
   return config;
 }
