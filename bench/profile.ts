@@ -13,7 +13,7 @@ import type { NormalizedInput } from '../core/prediction/input.ts';
 import { ModelRepository } from '../core/model-repository.ts';
 import { InferencePool } from '../core/runtime/inference-pool.ts';
 import type { Profile, ProfilePoint } from '../core/simulation/service.ts';
-import { workerShape } from '../workers/prediction-worker.ts';
+import { workerShape } from '../core/worker/shape.ts';
 
 const MODELS = fileURLToPath(new URL('../models', import.meta.url));
 const SIZES = [1, 2, 4, 8, 16, 32, 64, 128, 256];

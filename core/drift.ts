@@ -8,6 +8,7 @@ import type { Redis } from 'ioredis';
 import type { Keyspace } from './redis.ts';
 import type { ModelVersion } from './model-repository.ts';
 import { chiSquareTest, type ChiSquareResult } from './stats.ts';
+import { modelKey } from './prediction/record.ts';
 
 /** Counts predicted labels in memory and flushes them to Redis once a second (one pipeline). */
 export class DriftCounter {
@@ -77,10 +78,10 @@ export async function checkDrift(
 ): Promise<DriftReport | undefined> {
   const training = trainingDistribution(v);
   if (!training) return undefined;
-  const modelKey = `${v.name}@${v.version}`;
+  const key = modelKey(v.name, v.version);
   const nowMinute = Math.floor((options.now ?? Date.now()) / 60_000);
   const pipe = redis.pipeline();
-  for (let m = nowMinute - options.windowMinutes + 1; m <= nowMinute; m++) pipe.hgetall(keys.driftCounts(modelKey, m));
+  for (let m = nowMinute - options.windowMinutes + 1; m <= nowMinute; m++) pipe.hgetall(keys.driftCounts(key, m));
   const observed: Record<string, number> = {};
   for (const [err, counts] of (await pipe.exec()) ?? []) {
     if (err) throw err;
@@ -97,7 +98,7 @@ export async function checkDrift(
     alpha: options.alpha,
     ...test,
   };
-  await redis.set(keys.driftReport(modelKey), JSON.stringify(report), 'EX', 24 * 3600);
+  await redis.set(keys.driftReport(key), JSON.stringify(report), 'EX', 24 * 3600);
   return report;
 }
 

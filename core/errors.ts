@@ -1,30 +1,35 @@
 /**
  * One registry of error codes. Each code has one HTTP status; every transport (GraphQL over
  * HTTP, SSE, WebSocket) and every process (API, worker) uses the same table, so clients can
- * rely on `extensions.code`.
+ * rely on `extensions.code`. `retryAfterSeconds` is the `Retry-After` a code carries unless
+ * the error sets its own (RATE_LIMITED sets it from the client's bucket).
  */
 
 export const ERROR_CODES = {
-  BAD_USER_INPUT: { status: 400, retryable: false, message: 'Invalid input' },
-  UNAUTHENTICATED: { status: 401, retryable: false, message: 'Missing or unknown API key' },
-  FORBIDDEN: { status: 403, retryable: false, message: 'Not allowed' },
-  MODEL_NOT_FOUND: { status: 404, retryable: false, message: 'Unknown model' },
-  MODEL_VERSION_NOT_FOUND: { status: 404, retryable: false, message: 'Unknown model version' },
-  PREDICTION_NOT_FOUND: { status: 404, retryable: false, message: 'Unknown prediction id' },
-  PAYLOAD_TOO_LARGE: { status: 413, retryable: false, message: 'Request too large' },
-  UNSUPPORTED_MEDIA_TYPE: { status: 415, retryable: false, message: 'Send GraphQL as application/json (or a GET with query parameters)' },
-  RATE_LIMITED: { status: 429, retryable: true, message: 'Too many requests' },
-  CANCELLED: { status: 409, retryable: false, message: 'Prediction cancelled' },
-  NOT_CANCELLABLE: { status: 409, retryable: false, message: 'The prediction has already started or finished' },
+  /** The document is not GraphQL (or nests too deeply to parse). */
+  GRAPHQL_PARSE_FAILED: { status: 400, message: 'The query could not be parsed' },
+  /** The query is not valid against the schema, or is over a depth, cost or size limit. */
+  GRAPHQL_VALIDATION_FAILED: { status: 400, message: 'The query is not valid' },
+  BAD_USER_INPUT: { status: 400, message: 'Invalid input' },
+  UNAUTHENTICATED: { status: 401, message: 'Missing or unknown API key' },
+  FORBIDDEN: { status: 403, message: 'Not allowed' },
+  MODEL_NOT_FOUND: { status: 404, message: 'Unknown model' },
+  MODEL_VERSION_NOT_FOUND: { status: 404, message: 'Unknown model version' },
+  PREDICTION_NOT_FOUND: { status: 404, message: 'Unknown prediction id' },
+  PAYLOAD_TOO_LARGE: { status: 413, message: 'Request too large' },
+  UNSUPPORTED_MEDIA_TYPE: { status: 415, message: 'Send GraphQL as application/json (or a GET with query parameters)' },
+  RATE_LIMITED: { status: 429, message: 'Too many requests' },
+  CANCELLED: { status: 409, message: 'Prediction cancelled' },
+  NOT_CANCELLABLE: { status: 409, message: 'The prediction has already started or finished' },
   /** The model ran, but what it computed for this input is NaN or infinite: no number or label is reported. */
-  NON_FINITE_OUTPUT: { status: 422, retryable: false, message: 'The model produced NaN or infinite output for this input' },
-  INFERENCE_FAILED: { status: 500, retryable: true, message: 'Inference failed' },
-  INTERNAL_SERVER_ERROR: { status: 500, retryable: false, message: 'Unexpected error' },
-  MODEL_NOT_READY: { status: 503, retryable: true, message: 'Model not ready' },
-  SERVICE_UNAVAILABLE: { status: 503, retryable: true, message: 'Service unavailable' },
-  QUEUE_FULL: { status: 503, retryable: true, message: 'No capacity, try again later' },
-  DEADLINE_EXCEEDED: { status: 504, retryable: true, message: 'Prediction timed out' },
-} as const;
+  NON_FINITE_OUTPUT: { status: 422, message: 'The model produced NaN or infinite output for this input' },
+  INFERENCE_FAILED: { status: 500, message: 'Inference failed' },
+  INTERNAL_SERVER_ERROR: { status: 500, message: 'Unexpected error' },
+  MODEL_NOT_READY: { status: 503, retryAfterSeconds: 1, message: 'Model not ready' },
+  SERVICE_UNAVAILABLE: { status: 503, retryAfterSeconds: 1, message: 'Service unavailable' },
+  QUEUE_FULL: { status: 503, retryAfterSeconds: 1, message: 'No capacity, try again later' },
+  DEADLINE_EXCEEDED: { status: 504, message: 'Prediction timed out' },
+} as const satisfies Record<string, { status: number; retryAfterSeconds?: number; message: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
 
@@ -49,8 +54,8 @@ export class ServingError extends Error {
     this.code = code;
     this.status = ERROR_CODES[code].status;
     this.field = options.field;
-    this.retryAfterSeconds =
-      options.retryAfterSeconds ?? (code === 'SERVICE_UNAVAILABLE' || code === 'QUEUE_FULL' || code === 'MODEL_NOT_READY' ? 1 : undefined);
+    const entry = ERROR_CODES[code] as { retryAfterSeconds?: number };
+    this.retryAfterSeconds = options.retryAfterSeconds ?? entry.retryAfterSeconds;
   }
 
   /** The plain form stored with results and sent between processes. */
@@ -78,7 +83,12 @@ export function fromSerialized(e: SerializedError): ServingError {
   return isErrorCode(e.code) ? new ServingError(e.code, e.message, { field: e.field }) : new ServingError('INTERNAL_SERVER_ERROR');
 }
 
-/** True for errors that come from a lost or refused Redis connection. */
+/**
+ * True for errors that come from a lost or refused Redis connection. ioredis raises most of
+ * these as plain Errors whose only mark is their text ("Connection is closed", "Stream isn't
+ * writeable", the offline-queue refusal, socket errno names), so they are recognised here,
+ * in one place, by message, and by errno code where there is one.
+ */
 export function isRedisUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const m = err.message;

@@ -37,6 +37,7 @@ import { graphiqlOptions, renderGraphiQL } from './graphiql.ts';
 import { createOps } from './ops.ts';
 import { collectQueueDepth, useMetricsEndpoint } from './use-metrics.ts';
 import { useNoIntrospection } from './use-introspection.ts';
+import { modelKey } from '../core/prediction/record.ts';
 
 const typeDefs = ['schema.graphql', 'ops.graphql'].map((f) => readFileSync(new URL(`../schema/${f}`, import.meta.url), 'utf8'));
 
@@ -73,7 +74,7 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
   const auth = createAuthenticator(config.auth);
   if (!auth.enabled && config.auth.keys.trim()) logger.warn('API keys are configured but auth.enabled is false: every request is let in');
   const repository = await scanConfigured(config, logger);
-  logger.info({ models: repository.ready().map((v) => `${v.name}@${v.version}`) }, 'model repository scanned');
+  logger.info({ models: repository.ready().map((v) => modelKey(v.name, v.version)) }, 'model repository scanned');
 
   const keys = keyspace(config.redis.prefix);
   const redis = createRedis(config.redis.url, 'producer');

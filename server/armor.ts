@@ -29,7 +29,8 @@ import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
 import { GraphQLError, type ValidationContext } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { BatchlineConfig } from '../core/config.ts';
-import { ServingError } from '../core/errors.ts';
+import { ERROR_CODES, ServingError } from '../core/errors.ts';
+import { withCode } from './errors.ts';
 
 /** Most directives in one operation (graphql-armor's default). */
 const MAX_DIRECTIVES = 50;
@@ -47,9 +48,10 @@ export const INTROSPECTION_MAX_COST = 150_000;
 
 /** Gives an armor rejection our code and status, and drops armor's "Syntax Error: " prefix. */
 function relabel(err: GraphQLError): GraphQLError {
+  // In place: at parse time armor throws this very error after the hook (no validation context to report to).
   const ext = err.extensions as Record<string, unknown>;
   ext.code = 'GRAPHQL_VALIDATION_FAILED';
-  ext.http = { status: 400 };
+  ext.http = { status: ERROR_CODES.GRAPHQL_VALIDATION_FAILED.status };
   err.message = err.message.replace(/^Syntax Error: /, '');
   return err;
 }
@@ -66,9 +68,7 @@ function isGraphQLError(e: unknown): e is GraphQLError {
 }
 
 function tooDeep(): GraphQLError {
-  return new GraphQLError('Syntax Error: the document is nested too deeply.', {
-    extensions: { code: 'GRAPHQL_PARSE_FAILED', http: { status: 400 } },
-  });
+  return withCode(new GraphQLError('Syntax Error: the document is nested too deeply.'), 'GRAPHQL_PARSE_FAILED');
 }
 
 /**
@@ -143,9 +143,12 @@ function limitBody(
     new Transform<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
         bytes += chunk.byteLength;
+        // A GraphQLError: yoga's parsers pass one on as it is, where they would wrap any other.
         if (bytes > maxBytes)
           controller.error(
-            new GraphQLError('request body too large', { extensions: { code: 'REQUEST_ENTITY_TOO_LARGE', http: { status: 413 } } }),
+            new GraphQLError('request body too large', {
+              extensions: { code: 'PAYLOAD_TOO_LARGE', http: { status: ERROR_CODES.PAYLOAD_TOO_LARGE.status } },
+            }),
           );
         else controller.enqueue(chunk);
       },
@@ -167,10 +170,9 @@ function limitBody(
  * own 400.
  */
 export function useRequestParseErrors(maxBytes: number): Plugin {
-  const tooLarge = (e: unknown): boolean => {
-    const ext = (e as { extensions?: { code?: unknown; http?: { status?: unknown } } } | undefined)?.extensions;
-    return ext?.code === 'REQUEST_ENTITY_TOO_LARGE' || ext?.http?.status === 413;
-  };
+  // limitBody's error, by its code.
+  const tooLarge = (e: unknown): boolean =>
+    (e as { extensions?: { code?: unknown } } | undefined)?.extensions?.code === 'PAYLOAD_TOO_LARGE';
   return {
     onRequestParse({ request, requestParser, setRequestParser, fetchAPI, serverContext }) {
       // No parser for this content type: yoga's own 415 has an empty body and no code.

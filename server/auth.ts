@@ -8,6 +8,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Plugin } from 'graphql-yoga';
+import { CloseCode } from 'graphql-ws';
 import type { BatchlineConfig } from '../core/config.ts';
 import { ServingError } from '../core/errors.ts';
 import { toGraphQLError } from './errors.ts';
@@ -158,13 +159,10 @@ export function useApiKeyAuth(auth: Authenticator): Plugin<Record<string, unknow
   };
 }
 
-/** graphql-ws close codes for refused connections. */
-export const WS_UNAUTHORIZED = 4401;
-export const WS_FORBIDDEN = 4403;
-
 /**
  * graphql-ws `onConnect`: the key from the upgrade request's headers or from the
- * `connection_init` payload; a missing or unknown key closes the socket with 4401.
+ * `connection_init` payload; a missing or unknown key closes the socket with graphql-ws's
+ * CloseCode.Unauthorized (4401).
  * The principal is kept on `extra` for every operation of the connection.
  */
 export function wsAuthenticate(
@@ -179,7 +177,7 @@ export function wsAuthenticate(
     : undefined;
   const principal = auth.authenticate(key);
   if (!principal) {
-    ctx.extra.socket.close(WS_UNAUTHORIZED, 'Unauthorized');
+    ctx.extra.socket.close(CloseCode.Unauthorized, 'Unauthorized');
     return false;
   }
   ctx.extra.principal = principal;

@@ -5,7 +5,7 @@
  */
 import { GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
-import { ServingError } from '../core/errors.ts';
+import { ERROR_CODES, ServingError, type ErrorCode } from '../core/errors.ts';
 import type { Logger } from '../core/logger.ts';
 
 function findServingError(error: unknown): ServingError | undefined {
@@ -65,28 +65,40 @@ export function maskError(logger: Logger) {
     if (serving) return toGraphQLError(serving, isGraphQLError(error) ? error : undefined);
     if (isGraphQLError(error) && isClientError(error)) {
       // Parse, validation, bad JSON and variable coercion errors: the client's mistake.
-      const code = (error.extensions?.code as string | undefined) ?? 'BAD_USER_INPUT';
-      const status = 400;
-      return new GraphQLError(error.message, {
-        nodes: error.nodes,
-        source: error.source,
-        positions: error.positions,
-        path: error.path,
-        extensions: {
-          ...error.extensions,
-          code: code === 'GRAPHQL_VALIDATION_FAILED' || code === 'GRAPHQL_PARSE_FAILED' ? code : 'BAD_USER_INPUT',
-          http: { status },
-        },
-      });
+      const given = error.extensions?.code;
+      const code = given === 'GRAPHQL_VALIDATION_FAILED' || given === 'GRAPHQL_PARSE_FAILED' ? given : 'BAD_USER_INPUT';
+      return withCode(error, code);
     }
     logger.error({ err: error instanceof Error ? { message: error.message, stack: error.stack } : String(error) }, 'unexpected error');
-    return new GraphQLError(message, { extensions: { code: 'INTERNAL_SERVER_ERROR', http: { status: 500 } } });
+    return withCode(new GraphQLError(message), 'INTERNAL_SERVER_ERROR');
   };
 }
 
-/** Validation messages that are about argument or variable values, not the query's shape. */
-const VALUE_ERROR =
-  /cannot represent|Expected value of type|Expected type|argument .* is required|is not defined by type|Variable "|got invalid value/i;
+/**
+ * A GraphQLError with `code` and the registry's status for it (plus `http` fields such as
+ * `spec`), keeping the original's location, path and other extensions.
+ */
+export function withCode(error: GraphQLError, code: ErrorCode, http: Record<string, unknown> = {}): GraphQLError {
+  return new GraphQLError(error.message, {
+    nodes: error.nodes,
+    source: error.source,
+    positions: error.positions,
+    path: error.path,
+    originalError: error.originalError,
+    extensions: { ...error.extensions, code, http: { status: ERROR_CODES[code].status, ...http } },
+  });
+}
+
+/**
+ * True for a validation error about an argument's or variable's value rather than the query's
+ * shape (a BAD_USER_INPUT, not a GRAPHQL_VALIDATION_FAILED). graphql-js's validation rules
+ * raise plain GraphQLErrors with no code, so their message text is all there is to tell by.
+ */
+export function isValueError(e: GraphQLError): boolean {
+  return /cannot represent|Expected value of type|Expected type|argument .* is required|is not defined by type|Variable "|got invalid value/i.test(
+    e.message,
+  );
+}
 
 /**
  * Validation errors answer 400 whatever the Accept header (yoga answers 200 for
@@ -98,21 +110,8 @@ export function useClientErrorStatus(): Plugin {
     onValidate() {
       return ({ result, setResult }) => {
         if (result.length === 0) return;
-        setResult(
-          result.map(
-            (e) =>
-              new GraphQLError(e.message, {
-                nodes: e.nodes,
-                source: e.source,
-                positions: e.positions,
-                // spec: false keeps yoga's useHTTPValidationError from answering 200 to `Accept: application/json`.
-                extensions: {
-                  code: VALUE_ERROR.test(e.message) ? 'BAD_USER_INPUT' : 'GRAPHQL_VALIDATION_FAILED',
-                  http: { status: 400, spec: false },
-                },
-              }),
-          ),
-        );
+        // spec: false keeps yoga's useHTTPValidationError from answering 200 to `Accept: application/json`.
+        setResult(result.map((e) => withCode(e, isValueError(e) ? 'BAD_USER_INPUT' : 'GRAPHQL_VALIDATION_FAILED', { spec: false })));
       };
     },
   };

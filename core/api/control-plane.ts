@@ -7,7 +7,8 @@ import type { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { Redis } from 'ioredis';
 import type { BatchlineConfig } from '../config.ts';
 import type { Logger } from '../logger.ts';
-import { Maintenance, type ControlMessage } from '../maintenance.ts';
+import { Maintenance } from '../maintenance.ts';
+import { subscribeControl } from '../prediction/control-channel.ts';
 import type { ModelCatalog } from './catalog.ts';
 import type { Predictor } from './predictor.ts';
 import type { Keyspace } from '../redis.ts';
@@ -29,18 +30,16 @@ export async function startControlPlane(deps: {
   registry: WorkerRegistry;
 }): Promise<ControlPlane> {
   const { config, logger, pubsub, keys, catalog } = deps;
-  let reloading = Promise.resolve();
-  const subId = await pubsub.subscribe<ControlMessage>(keys.control, (msg) => {
-    if (msg.type === 'models-changed') {
-      if (msg.fingerprint === catalog.repository.fingerprint) return;
-      reloading = reloading
-        .then(async () => void (await catalog.reload()))
-        .catch((e: Error) => logger.error({ err: e.message }, 'repository rescan failed'));
-    } else if (msg.type === 'housekeeping') {
-      const purged = deps.predictor.purgeCache();
-      logger.debug({ purged }, 'cache housekeeping');
-    }
-  });
+  const control = await subscribeControl(
+    pubsub,
+    keys,
+    {
+      fingerprint: () => catalog.repository.fingerprint,
+      reload: () => catalog.reload(),
+      housekeeping: () => logger.debug({ purged: deps.predictor.purgeCache() }, 'cache housekeeping'),
+    },
+    logger,
+  );
   const maintenance = new Maintenance({
     config,
     redis: deps.redis,
@@ -65,8 +64,7 @@ export async function startControlPlane(deps: {
     maintenance,
     async close() {
       clearTimeout(retry);
-      pubsub.unsubscribe(subId);
-      await reloading;
+      await control.close();
       await maintenance.close();
     },
   };

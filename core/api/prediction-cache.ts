@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { NormalizedInput } from '../prediction/input.ts';
-import type { PredictionResult } from '../prediction/record.ts';
+import { modelKey, type PredictionResult } from '../prediction/record.ts';
 
 export interface CacheOptions {
   maxEntries: number;
@@ -37,7 +37,7 @@ export function cacheKey(model: string, version: string, input: NormalizedInput)
       h.update(ArrayBuffer.isView(d) ? new Uint8Array(d.buffer, d.byteOffset, d.byteLength) : new Uint8Array(Float64Array.from(d).buffer));
     }
   }
-  return `${model}@${version}:${input.kind}:${h.digest('base64url')}`;
+  return `${modelKey(model, version)}:${input.kind}:${h.digest('base64url')}`;
 }
 
 export class PredictionCache {
