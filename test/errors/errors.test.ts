@@ -6,8 +6,8 @@
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
-import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
-import { REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../support/stack.ts';
+import { startPrivateRedis, type PrivateRedis } from '../../harness/private-redis.ts';
+import { REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../../harness/stack.ts';
 import { cpSync } from 'node:fs';
 import { Queue } from 'bullmq';
 import { getIntrospectionQuery } from 'graphql';

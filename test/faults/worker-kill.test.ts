@@ -7,7 +7,7 @@ import { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql } from '../support/clients.ts';
-import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { encodeDenseModel } from '../../scripts/models/onnx-writer.ts';
 import { gql } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
-import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createLogger } from '../../core/logger.ts';
 import { gql } from '../support/clients.ts';
-import { dropPrefix, listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('ops');

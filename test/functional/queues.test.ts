@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
-import { dropPrefix, REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../../harness/stack.ts';
 import { cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { until } from '../support/wait.ts';

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
-import { dropPrefix, spawnCli, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, spawnCli, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('serving');
