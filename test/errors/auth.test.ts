@@ -21,6 +21,7 @@ import { createLogger, REDACTED } from '../../core/logger.ts';
 import { pino } from 'pino';
 import { ServingError } from '../../core/errors.ts';
 import { useStack } from '../support/use-stack.ts';
+import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('auth');
@@ -392,10 +393,15 @@ describe('keys never reach the logs', () => {
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
     try {
-      for (let i = 0; !/API listening/.test(out); i++) {
-        if (i > 600 || proc.exitCode !== null) throw new Error(`serve did not start:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await until(
+        () => {
+          if (proc.exitCode !== null) throw new Error(`serve exited with ${proc.exitCode} before listening:\n${out}`);
+          return /API listening/.test(out);
+        },
+        () => `serve to listen:\n${out}`,
+        30_000,
+        50,
+      );
       const url = `http://127.0.0.1:${port}/graphql`;
       const wrong = 'wrong-key-7d3e9f';
       await gql(url, PREDICT, { m: 'name-gender', i: { text: 'Maria' } }, key(KEYS.alice));

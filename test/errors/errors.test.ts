@@ -376,10 +376,7 @@ describe('503 with Retry-After while Redis is unreachable', () => {
 
   it('recovers by itself when Redis is back', async () => {
     await redis.start();
-    for (;;) {
-      if ((await fetch(downApi.url.replace('/graphql', '/ready'))).status === 200) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await until(async () => (await fetch(downApi.url.replace('/graphql', '/ready'))).status === 200, 'the API ready again', 30_000, 100);
     const r = await gql<{ submitPrediction: { id: string } }>(
       downApi.url,
       'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }) { id status } }',

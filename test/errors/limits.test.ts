@@ -21,6 +21,7 @@ import { dropPrefix, spawnCli, startApi, uniquePrefix, type Child, type RunningA
 import { hashApiKey } from '../../server/auth.ts';
 import { RateLimiter } from '../../core/api/rate-limiter.ts';
 import { createRedis } from '../../core/redis.ts';
+import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('limits');
@@ -416,7 +417,8 @@ describe('the rate limiter fails open', () => {
     // Closing the API waits on its Redis connections: bring Redis back, and wait until the
     // API is ready again (as errors.test.ts does), before closing.
     await redis?.start();
-    if (down) while ((await fetch(down.url.replace('/graphql', '/ready'))).status !== 200) await new Promise((r) => setTimeout(r, 100));
+    if (down)
+      await until(async () => (await fetch(down.url.replace('/graphql', '/ready'))).status === 200, 'the API ready again', 30_000, 100);
     await down?.close();
     await redis?.stop();
   });

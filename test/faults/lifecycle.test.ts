@@ -81,6 +81,7 @@ describe('SIGTERM on a worker', () => {
       const second = await startWorker('gpu', opts);
       try {
         await until(() => ids.every((id) => results.counts.has(id)), 'every result');
+        // A deliberate sleep, to prove a negative: give a late duplicate the chance to show up (a lock period and more).
         await new Promise((r) => setTimeout(r, 2500));
         expect(ids.filter((id) => results.counts.get(id)! > 1)).toEqual([]);
       } finally {

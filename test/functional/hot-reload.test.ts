@@ -102,7 +102,8 @@ describe('periodic jobs', () => {
     const queue = new Queue('cpu', { connection: { url: redisUrl }, prefix });
     try {
       await until(async () => (await queue.getJobState(id)) === 'failed', 'the job to fail');
-      await new Promise((r) => setTimeout(r, 1100)); // older than the 1 s TTL
+      // A deliberate sleep, not a wait for a condition: the failed job must grow older than the 1 s TTL.
+      await new Promise((r) => setTimeout(r, 1100));
       const r = await gql<{ runMaintenance: string }>(api.url, 'mutation { runMaintenance(task: "housekeeping") }');
       expect(r.body.errors).toBeUndefined();
       expect(JSON.parse(r.body.data!.runMaintenance).failedJobsRemoved).toBeGreaterThanOrEqual(1);

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createLogger } from '../../core/logger.ts';
 import { gql } from '../support/clients.ts';
 import { dropPrefix, listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
+import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('ops');
@@ -27,11 +28,11 @@ describe('batchline start', () => {
     try {
       const url = `http://127.0.0.1:${port}/graphql`;
       // Workers may still be loading when the API listens: wait for readiness of the model.
-      for (let i = 0; i < 200; i++) {
+      const allReady = async (): Promise<boolean> => {
         const m = await gql<{ models: { name: string; ready: boolean }[] }>(url, '{ models { name ready } }');
-        if (m.body.data!.models.every((x) => x.ready)) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+        return m.body.data!.models.every((x) => x.ready);
+      };
+      await until(allReady, 'every model ready', 30_000, 100);
       const r = await gql<{ predict: { label: string; score: number } }>(
         url,
         '{ predict(model: "name-gender", input: { text: "Maria" }) { label score } }',
@@ -81,7 +82,7 @@ describe('observability', () => {
         .output()
         .split('\n')
         .find((l) => l.includes('"requestId":"req-abc-123"'));
-    for (let i = 0; i < 100 && !find(); i++) await new Promise((r) => setTimeout(r, 50));
+    await until(() => find() !== undefined, 'the worker’s log line with the request id', 10_000, 50);
     const line = find();
     expect(line).toBeDefined();
     expect(JSON.parse(line!)).toMatchObject({ requestId: 'req-abc-123', model: 'name-gender', msg: 'predicted' });
@@ -119,8 +120,12 @@ describe('file logging', () => {
     logger.info({ probe: 42 }, 'hello file');
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
     // The transport writes from its own thread; give it its turn.
-    for (let i = 0; i < 100 && !readdirSync(dir).some((f) => readFileSync(join(dir, f), 'utf8').includes('hello file')); i++)
-      await new Promise((r) => setTimeout(r, 50));
+    await until(
+      () => readdirSync(dir).some((f) => readFileSync(join(dir, f), 'utf8').includes('hello file')),
+      'the line in the log file',
+      10_000,
+      50,
+    );
     const files = readdirSync(dir);
     expect(files.some((f) => /batchline\.\d{4}-\d{2}-\d{2}\.1\.log$/.test(f))).toBe(true);
     const line = files

@@ -165,6 +165,7 @@ describe('retries and deadlines', () => {
 
   it('drops work whose deadline passed while it waited, answering DEADLINE_EXCEEDED without running it', async () => {
     const id = await submit('mlp-bench', { features: Array.from({ length: 512 }, () => 1) }, 5, 100);
+    // A deliberate sleep: the job's 100 ms deadline must pass before any worker exists to take it.
     await new Promise((r) => setTimeout(r, 300));
     const worker = await startWorker('gpu', opts);
     try {
