@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { freePort } from '../../cli/local-redis.ts';
 import { createLogger } from '../../core/logger.ts';
 import { gql } from '../support/clients.ts';
 import { dropPrefix, listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
@@ -55,11 +56,14 @@ describe('batchline start', () => {
 describe('observability', () => {
   let api: RunningApi;
   let worker: Child;
+  let workerHttp: string;
 
   beforeAll(async () => {
+    const port = await freePort();
+    workerHttp = `http://127.0.0.1:${port}`;
     worker = await spawnCli(
       ['worker', '--pool', 'cpu'],
-      { ...opts, env: { ...opts.env, BATCHLINE_LOG_LEVEL: 'debug' } },
+      { ...opts, env: { ...opts.env, BATCHLINE_LOG_LEVEL: 'debug', BATCHLINE_WORKER_HTTP_PORT: String(port) } },
       /"msg":"worker started"/,
     );
     api = await startApi(opts);
@@ -101,6 +105,15 @@ describe('observability', () => {
     expect(text).toMatch(/batchline_latency_seconds_bucket\{[^}]*phase="total"/);
     expect(text).toMatch(/batchline_cache_hits_total\{[^}]*model="name-gender"[^}]*\} [1-9]/);
     expect(text).toMatch(/batchline_queue_depth\{[^}]*pool="cpu"[^}]*\} 0/);
+  });
+
+  it('a worker answers /health, /ready and /metrics on workers.httpPort', async () => {
+    // The worker logs "worker started" before its HTTP side listens.
+    await until(async () => (await fetch(`${workerHttp}/health`).catch(() => undefined))?.status === 200, 'the worker’s /health');
+    expect(await (await fetch(`${workerHttp}/ready`)).json()).toMatchObject({ ready: true });
+    const metrics = await fetch(`${workerHttp}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toMatch(/^# HELP batchline_/m);
   });
 
   it('answers /health, /ready and serves GraphiQL to a browser', async () => {
