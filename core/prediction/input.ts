@@ -4,16 +4,11 @@
  * tensors. Every rejection names the field and what was expected.
  */
 import { badInput } from '../errors.ts';
+import type { Tensor } from '../tensor.ts';
 import type { Datatype, ModelConfig } from '../model-config.ts';
 
-export interface TensorData {
-  name: string;
-  datatype: Datatype;
-  /** Full shape, batch dimension first. */
-  shape: number[];
-  /** Row-major values (a plain array from a request, a typed array once off the wire). */
-  data: ArrayLike<number>;
-}
+/** An input tensor: a plain array from a request, a typed array once off the wire. */
+export type TensorData = Tensor;
 
 /** A tensor in a job: FP32 values travel as base64 of their little-endian bytes (4 bytes a value, not ~19 characters of JSON). */
 export type WireTensor = Omit<TensorData, 'data'> & { data?: number[]; f32?: string };

@@ -5,6 +5,7 @@
 import type { Datatype, ModelConfig } from '../model-config.ts';
 import { decodeBase64Tensor, encodeBase64Tensor } from '../prediction/input.ts';
 import type { OutputTensor } from './types.ts';
+import type { Tensor } from '../tensor.ts';
 
 export interface ClassProbability {
   label: string;
@@ -18,20 +19,10 @@ export interface RowPrediction {
 }
 
 /** An output tensor as it travels and is stored: values as base64 of their little-endian bytes. */
-export interface EncodedTensor {
-  name: string;
-  datatype: string;
-  shape: number[];
-  base64: string;
-}
+export type EncodedTensor = Omit<Tensor<never, string>, 'data'> & { base64: string };
 
 /** A tensor with its values at hand (Open Inference Protocol layout). */
-export interface TensorValue {
-  name: string;
-  datatype: string;
-  shape: number[];
-  data: number[];
-}
+export type TensorValue = Tensor<number[], string>;
 
 function softmax(values: number[]): number[] {
   const max = Math.max(...values);

@@ -1,6 +1,7 @@
 /** Shapes passed between the worker process and its inference threads. */
 import type { NormalizedInput } from '../prediction/input.ts';
 import type { ModelConfig, Datatype } from '../model-config.ts';
+import type { Tensor } from '../tensor.ts';
 
 export interface LoadedModelSpec {
   /** `<name>@<version>` */
@@ -16,12 +17,10 @@ export interface ThreadInit {
 }
 
 /** One output tensor of a run, batch dimension first. */
-export interface OutputTensor {
-  name: string;
-  datatype: Datatype | string;
-  shape: number[];
-  data: Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | number[];
-}
+export type OutputTensor = Tensor<
+  Float32Array | Float64Array | Int32Array | BigInt64Array | Uint8Array | Int8Array | number[],
+  Datatype | string
+>;
 
 export interface RunRequest {
   type: 'run';
