@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { MODEL_DEFAULTS, parseModelConfig } from '../../core/model-config.ts';
+import { CHAR_NGRAM_DEFAULTS, charNgramFeatures } from '../../core/preprocess/char-ngrams.ts';
 import { documentedDefaults, leaves } from '../support/jsdoc-defaults.ts';
 
 const MODEL_CONFIG = new URL('../../core/model-config.ts', import.meta.url);
@@ -64,6 +65,13 @@ describe('model config defaults', () => {
     const crd = parse(readFileSync(new URL('../../k8s/crd/modelserver.yaml', import.meta.url), 'utf8'));
     const model = crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.models.items.properties;
     expect(model.pool.default).toBe(MODEL_DEFAULTS.pool);
+  });
+
+  it('of char-ngrams preprocessing are its @defaultValues, and what features of a block that leaves them out are made with', () => {
+    const documented = documentedDefaults(new URL('../../core/preprocess/char-ngrams.ts', import.meta.url), 'CharNgramOptions');
+    expect(Object.fromEntries([...documented].map(([k, d]) => [k, d.value]))).toEqual(CHAR_NGRAM_DEFAULTS);
+    const bare = charNgramFeatures('Maria', { type: 'char-ngrams', dims: 64 });
+    expect(bare).toEqual(charNgramFeatures('Maria', { type: 'char-ngrams', dims: 64, ...CHAR_NGRAM_DEFAULTS }));
   });
 
   it('cannot be changed by a reader', () => {

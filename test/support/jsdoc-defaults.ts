@@ -13,9 +13,11 @@ export interface DocumentedDefault {
   rest: string;
 }
 
-/** Reads the leading value of a `@defaultValue` text: a quoted string (`*\/` unescaped), a number, true or false. */
+/** Reads the leading value of a `@defaultValue` text: a quoted string (`*\/` unescaped), a list of numbers, a number, true or false. */
 function parseDefault(text: string): DocumentedDefault {
   const t = text.trim();
+  const list = /^(\[[^\]]*\])(.*)$/s.exec(t);
+  if (list) return { value: JSON.parse(list[1]) as unknown, rest: list[2].trim() };
   const quoted = /^'((?:[^'\\]|\\.)*)'(.*)$/s.exec(t);
   if (quoted) return { value: quoted[1].replace(/\\(.)/g, '$1'), rest: quoted[2].trim() };
   const word = /^(\S+)(.*)$/s.exec(t);
