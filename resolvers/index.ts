@@ -3,30 +3,16 @@
  * records to schema types. Errors are ServingErrors; server/errors.ts gives them their
  * `extensions.code` and HTTP status.
  */
-import type { ModelCatalog } from '../core/api/catalog.ts';
-import type { Predictor } from '../core/api/predictor.ts';
-import type { Tickets } from '../core/api/tickets.ts';
 import type { PredictionInput } from '../core/prediction/input.ts';
 import { decodeOutput, type EncodedTensor } from '../core/runtime/postprocess.ts';
 import type { PredictionRecord } from '../core/prediction/record.ts';
 import { toEvent, toModelVersion, toPrediction, toStatusReport } from './mapping.ts';
-import { authorize, mayPredict, type Principal } from '../core/api/authorization.ts';
-import type { Maintenance } from '../core/maintenance.ts';
+import { authorize, mayPredict } from '../core/api/authorization.ts';
+import type { RequestContext } from './context.ts';
 import { operationResolvers } from './operations.ts';
-import { opsStatsResolvers, type OpsContext } from './ops-stats.ts';
+import { opsStatsResolvers } from './ops-stats.ts';
 
-export interface RequestContext {
-  catalog: ModelCatalog;
-  predictor: Predictor;
-  tickets: Tickets;
-  requestId: string;
-  /** Who is asking (server/auth.ts); all-access and anonymous when auth is off. */
-  principal: Principal;
-  /** The periodic jobs, when this process runs them (admin operations use it). */
-  maintenance?: Maintenance;
-  /** The operations view's figures (resolvers/ops-stats.ts). */
-  ops?: OpsContext;
-}
+export type { RequestContext } from './context.ts';
 
 interface PredictArgs {
   model: string;

@@ -2,7 +2,7 @@
 import { ServingError } from '../core/errors.ts';
 import type { MaintenanceTask } from '../core/maintenance.ts';
 import { authorize } from '../core/api/authorization.ts';
-import type { RequestContext } from './index.ts';
+import type { RequestContext } from './context.ts';
 import { toModelVersion, toStatusReport } from './mapping.ts';
 
 const TASKS: readonly MaintenanceTask[] = ['poll-models', 'housekeeping', 'drift-monitor'];

@@ -1,0 +1,20 @@
+/** What every resolver is given: the API's serving parts, the request's id and who is asking. */
+import type { ModelCatalog } from '../core/api/catalog.ts';
+import type { Predictor } from '../core/api/predictor.ts';
+import type { Tickets } from '../core/api/tickets.ts';
+import type { Principal } from '../core/api/authorization.ts';
+import type { Maintenance } from '../core/maintenance.ts';
+import type { OpsContext } from './ops-stats.ts';
+
+export interface RequestContext {
+  catalog: ModelCatalog;
+  predictor: Predictor;
+  tickets: Tickets;
+  requestId: string;
+  /** Who is asking (server/auth.ts); all-access and anonymous when auth is off. */
+  principal: Principal;
+  /** The periodic jobs, when this process runs them (admin operations use it). */
+  maintenance?: Maintenance;
+  /** The operations view's figures (resolvers/ops-stats.ts). */
+  ops?: OpsContext;
+}
