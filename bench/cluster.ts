@@ -4,7 +4,7 @@
  *
  * Three stacks run side by side, each started as `npm start` starts one (`cli/main.ts serve`
  * and `worker --pool cpu`, processes of their own, logs to files): one on a private
- * redis-server, two on a private cluster (cli/local-cluster.ts), one with the cpu queue in one
+ * redis-server, two on a private cluster (harness/local-cluster.ts), one with the cpu queue in one
  * slot, one with it in 3 shards (`queue.shards.cpu: 3`, one per master). They serve spam-mlp (cpu
  * pool, cache off, 64 FP32 features), loaded by bench/load-client.ts (two processes, closed
  * loop) in two scenarios: a synchronous `predict` over HTTP, and `submitPrediction` then
@@ -39,7 +39,7 @@ import {
   type Proc,
   type RedisWork,
 } from './processes.ts';
-import { startLocalCluster, type LocalCluster } from '../cli/local-cluster.ts';
+import { startLocalCluster, type LocalCluster } from '../harness/local-cluster.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2));

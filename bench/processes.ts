@@ -1,7 +1,6 @@
 /**
- * The processes a benchmark measures, and what /proc and Redis say they spent. Kept apart
- * from test/support (which a benchmark must not import: tests and benchmarks change for
- * different reasons) though the private Redis follows test/support/redis-server.ts.
+ * The processes a benchmark measures, and what /proc and Redis say they spent. Unlike
+ * harness/ (whose children write to pipes), their output goes to files: see startLogged.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync } from 'node:fs';

@@ -28,9 +28,9 @@ import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { parse, stringify } from 'yaml';
 import type { BatchingSpec } from '../core/model-config.ts';
-import { startPrivateRedis } from '../test/support/redis-server.ts';
-import { freePort } from '../test/support/redis-server.ts';
-import { spawnCli, uniquePrefix, type Child } from '../test/support/stack.ts';
+import { startPrivateRedis } from '../harness/private-redis.ts';
+import { freePort } from '../cli/local-redis.ts';
+import { spawnCli, uniquePrefix, type Child } from '../harness/stack.ts';
 import type { LoadResult, LoadSpec } from './load-client.ts';
 import { renderChart, type Series } from './plot.ts';
 

@@ -74,7 +74,7 @@ async function worker(config: BatchlineConfig, pool: PoolName): Promise<void> {
   const { startWorkerHttp } = await import('../workers/worker-http.ts');
   const w = new PredictionWorker({ config, pool, logger });
   await w.start();
-  const port = Number(process.env.BATCHLINE_WORKER_HTTP_PORT ?? 0);
+  const port = config.workers.httpPort;
   const http = port > 0 ? await startWorkerHttp(w, port) : undefined;
   onShutdown(
     async () => {

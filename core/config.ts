@@ -10,6 +10,11 @@ import { parseClusterSeeds } from './redis-cluster.ts';
 export type PoolName = 'cpu' | 'gpu';
 export const POOLS: readonly PoolName[] = ['cpu', 'gpu'];
 
+/** The values of each setting that takes one of a few words; the type and the check at start both read these. */
+export const EXECUTION_PROVIDERS = ['auto', 'cpu', 'cuda'] as const;
+export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+export const REQUEST_LOGS = ['all', 'errors', 'off'] as const;
+
 export interface BatchlineConfig {
   redis: {
     /** @defaultValue 'redis://127.0.0.1:6379' */
@@ -72,9 +77,14 @@ export interface BatchlineConfig {
      * BullMQ queues per pool. One queue lives in one hash slot, so on a cluster one shard is one
      * master's share of the work; more shards spread a pool's jobs (by prediction id) over the
      * masters. Workers consume every shard of their pool. Priorities hold within a shard, not
-     * across shards. API and workers must agree on it. @defaultValue 1 (each)
+     * across shards. API and workers must agree on it.
      */
-    shards: { cpu: number; gpu: number };
+    shards: {
+      /** @defaultValue 1 */
+      cpu: number;
+      /** @defaultValue 1 */
+      gpu: number;
+    };
   };
   workers: {
     /** Concurrent jobs per worker process; 0 derives it from cgroup CPU and memory limits. @defaultValue 0 */
@@ -84,11 +94,13 @@ export interface BatchlineConfig {
     /** onnxruntime intra-op threads per inference thread; 0 derives it. @defaultValue 0 */
     intraOpThreads: number;
     /** `auto` uses CUDA in the gpu pool when onnxruntime-node has it. @defaultValue 'auto' */
-    executionProvider: 'auto' | 'cpu' | 'cuda';
+    executionProvider: (typeof EXECUTION_PROVIDERS)[number];
     /** How long a stopping worker waits for work in hand. @defaultValue 20000 */
     shutdownTimeoutMs: number;
     /** BullMQ job lock, renewed every half of it; jobs of a worker that died run again within about 1.5x this. @defaultValue 10000 */
     lockDurationMs: number;
+    /** Port of a worker process's `/health`, `/ready` and `/metrics`; 0 serves none. @defaultValue 0 */
+    httpPort: number;
   };
   maintenance: {
     /** Run the periodic jobs' worker in this API process (exactly one process runs each tick). @defaultValue true */
@@ -135,7 +147,7 @@ export interface BatchlineConfig {
   };
   log: {
     /** @defaultValue 'info' */
-    level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+    level: (typeof LOG_LEVELS)[number];
     /** Also write JSON logs to this file, rotated daily. @defaultValue '' (off) */
     file: string;
     /** Days of rotated log files kept. @defaultValue 7 */
@@ -144,7 +156,7 @@ export interface BatchlineConfig {
      * The API's line per request (operation, model, status, code, ms, request id) at `info`:
      * `all`, `errors` (status 400 and above) or `off`. @defaultValue 'all'
      */
-    requests: 'all' | 'errors' | 'off';
+    requests: (typeof REQUEST_LOGS)[number];
   };
 }
 
@@ -156,7 +168,15 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   predict: { timeoutMs: 30_000, maxRows: 1024 },
   cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
   queue: { maxDepth: 10_000, shards: { cpu: 1, gpu: 1 } },
-  workers: { concurrency: 0, threads: 0, intraOpThreads: 0, executionProvider: 'auto', shutdownTimeoutMs: 20_000, lockDurationMs: 10_000 },
+  workers: {
+    concurrency: 0,
+    threads: 0,
+    intraOpThreads: 0,
+    executionProvider: 'auto',
+    shutdownTimeoutMs: 20_000,
+    lockDurationMs: 10_000,
+    httpPort: 0,
+  },
   maintenance: {
     enabled: true,
     pollModels: '*/10 * * * * *',
@@ -179,8 +199,21 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   log: { level: 'info', file: '', retentionDays: 7, requests: 'all' },
 };
 
+/** The settings of one section: `section.key`, or `section.key.sub` for a setting that is a mapping of values (queue.shards). */
+type SectionPaths<S extends string, T> = {
+  [K in Extract<keyof T, string>]-?: NonNullable<T[K]> extends Record<string, unknown>
+    ? `${S}.${K}.${Extract<keyof NonNullable<T[K]>, string>}`
+    : `${S}.${K}`;
+}[Extract<keyof T, string>];
+
+/** A setting's place in {@link BatchlineConfig}: `section.key` (`section.key.sub` for queue.shards). */
+export type ConfigPath = { [S in keyof BatchlineConfig]: SectionPaths<S, BatchlineConfig[S]> }[keyof BatchlineConfig];
+
+/** The environment variable naming the YAML config file (it sets no setting itself). */
+export const CONFIG_FILE_ENV = 'BATCHLINE_CONFIG';
+
 /** Environment variables and the config path each sets. */
-export const ENV_VARS: Record<string, string> = {
+export const ENV_VARS = {
   BATCHLINE_REDIS_URL: 'redis.url',
   BATCHLINE_REDIS_PREFIX: 'redis.prefix',
   BATCHLINE_REDIS_CLUSTER: 'redis.cluster',
@@ -207,6 +240,7 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_EXECUTION_PROVIDER: 'workers.executionProvider',
   BATCHLINE_SHUTDOWN_TIMEOUT_MS: 'workers.shutdownTimeoutMs',
   BATCHLINE_LOCK_DURATION_MS: 'workers.lockDurationMs',
+  BATCHLINE_WORKER_HTTP_PORT: 'workers.httpPort',
   BATCHLINE_MAINTENANCE: 'maintenance.enabled',
   BATCHLINE_POLL_MODELS_CRON: 'maintenance.pollModels',
   BATCHLINE_HOUSEKEEPING_CRON: 'maintenance.housekeeping',
@@ -228,7 +262,16 @@ export const ENV_VARS: Record<string, string> = {
   BATCHLINE_LOG_FILE: 'log.file',
   BATCHLINE_LOG_RETENTION_DAYS: 'log.retentionDays',
   BATCHLINE_LOG_REQUESTS: 'log.requests',
-};
+} as const satisfies Record<string, ConfigPath>;
+
+const ENV_OF = new Map<string, string>(Object.entries(ENV_VARS).map(([name, path]) => [path, name]));
+
+/** The environment variable that sets `path` (what the Kubernetes renderer writes instead of spelling the name). */
+export function envVarOf(path: ConfigPath): string {
+  const name = ENV_OF.get(path);
+  if (!name) throw new Error(`config: no environment variable sets '${path}'`);
+  return name;
+}
 
 type Tree = Record<string, unknown>;
 
@@ -284,6 +327,13 @@ function fromEnv(env: NodeJS.ProcessEnv): Tree {
   return out;
 }
 
+/** A setting that takes one of a few words: anything else stops the process at start, naming the setting. */
+function oneOf(path: ConfigPath, value: string, allowed: readonly string[]): void {
+  if (allowed.includes(value)) return;
+  const words = `${allowed.slice(0, -1).join(', ')} or ${allowed.at(-1)}`;
+  throw new Error(`config: '${path}' must be ${words}, got '${value}'`);
+}
+
 /**
  * Reads the configuration: defaults, then the YAML file (`file` or `BATCHLINE_CONFIG`),
  * then environment variables, then `overrides` (from CLI flags).
@@ -291,7 +341,7 @@ function fromEnv(env: NodeJS.ProcessEnv): Tree {
 export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; overrides?: Tree } = {}): BatchlineConfig {
   const env = options.env ?? process.env;
   let tree: Tree = structuredClone(DEFAULT_CONFIG) as unknown as Tree;
-  const file = options.file ?? env.BATCHLINE_CONFIG;
+  const file = options.file ?? env[CONFIG_FILE_ENV];
   if (file) {
     const parsed: unknown = parse(readFileSync(file, 'utf8'));
     if (parsed != null) {
@@ -302,15 +352,9 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   tree = merge(tree, fromEnv(env), '');
   if (options.overrides) tree = merge(tree, options.overrides, '');
   const config = tree as unknown as BatchlineConfig;
-  if (!['auto', 'cpu', 'cuda'].includes(config.workers.executionProvider)) {
-    throw new Error(`config: 'workers.executionProvider' must be auto, cpu or cuda`);
-  }
-  if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(config.log.level)) {
-    throw new Error(`config: 'log.level' must be trace, debug, info, warn, error, fatal or silent, got '${config.log.level}'`);
-  }
-  if (!['all', 'errors', 'off'].includes(config.log.requests)) {
-    throw new Error(`config: 'log.requests' must be all, errors or off, got '${config.log.requests}'`);
-  }
+  oneOf('workers.executionProvider', config.workers.executionProvider, EXECUTION_PROVIDERS);
+  oneOf('log.level', config.log.level, LOG_LEVELS);
+  oneOf('log.requests', config.log.requests, REQUEST_LOGS);
   for (const pool of POOLS) {
     const n = config.queue.shards[pool];
     if (!Number.isInteger(n) || n < 1 || n > 256)

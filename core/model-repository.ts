@@ -8,8 +8,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
-import type { ModelConfig, TensorSpec, Datatype } from './model-config.ts';
-import type { BatchlineConfig, PoolName } from './config.ts';
+import { ORT_TYPE, parseModelConfig, type ModelConfig, type TensorSpec } from './model-config.ts';
+import type { BatchlineConfig } from './config.ts';
 import type { Logger } from './logger.ts';
 
 export interface ModelVersion {
@@ -25,103 +25,10 @@ export interface ModelVersion {
   sizeBytes: number;
 }
 
-const DATATYPES: readonly Datatype[] = ['FP32', 'FP64', 'INT32', 'INT64', 'BOOL', 'UINT8', 'INT8'];
-
-/** onnxruntime's tensor type names for our datatypes. */
-export const ORT_TYPE: Record<Datatype, string> = {
-  FP32: 'float32',
-  FP64: 'float64',
-  INT32: 'int32',
-  INT64: 'int64',
-  BOOL: 'bool',
-  UINT8: 'uint8',
-  INT8: 'int8',
-};
-
 type Raw = Record<string, unknown>;
 
 function fail(msg: string): never {
   throw new Error(msg);
-}
-
-function tensorSpecs(raw: unknown, what: string): TensorSpec[] {
-  if (!Array.isArray(raw) || raw.length === 0) fail(`'${what}' must list at least one tensor`);
-  return raw.map((t: Raw, i) => {
-    const at = `${what}[${i}]`;
-    if (typeof t?.name !== 'string' || !t.name) fail(`'${at}.name' is required`);
-    if (!DATATYPES.includes(t.datatype as Datatype)) fail(`'${at}.datatype' must be one of ${DATATYPES.join(', ')}`);
-    const shape = t.shape;
-    if (!Array.isArray(shape) || shape.length === 0 || !shape.every((d) => Number.isInteger(d) && (d === -1 || d > 0))) {
-      fail(`'${at}.shape' must be a list of positive integers or -1`);
-    }
-    if (shape[0] !== -1) fail(`'${at}.shape' must start with the dynamic batch dimension -1`);
-    return { name: t.name, datatype: t.datatype as Datatype, shape: shape as number[] };
-  });
-}
-
-/** Validates a parsed config.yaml and fills in defaults. Throws with the field at fault. */
-export function parseModelConfig(raw: unknown, fallbackName: string): ModelConfig {
-  if (typeof raw !== 'object' || raw === null) fail('config.yaml must hold a mapping');
-  const r = raw as Raw;
-  const pool = (r.pool ?? 'cpu') as PoolName;
-  if (pool !== 'cpu' && pool !== 'gpu') fail(`'pool' must be cpu or gpu`);
-  const inputs = tensorSpecs(r.inputs, 'inputs');
-  const outputs = tensorSpecs(r.outputs, 'outputs');
-  const labels = r.labels as string[] | undefined;
-  if (labels !== undefined && (!Array.isArray(labels) || !labels.every((l) => typeof l === 'string')))
-    fail(`'labels' must be a list of strings`);
-  const task = (r.task ?? (labels ? 'classification' : 'raw')) as ModelConfig['task'];
-  if (task !== 'classification' && task !== 'raw') fail(`'task' must be classification or raw`);
-  const scoresOutput = (r.scoresOutput as string | undefined) ?? outputs[0].name;
-  const scores = outputs.find((o) => o.name === scoresOutput);
-  if (!scores) fail(`'scoresOutput' names no output: ${scoresOutput}`);
-  if (task === 'classification') {
-    if (!labels) fail(`'labels' is required for a classification model`);
-    const width = scores.shape[scores.shape.length - 1];
-    if (width !== -1 && width !== labels.length)
-      fail(`'labels' has ${labels.length} names but output '${scoresOutput}' has ${width} classes`);
-  }
-  const scoresKind = (r.scoresKind ?? 'probabilities') as ModelConfig['scoresKind'];
-  if (scoresKind !== 'probabilities' && scoresKind !== 'logits') fail(`'scoresKind' must be probabilities or logits`);
-  const pre = r.preprocessing as Raw | undefined;
-  if (pre) {
-    if (pre.type !== 'char-ngrams') fail(`'preprocessing.type' must be char-ngrams`);
-    if (!Number.isInteger(pre.dims) || (pre.dims as number) <= 0) fail(`'preprocessing.dims' must be a positive integer`);
-    if (inputs.length !== 1 || inputs[0].shape.length !== 2 || inputs[0].shape[1] !== pre.dims) {
-      fail(`'preprocessing' yields [-1, ${pre.dims}] but the model's input is ${JSON.stringify(inputs.map((i) => i.shape))}`);
-    }
-  }
-  const num = (v: unknown, d: number, at: string, min = 0): number => {
-    if (v === undefined) return d;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < min) fail(`'${at}' must be a number >= ${min}`);
-    return v;
-  };
-  const cache = (r.cache ?? {}) as Raw;
-  const batching = (r.batching ?? {}) as Raw;
-  const retry = (r.retry ?? {}) as Raw;
-  const policy = (batching.policy ?? 'fixed') as ModelConfig['batching']['policy'];
-  if (!['fixed', 'aimd', 'predictive'].includes(policy)) fail(`'batching.policy' must be fixed, aimd or predictive`);
-  return {
-    name: typeof r.name === 'string' ? r.name : fallbackName,
-    description: typeof r.description === 'string' ? r.description : undefined,
-    pool,
-    task,
-    inputs,
-    outputs,
-    labels,
-    scoresOutput,
-    scoresKind,
-    preprocessing: pre as ModelConfig['preprocessing'],
-    cache: { enabled: cache.enabled !== false, ttlMs: num(cache.ttlMs, 300_000, 'cache.ttlMs') },
-    batching: {
-      policy,
-      maxBatchSize: num(batching.maxBatchSize, 32, 'batching.maxBatchSize', 1),
-      maxDelayMs: num(batching.maxDelayMs, 5, 'batching.maxDelayMs'),
-      sloMs: num(batching.sloMs, 50, 'batching.sloMs', 1),
-    },
-    retry: { attempts: num(retry.attempts, 3, 'retry.attempts', 1), backoffMs: num(retry.backoffMs, 1000, 'retry.backoffMs') },
-    maxRowsPerRequest: num(r.maxRowsPerRequest, 256, 'maxRowsPerRequest', 1),
-  };
 }
 
 function readYaml(path: string): Raw | undefined {

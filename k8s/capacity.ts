@@ -6,7 +6,7 @@
  */
 import { isAbsolute, join } from 'node:path';
 import type { PoolName } from '../core/config.ts';
-import type { BatchingSpec } from '../core/model-config.ts';
+import { MODEL_DEFAULTS, type BatchingSpec } from '../core/model-config.ts';
 import { planCapacity, type CapacityPlan } from '../core/simulation/capacity.ts';
 import { loadProfile } from '../core/simulation/service.ts';
 import type { LoadedServer } from './load.ts';
@@ -22,7 +22,12 @@ export interface ReplicaSuggestion {
 function poolBatching(p: PoolSizing): BatchingSpec {
   if (p.pool === 'cpu') return { policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0, sloMs: p.sloMs };
   const b = p.models.find((m) => m.batching)?.batching ?? {};
-  return { policy: b.policy ?? 'fixed', maxBatchSize: p.batchSize, maxDelayMs: b.maxDelayMs ?? 5, sloMs: p.sloMs };
+  return {
+    policy: b.policy ?? MODEL_DEFAULTS.batching.policy,
+    maxBatchSize: p.batchSize,
+    maxDelayMs: b.maxDelayMs ?? MODEL_DEFAULTS.batching.maxDelayMs,
+    sloMs: p.sloMs,
+  };
 }
 
 /**

@@ -9,10 +9,9 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import type { TensorSpec } from '../core/model-config.ts';
+import { MODEL_DEFAULTS, type TensorSpec } from '../core/model-config.ts';
 
 const CHILD = fileURLToPath(new URL('./measure-child.ts', import.meta.url));
-const DEFAULT_MAX_BATCH = 32;
 
 export interface ModelMeasurement {
   model: string;
@@ -85,7 +84,7 @@ export async function measureModel(repositoryDir: string, model: string, version
   const base = readConfig(join(modelDir, 'config.yaml'));
   const over = readConfig(join(modelDir, v, 'config.yaml'));
   const inputs = over.inputs ?? base.inputs ?? null;
-  const maxBatch = over.batching?.maxBatchSize ?? base.batching?.maxBatchSize ?? DEFAULT_MAX_BATCH;
+  const maxBatch = over.batching?.maxBatchSize ?? base.batching?.maxBatchSize ?? MODEL_DEFAULTS.batching.maxBatchSize;
   const batchSizes = [...new Set([1, maxBatch])];
   const out = await run([CHILD, JSON.stringify({ path, inputs, batchSizes })], 300_000);
   const r = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as {

@@ -3,12 +3,10 @@
  * the queue depth autoscaling aims at, and the time allowed for start-up.
  */
 import { POOLS, type PoolName } from '../core/config.ts';
+import { MODEL_DEFAULTS } from '../core/model-config.ts';
 import { planPool, PoolSizingError, mib, type PoolPlan } from '../core/worker/sizing.ts';
 import { parseQuantity } from './quantity.ts';
 import type { ModelServer, ModelSpec, PoolSpec } from './resource.ts';
-
-/** The model-config defaults (`core/model-config.ts`) used when the resource leaves them out. */
-export const MODEL_DEFAULTS = { maxBatchSize: 32, sloMs: 50 };
 
 export interface PoolSizing {
   pool: PoolName;
@@ -75,8 +73,8 @@ function sizePool(ms: ModelServer, pool: PoolName, spec: PoolSpec): PoolSizing {
     gpuMemoryBytes: spec.gpuMemory !== undefined ? parseQuantity(spec.gpuMemory) : undefined,
   };
   const modelBytes = models.map((m) => parseQuantity(m.memory));
-  const batchSize = pool === 'gpu' ? Math.max(...models.map((m) => m.batching?.maxBatchSize ?? MODEL_DEFAULTS.maxBatchSize)) : 1;
-  const sloMs = Math.max(...models.map((m) => m.slo?.latencyMs ?? MODEL_DEFAULTS.sloMs));
+  const batchSize = pool === 'gpu' ? Math.max(...models.map((m) => m.batching?.maxBatchSize ?? MODEL_DEFAULTS.batching.maxBatchSize)) : 1;
+  const sloMs = Math.max(...models.map((m) => m.slo?.latencyMs ?? MODEL_DEFAULTS.batching.sloMs));
   let plan: PoolPlan;
   try {
     plan = planPool({

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tensor } from 'onnxruntime-node';
 import { charNgramFeatures, type CharNgramOptions } from '../core/preprocess/char-ngrams.ts';
-import type { ModelConfig } from '../core/model-config.ts';
+import { parseModelConfig, type ModelConfig, type ModelConfigFile } from '../core/model-config.ts';
 import { buildBenchLayers, measureThroughput, MLP_BENCH_SIZES, parameterCount } from './models/bench-mlp.ts';
 import { modelConfigYaml } from './models/model-config-yaml.ts';
 import { loadNameGenderSplit, nameGenderDatasetStats } from './models/names-dataset.ts';
@@ -35,6 +35,11 @@ import {
   trainNameGender,
   type NameGenderTrainOptions,
 } from './models/train-name-gender.ts';
+
+/** A model's config as the server reads it: what the builder states, validated, with the defaults filled in. */
+function modelConfig(file: ModelConfigFile & { name: string }): ModelConfig {
+  return parseModelConfig(file, file.name);
+}
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const MODELS_DIR = path.join(ROOT, 'models');
@@ -225,7 +230,8 @@ async function buildNameGender(): Promise<void> {
     },
   });
 
-  const config: ModelConfig = {
+  // What the model decides; the rest is core/model-config.ts's MODEL_DEFAULTS, written out in full.
+  const config = modelConfig({
     name: 'name-gender',
     description: 'First name -> female / male. Hashed character n-grams, MLP, trained on @stdlib first-name datasets.',
     pool: 'cpu',
@@ -236,11 +242,7 @@ async function buildNameGender(): Promise<void> {
     scoresOutput: 'probabilities',
     scoresKind: 'probabilities',
     preprocessing,
-    cache: { enabled: true, ttlMs: 300_000 },
-    batching: { policy: 'fixed', maxBatchSize: 32, maxDelayMs: 5, sloMs: 50 },
-    retry: { attempts: 3, backoffMs: 1000 },
-    maxRowsPerRequest: 256,
-  };
+  });
   await writeFile(path.join(dir, 'config.yaml'), modelConfigYaml(config, HEADER));
   console.log(`name-gender: wrote ${path.relative(ROOT, dir)}/{config.yaml,1/model.onnx,1/metrics.json}`);
 }
@@ -291,7 +293,7 @@ async function buildMlpBench(): Promise<void> {
     throughput,
   });
 
-  const config: ModelConfig = {
+  const config = modelConfig({
     name: 'mlp-bench',
     description: 'Random-weight MLP 512 -> 2048 -> 2048 -> 10 (seeded) for load and batching work; outputs are meaningless.',
     pool: 'gpu',
@@ -301,11 +303,8 @@ async function buildMlpBench(): Promise<void> {
     labels: Array.from({ length: outWidth }, (_, i) => `class-${i}`),
     scoresOutput: 'logits',
     scoresKind: 'logits',
-    cache: { enabled: false, ttlMs: 300_000 },
-    batching: { policy: 'fixed', maxBatchSize: 32, maxDelayMs: 5, sloMs: 50 },
-    retry: { attempts: 3, backoffMs: 1000 },
-    maxRowsPerRequest: 256,
-  };
+    cache: { enabled: false },
+  });
   await writeFile(path.join(dir, 'config.yaml'), modelConfigYaml(config, HEADER));
   console.log(`mlp-bench: wrote ${path.relative(ROOT, dir)}/{config.yaml,1/model.onnx,1/metrics.json}`);
 }
@@ -445,7 +444,7 @@ async function buildSpamMlp(): Promise<void> {
     },
   });
 
-  const config: ModelConfig = {
+  const config = modelConfig({
     name: 'spam-mlp',
     description: `Mail -> ham / spam from ${dims} hashed word counts (scripts/models/spam-dataset.ts). MLP trained on the Spam Assassin corpus; the small numeric model of npm run bench:path.`,
     pool: 'cpu',
@@ -456,11 +455,9 @@ async function buildSpamMlp(): Promise<void> {
     scoresOutput: 'probabilities',
     scoresKind: 'probabilities',
     // Off so the benchmark measures the serving path, not the cache.
-    cache: { enabled: false, ttlMs: 300_000 },
-    batching: { policy: 'fixed', maxBatchSize: 32, maxDelayMs: 2, sloMs: 50 },
-    retry: { attempts: 3, backoffMs: 1000 },
-    maxRowsPerRequest: 256,
-  };
+    cache: { enabled: false },
+    batching: { maxDelayMs: 2 },
+  });
   await writeFile(path.join(dir, 'config.yaml'), modelConfigYaml(config, HEADER));
   console.log(`spam-mlp: wrote ${path.relative(ROOT, dir)}/{config.yaml,1/model.onnx,1/metrics.json}`);
 }

@@ -8,9 +8,9 @@
  */
 import { mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { startPrivateRedis } from '../test/support/redis-server.ts';
-import { dropPrefix, startApi, startWorker, uniquePrefix } from '../test/support/stack.ts';
-import { launchBrowser, offlineContext } from '../test/support/browser.ts';
+import { startPrivateRedis } from '../harness/private-redis.ts';
+import { dropPrefix, startApi, startWorker, uniquePrefix } from '../harness/stack.ts';
+import { launchBrowser, offlineContext } from '../harness/browser.ts';
 import { loadNameGenderSplit } from './models/names-dataset.ts';
 
 const DOCS = fileURLToPath(new URL('../docs/', import.meta.url));

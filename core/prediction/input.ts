@@ -6,6 +6,7 @@
 import { badInput } from '../errors.ts';
 import type { Tensor } from '../tensor.ts';
 import type { Datatype, ModelConfig } from '../model-config.ts';
+import { CHAR_NGRAM_DEFAULTS } from '../preprocess/char-ngrams.ts';
 
 /** An input tensor: a plain array from a request, a typed array once off the wire. */
 export type TensorData = Tensor;
@@ -176,7 +177,7 @@ export function normalizeInput(input: PredictionInput, config: ModelConfig, maxR
     if (!config.preprocessing) throw badInput(`input.${form}`, `model '${config.name}' takes no text; send features, instances or tensors`);
     if (texts.length === 0) throw badInput('input.texts', 'expected at least one text');
     if (texts.length > limit) throw tooMany('input.texts', texts.length);
-    const maxLength = config.preprocessing.maxLength ?? 256;
+    const maxLength = config.preprocessing.maxLength ?? CHAR_NGRAM_DEFAULTS.maxLength;
     texts.forEach((t, i) => {
       const at = form === 'text' ? 'input.text' : `input.texts[${i}]`;
       if (typeof t !== 'string' || t.trim().length === 0) throw badInput(at, 'expected a non-empty string');

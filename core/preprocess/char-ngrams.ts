@@ -20,6 +20,14 @@ export interface CharNgramOptions {
   maxLength?: number;
 }
 
+/** What a `preprocessing` block leaves out gets these (with the `@defaultValue`s above, held together by test/functional/model-config.test.ts). */
+export const CHAR_NGRAM_DEFAULTS: Readonly<Required<Omit<CharNgramOptions, 'type' | 'dims'>>> = Object.freeze({
+  ngrams: Object.freeze([1, 2, 3]) as number[],
+  lowercase: true,
+  boundaries: true,
+  maxLength: 256,
+});
+
 /** FNV-1a, 32 bit: stable across processes and platforms (unlike a seeded hash). */
 function fnv1a(text: string): number {
   let h = 0x811c9dc5;
@@ -35,9 +43,12 @@ export function charNgramFeatures(text: string, options: CharNgramOptions, out?:
   const dims = options.dims;
   const vec = out ?? new Float32Array(dims);
   vec.fill(0);
-  let t = options.lowercase === false ? text.trim() : text.trim().toLowerCase();
-  if (options.boundaries !== false) t = `^${t}$`;
-  for (const n of options.ngrams ?? [1, 2, 3]) {
+  const lowercase = options.lowercase ?? CHAR_NGRAM_DEFAULTS.lowercase;
+  const boundaries = options.boundaries ?? CHAR_NGRAM_DEFAULTS.boundaries;
+  // Only an explicit `false` turns either off (a config may hold anything).
+  let t = lowercase === false ? text.trim() : text.trim().toLowerCase();
+  if (boundaries !== false) t = `^${t}$`;
+  for (const n of options.ngrams ?? CHAR_NGRAM_DEFAULTS.ngrams) {
     for (let i = 0; i + n <= t.length; i++) {
       const gram = t.slice(i, i + n);
       vec[fnv1a(`${n}:${gram}`) % dims] += 1;

@@ -11,7 +11,7 @@ import type { PoolName } from '../config.ts';
 import type { ModelVersion } from '../model-repository.ts';
 import { encodeRows, nonFiniteOutput, rowPredictions, type TensorValue } from '../runtime/postprocess.ts';
 import type { Batcher } from '../batching/batcher.ts';
-import type { BatchingSpec, ModelConfig } from '../model-config.ts';
+import { MODEL_DEFAULTS, type BatchingSpec, type ModelConfig } from '../model-config.ts';
 import { fromWire } from '../prediction/input.ts';
 import type { ResultStore } from '../prediction/result-store.ts';
 import { whileUnreachable } from '../redis.ts';
@@ -33,7 +33,7 @@ import {
  * job per inference (the API's edge batcher has already gathered its concurrent requests).
  */
 export function batchingSpec(pool: PoolName, mv: ModelVersion | undefined): BatchingSpec {
-  const spec = mv?.config.batching ?? { policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0, sloMs: 50 };
+  const spec = mv?.config.batching ?? { ...MODEL_DEFAULTS.batching, maxBatchSize: 1, maxDelayMs: 0 };
   return pool === 'gpu' ? spec : { ...spec, policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0 };
 }
 

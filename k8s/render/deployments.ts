@@ -1,7 +1,7 @@
 /**
  * Deployments for the API and for each worker pool. Workers carry their sizing twice:
- * as the `BATCHLINE_WORKER_*` environment the worker obeys, and as annotations that
- * say how it was decided (the same lines as `batchline k8s explain`).
+ * as the `workers.*` settings the worker obeys (set by environment, `BATCHLINE_WORKER_*`),
+ * and as annotations that say how it was decided (the same lines as `batchline k8s explain`).
  */
 import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
 import type { IDeploymentStrategy } from 'kubernetes-models/apps/v1/DeploymentStrategy';
@@ -23,7 +23,7 @@ import {
   labels,
   type Component,
 } from './common.ts';
-import { baseEnv, httpProbe, resources, volumeMounts, volumes } from './pod.ts';
+import { baseEnv, httpProbe, resources, secretEnv, settingsEnv, volumeMounts, volumes } from './pod.ts';
 
 const API_RESOURCES = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } };
 // Room for in-flight work to finish (workers.shutdownTimeoutMs) before SIGKILL.
@@ -89,11 +89,8 @@ export function apiDeployment(ms: ModelServer, configHash: string): IDeployment 
   const env = baseEnv(ms);
   if (ms.spec.auth?.secretRef) {
     // Keys given means keys required: the server's default (off) is for local use only.
-    env.push({ name: 'BATCHLINE_AUTH', value: 'true' });
-    env.push({
-      name: 'BATCHLINE_API_KEYS',
-      valueFrom: { secretKeyRef: { name: ms.spec.auth.secretRef.name, key: ms.spec.auth.secretRef.key } },
-    });
+    env.push(...settingsEnv({ auth: { enabled: true } }));
+    env.push(secretEnv('auth.keys', { name: ms.spec.auth.secretRef.name, key: ms.spec.auth.secretRef.key }));
   }
   const container: IContainer = {
     name: 'api',
@@ -145,12 +142,16 @@ export function workerDeployment(ms: ModelServer, p: PoolSizing, configHash: str
   const component: Component = `worker-${p.pool}`;
   const env = [
     ...baseEnv(ms),
-    { name: 'BATCHLINE_WORKER_CONCURRENCY', value: String(p.plan.concurrency) },
-    { name: 'BATCHLINE_WORKER_THREADS', value: String(p.plan.slots) },
-    { name: 'BATCHLINE_INTRA_OP_THREADS', value: String(p.plan.intraOpThreads) },
-    // Fail loudly on a GPU node without CUDA rather than fall back to the CPU quietly.
-    { name: 'BATCHLINE_EXECUTION_PROVIDER', value: gpu ? 'cuda' : 'cpu' },
-    { name: 'BATCHLINE_WORKER_HTTP_PORT', value: String(WORKER_HTTP_PORT) },
+    ...settingsEnv({
+      workers: {
+        concurrency: p.plan.concurrency,
+        threads: p.plan.slots,
+        intraOpThreads: p.plan.intraOpThreads,
+        // Fail loudly on a GPU node without CUDA rather than fall back to the CPU quietly.
+        executionProvider: gpu ? 'cuda' : 'cpu',
+        httpPort: WORKER_HTTP_PORT,
+      },
+    }),
   ];
   const container: IContainer = {
     name: 'worker',

@@ -7,10 +7,11 @@ import type { IProbe } from 'kubernetes-models/v1/Probe';
 import type { IResourceRequirements } from 'kubernetes-models/v1/ResourceRequirements';
 import type { IVolume } from 'kubernetes-models/v1/Volume';
 import type { IVolumeMount } from 'kubernetes-models/v1/VolumeMount';
+import { CONFIG_FILE_ENV, envVarOf, type ConfigPath } from '../../core/config.ts';
 import type { ModelServer, ResourceList } from '../resource.ts';
 import { volumeName } from '../validate.ts';
 import { CONFIG_DIR, LOG_DIR, MODELS_DIR, componentName, redisSecret } from './common.ts';
-import { CONFIG_FILE, MODEL_OVERRIDES_FILE } from './config.ts';
+import { CONFIG_FILE, MODEL_OVERRIDES_FILE, type ConfigOverrides } from './config.ts';
 
 export function volumes(ms: ModelServer): IVolume[] {
   const out: IVolume[] = [
@@ -45,17 +46,30 @@ export function volumeMounts(ms: ModelServer): IVolumeMount[] {
   return out;
 }
 
+/**
+ * Environment that sets server settings, given in the server's own configuration shape: each
+ * variable's name comes from core/config.ts's ENV_VARS, so the renderer cannot spell one the
+ * server does not read, and `tsc` checks each value's type. In the order given.
+ */
+export function settingsEnv(settings: ConfigOverrides): IEnvVar[] {
+  return Object.entries(settings).flatMap(([section, values]) =>
+    Object.entries(values ?? {}).map(([key, value]) => ({ name: envVarOf(`${section}.${key}` as ConfigPath), value: String(value) })),
+  );
+}
+
+/** A setting whose value comes from a Secret (named by its config path, as in {@link settingsEnv}). */
+export function secretEnv(path: ConfigPath, secretKeyRef: { name: string; key: string }): IEnvVar {
+  return { name: envVarOf(path), valueFrom: { secretKeyRef } };
+}
+
 /** Environment every batchline container gets: where the config is, and the Redis (or Redis Cluster) URL from its Secret. */
 export function baseEnv(ms: ModelServer): IEnvVar[] {
   const redis = redisSecret(ms);
   return [
-    { name: 'BATCHLINE_CONFIG', value: `${CONFIG_DIR}/${CONFIG_FILE}` },
-    { name: 'BATCHLINE_MODEL_OVERRIDES', value: `${CONFIG_DIR}/${MODEL_OVERRIDES_FILE}` },
+    { name: CONFIG_FILE_ENV, value: `${CONFIG_DIR}/${CONFIG_FILE}` },
+    ...settingsEnv({ models: { overrides: `${CONFIG_DIR}/${MODEL_OVERRIDES_FILE}` } }),
     // A cluster's redis+cluster:// URL sets redis.cluster, which every connection then uses.
-    {
-      name: ms.spec.redis.cluster ? 'BATCHLINE_REDIS_CLUSTER' : 'BATCHLINE_REDIS_URL',
-      valueFrom: { secretKeyRef: { name: redis.name, key: redis.key } },
-    },
+    secretEnv(ms.spec.redis.cluster ? 'redis.cluster' : 'redis.url', { name: redis.name, key: redis.key }),
   ];
 }
 

@@ -6,10 +6,10 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Browser, Page } from 'playwright-core';
 import { gql } from '../support/clients.ts';
-import { startApi, uniquePrefix, type RunningApi } from '../support/stack.ts';
+import { startApi, uniquePrefix, type RunningApi } from '../../harness/stack.ts';
 import { hashApiKey } from '../../server/auth.ts';
 import { useStack } from '../support/use-stack.ts';
-import { launchBrowser, offlineContext, type OfflineContext } from '../support/browser.ts';
+import { launchBrowser, offlineContext, type OfflineContext } from '../../harness/browser.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('graphiql');

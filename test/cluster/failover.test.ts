@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gql, wsClient } from '../support/clients.ts';
 import { Queue } from 'bullmq';
 import { clusterClient, clusterStack, useCluster } from '../support/cluster.ts';
-import { startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 
 const holder = useCluster({ nodeTimeoutMs: 1000 });

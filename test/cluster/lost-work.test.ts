@@ -12,7 +12,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gql, wsClient } from '../support/clients.ts';
 import { clusterStack, shardSubscribers, useCluster } from '../support/cluster.ts';
-import { startApi, uniquePrefix, type RunningApi } from '../support/stack.ts';
+import { startApi, uniquePrefix, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 import { LOST_WORK_GRACE_MS } from '../../core/prediction/lost-work.ts';
 

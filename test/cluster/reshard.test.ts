@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gql, sseCollect } from '../support/clients.ts';
 import { clusterStack, useCluster } from '../support/cluster.ts';
-import { startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 
 const holder = useCluster();
 const prefix = uniquePrefix('reshard');

@@ -17,7 +17,7 @@ import {
   type Child,
   type RunningApi,
   type StackOptions,
-} from '../support/stack.ts';
+} from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 import { shardOf } from '../../core/prediction/queues.ts';
 import { keyspace } from '../../core/redis.ts';

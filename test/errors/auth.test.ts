@@ -11,8 +11,8 @@ import { describe, expect, inject, it } from 'vitest';
 import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { gql, wsCollect, type GqlResponse } from '../support/clients.ts';
-import { freePort } from '../support/redis-server.ts';
-import { CLI, REPO_MODELS, uniquePrefix } from '../support/stack.ts';
+import { freePort } from '../../cli/local-redis.ts';
+import { CLI, REPO_MODELS, uniquePrefix } from '../../harness/stack.ts';
 import { createAuthenticator, hashApiKey, parseApiKeys } from '../../server/auth.ts';
 import { ANONYMOUS, authorize, type Principal } from '../../core/api/authorization.ts';
 import { DEFAULT_CONFIG } from '../../core/config.ts';
@@ -21,6 +21,7 @@ import { createLogger, REDACTED } from '../../core/logger.ts';
 import { pino } from 'pino';
 import { ServingError } from '../../core/errors.ts';
 import { useStack } from '../support/use-stack.ts';
+import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('auth');
@@ -392,10 +393,15 @@ describe('keys never reach the logs', () => {
     proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
     proc.stderr.on('data', (d: Buffer) => (out += d.toString()));
     try {
-      for (let i = 0; !/API listening/.test(out); i++) {
-        if (i > 600 || proc.exitCode !== null) throw new Error(`serve did not start:\n${out}`);
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await until(
+        () => {
+          if (proc.exitCode !== null) throw new Error(`serve exited with ${proc.exitCode} before listening:\n${out}`);
+          return /API listening/.test(out);
+        },
+        () => `serve to listen:\n${out}`,
+        30_000,
+        50,
+      );
       const url = `http://127.0.0.1:${port}/graphql`;
       const wrong = 'wrong-key-7d3e9f';
       await gql(url, PREDICT, { m: 'name-gender', i: { text: 'Maria' } }, key(KEYS.alice));

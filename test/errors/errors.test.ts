@@ -6,8 +6,8 @@
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
-import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
-import { REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../support/stack.ts';
+import { startPrivateRedis, type PrivateRedis } from '../../harness/private-redis.ts';
+import { REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../../harness/stack.ts';
 import { cpSync } from 'node:fs';
 import { Queue } from 'bullmq';
 import { getIntrospectionQuery } from 'graphql';
@@ -376,10 +376,7 @@ describe('503 with Retry-After while Redis is unreachable', () => {
 
   it('recovers by itself when Redis is back', async () => {
     await redis.start();
-    for (;;) {
-      if ((await fetch(downApi.url.replace('/graphql', '/ready'))).status === 200) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
+    await until(async () => (await fetch(downApi.url.replace('/graphql', '/ready'))).status === 200, 'the API ready again', 30_000, 100);
     const r = await gql<{ submitPrediction: { id: string } }>(
       downApi.url,
       'mutation { submitPrediction(model: "name-gender", input: { text: "Ann" }) { id status } }',

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import WebSocket from 'ws';
 import { CloseCode } from 'graphql-ws';
 import { hashApiKey } from '../../server/auth.ts';
-import { dropPrefix, spawnCli, startWorker, uniquePrefix, type Child } from '../support/stack.ts';
+import { dropPrefix, spawnCli, startWorker, uniquePrefix, type Child } from '../../harness/stack.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('fuzz');

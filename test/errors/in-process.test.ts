@@ -9,7 +9,7 @@ import { createApp, type App } from '../../server/app.ts';
 import { hashApiKey } from '../../server/auth.ts';
 import { createLogger } from '../../core/logger.ts';
 import { Deadline } from '../../core/shutdown.ts';
-import { configFor, uniquePrefix } from '../support/stack.ts';
+import { configFor, uniquePrefix } from '../../harness/stack.ts';
 
 const KEY = 'in-process-1f2e3d4c';
 const NARROW = 'narrow-5a6b7c8d9e0f';

@@ -16,11 +16,12 @@ import { createClient, type Client } from 'graphql-ws';
 import WebSocket from 'ws';
 import { Redis } from 'ioredis';
 import { gql, wsClient, wsCollect, type GqlResponse } from '../support/clients.ts';
-import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
-import { dropPrefix, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { startPrivateRedis, type PrivateRedis } from '../../harness/private-redis.ts';
+import { dropPrefix, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { hashApiKey } from '../../server/auth.ts';
 import { RateLimiter } from '../../core/api/rate-limiter.ts';
 import { createRedis } from '../../core/redis.ts';
+import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('limits');
@@ -416,7 +417,8 @@ describe('the rate limiter fails open', () => {
     // Closing the API waits on its Redis connections: bring Redis back, and wait until the
     // API is ready again (as errors.test.ts does), before closing.
     await redis?.start();
-    if (down) while ((await fetch(down.url.replace('/graphql', '/ready'))).status !== 200) await new Promise((r) => setTimeout(r, 100));
+    if (down)
+      await until(async () => (await fetch(down.url.replace('/graphql', '/ready'))).status === 200, 'the API ready again', 30_000, 100);
     await down?.close();
     await redis?.stop();
   });

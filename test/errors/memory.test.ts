@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { BYTES_PER_SOURCE_CHAR, parseCache } from '../../server/parse-cache.ts';
-import { dropPrefix, listeningPort, spawnCli, uniquePrefix, type Child } from '../support/stack.ts';
+import { dropPrefix, listeningPort, spawnCli, uniquePrefix, type Child } from '../../harness/stack.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('memory');

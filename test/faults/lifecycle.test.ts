@@ -7,8 +7,17 @@ import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
-import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
-import { dropPrefix, listeningPort, spawnCli, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { startPrivateRedis, type PrivateRedis } from '../../harness/private-redis.ts';
+import {
+  dropPrefix,
+  listeningPort,
+  spawnCli,
+  startApi,
+  startWorker,
+  uniquePrefix,
+  type Child,
+  type RunningApi,
+} from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 
 const SUBMIT = 'mutation($i: PredictionInput!) { submitPrediction(model: "mlp-bench", input: $i) { id } }';
@@ -72,6 +81,7 @@ describe('SIGTERM on a worker', () => {
       const second = await startWorker('gpu', opts);
       try {
         await until(() => ids.every((id) => results.counts.has(id)), 'every result');
+        // A deliberate sleep, to prove a negative: give a late duplicate the chance to show up (a lock period and more).
         await new Promise((r) => setTimeout(r, 2500));
         expect(ids.filter((id) => results.counts.get(id)! > 1)).toEqual([]);
       } finally {

@@ -8,8 +8,8 @@ import { Queue } from 'bullmq';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { gql } from '../support/clients.ts';
 import { alive, lastLine, loggedPids, stopsBefore } from '../support/processes.ts';
-import { startPrivateRedis, type PrivateRedis } from '../support/redis-server.ts';
-import { dropPrefix, listeningPort, spawnCli, startApi, startWorker, uniquePrefix, type RunningApi } from '../support/stack.ts';
+import { startPrivateRedis, type PrivateRedis } from '../../harness/private-redis.ts';
+import { dropPrefix, listeningPort, spawnCli, startApi, startWorker, uniquePrefix, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 
 // Small bounds; the deadline each process must beat is generous on top (a liveness check:

@@ -7,7 +7,7 @@ import { QueueEvents } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql } from '../support/clients.ts';
-import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
@@ -80,7 +80,7 @@ describe('worker killed mid-batch', () => {
     const survivor = await startWorker('gpu', opts);
     workers.push(survivor);
     await until(() => ids.every((id) => published.has(id)), 'every result');
-    // Give a late duplicate the chance to show up: a second lock period.
+    // A deliberate sleep, to prove a negative: give a late duplicate the chance to show up (a second lock period).
     await new Promise((r) => setTimeout(r, 2500));
     const lost = ids.filter((id) => !published.has(id)).length;
     const duplicated = ids.filter((id) => (published.get(id) ?? 0) > 1).length;

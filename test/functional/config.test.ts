@@ -1,9 +1,13 @@
 /**
- * The configuration's defaults as the README states them, and the settings validated at start.
+ * The configuration's defaults as the README and the field docs state them, and the settings validated at start.
  */
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_CONFIG, ENV_VARS, loadConfig } from '../../core/config.ts';
+import { documentedDefaults, leaves } from '../support/jsdoc-defaults.ts';
 
 const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 
@@ -35,6 +39,23 @@ describe('defaults', () => {
     }
     expect(checked.length).toBeGreaterThan(10);
   });
+
+  it('every setting has a @defaultValue, and it is the one in DEFAULT_CONFIG', () => {
+    const documented = documentedDefaults(new URL('../../core/config.ts', import.meta.url), 'BatchlineConfig');
+    const actual = leaves(DEFAULT_CONFIG);
+    expect([...documented.keys()].sort()).toEqual([...actual.keys()].sort());
+    for (const [path, value] of actual) expect(documented.get(path)!.value, path).toEqual(value);
+  });
+
+  it('every setting but the file itself can be set from the environment', () => {
+    expect(Object.values(ENV_VARS).sort()).toEqual([...leaves(DEFAULT_CONFIG).keys()].sort());
+  });
+
+  it('a worker serves /health, /ready and /metrics only when workers.httpPort is set', () => {
+    expect(DEFAULT_CONFIG.workers.httpPort).toBe(0);
+    expect(loadConfig({ env: { BATCHLINE_WORKER_HTTP_PORT: '9464' } }).workers.httpPort).toBe(9464);
+    expect(readmeDefault('BATCHLINE_WORKER_HTTP_PORT')).toBe('0');
+  });
 });
 
 describe('validation at start', () => {
@@ -42,5 +63,26 @@ describe('validation at start', () => {
     expect(() => loadConfig({ env: { BATCHLINE_LOG_LEVEL: 'verbose' } })).toThrow(/'log\.level' must be/);
     expect(() => loadConfig({ env: { BATCHLINE_LOG_REQUESTS: 'some' } })).toThrow(/'log\.requests' must be all, errors or off/);
     expect(loadConfig({ env: { BATCHLINE_LOG_REQUESTS: 'errors' } }).log.requests).toBe('errors');
+  });
+
+  it('refuses an unknown execution provider or log level from the config file too, saying what was given', () => {
+    expect(() => loadConfig({ env: { BATCHLINE_EXECUTION_PROVIDER: 'rocm' } })).toThrow(
+      "config: 'workers.executionProvider' must be auto, cpu or cuda, got 'rocm'",
+    );
+    expect(() => loadConfig({ env: {}, overrides: { log: { level: 'loud' } } })).toThrow(
+      "config: 'log.level' must be trace, debug, info, warn, error, fatal or silent, got 'loud'",
+    );
+  });
+
+  it('an unknown log level stops serve and worker at start, exit 1, with the message', async () => {
+    const cli = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));
+    for (const args of [['serve'], ['worker', '--pool', 'cpu']]) {
+      // Nothing is started: the configuration is read first. The Redis URL points nowhere, to be sure.
+      const run = promisify(execFile)(process.execPath, [cli, ...args], {
+        env: { ...process.env, BATCHLINE_LOG_LEVEL: 'verbose', BATCHLINE_REDIS_URL: 'redis://127.0.0.1:1' },
+        timeout: 30_000,
+      });
+      await expect(run).rejects.toMatchObject({ code: 1, stderr: expect.stringContaining("'log.level' must be trace") });
+    }
   });
 });

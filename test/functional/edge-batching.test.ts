@@ -12,7 +12,7 @@ import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
-import { REPO_MODELS, uniquePrefix } from '../support/stack.ts';
+import { REPO_MODELS, uniquePrefix } from '../../harness/stack.ts';
 import { useStack } from '../support/use-stack.ts';
 import { until } from '../support/wait.ts';
 import { bullPriority } from '../../core/prediction/queues.ts';

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { encodeDenseModel } from '../../scripts/models/onnx-writer.ts';
 import { gql } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
-import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
@@ -102,7 +102,8 @@ describe('periodic jobs', () => {
     const queue = new Queue('cpu', { connection: { url: redisUrl }, prefix });
     try {
       await until(async () => (await queue.getJobState(id)) === 'failed', 'the job to fail');
-      await new Promise((r) => setTimeout(r, 1100)); // older than the 1 s TTL
+      // A deliberate sleep, not a wait for a condition: the failed job must grow older than the 1 s TTL.
+      await new Promise((r) => setTimeout(r, 1100));
       const r = await gql<{ runMaintenance: string }>(api.url, 'mutation { runMaintenance(task: "housekeeping") }');
       expect(r.body.errors).toBeUndefined();
       expect(JSON.parse(r.body.data!.runMaintenance).failedJobsRemoved).toBeGreaterThanOrEqual(1);

@@ -12,8 +12,8 @@ import { describe, expect, it } from 'vitest';
 import { redisUrlConfigured } from '../../cli/local-redis.ts';
 import { gql } from '../support/clients.ts';
 import { alive, loggedPids } from '../support/processes.ts';
-import { freePort } from '../support/redis-server.ts';
-import { listeningPort, spawnCli, uniquePrefix } from '../support/stack.ts';
+import { freePort } from '../../cli/local-redis.ts';
+import { listeningPort, spawnCli, uniquePrefix } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 
 /** No Redis URL configured (an empty BATCHLINE_REDIS_URL is unset), the default on a closed port. */

@@ -8,7 +8,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { ModelRepository } from '../../core/model-repository.ts';
 import { gql } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
-import { uniquePrefix } from '../support/stack.ts';
+import { uniquePrefix } from '../../harness/stack.ts';
 import { useStack } from '../support/use-stack.ts';
 
 const redisUrl = inject('redisUrl');

@@ -7,9 +7,11 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { freePort } from '../../cli/local-redis.ts';
 import { createLogger } from '../../core/logger.ts';
 import { gql } from '../support/clients.ts';
-import { dropPrefix, listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
+import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('ops');
@@ -27,11 +29,11 @@ describe('batchline start', () => {
     try {
       const url = `http://127.0.0.1:${port}/graphql`;
       // Workers may still be loading when the API listens: wait for readiness of the model.
-      for (let i = 0; i < 200; i++) {
+      const allReady = async (): Promise<boolean> => {
         const m = await gql<{ models: { name: string; ready: boolean }[] }>(url, '{ models { name ready } }');
-        if (m.body.data!.models.every((x) => x.ready)) break;
-        await new Promise((r) => setTimeout(r, 100));
-      }
+        return m.body.data!.models.every((x) => x.ready);
+      };
+      await until(allReady, 'every model ready', 30_000, 100);
       const r = await gql<{ predict: { label: string; score: number } }>(
         url,
         '{ predict(model: "name-gender", input: { text: "Maria" }) { label score } }',
@@ -54,11 +56,14 @@ describe('batchline start', () => {
 describe('observability', () => {
   let api: RunningApi;
   let worker: Child;
+  let workerHttp: string;
 
   beforeAll(async () => {
+    const port = await freePort();
+    workerHttp = `http://127.0.0.1:${port}`;
     worker = await spawnCli(
       ['worker', '--pool', 'cpu'],
-      { ...opts, env: { ...opts.env, BATCHLINE_LOG_LEVEL: 'debug' } },
+      { ...opts, env: { ...opts.env, BATCHLINE_LOG_LEVEL: 'debug', BATCHLINE_WORKER_HTTP_PORT: String(port) } },
       /"msg":"worker started"/,
     );
     api = await startApi(opts);
@@ -81,7 +86,7 @@ describe('observability', () => {
         .output()
         .split('\n')
         .find((l) => l.includes('"requestId":"req-abc-123"'));
-    for (let i = 0; i < 100 && !find(); i++) await new Promise((r) => setTimeout(r, 50));
+    await until(() => find() !== undefined, 'the worker’s log line with the request id', 10_000, 50);
     const line = find();
     expect(line).toBeDefined();
     expect(JSON.parse(line!)).toMatchObject({ requestId: 'req-abc-123', model: 'name-gender', msg: 'predicted' });
@@ -102,6 +107,15 @@ describe('observability', () => {
     expect(text).toMatch(/batchline_queue_depth\{[^}]*pool="cpu"[^}]*\} 0/);
   });
 
+  it('a worker answers /health, /ready and /metrics on workers.httpPort', async () => {
+    // The worker logs "worker started" before its HTTP side listens.
+    await until(async () => (await fetch(`${workerHttp}/health`).catch(() => undefined))?.status === 200, 'the worker’s /health');
+    expect(await (await fetch(`${workerHttp}/ready`)).json()).toMatchObject({ ready: true });
+    const metrics = await fetch(`${workerHttp}/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(await metrics.text()).toMatch(/^# HELP batchline_/m);
+  });
+
   it('answers /health, /ready and serves GraphiQL to a browser', async () => {
     const base = api.url.replace('/graphql', '');
     expect((await fetch(`${base}/health`)).status).toBe(200);
@@ -119,8 +133,12 @@ describe('file logging', () => {
     logger.info({ probe: 42 }, 'hello file');
     await new Promise<void>((resolve) => logger.flush(() => resolve()));
     // The transport writes from its own thread; give it its turn.
-    for (let i = 0; i < 100 && !readdirSync(dir).some((f) => readFileSync(join(dir, f), 'utf8').includes('hello file')); i++)
-      await new Promise((r) => setTimeout(r, 50));
+    await until(
+      () => readdirSync(dir).some((f) => readFileSync(join(dir, f), 'utf8').includes('hello file')),
+      'the line in the log file',
+      10_000,
+      50,
+    );
     const files = readdirSync(dir);
     expect(files.some((f) => /batchline\.\d{4}-\d{2}-\d{2}\.1\.log$/.test(f))).toBe(true);
     const line = files

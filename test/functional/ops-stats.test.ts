@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Counter, Registry } from 'prom-client';
 import { gql } from '../support/clients.ts';
-import { listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { useStack } from '../support/use-stack.ts';
 import { until } from '../support/wait.ts';
 import { createRedis, whenReady } from '../../core/redis.ts';

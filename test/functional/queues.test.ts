@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
-import { dropPrefix, REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, REPO_MODELS, startApi, startWorker, uniquePrefix, type RunningApi } from '../../harness/stack.ts';
 import { cpSync } from 'node:fs';
 import { join } from 'node:path';
 import { until } from '../support/wait.ts';
@@ -165,6 +165,7 @@ describe('retries and deadlines', () => {
 
   it('drops work whose deadline passed while it waited, answering DEADLINE_EXCEEDED without running it', async () => {
     const id = await submit('mlp-bench', { features: Array.from({ length: 512 }, () => 1) }, 5, 100);
+    // A deliberate sleep: the job's 100 ms deadline must pass before any worker exists to take it.
     await new Promise((r) => setTimeout(r, 300));
     const worker = await startWorker('gpu', opts);
     try {

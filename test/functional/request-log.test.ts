@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient } from 'graphql-ws';
-import { dropPrefix, listeningPort, spawnCli, uniquePrefix, type Child } from '../support/stack.ts';
+import { dropPrefix, listeningPort, spawnCli, uniquePrefix, type Child } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');

@@ -12,8 +12,8 @@ import { createRedis, keyspace, whenReady } from '../../core/redis.ts';
 import { ResultFeed } from '../../core/prediction/result-feed.ts';
 import { ResultStore } from '../../core/prediction/result-store.ts';
 import type { PredictionRecord } from '../../core/prediction/record.ts';
-import { dropPrefix, uniquePrefix } from '../support/stack.ts';
-import { startPrivateRedis } from '../support/redis-server.ts';
+import { dropPrefix, uniquePrefix } from '../../harness/stack.ts';
+import { startPrivateRedis } from '../../harness/private-redis.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('feed');

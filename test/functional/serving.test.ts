@@ -4,7 +4,8 @@
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
-import { dropPrefix, spawnCli, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../support/stack.ts';
+import { dropPrefix, spawnCli, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
+import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('serving');
@@ -31,12 +32,17 @@ afterAll(async () => {
 });
 
 async function pollUntilFinal(id: string): Promise<Record<string, unknown>> {
-  for (;;) {
-    const r = await gql<{ prediction: Record<string, unknown> }>(api.url, POLL, { id });
-    const p = r.body.data!.prediction;
-    if (p.status === 'COMPLETED' || p.status === 'FAILED') return p;
-    await new Promise((res) => setTimeout(res, 20));
-  }
+  let p: Record<string, unknown> | undefined;
+  await until(
+    async () => {
+      p = (await gql<{ prediction: Record<string, unknown> }>(api.url, POLL, { id })).body.data!.prediction;
+      return p.status === 'COMPLETED' || p.status === 'FAILED';
+    },
+    () => `prediction ${id} to be COMPLETED or FAILED (last: ${JSON.stringify(p)})`,
+    45_000,
+    20,
+  );
+  return p!;
 }
 
 describe('predict', () => {

@@ -11,7 +11,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { hashApiKey } from '../../server/auth.ts';
 import { callHandleSummary, loadScript, runScript, type Run } from '../support/k6/host.ts';
 import { failedThresholds, summaryData } from '../support/k6/thresholds.ts';
-import { uniquePrefix } from '../support/stack.ts';
+import { uniquePrefix } from '../../harness/stack.ts';
 import { useStack } from '../support/use-stack.ts';
 
 const redisUrl = inject('redisUrl');

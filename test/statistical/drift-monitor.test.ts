@@ -7,8 +7,9 @@
 import { describe, expect, inject, it } from 'vitest';
 import { loadNameGenderSplit } from '../../scripts/models/names-dataset.ts';
 import { gql } from '../support/clients.ts';
-import { uniquePrefix } from '../support/stack.ts';
+import { uniquePrefix } from '../../harness/stack.ts';
 import { useStack } from '../support/use-stack.ts';
+import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('drift');
@@ -38,14 +39,17 @@ async function send(names: string[]): Promise<void> {
 }
 
 async function reportWith(samples: number): Promise<Report> {
-  const end = Date.now() + 30_000;
-  for (;;) {
-    const r = await gql<{ modelDrift: Report | null }>(stack.api.url, DRIFT);
-    const rep = r.body.data?.modelDrift;
-    if (rep && rep.samples >= samples) return rep;
-    if (Date.now() > end) throw new Error(`no drift report with ${samples} samples: ${JSON.stringify(rep)}`);
-    await new Promise((res) => setTimeout(res, 200));
-  }
+  let rep: Report | null | undefined;
+  await until(
+    async () => {
+      rep = (await gql<{ modelDrift: Report | null }>(stack.api.url, DRIFT)).body.data?.modelDrift;
+      return !!rep && rep.samples >= samples;
+    },
+    () => `a drift report with ${samples} samples (last: ${JSON.stringify(rep)})`,
+    30_000,
+    200,
+  );
+  return rep!;
 }
 
 describe('live drift monitor', () => {

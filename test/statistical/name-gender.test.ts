@@ -10,7 +10,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { loadNameGenderSplit } from '../../scripts/models/names-dataset.ts';
 import { chiSquareGoodnessOfFit } from '../../scripts/models/stats.ts';
 import { gql } from '../support/clients.ts';
-import { uniquePrefix } from '../support/stack.ts';
+import { uniquePrefix } from '../../harness/stack.ts';
 import { useStack } from '../support/use-stack.ts';
 
 const redisUrl = inject('redisUrl');

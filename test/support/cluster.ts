@@ -1,11 +1,11 @@
 /**
  * A test file's Redis Cluster: 3 masters and 3 replicas of the redis-server on PATH, on
- * private ports (cli/local-cluster.ts), started before the file's tests and removed after.
+ * private ports (harness/local-cluster.ts), started before the file's tests and removed after.
  */
 import { afterAll, beforeAll } from 'vitest';
 import { Cluster, Redis } from 'ioredis';
-import { startLocalCluster, type LocalCluster } from '../../cli/local-cluster.ts';
-import type { StackOptions } from './stack.ts';
+import { startLocalCluster, type LocalCluster } from '../../harness/local-cluster.ts';
+import type { StackOptions } from '../../harness/stack.ts';
 
 /**
  * A URL where nothing listens: on a cluster `redis.url` must not be used, so a component that

@@ -4,7 +4,7 @@
  * own unhandled-error check, which vitest.config.ts keeps on explicitly.
  */
 import { afterAll, expect } from 'vitest';
-import { crashedChildren, liveChildren } from './stack.ts';
+import { crashedChildren, liveChildren } from '../../harness/stack.ts';
 
 afterAll(() => {
   expect(crashedChildren, 'a child process crashed on an unhandled rejection or exception').toEqual([]);

@@ -1,6 +1,6 @@
 /** One private redis-server for the whole run; each test file uses its own key prefix. */
 import type { TestProject } from 'vitest/node';
-import { startPrivateRedis, type PrivateRedis } from './redis-server.ts';
+import { startPrivateRedis, type PrivateRedis } from '../../harness/private-redis.ts';
 
 let redis: PrivateRedis | undefined;
 

@@ -1,6 +1,6 @@
 /** Whether processes a test started have really gone, and how they went. */
 import { readFileSync } from 'node:fs';
-import type { Child } from './stack.ts';
+import type { Child } from '../../harness/stack.ts';
 
 /** Alive, and not a zombie waiting for its parent to reap it (Linux reads /proc; elsewhere signal 0 decides). */
 export function alive(pid: number): boolean {

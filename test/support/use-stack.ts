@@ -1,6 +1,6 @@
 /** A test file's stack, started before its tests and stopped after. */
 import { afterAll, beforeAll } from 'vitest';
-import { dropPrefix, startApi, startWorker, type Child, type RunningApi, type StackOptions } from './stack.ts';
+import { dropPrefix, startApi, startWorker, type Child, type RunningApi, type StackOptions } from '../../harness/stack.ts';
 
 /**
  * Starts workers of `pools` and an API for the test file (beforeAll) and stops them and

@@ -1,15 +1,13 @@
 /**
- * A private redis-server for tests, on a free port, so tests never touch the machine's
- * shared Redis and fault tests can stop and restart it.
+ * A private redis-server on a free port, for the tests (so they never touch the machine's
+ * shared Redis, and fault tests can stop and restart it), the benchmark and the screenshots.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { freePort, redisServerArgs } from '../../cli/local-redis.ts';
-
-export { freePort } from '../../cli/local-redis.ts';
+import { freePort, redisServerArgs } from '../cli/local-redis.ts';
 
 export interface PrivateRedis {
   url: string;

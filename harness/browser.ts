@@ -1,5 +1,5 @@
 /**
- * A real browser for tests and screenshots: Debian's Chromium driven by playwright-core,
+ * A real browser for the browser tests and the screenshots: Debian's Chromium driven by playwright-core,
  * headless, with every request that would leave the machine aborted and recorded, so a test
  * can assert that a page needs nothing from outside.
  */

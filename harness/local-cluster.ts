@@ -10,7 +10,7 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { freePort, portFree, redisServerArgs } from './local-redis.ts';
+import { freePort, portFree, redisServerArgs } from '../cli/local-redis.ts';
 
 export interface ClusterNode {
   port: number;

@@ -1,17 +1,17 @@
 /**
- * Real processes for tests: the API in-process on a free port (still real HTTP and
- * WebSocket), workers and extra APIs as child processes of `cli/main.ts`.
+ * Real processes for tests, the benchmark and the screenshots: the API in-process on a free
+ * port (still real HTTP and WebSocket), workers and extra APIs as child processes of `cli/main.ts`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { loadConfig, type BatchlineConfig } from '../../core/config.ts';
-import { createLogger } from '../../core/logger.ts';
-import { createApiServer, type ApiServer } from '../../server/api-server.ts';
+import { loadConfig, type BatchlineConfig } from '../core/config.ts';
+import { createLogger } from '../core/logger.ts';
+import { createApiServer, type ApiServer } from '../server/api-server.ts';
 
-export const CLI = fileURLToPath(new URL('../../cli/main.ts', import.meta.url));
-export const REPO_MODELS = fileURLToPath(new URL('../../models', import.meta.url));
+export const CLI = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
+export const REPO_MODELS = fileURLToPath(new URL('../models', import.meta.url));
 
 export function uniquePrefix(name: string): string {
   return `bltest-${name}-${randomUUID().slice(0, 8)}`;
