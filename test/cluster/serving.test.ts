@@ -180,6 +180,24 @@ describe('on a Redis Cluster', () => {
     await gql(api.url, 'mutation($id: ID!) { cancelPrediction(id: $id) { status } }', { id });
   });
 
+  it('sums every process’s live figures and reads queue depths on the cluster (the operations view and /metrics)', async () => {
+    const STATS = '{ serverStats(windowSeconds: 60) { processes { role } queues { pool waiting } models { name requestsPerSecond } } }';
+    type Stats = {
+      processes: { role: string }[];
+      queues: { pool: string; waiting: number }[];
+      models: { name: string; requestsPerSecond: number }[];
+    };
+    let stats: Stats | undefined;
+    // Each process adds its counts once a second, in one MULTI over keys of one slot.
+    await until(async () => {
+      stats = (await gql<{ serverStats: Stats }>(api.url, STATS)).body.data?.serverStats;
+      return Boolean(stats?.models.find((m) => m.name === 'name-gender')?.requestsPerSecond);
+    }, 'the requests of this file in the live figures');
+    expect(new Set(stats!.processes.map((p) => p.role))).toEqual(new Set(['api', 'worker']));
+    const metrics = await (await fetch(api.url.replace('/graphql', '/metrics'))).text();
+    expect(metrics).toMatch(/batchline_queue_depth\{[^}]*pool="cpu"[^}]*\} \d+/);
+  });
+
   it('keeps priorities with the pool saturated: synchronous work first, then urgent, then the rest', async () => {
     const worker = await startWorker('cpu', {
       ...opts,
@@ -218,6 +236,46 @@ describe('on a Redis Cluster', () => {
     } finally {
       worker.proc.kill('SIGCONT');
       workers.push(worker);
+    }
+  });
+});
+
+describe('rate limits on the cluster', () => {
+  it('holds a client to its bucket across two API processes (429 with Retry-After past its burst)', async () => {
+    const o = clusterStack(holder.cluster, `${prefix}-rl`, {
+      env: { BATCHLINE_MAINTENANCE: 'false', BATCHLINE_RATE_LIMIT_PER_SECOND: '0.1', BATCHLINE_RATE_LIMIT_BURST: '3' },
+    });
+    const [a, b] = await Promise.all([startApi(o), startApi(o)]);
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++) statuses.push((await gql((i % 2 ? b : a).url, '{ __typename }')).status);
+      expect(statuses).toEqual([200, 200, 200, 429, 429]);
+      const refused = await gql(a.url, '{ __typename }');
+      expect(refused.body.errors![0].extensions!.code).toBe('RATE_LIMITED');
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
+
+describe('periodic jobs on the cluster', () => {
+  it('registers the schedulers in the hash-tagged maintenance queue, runs their ticks, and runs each task on demand', async () => {
+    const p = `${prefix}-maint`;
+    const o = clusterStack(holder.cluster, p, { env: { BATCHLINE_POLL_MODELS_CRON: '* * * * * *' } });
+    const maintained = await startApi(o);
+    try {
+      const queue = new Queue(keyspace(p, true).queueName('maintenance'), { connection: client, prefix: p });
+      await until(async () => (await queue.getJobSchedulersCount()) === 3, 'the schedulers');
+      await queue.close();
+      // The poll ticks every second: its fingerprint lands once the maintenance worker ran one.
+      await until(async () => (await client.get(keyspace(p, true).modelsFingerprint)) !== null, 'a poll-models tick');
+      for (const task of ['housekeeping', 'drift-monitor', 'poll-models']) {
+        const r = await gql<{ runMaintenance: string }>(maintained.url, 'mutation($t: String!) { runMaintenance(task: $t) }', { t: task });
+        expect(r.body.errors, task).toBeUndefined();
+      }
+    } finally {
+      await maintained.close();
     }
   });
 });
