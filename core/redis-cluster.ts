@@ -274,7 +274,7 @@ export class ShardedPubSub implements ChannelSubscriber {
       } finally {
         clearTimeout(timer);
       }
-      if (Date.now() > until) throw new Error(`SSUBSCRIBE ${channel}: not confirmed (the slot is moving); Connection is closed`);
+      if (Date.now() > until) throw new Error(`TRYAGAIN SSUBSCRIBE ${channel} not confirmed while its slot moves`);
       await new Promise((r) => setTimeout(r, Math.min(400, 50 * 2 ** attempt)));
     }
   }
