@@ -21,13 +21,13 @@
  * Env: BENCH_SECONDS (per run, default 8), BENCH_ROUNDS (default 2, each runs both orders),
  * BENCH_CONNECTIONS (default 32). Writes bench/results/cluster-<time>.json.
  */
-import { spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import type { LoadResult, LoadSpec } from './load-client.ts';
+import type { LoadSpec } from './load-client.ts';
 import {
+  runLoadClients,
   benchDir,
   cpuMsOf,
   freePort,
@@ -119,21 +119,7 @@ async function load(
     durationMs: SECONDS * 1000,
     maxInFlight: CONNECTIONS,
   }));
-  const results = await Promise.all(
-    specs.map(
-      (spec) =>
-        new Promise<LoadResult>((resolve, reject) => {
-          const child = spawn(process.execPath, [join(ROOT, 'bench', 'load-client.ts'), JSON.stringify(spec)], {
-            stdio: ['ignore', 'pipe', 'inherit'],
-          });
-          let out = '';
-          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-          child.on('exit', (code) =>
-            code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load client exited ${code}`)),
-          );
-        }),
-    ),
-  );
+  const results = await runLoadClients(specs);
   const lat = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
   const at = (q: number): number => lat[Math.min(lat.length - 1, Math.floor(q * lat.length))] ?? NaN;
   const windowMs = Math.max(SECONDS * 1000, ...results.map((r) => r.elapsedMs));

@@ -26,9 +26,10 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import type { LoadResult, LoadSpec } from './load-client.ts';
+import type { LoadSpec } from './load-client.ts';
 import { scenarios, type CeilingScenario, type HttpScenario, type Scenario, type WsScenario } from './path-scenarios.ts';
 import {
+  runLoadClients,
   benchDir,
   cpuMsOf,
   freePort,
@@ -191,21 +192,7 @@ async function wsLoad(
     durationMs: SECONDS * 1000,
     maxInFlight: s.connections,
   }));
-  const results = await Promise.all(
-    specs.map(
-      (spec) =>
-        new Promise<LoadResult>((resolve, reject) => {
-          const child = spawn(process.execPath, [join(ROOT, 'bench', 'load-client.ts'), JSON.stringify(spec)], {
-            stdio: ['ignore', 'pipe', 'inherit'],
-          });
-          let out = '';
-          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-          child.on('exit', (code) =>
-            code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load client exited ${code}`)),
-          );
-        }),
-    ),
-  );
+  const results = await runLoadClients(specs);
   const lat = results.flatMap((r) => r.latencies).sort((a, b) => a - b);
   const at = (q: number): number => lat[Math.min(lat.length - 1, Math.floor(q * lat.length))] ?? NaN;
   const windowMs = Math.max(SECONDS * 1000, ...results.map((r) => r.elapsedMs));

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { freePort, redisServerArgs } from '../cli/local-redis.ts';
+import type { LoadResult, LoadSpec } from './load-client.ts';
 
 export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const CLI = join(ROOT, 'cli', 'main.ts');
@@ -170,4 +171,23 @@ export function redisWorkBetween(a: RedisWork, b: RedisWork): RedisWork {
     netInputBytes: b.netInputBytes - a.netInputBytes,
     netOutputBytes: b.netOutputBytes - a.netOutputBytes,
   };
+}
+
+/** Runs bench/load-client.ts once per spec, each in a process of its own, and collects their results. */
+export function runLoadClients(specs: LoadSpec[]): Promise<LoadResult[]> {
+  return Promise.all(
+    specs.map(
+      (spec) =>
+        new Promise<LoadResult>((resolve, reject) => {
+          const child = spawn(process.execPath, [join(ROOT, 'bench', 'load-client.ts'), JSON.stringify(spec)], {
+            stdio: ['ignore', 'pipe', 'inherit'],
+          });
+          let out = '';
+          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+          child.on('exit', (code) =>
+            code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load client exited ${code}`)),
+          );
+        }),
+    ),
+  );
 }
