@@ -97,7 +97,7 @@ export function isRedisUnavailable(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
   const m = err.message;
   return (
-    /Connection is closed|Stream isn't writeable|enableOfflineQueue|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|MaxRetriesPerRequest|connect ETIMEDOUT|LOADING|Command timed out|CLUSTERDOWN|TRYAGAIN|Too many Cluster redirections|None of startup nodes is available|Failed to refresh slots cache|Cluster is (ended|disconnected|disconnecting)|No (sharded )?subscriber for|^(MOVED|ASK) \d+/i.test(
+    /Connection is closed|Command aborted due to connection close|Stream isn't writeable|enableOfflineQueue|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|MaxRetriesPerRequest|connect ETIMEDOUT|LOADING|Command timed out|CLUSTERDOWN|TRYAGAIN|Too many Cluster redirections|None of startup nodes is available|Failed to refresh slots cache|Cluster is (ended|disconnected|disconnecting)|No (sharded )?subscriber for|^(MOVED|ASK) \d+/i.test(
       m,
     ) || (err as { code?: string }).code === 'ECONNREFUSED'
   );

@@ -62,7 +62,14 @@ function isClientError(error: GraphQLError): boolean {
 export function maskError(logger: Logger) {
   return (error: unknown, message: string): Error => {
     const serving = findServingError(error);
-    if (serving) return toGraphQLError(serving, isGraphQLError(error) ? error : undefined);
+    if (serving) {
+      // An unexpected failure wrapped on its way up (asServingError): the client gets the code, the log the cause.
+      if (serving.code === 'INTERNAL_SERVER_ERROR' && serving.cause !== undefined) {
+        const cause = serving.cause;
+        logger.error({ err: cause instanceof Error ? { message: cause.message, stack: cause.stack } : String(cause) }, 'unexpected error');
+      }
+      return toGraphQLError(serving, isGraphQLError(error) ? error : undefined);
+    }
     if (isGraphQLError(error) && isClientError(error)) {
       // Parse, validation, bad JSON and variable coercion errors: the client's mistake.
       const given = error.extensions?.code;
