@@ -32,6 +32,7 @@ describe('Redis errors as client errors', () => {
       expect(asServingError(await single).code).toBe('SERVICE_UNAVAILABLE');
     } finally {
       redis.disconnect();
+      await server.stop(true);
     }
   });
 
