@@ -4,7 +4,13 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
-const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+/**
+ * Seconds, 1-2.5-5 per decade from 50 µs to 30 s: a model answering in 0.3 ms and one in 3 ms
+ * land two buckets apart (the old 1 ms floor put both under it, and Triton's is 100 ms).
+ */
+export const LATENCY_BUCKETS = [
+  0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+];
 
 export function createMetrics(role: 'api' | 'worker') {
   const registry = new Registry();
