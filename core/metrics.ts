@@ -2,7 +2,7 @@
  * Prometheus metrics. Each process has its own registry; the API exports request, cache
  * and queue metrics, a worker exports inference and batching metrics.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric, type OpenMetricsContentType } from 'prom-client';
 
 /**
  * Seconds, 1-2.5-5 per decade from 50 µs to 30 s: a model answering in 0.3 ms and one in 3 ms
@@ -14,10 +14,12 @@ export const LATENCY_BUCKETS = [
 
 export function createMetrics(role: 'api' | 'worker') {
   const registry = new Registry();
-  registry.setDefaultLabels({ role });
+  const defaultLabels = { role };
+  registry.setDefaultLabels(defaultLabels);
   collectDefaultMetrics({ register: registry, prefix: 'batchline_process_' });
   return {
     registry,
+    defaultLabels,
     requests: new Counter({
       name: 'batchline_requests_total',
       help: 'Prediction requests by model, operation and outcome (an error code or ok)',
@@ -106,7 +108,78 @@ export function createMetrics(role: 'api' | 'worker') {
       labelNames: ['model', 'policy'] as const,
       registers: [registry],
     }),
+    // What the alerts of k8s/render/monitoring.ts compare against.
+    liveWorkers: new Gauge({
+      name: 'batchline_workers',
+      help: 'Live workers per pool (heartbeating, with models loaded), from the worker registry: the deployment, not this process',
+      labelNames: ['pool'] as const,
+      registers: [registry],
+    }),
+    queueMaxDepth: new Gauge({
+      name: 'batchline_queue_max_depth',
+      help: 'Jobs a pool may hold waiting before new work is refused with QUEUE_FULL (queue.maxDepth)',
+      labelNames: ['pool'] as const,
+      registers: [registry],
+    }),
+    redisUp: new Gauge({
+      name: 'batchline_redis_up',
+      help: "1 while this process's Redis connection answers, 0 otherwise",
+      registers: [registry],
+    }),
+    modelSlo: new Gauge({
+      name: 'batchline_model_slo_seconds',
+      help: "Latency objective of one batch's inference (the model's batching.sloMs)",
+      labelNames: ['model', 'version'] as const,
+      registers: [registry],
+    }),
+    stalledJobs: new Counter({
+      name: 'batchline_stalled_jobs_total',
+      help: 'Jobs whose worker stopped renewing their lock (died, blocked, lost Redis), put back for another worker',
+      labelNames: ['pool'] as const,
+      registers: [registry],
+    }),
+    driftAlpha: new Gauge({
+      name: 'batchline_drift_alpha',
+      help: "The drift monitor's threshold: a p-value under it reports drift (maintenance.driftAlpha)",
+      labelNames: ['model', 'version'] as const,
+      registers: [registry],
+    }),
   };
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** Whether an `Accept` header prefers OpenMetrics to the Prometheus text format (q-values weighed; ties go to OpenMetrics). */
+export function prefersOpenMetrics(accept: string | null | undefined): boolean {
+  if (!accept) return false;
+  let openMetrics = 0;
+  let text = 0;
+  for (const range of accept.split(',')) {
+    const [type, ...params] = range.split(';').map((p) => p.trim().toLowerCase());
+    const q = Number(params.find((p) => p.startsWith('q='))?.slice(2) ?? 1);
+    if (type === 'application/openmetrics-text') openMetrics = Math.max(openMetrics, q);
+    else if (type === 'text/plain' || type === '*/*') text = Math.max(text, q);
+  }
+  return openMetrics > 0 && openMetrics >= text;
+}
+
+/**
+ * `/metrics` in the format the scraper asked for: OpenMetrics (which alone carries exemplars,
+ * the trace ids on latency buckets) when its `Accept` prefers it, as Prometheus's does, else
+ * the Prometheus text format. prom-client renders OpenMetrics by renaming each counter for
+ * good (`foo_total` becomes `foo`, breaking every later text render and the JSON that
+ * core/live-stats.ts reads), so the OpenMetrics form is rendered from a throwaway registry of
+ * stand-ins that answer each metric's current values under the OpenMetrics name.
+ */
+export async function exposition(metrics: Metrics, accept: string | null | undefined): Promise<{ contentType: string; body: string }> {
+  const { registry } = metrics;
+  if (!prefersOpenMetrics(accept)) return { contentType: registry.contentType, body: await registry.metrics() };
+  const open = new Registry<OpenMetricsContentType>();
+  open.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+  open.setDefaultLabels(metrics.defaultLabels);
+  for (const metric of registry.getMetricsAsArray() as unknown as (Metric & { name: string })[]) {
+    const name = metric instanceof Counter ? metric.name.replace(/_total$/, '') : metric.name;
+    open.registerMetric({ name, get: async () => ({ ...(await metric.get()), name }) } as unknown as Metric);
+  }
+  return { contentType: open.contentType, body: await open.metrics() };
+}

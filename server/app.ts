@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { createSchema, createYoga, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
-import type { BatchlineConfig } from '../core/config.ts';
+import { POOLS, type BatchlineConfig } from '../core/config.ts';
 import { scanConfigured } from '../core/model-repository.ts';
 import { PredictionQueues } from '../core/prediction/queues.ts';
 import { ResultStore } from '../core/prediction/result-store.ts';
@@ -36,7 +36,7 @@ import { parseCache } from './parse-cache.ts';
 import { useRateLimit } from './rate-limit.ts';
 import { graphiqlOptions, renderGraphiQL } from './graphiql.ts';
 import { createOps } from './ops.ts';
-import { collectQueueDepth, useMetricsEndpoint } from './use-metrics.ts';
+import { collectQueueDepth, collectWorkers, useMetricsEndpoint } from './use-metrics.ts';
 import { useNoIntrospection } from './use-introspection.ts';
 import { modelKey } from '../core/prediction/record.ts';
 
@@ -88,6 +88,7 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
     subscriber: createRedis(config.redis, 'subscriber'),
   });
   const metrics = createMetrics('api');
+  for (const pool of POOLS) metrics.queueMaxDepth.set({ pool }, config.queue.maxDepth);
   const store = new ResultStore(redis, keys, config.results.ttlSeconds);
   const feed = new ResultFeed(resultChannels(pubsub), store, keys);
   const queues = new PredictionQueues(redis, config.redis.prefix, config.queue.maxDepth, config.queue.shards);
@@ -165,7 +166,11 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
       };
     },
     plugins: [
-      useMetricsEndpoint(metrics, [() => collectQueueDepth(queues, metrics), () => catalog.collectDrift(metrics)]),
+      useMetricsEndpoint(metrics, [
+        () => collectWorkers(workers, metrics),
+        () => collectQueueDepth(queues, metrics),
+        () => catalog.collectDrift(metrics),
+      ]),
       ...ops.plugins,
       useClientErrorStatus(),
       useStreamFieldErrors(),

@@ -85,7 +85,7 @@ export class PredictionWorker {
     });
     for (const f of this.inference.failed)
       this.log.error({ model: f.key, reason: f.error }, 'model failed to load in the inference thread; skipped');
-    for (const v of mine) if (this.inference.loaded.includes(modelKey(v.name, v.version))) this.models.set(modelKey(v.name, v.version), v);
+    for (const v of mine) if (this.inference.loaded.includes(modelKey(v.name, v.version))) this.serve(v);
 
     this.batcher = new Batcher({
       run: (key, input) => this.inference.run(key, input),
@@ -151,6 +151,8 @@ export class PredictionWorker {
       bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
       this.trackJobsInHand(bull);
       bull.on('failed', (job, err) => this.processor.onFailed(job, err));
+      // This worker's stall checker found a job whose worker stopped renewing its lock; BullMQ put it back.
+      bull.on('stalled', () => this.metrics.stalledJobs.inc({ pool }));
       this.bulls.push(bull);
     }
     this.log.info({ models: this.loaded, executionProvider: this.executionProvider, ...shape }, 'worker started');
@@ -173,7 +175,7 @@ export class PredictionWorker {
     for (const v of fresh) {
       const key = modelKey(v.name, v.version);
       if (loaded.includes(key)) {
-        this.models.set(key, v);
+        this.serve(v);
         added.push(key);
       }
     }
@@ -181,6 +183,17 @@ export class PredictionWorker {
     await this.announce();
     this.log.info({ added }, 'model versions loaded without restart');
     return added;
+  }
+
+  /** True while the worker's own Redis connection (results, registry) is up. */
+  redisReady(): boolean {
+    return this.redis?.status === 'ready';
+  }
+
+  /** A loaded version joins the served ones; its SLO is what BatchlineModelOverSLO compares p99 with. */
+  private serve(v: ModelVersion): void {
+    this.models.set(modelKey(v.name, v.version), v);
+    this.metrics.modelSlo.set({ model: v.name, version: v.version }, v.config.batching.sloMs / 1000);
   }
 
   /** Live batching policy and limit of a model, for the API's `models` query and metrics. */

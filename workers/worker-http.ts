@@ -1,5 +1,6 @@
 /** A worker's small HTTP side: /health, /ready (models loaded) and /metrics, for probes and Prometheus. */
 import { createServer, type Server } from 'node:http';
+import { exposition } from '../core/metrics.ts';
 import type { PredictionWorker } from './prediction-worker.ts';
 
 export function startWorkerHttp(worker: PredictionWorker, port: number): Promise<Server> {
@@ -11,9 +12,10 @@ export function startWorkerHttp(worker: PredictionWorker, port: number): Promise
       const ready = worker.loaded.length > 0;
       res.writeHead(ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready, models: worker.loaded }));
     } else if (path === '/metrics') {
-      void worker.metrics.registry
-        .metrics()
-        .then((body) => res.writeHead(200, { 'content-type': worker.metrics.registry.contentType }).end(body));
+      worker.metrics.redisUp.set(worker.redisReady() ? 1 : 0);
+      void exposition(worker.metrics, req.headers.accept).then(({ contentType, body }) =>
+        res.writeHead(200, { 'content-type': contentType }).end(body),
+      );
     } else {
       res.writeHead(404).end();
     }

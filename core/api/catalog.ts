@@ -92,6 +92,7 @@ export class ModelCatalog {
       if (!r || r.status === 'INSUFFICIENT_DATA') continue;
       metrics.driftPValue.set({ model: v.name, version: v.version }, r.pValue);
       metrics.driftStatistic.set({ model: v.name, version: v.version }, r.statistic);
+      metrics.driftAlpha.set({ model: v.name, version: v.version }, r.alpha);
     }
   }
 }

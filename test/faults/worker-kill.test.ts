@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql } from '../support/clients.ts';
 import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
+import { freePort } from '../../cli/local-redis.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('kill');
@@ -77,7 +78,9 @@ describe('worker killed mid-batch', () => {
       await until(() => published.size >= target, `${target} results before kill ${k + 1}`);
       await w.kill('SIGKILL');
     }
-    const survivor = await startWorker('gpu', opts);
+    // The survivor is alone after the last kill, so its stall check is what hands that worker's jobs back.
+    const metricsPort = await freePort();
+    const survivor = await startWorker('gpu', { ...opts, env: { ...opts.env, BATCHLINE_WORKER_HTTP_PORT: String(metricsPort) } });
     workers.push(survivor);
     await until(() => ids.every((id) => published.has(id)), 'every result');
     // A deliberate sleep, to prove a negative: give a late duplicate the chance to show up (a second lock period).
@@ -88,6 +91,9 @@ describe('worker killed mid-batch', () => {
     const recovered = stalled.size;
     console.log(`jobs=${JOBS} kills=${KILLS} recovered=${recovered} lost=${lost} duplicated=${duplicated}`);
     expect(recovered).toBeGreaterThan(0);
+    // ... and it counted them where BatchlineStalledJobs looks.
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(Number(/^batchline_stalled_jobs_total\{pool="gpu"[^}]*\} (\d+)$/m.exec(metrics)?.[1] ?? 0)).toBeGreaterThan(0);
     expect(lost).toBe(0);
     expect(duplicated).toBe(0);
     const sample = await gql<{ prediction: { status: string; result: { predictions: unknown[] } } }>(

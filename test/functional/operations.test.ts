@@ -14,6 +14,9 @@ import { dropPrefix, listeningPort, spawnCli, startApi, uniquePrefix, type Child
 import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');
+/** What Prometheus 2 sends when it scrapes. */
+const PROMETHEUS_ACCEPT =
+  'application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1';
 const prefix = uniquePrefix('ops');
 const opts = { redisUrl, prefix, env: { BATCHLINE_MAINTENANCE: 'false' } };
 
@@ -107,13 +110,43 @@ describe('observability', () => {
     expect(text).toMatch(/batchline_queue_depth\{[^}]*pool="cpu"[^}]*\} 0/);
   });
 
-  it('a worker answers /health, /ready and /metrics on workers.httpPort', async () => {
+  it('exports what the alerts compare: live workers, queue maximum, Redis reachable', async () => {
+    const text = await (await fetch(api.url.replace('/graphql', '/metrics'))).text();
+    expect(text).toMatch(/^batchline_workers\{pool="cpu"[^}]*\} 1$/m);
+    expect(text).toMatch(/^batchline_workers\{pool="gpu"[^}]*\} 0$/m);
+    expect(text).toMatch(/^batchline_queue_max_depth\{pool="cpu"[^}]*\} 10000$/m);
+    expect(text).toMatch(/^batchline_redis_up\{[^}]*\} 1$/m);
+  });
+
+  it('speaks OpenMetrics to a scraper that prefers it (as Prometheus does), and plain text after it', async () => {
+    const metricsUrl = api.url.replace('/graphql', '/metrics');
+    await gql(api.url, '{ predict(model: "name-gender", input: { text: "Octavia" }) { label } }');
+    const open = await fetch(metricsUrl, { headers: { accept: PROMETHEUS_ACCEPT } });
+    expect(open.headers.get('content-type')).toMatch(/^application\/openmetrics-text; version=1\.0\.0/);
+    const body = await open.text();
+    expect(body.endsWith('# EOF\n')).toBe(true);
+    expect(body).toMatch(/^# TYPE batchline_requests counter$/m);
+    expect(body).toMatch(/^batchline_requests_total\{[^}]*model="name-gender"[^}]*\} [1-9]/m);
+    expect(body).toMatch(/^batchline_latency_seconds_bucket\{[^}]*le="0\.00005"/m);
+    // prom-client's own OpenMetrics render renames counters for good; ours leaves the text format intact.
+    const text = await (await fetch(metricsUrl)).text();
+    expect(text).toMatch(/^# TYPE batchline_requests_total counter$/m);
+    expect(text).toMatch(/^batchline_requests_total\{[^}]*model="name-gender"/m);
+  });
+
+  it('a worker answers /health, /ready and /metrics on workers.httpPort, its SLOs and Redis among them', async () => {
     // The worker logs "worker started" before its HTTP side listens.
     await until(async () => (await fetch(`${workerHttp}/health`).catch(() => undefined))?.status === 200, 'the worker’s /health');
     expect(await (await fetch(`${workerHttp}/ready`)).json()).toMatchObject({ ready: true });
     const metrics = await fetch(`${workerHttp}/metrics`);
     expect(metrics.status).toBe(200);
-    expect(await metrics.text()).toMatch(/^# HELP batchline_/m);
+    const text = await metrics.text();
+    expect(text).toMatch(/^# HELP batchline_/m);
+    expect(text).toMatch(/^batchline_model_slo_seconds\{model="name-gender",version="1"[^}]*\} 0\.05$/m);
+    expect(text).toMatch(/^batchline_redis_up\{[^}]*\} 1$/m);
+    const open = await fetch(`${workerHttp}/metrics`, { headers: { accept: PROMETHEUS_ACCEPT } });
+    expect(open.headers.get('content-type')).toMatch(/^application\/openmetrics-text/);
+    expect((await open.text()).endsWith('# EOF\n')).toBe(true);
   });
 
   it('answers /health, /ready and serves GraphiQL to a browser', async () => {
