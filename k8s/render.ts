@@ -10,12 +10,13 @@ import { configHash, configMap } from './render/config.ts';
 import { apiDeployment, workerDeployment } from './render/deployments.ts';
 import { redisDeployment, redisSecretManifest, redisService } from './render/redis.ts';
 import { apiService, disruptionBudget, workerService } from './render/services.ts';
+import { prometheusRule, serviceMonitor } from './render/monitoring.ts';
 
 export type { Manifest } from './render/common.ts';
 
 /**
  * The manifests, in apply order: configuration and secrets, Services, Deployments,
- * disruption budgets, autoscaling.
+ * disruption budgets, autoscaling, monitoring (Prometheus Operator).
  */
 export function renderManifests({ server: ms, pools }: LoadedServer): Manifest[] {
   const cm = configMap(ms);
@@ -42,6 +43,7 @@ export function renderManifests({ server: ms, pools }: LoadedServer): Manifest[]
         ),
       );
   }
+  if (ms.spec.monitoring.prometheusOperator) out.push(serviceMonitor(ms, pools), prometheusRule(ms, pools));
   return out;
 }
 

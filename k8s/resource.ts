@@ -83,6 +83,25 @@ export interface ModelServerSpec {
   };
   auth?: { secretRef?: { name: string; key: string } };
   logs: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent'; retentionDays: number; toFile: boolean };
+  /** Prometheus Operator resources: a ServiceMonitor and a PrometheusRule (k8s/render/monitoring.ts). */
+  monitoring: {
+    /** Render the ServiceMonitor and PrometheusRule (they need the operator's CRDs). @defaultValue true */
+    prometheusOperator: boolean;
+    /** Labels for the Prometheus's serviceMonitorSelector and ruleSelector. */
+    labels?: Record<string, string>;
+    /** Scrape interval. @defaultValue '30s' */
+    interval: string;
+    /** Each alert's runbook_url is this plus the alert's anchor. @defaultValue 'k8s/README.md' */
+    runbookBaseUrl: string;
+    alerts: {
+      /** @defaultValue 0.8 */
+      queueDepthRatio: number;
+      /** @defaultValue 0.05 */
+      errorRatio: number;
+      /** @defaultValue 0.1 */
+      refusalRatio: number;
+    };
+  };
 }
 
 export interface ModelServer {

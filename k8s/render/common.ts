@@ -14,12 +14,23 @@ import type { IPodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisrup
 import type { IHorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2/HorizontalPodAutoscaler';
 import type { IScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject';
 import type { ITriggerAuthentication } from '@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication';
+import type { IServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
+import type { IPrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import type { ModelServer } from '../resource.ts';
 
 export type Manifest =
-  IConfigMap | ISecret | IService | IDeployment | IPodDisruptionBudget | IHorizontalPodAutoscaler | IScaledObject | ITriggerAuthentication;
+  | IConfigMap
+  | ISecret
+  | IService
+  | IDeployment
+  | IPodDisruptionBudget
+  | IHorizontalPodAutoscaler
+  | IScaledObject
+  | ITriggerAuthentication
+  | IServiceMonitor
+  | IPrometheusRule;
 
-export type Component = 'api' | 'worker-cpu' | 'worker-gpu' | 'redis' | 'config';
+export type Component = 'api' | 'worker-cpu' | 'worker-gpu' | 'redis' | 'config' | 'monitoring';
 
 /** Where the server reads its configuration (`BATCHLINE_CONFIG`). */
 export const CONFIG_DIR = '/etc/batchline';

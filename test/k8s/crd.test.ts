@@ -53,6 +53,12 @@ describe('ModelServer CRD', () => {
       secretRef: { name: 'batchline-redis', key: 'url', addressKey: 'address' },
     });
     expect(spec.logs).toEqual({ level: 'info', retentionDays: 7, toFile: false });
+    expect(spec.monitoring).toEqual({
+      prometheusOperator: true,
+      interval: '30s',
+      runbookBaseUrl: 'k8s/README.md',
+      alerts: { queueDepthRatio: 0.8, errorRatio: 0.05, refusalRatio: 0.1 },
+    });
     expect((spec.models as unknown as Node[])[0]).toMatchObject({ pool: 'cpu', source: { type: 'image' } });
   });
 

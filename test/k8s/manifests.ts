@@ -1,6 +1,7 @@
 /**
  * Test helpers: load and render a ModelServer, and validate each manifest against the
- * Kubernetes (kubernetes-models) and KEDA (@kubernetes-models/keda) schemas.
+ * Kubernetes (kubernetes-models), KEDA (@kubernetes-models/keda) and Prometheus Operator
+ * (@kubernetes-models/prometheus-operator) schemas.
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +14,8 @@ import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject';
 import { TriggerAuthentication } from '@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication';
+import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
+import { PrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
 import { parseModelServer, type LoadedServer } from '../../k8s/load.ts';
 import { renderManifests, toYaml } from '../../k8s/render.ts';
 
@@ -51,6 +54,8 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
   'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler,
   'keda.sh/v1alpha1/ScaledObject': ScaledObject,
   'keda.sh/v1alpha1/TriggerAuthentication': TriggerAuthentication,
+  'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
+  'monitoring.coreos.com/v1/PrometheusRule': PrometheusRule,
 };
 
 /** Validates one manifest against its schema; throws with the schema's message. */

@@ -135,6 +135,21 @@ describe('k8s render', () => {
     });
   });
 
+  it('scrapes the API and every pool with one ServiceMonitor, and leaves it out where the operator is not installed', () => {
+    const docs = documents(renderYaml(exampleText('gpu.yaml')));
+    const sm = byKind(docs, 'ServiceMonitor', 'batchline') as Obj & { spec: { selector: { matchExpressions: { values: string[] }[] } } };
+    expect(sm.spec.selector.matchExpressions[0].values).toEqual(['api', 'worker-cpu', 'worker-gpu']);
+    // Each value it selects on is a rendered Service's label.
+    const services = docs
+      .filter((d) => d.kind === 'Service')
+      .map((d) => (d.metadata as unknown as { labels: Record<string, string> }).labels);
+    for (const c of sm.spec.selector.matchExpressions[0].values)
+      expect(services.some((l) => l['app.kubernetes.io/component'] === c && l['app.kubernetes.io/instance'] === 'batchline')).toBe(true);
+    expect(byKind(docs, 'PrometheusRule', 'batchline')).toBeDefined();
+    const laptop = documents(renderYaml(exampleText('laptop.yaml')));
+    expect(laptop.filter((d) => d.kind === 'ServiceMonitor' || d.kind === 'PrometheusRule')).toEqual([]);
+  });
+
   it('runs every pod as non-root with a read-only root filesystem', () => {
     for (const name of EXAMPLES) {
       for (const d of documents(renderYaml(exampleText(`${name}.yaml`))).filter((x) => x.kind === 'Deployment')) {
