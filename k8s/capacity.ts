@@ -5,8 +5,8 @@
  * times for each slot. `k8s explain` prints it; `k8s render` warns when maxReplicas is below it.
  */
 import { isAbsolute, join } from 'node:path';
-import type { PoolName } from '../core/config.ts';
-import { MODEL_DEFAULTS, type BatchingSpec } from '../core/model-config.ts';
+import type { PoolName } from '../core/config/settings.ts';
+import { MODEL_DEFAULTS, type BatchingSpec } from '../core/models/config.ts';
 import { planCapacity, type CapacityPlan } from '../core/simulation/capacity.ts';
 import { loadProfile } from '../core/simulation/service.ts';
 import type { LoadedServer } from './load.ts';
@@ -18,7 +18,7 @@ export interface ReplicaSuggestion {
   plan: CapacityPlan;
 }
 
-/** What the pool's worker runs: the cpu pool does not batch; the gpu pool batches as its first model says (core/model-config.ts defaults). */
+/** What the pool's worker runs: the cpu pool does not batch; the gpu pool batches as its first model says (core/models/config.ts defaults). */
 function poolBatching(p: PoolSizing): BatchingSpec {
   if (p.pool === 'cpu') return { policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0, sloMs: p.sloMs };
   const b = p.models.find((m) => m.batching)?.batching ?? {};

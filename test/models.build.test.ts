@@ -9,7 +9,7 @@ import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { charNgramFeatures, type CharNgramOptions } from '../core/preprocess/char-ngrams.ts';
-import type { ModelConfig } from '../core/model-config.ts';
+import type { ModelConfig } from '../core/models/config.ts';
 import { loadNameGenderSplit } from '../scripts/models/names-dataset.ts';
 import { loadSpamSplit, messageText, spamFeatures, SPAM_FEATURES } from '../scripts/models/spam-dataset.ts';
 

@@ -3,9 +3,9 @@
  * Protocol tensors) into one normalised form, checked against the model's declared
  * tensors. Every rejection names the field and what was expected.
  */
-import { badInput } from '../errors.ts';
-import type { Tensor } from '../tensor.ts';
-import type { Datatype, ModelConfig } from '../model-config.ts';
+import { badInput } from '../errors/registry.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import type { Datatype, ModelConfig } from '../models/config.ts';
 import { CHAR_NGRAM_DEFAULTS } from '../preprocess/char-ngrams.ts';
 
 /** An input tensor: a plain array from a request, a typed array once off the wire. */

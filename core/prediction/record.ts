@@ -1,8 +1,8 @@
 /** The records a prediction leaves: its job, its result, and its status record in Redis. */
 import { randomUUID } from 'node:crypto';
-import type { SerializedError } from '../errors.ts';
+import type { SerializedError } from '../errors/registry.ts';
 import type { WireInput } from './input.ts';
-import type { PoolName } from '../config.ts';
+import type { PoolName } from '../config/settings.ts';
 import type { EncodedTensor, RowPrediction } from '../runtime/postprocess.ts';
 
 export type PredictionStatus = 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';

@@ -2,10 +2,10 @@
  * From a run's output tensors to predictions: one per input row, with label, score and
  * per-class probabilities for classification models, and the raw tensors for every model.
  */
-import type { Datatype, ModelConfig } from '../model-config.ts';
+import type { Datatype, ModelConfig } from '../models/config.ts';
 import { decodeBase64Tensor, encodeBase64Tensor } from '../prediction/input.ts';
 import type { OutputTensor } from './types.ts';
-import type { Tensor } from '../tensor.ts';
+import type { Tensor } from '../tensor/tensor.ts';
 
 export interface ClassProbability {
   label: string;

@@ -8,8 +8,8 @@ import { Batcher, type BatchEvent } from '../../core/batching/batcher.ts';
 import { ManualClock } from '../../core/batching/clock.ts';
 import { AimdPolicy, PredictivePolicy } from '../../core/batching/policies.ts';
 import type { NormalizedInput } from '../../core/prediction/input.ts';
-import type { BatchingSpec } from '../../core/model-config.ts';
-import { ModelRepository } from '../../core/model-repository.ts';
+import type { BatchingSpec } from '../../core/models/config.ts';
+import { ModelRepository } from '../../core/models/repository.ts';
 import { InferencePool, type RunResult } from '../../core/runtime/inference-pool.ts';
 
 const rowsOf = (n: number, width = 2, start = 0): NormalizedInput => ({

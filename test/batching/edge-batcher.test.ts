@@ -6,7 +6,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../../core/batching/clock.ts';
-import { EdgeBatcher, type EdgeAnswer, type EdgeBatch } from '../../core/api/edge-batcher.ts';
+import { EdgeBatcher, type EdgeAnswer, type EdgeBatch } from '../../core/batching/edge-batcher.ts';
 import type { NormalizedInput } from '../../core/prediction/input.ts';
 import type { SyncReply } from '../../core/prediction/record.ts';
 

@@ -5,9 +5,9 @@
 import { randomUUID } from 'node:crypto';
 import calculateSlot from 'cluster-key-slot';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../core/config.ts';
-import { parseClusterSeeds } from '../../core/redis-cluster.ts';
-import { keyspace } from '../../core/redis.ts';
+import { loadConfig } from '../../core/config/settings.ts';
+import { parseClusterSeeds } from '../../core/redis/cluster.ts';
+import { keyspace } from '../../core/redis/connection.ts';
 import { shardOf } from '../../core/prediction/queues.ts';
 
 describe('redis.cluster', () => {

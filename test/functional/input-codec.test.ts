@@ -4,8 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { decodeBase64Tensor, encodeBase64Tensor, fromWire, toWire } from '../../core/prediction/input.ts';
-import type { Datatype } from '../../core/model-config.ts';
-import { ServingError } from '../../core/errors.ts';
+import type { Datatype } from '../../core/models/config.ts';
+import { ServingError } from '../../core/errors/registry.ts';
 
 const VALUES: Record<Datatype, number[]> = {
   FP32: [0, 1.5, -2.25, 3e10, -1e-7],

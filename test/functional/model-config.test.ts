@@ -5,11 +5,11 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { MODEL_DEFAULTS, parseModelConfig } from '../../core/model-config.ts';
+import { MODEL_DEFAULTS, parseModelConfig } from '../../core/models/config.ts';
 import { CHAR_NGRAM_DEFAULTS, charNgramFeatures } from '../../core/preprocess/char-ngrams.ts';
 import { documentedDefaults, leaves } from '../support/jsdoc-defaults.ts';
 
-const MODEL_CONFIG = new URL('../../core/model-config.ts', import.meta.url);
+const MODEL_CONFIG = new URL('../../core/models/config.ts', import.meta.url);
 const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
 const table = leaves(MODEL_DEFAULTS);
 

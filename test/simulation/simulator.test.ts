@@ -8,7 +8,7 @@ import { Rng, streams } from '../../core/simulation/random.ts';
 import { runSpec, sustainableRate, type Scenario } from '../../core/simulation/search.ts';
 import { checkProfile, loadProfile, ServiceModel, type Profile } from '../../core/simulation/service.ts';
 import { simulate, type SimulationSpec } from '../../core/simulation/simulate.ts';
-import type { BatchingSpec } from '../../core/model-config.ts';
+import type { BatchingSpec } from '../../core/models/config.ts';
 
 const linear = (a: number, b: number, sigma = 0): Profile => ({
   name: 'linear',

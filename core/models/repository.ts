@@ -8,9 +8,9 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
-import { ORT_TYPE, parseModelConfig, type ModelConfig, type TensorSpec } from './model-config.ts';
-import type { BatchlineConfig } from './config.ts';
-import type { Logger } from './logger.ts';
+import { ORT_TYPE, parseModelConfig, type ModelConfig, type TensorSpec } from './config.ts';
+import type { BatchlineConfig } from '../config/settings.ts';
+import type { Logger } from '../telemetry/logger.ts';
 
 export interface ModelVersion {
   name: string;

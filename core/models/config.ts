@@ -9,7 +9,7 @@
  * they are stated) and the parser that validates a file and fills them in. Scanning the
  * repository and checking against the graph are in `model-repository.ts`.
  */
-import type { CharNgramOptions } from './preprocess/char-ngrams.ts';
+import type { CharNgramOptions } from '../preprocess/char-ngrams.ts';
 
 /** Tensor element types, named as in the Open Inference Protocol. */
 export type Datatype = 'FP32' | 'FP64' | 'INT32' | 'INT64' | 'BOOL' | 'UINT8' | 'INT8';

@@ -9,7 +9,7 @@
  * connections and threads. A hard timer HARD_EXIT_SLACK_MS later ends the process whatever
  * the graceful path is doing (it never should be).
  */
-import type { BatchlineConfig } from './config.ts';
+import type { BatchlineConfig } from '../config/settings.ts';
 
 /** Time past the configured wait for releasing connections, threads and buffers. */
 export const RELEASE_MS = 2000;

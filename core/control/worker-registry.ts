@@ -2,8 +2,8 @@
  * Which workers are alive and which models they serve: each worker refreshes its entry in
  * one Redis hash; entries past their expiry are ignored (and pruned by readers).
  */
-import type { RedisClient } from '../redis.ts';
-import { keyspace } from '../redis.ts';
+import type { RedisClient } from '../redis/connection.ts';
+import { keyspace } from '../redis/connection.ts';
 
 export interface WorkerEntry {
   id: string;

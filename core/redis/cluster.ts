@@ -3,7 +3,7 @@
  * sharded pub/sub for the channels that carry per-prediction traffic, and the replica
  * acknowledgement that keeps an acknowledged write through a failover.
  *
- * Why each channel is what it is (the keyspace is in core/redis.ts):
+ * Why each channel is what it is (the keyspace is in core/redis/connection.ts):
  *   - a prediction's result channel and an API process's reply channel are SHARDED
  *     (SPUBLISH/SSUBSCRIBE): one message per prediction, wanted by at most a few subscribers.
  *     A sharded message stays on the shard that owns its channel's slot, so result traffic
@@ -16,7 +16,7 @@
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
-import type { RedisRole } from './redis.ts';
+import type { RedisRole } from './connection.ts';
 
 export interface ClusterSeeds {
   nodes: { host: string; port: number }[];
@@ -90,7 +90,7 @@ const clusterRetryStrategy = (times: number): number => Math.min(100 * 2 ** Math
 
 /**
  * ioredis Cluster options of a role; the same fail-fast and wait-forever split as for one Redis
- * (core/redis.ts), plus what a cluster adds.
+ * (core/redis/connection.ts), plus what a cluster adds.
  */
 export function clusterOptions(role: RedisRole, seeds: ClusterSeeds): ClusterOptions {
   const node: RedisOptions = {

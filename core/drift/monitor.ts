@@ -4,11 +4,11 @@
  * class distribution recorded with the model (chi-square goodness of fit) and stores a
  * report that the API serves as a query and a metric.
  */
-import type { RedisClient } from './redis.ts';
-import type { Keyspace } from './redis.ts';
-import type { ModelVersion } from './model-repository.ts';
-import { chiSquareTest, type ChiSquareResult } from './stats.ts';
-import { modelKey } from './prediction/record.ts';
+import type { RedisClient } from '../redis/connection.ts';
+import type { Keyspace } from '../redis/connection.ts';
+import type { ModelVersion } from '../models/repository.ts';
+import { chiSquareTest, type ChiSquareResult } from './chi-square.ts';
+import { modelKey } from '../prediction/record.ts';
 
 /** Counts predicted labels in memory and flushes them to Redis once a second (one pipeline). */
 export class DriftCounter {
@@ -38,7 +38,7 @@ export class DriftCounter {
     const batch = this.pending;
     this.pending = new Map();
     // One pipeline per model: on a cluster a pipeline must stay within one slot, and a
-    // model's counts share its tag (core/redis.ts).
+    // model's counts share its tag (core/redis/connection.ts).
     const flushes = [...batch].map(([modelKey, counts]) => {
       const pipe = this.redis.pipeline();
       const key = this.keys.driftCounts(modelKey, minute);

@@ -4,7 +4,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { pino, type Logger } from 'pino';
-import type { BatchlineConfig } from './config.ts';
+import type { BatchlineConfig } from '../config/settings.ts';
 
 export type { Logger };
 

@@ -4,22 +4,22 @@
  *     (control channel) to rescan, so a new version loads without a restart;
  *   - `housekeeping`: drops old failed jobs and dead worker entries, and tells processes to
  *     purge expired cache entries (results themselves expire by TTL in Redis);
- *   - `drift-monitor`: the chi-square test of recent predictions per model (core/drift.ts).
+ *   - `drift-monitor`: the chi-square test of recent predictions per model (core/drift/monitor.ts).
  * The schedulers are upserted once per pattern set (a SET NX guard), not by every replica
  * (BullMQ #3262, #3063); every process may run the maintenance worker, and each tick's job
  * runs in exactly one of them.
  */
 import { createHash } from 'node:crypto';
 import { Queue, Worker, type Job } from 'bullmq';
-import type { RedisClient } from './redis.ts';
-import type { BatchlineConfig } from './config.ts';
-import { queueNames } from './prediction/queues.ts';
-import type { Keyspace } from './redis.ts';
-import { createRedis } from './redis.ts';
-import type { Logger } from './logger.ts';
-import { repositoryFingerprint, type ModelRepository } from './model-repository.ts';
-import { checkDrift, type DriftReport } from './drift.ts';
-import type { WorkerRegistry } from './prediction/worker-registry.ts';
+import type { RedisClient } from '../redis/connection.ts';
+import type { BatchlineConfig } from '../config/settings.ts';
+import { queueNames } from '../prediction/queues.ts';
+import type { Keyspace } from '../redis/connection.ts';
+import { createRedis } from '../redis/connection.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { repositoryFingerprint, type ModelRepository } from '../models/repository.ts';
+import { checkDrift, type DriftReport } from '../drift/monitor.ts';
+import type { WorkerRegistry } from './worker-registry.ts';
 
 export const MAINTENANCE_QUEUE = 'maintenance';
 export type MaintenanceTask = 'poll-models' | 'housekeeping' | 'drift-monitor';

@@ -18,9 +18,9 @@
  */
 import type { NormalizedInput } from '../prediction/input.ts';
 import type { ReplyPart, SyncReply } from '../prediction/record.ts';
-import { mergeInputs, shapeSignature } from '../batching/merge.ts';
-import { systemClock, type Clock } from '../batching/clock.ts';
-import { ServingError, fromSerialized } from '../errors.ts';
+import { mergeInputs, shapeSignature } from './merge.ts';
+import { systemClock, type Clock } from './clock.ts';
+import { ServingError, fromSerialized } from '../errors/registry.ts';
 
 export type EdgeSendReason = 'full' | 'idle' | 'timeout';
 

@@ -11,9 +11,9 @@
  * Gauges (queue depths, batch limits, drift) are not summed here: readers take them live.
  */
 import { hostname } from 'node:os';
-import type { RedisClient } from './redis.ts';
+import type { RedisClient } from '../redis/connection.ts';
 import type { Registry } from 'prom-client';
-import { keyspace, keysOf } from './redis.ts';
+import { keyspace, keysOf } from '../redis/connection.ts';
 
 /** The counters and histograms that are summed across processes. */
 export const SUMMED_METRICS = [

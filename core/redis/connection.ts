@@ -1,5 +1,5 @@
 /**
- * Redis connections, by role, to one Redis or to a Redis Cluster (core/redis-cluster.ts).
+ * Redis connections, by role, to one Redis or to a Redis Cluster (core/redis/cluster.ts).
  * Producers on the request path fail fast so an outage becomes a 503 instead of a hung
  * request; BullMQ workers and subscribers wait and reconnect.
  */
@@ -8,8 +8,8 @@ import { basename } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import calculateSlot from 'cluster-key-slot';
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
-import { isRedisUnavailable } from './errors.ts';
-import { createCluster } from './redis-cluster.ts';
+import { isRedisUnavailable } from '../errors/registry.ts';
+import { createCluster } from './cluster.ts';
 
 export type RedisRole = 'producer' | 'blocking' | 'subscriber';
 
@@ -103,7 +103,7 @@ export function keyspace(prefix: string, tagged = false) {
     driftCounts: (modelKey: string, minute: number) => `${prefix}:drift:counts:${tag(modelKey)}:${minute}`,
     driftReport: (modelKey: string) => `${prefix}:drift:report:${modelKey}`,
     schedulersRegistered: (hash: string) => `${prefix}:schedulers:${hash}`,
-    /** Live workers and the models they serve (one hash; core/prediction/worker-registry.ts). */
+    /** Live workers and the models they serve (one hash; core/control/worker-registry.ts). */
     workers: `${prefix}:workers`,
     /** A client's token bucket (`key:<name>` or `ip:<address>`; core/api/rate-limiter.ts). */
     rateLimit: (client: string) => `${prefix}:ratelimit:${client}`,
@@ -118,7 +118,7 @@ export function keyspace(prefix: string, tagged = false) {
       shard === 0 ? tag(pool) : tagged ? `{${spreadTag(pool, shard, shards)}}` : `${pool}-${shard}`,
     /** Admissions to a queue still being added (core/prediction/queues.ts), in its queue's slot. */
     admitting: (queueName: string) => `${prefix}:${queueName}:admitting`,
-    /** The operations view's sums per second and per 5 s step, and the processes seen (core/live-stats.ts). */
+    /** The operations view's sums per second and per 5 s step, and the processes seen (core/operations/live-stats.ts). */
     stats: {
       second: (s: number) => `${prefix}:${tag('stats')}:s:${s}`,
       step: (n: number) => `${prefix}:${tag('stats')}:m:${n}`,

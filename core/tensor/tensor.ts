@@ -4,7 +4,7 @@
  * array from JSON, a typed array off the wire or out of onnxruntime, base64 bytes in a reply),
  * so each is this type with its own `Values`, or with `data` swapped for its encoded form.
  */
-import type { Datatype } from './model-config.ts';
+import type { Datatype } from '../models/config.ts';
 
 export interface Tensor<Values = ArrayLike<number>, Type extends string = Datatype> {
   name: string;

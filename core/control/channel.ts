@@ -1,6 +1,6 @@
 /**
  * The control channel, as both processes hear it: one broadcast channel (`keys.control`,
- * published by core/maintenance.ts) telling every API and worker process that the model
+ * published by core/control/maintenance.ts) telling every API and worker process that the model
  * repository changed, or that housekeeping ran. Both subscribe through graphql-redis-
  * subscriptions' RedisPubSub: the API already holds one for the GraphQL subscription and
  * the synchronous replies, and sharing its parser and reconnect handling means the worker
@@ -8,9 +8,9 @@
  * run twice at once, and skipped when the repository already has the announced fingerprint.
  */
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
-import type { Keyspace } from '../redis.ts';
-import type { Logger } from '../logger.ts';
-import type { ControlMessage } from '../maintenance.ts';
+import type { Keyspace } from '../redis/connection.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { ControlMessage } from './maintenance.ts';
 
 export interface ControlHandlers {
   /** The fingerprint of the repository this process serves now. */

@@ -1,15 +1,15 @@
 /**
  * The operations view's figures: models with their live state, queues per pool, and the
  * request, latency, batching, cache and rejection figures of the last seconds and minutes,
- * for the whole deployment (core/live-stats.ts explains how every process contributes).
+ * for the whole deployment (core/operations/live-stats.ts explains how every process contributes).
  * Nothing here knows GraphQL; the resolvers decide what a caller may see.
  */
-import type { RedisClient } from './redis.ts';
-import { ERROR_CODES, type ErrorCode } from './errors.ts';
-import { POOLS, type BatchlineConfig, type PoolName } from './config.ts';
-import type { PredictionQueues } from './prediction/queues.ts';
-import type { ModelCatalog, ModelInfo } from './api/catalog.ts';
-import type { DriftReport } from './drift.ts';
+import type { RedisClient } from '../redis/connection.ts';
+import { ERROR_CODES, type ErrorCode } from '../errors/registry.ts';
+import { POOLS, type BatchlineConfig, type PoolName } from '../config/settings.ts';
+import type { PredictionQueues } from '../prediction/queues.ts';
+import type { ModelCatalog, ModelInfo } from '../api/catalog.ts';
+import type { DriftReport } from '../drift/monitor.ts';
 import {
   STEP_MS,
   StatsReader,

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
-import { parseClusterSeeds } from './redis-cluster.ts';
+import { parseClusterSeeds } from '../redis/cluster.ts';
 
 export type PoolName = 'cpu' | 'gpu';
 export const POOLS: readonly PoolName[] = ['cpu', 'gpu'];
@@ -363,7 +363,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   if (config.redis.cluster?.trim()) {
     // Throws a message naming the setting when the seeds do not parse.
     parseClusterSeeds(config.redis.cluster, config.redis.url);
-    // The keys' hash tags are batchline's (core/redis.ts); braces in the prefix would take their place.
+    // The keys' hash tags are batchline's (core/redis/connection.ts); braces in the prefix would take their place.
     if (/[{}]/.test(config.redis.prefix))
       throw new Error(
         `config: 'redis.prefix' must not contain braces on a cluster (batchline adds the hash tags), got '${config.redis.prefix}'`,
