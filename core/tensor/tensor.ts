@@ -14,3 +14,6 @@ export interface Tensor<Values = ArrayLike<number>, Type extends string = Dataty
   /** Row-major values. */
   data: Values;
 }
+
+/** A tensor with its values at hand (Open Inference Protocol layout). */
+export type TensorValue = Tensor<number[], string>;

@@ -3,7 +3,8 @@
  * a job carries gives the worker back the same values.
  */
 import { describe, expect, it } from 'vitest';
-import { decodeBase64Tensor, encodeBase64Tensor, fromWire, toWire } from '../../core/prediction/input.ts';
+import { fromWire, toWire } from '../../core/prediction/input.ts';
+import { decodeBase64Tensor, encodeBase64Tensor } from '../../core/tensor/codec.ts';
 import type { Datatype } from '../../core/models/config.ts';
 import { ServingError } from '../../core/errors/registry.ts';
 
