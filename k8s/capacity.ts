@@ -9,7 +9,6 @@ import type { PoolName } from '../core/config/settings.ts';
 import { MODEL_DEFAULTS, type BatchingSpec } from '../core/models/config.ts';
 import { planCapacity, type CapacityPlan } from '../core/simulation/capacity.ts';
 import { loadProfile } from '../core/simulation/service.ts';
-import type { LoadedServer } from './load.ts';
 import type { PoolSizing } from './plan.ts';
 
 export interface ReplicaSuggestion {
@@ -35,7 +34,10 @@ function poolBatching(p: PoolSizing): BatchingSpec {
  * (the resource file's folder).
  * @throws naming the field, when a profile cannot be read
  */
-export async function suggestReplicas(loaded: LoadedServer, baseDir: string): Promise<Partial<Record<PoolName, ReplicaSuggestion>>> {
+export async function suggestReplicas(
+  loaded: { pools: PoolSizing[] },
+  baseDir: string,
+): Promise<Partial<Record<PoolName, ReplicaSuggestion>>> {
   const out: Partial<Record<PoolName, ReplicaSuggestion>> = {};
   for (const p of loaded.pools) {
     const expected = p.spec.autoscaling.expectedRate;

@@ -16,7 +16,7 @@
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
 import calculateSlot from 'cluster-key-slot';
 import { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
-import type { RedisRole } from './connection.ts';
+import type { RedisRole } from './role.ts';
 
 export interface ClusterSeeds {
   nodes: { host: string; port: number }[];

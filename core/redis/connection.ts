@@ -10,8 +10,7 @@ import calculateSlot from 'cluster-key-slot';
 import { Redis, type Cluster, type RedisOptions } from 'ioredis';
 import { isRedisUnavailable } from '../errors/registry.ts';
 import { createCluster } from './cluster.ts';
-
-export type RedisRole = 'producer' | 'blocking' | 'subscriber';
+import type { RedisRole } from './role.ts';
 
 /** A connection to one Redis or to a cluster: every component takes either. */
 export type RedisClient = Redis | Cluster;
