@@ -99,7 +99,7 @@ function frozen<T extends object>(o: T): DeepReadonly<T> {
 /**
  * What a model gets for each field its config.yaml leaves out: the one statement of these
  * numbers. The parser, the Kubernetes planner and the model builds read it; the
- * `@defaultValue`s above and the README's model table say the same (test/functional/model-config.test.ts).
+ * `@defaultValue`s above and the README's model table say the same (test/unit/models/config.test.ts).
  * `task` and `scoresOutput` are not here: their defaults follow from the rest of the file.
  */
 export const MODEL_DEFAULTS: DeepReadonly<ModelDefaults> = frozen({

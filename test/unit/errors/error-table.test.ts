@@ -1,9 +1,9 @@
 /** The README's error table and the registry (core/errors/registry.ts) say the same thing. */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ERROR_CODES, ServingError, type ErrorCode } from '../../core/errors/registry.ts';
+import { ERROR_CODES, ServingError, type ErrorCode } from '../../../core/errors/registry.ts';
 
-const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+const README = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
 /** Rows of the table under "### Errors": codes and the status they state. */
 function rows(): { codes: string[]; status: number; retryAfter: boolean }[] {
   const table = README.slice(README.indexOf('| code | status | when |'));

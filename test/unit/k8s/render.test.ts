@@ -2,9 +2,9 @@ import { describe, it, expect } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../core/config/settings.ts';
-import { explain } from '../../k8s/explain.ts';
-import { keyspace } from '../../core/redis/connection.ts';
+import { loadConfig } from '../../../core/config/settings.ts';
+import { explain } from '../../../k8s/explain.ts';
+import { keyspace } from '../../../core/redis/connection.ts';
 import { GOLDEN_DIR, documents, exampleDoc, exampleText, load, renderYaml, set, validateManifest, type Obj } from './manifests.ts';
 
 const EXAMPLES = ['laptop', 'cpu-only', 'gpu'];

@@ -6,10 +6,10 @@
  * `npm run simulate` prints the ratios themselves.
  */
 import { describe, expect, it } from 'vitest';
-import { adaptive, label } from '../../core/simulation/configurations.ts';
-import { CPU_PROFILE, GPU_PROFILE, scenario, SLO_MS, type PatternName } from '../../core/simulation/scenarios.ts';
-import { bestFixed, runSpec } from '../../core/simulation/search.ts';
-import { simulate } from '../../core/simulation/simulate.ts';
+import { adaptive, label } from '../../../core/simulation/configurations.ts';
+import { CPU_PROFILE, GPU_PROFILE, scenario, SLO_MS, type PatternName } from '../../../core/simulation/scenarios.ts';
+import { bestFixed, runSpec } from '../../../core/simulation/search.ts';
+import { simulate } from '../../../core/simulation/simulate.ts';
 
 const cases: [string, PatternName, string][] = [
   ['the measured CPU profile', 'steady', CPU_PROFILE],

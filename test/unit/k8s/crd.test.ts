@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { readFileSync, readdirSync } from 'node:fs';
 import { parse } from 'yaml';
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1/CustomResourceDefinition';
-import { CRD_PATH, checkSchema, loadCrdSchema, fieldPath } from '../../k8s/schema.ts';
+import { CRD_PATH, checkSchema, loadCrdSchema, fieldPath } from '../../../k8s/schema.ts';
 import { EXAMPLES_DIR, exampleDoc, set } from './manifests.ts';
 
 const examples = readdirSync(EXAMPLES_DIR)

@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
-import { ModelServerError } from '../../k8s/plan.ts';
-import { parseQuantity, ceilMi } from '../../k8s/quantity.ts';
+import { ModelServerError } from '../../../k8s/plan.ts';
+import { parseQuantity, ceilMi } from '../../../k8s/quantity.ts';
 import { exampleDoc, exampleText, load, set } from './manifests.ts';
 
 type Doc = ReturnType<typeof exampleDoc>;

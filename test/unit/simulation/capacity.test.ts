@@ -7,12 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { describe, expect, it } from 'vitest';
-import { runPlanCli } from '../../cli/plan.ts';
-import { planCapacity, type CapacityPlan } from '../../core/simulation/capacity.ts';
-import { GPU_PROFILE } from '../../core/simulation/scenarios.ts';
-import { loadProfile } from '../../core/simulation/service.ts';
-import { runK8sCli } from '../../k8s/cli.ts';
-import { checkSchema } from '../../k8s/schema.ts';
+import { runPlanCli } from '../../../cli/plan.ts';
+import { planCapacity, type CapacityPlan } from '../../../core/simulation/capacity.ts';
+import { GPU_PROFILE } from '../../../core/simulation/scenarios.ts';
+import { loadProfile } from '../../../core/simulation/service.ts';
+import { runK8sCli } from '../../../k8s/cli.ts';
+import { checkSchema } from '../../../k8s/schema.ts';
 import { exampleDoc, set } from '../k8s/manifests.ts';
 
 function io() {

@@ -3,10 +3,10 @@
  * a job carries gives the worker back the same values.
  */
 import { describe, expect, it } from 'vitest';
-import { fromWire, toWire } from '../../core/prediction/input.ts';
-import { decodeBase64Tensor, encodeBase64Tensor } from '../../core/tensor/codec.ts';
-import type { Datatype } from '../../core/models/config.ts';
-import { ServingError } from '../../core/errors/registry.ts';
+import { fromWire, toWire } from '../../../core/prediction/input.ts';
+import { decodeBase64Tensor, encodeBase64Tensor } from '../../../core/tensor/codec.ts';
+import type { Datatype } from '../../../core/models/config.ts';
+import { ServingError } from '../../../core/errors/registry.ts';
 
 const VALUES: Record<Datatype, number[]> = {
   FP32: [0, 1.5, -2.25, 3e10, -1e-7],

@@ -4,13 +4,13 @@
  */
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Batcher, type BatchEvent } from '../../core/batching/batcher.ts';
-import { ManualClock } from '../../core/batching/clock.ts';
-import { AimdPolicy, PredictivePolicy } from '../../core/batching/policies.ts';
-import type { NormalizedInput } from '../../core/prediction/input.ts';
-import type { BatchingSpec } from '../../core/models/config.ts';
-import { ModelRepository } from '../../core/models/repository.ts';
-import { InferencePool, type RunResult } from '../../core/runtime/inference-pool.ts';
+import { Batcher, type BatchEvent } from '../../../core/batching/batcher.ts';
+import { ManualClock } from '../../../core/batching/clock.ts';
+import { AimdPolicy, PredictivePolicy } from '../../../core/batching/policies.ts';
+import type { NormalizedInput } from '../../../core/prediction/input.ts';
+import type { BatchingSpec } from '../../../core/models/config.ts';
+import { ModelRepository } from '../../../core/models/repository.ts';
+import { InferencePool, type RunResult } from '../../../core/runtime/inference-pool.ts';
 
 const rowsOf = (n: number, width = 2, start = 0): NormalizedInput => ({
   kind: 'tensors',
@@ -282,7 +282,7 @@ describe('adaptive policies', () => {
 });
 
 describe('batched inference on real onnxruntime', () => {
-  const models = fileURLToPath(new URL('../../models', import.meta.url));
+  const models = fileURLToPath(new URL('../../../models', import.meta.url));
   let pool: InferencePool;
 
   beforeAll(async () => {

@@ -13,10 +13,10 @@ import { Secret } from 'kubernetes-models/v1/Secret';
 import { Service } from 'kubernetes-models/v1/Service';
 import { ScaledObject } from '@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject';
 import { TriggerAuthentication } from '@kubernetes-models/keda/keda.sh/v1alpha1/TriggerAuthentication';
-import { parseModelServer, type LoadedServer } from '../../k8s/load.ts';
-import { renderManifests, toYaml } from '../../k8s/render.ts';
+import { parseModelServer, type LoadedServer } from '../../../k8s/load.ts';
+import { renderManifests, toYaml } from '../../../k8s/render.ts';
 
-export const EXAMPLES_DIR = fileURLToPath(new URL('../../k8s/examples/', import.meta.url));
+export const EXAMPLES_DIR = fileURLToPath(new URL('../../../k8s/examples/', import.meta.url));
 export const GOLDEN_DIR = fileURLToPath(new URL('./golden/', import.meta.url));
 
 export function exampleText(name: string): string {

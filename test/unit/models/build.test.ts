@@ -8,12 +8,12 @@ import { fileURLToPath } from 'node:url';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { charNgramFeatures, type CharNgramOptions } from '../core/preprocess/char-ngrams.ts';
-import type { ModelConfig } from '../core/models/config.ts';
-import { loadNameGenderSplit } from '../scripts/models/names-dataset.ts';
-import { loadSpamSplit, messageText, spamFeatures, SPAM_FEATURES } from '../scripts/models/spam-dataset.ts';
+import { charNgramFeatures, type CharNgramOptions } from '../../../core/preprocess/char-ngrams.ts';
+import type { ModelConfig } from '../../../core/models/config.ts';
+import { loadNameGenderSplit } from '../../../scripts/models/names-dataset.ts';
+import { loadSpamSplit, messageText, spamFeatures, SPAM_FEATURES } from '../../../scripts/models/spam-dataset.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 const modelFile = (name: string) => path.join(ROOT, 'models', name, '1', 'model.onnx');
 const readConfig = (name: string) => parse(readFileSync(path.join(ROOT, 'models', name, 'config.yaml'), 'utf8')) as ModelConfig;
 

@@ -1,7 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import { fileURLToPath } from 'node:url';
-import { readCgroupLimits, type CgroupLimits } from '../../core/worker/cgroup.ts';
-import { planPool } from '../../core/worker/sizing.ts';
+import { readCgroupLimits, type CgroupLimits } from '../../../core/worker/cgroup.ts';
+import { planPool } from '../../../core/worker/sizing.ts';
 
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/cgroup/${name}`, import.meta.url));
 const noProc = fixture('none/no-such-file');

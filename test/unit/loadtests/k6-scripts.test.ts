@@ -14,11 +14,11 @@ import { fileURLToPath } from 'node:url';
 import * as espree from 'espree';
 import { ESLint } from 'eslint';
 import { describe, expect, it } from 'vitest';
-import { callExport, callHandleSummary, loadScript, type K6Options } from '../support/k6/host.ts';
-import { BUILTIN_METRICS } from '../support/k6/runtime.ts';
-import { failedThresholds, parseThresholdKey, summaryData } from '../support/k6/thresholds.ts';
+import { callExport, callHandleSummary, loadScript, type K6Options } from '../../support/k6/host.ts';
+import { BUILTIN_METRICS } from '../../support/k6/runtime.ts';
+import { failedThresholds, parseThresholdKey, summaryData } from '../../support/k6/thresholds.ts';
 
-const DIR = fileURLToPath(new URL('../../loadtests/', import.meta.url));
+const DIR = fileURLToPath(new URL('../../../loadtests/', import.meta.url));
 const SCRIPTS = readdirSync(DIR).filter((f) => f.endsWith('.js'));
 const HTTP = `${DIR}predict-http.js`;
 const WS = `${DIR}submit-subscribe-ws.js`;
@@ -81,7 +81,7 @@ describe('syntax: every k6 from v0.48 compiles the scripts (item 13)', () => {
   });
 
   it('npm run lint fails on syntax newer than ES2017 in loadtests/', async () => {
-    const eslint = new ESLint({ cwd: fileURLToPath(new URL('../../', import.meta.url)) });
+    const eslint = new ESLint({ cwd: fileURLToPath(new URL('../../../', import.meta.url)) });
     const lint = async (code: string) => (await eslint.lintText(code, { filePath: `${DIR}probe.js` }))[0].messages;
     const newer: Record<string, string> = {
       'object spread': 'export const a = { ...__ENV };',

@@ -5,12 +5,12 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { MODEL_DEFAULTS, parseModelConfig } from '../../core/models/config.ts';
-import { CHAR_NGRAM_DEFAULTS, charNgramFeatures } from '../../core/preprocess/char-ngrams.ts';
-import { documentedDefaults, leaves } from '../support/jsdoc-defaults.ts';
+import { MODEL_DEFAULTS, parseModelConfig } from '../../../core/models/config.ts';
+import { CHAR_NGRAM_DEFAULTS, charNgramFeatures } from '../../../core/preprocess/char-ngrams.ts';
+import { documentedDefaults, leaves } from '../../support/jsdoc-defaults.ts';
 
-const MODEL_CONFIG = new URL('../../core/models/config.ts', import.meta.url);
-const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+const MODEL_CONFIG = new URL('../../../core/models/config.ts', import.meta.url);
+const README = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
 const table = leaves(MODEL_DEFAULTS);
 
 /** Defaults that follow from the rest of the file, so the table cannot hold them. */
@@ -62,13 +62,13 @@ describe('model config defaults', () => {
   });
 
   it('give a ModelServer’s model the same pool when the resource leaves it out', () => {
-    const crd = parse(readFileSync(new URL('../../k8s/crd/modelserver.yaml', import.meta.url), 'utf8'));
+    const crd = parse(readFileSync(new URL('../../../k8s/crd/modelserver.yaml', import.meta.url), 'utf8'));
     const model = crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.models.items.properties;
     expect(model.pool.default).toBe(MODEL_DEFAULTS.pool);
   });
 
   it('of char-ngrams preprocessing are its @defaultValues, and what features of a block that leaves them out are made with', () => {
-    const documented = documentedDefaults(new URL('../../core/preprocess/char-ngrams.ts', import.meta.url), 'CharNgramOptions');
+    const documented = documentedDefaults(new URL('../../../core/preprocess/char-ngrams.ts', import.meta.url), 'CharNgramOptions');
     expect(Object.fromEntries([...documented].map(([k, d]) => [k, d.value]))).toEqual(CHAR_NGRAM_DEFAULTS);
     const bare = charNgramFeatures('Maria', { type: 'char-ngrams', dims: 64 });
     expect(bare).toEqual(charNgramFeatures('Maria', { type: 'char-ngrams', dims: 64, ...CHAR_NGRAM_DEFAULTS }));

@@ -5,10 +5,10 @@
  * service fills with a real BullMQ job; these tests answer it by hand.
  */
 import { describe, expect, it } from 'vitest';
-import { ManualClock } from '../../core/batching/clock.ts';
-import { EdgeBatcher, type EdgeAnswer, type EdgeBatch } from '../../core/batching/edge-batcher.ts';
-import type { NormalizedInput } from '../../core/prediction/input.ts';
-import type { SyncReply } from '../../core/prediction/record.ts';
+import { ManualClock } from '../../../core/batching/clock.ts';
+import { EdgeBatcher, type EdgeAnswer, type EdgeBatch } from '../../../core/batching/edge-batcher.ts';
+import type { NormalizedInput } from '../../../core/prediction/input.ts';
+import type { SyncReply } from '../../../core/prediction/record.ts';
 
 const row = (v: number): NormalizedInput => ({
   kind: 'tensors',

@@ -5,7 +5,7 @@ import {
   DEFAULT_BASE_PROCESS_BYTES,
   DEFAULT_SLOT_OVERHEAD_BYTES,
   type PoolSizingInput,
-} from '../../core/worker/sizing.ts';
+} from '../../../core/worker/sizing.ts';
 
 const Mi = 2 ** 20;
 const Gi = 2 ** 30;

@@ -3,12 +3,12 @@
  * ManualClock. Everything here is virtual time: no test waits on the wall clock.
  */
 import { describe, expect, it } from 'vitest';
-import { arrivals, checkPattern, type ArrivalSpec } from '../../core/simulation/arrivals.ts';
-import { Rng, streams } from '../../core/simulation/random.ts';
-import { runSpec, sustainableRate, type Scenario } from '../../core/simulation/search.ts';
-import { checkProfile, loadProfile, ServiceModel, type Profile } from '../../core/simulation/service.ts';
-import { simulate, type SimulationSpec } from '../../core/simulation/simulate.ts';
-import type { BatchingSpec } from '../../core/models/config.ts';
+import { arrivals, checkPattern, type ArrivalSpec } from '../../../core/simulation/arrivals.ts';
+import { Rng, streams } from '../../../core/simulation/random.ts';
+import { runSpec, sustainableRate, type Scenario } from '../../../core/simulation/search.ts';
+import { checkProfile, loadProfile, ServiceModel, type Profile } from '../../../core/simulation/service.ts';
+import { simulate, type SimulationSpec } from '../../../core/simulation/simulate.ts';
+import type { BatchingSpec } from '../../../core/models/config.ts';
 
 const linear = (a: number, b: number, sigma = 0): Profile => ({
   name: 'linear',
@@ -126,7 +126,7 @@ describe('run times', () => {
 
   it('the shipped profiles load', () => {
     for (const f of ['mlp-bench-cpu.json', 'gpu-like.json'])
-      expect(loadProfile(new URL(`../../bench/profiles/${f}`, import.meta.url).pathname).source.length).toBeGreaterThan(20);
+      expect(loadProfile(new URL(`../../../bench/profiles/${f}`, import.meta.url).pathname).source.length).toBeGreaterThan(20);
   });
 });
 

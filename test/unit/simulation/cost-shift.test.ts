@@ -7,10 +7,10 @@
  * that rate, so there is nothing to tell them apart by (see bench/SIMULATION.md).
  */
 import { beforeAll, describe, expect, it } from 'vitest';
-import { adaptive, label } from '../../core/simulation/configurations.ts';
-import { GPU_PROFILE, scenario, SLO_MS } from '../../core/simulation/scenarios.ts';
-import { bestFixed, type FixedCandidate } from '../../core/simulation/search.ts';
-import { shiftRun } from '../../core/simulation/shift.ts';
+import { adaptive, label } from '../../../core/simulation/configurations.ts';
+import { GPU_PROFILE, scenario, SLO_MS } from '../../../core/simulation/scenarios.ts';
+import { bestFixed, type FixedCandidate } from '../../../core/simulation/search.ts';
+import { shiftRun } from '../../../core/simulation/shift.ts';
 
 /** Batches after the shift within which the adaptive policies are back within the SLO. */
 const RECOVERED_WITHIN = 60;

@@ -1,7 +1,7 @@
 /** The cache key is a hash of the input's bytes: equal inputs share it, different ones never do. */
 import { describe, expect, it } from 'vitest';
-import { cacheKey } from '../../core/api/prediction-cache.ts';
-import type { NormalizedInput } from '../../core/prediction/input.ts';
+import { cacheKey } from '../../../core/api/prediction-cache.ts';
+import type { NormalizedInput } from '../../../core/prediction/input.ts';
 
 const tensor = (data: ArrayLike<number>, shape = [1, data.length]): NormalizedInput => ({
   kind: 'tensors',

@@ -5,10 +5,10 @@
 import { randomUUID } from 'node:crypto';
 import calculateSlot from 'cluster-key-slot';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../core/config/settings.ts';
-import { parseClusterSeeds } from '../../core/redis/cluster.ts';
-import { keyspace } from '../../core/redis/connection.ts';
-import { shardOf } from '../../core/prediction/queues.ts';
+import { loadConfig } from '../../../core/config/settings.ts';
+import { parseClusterSeeds } from '../../../core/redis/cluster.ts';
+import { keyspace } from '../../../core/redis/connection.ts';
+import { shardOf } from '../../../core/prediction/queues.ts';
 
 describe('redis.cluster', () => {
   it('reads a redis+cluster:// URL with its credentials, and a bare list taking them from redis.url', () => {

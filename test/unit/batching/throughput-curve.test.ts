@@ -1,8 +1,8 @@
 /** The throughput curve the adaptive policies cap their batches by, and the policies' use of it. */
 import { describe, expect, it } from 'vitest';
-import { ThroughputCurve } from '../../core/batching/throughput-curve.ts';
-import { AimdPolicy, PredictivePolicy } from '../../core/batching/policies.ts';
-import { Rng } from '../../core/simulation/random.ts';
+import { ThroughputCurve } from '../../../core/batching/throughput-curve.ts';
+import { AimdPolicy, PredictivePolicy } from '../../../core/batching/policies.ts';
+import { Rng } from '../../../core/simulation/random.ts';
 
 /** A CPU-like curve: 0.8 ms fixed, 0.075 ms a row up to 64 rows, 0.12 ms a row beyond (the rows no longer fit the caches). */
 const kinked = (rows: number) => 0.8 + 0.075 * Math.min(rows, 64) + 0.12 * Math.max(0, rows - 64);

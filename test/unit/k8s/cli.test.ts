@@ -3,13 +3,13 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { runK8sCli } from '../../k8s/cli.ts';
-import { measureModel, latestVersion } from '../../k8s/measure.ts';
+import { runK8sCli } from '../../../k8s/cli.ts';
+import { measureModel, latestVersion } from '../../../k8s/measure.ts';
 import { writeTinyRepository } from './fixtures/tiny-model.ts';
 import { EXAMPLES_DIR, GOLDEN_DIR, exampleText } from './manifests.ts';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'batchline-k8s-cli-'));
-const DEMO_MODELS = fileURLToPath(new URL('../../models/', import.meta.url));
+const DEMO_MODELS = fileURLToPath(new URL('../../../models/', import.meta.url));
 
 async function cli(...argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
