@@ -3,10 +3,10 @@
  * that are read from Redis when scraped.
  */
 import type { Plugin } from 'graphql-yoga';
-import { exposition, type Metrics } from '../core/metrics.ts';
+import { exposition, type Metrics } from '../core/telemetry/metrics.ts';
 import type { PredictionQueues } from '../core/prediction/queues.ts';
-import type { WorkerRegistry } from '../core/prediction/worker-registry.ts';
-import { POOLS } from '../core/config.ts';
+import type { WorkerRegistry } from '../core/control/worker-registry.ts';
+import { POOLS } from '../core/config/settings.ts';
 
 /** Queue depths by pool and state, read at scrape time. */
 export async function collectQueueDepth(queues: PredictionQueues, metrics: Metrics): Promise<void> {

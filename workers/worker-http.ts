@@ -1,6 +1,6 @@
 /** A worker's small HTTP side: /health, /ready (models loaded) and /metrics, for probes and Prometheus. */
 import { createServer, type Server } from 'node:http';
-import { exposition } from '../core/metrics.ts';
+import { exposition } from '../core/telemetry/metrics.ts';
 import type { PredictionWorker } from './prediction-worker.ts';
 
 export function startWorkerHttp(worker: PredictionWorker, port: number): Promise<Server> {

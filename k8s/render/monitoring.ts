@@ -8,7 +8,7 @@
  */
 import type { IServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor';
 import type { IPrometheusRule } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/PrometheusRule';
-import { ERROR_CODES, type ErrorCode } from '../../core/errors.ts';
+import { ERROR_CODES, type ErrorCode } from '../../core/errors/registry.ts';
 import type { PoolSizing } from '../plan.ts';
 import type { ModelServer } from '../resource.ts';
 import { componentName, metadata } from './common.ts';
