@@ -15,6 +15,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type BatchlineConfig, type PoolName } from '../core/config/settings.ts';
 import { createLogger, type Logger } from '../core/telemetry/logger.ts';
+import { startTracing } from '../core/telemetry/tracing.ts';
 import { HARD_EXIT_SLACK_MS, shutdownBoundMs } from '../core/lifecycle/shutdown.ts';
 import { LOCAL_REDIS_DIR, REDIS_STOP_MS, localRedisFor, redisAnswers, redisUrlConfigured, type LocalRedis } from './local-redis.ts';
 
@@ -59,17 +60,30 @@ function onShutdown(stop: () => Promise<boolean>, log: Logger, boundMs: number):
   if (process.send) process.once('disconnect', () => handler('parent gone'));
 }
 
+/** Spans still queued get this long to reach the collector at shutdown (inside the hard-exit slack). */
+const TRACE_FLUSH_MS = 1000;
+
 async function serve(config: BatchlineConfig): Promise<void> {
   const logger = createLogger(config.log, { process: 'api' });
+  const tracing = await startTracing(config.tracing, { role: 'api', logger });
   const { createApiServer } = await import('../server/api-server.ts');
   const api = await createApiServer({ config, logger });
   const port = await api.listen();
   logger.info({ port, graphql: `http://localhost:${port}/graphql` }, 'API listening');
-  onShutdown(() => api.close(), logger, shutdownBoundMs(config, 'api'));
+  onShutdown(
+    async () => {
+      const clean = await api.close();
+      await tracing?.shutdown(TRACE_FLUSH_MS);
+      return clean;
+    },
+    logger,
+    shutdownBoundMs(config, 'api'),
+  );
 }
 
 async function worker(config: BatchlineConfig, pool: PoolName): Promise<void> {
   const logger = createLogger(config.log, { process: `worker-${pool}` });
+  const tracing = await startTracing(config.tracing, { role: 'worker', pool, logger });
   const { PredictionWorker } = await import('../workers/prediction-worker.ts');
   const { startWorkerHttp } = await import('../workers/worker-http.ts');
   const w = new PredictionWorker({ config, pool, logger });
@@ -79,7 +93,9 @@ async function worker(config: BatchlineConfig, pool: PoolName): Promise<void> {
   onShutdown(
     async () => {
       http?.close();
-      return w.stop();
+      const clean = await w.stop();
+      await tracing?.shutdown(TRACE_FLUSH_MS);
+      return clean;
     },
     logger,
     shutdownBoundMs(config, 'worker'),

@@ -158,6 +158,16 @@ export interface BatchlineConfig {
      */
     requests: (typeof REQUEST_LOGS)[number];
   };
+  /**
+   * OpenTelemetry tracing (core/telemetry/tracing.ts). The exporter, endpoint, protocol, sampler
+   * and service name come from the standard `OTEL_*` variables; these say what they do not.
+   */
+  tracing: {
+    /** Trace requests through the queue and the workers. `OTEL_SDK_DISABLED=true` turns it off too. @defaultValue false */
+    enabled: boolean;
+    /** Share of new traces sampled (a caller's sampled flag is followed) when OTEL_TRACES_SAMPLER_ARG is unset. @defaultValue 1 */
+    samplingRatio: number;
+  };
 }
 
 export const DEFAULT_CONFIG: BatchlineConfig = {
@@ -197,6 +207,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     rateLimitTimeoutMs: 250,
   },
   log: { level: 'info', file: '', retentionDays: 7, requests: 'all' },
+  tracing: { enabled: false, samplingRatio: 1 },
 };
 
 /** The settings of one section: `section.key`, or `section.key.sub` for a setting that is a mapping of values (queue.shards). */
@@ -262,6 +273,8 @@ export const ENV_VARS = {
   BATCHLINE_LOG_FILE: 'log.file',
   BATCHLINE_LOG_RETENTION_DAYS: 'log.retentionDays',
   BATCHLINE_LOG_REQUESTS: 'log.requests',
+  BATCHLINE_TRACING: 'tracing.enabled',
+  BATCHLINE_TRACING_SAMPLING_RATIO: 'tracing.samplingRatio',
 } as const satisfies Record<string, ConfigPath>;
 
 const ENV_OF = new Map<string, string>(Object.entries(ENV_VARS).map(([name, path]) => [path, name]));
@@ -355,6 +368,8 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   oneOf('workers.executionProvider', config.workers.executionProvider, EXECUTION_PROVIDERS);
   oneOf('log.level', config.log.level, LOG_LEVELS);
   oneOf('log.requests', config.log.requests, REQUEST_LOGS);
+  if (config.tracing.samplingRatio > 1)
+    throw new Error(`config: 'tracing.samplingRatio' must be a ratio from 0 to 1, got ${config.tracing.samplingRatio}`);
   for (const pool of POOLS) {
     const n = config.queue.shards[pool];
     if (!Number.isInteger(n) || n < 1 || n > 256)

@@ -5,6 +5,7 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { pino, type Logger } from 'pino';
 import type { BatchlineConfig } from '../config/settings.ts';
+import { logIds } from './trace.ts';
 
 export type { Logger };
 
@@ -20,12 +21,16 @@ export interface RequestScope {
 
 /**
  * The request being served, for every line logged while serving it: each log line written
- * inside `requestScope.run(...)` carries its `requestId`, whichever module writes it.
+ * inside `requestScope.run(...)` carries its `requestId`, whichever module writes it (and,
+ * while a traced request is served, `trace_id` and `span_id`).
  */
 export const requestScope = new AsyncLocalStorage<RequestScope>();
 const withRequestId = (): Record<string, unknown> => {
   const scope = requestScope.getStore();
-  return scope ? { requestId: scope.requestId } : {};
+  // With tracing on, the active span's ids too (core/telemetry/trace.ts), so a line leads to its trace.
+  const ids = logIds();
+  if (!ids) return scope ? { requestId: scope.requestId } : {};
+  return scope ? { requestId: scope.requestId, ...ids } : ids;
 };
 
 /**
