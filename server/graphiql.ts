@@ -24,7 +24,7 @@ const DEFAULT_QUERY = `# Ask the demo model; Ctrl-Enter runs it.
     label
     score
     probabilities { label probability }
-    timings { queueMs inferenceMs totalMs }
+    timings { queueMs batchWaitMs batchRows coldStartMs inferenceMs totalMs }
     cached
   }
 }

@@ -1,7 +1,9 @@
 /**
  * The node:http adapter: every answer names its request (`x-request-id`), every line logged
  * while serving it does too, and a body declared over `http.maxBodyBytes` is refused before
- * yoga reads it. The rest is yoga's.
+ * yoga reads it. With tracing on, a GraphQL request (HTTP or SSE) is a server span continuing
+ * the caller's `traceparent` / `tracestate`, and the answer carries its own `traceparent`.
+ * The rest is yoga's.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { requestScope } from '../core/telemetry/logger.ts';
@@ -9,6 +11,34 @@ import { ServingError } from '../core/errors/registry.ts';
 import { logWhenFinished, requestIdOf } from './use-request-log.ts';
 import { errorResponseBody } from './errors.ts';
 import type { App } from './app.ts';
+import { contextWith, endSpan, startServerSpan, traceparentOf, withContext } from '../core/telemetry/trace.ts';
+import type { RequestScope } from '../core/telemetry/logger.ts';
+
+/** `POST /graphql` as a server span (undefined when tracing is off), ended with the response. */
+function traceRequest(req: IncomingMessage, res: ServerResponse, path: string, scope: RequestScope) {
+  const header = (name: string): string | undefined => {
+    const v = req.headers[name];
+    return Array.isArray(v) ? v[0] : v;
+  };
+  const traced = startServerSpan(`${req.method} ${path}`, header, {
+    'http.request.method': req.method ?? 'GET',
+    'url.path': path,
+    'http.route': path,
+    'batchline.request_id': scope.requestId,
+  });
+  if (!traced) return undefined;
+  res.setHeader('traceparent', traceparentOf(traced.span)!);
+  // 'close' comes after 'finish', and also when the client goes away first (an SSE stream it left).
+  res.once('close', () => {
+    const { span } = traced;
+    span.setAttribute('http.response.status_code', res.statusCode);
+    if (scope.operation) span.setAttribute('graphql.operation.type', scope.operation.split(' ')[0]);
+    if (scope.model) span.setAttribute('batchline.model', scope.model);
+    // A server span fails on 5xx only: a 4xx is the client's.
+    endSpan(span, res.statusCode >= 500 ? { code: scope.code ?? String(res.statusCode), message: `HTTP ${res.statusCode}` } : undefined);
+  });
+  return contextWith(traced.span, traced.parent);
+}
 
 export function httpHandler(app: App): (req: IncomingMessage, res: ServerResponse) => void {
   const { config, logger, yoga } = app;
@@ -26,6 +56,8 @@ export function httpHandler(app: App): (req: IncomingMessage, res: ServerRespons
       req.resume();
       return;
     }
-    requestScope.run(scope, () => void yoga(req, res));
+    const path = req.url?.split('?')[0];
+    const traced = path === yoga.graphqlEndpoint ? traceRequest(req, res, path, scope) : undefined;
+    requestScope.run(scope, () => withContext(traced, () => void yoga(req, res)));
   };
 }

@@ -2,6 +2,10 @@
  * The graphql-ws adapter (`graphql-transport-ws`) on the HTTP server's GraphQL path: the
  * connection authenticates once (server/auth.ts), every operation is rate limited, logged and
  * run through the same yoga envelope as HTTP, and errors go out without `extensions.http`.
+ * With tracing on, every operation is a server span continuing the caller's W3C context: the
+ * operation's `extensions.traceparent` (and `tracestate`), else `connection_init`'s payload
+ * (`traceparent`, or `headers.traceparent`), else the upgrade request's headers; its results
+ * carry the span's `traceparent` in their `extensions`.
  */
 import type { Server } from 'node:http';
 import type { GraphQLError, GraphQLFormattedError } from 'graphql';
@@ -12,6 +16,38 @@ import { wsRequestLog } from './use-request-log.ts';
 import { wsAuthenticate, type AuthServerContext } from './auth.ts';
 import { wsRateLimit } from './rate-limit.ts';
 import type { App } from './app.ts';
+import { Kind, type DocumentNode, type OperationDefinitionNode } from 'graphql';
+import { contextWith, endSpan, startServerSpan, traceparentOf, withContext, type Context, type Span } from '../core/telemetry/trace.ts';
+
+/** A traced operation: its span, and the context its execution runs in. */
+interface TracedOperation {
+  span: Span;
+  context: Context;
+}
+
+/** Where a WebSocket operation's caller put its trace context, most specific first. */
+function traceHeader(
+  name: 'traceparent' | 'tracestate',
+  extensions: Record<string, unknown> | undefined | null,
+  connectionParams: Readonly<Record<string, unknown>> | undefined,
+  headers: Record<string, string | string[] | undefined>,
+): string | undefined {
+  const str = (v: unknown): string | undefined =>
+    typeof v === 'string' ? v : Array.isArray(v) && typeof v[0] === 'string' ? v[0] : undefined;
+  const paramHeaders = connectionParams?.headers as Record<string, unknown> | undefined;
+  return str(extensions?.[name]) ?? str(connectionParams?.[name]) ?? str(paramHeaders?.[name]) ?? str(headers[name]);
+}
+
+/** `subscription predictionResult`: the operation's type and its name, or its first field's. */
+function operationTitle(document: DocumentNode, operationName: string | null | undefined): { type: string; title: string } {
+  const op = document.definitions.find(
+    (d): d is OperationDefinitionNode => d.kind === Kind.OPERATION_DEFINITION && (!operationName || d.name?.value === operationName),
+  );
+  const first = op?.selectionSet.selections.find((s) => s.kind === Kind.FIELD);
+  const name = op?.name?.value ?? (first?.kind === Kind.FIELD ? first.name.value : undefined);
+  const type = op?.operation ?? 'query';
+  return { type, title: name ? `${type} ${name}` : type };
+}
 
 /** A GraphQL error as a WebSocket client gets it: the HTTP status and headers left out. */
 function withoutHttp(error: GraphQLError): GraphQLFormattedError {
@@ -32,23 +68,48 @@ export function attachWebSocket(http: Server, app: App): WebSocketAdapter {
   const { config, logger, yoga, auth, limiter } = app;
   const wss = new WebSocketServer({ server: http, path: yoga.graphqlEndpoint, maxPayload: config.http.maxBodyBytes });
   const wsLog = wsRequestLog(logger, config.log.requests);
+  // Traced operations by connection and id, and the context each execution runs in.
+  const operations = new WeakMap<object, Map<string, TracedOperation>>();
+  const executionContext = new WeakMap<object, Context>();
+  const endOperation = (ctx: object, id: string, code?: string): void => {
+    const op = operations.get(ctx)?.get(id);
+    if (!op) return;
+    operations.get(ctx)!.delete(id);
+    endSpan(op.span, code ? { code, message: code } : undefined);
+  };
   const ws = useServer<Record<string, unknown> | undefined, AuthServerContext>(
     {
       onConnect: (ctx) => wsAuthenticate(auth, ctx),
       // `extensions.http` tells yoga which HTTP status to answer; a WebSocket has none to set.
       onNext: (ctx, id, _payload, _args, result) => {
-        if (!result.errors) return undefined;
+        const traced = operations.get(ctx)?.get(id);
+        const extensions = traced ? { ...result.extensions, traceparent: traceparentOf(traced.span) } : result.extensions;
+        if (!result.errors) return traced ? { ...result, extensions } : undefined;
         wsLog.errors(ctx, id, result.errors);
-        return { ...result, errors: result.errors.map(withoutHttp) };
+        return { ...result, errors: result.errors.map(withoutHttp), ...(extensions ? { extensions } : {}) };
       },
       onError: (ctx, id, _payload, errors) => {
         const formatted = errors.map(withoutHttp);
-        wsLog.end(ctx, id, formatted[0]?.extensions?.code as string | undefined);
+        const code = formatted[0]?.extensions?.code as string | undefined;
+        wsLog.end(ctx, id, code);
+        endOperation(ctx, id, code ?? 'INTERNAL_SERVER_ERROR');
         return formatted;
       },
-      onComplete: (ctx, id) => wsLog.end(ctx, id),
-      execute: (args) => (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
-      subscribe: (args) => (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),
+      onComplete: (ctx, id) => {
+        wsLog.end(ctx, id);
+        endOperation(ctx, id);
+      },
+      onClose: (ctx) => {
+        for (const id of [...(operations.get(ctx)?.keys() ?? [])]) endOperation(ctx, id);
+      },
+      execute: (args) =>
+        withContext(executionContext.get(args.contextValue as object), () =>
+          (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
+        ),
+      subscribe: (args) =>
+        withContext(executionContext.get(args.contextValue as object), () =>
+          (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),
+        ),
       onSubscribe: async (ctx, id, params) => {
         const refused = await wsRateLimit(limiter, ctx.extra.principal, ctx.extra.request);
         if (refused) return refused;
@@ -70,12 +131,25 @@ export function attachWebSocket(http: Server, app: App): WebSocketAdapter {
         const scope = wsLog.begin(ctx, id, ctx.extra.request, document, params.operationName, params.variables);
         const errors = validate(schema, document);
         if (errors.length) return errors;
+        const { type, title } = operationTitle(document, params.operationName);
+        const traced = startServerSpan(
+          title,
+          (name) => traceHeader(name, params.extensions, ctx.connectionParams, ctx.extra.request.headers),
+          { 'graphql.operation.type': type, ...(params.operationName ? { 'graphql.operation.name': params.operationName } : {}) },
+        );
+        const contextValue = await requestScope.run(scope, () => contextFactory({ req: ctx.extra.request, principal } as never));
+        if (traced) {
+          const context = contextWith(traced.span, traced.parent)!;
+          if (!operations.has(ctx)) operations.set(ctx, new Map());
+          operations.get(ctx)!.set(id, { span: traced.span, context });
+          executionContext.set(contextValue as object, context);
+        }
         return {
           schema,
           operationName: params.operationName,
           document,
           variableValues: params.variables,
-          contextValue: await requestScope.run(scope, () => contextFactory({ req: ctx.extra.request, principal } as never)),
+          contextValue,
           rootValue: { execute, subscribe },
         };
       },

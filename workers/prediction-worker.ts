@@ -16,12 +16,13 @@ import { createRedis, keysOf, whenReady, type RedisClient } from '../core/redis/
 import { Deadline, RELEASE_MS } from '../core/lifecycle/shutdown.ts';
 import { WorkerRegistry } from '../core/control/worker-registry.ts';
 import { subscribeControl, type ControlSubscription } from '../core/control/channel.ts';
-import { createMetrics, type Metrics } from '../core/telemetry/metrics.ts';
+import { createMetrics, observeLatency, type Metrics } from '../core/telemetry/metrics.ts';
 import { DriftCounter } from '../core/drift/monitor.ts';
 import { StatsRecorder } from '../core/operations/live-stats.ts';
 import type { Logger } from '../core/telemetry/logger.ts';
 import { modelKey, type PredictionJobData } from '../core/prediction/record.ts';
 import { JobProcessor, batchingSpec } from '../core/worker/processor.ts';
+import { traceInferenceBatch } from '../core/worker/tracing.ts';
 import { chooseExecutionProvider, workerShape } from '../core/worker/shape.ts';
 
 export interface WorkerOptions {
@@ -88,12 +89,12 @@ export class PredictionWorker {
     for (const v of mine) if (this.inference.loaded.includes(modelKey(v.name, v.version))) this.serve(v);
 
     this.batcher = new Batcher({
-      run: (key, input) => this.inference.run(key, input),
+      run: (key, input, meta) => traceInferenceBatch(key, meta, () => this.inference.run(key, input)),
       spec: (key) => batchingSpec(pool, this.models.get(key)),
       slots: shape.threads,
       onBatch: (e) => {
         this.metrics.batchRows.observe({ model: e.model }, e.rows);
-        this.metrics.batchLatency.observe({ model: e.model }, e.latencyMs / 1000);
+        observeLatency(this.metrics.batchLatency, { model: e.model }, e.latencyMs / 1000);
         this.metrics.batchClosed.inc({ model: e.model, reason: e.reason });
         this.metrics.batchLimit.set({ model: e.model, policy: e.policy }, e.limit);
       },

@@ -15,10 +15,26 @@ import type { Keyspace } from '../redis/connection.ts';
 import { SYNC_PRIORITY, type PredictionQueues } from '../prediction/queues.ts';
 import type { ResultFeed } from '../prediction/result-feed.ts';
 import { PredictionCache, cacheKey } from './prediction-cache.ts';
-import type { Metrics } from '../telemetry/metrics.ts';
+import { observeLatency, type Metrics } from '../telemetry/metrics.ts';
 import type { WorkerRegistry } from '../control/worker-registry.ts';
 import { modelKey, newJob, type PredictionResult, type PredictionJobData } from '../prediction/record.ts';
 import type { ModelCatalog } from './catalog.ts';
+import {
+  ATTR,
+  SpanKind,
+  activeContext,
+  carrierOf,
+  contextWith,
+  endSpan,
+  inSpan,
+  nameActiveSpan,
+  spanContextIn,
+  startBatchSpan,
+  startSpan,
+  tracingOn,
+  withSpan,
+  type Context,
+} from '../telemetry/trace.ts';
 
 export interface PredictRequest {
   model: string;
@@ -121,13 +137,30 @@ export class Predictor {
   }
 
   /** Synchronous prediction: the answer, or an error with its code. */
-  async predict(req: PredictRequest): Promise<PredictionResult> {
+  predict(req: PredictRequest): Promise<PredictionResult> {
+    const span = startSpan('predict', { attributes: { [ATTR.requestId]: req.requestId } });
+    if (!span) return this.predictNow(req);
+    return withSpan(span, () => this.predictNow(req)).then(
+      (r) => {
+        span.setAttributes({ [ATTR.cached]: r.cached, [ATTR.rows]: r.predictions.length, [ATTR.version]: r.version });
+        span.end();
+        return r;
+      },
+      (e: unknown) => {
+        endSpan(span, e);
+        throw e;
+      },
+    );
+  }
+
+  private async predictNow(req: PredictRequest): Promise<PredictionResult> {
     const started = performance.now();
     const { catalog, config, metrics } = this.deps;
     let modelName = req.model;
     try {
       const mv = catalog.resolve(req.model, req.version);
       modelName = mv.name;
+      nameActiveSpan(`predict ${mv.name}`, { [ATTR.model]: mv.name });
       const { input, rows } = normalizeInput(req.input, mv.config, config.predict.maxRows);
       const timeoutMs = requestTimeout(req.timeoutMs, config.predict.timeoutMs);
       let result: PredictionResult;
@@ -149,10 +182,10 @@ export class Predictor {
         result = await this.compute(mv, input, rows, req, timeoutMs);
       }
       const totalMs = performance.now() - started;
-      metrics.latency.observe({ model: mv.name, phase: 'total' }, totalMs / 1000);
+      observeLatency(metrics.latency, { model: mv.name, phase: 'total' }, totalMs / 1000);
       metrics.requests.inc({ model: mv.name, operation: 'predict', outcome: 'ok' });
       return cached
-        ? { ...result, cached: true, timings: { queueMs: 0, inferenceMs: 0, totalMs } }
+        ? { ...result, cached: true, timings: { queueMs: 0, batchWaitMs: 0, batchRows: 0, coldStartMs: 0, inferenceMs: 0, totalMs } }
         : { ...result, timings: { ...result.timings, totalMs } };
     } catch (e) {
       const err = asServingError(e);
@@ -184,20 +217,31 @@ export class Predictor {
     }
     const started = performance.now();
     this.groups.set(key, mv);
-    const answer = await this.edge.submit(key, edgeLimits(mv), input, rows, timeoutMs, req.requestId);
+    const answer = await this.edge.submit(key, edgeLimits(mv), input, rows, timeoutMs, req.requestId, activeContext());
     return {
       id: randomUUID(),
       model: mv.name,
       version: mv.version,
       predictions: answer.part.predictions,
       outputs: answer.part.outputs,
-      timings: { queueMs: answer.queueMs, inferenceMs: answer.inferenceMs, totalMs: performance.now() - started },
+      timings: {
+        queueMs: answer.queueMs,
+        batchWaitMs: answer.batchWaitMs,
+        batchRows: answer.batchRows,
+        coldStartMs: answer.coldStartMs,
+        inferenceMs: answer.inferenceMs,
+        totalMs: performance.now() - started,
+      },
       cached: false,
       batchRows: answer.batchRows,
     };
   }
 
-  /** One edge batch as one synchronous job; no record is stored for it (nobody could read it). */
+  /**
+   * One edge batch as one synchronous job; no record is stored for it (nobody could read it).
+   * Traced, the batch is a span of its own (linked to each request, from its gathering to its
+   * reply) whose `send` span enqueues the job; the job carries each request's context.
+   */
   private dispatch(batch: EdgeBatch): EdgeJob {
     const mv = this.groups.get(batch.modelKey)!;
     const { feed, queues, config } = this.deps;
@@ -208,21 +252,37 @@ export class Predictor {
       segments: batch.segments,
       requestIds: batch.requestIds,
     };
+    const members = tracingOn() ? (batch.traces as (Context | undefined)[]) : [];
+    const span = startBatchSpan(`edge batch ${mv.name}`, members, members.map(spanContextIn), {
+      startTime: Date.now() - batch.gatheredMs,
+      attributes: {
+        [ATTR.model]: mv.name,
+        [ATTR.version]: mv.version,
+        [ATTR.rows]: batch.rows,
+        [ATTR.requests]: batch.segments.length,
+        [ATTR.edgeReason]: batch.reason,
+      },
+    });
     // Wait first, enqueue second: the reply may come before `enqueue` returns.
     const wait = feed.expect(job.id);
-    const reply = queues
-      .enqueue(job, {
+    const reply = withSpan(span, () =>
+      this.send(job, members, {
         priority: SYNC_PRIORITY,
         attempts: mv.config.retry.attempts,
         backoffMs: mv.config.retry.backoffMs,
         keepSeconds: config.results.ttlSeconds,
-      })
-      .then(
-        () => wait.promise,
-        (e: unknown) => {
-          wait.cancel();
-          throw asServingError(e);
-        },
+      }),
+    ).then(
+      () => wait.promise,
+      (e: unknown) => {
+        wait.cancel();
+        throw asServingError(e);
+      },
+    );
+    if (span)
+      reply.then(
+        () => span.end(),
+        (e: unknown) => endSpan(span, e),
       );
     return {
       reply,
@@ -233,4 +293,42 @@ export class Predictor {
       },
     };
   }
+
+  /** Enqueues a job: traced, in a `send` span whose context the job carries, with each part's (`parts`). */
+  private send(job: PredictionJobData, parts: readonly (Context | undefined)[], options: Parameters<PredictionQueues['enqueue']>[1]) {
+    return enqueueTraced(this.deps.queues, job, parts, options);
+  }
+}
+
+/**
+ * `queues.enqueue`, traced: a `send <queue>` producer span (admission and the add), the
+ * context the job carries for its consumer, and each part's own context beside it.
+ */
+export function enqueueTraced(
+  queues: PredictionQueues,
+  job: PredictionJobData,
+  parts: readonly (Context | undefined)[],
+  options: Parameters<PredictionQueues['enqueue']>[1],
+): Promise<void> {
+  if (!tracingOn()) return queues.enqueue(job, options);
+  const queue = queues.queue(job.pool, job.id).name;
+  return inSpan(
+    `send ${queue}`,
+    {
+      kind: SpanKind.PRODUCER,
+      attributes: {
+        [ATTR.messagingSystem]: 'bullmq',
+        [ATTR.messagingOperationType]: 'send',
+        [ATTR.messagingOperationName]: 'send',
+        [ATTR.messagingDestination]: queue,
+        [ATTR.messagingMessageId]: job.id,
+        [ATTR.priority]: options.priority,
+        [ATTR.pool]: job.pool,
+      },
+    },
+    (span) => {
+      job.trace = { job: carrierOf(contextWith(span)), parts: parts.map((p) => carrierOf(p) ?? null) };
+      return queues.enqueue(job, options);
+    },
+  );
 }

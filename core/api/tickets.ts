@@ -13,7 +13,20 @@ import type { LostWork } from '../prediction/lost-work.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import { accepted, cancelled, completed, failed, newJob, type PredictionRecord, type PredictionResult } from '../prediction/record.ts';
 import type { ModelCatalog } from './catalog.ts';
-import { requestTimeout, type PredictRequest, type Predictor } from './predictor.ts';
+import { enqueueTraced, requestTimeout, type PredictRequest, type Predictor } from './predictor.ts';
+import {
+  ATTR,
+  SpanKind,
+  activeContext,
+  carrierOf,
+  endSpan,
+  nameActiveSpan,
+  spanContextOf,
+  startSpan,
+  tracingOn,
+  withSpan,
+  type Context,
+} from '../telemetry/trace.ts';
 
 export interface SubmitRequest extends PredictRequest {
   /** 1-10, 10 most urgent. @defaultValue 5 */
@@ -49,19 +62,40 @@ export class Tickets {
   }
 
   /** Asynchronous prediction: a ticket at once; the result comes by subscription or polling. */
-  async submit(req: SubmitRequest): Promise<Ticket> {
+  submit(req: SubmitRequest): Promise<Ticket> {
+    const span = startSpan('submit', { attributes: { [ATTR.requestId]: req.requestId } });
+    if (!span) return this.submitNow(req);
+    return withSpan(span, () => this.submitNow(req)).then(
+      (t) => {
+        span.setAttributes({ [ATTR.predictionId]: t.id, [ATTR.version]: t.version, [ATTR.cached]: t.status === 'COMPLETED' });
+        span.end();
+        return t;
+      },
+      (e: unknown) => {
+        endSpan(span, e);
+        throw e;
+      },
+    );
+  }
+
+  private async submitNow(req: SubmitRequest): Promise<Ticket> {
     const { catalog, config, metrics, store, queues } = this.deps;
     let modelName = req.model;
     try {
       const mv = catalog.resolve(req.model, req.version);
       modelName = mv.name;
+      nameActiveSpan(`submit ${mv.name}`, { [ATTR.model]: mv.name, [ATTR.priority]: req.priority ?? 5 });
       const { input, rows } = normalizeInput(req.input, mv.config, config.predict.maxRows);
       const priority = bullPriority(req.priority);
       const timeoutMs = req.timeoutMs == null ? undefined : requestTimeout(req.timeoutMs, config.predict.timeoutMs);
       const job = newJob(mv, toWire(input), rows, req.requestId, timeoutMs);
+      // The submission's context: its record keeps it, so each delivery of the result links to it.
+      const submission = activeContext();
+      if (submission) job.trace = { parts: [carrierOf(submission) ?? null] };
       const hit = this.deps.predictor.cached(mv, input);
       if (hit) {
-        const result: PredictionResult = { ...hit, id: job.id, cached: true, timings: { queueMs: 0, inferenceMs: 0, totalMs: 0 } };
+        const timings = { queueMs: 0, batchWaitMs: 0, batchRows: 0, coldStartMs: 0, inferenceMs: 0, totalMs: 0 };
+        const result: PredictionResult = { ...hit, id: job.id, cached: true, timings };
         await store.finish(completed(job, result));
         metrics.requests.inc({ model: mv.name, operation: 'submit', outcome: 'ok' });
         return { id: job.id, status: 'COMPLETED', model: mv.name, version: mv.version, submittedAt: job.enqueuedAt };
@@ -70,7 +104,7 @@ export class Tickets {
       try {
         // On a cluster the ticket is given once replicas hold the job and the record (core/redis/cluster.ts).
         await Promise.all([
-          queues.enqueue(job, {
+          enqueueTraced(queues, job, [submission], {
             priority,
             attempts: mv.config.retry.attempts,
             backoffMs: mv.config.retry.backoffMs,
@@ -137,12 +171,53 @@ export class Tickets {
     return done;
   }
 
-  /** The final record of `id`, once, as an async iterator (see ResultFeed.watch). */
+  /**
+   * The final record of `id`, once, as an async iterator (see ResultFeed.watch). Traced, each
+   * delivery is a span in the subscriber's trace, from the worker's finish to the hand-over,
+   * linked to the submission's trace.
+   */
   async watch(id: string): Promise<AsyncIterableIterator<PredictionRecord>> {
+    let records: AsyncIterableIterator<PredictionRecord>;
     try {
-      return await this.deps.feed.watch(id);
+      records = await this.deps.feed.watch(id);
     } catch (e) {
       throw asServingError(e);
     }
+    return tracingOn() ? tracedDeliveries(records, activeContext()) : records;
   }
+}
+
+/**
+ * Delivers each record with a `deliver` span under the subscriber's context. A plain wrapper,
+ * not an async generator: `return()` must reach the feed at once when a client unsubscribes,
+ * even while a `next()` is pending.
+ */
+function tracedDeliveries(
+  records: AsyncIterableIterator<PredictionRecord>,
+  subscriber: Context | undefined,
+): AsyncIterableIterator<PredictionRecord> {
+  const traced: AsyncIterableIterator<PredictionRecord> = {
+    async next() {
+      const r = await records.next();
+      if (!r.done) {
+        const rec = r.value;
+        const submission = spanContextOf(rec.trace);
+        const span = startSpan(`deliver ${rec.model}`, {
+          kind: SpanKind.PRODUCER,
+          parent: subscriber,
+          startTime: rec.finishedAt,
+          links: submission ? [{ context: submission }] : [],
+          attributes: { [ATTR.model]: rec.model, [ATTR.version]: rec.version, [ATTR.predictionId]: rec.id, 'batchline.status': rec.status },
+        });
+        span?.end();
+      }
+      return r;
+    },
+    return: (value?: unknown) => records.return?.(value) ?? Promise.resolve({ done: true, value: undefined }),
+    throw: (e?: unknown) => records.throw?.(e) ?? Promise.reject(e),
+    [Symbol.asyncIterator]() {
+      return traced;
+    },
+  };
+  return traced;
 }

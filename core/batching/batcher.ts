@@ -34,6 +34,8 @@ export interface BatchOutcome {
   closeReason: CloseReason;
   /** Queue time of the batch, when its runner reports one. */
   queueMs?: number;
+  /** How long this request waited for its batch to start running. */
+  batchWaitMs: number;
 }
 
 interface Item {
@@ -44,6 +46,8 @@ interface Item {
   deadlineAt: number;
   /** Clock time after which nobody waits for this request's answer. */
   giveUpAt: number;
+  /** Its trace context, opaque here: handed to `run` with the batch's. */
+  trace: unknown;
   resolve: (o: BatchOutcome) => void;
   reject: (e: Error) => void;
 }
@@ -67,9 +71,23 @@ export interface BatchEvent {
   policy: string;
 }
 
+/** What `run` learns about the batch it runs. */
+export interface BatchRunMeta {
+  /** How long the longest-waiting request of the batch still waits. */
+  waitMs: number;
+  /** How long ago the batch's oldest request arrived. */
+  gatheredMs: number;
+  rows: number;
+  reason: CloseReason;
+  limit: number;
+  policy: string;
+  /** Each request's trace context as given to `submit`, in order. */
+  traces: unknown[];
+}
+
 export interface BatcherOptions {
-  /** Runs one merged input; typically InferencePool.run. `waitMs`: how long the longest-waiting request of the batch still waits. */
-  run: (model: string, input: NormalizedInput, meta: { waitMs: number }) => Promise<RunResult>;
+  /** Runs one merged input; typically InferencePool.run. */
+  run: (model: string, input: NormalizedInput, meta: BatchRunMeta) => Promise<RunResult>;
   /** Batching settings of a model (`name@version`). */
   spec: (model: string) => BatchingSpec;
   /** Batches that may run at once (inference threads). @defaultValue 1 */
@@ -111,9 +129,9 @@ export class Batcher {
 
   /**
    * Adds one request. It should be answered within the model's SLO, or `deadlineMs` from
-   * now when that is sooner (the request's own deadline).
+   * now when that is sooner (the request's own deadline). `trace` (opaque) reaches `run`.
    */
-  submit(model: string, input: NormalizedInput, rows: number, deadlineMs?: number): Promise<BatchOutcome> {
+  submit(model: string, input: NormalizedInput, rows: number, deadlineMs?: number, trace?: unknown): Promise<BatchOutcome> {
     const spec = this.options.spec(model);
     const now = this.clock.now();
     return new Promise((resolve, reject) => {
@@ -123,6 +141,7 @@ export class Batcher {
         arrivedAt: now,
         deadlineAt: now + Math.min(deadlineMs ?? Infinity, spec.sloMs),
         giveUpAt: now + (deadlineMs ?? Infinity),
+        trace,
         resolve,
         reject,
       };
@@ -223,9 +242,18 @@ export class Batcher {
     const policy = this.policy(batch.model);
     const limit = policy.limit();
     let result: RunResult;
+    const startedAt = this.clock.now();
     try {
-      const waitMs = Math.max(...batch.items.map((i) => i.giveUpAt)) - this.clock.now();
-      result = await this.options.run(batch.model, mergeInputs(batch.items.map((i) => i.input)), { waitMs });
+      const meta: BatchRunMeta = {
+        waitMs: Math.max(...batch.items.map((i) => i.giveUpAt)) - startedAt,
+        gatheredMs: startedAt - batch.items[0].arrivedAt,
+        rows: batch.rows,
+        reason: batch.reason!,
+        limit,
+        policy: policy.name,
+        traces: batch.items.map((i) => i.trace),
+      };
+      result = await this.options.run(batch.model, mergeInputs(batch.items.map((i) => i.input)), meta);
     } catch (e) {
       for (const item of batch.items) item.reject(e as Error);
       return;
@@ -250,6 +278,7 @@ export class Batcher {
         batchRows: batch.rows,
         closeReason: batch.reason!,
         queueMs: result.queueMs,
+        batchWaitMs: startedAt - item.arrivedAt,
       });
       offset += item.rows;
     }

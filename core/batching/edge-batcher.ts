@@ -36,6 +36,10 @@ export interface EdgeBatch {
   segments: number[];
   /** Request ids, in the same order. */
   requestIds: string[];
+  /** Each request's trace context as given to `submit` (undefined when untraced), in the same order. */
+  traces: unknown[];
+  /** How long the batch gathered before it was sent, ms. */
+  gatheredMs: number;
   /** Epoch ms of the latest deadline among the requests. */
   deadline: number;
   reason: EdgeSendReason;
@@ -61,6 +65,9 @@ export interface EdgeAnswer {
   queueMs: number;
   inferenceMs: number;
   batchRows: number;
+  /** How long this request waited here for its batch to be sent, plus the job's wait for the worker's batch. */
+  batchWaitMs: number;
+  coldStartMs: number;
 }
 
 export interface EdgeBatcherOptions {
@@ -78,6 +85,10 @@ interface Member {
   input: NormalizedInput;
   rows: number;
   requestId: string;
+  trace: unknown;
+  arrivedAt: number;
+  /** Set when its batch is sent: how long it waited here. */
+  waitedMs: number;
   deadline: number;
   timer: unknown;
   done: boolean;
@@ -90,6 +101,7 @@ interface Member {
 interface Gathering {
   group: string;
   modelKey: string;
+  openedAt: number;
   limits: EdgeLimits;
   members: Member[];
   rows: number;
@@ -118,7 +130,10 @@ export class EdgeBatcher {
     return this.inFlight.get(group) ?? 0;
   }
 
-  /** One request of `rows` rows for `modelKey`, answered within `timeoutMs` or refused with DEADLINE_EXCEEDED. */
+  /**
+   * One request of `rows` rows for `modelKey`, answered within `timeoutMs` or refused with
+   * DEADLINE_EXCEEDED. `trace` (its trace context, opaque here) travels with it into its batch.
+   */
   submit(
     modelKey: string,
     limits: EdgeLimits,
@@ -126,6 +141,7 @@ export class EdgeBatcher {
     rows: number,
     timeoutMs: number,
     requestId: string,
+    trace?: unknown,
   ): Promise<EdgeAnswer> {
     const group = `${modelKey}#${shapeSignature(input)}`;
     return new Promise<EdgeAnswer>((resolve, reject) => {
@@ -136,13 +152,16 @@ export class EdgeBatcher {
         batch = undefined;
       }
       if (!batch) {
-        batch = { group, modelKey, limits, members: [], rows: 0 };
+        batch = { group, modelKey, openedAt: this.clock.now(), limits, members: [], rows: 0 };
         this.open.set(group, batch);
       }
       const member: Member = {
         input,
         rows,
         requestId,
+        trace,
+        arrivedAt: this.clock.now(),
+        waitedMs: 0,
         deadline: this.epochNow() + timeoutMs,
         timer: undefined,
         done: false,
@@ -166,6 +185,8 @@ export class EdgeBatcher {
     const members = batch.members.filter((m) => !m.done);
     if (members.length === 0) return;
     batch.members = members;
+    const now = this.clock.now();
+    for (const m of members) m.waitedMs = now - m.arrivedAt;
     const job: EdgeBatch = {
       group: batch.group,
       modelKey: batch.modelKey,
@@ -173,6 +194,8 @@ export class EdgeBatcher {
       rows: members.reduce((s, m) => s + m.rows, 0),
       segments: members.map((m) => m.rows),
       requestIds: members.map((m) => m.requestId),
+      traces: members.map((m) => m.trace),
+      gatheredMs: now - batch.openedAt,
       deadline: Math.max(...members.map((m) => m.deadline)),
       reason,
     };
@@ -201,7 +224,12 @@ export class EdgeBatcher {
   }
 
   private answer(members: Member[], reply: SyncReply): void {
-    const common = { queueMs: reply.queueMs, inferenceMs: reply.inferenceMs, batchRows: reply.batchRows };
+    const common = {
+      queueMs: reply.queueMs,
+      inferenceMs: reply.inferenceMs,
+      batchRows: reply.batchRows,
+      coldStartMs: reply.coldStartMs ?? 0,
+    };
     members.forEach((m, i) => {
       const part = reply.parts?.[i];
       if (reply.status !== 'COMPLETED' || !part) {
@@ -213,7 +241,7 @@ export class EdgeBatcher {
         const err = fromSerialized(part.error);
         this.settle(m, () => m.reject(err));
       } else {
-        this.settle(m, () => m.resolve({ part, ...common }));
+        this.settle(m, () => m.resolve({ part, ...common, batchWaitMs: m.waitedMs + (reply.batchWaitMs ?? 0) }));
       }
     });
   }

@@ -12,7 +12,7 @@
  */
 import { hostname } from 'node:os';
 import type { RedisClient } from '../redis/connection.ts';
-import type { Registry } from 'prom-client';
+import type { Registry, RegistryContentType } from 'prom-client';
 import { keyspace, keysOf } from '../redis/connection.ts';
 
 /** The counters and histograms that are summed across processes. */
@@ -73,7 +73,7 @@ export interface CounterValue {
 }
 
 /** The cumulative value of every summed series in a registry, by hash field. */
-export async function readCounters(registry: Registry): Promise<Map<string, CounterValue>> {
+export async function readCounters(registry: Registry<RegistryContentType>): Promise<Map<string, CounterValue>> {
   const out = new Map<string, CounterValue>();
   for (const name of SUMMED_METRICS) {
     const metric = registry.getSingleMetric(name);
@@ -104,7 +104,7 @@ export interface ProcessInfo {
 export interface RecorderOptions {
   redis: RedisClient;
   prefix: string;
-  registry: Registry;
+  registry: Registry<RegistryContentType>;
   process: Pick<ProcessInfo, 'id' | 'role' | 'pool'>;
   /** Milliseconds since the epoch. @defaultValue Date.now */
   now?: () => number;

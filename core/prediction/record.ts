@@ -4,12 +4,23 @@ import type { SerializedError } from '../errors/registry.ts';
 import type { WireInput } from './input.ts';
 import type { PoolName } from '../config/settings.ts';
 import type { EncodedTensor } from '../tensor/codec.ts';
+import type { JobTrace, TraceCarrier } from '../telemetry/trace.ts';
 
 export type PredictionStatus = 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
 
+/** Where an answer's time went (each request's own, besides what its batch shares). */
 export interface Timings {
   /** From enqueue until a worker started it. */
   queueMs: number;
+  /**
+   * Waiting to be batched: at the API's edge batcher (synchronous requests) and in the
+   * worker's batcher, until the batch's inference started. Absent in records written before it.
+   */
+  batchWaitMs?: number;
+  /** Rows in the inference that answered it. Absent in records written before it. */
+  batchRows?: number;
+  /** Waiting for the model to load into the worker (0 when it was loaded). Absent in records written before it. */
+  coldStartMs?: number;
   /** The model run (preprocessing included), shared by every request of its batch. */
   inferenceMs: number;
   /** From the request's arrival until its answer. */
@@ -49,6 +60,8 @@ export interface PredictionRecord {
   pool: PoolName;
   rows: number;
   requestId?: string;
+  /** The submission's trace context, which each delivery of the result links to. */
+  trace?: TraceCarrier;
   submittedAt: number;
   finishedAt?: number;
   result?: PredictionResult;
@@ -76,6 +89,8 @@ export interface PredictionJobData {
   segments?: number[];
   /** Request ids of the segments, for the worker's logs. */
   requestIds?: string[];
+  /** Trace contexts when tracing is on: the job's own, and one per segment (core/telemetry/trace.ts). */
+  trace?: JobTrace;
 }
 
 /** One request's share of a synchronous job's answer. */
@@ -100,6 +115,9 @@ export interface SyncReply {
   queueMs: number;
   inferenceMs: number;
   batchRows: number;
+  /** The job's wait in the worker's batcher. */
+  batchWaitMs?: number;
+  coldStartMs?: number;
 }
 
 export function isFinal(status: PredictionStatus): boolean {
@@ -116,6 +134,7 @@ export function accepted(job: PredictionJobData): PredictionRecord {
     pool: job.pool,
     rows: job.rows,
     requestId: job.requestId,
+    ...(job.trace?.parts?.[0] ? { trace: job.trace.parts[0] } : {}),
     submittedAt: job.enqueuedAt,
   };
 }

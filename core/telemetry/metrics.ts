@@ -2,7 +2,17 @@
  * Prometheus metrics. Each process has its own registry; the API exports request, cache
  * and queue metrics, a worker exports inference and batching metrics.
  */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type Metric, type OpenMetricsContentType } from 'prom-client';
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+  collectDefaultMetrics,
+  type Metric,
+  type OpenMetricsContentType,
+  type PrometheusContentType,
+} from 'prom-client';
+import { exemplarLabels } from './trace.ts';
 
 /**
  * Seconds, 1-2.5-5 per decade from 50 µs to 30 s: a model answering in 0.3 ms and one in 3 ms
@@ -13,7 +23,9 @@ export const LATENCY_BUCKETS = [
 ];
 
 export function createMetrics(role: 'api' | 'worker') {
-  const registry = new Registry();
+  // prom-client lets exemplars onto OpenMetrics registries only; `exposition` renders either format.
+  const registry = new Registry<OpenMetricsContentType>();
+  registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
   const defaultLabels = { role };
   registry.setDefaultLabels(defaultLabels);
   collectDefaultMetrics({ register: registry, prefix: 'batchline_process_' });
@@ -31,6 +43,8 @@ export function createMetrics(role: 'api' | 'worker') {
       help: 'Prediction latency by phase: queue (enqueue to start), inference (model run), total (request to answer)',
       labelNames: ['model', 'phase'] as const,
       buckets: LATENCY_BUCKETS,
+      // The trace of a sampled observation, in OpenMetrics (observeLatency adds it).
+      enableExemplars: true,
       registers: [registry],
     }),
     cacheHits: new Counter({
@@ -82,6 +96,7 @@ export function createMetrics(role: 'api' | 'worker') {
       help: 'Time of one batched inference',
       labelNames: ['model'] as const,
       buckets: LATENCY_BUCKETS,
+      enableExemplars: true,
       registers: [registry],
     }),
     batchClosed: new Counter({
@@ -149,6 +164,17 @@ export function createMetrics(role: 'api' | 'worker') {
 
 export type Metrics = ReturnType<typeof createMetrics>;
 
+/**
+ * Observes `seconds` on a latency histogram; when tracing is on and the active span is
+ * sampled, its trace and span ids become the bucket's exemplar (OpenMetrics carries them, so a
+ * slow bucket leads to a slow trace).
+ */
+export function observeLatency<T extends string>(histogram: Histogram<T>, labels: Partial<Record<T, string>>, seconds: number): void {
+  const exemplar = exemplarLabels();
+  // prom-client types exemplar labels as the metric's own label names; they are not.
+  histogram.observe({ labels, value: seconds, ...(exemplar ? { exemplarLabels: exemplar as Partial<Record<T, string>> } : {}) });
+}
+
 /** Whether an `Accept` header prefers OpenMetrics to the Prometheus text format (q-values weighed; ties go to OpenMetrics). */
 export function prefersOpenMetrics(accept: string | null | undefined): boolean {
   if (!accept) return false;
@@ -166,20 +192,20 @@ export function prefersOpenMetrics(accept: string | null | undefined): boolean {
 /**
  * `/metrics` in the format the scraper asked for: OpenMetrics (which alone carries exemplars,
  * the trace ids on latency buckets) when its `Accept` prefers it, as Prometheus's does, else
- * the Prometheus text format. prom-client renders OpenMetrics by renaming each counter for
- * good (`foo_total` becomes `foo`, breaking every later text render and the JSON that
- * core/live-stats.ts reads), so the OpenMetrics form is rendered from a throwaway registry of
- * stand-ins that answer each metric's current values under the OpenMetrics name.
+ * the Prometheus text format. Never `registry.metrics()` itself: prom-client renders
+ * OpenMetrics by renaming each counter for good (`foo_total` becomes `foo`, which would break
+ * every later text render and the JSON that core/live-stats.ts reads). Each format is rendered
+ * from a throwaway registry of stand-ins answering each metric's current values under the
+ * name that format wants.
  */
 export async function exposition(metrics: Metrics, accept: string | null | undefined): Promise<{ contentType: string; body: string }> {
-  const { registry } = metrics;
-  if (!prefersOpenMetrics(accept)) return { contentType: registry.contentType, body: await registry.metrics() };
-  const open = new Registry<OpenMetricsContentType>();
-  open.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
-  open.setDefaultLabels(metrics.defaultLabels);
-  for (const metric of registry.getMetricsAsArray() as unknown as (Metric & { name: string })[]) {
-    const name = metric instanceof Counter ? metric.name.replace(/_total$/, '') : metric.name;
-    open.registerMetric({ name, get: async () => ({ ...(await metric.get()), name }) } as unknown as Metric);
+  const open = prefersOpenMetrics(accept);
+  const out = new Registry<OpenMetricsContentType | PrometheusContentType>();
+  out.setContentType(open ? Registry.OPENMETRICS_CONTENT_TYPE : Registry.PROMETHEUS_CONTENT_TYPE);
+  out.setDefaultLabels(metrics.defaultLabels);
+  for (const metric of metrics.registry.getMetricsAsArray() as unknown as (Metric & { name: string })[]) {
+    const name = open && metric instanceof Counter ? metric.name.replace(/_total$/, '') : metric.name;
+    out.registerMetric({ name, get: async () => ({ ...(await metric.get()), name }) } as unknown as Metric);
   }
-  return { contentType: open.contentType, body: await open.metrics() };
+  return { contentType: out.contentType, body: await out.metrics() };
 }

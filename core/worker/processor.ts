@@ -17,7 +17,7 @@ import { MODEL_DEFAULTS, type BatchingSpec, type ModelConfig } from '../models/c
 import { fromWire } from '../prediction/input.ts';
 import type { ResultStore } from '../prediction/result-store.ts';
 import { whileUnreachable } from '../redis/connection.ts';
-import type { Metrics } from '../telemetry/metrics.ts';
+import { observeLatency, type Metrics } from '../telemetry/metrics.ts';
 import type { DriftCounter } from '../drift/monitor.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import {
@@ -29,6 +29,8 @@ import {
   type ReplyPart,
   type SyncReply,
 } from '../prediction/record.ts';
+import { ATTR, endSpan, inSpan, recordColdLoad, withContext } from '../telemetry/trace.ts';
+import { startJobSpans, type BatchItemTrace } from './tracing.ts';
 
 /**
  * How a model batches in this pool: only the GPU pool batches across jobs; CPU work runs one
@@ -56,6 +58,12 @@ export interface JobProcessorDeps {
   log: Logger;
   /** True once the worker is stopping: retries of Redis writes give up then. */
   stopping(): boolean;
+  /**
+   * The cold-start hook: resolves once `modelKey` is loaded in this worker, with how long the
+   * job waited for it (0 when it was loaded already). On-demand loading plugs in here; the
+   * wait becomes the answer's `timings.coldStartMs` and a `load <model>` span.
+   */
+  coldStart?: (modelKey: string) => Promise<number>;
 }
 
 export class JobProcessor {
@@ -66,6 +74,19 @@ export class JobProcessor {
   }
 
   async process(job: Job<PredictionJobData>): Promise<{ status: string }> {
+    const spans = startJobSpans(job, Date.now());
+    if (!spans) return this.run(job);
+    try {
+      const out = await withContext(spans.context, () => this.run(job, spans.item));
+      endSpan(spans.span);
+      return out;
+    } catch (e) {
+      endSpan(spans.span, e);
+      throw e;
+    }
+  }
+
+  private async run(job: Job<PredictionJobData>, trace?: BatchItemTrace): Promise<{ status: string }> {
     const { models, batcher, store, metrics } = this.deps;
     const data = job.data;
     const log = this.deps.log.child({ requestId: data.requestId, predictionId: data.id, model: data.model, attempt: job.attemptsMade + 1 });
@@ -78,22 +99,28 @@ export class JobProcessor {
       return { status: 'FAILED' };
     }
     try {
+      const coldStartMs = (await this.deps.coldStart?.(key)) ?? 0;
+      recordColdLoad(data.model, coldStartMs);
       const model = models.get(key);
       if (!model) throw new ServingError('MODEL_NOT_READY', `this worker does not serve ${key}`);
-      const deadlineMs = data.deadline !== undefined ? data.deadline - startedAt : undefined;
-      const outcome = await batcher.submit(key, fromWire(data.input), data.rows, deadlineMs);
+      const deadlineMs = data.deadline !== undefined ? data.deadline - Date.now() : undefined;
+      const outcome = await batcher.submit(key, fromWire(data.input), data.rows, deadlineMs, trace);
       const parts = answerParts(model.config, outcome.outputs, data.segments ?? [data.rows]);
       const finishedAt = Date.now();
       const queueMs = startedAt - data.enqueuedAt;
       if (data.replyTo) {
-        await this.sendReply(data, {
-          id: data.id,
-          status: 'COMPLETED',
-          parts,
-          queueMs,
-          inferenceMs: outcome.inferenceMs,
-          batchRows: outcome.batchRows,
-        });
+        await inSpan(`reply ${data.model}`, { attributes: { [ATTR.requests]: parts.length } }, () =>
+          this.sendReply(data, {
+            id: data.id,
+            status: 'COMPLETED',
+            parts,
+            queueMs,
+            inferenceMs: outcome.inferenceMs,
+            batchRows: outcome.batchRows,
+            batchWaitMs: outcome.batchWaitMs,
+            coldStartMs,
+          }),
+        );
       } else {
         const [part] = parts;
         if (part.error) throw fromSerialized(part.error);
@@ -103,15 +130,24 @@ export class JobProcessor {
           version: data.version,
           predictions: part.predictions,
           outputs: part.outputs,
-          timings: { queueMs, inferenceMs: outcome.inferenceMs, totalMs: finishedAt - data.enqueuedAt },
+          timings: {
+            queueMs,
+            batchWaitMs: outcome.batchWaitMs,
+            batchRows: outcome.batchRows,
+            coldStartMs,
+            inferenceMs: outcome.inferenceMs,
+            totalMs: finishedAt - data.enqueuedAt,
+          },
           cached: false,
           batchRows: outcome.batchRows,
         };
         // A job run again after a crash may already be answered: finish() then writes nothing.
-        const written = await store.finishDurably(completed(data, result, finishedAt), undefined, {
-          giveUp: () => this.deps.stopping(),
-          onRetry: (e) => log.warn({ err: e.message }, 'Redis unreachable: holding the result and writing it again until Redis is back'),
-        });
+        const written = await inSpan(`finish ${data.model}`, { attributes: { [ATTR.predictionId]: data.id } }, () =>
+          store.finishDurably(completed(data, result, finishedAt), undefined, {
+            giveUp: () => this.deps.stopping(),
+            onRetry: (e) => log.warn({ err: e.message }, 'Redis unreachable: holding the result and writing it again until Redis is back'),
+          }),
+        );
         if (!written) log.info('already answered; not answering again');
       }
       metrics.jobs.inc({ model: data.model, outcome: 'ok' });
@@ -120,8 +156,8 @@ export class JobProcessor {
           key,
           parts.flatMap((p) => (p.error ? [] : p.predictions.map((r) => r.label))),
         );
-      metrics.latency.observe({ model: data.model, phase: 'queue' }, queueMs / 1000);
-      metrics.latency.observe({ model: data.model, phase: 'inference' }, outcome.inferenceMs / 1000);
+      observeLatency(metrics.latency, { model: data.model, phase: 'queue' }, queueMs / 1000);
+      observeLatency(metrics.latency, { model: data.model, phase: 'inference' }, outcome.inferenceMs / 1000);
       log.debug({ batchRows: outcome.batchRows, inferenceMs: outcome.inferenceMs, segments: parts.length }, 'predicted');
       return { status: 'COMPLETED' };
     } catch (e) {

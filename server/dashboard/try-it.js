@@ -9,7 +9,7 @@ import { request } from './graphql.js';
 const PREDICT = `query TryIt($model: String!, $input: PredictionInput!) {
   predict(model: $model, input: $input) {
     version label score probabilities { label probability } predictions { label score }
-    outputs { name shape datatype data } timings { queueMs inferenceMs totalMs } cached batchRows
+    outputs { name shape datatype data } timings { queueMs batchWaitMs coldStartMs inferenceMs totalMs } cached batchRows
   }
 }`;
 
@@ -79,7 +79,7 @@ function answerView(p) {
   const t = p.timings;
   rows.push(
     h('div', { class: 'timings', 'data-testid': 'try-timings' }, [
-      `queue ${fixed(t.queueMs, 2)} ms · inference ${fixed(t.inferenceMs, 2)} ms · total ${fixed(t.totalMs, 2)} ms`,
+      `queue ${fixed(t.queueMs, 2)} ms · batch wait ${fixed(t.batchWaitMs ?? 0, 2)} ms${t.coldStartMs ? ` · cold start ${fixed(t.coldStartMs, 2)} ms` : ''} · inference ${fixed(t.inferenceMs, 2)} ms · total ${fixed(t.totalMs, 2)} ms`,
       h('span', { class: 'muted' }, [` · version ${p.version} · batch of ${p.batchRows}${p.cached ? ' · from the cache' : ''}`]),
     ]),
   );

@@ -76,7 +76,7 @@ describe('operations view', () => {
     await form.getByRole('button', { name: 'Predict' }).click();
     await expect.poll(() => form.locator('[data-testid="try-label"]').innerText(), { timeout: 20_000 }).toMatch(/^female/);
     expect(await form.locator('[data-testid="try-timings"]').innerText()).toMatch(
-      /queue [\d.]+ ms · inference [\d.]+ ms · total [\d.]+ ms/,
+      /queue [\d.]+ ms · batch wait [\d.]+ ms · inference [\d.]+ ms · total [\d.]+ ms/,
     );
     // A bad answer is shown with its code, not swallowed.
     await form.locator('[data-testid="try-text"]').fill('');

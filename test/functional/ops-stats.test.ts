@@ -11,7 +11,7 @@ import { listeningPort, spawnCli, startApi, uniquePrefix, type Child, type Runni
 import { useStack } from '../support/use-stack.ts';
 import { until } from '../support/wait.ts';
 import { createRedis, whenReady } from '../../core/redis/connection.ts';
-import { createMetrics } from '../../core/telemetry/metrics.ts';
+import { createMetrics, observeLatency } from '../../core/telemetry/metrics.ts';
 import { StatsReader, StatsRecorder, counterSum, histogram, histogramQuantile } from '../../core/operations/live-stats.ts';
 import { hashApiKey } from '../../server/auth.ts';
 
@@ -115,7 +115,7 @@ describe('StatsRecorder and StatsReader', () => {
     const b = process('b');
     predicted(a.metrics, 3);
     predicted(b.metrics, 4);
-    a.metrics.latency.observe({ model: 'm', phase: 'total' }, 0.004);
+    observeLatency(a.metrics.latency, { model: 'm', phase: 'total' }, 0.004);
     await Promise.all([a.recorder.tick(), b.recorder.tick()]);
     expect(await requestsIn(10)).toBe(0);
     now = T + 1000;
@@ -163,7 +163,7 @@ describe('StatsRecorder and StatsReader', () => {
 
   it('a histogram that moved writes every bucket, so a quantile interpolates from the bucket below', async () => {
     const p = process('h');
-    p.metrics.latency.observe({ model: 'q', phase: 'total' }, 0.007);
+    observeLatency(p.metrics.latency, { model: 'q', phase: 'total' }, 0.007);
     await p.recorder.tick();
     now += 1000;
     const h = histogram(await reader.window(now, 10), 'batchline_latency_seconds', { model: 'q', phase: 'total' });

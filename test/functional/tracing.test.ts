@@ -1,0 +1,391 @@
+/**
+ * OpenTelemetry tracing across the API, the queue and the workers, as a collector sees it: a
+ * real OTLP/HTTP receiver (the exporter's JSON protocol) collects the spans of a real stack,
+ * an API and two workers (cpu and gpu pools) started as `batchline serve` / `worker`,
+ * configured by the standard OTEL_* variables and BATCHLINE_TRACING.
+ */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
+import { gql, wsClient } from '../support/clients.ts';
+import { dropPrefix, listeningPort, spawnCli, startWorker, uniquePrefix, type Child } from '../../harness/stack.ts';
+import { until } from '../support/wait.ts';
+import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
+
+const redisUrl = inject('redisUrl');
+const SERVER = 2;
+const PRODUCER = 4;
+const CONSUMER = 5;
+
+/** Ten requests of one row fill exactly one gpu batch: it closes `full` on the tenth, whatever the timing. */
+const BATCH = 10;
+// A long delay and SLO, so the batch closes on its row limit alone (models.overrides names a file).
+const OVERRIDES = join(mkdtempSync(join(tmpdir(), 'batchline-trace-')), 'models.yaml');
+writeFileSync(OVERRIDES, `mlp-bench: { pool: gpu, batching: { policy: fixed, maxBatchSize: ${BATCH}, maxDelayMs: 5000, sloMs: 10000 } }\n`);
+
+function tracingEnv(receiver: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    BATCHLINE_TRACING: 'true',
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver,
+    OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+    // Export within 50 ms of a span's end, so a test waits little for what it checks.
+    OTEL_BSP_SCHEDULE_DELAY: '50',
+    BATCHLINE_MODEL_OVERRIDES: OVERRIDES,
+    ...extra,
+  };
+}
+
+async function startStack(prefix: string, env: Record<string, string>, pools: ('cpu' | 'gpu')[]): Promise<{ url: string; procs: Child[] }> {
+  const opts = { redisUrl, prefix, env: { BATCHLINE_MAINTENANCE: 'false', BATCHLINE_LOG_LEVEL: 'debug', ...env } };
+  const procs = await Promise.all(pools.map((p) => startWorker(p, opts)));
+  const api = await spawnCli(
+    ['serve', '--port', '0'],
+    { ...opts, env: { ...opts.env, BATCHLINE_HOST: '127.0.0.1' } },
+    /"msg":"API listening"/,
+  );
+  procs.push(api);
+  return { url: `http://127.0.0.1:${listeningPort(api)}/graphql`, procs };
+}
+
+const features = (seed: number): number[] => Array.from({ length: 512 }, (_, i) => Math.sin(seed * 1000 + i));
+const PREDICT_MLP =
+  'query($f: [Float!]!) { predict(model: "mlp-bench", input: { features: $f }) { predictions { label } timings { batchRows } } }';
+
+describe('tracing through the queue', () => {
+  let receiver: OtlpReceiver;
+  let stack: { url: string; procs: Child[] };
+  const prefix = uniquePrefix('trace');
+
+  const spansOf = (traceId: string): ReceivedSpan[] => receiver.spans.filter((s) => s.traceId === traceId);
+  const one = (spans: ReceivedSpan[], name: string | RegExp): ReceivedSpan => {
+    const found = spans.filter((s) => (typeof name === 'string' ? s.name === name : name.test(s.name)));
+    expect(
+      found.map((s) => s.name),
+      `one span named ${name} in ${spans.map((s) => s.name).join(', ')}`,
+    ).toHaveLength(1);
+    return found[0];
+  };
+  const traceIdOf = (traceparent: string | null): string => {
+    expect(traceparent).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+    return traceparent!.split('-')[1];
+  };
+
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    stack = await startStack(prefix, tracingEnv(receiver.endpoint), ['cpu', 'gpu']);
+  });
+
+  afterAll(async () => {
+    await Promise.all((stack?.procs ?? []).map((p) => p.stop()));
+    await receiver?.close();
+    await dropPrefix(redisUrl, prefix);
+  });
+
+  it('a synchronous predict is one trace across the API and a worker, each span under the one that caused it', async () => {
+    const r = await gql<{ predict: { label: string; timings: Record<string, number> } }>(
+      stack.url,
+      '{ predict(model: "name-gender", input: { text: "Philippa" }) { label timings { queueMs batchWaitMs batchRows coldStartMs inferenceMs totalMs } } }',
+    );
+    expect(r.body.errors).toBeUndefined();
+    const traceId = traceIdOf(r.headers.get('traceparent'));
+    const names = [
+      'POST /graphql',
+      'predict name-gender',
+      'edge batch name-gender',
+      'queued',
+      'process',
+      'inference batch',
+      'onnxruntime run',
+      'reply',
+    ];
+    await until(
+      () => names.every((n) => spansOf(traceId).some((s) => s.name.startsWith(n))),
+      () =>
+        `spans ${names.join(', ')}; have ${spansOf(traceId)
+          .map((s) => s.name)
+          .join(', ')}`,
+    );
+    const spans = spansOf(traceId);
+    const http = one(spans, 'POST /graphql');
+    const predict = one(spans, 'predict name-gender');
+    const edge = one(spans, 'edge batch name-gender');
+    const send = one(spans, /^send /);
+    const queued = one(spans, /^queued /);
+    const processed = one(spans, /^process /);
+    const batch = one(spans, 'inference batch name-gender');
+    const run = one(spans, 'onnxruntime run name-gender');
+    const reply = one(spans, 'reply name-gender');
+    // The tree: who caused what.
+    expect(http.parentSpanId).toBeUndefined();
+    expect(http.kind).toBe(SERVER);
+    expect(predict.parentSpanId).toBe(http.spanId);
+    expect(edge.parentSpanId).toBe(predict.spanId);
+    expect(send.parentSpanId).toBe(edge.spanId);
+    expect(send.kind).toBe(PRODUCER);
+    expect(queued.parentSpanId).toBe(send.spanId);
+    expect(processed.parentSpanId).toBe(send.spanId);
+    expect(processed.kind).toBe(CONSUMER);
+    expect(batch.parentSpanId).toBe(processed.spanId);
+    expect(run.parentSpanId).toBe(batch.spanId);
+    expect(reply.parentSpanId).toBe(processed.spanId);
+    // Two processes, one trace.
+    expect(new Set([http, predict, edge, send].map((s) => s.service))).toEqual(new Set(['batchline-api']));
+    expect(new Set([queued, processed, batch, run, reply].map((s) => s.service))).toEqual(new Set(['batchline-worker']));
+    // In time: the queue wait ends where the processing starts; the run lies within its batch.
+    expect(queued.endMs).toBeCloseTo(processed.startMs, 0);
+    expect(run.startMs).toBeGreaterThanOrEqual(batch.startMs - 1);
+    expect(run.endMs).toBeLessThanOrEqual(batch.endMs + 1);
+    // Attributes: OpenTelemetry's where a convention exists, batchline.* otherwise.
+    expect(http.attributes).toMatchObject({
+      'http.request.method': 'POST',
+      'http.response.status_code': 200,
+      'batchline.model': 'name-gender',
+    });
+    expect(predict.attributes).toMatchObject({
+      'batchline.model': 'name-gender',
+      'batchline.version': '1',
+      'batchline.cached': false,
+      'batchline.rows': 1,
+    });
+    expect(send.attributes).toMatchObject({ 'messaging.system': 'bullmq', 'messaging.operation.type': 'send', 'batchline.priority': 1 });
+    expect(processed.attributes).toMatchObject({
+      'messaging.operation.type': 'process',
+      'batchline.model': 'name-gender',
+      'batchline.attempt': 1,
+    });
+    expect(batch.attributes).toMatchObject({ 'batchline.rows': 1, 'batchline.batch.policy': 'fixed', 'batchline.batch.limit': 1 });
+    expect(batch.attributes['batchline.batch.close_reason']).toMatch(/^(full|timeout|deadline|idle)$/);
+    expect(batch.links.map((l) => l.spanId)).toEqual([predict.spanId]);
+    // The answer says where its time went.
+    const t = r.body.data!.predict.timings;
+    expect(Object.keys(t).sort()).toEqual(['batchRows', 'batchWaitMs', 'coldStartMs', 'inferenceMs', 'queueMs', 'totalMs']);
+    expect(t.batchRows).toBe(1);
+    expect(t.coldStartMs).toBe(0);
+    for (const k of ['queueMs', 'batchWaitMs', 'inferenceMs']) expect(t[k], k).toBeGreaterThanOrEqual(0);
+    expect(t.totalMs).toBeGreaterThanOrEqual(t.inferenceMs);
+  });
+
+  it('every log line written while serving a traced request carries its trace and span ids', async () => {
+    const r = await gql(stack.url, '{ predict(model: "name-gender", input: { text: "Gwendolyn" }) { label } }', undefined, {
+      'x-request-id': 'trace-log-1',
+    });
+    const traceId = traceIdOf(r.headers.get('traceparent'));
+    const worker = stack.procs[0];
+    const line = (): Record<string, unknown> | undefined =>
+      worker
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"requestId":"trace-log-1"') && l.includes('"msg":"predicted"'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>)[0];
+    await until(() => line() !== undefined, 'the worker’s "predicted" line');
+    await until(() => spansOf(traceId).some((s) => s.name.startsWith('process ')), 'the process span');
+    expect(line()).toMatchObject({ trace_id: traceId, span_id: one(spansOf(traceId), /^process /).spanId });
+    const api = stack.procs.at(-1)!;
+    const request = api
+      .output()
+      .split('\n')
+      .find((l) => l.includes('"requestId":"trace-log-1"') && l.includes('"msg":"request"'));
+    expect(JSON.parse(request!)).toMatchObject({ trace_id: traceId });
+  });
+
+  it('ten concurrent requests that share a batch each link to the same batch span, and it to them', async () => {
+    const answers = await Promise.all(
+      Array.from({ length: BATCH }, (_, i) =>
+        gql<{ predict: { timings: { batchRows: number } } }>(stack.url, PREDICT_MLP, { f: features(i + 1) }),
+      ),
+    );
+    for (const a of answers) expect(a.body.errors).toBeUndefined();
+    expect(answers.map((a) => a.body.data!.predict.timings.batchRows)).toEqual(Array(BATCH).fill(BATCH));
+    const traceIds = answers.map((a) => traceIdOf(a.headers.get('traceparent')));
+    const predictSpans = (): ReceivedSpan[] => traceIds.flatMap((id) => spansOf(id).filter((s) => s.name === 'predict mlp-bench'));
+    const batches = (): ReceivedSpan[] =>
+      receiver.spans.filter((s) => s.name === 'inference batch mlp-bench' && s.links.some((l) => traceIds.includes(l.traceId)));
+    await until(() => predictSpans().length === BATCH && batches().length > 0, 'ten predict spans and their batch span');
+    expect(batches()).toHaveLength(1);
+    const [batch] = batches();
+    expect(batch.attributes).toMatchObject({
+      'batchline.rows': BATCH,
+      'batchline.requests': BATCH,
+      'batchline.batch.close_reason': 'full',
+      'batchline.batch.limit': BATCH,
+    });
+    // The batch links to every request; it sits in the trace of one of them.
+    expect(batch.links.map((l) => l.spanId).sort()).toEqual(
+      predictSpans()
+        .map((s) => s.spanId)
+        .sort(),
+    );
+    expect(traceIds).toContain(batch.traceId);
+    // Each job of it (an edge batch of some of the ten) is processed under a span that is the batch's parent or links to it.
+    const processes = (): ReceivedSpan[] => receiver.spans.filter((s) => s.name.startsWith('process ') && traceIds.includes(s.traceId));
+    const requestsProcessed = (): number => processes().reduce((n, p) => n + Number(p.attributes['batchline.requests']), 0);
+    await until(
+      () => requestsProcessed() === BATCH,
+      () => `process spans covering ${BATCH} requests; have ${requestsProcessed()}`,
+    );
+    for (const p of processes())
+      expect(p.spanId === batch.parentSpanId || p.links.some((l) => l.spanId === batch.spanId), p.spanId).toBe(true);
+    // ... and each request's own span is in an edge batch's links, or is that edge batch's parent.
+    const edges = receiver.spans.filter((s) => s.name === 'edge batch mlp-bench' && traceIds.includes(s.traceId));
+    for (const p of predictSpans())
+      expect(
+        edges.some((e) => e.parentSpanId === p.spanId || e.links.some((l) => l.spanId === p.spanId)),
+        p.spanId,
+      ).toBe(true);
+  });
+
+  it('latency histograms carry the trace of a sampled observation as an OpenMetrics exemplar', async () => {
+    const r = await gql(stack.url, '{ predict(model: "name-gender", input: { text: "Imogen" }) { label } }');
+    const traceId = traceIdOf(r.headers.get('traceparent'));
+    const accept = 'application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5';
+    const body = await (await fetch(stack.url.replace('/graphql', '/metrics'), { headers: { accept } })).text();
+    const exemplars = [
+      ...body.matchAll(/^batchline_latency_seconds_bucket\{[^}]*phase="total"[^}]*\} \d+ # \{([^}]*)\} ([\d.e-]+) [\d.]+$/gm),
+    ];
+    expect(exemplars.map((m) => m[1])).toContainEqual(expect.stringContaining(`trace_id="${traceId}"`));
+    // Prometheus text has no exemplars.
+    expect(await (await fetch(stack.url.replace('/graphql', '/metrics'))).text()).not.toMatch(/ # \{trace_id=/);
+  });
+
+  it('continues a client’s traceparent, and answers with its own', async () => {
+    const clientTrace = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const clientSpan = '00f067aa0ba902b7';
+    const r = await gql(stack.url, '{ predict(model: "name-gender", input: { text: "Cordelia" }) { label } }', undefined, {
+      traceparent: `00-${clientTrace}-${clientSpan}-01`,
+      tracestate: 'vendor=abc',
+    });
+    expect(r.body.errors).toBeUndefined();
+    expect(traceIdOf(r.headers.get('traceparent'))).toBe(clientTrace);
+    await until(() => spansOf(clientTrace).some((s) => s.name.startsWith('reply ')), 'the worker’s spans in the client’s trace');
+    const http = one(spansOf(clientTrace), 'POST /graphql');
+    expect(http.parentSpanId).toBe(clientSpan);
+    expect(r.headers.get('traceparent')).toBe(`00-${clientTrace}-${http.spanId}-01`);
+  });
+
+  it('an async submission’s delivery over graphql-ws is linked to the submission, in the subscriber’s own trace', async () => {
+    const submitted = await gql<{ submitPrediction: { id: string } }>(
+      stack.url,
+      'mutation { submitPrediction(model: "name-gender", input: { text: "Ottoline" }) { id } }',
+    );
+    const submitTrace = traceIdOf(submitted.headers.get('traceparent'));
+    const id = submitted.body.data!.submitPrediction.id;
+    const subscriberTrace = '0af7651916cd43dd8448eb211c80319c';
+    const client = wsClient(stack.url.replace('http', 'ws'));
+    const events: { data?: unknown; extensions?: Record<string, unknown> }[] = [];
+    try {
+      await new Promise<void>((resolve, reject) =>
+        client.subscribe(
+          {
+            query: 'subscription($id: ID!) { predictionResult(id: $id) { status result { label } } }',
+            variables: { id },
+            extensions: { traceparent: `00-${subscriberTrace}-b7ad6b7169203331-01` },
+          },
+          { next: (v) => void events.push(v as (typeof events)[number]), error: reject, complete: resolve },
+        ),
+      );
+    } finally {
+      await client.dispose();
+    }
+    expect(events).toHaveLength(1);
+    expect(events[0].data, JSON.stringify(events[0])).toMatchObject({ predictionResult: { status: 'COMPLETED' } });
+    expect(String(events[0].extensions?.traceparent)).toContain(subscriberTrace);
+    await until(
+      () =>
+        spansOf(subscriberTrace).some((s) => s.name === 'deliver name-gender') &&
+        spansOf(submitTrace).some((s) => s.name.startsWith('finish ')),
+      'the delivery span and the submission’s finish span',
+    );
+    const submit = one(spansOf(submitTrace), 'submit name-gender');
+    const finish = one(spansOf(submitTrace), 'finish name-gender');
+    expect(finish.parentSpanId).toBe(one(spansOf(submitTrace), /^process /).spanId);
+    const subscription = one(spansOf(subscriberTrace), 'subscription predictionResult');
+    expect(subscription.kind).toBe(SERVER);
+    const deliver = one(spansOf(subscriberTrace), 'deliver name-gender');
+    expect(deliver.parentSpanId).toBe(subscription.spanId);
+    expect(deliver.links).toEqual([{ traceId: submitTrace, spanId: submit.spanId }]);
+    expect(deliver.attributes).toMatchObject({ 'batchline.prediction.id': id, 'batchline.status': 'COMPLETED' });
+  });
+});
+
+describe('tracing, sampled out or with the collector down', () => {
+  const prefixes: string[] = [];
+  const stacks: Child[][] = [];
+
+  afterAll(async () => {
+    await Promise.all(stacks.flat().map((p) => p.stop()));
+    for (const p of prefixes) await dropPrefix(redisUrl, p);
+  });
+
+  it('at a sampling ratio of 0, sends nothing, yet still propagates a context', async () => {
+    const receiver = await startOtlpReceiver();
+    const prefix = uniquePrefix('trace0');
+    prefixes.push(prefix);
+    const stack = await startStack(prefix, tracingEnv(receiver.endpoint, { BATCHLINE_TRACING_SAMPLING_RATIO: '0' }), ['cpu']);
+    stacks.push(stack.procs);
+    for (let i = 0; i < 5; i++) {
+      const r = await gql(stack.url, `{ predict(model: "name-gender", input: { text: "Rosamund${i}" }) { label } }`);
+      expect(r.body.errors).toBeUndefined();
+      expect(r.headers.get('traceparent')).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-00$/);
+    }
+    // Stopping flushes what the processors hold: after it, anything sampled would have arrived.
+    await Promise.all(stack.procs.map((p) => p.stop()));
+    expect(stack.procs.map((p) => p.output()).join('\n')).toMatch(/"msg":"tracing on"/);
+    expect(receiver.spans).toEqual([]);
+    expect(receiver.requests).toBe(0);
+    await receiver.close();
+  });
+
+  it('with the collector down, every request is answered, nothing is logged as an error, and spans past the queue are dropped', async () => {
+    const prefix = uniquePrefix('tracedown');
+    prefixes.push(prefix);
+    // A collector that accepts connections and never answers (a hung one, or one behind a
+    // partition): each export waits out its timeout, so the span queue (small here) fills and
+    // its bound shows. Its sockets are closed when the test ends.
+    const sockets = new Set<Socket>();
+    const hung = createNetServer((socket) => void sockets.add(socket));
+    await new Promise<void>((resolve) => hung.listen(0, '127.0.0.1', resolve));
+    onTestFinished(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => hung.close(resolve));
+    });
+    const stack = await startStack(
+      prefix,
+      tracingEnv(`http://127.0.0.1:${(hung.address() as AddressInfo).port}`, {
+        OTEL_BSP_MAX_QUEUE_SIZE: '32',
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '16',
+        OTEL_EXPORTER_OTLP_TIMEOUT: '2000',
+      }),
+      ['cpu'],
+    );
+    stacks.push(stack.procs);
+    const api = stack.procs.at(-1)!;
+    let ok = 0;
+    for (let round = 0; round < 10; round++) {
+      const answers = await Promise.all(
+        Array.from({ length: 10 }, (_, i) =>
+          gql(stack.url, `{ predict(model: "name-gender", input: { text: "Beatrix${round}x${i}" }) { label } }`),
+        ),
+      );
+      ok += answers.filter((a) => a.status === 200 && !a.body.errors).length;
+    }
+    expect(ok).toBe(100);
+    // The span processor counts what it dropped and says so when a span next finds room (once
+    // an export has timed out): a request now and then brings that span.
+    await until(
+      async () => {
+        const r = await gql(stack.url, '{ predict(model: "name-gender", input: { text: "Beatrix" }) { label } }');
+        expect(r.body.errors).toBeUndefined();
+        return /Dropped \d+ spans because maxQueueSize reached/.test(api.output()) && /span export failed/.test(api.output());
+      },
+      'the span processor saying it dropped spans past its queue, and the failed export reported',
+      45_000,
+      500,
+    );
+    const lines = stack.procs.flatMap((p) => p.output().split('\n')).filter((l) => l.startsWith('{'));
+    expect(lines.filter((l) => /"level":(50|60)/.test(l))).toEqual([]);
+    // Reported once, not once per export: the first failure, then a count a minute at most.
+    expect(api.output().match(/span export failed/g)).toHaveLength(1);
+  });
+});
