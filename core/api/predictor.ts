@@ -22,8 +22,10 @@ import type { ModelCatalog } from './catalog.ts';
 import {
   ATTR,
   SpanKind,
+  ROOT_CONTEXT,
   activeContext,
   carrierOf,
+  carrierOfSpan,
   contextWith,
   endSpan,
   inSpan,
@@ -265,14 +267,12 @@ export class Predictor {
     });
     // Wait first, enqueue second: the reply may come before `enqueue` returns.
     const wait = feed.expect(job.id);
-    const reply = withSpan(span, () =>
-      this.send(job, members, {
-        priority: SYNC_PRIORITY,
-        attempts: mv.config.retry.attempts,
-        backoffMs: mv.config.retry.backoffMs,
-        keepSeconds: config.results.ttlSeconds,
-      }),
-    ).then(
+    const reply = enqueueTraced(queues, job, contextWith(span, ROOT_CONTEXT), members, {
+      priority: SYNC_PRIORITY,
+      attempts: mv.config.retry.attempts,
+      backoffMs: mv.config.retry.backoffMs,
+      keepSeconds: config.results.ttlSeconds,
+    }).then(
       () => wait.promise,
       (e: unknown) => {
         wait.cancel();
@@ -293,26 +293,24 @@ export class Predictor {
       },
     };
   }
-
-  /** Enqueues a job: traced, in a `send` span whose context the job carries, with each part's (`parts`). */
-  private send(job: PredictionJobData, parts: readonly (Context | undefined)[], options: Parameters<PredictionQueues['enqueue']>[1]) {
-    return enqueueTraced(this.deps.queues, job, parts, options);
-  }
 }
 
 /**
- * `queues.enqueue`, traced: a `send <queue>` producer span (admission and the add), the
- * context the job carries for its consumer, and each part's own context beside it.
+ * `queues.enqueue`, traced under `parent` (a sampled request's or batch's context; nothing is
+ * traced without one): a `send <queue>` producer span (admission and the add), the context the
+ * job carries for its consumer, and each part's own context beside it.
  */
 export function enqueueTraced(
   queues: PredictionQueues,
   job: PredictionJobData,
+  parent: Context | undefined,
   parts: readonly (Context | undefined)[],
   options: Parameters<PredictionQueues['enqueue']>[1],
 ): Promise<void> {
-  if (!tracingOn()) return queues.enqueue(job, options);
+  if (!parent) return queues.enqueue(job, options);
   const queue = queues.queue(job.pool, job.id).name;
   return inSpan(
+    parent,
     `send ${queue}`,
     {
       kind: SpanKind.PRODUCER,
@@ -327,7 +325,8 @@ export function enqueueTraced(
       },
     },
     (span) => {
-      job.trace = { job: carrierOf(contextWith(span)), parts: parts.map((p) => carrierOf(p) ?? null) };
+      const own = carrierOfSpan(span);
+      if (own) job.trace = { job: own, parts: parts.map((p) => carrierOf(p) ?? null) };
       return queues.enqueue(job, options);
     },
   );

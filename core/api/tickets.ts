@@ -21,9 +21,9 @@ import {
   carrierOf,
   endSpan,
   nameActiveSpan,
+  isSampled,
   spanContextOf,
   startSpan,
-  tracingOn,
   withSpan,
   type Context,
 } from '../telemetry/trace.ts';
@@ -89,9 +89,10 @@ export class Tickets {
       const priority = bullPriority(req.priority);
       const timeoutMs = req.timeoutMs == null ? undefined : requestTimeout(req.timeoutMs, config.predict.timeoutMs);
       const job = newJob(mv, toWire(input), rows, req.requestId, timeoutMs);
-      // The submission's context: its record keeps it, so each delivery of the result links to it.
+      // A sampled submission's context: its record keeps it, so each delivery of the result links to it.
       const submission = activeContext();
-      if (submission) job.trace = { parts: [carrierOf(submission) ?? null] };
+      const carrier = carrierOf(submission);
+      if (carrier) job.trace = { parts: [carrier] };
       const hit = this.deps.predictor.cached(mv, input);
       if (hit) {
         const timings = { queueMs: 0, batchWaitMs: 0, batchRows: 0, coldStartMs: 0, inferenceMs: 0, totalMs: 0 };
@@ -104,7 +105,7 @@ export class Tickets {
       try {
         // On a cluster the ticket is given once replicas hold the job and the record (core/redis/cluster.ts).
         await Promise.all([
-          enqueueTraced(queues, job, [submission], {
+          enqueueTraced(queues, job, carrier && submission, [submission], {
             priority,
             attempts: mv.config.retry.attempts,
             backoffMs: mv.config.retry.backoffMs,
@@ -183,7 +184,8 @@ export class Tickets {
     } catch (e) {
       throw asServingError(e);
     }
-    return tracingOn() ? tracedDeliveries(records, activeContext()) : records;
+    const subscriber = activeContext();
+    return subscriber && isSampled(subscriber) ? tracedDeliveries(records, subscriber) : records;
   }
 }
 
@@ -192,10 +194,7 @@ export class Tickets {
  * not an async generator: `return()` must reach the feed at once when a client unsubscribes,
  * even while a `next()` is pending.
  */
-function tracedDeliveries(
-  records: AsyncIterableIterator<PredictionRecord>,
-  subscriber: Context | undefined,
-): AsyncIterableIterator<PredictionRecord> {
+function tracedDeliveries(records: AsyncIterableIterator<PredictionRecord>, subscriber: Context): AsyncIterableIterator<PredictionRecord> {
   const traced: AsyncIterableIterator<PredictionRecord> = {
     async next() {
       const r = await records.next();

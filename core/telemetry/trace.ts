@@ -31,7 +31,7 @@ import {
   type Tracer,
 } from '@opentelemetry/api';
 
-export { SpanKind, type Context, type Span, type SpanContext };
+export { ROOT_CONTEXT, SpanKind, type Context, type Span, type SpanContext };
 
 /** A W3C trace context as it travels in a job, a record or a reply: `traceparent` and, when set, `tracestate`. */
 export interface TraceCarrier {
@@ -78,10 +78,18 @@ export const ATTR = {
 } as const;
 
 let tracer: Tracer | undefined;
+/** Whether a child follows its parent's sampling decision (the parent-based samplers, the default). */
+let parentBased = true;
 
-/** Called by core/telemetry/tracing.ts once the SDK is registered (and with undefined when it shuts down). */
-export function setTracer(t: Tracer | undefined): void {
+/**
+ * Called by core/telemetry/tracing.ts once the SDK is registered (and with undefined when it
+ * shuts down). `followsParent`: the sampler is parent-based, so no span is even started under
+ * a parent that was not sampled (at a ratio of 0.01, 99 requests in 100 pay for their root's
+ * sampling decision and nothing else).
+ */
+export function setTracer(t: Tracer | undefined, followsParent = true): void {
   tracer = t;
+  parentBased = followsParent;
 }
 
 /** True when tracing is on in this process. */
@@ -94,10 +102,10 @@ export function activeSpan(): Span | undefined {
   return tracer && trace.getSpan(context.active());
 }
 
-/** Renames the active span (a request's, once its model is known) and adds attributes. */
+/** Renames the active span (a request's, once its model is known) and adds attributes, if it is recorded. */
 export function nameActiveSpan(name: string, attributes?: Attributes): void {
   const span = activeSpan();
-  if (!span) return;
+  if (!span?.isRecording()) return;
   span.updateName(name);
   if (attributes) span.setAttributes(attributes);
 }
@@ -116,11 +124,26 @@ export interface SpanOptions {
   startTime?: TimeInput;
 }
 
-/** A span, or undefined when tracing is off. */
+/** Whether a span started under `parent` could be recorded: not when a parent-based sampler would drop it anyway. */
+function mayRecordUnder(parent: Context): boolean {
+  if (!parentBased) return true;
+  const sc = trace.getSpanContext(parent);
+  return sc === undefined || (sc.traceFlags & TraceFlags.SAMPLED) !== 0;
+}
+
+/**
+ * A span, or undefined when tracing is off or the span would not be recorded (its parent was
+ * not sampled). Attributes are set once the span is known to be recorded: the SDK would
+ * otherwise validate and copy them for spans that go nowhere.
+ */
 export function startSpan(name: string, options: SpanOptions = {}): Span | undefined {
   if (!tracer) return undefined;
-  const { parent, ...rest } = options;
-  return tracer.startSpan(name, rest, parent ?? context.active());
+  const parent = options.parent ?? context.active();
+  if (!mayRecordUnder(parent)) return undefined;
+  const span = tracer.startSpan(name, { kind: options.kind, links: options.links, startTime: options.startTime }, parent);
+  if (!span.isRecording()) return undefined;
+  if (options.attributes) span.setAttributes(options.attributes);
+  return span;
 }
 
 /** Runs `fn` with `span` active (log lines and child spans see it); just runs it without one. */
@@ -132,6 +155,11 @@ export function withSpan<T>(span: Span | undefined, fn: () => T): T {
 /** Runs `fn` in `ctx`; just runs it without one. */
 export function withContext<T>(ctx: Context | undefined, fn: () => T): T {
   return ctx ? context.with(ctx, fn) : fn();
+}
+
+/** Runs `fn` outside any trace (when tracing is on): work not traced must not log or parent under a context it happened to inherit. */
+export function untraced<T>(fn: () => T): T {
+  return tracer ? context.with(ROOT_CONTEXT, fn) : fn();
 }
 
 /** The context of a span, as a parent for spans started elsewhere. */
@@ -150,9 +178,18 @@ export function endSpan(span: Span | undefined, error?: unknown, endTime?: TimeI
   span.end(endTime);
 }
 
-/** Runs `fn` in a new span, ended when it settles (failed with its error). */
-export async function inSpan<T>(name: string, options: SpanOptions, fn: (span: Span | undefined) => Promise<T>): Promise<T> {
-  const span = startSpan(name, options);
+/**
+ * Runs `fn` in a new span under `parent`, ended when it settles (failed with its error); just
+ * runs it without a parent or when nothing is recorded. The parent is explicit: work that runs
+ * on a timer or a callback may find any request's context active.
+ */
+export async function inSpan<T>(
+  parent: Context | undefined,
+  name: string,
+  options: Omit<SpanOptions, 'parent'>,
+  fn: (span: Span | undefined) => Promise<T>,
+): Promise<T> {
+  const span = parent && startSpan(name, { ...options, parent });
   if (!span) return fn(undefined);
   try {
     const out = await withSpan(span, () => fn(span));
@@ -164,12 +201,20 @@ export async function inSpan<T>(name: string, options: SpanOptions, fn: (span: S
   }
 }
 
-/** W3C headers of a context (the active one by default); undefined when tracing is off or no span is in it. */
+/** W3C `traceparent` of a span context: version 00, as the W3C propagator writes it. */
+function traceparent(sc: SpanContext): string {
+  return `00-${sc.traceId}-${sc.spanId}-0${(sc.traceFlags & TraceFlags.SAMPLED) !== 0 ? 1 : 0}`;
+}
+
+/**
+ * The carrier of a context's span, for a job or a record: only a sampled one (an unsampled
+ * request leaves nothing in its job, and its worker records nothing either).
+ */
 export function carrierOf(ctx: Context | undefined = activeContext()): TraceCarrier | undefined {
-  if (!tracer || !ctx || !trace.getSpanContext(ctx)) return undefined;
-  const out: Partial<TraceCarrier> = {};
-  propagation.inject(ctx, out);
-  return out.traceparent ? (out as TraceCarrier) : undefined;
+  const sc = tracer && ctx && trace.getSpanContext(ctx);
+  if (!sc || (sc.traceFlags & TraceFlags.SAMPLED) === 0) return undefined;
+  const state = sc.traceState?.serialize();
+  return state ? { traceparent: traceparent(sc), tracestate: state } : { traceparent: traceparent(sc) };
 }
 
 /** The carrier of a span. */
@@ -201,37 +246,35 @@ export function isSampled(ctx: Context | undefined): boolean {
   return sc !== undefined && (sc.traceFlags & TraceFlags.SAMPLED) !== 0;
 }
 
-/** Links to each context's span, skipping those without one. */
-export function linksTo(contexts: readonly (SpanContext | undefined)[], attributes?: (i: number) => Attributes): Link[] {
+/** Links to each sampled context's span, skipping the others (a link to an unrecorded span leads nowhere). */
+export function linksTo(contexts: readonly (SpanContext | undefined)[]): Link[] {
   const links: Link[] = [];
-  contexts.forEach((c, i) => c && links.push({ context: c, ...(attributes ? { attributes: attributes(i) } : {}) }));
+  for (const c of contexts) if (c && (c.traceFlags & TraceFlags.SAMPLED) !== 0) links.push({ context: c });
   return links;
 }
 
-/** `trace_id` and `span_id` of the active span, for log lines; undefined when tracing is off or nothing is traced. */
+/** `trace_id` and `span_id` of the active sampled span, for log lines; undefined otherwise. */
 export function logIds(): { trace_id: string; span_id: string } | undefined {
-  if (!tracer) return undefined;
-  const sc = trace.getSpanContext(context.active());
-  return sc && { trace_id: sc.traceId, span_id: sc.spanId };
-}
-
-/** A latency exemplar's labels: the active sampled span's ids (the only ones a trace backend will have). */
-export function exemplarLabels(): { trace_id: string; span_id: string } | undefined {
   if (!tracer) return undefined;
   const sc = trace.getSpanContext(context.active());
   return sc && (sc.traceFlags & TraceFlags.SAMPLED) !== 0 ? { trace_id: sc.traceId, span_id: sc.spanId } : undefined;
 }
 
-/** The `traceparent` of a span, for a response header. */
+/** A latency exemplar's labels: the active sampled span's ids (the only ones a trace backend will have). */
+export const exemplarLabels = logIds;
+
+/** The `traceparent` of a span, for a response header (sampled or not: the caller learns the decision). */
 export function traceparentOf(span: Span | undefined): string | undefined {
-  return carrierOfSpan(span)?.traceparent;
+  return span && traceparent(span.spanContext());
 }
 
 /**
  * A transport's door (GraphQL over HTTP, SSE, WebSocket, and the Open Inference Protocol's
  * REST and gRPC): a server span continuing the caller's W3C context (`traceparent`,
- * `tracestate` from its headers or metadata), or undefined when tracing is off. Run the
- * request inside `contextWith(span, parent)` and send `traceparentOf(span)` back.
+ * `tracestate` from its headers or metadata), or undefined when tracing is off. The span is
+ * returned even when it is not sampled, so that its `traceparent` goes back to the caller:
+ * run the request inside `contextWith(span, parent)` and send `traceparentOf(span)` back.
+ * Attributes are set only on a recorded span.
  */
 export function startServerSpan(
   name: string,
@@ -242,14 +285,16 @@ export function startServerSpan(
   const traceparent = getHeader('traceparent');
   const tracestate = getHeader('tracestate');
   const parent = traceparent ? propagation.extract(ROOT_CONTEXT, { traceparent, ...(tracestate ? { tracestate } : {}) }) : ROOT_CONTEXT;
-  return { span: tracer.startSpan(name, { kind: SpanKind.SERVER, attributes }, parent), parent };
+  const span = tracer.startSpan(name, { kind: SpanKind.SERVER }, parent);
+  if (attributes && span.isRecording()) span.setAttributes(attributes);
+  return { span, parent };
 }
 
 /**
  * A span for a batch that serves many members: the child of the first sampled member (so a
- * lone request's trace holds its whole path), linking to `links` (every request it serves);
- * each other member's own span links back to it, so every member's trace leads to the batch.
- * Undefined when tracing is off or no member is traced.
+ * lone request's trace holds its whole path), linking to `links` (every sampled request it
+ * serves); each other sampled member's own span links back to it, so every member's trace
+ * leads to the batch. Undefined when tracing is off or no member is sampled.
  */
 export function startBatchSpan(
   name: string,
@@ -258,24 +303,23 @@ export function startBatchSpan(
   options: Omit<SpanOptions, 'parent' | 'links'> = {},
 ): Span | undefined {
   if (!tracer) return undefined;
-  const parent = members.find(isSampled) ?? members.find((m) => m !== undefined && trace.getSpanContext(m) !== undefined);
+  const parent = members.find(isSampled);
   if (!parent) return undefined;
-  const span = tracer.startSpan(name, { ...options, links: linksTo(links) }, parent);
-  if (span.isRecording()) {
-    const own = trace.getSpan(parent);
-    for (const m of members) {
-      const s = m && trace.getSpan(m);
-      if (s && s !== own && s.isRecording()) s.addLink({ context: span.spanContext() });
-    }
+  const span = startSpan(name, { ...options, parent, links: linksTo(links) });
+  if (!span) return undefined;
+  const own = trace.getSpan(parent);
+  for (const m of members) {
+    const s = m && trace.getSpan(m);
+    if (s && s !== own && s.isRecording()) s.addLink({ context: span.spanContext() });
   }
   return span;
 }
 
 /**
  * The cold-load hook: a span for the time a job waited while its model loaded into the
- * worker (on-demand loading), under the active span. `endTime` defaults to now.
+ * worker (on-demand loading), under the job's span. `endTime` defaults to now.
  */
-export function recordColdLoad(model: string, waitedMs: number, endTime: number = Date.now()): void {
-  if (!tracer || waitedMs <= 0) return;
-  startSpan(`load ${model}`, { startTime: endTime - waitedMs, attributes: { [ATTR.model]: model } })?.end(endTime);
+export function recordColdLoad(parent: Context | undefined, model: string, waitedMs: number, endTime: number = Date.now()): void {
+  if (!parent || waitedMs <= 0) return;
+  startSpan(`load ${model}`, { parent, startTime: endTime - waitedMs, attributes: { [ATTR.model]: model } })?.end(endTime);
 }

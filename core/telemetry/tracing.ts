@@ -232,7 +232,7 @@ export async function startTracing(settings: TracingSettings, options: TracingOp
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new core.CompositePropagator({ propagators }));
   trace.setGlobalTracerProvider(provider);
-  setTracer(provider.getTracer('batchline'));
+  setTracer(provider.getTracer('batchline'), samplerSet.name.startsWith('parentbased_'));
 
   const description: TracingDescription = {
     exporter: exporterName,

@@ -29,8 +29,8 @@ import {
   type ReplyPart,
   type SyncReply,
 } from '../prediction/record.ts';
-import { ATTR, endSpan, inSpan, recordColdLoad, withContext } from '../telemetry/trace.ts';
-import { startJobSpans, type BatchItemTrace } from './tracing.ts';
+import { ATTR, endSpan, inSpan, recordColdLoad, untraced, withContext } from '../telemetry/trace.ts';
+import { startJobSpans, type JobSpans } from './tracing.ts';
 
 /**
  * How a model batches in this pool: only the GPU pool batches across jobs; CPU work runs one
@@ -75,9 +75,9 @@ export class JobProcessor {
 
   async process(job: Job<PredictionJobData>): Promise<{ status: string }> {
     const spans = startJobSpans(job, Date.now());
-    if (!spans) return this.run(job);
+    if (!spans) return untraced(() => this.run(job));
     try {
-      const out = await withContext(spans.context, () => this.run(job, spans.item));
+      const out = await withContext(spans.context, () => this.run(job, spans));
       endSpan(spans.span);
       return out;
     } catch (e) {
@@ -86,7 +86,7 @@ export class JobProcessor {
     }
   }
 
-  private async run(job: Job<PredictionJobData>, trace?: BatchItemTrace): Promise<{ status: string }> {
+  private async run(job: Job<PredictionJobData>, spans?: JobSpans): Promise<{ status: string }> {
     const { models, batcher, store, metrics } = this.deps;
     const data = job.data;
     const log = this.deps.log.child({ requestId: data.requestId, predictionId: data.id, model: data.model, attempt: job.attemptsMade + 1 });
@@ -100,16 +100,16 @@ export class JobProcessor {
     }
     try {
       const coldStartMs = (await this.deps.coldStart?.(key)) ?? 0;
-      recordColdLoad(data.model, coldStartMs);
+      recordColdLoad(spans?.context, data.model, coldStartMs);
       const model = models.get(key);
       if (!model) throw new ServingError('MODEL_NOT_READY', `this worker does not serve ${key}`);
       const deadlineMs = data.deadline !== undefined ? data.deadline - Date.now() : undefined;
-      const outcome = await batcher.submit(key, fromWire(data.input), data.rows, deadlineMs, trace);
+      const outcome = await batcher.submit(key, fromWire(data.input), data.rows, deadlineMs, spans?.item);
       const parts = answerParts(model.config, outcome.outputs, data.segments ?? [data.rows]);
       const finishedAt = Date.now();
       const queueMs = startedAt - data.enqueuedAt;
       if (data.replyTo) {
-        await inSpan(`reply ${data.model}`, { attributes: { [ATTR.requests]: parts.length } }, () =>
+        await inSpan(spans?.context, `reply ${data.model}`, { attributes: { [ATTR.requests]: parts.length } }, () =>
           this.sendReply(data, {
             id: data.id,
             status: 'COMPLETED',
@@ -142,7 +142,7 @@ export class JobProcessor {
           batchRows: outcome.batchRows,
         };
         // A job run again after a crash may already be answered: finish() then writes nothing.
-        const written = await inSpan(`finish ${data.model}`, { attributes: { [ATTR.predictionId]: data.id } }, () =>
+        const written = await inSpan(spans?.context, `finish ${data.model}`, { attributes: { [ATTR.predictionId]: data.id } }, () =>
           store.finishDurably(completed(data, result, finishedAt), undefined, {
             giveUp: () => this.deps.stopping(),
             onRetry: (e) => log.warn({ err: e.message }, 'Redis unreachable: holding the result and writing it again until Redis is back'),
