@@ -83,6 +83,14 @@ export interface ModelServerSpec {
   };
   auth?: { secretRef?: { name: string; key: string } };
   logs: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent'; retentionDays: number; toFile: boolean };
+  /** OpenTelemetry tracing: pods trace and export OTLP to `endpoint` (k8s/render/pod.ts, tracingEnv). */
+  tracing?: {
+    endpoint: string;
+    /** @defaultValue 'http/protobuf' */
+    protocol: 'http/protobuf' | 'http/json' | 'grpc';
+    /** @defaultValue 0.01 */
+    samplingRatio: number;
+  };
   /** Prometheus Operator resources: a ServiceMonitor and a PrometheusRule (k8s/render/monitoring.ts). */
   monitoring: {
     /** Render the ServiceMonitor and PrometheusRule (they need the operator's CRDs). @defaultValue true */

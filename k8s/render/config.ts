@@ -25,7 +25,7 @@ export type ConfigOverrides = { [S in keyof BatchlineConfig]?: Partial<Batchline
  * sizing is set per Deployment by environment.
  */
 export function serverConfig(ms: ModelServer): ConfigOverrides {
-  const { api, logs, redis, pools } = ms.spec;
+  const { api, logs, redis, pools, tracing } = ms.spec;
   const shards = { cpu: pools.cpu?.queueShards ?? 1, gpu: pools.gpu?.queueShards ?? 1 };
   return {
     redis: { prefix: redis.prefix },
@@ -34,6 +34,7 @@ export function serverConfig(ms: ModelServer): ConfigOverrides {
     http: { graphiql: api.graphiql, introspection: api.introspection },
     models: { repository: MODELS_DIR },
     log: { level: logs.level, file: logs.toFile ? `${LOG_DIR}/batchline.log` : '', retentionDays: logs.retentionDays },
+    ...(tracing ? { tracing: { enabled: true, samplingRatio: tracing.samplingRatio } } : {}),
   };
 }
 

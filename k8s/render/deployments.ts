@@ -23,7 +23,7 @@ import {
   labels,
   type Component,
 } from './common.ts';
-import { baseEnv, httpProbe, resources, secretEnv, settingsEnv, volumeMounts, volumes } from './pod.ts';
+import { baseEnv, httpProbe, resources, secretEnv, settingsEnv, tracingEnv, volumeMounts, volumes } from './pod.ts';
 
 const API_RESOURCES = { requests: { cpu: '250m', memory: '256Mi' }, limits: { cpu: '1', memory: '512Mi' } };
 // Room for in-flight work to finish (workers.shutdownTimeoutMs) before SIGKILL.
@@ -86,7 +86,7 @@ function scrape(port: number): Record<string, string> {
 /** The API Deployment (`serve`): GraphQL on 4000, `/health` for liveness, `/ready` for readiness. */
 export function apiDeployment(ms: ModelServer, configHash: string): IDeployment {
   const api = ms.spec.api;
-  const env = baseEnv(ms);
+  const env = [...baseEnv(ms), ...tracingEnv(ms, 'api')];
   if (ms.spec.auth?.secretRef) {
     // Keys given means keys required: the server's default (off) is for local use only.
     env.push(...settingsEnv({ auth: { enabled: true } }));
@@ -152,6 +152,7 @@ export function workerDeployment(ms: ModelServer, p: PoolSizing, configHash: str
         httpPort: WORKER_HTTP_PORT,
       },
     }),
+    ...tracingEnv(ms, component),
   ];
   const container: IContainer = {
     name: 'worker',

@@ -10,7 +10,7 @@ import type { IVolumeMount } from 'kubernetes-models/v1/VolumeMount';
 import { CONFIG_FILE_ENV, envVarOf, type ConfigPath } from '../../core/config/settings.ts';
 import type { ModelServer, ResourceList } from '../resource.ts';
 import { volumeName } from '../validate.ts';
-import { CONFIG_DIR, LOG_DIR, MODELS_DIR, componentName, redisSecret } from './common.ts';
+import { CONFIG_DIR, LOG_DIR, MODELS_DIR, componentName, redisSecret, type Component } from './common.ts';
 import { CONFIG_FILE, MODEL_OVERRIDES_FILE, type ConfigOverrides } from './config.ts';
 
 export function volumes(ms: ModelServer): IVolume[] {
@@ -70,6 +70,21 @@ export function baseEnv(ms: ModelServer): IEnvVar[] {
     ...settingsEnv({ models: { overrides: `${CONFIG_DIR}/${MODEL_OVERRIDES_FILE}` } }),
     // A cluster's redis+cluster:// URL sets redis.cluster, which every connection then uses.
     secretEnv(ms.spec.redis.cluster ? 'redis.cluster' : 'redis.url', { name: redis.name, key: redis.key }),
+  ];
+}
+
+/**
+ * The OpenTelemetry exporter's standard variables, when the resource traces (whether to trace
+ * and the ratio are in the ConfigMap): the collector, its protocol, and a service name per
+ * component, so traces tell the API from each pool.
+ */
+export function tracingEnv(ms: ModelServer, component: Component): IEnvVar[] {
+  const t = ms.spec.tracing;
+  if (!t) return [];
+  return [
+    { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', value: t.endpoint },
+    { name: 'OTEL_EXPORTER_OTLP_PROTOCOL', value: t.protocol },
+    { name: 'OTEL_SERVICE_NAME', value: componentName(ms, component) },
   ];
 }
 

@@ -98,6 +98,16 @@ describe('k8s render', () => {
     expect(config.log).toEqual({ level: 'info', file: '', retentionDays: 14, requests: 'all' });
     expect(config.workers.threads).toBe(4);
     expect(config.http.graphiql).toBe(false);
+    // spec.tracing: the pods trace at its ratio, and export where the standard variables say.
+    expect(config.tracing).toEqual({ enabled: true, samplingRatio: 0.01 });
+    const docs = documents(renderYaml(exampleText('cpu-only.yaml')));
+    expect(env(byKind(docs, 'Deployment', 'batchline-worker-cpu'))).toMatchObject({
+      OTEL_EXPORTER_OTLP_ENDPOINT: 'http://otel-collector.observability.svc:4318',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+      OTEL_SERVICE_NAME: 'batchline-worker-cpu',
+    });
+    expect(env(byKind(docs, 'Deployment', 'batchline-api')).OTEL_SERVICE_NAME).toBe('batchline-api');
+    expect(JSON.stringify(documents(renderYaml(exampleText('gpu.yaml'))))).not.toContain('OTEL_');
   });
 
   it('sizes workers by env, says so in annotations, and matches explain', () => {
