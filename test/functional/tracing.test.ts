@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from 'vitest';
-import { gql, wsClient } from '../support/clients.ts';
+import { gql, sseCollect, wsClient } from '../support/clients.ts';
 import { dropPrefix, listeningPort, spawnCli, startWorker, uniquePrefix, type Child } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
@@ -264,7 +264,7 @@ describe('tracing through the queue', () => {
     expect(r.headers.get('traceparent')).toBe(`00-${clientTrace}-${http.spanId}-01`);
   });
 
-  it('an async submission’s delivery over graphql-ws is linked to the submission, in the subscriber’s own trace', async () => {
+  it('an async submission’s delivery, over graphql-ws and over SSE, is linked to the submission, in the subscriber’s own trace', async () => {
     const submitted = await gql<{ submitPrediction: { id: string } }>(
       stack.url,
       'mutation { submitPrediction(model: "name-gender", input: { text: "Ottoline" }) { id } }',
@@ -306,6 +306,18 @@ describe('tracing through the queue', () => {
     expect(deliver.parentSpanId).toBe(subscription.spanId);
     expect(deliver.links).toEqual([{ traceId: submitTrace, spanId: submit.spanId }]);
     expect(deliver.attributes).toMatchObject({ 'batchline.prediction.id': id, 'batchline.status': 'COMPLETED' });
+
+    // Over SSE too: the subscriber's traceparent header is continued, and its delivery links to the same submission.
+    const sseTrace = 'a3ce929d0e0e47364bf92f3577b34da6';
+    const sse = await sseCollect(stack.url, 'subscription($id: ID!) { predictionResult(id: $id) { status } }', { id }, 20_000, {
+      traceparent: `00-${sseTrace}-00f067aa0ba902b7-01`,
+    });
+    expect(sse.events).toHaveLength(1);
+    expect(sse.headers?.get('traceparent')).toContain(sseTrace);
+    await until(() => spansOf(sseTrace).some((s) => s.name === 'deliver name-gender'), 'the SSE delivery span');
+    const sseDeliver = one(spansOf(sseTrace), 'deliver name-gender');
+    expect(sseDeliver.parentSpanId).toBe(one(spansOf(sseTrace), 'POST /graphql').spanId);
+    expect(sseDeliver.links).toEqual([{ traceId: submitTrace, spanId: submit.spanId }]);
   });
 });
 

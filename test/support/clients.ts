@@ -28,13 +28,14 @@ export async function sseCollect(
   query: string,
   variables: Record<string, unknown>,
   timeoutMs = 20_000,
-): Promise<{ status: number; events: GqlResponse['body'][] }> {
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers?: Headers; events: GqlResponse['body'][] }> {
   const ctrl = new AbortController();
   const timer = setTimeout(() => ctrl.abort(), timeoutMs);
   try {
     const res = await fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+      headers: { 'content-type': 'application/json', accept: 'text/event-stream', ...headers },
       body: JSON.stringify({ query, variables }),
       signal: ctrl.signal,
     });
@@ -50,10 +51,10 @@ export async function sseCollect(
         const event = /^event: (.*)$/m.exec(block)?.[1];
         const data = /^data: (.*)$/m.exec(block)?.[1];
         if (event === 'next' && data) events.push(JSON.parse(data) as GqlResponse['body']);
-        if (event === 'complete') return { status: res.status, events };
+        if (event === 'complete') return { status: res.status, headers: res.headers, events };
       }
     }
-    return { status: res.status, events };
+    return { status: res.status, headers: res.headers, events };
   } finally {
     clearTimeout(timer);
   }
