@@ -32,6 +32,11 @@ export interface LoopOptions {
   rowWidth: number;
   /** An operation with no answer in this long is counted unanswered and abandoned. */
   boundMs: number;
+  /**
+   * graphql-ws's `lazyCloseTimeout`: 0 (its default) closes the socket whenever the connection's
+   * last operation ends, which loops like these meet often, and reconnects for the next one.
+   */
+  lazyCloseTimeoutMs?: number;
 }
 
 export interface LoopCounts {
@@ -100,6 +105,7 @@ export async function runOneResultLoops(o: LoopOptions): Promise<LoopCounts> {
     const c = createWsClient({
       url: o.ws,
       webSocketImpl: WebSocket,
+      lazyCloseTimeout: o.lazyCloseTimeoutMs ?? 0,
       on: {
         closed: (e) => void (counts.closes[(e as { code: number }).code] = (counts.closes[(e as { code: number }).code] ?? 0) + 1),
         ping: (received) => void (received && counts.pings++),
