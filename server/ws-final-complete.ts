@@ -58,12 +58,10 @@ export class ReadReceipts {
       // A turn's worth of endings share one ping, sent after every `next` written this turn.
       setImmediate(() => this.flush());
     }
+    // The set moves into its ping's batch as it is: deleting from it cancels before and after the ping.
     const batch = this.gathering;
     batch.add(release);
-    return () => {
-      batch.delete(release);
-      for (const b of this.sent.values()) b.releases.delete(release);
-    };
+    return () => void batch.delete(release);
   }
 
   private flush(): void {
@@ -127,6 +125,8 @@ export function holdFinalComplete(operation: Operation, receipts: ReadReceipts):
     : [operation][Symbol.iterator]();
   let delivered = false;
   let returned = false;
+  /** The source ended (done or threw): it needs no `return()`. */
+  let finished = false;
   let unhold: (() => void) | undefined;
   const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
   /** Resolves once the client has read what was sent, or has completed the subscription itself. */
@@ -146,6 +146,7 @@ export function holdFinalComplete(operation: Operation, receipts: ReadReceipts):
       try {
         step = await source.next();
       } catch (e) {
+        finished = true;
         if (delivered && !returned) await hold();
         if (returned) return DONE;
         throw e;
@@ -154,19 +155,20 @@ export function holdFinalComplete(operation: Operation, receipts: ReadReceipts):
         delivered = true;
         return step;
       }
+      finished = true;
       if (delivered && !returned) await hold();
       return DONE;
     },
     async return() {
       returned = true;
       unhold?.();
-      await source.return?.();
+      if (!finished) await source.return?.();
       return DONE;
     },
     async throw(e: unknown) {
       returned = true;
       unhold?.();
-      await source.return?.();
+      if (!finished) await source.return?.();
       throw e;
     },
     [Symbol.asyncDispose]: async () => void (await held.return(undefined)),
