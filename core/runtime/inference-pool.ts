@@ -3,7 +3,7 @@
  * A run goes to the thread with the fewest runs in hand.
  */
 import { Worker } from 'node:worker_threads';
-import { ServingError, isErrorCode } from '../errors.ts';
+import { ServingError, isErrorCode } from '../errors/registry.ts';
 import type { NormalizedInput } from '../prediction/input.ts';
 import type { LoadedModelSpec, OutputTensor, ThreadMessage } from './types.ts';
 

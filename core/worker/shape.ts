@@ -4,9 +4,9 @@
  * execution provider its sessions use.
  */
 import { availableParallelism } from 'node:os';
-import type { BatchlineConfig, PoolName } from '../config.ts';
-import type { ModelVersion } from '../model-repository.ts';
-import type { Logger } from '../logger.ts';
+import type { BatchlineConfig, PoolName } from '../config/settings.ts';
+import type { ModelVersion } from '../models/repository.ts';
+import type { Logger } from '../telemetry/logger.ts';
 import { readCgroupLimits } from './cgroup.ts';
 import { planPool } from './sizing.ts';
 
