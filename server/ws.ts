@@ -8,7 +8,15 @@
  * carry the span's `traceparent` in their `extensions`.
  */
 import type { Server } from 'node:http';
-import type { GraphQLError, GraphQLFormattedError } from 'graphql';
+import {
+  Kind,
+  getOperationAST,
+  type DocumentNode,
+  type ExecutionResult,
+  type GraphQLError,
+  type GraphQLFormattedError,
+  type OperationDefinitionNode,
+} from 'graphql';
 import { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { requestScope } from '../core/telemetry/logger.ts';
@@ -16,7 +24,7 @@ import { wsRequestLog } from './use-request-log.ts';
 import { wsAuthenticate, type AuthServerContext } from './auth.ts';
 import { wsRateLimit } from './rate-limit.ts';
 import type { App } from './app.ts';
-import { Kind, type DocumentNode, type OperationDefinitionNode } from 'graphql';
+import { holdFinalComplete, ReadReceipts } from './ws-final-complete.ts';
 import { contextWith, endSpan, startServerSpan, traceparentOf, withContext, type Context, type Span } from '../core/telemetry/trace.ts';
 
 /** A traced operation: its span, and the context its execution runs in. */
@@ -77,6 +85,9 @@ export function attachWebSocket(http: Server, app: App): WebSocketAdapter {
     operations.get(ctx)!.delete(id);
     endSpan(op.span, code ? { code, message: code } : undefined);
   };
+  // Per connection (graphql-ws's context object): the pings that tell when a subscription may complete.
+  const receipts = new WeakMap<object, ReadReceipts>();
+  const graceMs = config.http.wsCompleteGraceMs;
   const ws = useServer<Record<string, unknown> | undefined, AuthServerContext>(
     {
       onConnect: (ctx) => wsAuthenticate(auth, ctx),
@@ -99,7 +110,19 @@ export function attachWebSocket(http: Server, app: App): WebSocketAdapter {
         wsLog.end(ctx, id);
         endOperation(ctx, id);
       },
+      // A subscription's `complete` waits until the client has read its last result (server/ws-final-complete.ts).
+      onOperation:
+        graceMs > 0
+          ? (ctx, _id, _payload, args, result) => {
+              if (getOperationAST(args.document, args.operationName)?.operation !== 'subscription') return undefined;
+              let r = receipts.get(ctx);
+              if (!r) receipts.set(ctx, (r = new ReadReceipts(ctx.extra.socket, graceMs)));
+              return holdFinalComplete(result as AsyncIterable<ExecutionResult> | ExecutionResult, r);
+            }
+          : undefined,
+      onPong: (ctx, payload) => receipts.get(ctx)?.pong(payload),
       onClose: (ctx) => {
+        receipts.get(ctx)?.close();
         for (const id of [...(operations.get(ctx)?.keys() ?? [])]) endOperation(ctx, id);
       },
       execute: (args) =>
