@@ -258,7 +258,10 @@ describe('tracing through the queue', () => {
     });
     expect(r.body.errors).toBeUndefined();
     expect(traceIdOf(r.headers.get('traceparent'))).toBe(clientTrace);
-    await until(() => spansOf(clientTrace).some((s) => s.name.startsWith('reply ')), 'the worker’s spans in the client’s trace');
+    await until(
+      () => spansOf(clientTrace).some((s) => s.name.startsWith('reply ')) && spansOf(clientTrace).some((s) => s.name === 'POST /graphql'),
+      'the API’s and the worker’s spans in the client’s trace',
+    );
     const http = one(spansOf(clientTrace), 'POST /graphql');
     expect(http.parentSpanId).toBe(clientSpan);
     expect(r.headers.get('traceparent')).toBe(`00-${clientTrace}-${http.spanId}-01`);
@@ -291,11 +294,12 @@ describe('tracing through the queue', () => {
     expect(events).toHaveLength(1);
     expect(events[0].data, JSON.stringify(events[0])).toMatchObject({ predictionResult: { status: 'COMPLETED' } });
     expect(String(events[0].extensions?.traceparent)).toContain(subscriberTrace);
+    // Each span is exported when it ends: the subscription's when the operation completes, after the delivery.
     await until(
       () =>
-        spansOf(subscriberTrace).some((s) => s.name === 'deliver name-gender') &&
+        ['deliver name-gender', 'subscription predictionResult'].every((n) => spansOf(subscriberTrace).some((s) => s.name === n)) &&
         spansOf(submitTrace).some((s) => s.name.startsWith('finish ')),
-      'the delivery span and the submission’s finish span',
+      'the delivery and subscription spans, and the submission’s finish span',
     );
     const submit = one(spansOf(submitTrace), 'submit name-gender');
     const finish = one(spansOf(submitTrace), 'finish name-gender');
@@ -314,7 +318,10 @@ describe('tracing through the queue', () => {
     });
     expect(sse.events).toHaveLength(1);
     expect(sse.headers?.get('traceparent')).toContain(sseTrace);
-    await until(() => spansOf(sseTrace).some((s) => s.name === 'deliver name-gender'), 'the SSE delivery span');
+    await until(
+      () => ['deliver name-gender', 'POST /graphql'].every((n) => spansOf(sseTrace).some((s) => s.name === n)),
+      'the SSE delivery span and its request’s',
+    );
     const sseDeliver = one(spansOf(sseTrace), 'deliver name-gender');
     expect(sseDeliver.parentSpanId).toBe(one(spansOf(sseTrace), 'POST /graphql').spanId);
     expect(sseDeliver.links).toEqual([{ traceId: submitTrace, spanId: submit.spanId }]);
