@@ -7,13 +7,12 @@
  */
 import { UnrecoverableError, type Job } from 'bullmq';
 import { ServingError, fromSerialized } from '../errors/registry.ts';
-import type { PoolName } from '../config/settings.ts';
 import type { ModelVersion } from '../models/repository.ts';
 import { nonFiniteOutput, rowPredictions } from '../runtime/postprocess.ts';
 import { encodeRows } from '../tensor/codec.ts';
 import type { TensorValue } from '../tensor/tensor.ts';
 import type { Batcher } from '../batching/batcher.ts';
-import { MODEL_DEFAULTS, type BatchingSpec, type ModelConfig } from '../models/config.ts';
+import type { ModelConfig } from '../models/config.ts';
 import { fromWire } from '../prediction/input.ts';
 import type { ResultStore } from '../prediction/result-store.ts';
 import { whileUnreachable } from '../redis/connection.ts';
@@ -29,15 +28,6 @@ import {
   type ReplyPart,
   type SyncReply,
 } from '../prediction/record.ts';
-
-/**
- * How a model batches in this pool: only the GPU pool batches across jobs; CPU work runs one
- * job per inference (the API's edge batcher has already gathered its concurrent requests).
- */
-export function batchingSpec(pool: PoolName, mv: ModelVersion | undefined): BatchingSpec {
-  const spec = mv?.config.batching ?? { ...MODEL_DEFAULTS.batching, maxBatchSize: 1, maxDelayMs: 0 };
-  return pool === 'gpu' ? spec : { ...spec, policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0 };
-}
 
 /**
  * BullMQ fails a job that stalled more often than `maxStalledCount` outside the processor,
