@@ -12,6 +12,7 @@ import { scanConfigured, type ModelRepository, type ModelVersion } from '../core
 import { InferencePool } from '../core/runtime/inference-pool.ts';
 import { Batcher } from '../core/batching/batcher.ts';
 import { ResultStore } from '../core/prediction/result-store.ts';
+import { ReplyPublisher } from '../core/prediction/result-feed.ts';
 import { createRedis, keysOf, whenReady, type RedisClient } from '../core/redis/connection.ts';
 import { Deadline, RELEASE_MS } from '../core/lifecycle/shutdown.ts';
 import { WorkerRegistry } from '../core/control/worker-registry.ts';
@@ -111,6 +112,7 @@ export class PredictionWorker {
       models: this.models,
       batcher: this.batcher,
       store: this.store,
+      replies: new ReplyPublisher(this.redis),
       metrics: this.metrics,
       drift: this.drift,
       log: this.log,
