@@ -3,7 +3,7 @@
  * `retentionDays` days. API keys and raw inputs are never logged.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 import type { BatchlineConfig } from '../config/settings.ts';
 
 export type { Logger };
@@ -51,9 +51,14 @@ export const REDACTED = [
   '*.auth.keys',
 ];
 
+/**
+ * The process's logger: JSON lines on stdout (and, with `log.file`, a daily-rotated file).
+ * `destination` replaces stdout (tests read what a server logs without a process of its own).
+ */
 export function createLogger(
   config: Pick<BatchlineConfig['log'], 'level' | 'file' | 'retentionDays'>,
   base: Record<string, unknown> = {},
+  destination?: DestinationStream,
 ): Logger {
   const options = {
     level: config.level,
@@ -61,6 +66,7 @@ export function createLogger(
     redact: { paths: REDACTED, censor: '[redacted]' },
     mixin: withRequestId,
   };
+  if (destination) return pino(options, destination);
   if (!config.file) return pino(options, pino.destination({ dest: 1, sync: false }));
   const transport = pino.transport({
     targets: [
