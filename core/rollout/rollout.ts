@@ -159,8 +159,16 @@ export class Rollout {
     this.metrics.routed.inc({ model: route.mv.name, version: route.mv.version, route: route.route });
   }
 
-  /** See the header. Returns at once; never throws. */
+  /** See the header. Returns at once; never throws (a fault here must not turn an answer into an error). */
   observe(o: Outcome): void {
+    try {
+      this.observed(o);
+    } catch (e) {
+      this.deps.logger.error({ err: (e as Error).message, model: o.route.mv.name }, 'rollout bookkeeping failed');
+    }
+  }
+
+  private observed(o: Outcome): void {
     const { route } = o;
     const policy = route.policy;
     if (!policy || (o.error && !versionFault(o.error))) return;

@@ -253,7 +253,8 @@ describe('the canary', () => {
       const c = comparison(await rollout(urls[0]), 'canary', '2');
       return c?.stableSide.requests === 2000 - canary && c.candidateSide.requests === canary;
     }, 'the canary pair to count all 2,000 requests');
-  });
+    // 2,000 real requests: about 15 s on a quiet 2-core machine; bounded for a busy one.
+  }, 180_000);
 
   it('keeps a route key on one version on both replicas, header or argument, and on the canary as its share grows', async () => {
     const keys = Array.from({ length: 120 }, (_, i) => `user-${i}`);
@@ -436,7 +437,7 @@ describe('payload capture', () => {
     }
     const again = await pool(events, 8, (e) => predict(urls[0], e.data.input, { version: e.modelversion as string }));
     again.forEach((a, i) => expect(a.data!.outputs[0].base64).toBe(events[i].data.outputs[0].base64));
-  });
+  }, 120_000);
 
   it('keeps to its length cap and its byte limit, drops what it cannot write and counts it, and switches off', async () => {
     const node = Number(((await redis.config('GET', 'stream-node-max-entries')) as string[])[1]);
