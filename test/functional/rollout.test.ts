@@ -348,7 +348,9 @@ describe('gates, promote and rollback', () => {
     const view = await rollout(urls[0]);
     expect(view.lastRollback).toMatchObject({ version: '3', by: 'gate', gate: 'error-rate' });
     expect(view.lastRollback!.reason).toMatch(new RegExp(`canary 3 failed 100.0% of its requests \\(${failed} of ${failed}\\)`));
-    expect(child.output()).toMatch(/"model":"ab","version":"3","gate":"error-rate".*"msg":"canary rolled back"/);
+    // pino writes asynchronously: the child's line reaches its pipe a moment after the answer.
+    const logged = /"model":"ab","version":"3","gate":"error-rate".*"msg":"canary rolled back"/;
+    await until(() => logged.test(child.output()), 'the rollback’s warning in the replica’s log');
     const metrics = await (await fetch(urls[1].replace('/graphql', '/metrics'))).text();
     expect(metrics).toMatch(/batchline_rollout_rollbacks_total\{[^}]*model="ab",version="3",gate="error-rate"[^}]*\} 1/);
     const stats = await admin<{ serverStats: { models: { name: string; rollout: RolloutView }[] } }>(
