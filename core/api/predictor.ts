@@ -10,9 +10,10 @@ import type { BatchlineConfig } from '../config/settings.ts';
 import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from '../prediction/input.ts';
 import type { ModelVersion } from '../models/repository.ts';
 import { DriftCounter } from '../drift/monitor.ts';
-import { EdgeBatcher, type EdgeBatch, type EdgeJob, type EdgeLimits } from '../batching/edge-batcher.ts';
+import { EdgeBatcher, type EdgeBatch, type EdgeJob } from '../batching/edge-batcher.ts';
+import { batchingPlan } from '../batching/plan.ts';
 import type { Keyspace } from '../redis/connection.ts';
-import { SYNC_PRIORITY, type PredictionQueues } from '../prediction/queues.ts';
+import { MIRROR_PRIORITY, SYNC_PRIORITY, type PredictionQueues } from '../prediction/queues.ts';
 import type { ResultFeed } from '../prediction/result-feed.ts';
 import { PredictionCache, cacheKey } from './prediction-cache.ts';
 import { observeLatency, type Metrics } from '../telemetry/metrics.ts';
@@ -24,6 +25,7 @@ import {
   SpanKind,
   ROOT_CONTEXT,
   activeContext,
+  activeTraceId,
   carrierOf,
   carrierOfSpan,
   contextWith,
@@ -37,6 +39,7 @@ import {
   withSpan,
   type Context,
 } from '../telemetry/trace.ts';
+import type { MirrorRunner, Outcome, Route } from '../rollout/rollout.ts';
 
 export interface PredictRequest {
   model: string;
@@ -45,7 +48,14 @@ export interface PredictRequest {
   requestId: string;
   /** Deadline for this request; capped by the server's `predict.timeoutMs`. */
   timeoutMs?: number | null;
+  /** Keeps one client on one version while a canary runs (`x-batchline-route-key`, or the `routeKey` argument). */
+  routeKey?: string | null;
+  /** The trace the request belongs to (W3C trace id), kept with a captured payload. */
+  traceId?: string;
 }
+
+/** Edge batcher groups of mirrored work start with this, so they never share a job with real work. */
+const MIRROR_LANE = 'mirror|';
 
 /** A request's deadline in ms: its own `timeoutMs` (a positive integer) capped by `max`, else `max`. */
 export function requestTimeout(requested: number | null | undefined, max: number): number {
@@ -53,25 +63,6 @@ export function requestTimeout(requested: number | null | undefined, max: number
   if (!Number.isInteger(requested) || requested <= 0)
     throw new ServingError('BAD_USER_INPUT', `timeoutMs: expected a positive integer, got ${requested}`, { field: 'timeoutMs' });
   return Math.min(requested, max);
-}
-
-/**
- * Most rows in one edge batch (one job from this process). 16 rows already spread a job's
- * queue, Redis and worker costs to a few percent of each request's own; the worker batches
- * again across jobs up to the model's own limit. Measured with mlp-bench at 2,000 rows/s
- * offered on 2 cores (maxBatchSize 64 and 128): median latency 23-40 ms uncapped, 13 ms
- * capped, when the API still answered a job's requests one by one.
- */
-const EDGE_MAX_ROWS = 16;
-/** Longest a request waits at the edge for company; the worker may wait again for its batch. */
-const EDGE_MAX_DELAY_MS = 2;
-
-/** How a model batches at the edge: not at all when a batch dimension is fixed or its maxBatchSize is 1. */
-export function edgeLimits(mv: ModelVersion): EdgeLimits {
-  const b = mv.config.batching;
-  const dynamic = mv.config.inputs.every((i) => i.shape[0] === -1);
-  if (!dynamic || b.maxBatchSize <= 1) return { maxRows: 1, maxDelayMs: 0 };
-  return { maxRows: Math.min(EDGE_MAX_ROWS, b.maxBatchSize), maxDelayMs: Math.min(EDGE_MAX_DELAY_MS, b.maxDelayMs) };
 }
 
 export interface PredictorDeps {
@@ -83,6 +74,8 @@ export interface PredictorDeps {
   redis: RedisClient;
   keys: Keyspace;
   metrics: Metrics;
+  /** Told of every answer and failure, after the fact: the rollout's comparisons, mirrors and capture (core/rollout/rollout.ts). */
+  observe?: (o: Outcome) => void;
 }
 
 export class Predictor {
@@ -93,6 +86,10 @@ export class Predictor {
   private readonly edge: EdgeBatcher;
   /** The model version behind each model key sent to the edge batcher, for its jobs. */
   private readonly groups = new Map<string, ModelVersion>();
+  /** Mirrored work: each lane's queue depth past which it is refused, and its jobs out (taken back at shutdown). */
+  private readonly mirrorDepth = new Map<string, number>();
+  private readonly mirrorJobs = new Set<EdgeJob>();
+  private mirrorsStopped = false;
 
   constructor(deps: PredictorDeps) {
     this.deps = deps;
@@ -159,11 +156,17 @@ export class Predictor {
     const started = performance.now();
     const { catalog, config, metrics } = this.deps;
     let modelName = req.model;
+    let route: Route | undefined;
+    let normalized: NormalizedInput | undefined;
+    let rowCount: number | undefined;
     try {
-      const mv = catalog.resolve(req.model, req.version);
+      route = catalog.route(req.model, req.version, req.routeKey);
+      const mv = route.mv;
       modelName = mv.name;
       nameActiveSpan(`predict ${mv.name}`, { [ATTR.model]: mv.name });
       const { input, rows } = normalizeInput(req.input, mv.config, config.predict.maxRows);
+      normalized = input;
+      rowCount = rows;
       const timeoutMs = requestTimeout(req.timeoutMs, config.predict.timeoutMs);
       let result: PredictionResult;
       let cached = false;
@@ -175,38 +178,73 @@ export class Predictor {
         else
           ({ result, cached } = await this.cache.getOrCompute(
             key,
-            () => this.compute(mv, input, rows, req, timeoutMs),
+            () => this.compute(mv, input, rows, req.requestId, timeoutMs),
             mv.config.cache.ttlMs,
           ));
         if (cached) this.countHit(mv, result);
         else metrics.cacheMisses.inc({ model: mv.name });
       } else {
-        result = await this.compute(mv, input, rows, req, timeoutMs);
+        result = await this.compute(mv, input, rows, req.requestId, timeoutMs);
       }
       const totalMs = performance.now() - started;
       observeLatency(metrics.latency, { model: mv.name, phase: 'total' }, totalMs / 1000);
       metrics.requests.inc({ model: mv.name, operation: 'predict', outcome: 'ok' });
-      return cached
+      const answer = cached
         ? { ...result, cached: true, timings: { queueMs: 0, batchWaitMs: 0, batchRows: 0, coldStartMs: 0, inferenceMs: 0, totalMs } }
         : { ...result, timings: { ...result.timings, totalMs } };
+      // The capture keeps the trace id the client got back: the active span's when tracing is on, else its own `traceparent`'s.
+      this.deps.observe?.({
+        route,
+        requestId: req.requestId,
+        traceId: activeTraceId() ?? req.traceId,
+        input,
+        rows,
+        result: answer,
+        totalMs,
+      });
+      return answer;
     } catch (e) {
       const err = asServingError(e);
       metrics.requests.inc({ model: catalog.metricLabel(modelName), operation: 'predict', outcome: err.code });
+      if (route)
+        this.deps.observe?.({
+          route,
+          requestId: req.requestId,
+          input: normalized,
+          rows: rowCount,
+          error: err,
+          totalMs: performance.now() - started,
+        });
       throw err;
     }
   }
 
   /**
+   * Runs `input` on `mv` as mirrored work for the rollout's comparisons: through the edge
+   * batcher in a lane of its own, at BullMQ's lowest priority, with its own deadline, refused
+   * once the pool has `maxQueueDepth` jobs waiting. Never cached, never counted as a request.
+   */
+  readonly runMirror: MirrorRunner = (mv, input, rows, o) =>
+    this.compute(mv, input, rows, o.requestId, o.timeoutMs, { maxQueueDepth: o.maxQueueDepth });
+
+  /** Shutdown: mirrored work still out is taken back, and no more is sent (nobody waits for it). */
+  abandonMirrors(): void {
+    this.mirrorsStopped = true;
+    for (const job of this.mirrorJobs) job.abandon();
+    this.mirrorJobs.clear();
+  }
+
+  /**
    * A synchronous prediction's inference: through the edge batcher, which sends concurrent
-   * requests of one model as one job. A model batches at the edge when every input's batch
-   * dimension is dynamic and its `maxBatchSize` is over 1; else each request is its own job.
+   * requests of one model as one job, within the limits core/batching/plan.ts gives the model.
    */
   private async compute(
     mv: ModelVersion,
     input: NormalizedInput,
     rows: number,
-    req: PredictRequest,
+    requestId: string,
     timeoutMs: number,
+    mirror?: { maxQueueDepth: number },
   ): Promise<PredictionResult> {
     const key = modelKey(mv.name, mv.version);
     // Nobody would take the job: say so now rather than with a 504 at the deadline.
@@ -218,8 +256,18 @@ export class Predictor {
       );
     }
     const started = performance.now();
-    this.groups.set(key, mv);
-    const answer = await this.edge.submit(key, edgeLimits(mv), input, rows, timeoutMs, req.requestId, activeContext());
+    const lane = mirror ? `${MIRROR_LANE}${key}` : key;
+    this.groups.set(lane, mv);
+    if (mirror) this.mirrorDepth.set(lane, mirror.maxQueueDepth);
+    const answer = await this.edge.submit(
+      lane,
+      batchingPlan(mv.config.pool, mv.config).edge,
+      input,
+      rows,
+      timeoutMs,
+      requestId,
+      activeContext(),
+    );
     return {
       id: randomUUID(),
       model: mv.name,
@@ -247,6 +295,9 @@ export class Predictor {
   private dispatch(batch: EdgeBatch): EdgeJob {
     const mv = this.groups.get(batch.modelKey)!;
     const { feed, queues, config } = this.deps;
+    const mirrorDepth = this.mirrorDepth.get(batch.modelKey);
+    if (mirrorDepth !== undefined && this.mirrorsStopped)
+      return { reply: Promise.reject(new ServingError('SERVICE_UNAVAILABLE', 'shutting down')), abandon: () => {} };
     const job: PredictionJobData = {
       ...newJob(mv, toWire(batch.input), batch.rows, batch.requestIds[0]),
       deadline: batch.deadline,
@@ -268,10 +319,11 @@ export class Predictor {
     // Wait first, enqueue second: the reply may come before `enqueue` returns.
     const wait = feed.expect(job.id);
     const reply = enqueueTraced(queues, job, contextWith(span, ROOT_CONTEXT), members, {
-      priority: SYNC_PRIORITY,
-      attempts: mv.config.retry.attempts,
+      priority: mirrorDepth === undefined ? SYNC_PRIORITY : MIRROR_PRIORITY,
+      attempts: mirrorDepth === undefined ? mv.config.retry.attempts : 1,
       backoffMs: mv.config.retry.backoffMs,
       keepSeconds: config.results.ttlSeconds,
+      ...(mirrorDepth === undefined ? {} : { maxDepth: mirrorDepth }),
     }).then(
       () => wait.promise,
       (e: unknown) => {
@@ -284,7 +336,7 @@ export class Predictor {
         () => span.end(),
         (e: unknown) => endSpan(span, e),
       );
-    return {
+    const edgeJob: EdgeJob = {
       reply,
       abandon: () => {
         wait.cancel(new ServingError('DEADLINE_EXCEEDED'));
@@ -292,6 +344,11 @@ export class Predictor {
         void queues.removeIfWaiting(mv.config.pool, job.id);
       },
     };
+    if (mirrorDepth !== undefined) {
+      this.mirrorJobs.add(edgeJob);
+      void reply.catch(() => {}).finally(() => this.mirrorJobs.delete(edgeJob));
+    }
+    return edgeJob;
   }
 }
 

@@ -82,7 +82,8 @@ export class Tickets {
     const { catalog, config, metrics, store, queues } = this.deps;
     let modelName = req.model;
     try {
-      const mv = catalog.resolve(req.model, req.version);
+      // Routed as predict is (canary, sticky keys); shadow runs and comparisons are for synchronous answers only.
+      const mv = catalog.route(req.model, req.version, req.routeKey).mv;
       modelName = mv.name;
       nameActiveSpan(`submit ${mv.name}`, { [ATTR.model]: mv.name, [ATTR.priority]: req.priority ?? 5 });
       const { input, rows } = normalizeInput(req.input, mv.config, config.predict.maxRows);

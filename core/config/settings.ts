@@ -14,6 +14,7 @@ export const POOLS: readonly PoolName[] = ['cpu', 'gpu'];
 export const EXECUTION_PROVIDERS = ['auto', 'cpu', 'cuda'] as const;
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export const REQUEST_LOGS = ['all', 'errors', 'off'] as const;
+export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 
 export interface BatchlineConfig {
   redis: {
@@ -119,6 +120,8 @@ export interface BatchlineConfig {
     housekeeping: string;
     /** Cron of the drift monitor. @defaultValue '0 * * * * *' */
     driftMonitor: string;
+    /** Cron of the rollout gates' check: a canary that breaks its policy's gates is rolled back. @defaultValue '*\/5 * * * * *' */
+    rolloutGates: string;
     /** Traffic window the drift monitor tests, in minutes. @defaultValue 60 */
     driftWindowMinutes: number;
     /** Fewest predictions in the window before a model is tested. @defaultValue 200 */
@@ -165,6 +168,12 @@ export interface BatchlineConfig {
      * `all`, `errors` (status 400 and above) or `off`. @defaultValue 'all'
      */
     requests: (typeof REQUEST_LOGS)[number];
+    /**
+     * How stdout's lines look: `json` (one object a line, for collectors), `pretty` (one
+     * human-readable line each, via pino-pretty) or `auto`: pretty when stdout is a terminal,
+     * JSON otherwise. A `log.file` is JSON whatever this says. @defaultValue 'auto'
+     */
+    format: (typeof LOG_FORMATS)[number];
   };
   /**
    * OpenTelemetry tracing (core/telemetry/tracing.ts). The exporter, endpoint, protocol, sampler
@@ -208,6 +217,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     pollModels: '*/10 * * * * *',
     housekeeping: '0 */5 * * * *',
     driftMonitor: '0 * * * * *',
+    rolloutGates: '*/5 * * * * *',
     driftWindowMinutes: 60,
     driftMinSamples: 200,
     driftAlpha: 0.01,
@@ -222,7 +232,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     rateLimitBurst: 50,
     rateLimitTimeoutMs: 250,
   },
-  log: { level: 'info', file: '', retentionDays: 7, requests: 'all' },
+  log: { level: 'info', file: '', retentionDays: 7, requests: 'all', format: 'auto' },
   tracing: { enabled: false, samplingRatio: 1 },
 };
 
@@ -273,6 +283,7 @@ export const ENV_VARS = {
   BATCHLINE_POLL_MODELS_CRON: 'maintenance.pollModels',
   BATCHLINE_HOUSEKEEPING_CRON: 'maintenance.housekeeping',
   BATCHLINE_DRIFT_CRON: 'maintenance.driftMonitor',
+  BATCHLINE_ROLLOUT_GATES_CRON: 'maintenance.rolloutGates',
   BATCHLINE_DRIFT_WINDOW_MINUTES: 'maintenance.driftWindowMinutes',
   BATCHLINE_DRIFT_MIN_SAMPLES: 'maintenance.driftMinSamples',
   BATCHLINE_DRIFT_ALPHA: 'maintenance.driftAlpha',
@@ -290,6 +301,7 @@ export const ENV_VARS = {
   BATCHLINE_LOG_FILE: 'log.file',
   BATCHLINE_LOG_RETENTION_DAYS: 'log.retentionDays',
   BATCHLINE_LOG_REQUESTS: 'log.requests',
+  BATCHLINE_LOG_FORMAT: 'log.format',
   BATCHLINE_TRACING: 'tracing.enabled',
   BATCHLINE_TRACING_SAMPLING_RATIO: 'tracing.samplingRatio',
 } as const satisfies Record<string, ConfigPath>;
@@ -385,6 +397,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   oneOf('workers.executionProvider', config.workers.executionProvider, EXECUTION_PROVIDERS);
   oneOf('log.level', config.log.level, LOG_LEVELS);
   oneOf('log.requests', config.log.requests, REQUEST_LOGS);
+  oneOf('log.format', config.log.format, LOG_FORMATS);
   if (config.tracing.samplingRatio > 1)
     throw new Error(`config: 'tracing.samplingRatio' must be a ratio from 0 to 1, got ${config.tracing.samplingRatio}`);
   for (const pool of POOLS) {

@@ -11,6 +11,7 @@ import { parse } from 'yaml';
 import { ORT_TYPE, parseModelConfig, type ModelConfig, type TensorSpec } from './config.ts';
 import type { BatchlineConfig } from '../config/settings.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { readPolicySpec, type ModelPolicySpec } from './rollout-policy.ts';
 
 export interface ModelVersion {
   name: string;
@@ -26,6 +27,22 @@ export interface ModelVersion {
 }
 
 type Raw = Record<string, unknown>;
+
+/**
+ * A version's config as the server reads it, from its layers in order: `<model>/config.yaml`,
+ * `<model>/<version>/config.yaml`, then the deployment's entry for the model in
+ * `models.overrides`. A later layer wins field by field; `batching` is merged key by key.
+ * `batchline model measure` reads a version through this too.
+ */
+export function layeredConfig(...layers: (Raw | undefined)[]): Raw {
+  const batching = Object.assign({}, ...layers.map((l) => l?.batching as Raw | undefined)) as Raw;
+  return { ...Object.assign({}, ...layers), batching };
+}
+
+/** The deployment's per-model overrides (`models.overrides`, a YAML map of model name to fields); empty when unset. */
+export function readOverrides(file: string | undefined): Record<string, Raw | undefined> {
+  return ((file ? readYaml(file) : undefined) ?? {}) as Record<string, Raw | undefined>;
+}
 
 function fail(msg: string): never {
   throw new Error(msg);
@@ -115,11 +132,14 @@ export class ModelRepository {
   readonly versions: ModelVersion[];
   /** The repository's fingerprint when this scan began. */
   readonly fingerprint: string;
+  /** Each model's `rollout:` and `capture:` (core/models/rollout-policy.ts), by name; absent for a model whose sections failed. */
+  readonly policies: ReadonlyMap<string, ModelPolicySpec>;
 
-  constructor(dir: string, versions: ModelVersion[], fingerprint = '') {
+  constructor(dir: string, versions: ModelVersion[], fingerprint = '', policies: ReadonlyMap<string, ModelPolicySpec> = new Map()) {
     this.dir = dir;
     this.versions = versions;
     this.fingerprint = fingerprint;
+    this.policies = policies;
   }
 
   /** Scans `dir`, verifying every version against its graph. Never throws for a bad model. */
@@ -128,10 +148,11 @@ export class ModelRepository {
     options: { verify?: boolean; onSkip?: (v: ModelVersion) => void; overridesFile?: string } = {},
   ): Promise<ModelRepository> {
     const root = resolve(dir);
-    const overrides = (options.overridesFile ? readYaml(options.overridesFile) : undefined) ?? {};
+    const overrides = readOverrides(options.overridesFile);
     const fingerprint = repositoryFingerprint(root);
     const found: ModelVersion[] = [];
-    if (!existsSync(root)) return new ModelRepository(root, found, fingerprint);
+    const policies = new Map<string, ModelPolicySpec>();
+    if (!existsSync(root)) return new ModelRepository(root, found, fingerprint, policies);
     for (const name of readdirSync(root).sort()) {
       const modelDir = join(root, name);
       if (!statSync(modelDir).isDirectory() || name.startsWith('.')) continue;
@@ -139,6 +160,13 @@ export class ModelRepository {
       let baseError: string | undefined;
       try {
         base = readYaml(join(modelDir, 'config.yaml'));
+      } catch (e) {
+        baseError = `config.yaml: ${(e as Error).message}`;
+      }
+      // The traffic policy is the model's, not a version's: read once, and a fault in it fails
+      // every version (serving the newest to everyone instead would be what the policy prevents).
+      try {
+        if (!baseError) policies.set(name, readPolicySpec(base, overrides[name] as Raw | undefined));
       } catch (e) {
         baseError = `config.yaml: ${(e as Error).message}`;
       }
@@ -159,9 +187,9 @@ export class ModelRepository {
           if (baseError) fail(baseError);
           const override = readYaml(join(modelDir, version, 'config.yaml'));
           if (!base && !override) fail(`no config.yaml for model '${name}'`);
-          const deployed = overrides[name] as Raw | undefined;
-          const batching = { ...(base?.batching as Raw), ...(override?.batching as Raw), ...(deployed?.batching as Raw) };
-          mv.config = parseModelConfig({ ...base, ...override, ...deployed, batching }, name);
+          for (const k of ['rollout', 'capture'])
+            if (override?.[k] !== undefined) fail(`${version}/config.yaml: '${k}' belongs in the model's config.yaml, not a version's`);
+          mv.config = parseModelConfig(layeredConfig(base, override, overrides[name]), name);
           mv.config.name = name;
           if (options.verify !== false) await verifyAgainstGraph(path, mv.config);
           const metricsPath = join(modelDir, version, 'metrics.json');
@@ -174,7 +202,7 @@ export class ModelRepository {
         found.push(mv);
       }
     }
-    return new ModelRepository(root, found, fingerprint);
+    return new ModelRepository(root, found, fingerprint, policies);
   }
 
   ready(): ModelVersion[] {

@@ -75,6 +75,9 @@ export const ATTR = {
   limit: 'batchline.batch.limit',
   edgeReason: 'batchline.edge.reason',
   attempt: 'batchline.attempt',
+  mirrorKind: 'batchline.mirror.kind',
+  mirrorOutcome: 'batchline.mirror.outcome',
+  agreedRows: 'batchline.mirror.agreed_rows',
 } as const;
 
 let tracer: Tracer | undefined;
@@ -108,6 +111,15 @@ export function nameActiveSpan(name: string, attributes?: Attributes): void {
   if (!span?.isRecording()) return;
   span.updateName(name);
   if (attributes) span.setAttributes(attributes);
+}
+
+/**
+ * The trace id of the active span when tracing is on, sampled or not: the one the caller got
+ * back in its `traceparent` (its own trace's when it sent one). Undefined otherwise.
+ */
+export function activeTraceId(): string | undefined {
+  const sc = tracer && trace.getSpanContext(context.active());
+  return sc && trace.isSpanContextValid(sc) ? sc.traceId : undefined;
 }
 
 /** The active context, when tracing is on. */
@@ -313,6 +325,21 @@ export function startBatchSpan(
     if (s && s !== own && s.isRecording()) s.addLink({ context: span.spanContext() });
   }
   return span;
+}
+
+/**
+ * A span for work done on a request's behalf but apart from its answer (a rollout's mirrored
+ * run): the root of a trace of its own, *linked* to the active request's span, so that the
+ * request's trace does not grow by work its client never waited for. Started only when that
+ * request is sampled; the sampler follows the link (core/telemetry/tracing.ts), so the linked
+ * trace is recorded whenever the request's is. Undefined otherwise, or when tracing is off.
+ * Run the work in `contextWith(span, ROOT_CONTEXT)`, and without a span in `untraced`.
+ */
+export function startLinkedSpan(name: string, options: Omit<SpanOptions, 'parent' | 'links'> = {}): Span | undefined {
+  if (!tracer) return undefined;
+  const from = trace.getSpanContext(context.active());
+  if (!from || (from.traceFlags & TraceFlags.SAMPLED) === 0) return undefined;
+  return startSpan(name, { ...options, parent: ROOT_CONTEXT, links: [{ context: from }] });
 }
 
 /**

@@ -25,8 +25,8 @@
  * A failed export is reported as a warning (the first at once, then at most one a minute with
  * the count), never to a request.
  */
-import { DiagLogLevel, ROOT_CONTEXT, context, diag, propagation, trace, type TextMapPropagator } from '@opentelemetry/api';
-import type { Sampler, SpanExporter } from '@opentelemetry/sdk-trace';
+import { DiagLogLevel, ROOT_CONTEXT, TraceFlags, context, diag, propagation, trace, type TextMapPropagator } from '@opentelemetry/api';
+import type { Sampler, SamplingDecision, SpanExporter } from '@opentelemetry/sdk-trace';
 import { requestScope, type Logger } from './logger.ts';
 import { setTracer } from './trace.ts';
 
@@ -109,14 +109,31 @@ export function samplerSetting(
   return { name, ratio };
 }
 
+/**
+ * The parent-based samplers' choice for a span without a parent. A root that follows from a
+ * sampled span (a rollout's mirrored run, linked to the request it mirrors: trace.ts,
+ * startLinkedSpan) is sampled as a child of it would be; every other root is `root`'s to decide.
+ */
+function followingLinks(root: Sampler, sampled: SamplingDecision): Sampler {
+  return {
+    shouldSample(ctx, traceId, name, kind, attributes, links) {
+      if (links.some((l) => (l.context.traceFlags & TraceFlags.SAMPLED) !== 0)) return { decision: sampled };
+      return root.shouldSample(ctx, traceId, name, kind, attributes, links);
+    },
+    toString: () => `FollowingLinks{${root.toString()}}`,
+  };
+}
+
 async function buildSampler(setting: { name: string; ratio?: number }): Promise<Sampler> {
-  const { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, TraceIdRatioBasedSampler } = await import('@opentelemetry/sdk-trace');
+  const { AlwaysOffSampler, AlwaysOnSampler, ParentBasedSampler, SamplingDecision, TraceIdRatioBasedSampler } =
+    await import('@opentelemetry/sdk-trace');
   const root = setting.name.endsWith('always_on')
     ? new AlwaysOnSampler()
     : setting.name.endsWith('always_off')
       ? new AlwaysOffSampler()
       : new TraceIdRatioBasedSampler(setting.ratio ?? 1);
-  return setting.name.startsWith('parentbased_') ? new ParentBasedSampler({ root }) : root;
+  if (!setting.name.startsWith('parentbased_')) return root;
+  return new ParentBasedSampler({ root: followingLinks(root, SamplingDecision.RECORD_AND_SAMPLED) });
 }
 
 async function buildExporter(name: string, protocol: string): Promise<SpanExporter | undefined> {

@@ -1,7 +1,7 @@
 /**
  * The operations view in a real browser (Debian's Chromium), nothing reachable off this
  * machine: it lists the demo models, its live figures move after a burst of predictions,
- * the try-it form answers for name-gender, and with auth on it asks for a key and shows a
+ * the try-it form answers for name-gender, a rollout panel appears when a policy is set, and with auth on it asks for a key and shows a
  * key without `admin` only its models.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -46,7 +46,13 @@ describe('operations view', () => {
     const nameGender = await card(page, 'name-gender').innerText();
     expect(nameGender).toMatch(/pool cpu/);
     expect(nameGender).toMatch(/features FP32\[\?×1024\] \(from text\)/);
-    expect(nameGender).toMatch(/fixed, ≤ 32 rows/);
+    // Both batchers: the edge gathers a cpu model's requests, its worker runs each job alone.
+    await expect.poll(() => card(page, 'name-gender').locator('[data-testid="edge-batching"]').innerText()).toBe('≤ 16 rows, 2 ms wait');
+    expect(await card(page, 'name-gender').locator('[data-testid="worker-batching"]').innerText()).toBe('each job alone');
+    // A gpu model (no gpu worker here, so no live limit yet) merges jobs up to its config.
+    expect(await card(page, 'mlp-bench').locator('[data-testid="worker-batching"]').innerText()).toBe(
+      'fixed, ≤ 32 rows, 5 ms wait, SLO 50 ms',
+    );
     expect(await card(page, 'mlp-bench').innerText()).toMatch(/input FP32\[\?×512\]/);
     await expect.poll(() => card(page, 'name-gender').locator('[data-testid="model-workers"]').innerText()).toBe('1 worker');
     expect(await page.locator('[data-testid="queues"]').innerText()).toMatch(/cpu\s+0/);
@@ -83,6 +89,19 @@ describe('operations view', () => {
     await form.getByRole('button', { name: 'Predict' }).click();
     await expect.poll(() => form.locator('[data-testid="try-error"]').innerText(), { timeout: 20_000 }).toMatch(/^BAD_USER_INPUT/);
     expect(offline.outside).toEqual([]);
+  });
+
+  it('shows a model’s rollout once its policy says something: here, capture turned on live', async () => {
+    const rollout = card(page, 'name-gender').locator('[data-testid="rollout"]');
+    expect(await rollout.innerText()).toBe('');
+    const set = (percent: number) =>
+      gql(stack.api.url, `mutation { setCapture(model: "name-gender", capture: { percent: ${percent} }) { revision } }`);
+    expect((await set(5)).body.errors).toBeUndefined();
+    await expect.poll(() => rollout.locator('[data-testid="rollout-capture"]').innerText(), { timeout: 20_000 }).toBe('capture 5.0 %');
+    expect(await rollout.locator('[data-testid="rollout-stable"]').innerText()).toBe('stable 1 (newest)');
+    expect(await rollout.innerText()).toMatch(/live policy, revision 1/);
+    await set(0);
+    await expect.poll(() => rollout.innerText(), { timeout: 20_000 }).toBe('');
   });
 });
 

@@ -4,7 +4,7 @@
  * an API and two workers (cpu and gpu pools) started as `batchline serve` / `worker`,
  * configured by the standard OTEL_* variables and BATCHLINE_TRACING.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
@@ -13,6 +13,8 @@ import { gql, sseCollect, wsClient } from '../support/clients.ts';
 import { dropPrefix, listeningPort, spawnCli, startWorker, uniquePrefix, type Child } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
+import { LINEAR_CONFIG, addModel, linearOnnx, tempRepository } from '../support/model-repo.ts';
+import { REPO_MODELS } from '../../harness/stack.ts';
 
 const redisUrl = inject('redisUrl');
 const SERVER = 2;
@@ -24,6 +26,16 @@ const BATCH = 10;
 // A long delay and SLO, so the batch closes on its row limit alone (models.overrides names a file).
 const OVERRIDES = join(mkdtempSync(join(tmpdir(), 'batchline-trace-')), 'models.yaml');
 writeFileSync(OVERRIDES, `mlp-bench: { pool: gpu, batching: { policy: fixed, maxBatchSize: ${BATCH}, maxDelayMs: 5000, sloMs: 10000 } }\n`);
+
+// The repository's models, and `ab`: version 2 shadows version 1 on every request, and every request is captured.
+const MODELS = tempRepository();
+for (const m of ['name-gender', 'mlp-bench']) cpSync(join(REPO_MODELS, m), join(MODELS, m), { recursive: true });
+for (const v of ['1', '2'])
+  addModel(MODELS, 'ab', v, linearOnnx(), {
+    ...LINEAR_CONFIG,
+    rollout: { stable: '1', shadow: { version: '2', percent: 100, timeoutMs: 30_000 } },
+    capture: { percent: 100 },
+  });
 
 function tracingEnv(receiver: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
@@ -38,7 +50,7 @@ function tracingEnv(receiver: string, extra: Record<string, string> = {}): Recor
 }
 
 async function startStack(prefix: string, env: Record<string, string>, pools: ('cpu' | 'gpu')[]): Promise<{ url: string; procs: Child[] }> {
-  const opts = { redisUrl, prefix, env: { BATCHLINE_MAINTENANCE: 'false', BATCHLINE_LOG_LEVEL: 'debug', ...env } };
+  const opts = { redisUrl, prefix, models: MODELS, env: { BATCHLINE_MAINTENANCE: 'false', BATCHLINE_LOG_LEVEL: 'debug', ...env } };
   const procs = await Promise.all(pools.map((p) => startWorker(p, opts)));
   const api = await spawnCli(
     ['serve', '--port', '0'],
@@ -265,6 +277,73 @@ describe('tracing through the queue', () => {
     const http = one(spansOf(clientTrace), 'POST /graphql');
     expect(http.parentSpanId).toBe(clientSpan);
     expect(r.headers.get('traceparent')).toBe(`00-${clientTrace}-${http.spanId}-01`);
+  });
+
+  it('a shadow run is a trace of its own linked to the request it mirrors, and the capture keeps the trace id the client got', async () => {
+    const PREDICT_AB =
+      'query($x: [Float!]!) { predict(model: "ab", input: { tensors: [{ name: "x", shape: [1, 4], datatype: "FP32", data: $x }] }) { version } }';
+    const r = await gql<{ predict: { version: string } }>(stack.url, PREDICT_AB, { x: [1, 2, 3, 4] }, { 'x-request-id': 'trace-shadow-1' });
+    expect(r.body.data?.predict.version, JSON.stringify(r.body)).toBe('1');
+    const traceId = traceIdOf(r.headers.get('traceparent'));
+    const mirrors = (): ReceivedSpan[] =>
+      receiver.spans.filter((s) => s.name === 'mirror ab' && s.links.some((l) => l.traceId === traceId));
+    // The mirror span ends once the shadow's answer is compared: after its own edge batch, job and reply.
+    await until(
+      () => mirrors().length > 0 && spansOf(traceId).some((s) => s.name === 'predict ab'),
+      'the mirror span linked to the request, and the request’s predict span',
+    );
+    const [mirror] = mirrors();
+    const predict = one(spansOf(traceId), 'predict ab');
+    expect(mirrors()).toHaveLength(1);
+    // Not a child: a root of its own trace, linked to the request's predict span.
+    expect(mirror.traceId).not.toBe(traceId);
+    expect(mirror.parentSpanId).toBeUndefined();
+    expect(mirror.links).toEqual([{ traceId, spanId: predict.spanId }]);
+    expect(mirror.attributes).toMatchObject({
+      'batchline.model': 'ab',
+      'batchline.version': '2',
+      'batchline.mirror.kind': 'shadow',
+      'batchline.mirror.outcome': 'compared',
+      'batchline.request_id': 'trace-shadow-1',
+    });
+    // The shadow's way through the queue is in the mirror's trace, under it; the client's trace has only its own.
+    await until(() => spansOf(mirror.traceId).some((s) => s.name === 'reply ab'), 'the shadow job’s reply span');
+    expect(one(spansOf(mirror.traceId), 'edge batch ab').parentSpanId).toBe(mirror.spanId);
+    expect(one(spansOf(mirror.traceId), /^process /).attributes).toMatchObject({ 'batchline.version': '2' });
+    await until(() => spansOf(traceId).some((s) => s.name === 'reply ab'), 'the request’s reply span');
+    expect(spansOf(traceId).filter((s) => s.name === 'edge batch ab')).toHaveLength(1);
+    expect(
+      spansOf(traceId)
+        .filter((s) => s.name.startsWith('process '))
+        .map((s) => s.attributes['batchline.version']),
+    ).toEqual(['1']);
+
+    // Over graphql-ws, the trace comes in the operation's extensions, not a header: the capture still keeps it.
+    const wsTrace = '5e0c63257de34c926f9efcd03ce2c1a6';
+    const client = wsClient(stack.url.replace('http', 'ws'));
+    try {
+      const events: { data?: unknown }[] = [];
+      await new Promise<void>((resolve, reject) =>
+        client.subscribe(
+          { query: PREDICT_AB, variables: { x: [4, 3, 2, 1] }, extensions: { traceparent: `00-${wsTrace}-b7ad6b7169203331-01` } },
+          { next: (v) => void events.push(v), error: reject, complete: resolve },
+        ),
+      );
+      expect(events).toEqual([expect.objectContaining({ data: { predict: { version: '1' } } })]);
+    } finally {
+      await client.dispose();
+    }
+    const captured = async (): Promise<{ requestId: string; traceId: string | null }[]> =>
+      (
+        await gql<{ capturedPayloads: { payloads: { requestId: string; traceId: string | null }[] } }>(
+          stack.url,
+          '{ capturedPayloads(model: "ab", limit: 100) { payloads { requestId traceId } } }',
+        )
+      ).body.data?.capturedPayloads.payloads ?? [];
+    await until(async () => (await captured()).length === 2, 'both requests captured');
+    const byTrace = (await captured()).map((c) => c.traceId);
+    expect(byTrace).toEqual([traceId, wsTrace]);
+    expect((await captured())[0].requestId).toBe('trace-shadow-1');
   });
 
   it('an async submission’s delivery, over graphql-ws and over SSE, is linked to the submission, in the subscriber’s own trace', async () => {

@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { pino } from 'pino';
 import { samplerSetting, startTracing } from '../../../core/telemetry/tracing.ts';
-import { tracingOn } from '../../../core/telemetry/trace.ts';
+import { ROOT_CONTEXT, contextWith, startLinkedSpan, startServerSpan, tracingOn, withContext } from '../../../core/telemetry/trace.ts';
 import { prefersOpenMetrics } from '../../../core/telemetry/metrics.ts';
 
 /** A logger that keeps its lines. */
@@ -83,6 +83,33 @@ describe('starting the SDK', () => {
       await tracing?.shutdown(500);
     }
     expect(tracingOn()).toBe(false);
+  });
+});
+
+describe('linked roots', () => {
+  it('a mirrored run’s own trace is sampled whenever the request it links to is, whatever the ratio for new traces', async () => {
+    const { logger } = recording();
+    const tracing = await startTracing({ enabled: true, samplingRatio: 0 }, { role: 'api', logger, env: { OTEL_TRACES_EXPORTER: 'none' } });
+    try {
+      const client = '4bf92f3577b34da6a3ce929d0e0e4736';
+      const sampled = startServerSpan('POST /graphql', (h) => (h === 'traceparent' ? `00-${client}-00f067aa0ba902b7-01` : undefined))!;
+      const request = sampled.span.spanContext();
+      const mirror = withContext(contextWith(sampled.span, sampled.parent), () => startLinkedSpan('mirror m'));
+      expect(mirror?.isRecording()).toBe(true);
+      const sc = mirror!.spanContext();
+      expect(sc.traceId).not.toBe(client);
+      expect(sc.traceFlags & 1).toBe(1);
+      const read = mirror as unknown as { links: { context: { traceId: string; spanId: string } }[]; parentSpanContext?: unknown };
+      expect(read.links.map((l) => [l.context.traceId, l.context.spanId])).toEqual([[client, request.spanId]]);
+      expect(read.parentSpanContext).toBeUndefined();
+      mirror!.end();
+      // A new trace at ratio 0 is not sampled, and nothing is started for its mirror.
+      const unsampled = startServerSpan('POST /graphql', () => undefined)!;
+      expect(unsampled.span.isRecording()).toBe(false);
+      expect(withContext(contextWith(unsampled.span, ROOT_CONTEXT), () => startLinkedSpan('mirror m'))).toBeUndefined();
+    } finally {
+      await tracing?.shutdown(500);
+    }
   });
 });
 
