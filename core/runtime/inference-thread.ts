@@ -1,13 +1,23 @@
 /**
  * Entry of an inference thread. onnxruntime-node's `run()` blocks the thread that calls it,
  * so sessions live here, never on an event loop that serves HTTP or renews BullMQ locks.
- * Preprocessing (text -> features) runs here too, off the worker's event loop.
+ * Preprocessing (text -> features) runs here too, off the worker's event loop. The first
+ * models a thread loads also decide which execution provider it runs (`choose`).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { charNgramFeatures } from '../preprocess/char-ngrams.ts';
 import type { NormalizedInput } from '../prediction/input.ts';
 import { ORT_TYPE, type ModelConfig } from '../model-config.ts';
+import {
+  cudaMissing,
+  explainFailure,
+  sessionOptions,
+  warmupSizes,
+  type ProviderAttempt,
+  type ProviderName,
+  type SkipKind,
+} from './providers.ts';
 import type { LoadedModelSpec, LoadRequest, OutputTensor, RunRequest, ThreadInit, ThreadMessage } from './types.ts';
 
 const init = workerData as ThreadInit;
@@ -85,24 +95,118 @@ async function run(req: RunRequest): Promise<void> {
   }
 }
 
-/** Creates sessions for `models` (skipping ones already loaded); returns what failed. */
-async function load(models: LoadedModelSpec[]): Promise<{ key: string; error: string }[]> {
+/** Zero-valued inputs of `rows` rows (the batch dimension, where the model has one). */
+function zeroFeeds(config: ModelConfig, rows: number): Record<string, ort.Tensor> {
+  const out: Record<string, ort.Tensor> = {};
+  for (const t of config.inputs) {
+    const dims = t.shape.map((d, i) => (d >= 0 ? d : i === 0 ? rows : 1));
+    const size = dims.reduce((a, b) => a * b, 1);
+    out[t.name] = new ort.Tensor(
+      ORT_TYPE[t.datatype] as ort.Tensor.Type,
+      toTypedArray(t.datatype, new Array<number>(size).fill(0)) as never,
+      dims,
+    );
+  }
+  return out;
+}
+
+/**
+ * A session of `m` on `provider`, answered warm-up runs (core/runtime/providers.ts says which
+ * batch sizes). Throws `{ stage, message }`: where it failed decides what the chain does next.
+ */
+async function open(m: LoadedModelSpec, provider: ProviderName): Promise<ort.InferenceSession> {
+  let session: ort.InferenceSession;
+  try {
+    session = await ort.InferenceSession.create(m.path, sessionOptions(provider, init.settings));
+  } catch (e) {
+    throw Object.assign(new Error((e as Error).message), { stage: 'session' as const });
+  }
+  try {
+    const batchable = m.config.inputs.every((t) => t.shape[0] === -1);
+    for (const rows of warmupSizes(provider, m.config.batching.maxBatchSize, batchable)) await session.run(zeroFeeds(m.config, rows));
+  } catch (e) {
+    await session.release().catch(() => {});
+    throw Object.assign(new Error((e as Error).message), { stage: 'warm-up' as const });
+  }
+  return session;
+}
+
+/** Whether `m` opens and runs on CPU: if so, a failure elsewhere is that provider's, not the model's. */
+async function runsOnCpu(m: LoadedModelSpec): Promise<boolean> {
+  try {
+    await (await open(m, 'cpu')).release();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let provider: ProviderName | undefined;
+const attempts: ProviderAttempt[] = [];
+
+/**
+ * Walks the chain over `models`: the first provider that opens every model that opens on CPU
+ * is taken, and its sessions kept. A model that fails on CPU too is the model's failure (it is
+ * skipped, as any model that does not load). When no provider is left, nothing is kept.
+ */
+async function choose(models: LoadedModelSpec[]): Promise<{ key: string; error: string }[]> {
+  for (const candidate of init.chain) {
+    const t0 = performance.now();
+    const missing = candidate === 'cuda' ? cudaMissing() : undefined;
+    if (missing) {
+      attempts.push({ provider: candidate, ok: false, kind: 'not-installed', reason: missing, ms: 0 });
+      continue;
+    }
+    const opened = new Map<string, ort.InferenceSession>();
+    const failed: { key: string; error: string }[] = [];
+    let skip: { kind: SkipKind; reason: string } | undefined;
+    for (const m of models) {
+      try {
+        opened.set(m.key, await open(m, candidate));
+      } catch (e) {
+        const { stage, message } = e as Error & { stage: 'session' | 'warm-up' };
+        if (candidate !== 'cpu' && (await runsOnCpu(m))) {
+          const why = explainFailure(candidate, stage, message);
+          // A missing adapter or library is the provider's, whatever the model; other failures name the model.
+          skip = {
+            kind: why.kind,
+            reason: why.kind === 'session-failed' || why.kind === 'warm-up-failed' ? `${m.key}: ${why.reason}` : why.reason,
+          };
+          break;
+        }
+        failed.push({ key: m.key, error: message });
+      }
+    }
+    if (skip) {
+      for (const s of opened.values()) await s.release().catch(() => {});
+      attempts.push({ provider: candidate, ok: false, ...skip, ms: Math.round(performance.now() - t0) });
+      continue;
+    }
+    attempts.push({ provider: candidate, ok: true, ms: Math.round(performance.now() - t0) });
+    provider = candidate;
+    for (const m of models) if (opened.has(m.key)) sessions.set(m.key, { session: opened.get(m.key)!, config: m.config });
+    return failed;
+  }
+  return models.map((m) => ({
+    key: m.key,
+    error: `no execution provider can run it (${attempts.map((a) => `${a.provider}: ${a.reason}`).join('; ')})`,
+  }));
+}
+
+/**
+ * Creates sessions for `models` (skipping ones already loaded); returns what failed. The first
+ * models a thread loads decide its provider (unless another thread's choice is given).
+ */
+async function load(models: LoadedModelSpec[], decided?: ProviderName): Promise<{ key: string; error: string }[]> {
+  const fresh = models.filter((m) => !sessions.has(m.key));
+  if (provider === undefined && decided) provider = decided;
+  if (provider === undefined) return fresh.length ? choose(fresh) : [];
   const failed: { key: string; error: string }[] = [];
-  const providers: ort.InferenceSession.ExecutionProviderConfig[] = init.executionProvider === 'cuda' ? ['cuda', 'cpu'] : ['cpu'];
-  for (const m of models) {
-    if (sessions.has(m.key)) continue;
+  for (const m of fresh) {
     try {
-      const session = await ort.InferenceSession.create(m.path, {
-        executionProviders: providers,
-        intraOpNumThreads: init.intraOpThreads,
-        interOpNumThreads: 1,
-        graphOptimizationLevel: 'all',
-        // Idle intra-op threads spin; with several threads and processes sharing cores that steals CPU.
-        extra: { session: { intra_op: { allow_spinning: '0' } } },
-      });
-      sessions.set(m.key, { session, config: m.config });
+      sessions.set(m.key, { session: await open(m, provider), config: m.config });
     } catch (e) {
-      failed.push({ key: m.key, error: (e as Error).message });
+      failed.push({ key: m.key, error: `${(e as Error).message} (on ${provider})` });
     }
   }
   return failed;
@@ -110,7 +214,7 @@ async function load(models: LoadedModelSpec[]): Promise<{ key: string; error: st
 
 async function main(): Promise<void> {
   const failed = await load(init.models);
-  post({ type: 'ready', loaded: [...sessions.keys()], failed, executionProvider: init.executionProvider });
+  post({ type: 'ready', loaded: [...sessions.keys()], failed, provider, attempts });
   // One run at a time per thread: concurrency comes from threads and batching, not from
   // interleaving runs that would fight over the same intra-op threads.
   let chain = Promise.resolve();
@@ -118,8 +222,8 @@ async function main(): Promise<void> {
     if (msg.type === 'load') {
       // Queued behind runs in hand: a new version loads between inferences, never during one.
       chain = chain.then(async () => {
-        const failedNow = await load(msg.models);
-        post({ type: 'loaded', id: msg.id, loaded: [...sessions.keys()], failed: failedNow });
+        const failedNow = await load(msg.models, msg.provider);
+        post({ type: 'loaded', id: msg.id, loaded: [...sessions.keys()], failed: failedNow, provider, attempts });
       });
       return;
     }
