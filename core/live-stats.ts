@@ -95,6 +95,9 @@ export interface ProcessInfo {
   id: string;
   role: 'api' | 'worker';
   pool?: string;
+  /** A worker's execution provider, and one line on why the providers before it were skipped. */
+  executionProvider?: string;
+  executionProviderNote?: string;
   pid: number;
   host: string;
   startedAt: number;
@@ -105,7 +108,7 @@ export interface RecorderOptions {
   redis: RedisClient;
   prefix: string;
   registry: Registry;
-  process: Pick<ProcessInfo, 'id' | 'role' | 'pool'>;
+  process: Pick<ProcessInfo, 'id' | 'role' | 'pool' | 'executionProvider' | 'executionProviderNote'>;
   /** Milliseconds since the epoch. @defaultValue Date.now */
   now?: () => number;
 }

@@ -44,6 +44,7 @@ export function toModelVersion(m: ModelInfo) {
     status: m.status === 'READY' ? 'LOADED' : 'FAILED',
     error: m.error ?? null,
     workers: m.workers,
+    executionProviders: m.executionProviders,
     batching: c ? { ...c.batching, limit: m.batchLimit ?? null } : null,
     sizeBytes: m.sizeBytes,
     metrics: m.metrics ? JSON.stringify(m.metrics) : null,

@@ -16,13 +16,13 @@ const LIVE = `subscription OperationsView {
   serverStats(windowSeconds: 10, historyMinutes: ${HISTORY_MINUTES}) {
     at windowSeconds graphiql
     viewer { name admin authEnabled }
-    processes { id role pool host pid startedAt }
+    processes { id role pool host pid startedAt executionProvider executionProviderNote }
     queues { pool waiting active delayed failed maxDepth }
     rejections { code status count }
     models {
       name acceptsText
       versions {
-        version status error ready pool task workers labels
+        version status error ready pool task workers executionProviders labels
         inputs { name datatype shape } outputs { name datatype shape }
         batching { policy maxBatchSize maxDelayMs sloMs limit }
       }
@@ -155,8 +155,17 @@ function renderDeployment(stats) {
     $('processes').replaceChildren(
       h('h2', {}, ['Processes']),
       table(
-        ['role', 'pool', 'host', 'pid', 'since'],
-        stats.processes.map((p) => [p.role, p.pool ?? '', p.host, String(p.pid), since(p.startedAt)]),
+        ['role', 'pool', 'execution provider', 'host', 'pid', 'since'],
+        stats.processes.map((p) => [
+          p.role,
+          p.pool ?? '',
+          // The provider, and on hover why the ones before it in the chain were skipped.
+          p.executionProvider ? h('span', { title: p.executionProviderNote ?? '', 'data-testid': 'provider' }, [p.executionProvider]) : '',
+          p.host,
+          String(p.pid),
+          since(p.startedAt),
+        ]),
+        { 'data-testid': 'processes' },
       ),
     );
   } else {
@@ -192,11 +201,12 @@ function renderModel(entry, m, windowSeconds) {
   );
   entry.versions.replaceChildren(
     table(
-      ['version', 'status', 'workers', 'batching', 'live limit', 'inputs', 'outputs'],
+      ['version', 'status', 'workers', 'runs on', 'batching', 'live limit', 'inputs', 'outputs'],
       m.versions.map((v) => [
         v.version,
         v.error ? h('span', { class: 'error', title: v.error }, [`${v.status}: ${v.error}`]) : v.status,
         String(v.workers),
+        v.executionProviders.join(', ') || '–',
         v.batching
           ? `${v.batching.policy}, ≤ ${v.batching.maxBatchSize} rows, ${v.batching.maxDelayMs} ms wait, SLO ${v.batching.sloMs} ms`
           : '–',
