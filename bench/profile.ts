@@ -8,9 +8,9 @@
 import { writeFileSync } from 'node:fs';
 import { availableParallelism, cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { loadConfig } from '../core/config.ts';
+import { loadConfig } from '../core/config/settings.ts';
 import type { NormalizedInput } from '../core/prediction/input.ts';
-import { ModelRepository } from '../core/model-repository.ts';
+import { ModelRepository } from '../core/models/repository.ts';
 import { InferencePool } from '../core/runtime/inference-pool.ts';
 import { isGpu, type ProviderName } from '../core/runtime/providers.ts';
 import type { Profile, ProfilePoint } from '../core/simulation/service.ts';

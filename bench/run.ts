@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as ort from 'onnxruntime-node';
 import { parse, stringify } from 'yaml';
-import type { BatchingSpec } from '../core/model-config.ts';
+import type { BatchingSpec } from '../core/models/config.ts';
 import { startPrivateRedis } from '../harness/private-redis.ts';
 import { freePort } from '../cli/local-redis.ts';
 import { spawnCli, uniquePrefix, type Child } from '../harness/stack.ts';

@@ -13,7 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { BatchingSpec } from '../core/model-config.ts';
+import type { BatchingSpec } from '../core/models/config.ts';
 import { planCapacity } from '../core/simulation/capacity.ts';
 import { adaptive, label, type PolicyName } from '../core/simulation/configurations.ts';
 import { CPU_PROFILE, GPU_PROFILE, PROFILES_DIR, scenario, SLO_MS, type PatternName } from '../core/simulation/scenarios.ts';

@@ -13,9 +13,9 @@
 import { parseArgs } from 'node:util';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { loadConfig, type BatchlineConfig, type PoolName } from '../core/config.ts';
-import { createLogger, type Logger } from '../core/logger.ts';
-import { HARD_EXIT_SLACK_MS, shutdownBoundMs } from '../core/shutdown.ts';
+import { loadConfig, type BatchlineConfig, type PoolName } from '../core/config/settings.ts';
+import { createLogger, type Logger } from '../core/telemetry/logger.ts';
+import { HARD_EXIT_SLACK_MS, shutdownBoundMs } from '../core/lifecycle/shutdown.ts';
 import { LOCAL_REDIS_DIR, REDIS_STOP_MS, localRedisFor, redisAnswers, redisUrlConfigured, type LocalRedis } from './local-redis.ts';
 
 const USAGE = `usage: batchline <serve | worker --pool cpu|gpu | start | k8s render|explain FILE | model measure MODEL | plan capacity --profile FILE --rate R --slo MS | auth hash-key [KEY]> [--config FILE] [--models DIR] [--port N] [--redis URL]`;
@@ -30,7 +30,7 @@ function configFrom(values: Record<string, string | boolean | undefined>): Batch
 
 /**
  * Ends the process on SIGTERM / SIGINT, or when the `start` that spawned it is gone. `stop`
- * is bounded itself (core/shutdown.ts); a hard timer HARD_EXIT_SLACK_MS past `boundMs` is
+ * is bounded itself (core/lifecycle/shutdown.ts); a hard timer HARD_EXIT_SLACK_MS past `boundMs` is
  * the last resort. Exits 1 when `stop` gave up on work, and at once on a second signal.
  */
 function onShutdown(stop: () => Promise<boolean>, log: Logger, boundMs: number): void {

@@ -6,8 +6,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { loadConfig, type BatchlineConfig } from '../core/config.ts';
-import { createLogger } from '../core/logger.ts';
+import { loadConfig, type BatchlineConfig } from '../core/config/settings.ts';
+import { createLogger } from '../core/telemetry/logger.ts';
 import { createApiServer, type ApiServer } from '../server/api-server.ts';
 
 export const CLI = fileURLToPath(new URL('../cli/main.ts', import.meta.url));

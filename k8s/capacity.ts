@@ -5,11 +5,10 @@
  * times for each slot. `k8s explain` prints it; `k8s render` warns when maxReplicas is below it.
  */
 import { isAbsolute, join } from 'node:path';
-import type { PoolName } from '../core/config.ts';
-import { MODEL_DEFAULTS, type BatchingSpec } from '../core/model-config.ts';
+import type { PoolName } from '../core/config/settings.ts';
+import { MODEL_DEFAULTS, type BatchingSpec } from '../core/models/config.ts';
 import { planCapacity, type CapacityPlan } from '../core/simulation/capacity.ts';
 import { loadProfile } from '../core/simulation/service.ts';
-import type { LoadedServer } from './load.ts';
 import type { PoolSizing } from './plan.ts';
 
 export interface ReplicaSuggestion {
@@ -18,7 +17,7 @@ export interface ReplicaSuggestion {
   plan: CapacityPlan;
 }
 
-/** What the pool's worker runs: the cpu pool does not batch; the gpu pool batches as its first model says (core/model-config.ts defaults). */
+/** What the pool's worker runs: the cpu pool does not batch; the gpu pool batches as its first model says (core/models/config.ts defaults). */
 function poolBatching(p: PoolSizing): BatchingSpec {
   if (p.pool === 'cpu') return { policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0, sloMs: p.sloMs };
   const b = p.models.find((m) => m.batching)?.batching ?? {};
@@ -35,7 +34,10 @@ function poolBatching(p: PoolSizing): BatchingSpec {
  * (the resource file's folder).
  * @throws naming the field, when a profile cannot be read
  */
-export async function suggestReplicas(loaded: LoadedServer, baseDir: string): Promise<Partial<Record<PoolName, ReplicaSuggestion>>> {
+export async function suggestReplicas(
+  loaded: { pools: PoolSizing[] },
+  baseDir: string,
+): Promise<Partial<Record<PoolName, ReplicaSuggestion>>> {
   const out: Partial<Record<PoolName, ReplicaSuggestion>> = {};
   for (const p of loaded.pools) {
     const expected = p.spec.autoscaling.expectedRate;

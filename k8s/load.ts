@@ -8,7 +8,7 @@ import { checkSchema } from './schema.ts';
 import { checkConsistency } from './validate.ts';
 import { ModelServerError, planPools, type PoolSizing } from './plan.ts';
 import type { ModelServer } from './resource.ts';
-import type { PoolName } from '../core/config.ts';
+import type { PoolName } from '../core/config/settings.ts';
 import type { ReplicaSuggestion } from './capacity.ts';
 
 export interface LoadedServer {

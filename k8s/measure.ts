@@ -9,7 +9,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { MODEL_DEFAULTS, type TensorSpec } from '../core/model-config.ts';
+import { MODEL_DEFAULTS, type TensorSpec } from '../core/models/config.ts';
 
 const CHILD = fileURLToPath(new URL('./measure-child.ts', import.meta.url));
 

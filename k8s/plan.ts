@@ -2,8 +2,8 @@
  * Turns a ModelServer's pools into numbers: limits, the sizing plan (`core/worker/sizing.ts`),
  * the queue depth autoscaling aims at, and the time allowed for start-up.
  */
-import { POOLS, type PoolName } from '../core/config.ts';
-import { MODEL_DEFAULTS } from '../core/model-config.ts';
+import { POOLS, type PoolName } from '../core/config/settings.ts';
+import { MODEL_DEFAULTS } from '../core/models/config.ts';
 import { planPool, PoolSizingError, mib, type PoolPlan } from '../core/worker/sizing.ts';
 import { parseQuantity } from './quantity.ts';
 import type { ModelServer, ModelSpec, PoolSpec } from './resource.ts';

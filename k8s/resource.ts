@@ -2,7 +2,7 @@
  * The ModelServer custom resource as TypeScript, after the CRD's defaults are applied
  * (`k8s/crd/modelserver.yaml` is the source of truth; `k8s/schema.ts` applies it).
  */
-import type { PoolName } from '../core/config.ts';
+import type { PoolName } from '../core/config/settings.ts';
 
 export const API_GROUP = 'batchline.dev';
 export const API_VERSION = `${API_GROUP}/v1alpha1`;

@@ -2,7 +2,7 @@
  * Consistency checks the CRD schema cannot express (or expresses only as CEL rules,
  * which need a cluster): each message names the field and the numbers at fault.
  */
-import { POOLS } from '../core/config.ts';
+import { POOLS } from '../core/config/settings.ts';
 import { parseQuantity } from './quantity.ts';
 import { API_VERSION, KIND, type ModelServer, type ResourceList } from './resource.ts';
 

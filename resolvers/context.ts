@@ -3,7 +3,7 @@ import type { ModelCatalog } from '../core/api/catalog.ts';
 import type { Predictor } from '../core/api/predictor.ts';
 import type { Tickets } from '../core/api/tickets.ts';
 import type { Principal } from '../core/api/authorization.ts';
-import type { Maintenance } from '../core/maintenance.ts';
+import type { Maintenance } from '../core/control/maintenance.ts';
 import type { OpsContext } from './ops-stats.ts';
 
 export interface RequestContext {

@@ -4,7 +4,7 @@
  * `extensions.code` and HTTP status.
  */
 import type { PredictionInput } from '../core/prediction/input.ts';
-import { decodeOutput, type EncodedTensor } from '../core/runtime/postprocess.ts';
+import { decodeOutput, type EncodedTensor } from '../core/tensor/codec.ts';
 import type { PredictionRecord } from '../core/prediction/record.ts';
 import { toEvent, toModelVersion, toPrediction, toStatusReport } from './mapping.ts';
 import { authorize, mayPredict } from '../core/api/authorization.ts';

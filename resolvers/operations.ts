@@ -1,6 +1,6 @@
 /** Resolvers for operating on predictions and models: cancellation, reloads, maintenance, drift. */
-import { ServingError } from '../core/errors.ts';
-import type { MaintenanceTask } from '../core/maintenance.ts';
+import { ServingError } from '../core/errors/registry.ts';
+import type { MaintenanceTask } from '../core/control/maintenance.ts';
 import { authorize } from '../core/api/authorization.ts';
 import type { RequestContext } from './context.ts';
 import { toModelVersion, toStatusReport } from './mapping.ts';

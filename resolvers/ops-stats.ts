@@ -1,7 +1,7 @@
 /** `serverStats`, query and subscription: the operations view's figures, cut to what the caller may see. */
-import { ServingError, isRedisUnavailable } from '../core/errors.ts';
-import type { DeploymentView, OpsStats } from '../core/ops-stats.ts';
-import type { DriftReport } from '../core/drift.ts';
+import { ServingError, isRedisUnavailable } from '../core/errors/registry.ts';
+import type { DeploymentView, OpsStats } from '../core/operations/view.ts';
+import type { DriftReport } from '../core/drift/monitor.ts';
 import { mayPredict, type Principal } from '../core/api/authorization.ts';
 import { toModelVersion } from './mapping.ts';
 

@@ -17,7 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tensor } from 'onnxruntime-node';
 import { charNgramFeatures, type CharNgramOptions } from '../core/preprocess/char-ngrams.ts';
-import { parseModelConfig, type ModelConfig, type ModelConfigFile } from '../core/model-config.ts';
+import { parseModelConfig, type ModelConfig, type ModelConfigFile } from '../core/models/config.ts';
 import { buildBenchLayers, measureThroughput, MLP_BENCH_SIZES, parameterCount } from './models/bench-mlp.ts';
 import { modelConfigYaml } from './models/model-config-yaml.ts';
 import { loadNameGenderSplit, nameGenderDatasetStats } from './models/names-dataset.ts';
@@ -230,7 +230,7 @@ async function buildNameGender(): Promise<void> {
     },
   });
 
-  // What the model decides; the rest is core/model-config.ts's MODEL_DEFAULTS, written out in full.
+  // What the model decides; the rest is core/models/config.ts's MODEL_DEFAULTS, written out in full.
   const config = modelConfig({
     name: 'name-gender',
     description: 'First name -> female / male. Hashed character n-grams, MLP, trained on @stdlib first-name datasets.',

@@ -5,9 +5,9 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { BatchlineConfig } from '../core/config.ts';
-import type { Logger } from '../core/logger.ts';
-import { Deadline, RELEASE_MS } from '../core/shutdown.ts';
+import type { BatchlineConfig } from '../core/config/settings.ts';
+import type { Logger } from '../core/telemetry/logger.ts';
+import { Deadline, RELEASE_MS } from '../core/lifecycle/shutdown.ts';
 import { createApp, type App } from './app.ts';
 import { httpHandler } from './http.ts';
 import { attachWebSocket } from './ws.ts';

@@ -8,25 +8,25 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import { createSchema, createYoga, useReadinessCheck, type YogaServerInstance } from 'graphql-yoga';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
-import type { BatchlineConfig } from '../core/config.ts';
-import { scanConfigured } from '../core/model-repository.ts';
+import type { BatchlineConfig } from '../core/config/settings.ts';
+import { scanConfigured } from '../core/models/repository.ts';
 import { PredictionQueues } from '../core/prediction/queues.ts';
 import { ResultStore } from '../core/prediction/result-store.ts';
 import { ResultFeed } from '../core/prediction/result-feed.ts';
-import { WorkerRegistry } from '../core/prediction/worker-registry.ts';
+import { WorkerRegistry } from '../core/control/worker-registry.ts';
 import { ModelCatalog } from '../core/api/catalog.ts';
 import { Predictor } from '../core/api/predictor.ts';
 import { Tickets } from '../core/api/tickets.ts';
 import { RateLimiter } from '../core/api/rate-limiter.ts';
 import { ANONYMOUS } from '../core/api/authorization.ts';
 import { startControlPlane, type ControlPlane } from '../core/api/control-plane.ts';
-import { createRedis, isCluster, keysOf, whenReady, type RedisClient } from '../core/redis.ts';
-import { resultChannels } from '../core/redis-cluster.ts';
+import { createRedis, isCluster, keysOf, whenReady, type RedisClient } from '../core/redis/connection.ts';
+import { resultChannels } from '../core/redis/cluster.ts';
 import { LostWork } from '../core/prediction/lost-work.ts';
-import { createMetrics } from '../core/metrics.ts';
-import { requestScope, type Logger } from '../core/logger.ts';
-import { ServingError } from '../core/errors.ts';
-import type { Deadline } from '../core/shutdown.ts';
+import { createMetrics } from '../core/telemetry/metrics.ts';
+import { requestScope, type Logger } from '../core/telemetry/logger.ts';
+import { ServingError } from '../core/errors/registry.ts';
+import type { Deadline } from '../core/lifecycle/shutdown.ts';
 import { requestIdOf, useRequestLog } from './use-request-log.ts';
 import { resolvers, type RequestContext } from '../resolvers/index.ts';
 import { maskError, useClientErrorStatus, useStreamFieldErrors } from './errors.ts';
@@ -77,7 +77,7 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
   const repository = await scanConfigured(config, logger);
   logger.info({ models: repository.ready().map((v) => modelKey(v.name, v.version)) }, 'model repository scanned');
 
-  // One Redis or a cluster, as `redis.cluster` says (core/redis.ts); the keys are tagged on a cluster.
+  // One Redis or a cluster, as `redis.cluster` says (core/redis/connection.ts); the keys are tagged on a cluster.
   const redis = createRedis(config.redis, 'producer');
   const keys = keysOf(redis, config.redis.prefix);
   // graphql-redis-subscriptions serves the GraphQL subscription and the reply channel alike:

@@ -28,8 +28,8 @@ import { maxDepthRule } from '@escape.tech/graphql-armor-max-depth';
 import { costLimitRule } from '@escape.tech/graphql-armor-cost-limit';
 import { GraphQLError, type ValidationContext } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
-import type { BatchlineConfig } from '../core/config.ts';
-import { ERROR_CODES, ServingError } from '../core/errors.ts';
+import type { BatchlineConfig } from '../core/config/settings.ts';
+import { ERROR_CODES, ServingError } from '../core/errors/registry.ts';
 import { withCode } from './errors.ts';
 
 /** Most directives in one operation (graphql-armor's default). */

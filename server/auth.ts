@@ -9,8 +9,8 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Plugin } from 'graphql-yoga';
 import { CloseCode } from 'graphql-ws';
-import type { BatchlineConfig } from '../core/config.ts';
-import { ServingError } from '../core/errors.ts';
+import type { BatchlineConfig } from '../core/config/settings.ts';
+import { ServingError } from '../core/errors/registry.ts';
 import { toGraphQLError } from './errors.ts';
 import { ANONYMOUS, type Principal } from '../core/api/authorization.ts';
 

@@ -5,8 +5,8 @@
  */
 import { GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
-import { ERROR_CODES, ServingError, type ErrorCode } from '../core/errors.ts';
-import type { Logger } from '../core/logger.ts';
+import { ERROR_CODES, ServingError, type ErrorCode } from '../core/errors/registry.ts';
+import type { Logger } from '../core/telemetry/logger.ts';
 
 function findServingError(error: unknown): ServingError | undefined {
   let e: unknown = error;

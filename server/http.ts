@@ -4,8 +4,8 @@
  * yoga reads it. The rest is yoga's.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { requestScope } from '../core/logger.ts';
-import { ServingError } from '../core/errors.ts';
+import { requestScope } from '../core/telemetry/logger.ts';
+import { ServingError } from '../core/errors/registry.ts';
 import { logWhenFinished, requestIdOf } from './use-request-log.ts';
 import { errorResponseBody } from './errors.ts';
 import type { App } from './app.ts';

@@ -1,22 +1,22 @@
 /**
  * The operations view, API side: the page (server/dashboard/, plain ES modules served as
  * they are, so there is nothing to build) at `/` and `/dashboard`; its figures
- * (`serverStats`, resolvers/ops-stats.ts, computed by core/ops-stats.ts); this process's
- * share of the deployment's live sums (core/live-stats.ts); and a count of refusals by code,
+ * (`serverStats`, resolvers/ops-stats.ts, computed by core/operations/view.ts); this process's
+ * share of the deployment's live sums (core/operations/live-stats.ts); and a count of refusals by code,
  * which the request counters miss for rate limits (refused before a model is known).
  */
 import { randomUUID } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { extname } from 'node:path';
-import type { RedisClient } from '../core/redis.ts';
+import type { RedisClient } from '../core/redis/connection.ts';
 import { Counter } from 'prom-client';
 import type { Plugin } from 'graphql-yoga';
-import type { BatchlineConfig } from '../core/config.ts';
-import type { Metrics } from '../core/metrics.ts';
+import type { BatchlineConfig } from '../core/config/settings.ts';
+import type { Metrics } from '../core/telemetry/metrics.ts';
 import type { PredictionQueues } from '../core/prediction/queues.ts';
 import type { ModelCatalog } from '../core/api/catalog.ts';
-import { StatsRecorder } from '../core/live-stats.ts';
-import { OpsStats, REJECTION_CODES } from '../core/ops-stats.ts';
+import { StatsRecorder } from '../core/operations/live-stats.ts';
+import { OpsStats, REJECTION_CODES } from '../core/operations/view.ts';
 import type { OpsContext } from '../resolvers/ops-stats.ts';
 import { useGraphiQLAssets } from './graphiql.ts';
 

@@ -7,7 +7,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
-import { ServingError } from '../core/errors.ts';
+import { ServingError } from '../core/errors/registry.ts';
 import type { RateLimiter } from '../core/api/rate-limiter.ts';
 import type { AuthServerContext } from './auth.ts';
 import type { Principal } from '../core/api/authorization.ts';

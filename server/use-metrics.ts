@@ -1,8 +1,8 @@
 /** GET /metrics: Prometheus text, with the gauges that are read from Redis when scraped. */
 import type { Plugin } from 'graphql-yoga';
-import type { Metrics } from '../core/metrics.ts';
+import type { Metrics } from '../core/telemetry/metrics.ts';
 import type { PredictionQueues } from '../core/prediction/queues.ts';
-import { POOLS } from '../core/config.ts';
+import { POOLS } from '../core/config/settings.ts';
 
 /** Queue depths by pool and state, read at scrape time. */
 export async function collectQueueDepth(queues: PredictionQueues, metrics: Metrics): Promise<void> {

@@ -3,7 +3,7 @@
  * HTTP status, error code, milliseconds and request id; and `x-request-id` on every answer
  * (the client's own id when it sent a well-formed one, else a fresh one).
  *
- * The HTTP adapter opens a `requestScope` per request (core/logger.ts), so every line logged
+ * The HTTP adapter opens a `requestScope` per request (core/telemetry/logger.ts), so every line logged
  * while serving it carries its request id, errors included; this plugin fills in what the
  * line needs as yoga learns it: the operation and model when it executes, the code when the
  * answer is formed.
@@ -12,8 +12,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomUUID } from 'node:crypto';
 import { Kind, type DocumentNode, type OperationDefinitionNode, type ValueNode } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
-import type { BatchlineConfig } from '../core/config.ts';
-import { requestScope, type Logger, type RequestScope } from '../core/logger.ts';
+import type { BatchlineConfig } from '../core/config/settings.ts';
+import { requestScope, type Logger, type RequestScope } from '../core/telemetry/logger.ts';
 
 type Mode = BatchlineConfig['log']['requests'];
 

@@ -7,7 +7,7 @@ import type { Server } from 'node:http';
 import type { GraphQLError, GraphQLFormattedError } from 'graphql';
 import { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
-import { requestScope } from '../core/logger.ts';
+import { requestScope } from '../core/telemetry/logger.ts';
 import { wsRequestLog } from './use-request-log.ts';
 import { wsAuthenticate, type AuthServerContext } from './auth.ts';
 import { wsRateLimit } from './rate-limit.ts';

@@ -7,19 +7,19 @@
 import { randomUUID } from 'node:crypto';
 import { Worker } from 'bullmq';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
-import type { BatchlineConfig, PoolName } from '../core/config.ts';
-import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/model-repository.ts';
+import type { BatchlineConfig, PoolName } from '../core/config/settings.ts';
+import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/models/repository.ts';
 import { InferencePool } from '../core/runtime/inference-pool.ts';
 import { Batcher } from '../core/batching/batcher.ts';
 import { ResultStore } from '../core/prediction/result-store.ts';
-import { createRedis, keysOf, whenReady, type RedisClient } from '../core/redis.ts';
-import { Deadline, RELEASE_MS } from '../core/shutdown.ts';
-import { WorkerRegistry } from '../core/prediction/worker-registry.ts';
-import { subscribeControl, type ControlSubscription } from '../core/prediction/control-channel.ts';
-import { createMetrics, type Metrics } from '../core/metrics.ts';
-import { DriftCounter } from '../core/drift.ts';
-import { StatsRecorder } from '../core/live-stats.ts';
-import type { Logger } from '../core/logger.ts';
+import { createRedis, keysOf, whenReady, type RedisClient } from '../core/redis/connection.ts';
+import { Deadline, RELEASE_MS } from '../core/lifecycle/shutdown.ts';
+import { WorkerRegistry } from '../core/control/worker-registry.ts';
+import { subscribeControl, type ControlSubscription } from '../core/control/channel.ts';
+import { createMetrics, type Metrics } from '../core/telemetry/metrics.ts';
+import { DriftCounter } from '../core/drift/monitor.ts';
+import { StatsRecorder } from '../core/operations/live-stats.ts';
+import type { Logger } from '../core/telemetry/logger.ts';
 import { modelKey, type PredictionJobData } from '../core/prediction/record.ts';
 import { JobProcessor, batchingSpec } from '../core/worker/processor.ts';
 import { workerShape } from '../core/worker/shape.ts';
@@ -131,8 +131,8 @@ export class PredictionWorker {
       },
     });
     this.stats.start();
-    // The control channel through RedisPubSub, as the API hears it (core/prediction/control-channel.ts);
-    // global pub/sub on a cluster too (core/redis-cluster.ts says why).
+    // The control channel through RedisPubSub, as the API hears it (core/control/channel.ts);
+    // global pub/sub on a cluster too (core/redis/cluster.ts says why).
     this.pubsub = new RedisPubSub({ publisher: this.redis, subscriber: createRedis(config.redis, 'subscriber') });
     this.control = await subscribeControl(
       this.pubsub,
@@ -259,7 +259,7 @@ export class PredictionWorker {
 
   /**
    * Stops taking work, waits up to `shutdownTimeoutMs` for the jobs in hand, and releases
-   * everything, in bounded time whatever Redis does (core/shutdown.ts). Resolves false when
+   * everything, in bounded time whatever Redis does (core/lifecycle/shutdown.ts). Resolves false when
    * it gave up on jobs: they are left to stall recovery, which hands them to another worker
    * once their locks expire. The last log line says what was given up.
    */

@@ -3,7 +3,7 @@
  * is established (API keys over HTTP headers or a graphql-ws connection payload) is the
  * transport's business (server/auth.ts); what it may do once known is decided here.
  */
-import { ServingError } from '../errors.ts';
+import { ServingError } from '../errors/registry.ts';
 
 /** Who is asking: a configured key, or the anonymous all-access principal when auth is off. */
 export interface Principal {

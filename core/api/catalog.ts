@@ -3,16 +3,16 @@
  * serve, and their drift reports. Resolving a name and version to a servable model, with the
  * 404 or 503 that fits, happens here and nowhere else.
  */
-import type { RedisClient } from '../redis.ts';
-import { ServingError, asServingError } from '../errors.ts';
-import type { BatchlineConfig } from '../config.ts';
-import type { Logger } from '../logger.ts';
-import type { Keyspace } from '../redis.ts';
-import type { Metrics } from '../metrics.ts';
-import { scanConfigured, type ModelRepository, type ModelVersion } from '../model-repository.ts';
-import { readDriftReport, type DriftReport } from '../drift.ts';
+import type { RedisClient } from '../redis/connection.ts';
+import { ServingError, asServingError } from '../errors/registry.ts';
+import type { BatchlineConfig } from '../config/settings.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import type { Keyspace } from '../redis/connection.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
+import { scanConfigured, type ModelRepository, type ModelVersion } from '../models/repository.ts';
+import { readDriftReport, type DriftReport } from '../drift/monitor.ts';
 import { modelKey } from '../prediction/record.ts';
-import type { WorkerRegistry } from '../prediction/worker-registry.ts';
+import type { WorkerRegistry } from '../control/worker-registry.ts';
 
 export interface ModelInfo extends ModelVersion {
   /** Live workers serving this version. */

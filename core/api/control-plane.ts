@@ -1,18 +1,18 @@
 /**
  * What an API process does besides answering requests: it listens on the control channel
  * (rescan the repository when the poll found a change; purge the cache on housekeeping)
- * and, unless disabled, runs the maintenance worker (core/maintenance.ts).
+ * and, unless disabled, runs the maintenance worker (core/control/maintenance.ts).
  */
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
-import type { RedisClient } from '../redis.ts';
-import type { BatchlineConfig } from '../config.ts';
-import type { Logger } from '../logger.ts';
-import { Maintenance } from '../maintenance.ts';
-import { subscribeControl } from '../prediction/control-channel.ts';
+import type { RedisClient } from '../redis/connection.ts';
+import type { BatchlineConfig } from '../config/settings.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { Maintenance } from '../control/maintenance.ts';
+import { subscribeControl } from '../control/channel.ts';
 import type { ModelCatalog } from './catalog.ts';
 import type { Predictor } from './predictor.ts';
-import type { Keyspace } from '../redis.ts';
-import type { WorkerRegistry } from '../prediction/worker-registry.ts';
+import type { Keyspace } from '../redis/connection.ts';
+import type { WorkerRegistry } from '../control/worker-registry.ts';
 
 export interface ControlPlane {
   maintenance: Maintenance;

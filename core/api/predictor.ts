@@ -1,22 +1,22 @@
 /**
  * Synchronous predictions: validate, answer from the cache, or send the request through the
- * edge batcher (core/api/edge-batcher.ts) as part of one job and wait for the worker's reply.
+ * edge batcher (core/batching/edge-batcher.ts) as part of one job and wait for the worker's reply.
  * It knows no GraphQL or HTTP.
  */
 import { randomUUID } from 'node:crypto';
-import type { RedisClient } from '../redis.ts';
-import { ServingError, asServingError } from '../errors.ts';
-import type { BatchlineConfig } from '../config.ts';
+import type { RedisClient } from '../redis/connection.ts';
+import { ServingError, asServingError } from '../errors/registry.ts';
+import type { BatchlineConfig } from '../config/settings.ts';
 import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from '../prediction/input.ts';
-import type { ModelVersion } from '../model-repository.ts';
-import { DriftCounter } from '../drift.ts';
-import { EdgeBatcher, type EdgeBatch, type EdgeJob, type EdgeLimits } from './edge-batcher.ts';
-import type { Keyspace } from '../redis.ts';
+import type { ModelVersion } from '../models/repository.ts';
+import { DriftCounter } from '../drift/monitor.ts';
+import { EdgeBatcher, type EdgeBatch, type EdgeJob, type EdgeLimits } from '../batching/edge-batcher.ts';
+import type { Keyspace } from '../redis/connection.ts';
 import { SYNC_PRIORITY, type PredictionQueues } from '../prediction/queues.ts';
 import type { ResultFeed } from '../prediction/result-feed.ts';
 import { PredictionCache, cacheKey } from './prediction-cache.ts';
-import type { Metrics } from '../metrics.ts';
-import type { WorkerRegistry } from '../prediction/worker-registry.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
+import type { WorkerRegistry } from '../control/worker-registry.ts';
 import { modelKey, newJob, type PredictionResult, type PredictionJobData } from '../prediction/record.ts';
 import type { ModelCatalog } from './catalog.ts';
 

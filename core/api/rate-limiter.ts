@@ -8,8 +8,8 @@
  * The limiter never blocks a request on Redis: when Redis is unreachable or slow, the
  * request is let through (the request itself then gets its own 503).
  */
-import type { Logger } from '../logger.ts';
-import { keyspace, redisScript, type RedisClient } from '../redis.ts';
+import type { Logger } from '../telemetry/logger.ts';
+import { keyspace, redisScript, type RedisClient } from '../redis/connection.ts';
 
 export interface RateDecision {
   allowed: boolean;

@@ -3,14 +3,14 @@
  * its job enqueued); the result is read by id, watched until final, or the work cancelled
  * before it starts. It knows no GraphQL or HTTP.
  */
-import { ServingError, asServingError } from '../errors.ts';
-import type { BatchlineConfig } from '../config.ts';
+import { ServingError, asServingError } from '../errors/registry.ts';
+import type { BatchlineConfig } from '../config/settings.ts';
 import { normalizeInput, toWire } from '../prediction/input.ts';
 import { bullPriority, type PredictionQueues } from '../prediction/queues.ts';
 import type { ResultStore } from '../prediction/result-store.ts';
 import type { ResultFeed } from '../prediction/result-feed.ts';
 import type { LostWork } from '../prediction/lost-work.ts';
-import type { Metrics } from '../metrics.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
 import { accepted, cancelled, completed, failed, newJob, type PredictionRecord, type PredictionResult } from '../prediction/record.ts';
 import type { ModelCatalog } from './catalog.ts';
 import { requestTimeout, type PredictRequest, type Predictor } from './predictor.ts';
@@ -68,7 +68,7 @@ export class Tickets {
       }
       await store.accept(accepted(job));
       try {
-        // On a cluster the ticket is given once replicas hold the job and the record (core/redis-cluster.ts).
+        // On a cluster the ticket is given once replicas hold the job and the record (core/redis/cluster.ts).
         await Promise.all([
           queues.enqueue(job, {
             priority,

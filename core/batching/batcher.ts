@@ -14,10 +14,11 @@
  * Each request gets exactly its own rows of the output.
  */
 import type { NormalizedInput } from '../prediction/input.ts';
-import type { BatchingSpec } from '../model-config.ts';
+import type { BatchingSpec } from '../models/config.ts';
 import type { OutputTensor } from '../runtime/types.ts';
 import type { RunResult } from '../runtime/inference-pool.ts';
-import { sliceRows, type TensorValue } from '../runtime/postprocess.ts';
+import { sliceRows } from '../runtime/postprocess.ts';
+import type { TensorValue } from '../tensor/tensor.ts';
 import { systemClock, type Clock } from './clock.ts';
 import { createPolicy, type BatchPolicy } from './policies.ts';
 import { mergeInputs, shapeSignature } from './merge.ts';

@@ -22,7 +22,7 @@
  * Both adaptive policies also stop growing a batch at the size that ran the most rows per ms,
  * once a larger size has run slower per row (see throughput-curve.ts).
  */
-import type { BatchingSpec } from '../model-config.ts';
+import type { BatchingSpec } from '../models/config.ts';
 import { ThroughputCurve } from './throughput-curve.ts';
 
 export interface BatchPolicy {

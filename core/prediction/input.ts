@@ -3,9 +3,10 @@
  * Protocol tensors) into one normalised form, checked against the model's declared
  * tensors. Every rejection names the field and what was expected.
  */
-import { badInput } from '../errors.ts';
-import type { Tensor } from '../tensor.ts';
-import type { Datatype, ModelConfig } from '../model-config.ts';
+import { badInput } from '../errors/registry.ts';
+import type { Tensor } from '../tensor/tensor.ts';
+import type { Datatype, ModelConfig } from '../models/config.ts';
+import { decodeBase64Tensor, encodeBase64Tensor } from '../tensor/codec.ts';
 import { CHAR_NGRAM_DEFAULTS } from '../preprocess/char-ngrams.ts';
 
 /** An input tensor: a plain array from a request, a typed array once off the wire. */
@@ -47,76 +48,6 @@ export interface PredictionInput {
   features?: number[] | null;
   instances?: number[][] | null;
   tensors?: { name: string; shape: number[]; datatype: string; data?: number[] | null; base64?: string | null }[] | null;
-}
-
-/** Bytes per value of each datatype in a `base64` tensor (little-endian, row-major). */
-const BYTES: Record<Datatype, number> = { FP32: 4, FP64: 8, INT32: 4, INT64: 8, BOOL: 1, UINT8: 1, INT8: 1 };
-
-/** The inverse of decodeBase64Tensor, for outputs; null for a datatype with no byte layout here. */
-export function encodeBase64Tensor(datatype: string, data: ArrayLike<number>): string | null {
-  let view: ArrayBufferView;
-  switch (datatype) {
-    case 'FP32':
-      view = data instanceof Float32Array ? data : Float32Array.from(data);
-      break;
-    case 'FP64':
-      view = Float64Array.from(data);
-      break;
-    case 'INT32':
-      view = Int32Array.from(data);
-      break;
-    case 'INT8':
-      view = Int8Array.from(data);
-      break;
-    case 'UINT8':
-    case 'BOOL':
-      view = Uint8Array.from(data);
-      break;
-    case 'INT64':
-      view = BigInt64Array.from(Array.from(data, (v) => BigInt(Math.trunc(v))));
-      break;
-    default:
-      return null;
-  }
-  return Buffer.from(view.buffer, view.byteOffset, view.byteLength).toString('base64');
-}
-
-/**
- * The values of a tensor sent as base64 of their little-endian bytes (the Open Inference
- * Protocol's binary extension, carried in a JSON string). INT64 values must fit in a double
- * exactly, as every other path keeps them.
- */
-export function decodeBase64Tensor(field: string, text: string, datatype: Datatype, size: number): ArrayLike<number> {
-  const bytes = Buffer.from(text, 'base64');
-  // Buffer.from skips what is not base64; strict means the bytes encode back to the same text (a regex cost 5x more).
-  if (bytes.toString('base64') !== text) throw badInput(field, 'expected standard base64 (A-Z, a-z, 0-9, +, /, = padding)');
-  const want = size * BYTES[datatype];
-  if (bytes.byteLength !== want) throw badInput(field, `${size} ${datatype} values need ${want} bytes, got ${bytes.byteLength}`);
-  // Copy into an aligned buffer of its own: the Buffer may be a slice of a shared pool.
-  const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-  switch (datatype) {
-    case 'FP32':
-      return new Float32Array(buf);
-    case 'FP64':
-      return new Float64Array(buf);
-    case 'INT32':
-      return new Int32Array(buf);
-    case 'INT8':
-      return new Int8Array(buf);
-    case 'UINT8':
-    case 'BOOL':
-      return new Uint8Array(buf);
-    case 'INT64': {
-      const wide = new BigInt64Array(buf);
-      const out = new Float64Array(size);
-      for (let i = 0; i < size; i++) {
-        const v = Number(wide[i]);
-        if (!Number.isSafeInteger(v)) throw badInput(`${field}[${i}]`, `INT64 value ${wide[i]} is beyond 2^53`);
-        out[i] = v;
-      }
-      return out;
-    }
-  }
 }
 
 const INTEGER_TYPES: ReadonlySet<Datatype> = new Set(['INT32', 'INT64', 'UINT8', 'INT8']);

@@ -2,7 +2,7 @@
  * Work that Redis lost: a QUEUED record whose job is in no queue. Redis replicates
  * asynchronously, so a master that dies takes with it what it acknowledged but had not copied
  * to its replica yet. batchline waits for a replica before it acknowledges a job or a result
- * on a cluster (core/redis-cluster.ts), which closes that window for acknowledged work; when
+ * on a cluster (core/redis/cluster.ts), which closes that window for acknowledged work; when
  * the replica is down too, or the write raced the failover, the job can still be gone. Its
  * record would then say QUEUED forever and its subscribers wait forever. This check ends such
  * a record FAILED with WORK_LOST instead: a stated failure the client can act on (submit again).
@@ -10,7 +10,7 @@
  * Exactly once: the failure goes through the finish-once script, so a worker that finishes the
  * job meanwhile wins or loses the race cleanly, and nobody hears two answers.
  */
-import { ServingError } from '../errors.ts';
+import { ServingError } from '../errors/registry.ts';
 import type { PredictionQueues } from './queues.ts';
 import type { ResultStore } from './result-store.ts';
 import { lost, type PredictionRecord } from './record.ts';

@@ -4,11 +4,11 @@
  * before every prioritized job.
  */
 import { Queue, type Job, type JobsOptions } from 'bullmq';
-import { ServingError, asServingError } from '../errors.ts';
-import { POOLS, type PoolName } from '../config.ts';
+import { ServingError, asServingError } from '../errors/registry.ts';
+import { POOLS, type PoolName } from '../config/settings.ts';
 import type { PredictionJobData } from './record.ts';
-import { isCluster, keysOf, redisScript, type Keyspace, type RedisClient } from '../redis.ts';
-import { waitForReplica } from '../redis-cluster.ts';
+import { isCluster, keysOf, redisScript, type Keyspace, type RedisClient } from '../redis/connection.ts';
+import { waitForReplica } from '../redis/cluster.ts';
 
 /** BullMQ priority of synchronous `predict` work: ahead of every async request. */
 export const SYNC_PRIORITY = 1;
@@ -31,7 +31,7 @@ export interface EnqueueOptions {
   backoffMs: number;
   /** Keep finished jobs this long in BullMQ (results live in the ResultStore). */
   keepSeconds: number;
-  /** On a cluster, wait for a replica of the queue's master to have the job (core/redis-cluster.ts). */
+  /** On a cluster, wait for a replica of the queue's master to have the job (core/redis/cluster.ts). */
   replicated?: boolean;
 }
 

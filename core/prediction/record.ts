@@ -1,9 +1,9 @@
 /** The records a prediction leaves: its job, its result, and its status record in Redis. */
 import { randomUUID } from 'node:crypto';
-import type { SerializedError } from '../errors.ts';
+import type { SerializedError } from '../errors/registry.ts';
 import type { WireInput } from './input.ts';
-import type { PoolName } from '../config.ts';
-import type { EncodedTensor, RowPrediction } from '../runtime/postprocess.ts';
+import type { PoolName } from '../config/settings.ts';
+import type { EncodedTensor } from '../tensor/codec.ts';
 
 export type PredictionStatus = 'QUEUED' | 'RUNNING' | 'COMPLETED' | 'FAILED' | 'CANCELLED';
 
@@ -14,6 +14,17 @@ export interface Timings {
   inferenceMs: number;
   /** From the request's arrival until its answer. */
   totalMs: number;
+}
+
+export interface ClassProbability {
+  label: string;
+  probability: number;
+}
+
+export interface RowPrediction {
+  label: string | null;
+  score: number | null;
+  probabilities: ClassProbability[] | null;
 }
 
 export interface PredictionResult {

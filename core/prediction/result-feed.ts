@@ -11,16 +11,16 @@
  *   began is still delivered, and exactly once.
  *
  * On a Redis Cluster both kinds of channel are sharded (SSUBSCRIBE, through ShardedPubSub in
- * core/redis-cluster.ts, which has RedisPubSub's shape); the control channel stays on
+ * core/redis/cluster.ts, which has RedisPubSub's shape); the control channel stays on
  * RedisPubSub. Open watches re-read the store whenever the subscriptions were re-established
  * (a reconnect, a failover, a slot that moved), and, on a cluster, every few seconds, so that a
  * message lost in between, or a job lost with its master (core/prediction/lost-work.ts), ends
  * the watch instead of leaving it waiting.
  */
 import { randomUUID } from 'node:crypto';
-import { ServingError, asServingError, isRedisUnavailable } from '../errors.ts';
-import { whileUnreachable, type Keyspace, type RedisClient } from '../redis.ts';
-import type { ChannelSubscriber } from '../redis-cluster.ts';
+import { ServingError, asServingError, isRedisUnavailable } from '../errors/registry.ts';
+import { whileUnreachable, type Keyspace, type RedisClient } from '../redis/connection.ts';
+import type { ChannelSubscriber } from '../redis/cluster.ts';
 import type { ResultStore } from './result-store.ts';
 import type { LostWork } from './lost-work.ts';
 import { isFinal, type PredictionRecord, type SyncReply } from './record.ts';
@@ -86,7 +86,7 @@ export class ResultFeed {
       connectedOnce = true;
     });
     // A cluster's sharded subscriptions come back on their own after a failover or a slot
-    // migration, without a 'ready': ioredis says so with this event (core/redis-cluster.ts).
+    // migration, without a 'ready': ioredis says so with this event (core/redis/cluster.ts).
     subscriber.on('subscribersReady', () => this.recheckAll());
   }
 

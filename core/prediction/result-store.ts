@@ -4,10 +4,10 @@
  * The record is written BEFORE it is published (one script), so a subscriber that confirms
  * its SUBSCRIBE and then reads the key can never miss a result: either the read sees it or
  * the message arrives after. On a cluster the record and its channel share the prediction's
- * slot (core/redis.ts), and the publish is sharded.
+ * slot (core/redis/connection.ts), and the publish is sharded.
  */
-import { isCluster, redisScript, whileUnreachable, type Keyspace, type RedisClient, type RetryOptions } from '../redis.ts';
-import { waitForReplica } from '../redis-cluster.ts';
+import { isCluster, redisScript, whileUnreachable, type Keyspace, type RedisClient, type RetryOptions } from '../redis/connection.ts';
+import { waitForReplica } from '../redis/cluster.ts';
 import type { PredictionRecord, SyncReply } from './record.ts';
 
 /** Writes a final record and publishes it, only if no final record is there (KEYS: record, channel). */
@@ -18,7 +18,7 @@ export class ResultStore {
   private readonly keys: Keyspace;
   private readonly ttlSeconds: number;
   private readonly finishOnce: (record: string, channel: string, json: string, ttl: number, publish: string) => Promise<number>;
-  /** Per-prediction channels are sharded on a cluster (core/redis-cluster.ts says why). */
+  /** Per-prediction channels are sharded on a cluster (core/redis/cluster.ts says why). */
   private readonly publishCommand: 'PUBLISH' | 'SPUBLISH';
 
   constructor(redis: RedisClient, keys: Keyspace, ttlSeconds: number) {
@@ -35,7 +35,7 @@ export class ResultStore {
 
   /**
    * On a cluster, waits until a replica holds what this connection wrote to `key`'s master, so
-   * that acknowledged work survives that master's failover (core/redis-cluster.ts). One Redis:
+   * that acknowledged work survives that master's failover (core/redis/cluster.ts). One Redis:
    * nothing to wait for.
    */
   async replicated(key: string): Promise<void> {

@@ -20,7 +20,7 @@ export interface CharNgramOptions {
   maxLength?: number;
 }
 
-/** What a `preprocessing` block leaves out gets these (with the `@defaultValue`s above, held together by test/functional/model-config.test.ts). */
+/** What a `preprocessing` block leaves out gets these (with the `@defaultValue`s above, held together by test/unit/models/config.test.ts). */
 export const CHAR_NGRAM_DEFAULTS: Readonly<Required<Omit<CharNgramOptions, 'type' | 'dims'>>> = Object.freeze({
   ngrams: Object.freeze([1, 2, 3]) as number[],
   lowercase: true,

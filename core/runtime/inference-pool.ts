@@ -4,7 +4,7 @@
  * execution providers (core/runtime/providers.ts); the others start on the provider it took.
  */
 import { Worker } from 'node:worker_threads';
-import { ServingError, isErrorCode } from '../errors.ts';
+import { ServingError, isErrorCode } from '../errors/registry.ts';
 import type { NormalizedInput } from '../prediction/input.ts';
 import { describeChoice, type ProviderAttempt, type ProviderName, type ProviderRequest, type ProviderSettings } from './providers.ts';
 import type { LoadedModelSpec, OutputTensor, ProviderOutcome, ThreadInit, ThreadMessage } from './types.ts';

@@ -8,7 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import { charNgramFeatures } from '../preprocess/char-ngrams.ts';
 import type { NormalizedInput } from '../prediction/input.ts';
-import { ORT_TYPE, type ModelConfig } from '../model-config.ts';
+import { ORT_TYPE, type ModelConfig } from '../models/config.ts';
 import {
   cudaMissing,
   explainFailure,

@@ -2,27 +2,10 @@
  * From a run's output tensors to predictions: one per input row, with label, score and
  * per-class probabilities for classification models, and the raw tensors for every model.
  */
-import type { Datatype, ModelConfig } from '../model-config.ts';
-import { decodeBase64Tensor, encodeBase64Tensor } from '../prediction/input.ts';
+import type { ModelConfig } from '../models/config.ts';
+import type { RowPrediction } from '../prediction/record.ts';
 import type { OutputTensor } from './types.ts';
-import type { Tensor } from '../tensor.ts';
-
-export interface ClassProbability {
-  label: string;
-  probability: number;
-}
-
-export interface RowPrediction {
-  label: string | null;
-  score: number | null;
-  probabilities: ClassProbability[] | null;
-}
-
-/** An output tensor as it travels and is stored: values as base64 of their little-endian bytes. */
-export type EncodedTensor = Omit<Tensor<never, string>, 'data'> & { base64: string };
-
-/** A tensor with its values at hand (Open Inference Protocol layout). */
-export type TensorValue = Tensor<number[], string>;
+import type { TensorValue } from '../tensor/tensor.ts';
 
 function softmax(values: number[]): number[] {
   const max = Math.max(...values);
@@ -79,22 +62,4 @@ export function rowPredictions(config: ModelConfig, outputs: TensorValue[]): Row
     });
   }
   return result;
-}
-
-/** Rows [start, start + count) of each output, as bytes. */
-export function encodeRows(outputs: TensorValue[], start: number, count: number): EncodedTensor[] {
-  return outputs.map((o) => {
-    const width = o.shape.slice(1).reduce((a, b) => a * b, 1);
-    const part = o.data.slice(start * width, (start + count) * width);
-    const base64 = encodeBase64Tensor(o.datatype, part);
-    // The repository admits only outputs of the datatypes below; anything else is a bug here.
-    if (base64 === null) throw new Error(`output '${o.name}' has datatype ${o.datatype}, which has no byte layout`);
-    return { name: o.name, datatype: o.datatype, shape: [count, ...o.shape.slice(1)], base64 };
-  });
-}
-
-/** The values of an encoded output, for clients that ask for `data`. */
-export function decodeOutput(t: EncodedTensor): number[] {
-  const size = t.shape.reduce((a, b) => a * b, 1);
-  return Array.from(decodeBase64Tensor('outputs', t.base64, t.datatype as Datatype, size));
 }

@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { InferenceSession } from 'onnxruntime-node';
-import type { BatchlineConfig, EXECUTION_PROVIDERS, PoolName } from '../config.ts';
+import type { BatchlineConfig, EXECUTION_PROVIDERS, PoolName } from '../config/settings.ts';
 import { explainNoAdapter } from './vulkan.ts';
 
 export type ProviderName = 'cuda' | 'webgpu' | 'cpu';

@@ -1,7 +1,7 @@
 /** Shapes passed between the worker process and its inference threads. */
 import type { NormalizedInput } from '../prediction/input.ts';
-import type { ModelConfig, Datatype } from '../model-config.ts';
-import type { Tensor } from '../tensor.ts';
+import type { ModelConfig, Datatype } from '../models/config.ts';
+import type { Tensor } from '../tensor/tensor.ts';
 import type { ProviderAttempt, ProviderName, ProviderSettings } from './providers.ts';
 
 export interface LoadedModelSpec {

@@ -5,7 +5,7 @@
  * split of a Poisson stream is Poisson). Replicas that pull from one shared queue, as BullMQ
  * workers do, pool their slack, so this errs on the side of one replica too many.
  */
-import type { BatchingSpec } from '../model-config.ts';
+import type { BatchingSpec } from '../models/config.ts';
 import type { ArrivalPattern } from './arrivals.ts';
 import { adaptive, label, type PolicyName } from './configurations.ts';
 import { bestFixed, runSpec, sustainableRate, type Scenario } from './search.ts';

@@ -4,7 +4,7 @@
  * whatever they reach, they reach without hindsight. Fixed configurations are searched over
  * a grid for each scenario (search.ts), with hindsight.
  */
-import type { BatchingSpec } from '../model-config.ts';
+import type { BatchingSpec } from '../models/config.ts';
 
 export type PolicyName = BatchingSpec['policy'];
 

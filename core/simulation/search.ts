@@ -3,7 +3,7 @@
  * SLO (bisection), and the best fixed configuration over a grid of maxBatchSize x maxDelayMs,
  * chosen with hindsight for one scenario.
  */
-import type { BatchingSpec } from '../model-config.ts';
+import type { BatchingSpec } from '../models/config.ts';
 import type { ArrivalPattern, ArrivalSpec } from './arrivals.ts';
 import type { ServiceModel } from './service.ts';
 import { simulate, type SimulationResult, type SimulationSpec } from './simulate.ts';

@@ -3,7 +3,7 @@
  * neighbour takes half the machine). How a configuration fares after it, and how many batches
  * an adaptive one needs to be back within the SLO.
  */
-import type { BatchingSpec } from '../model-config.ts';
+import type { BatchingSpec } from '../models/config.ts';
 import { runSpec, type Scenario } from './search.ts';
 import { ServiceModel, type CostShift } from './service.ts';
 import { percentile, simulate, type BatchRecord } from './simulate.ts';

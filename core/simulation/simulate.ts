@@ -9,7 +9,7 @@
 import { Batcher, type BatchEvent, type CloseReason } from '../batching/batcher.ts';
 import { ManualClock } from '../batching/clock.ts';
 import type { NormalizedInput } from '../prediction/input.ts';
-import type { BatchingSpec } from '../model-config.ts';
+import type { BatchingSpec } from '../models/config.ts';
 import type { RunResult } from '../runtime/inference-pool.ts';
 import { arrivals, type Arrival, type ArrivalSpec } from './arrivals.ts';
 import { streams } from './random.ts';

@@ -6,18 +6,20 @@
  * stops a process: workers/prediction-worker.ts owns the lifecycle.
  */
 import { UnrecoverableError, type Job } from 'bullmq';
-import { ServingError, fromSerialized } from '../errors.ts';
-import type { PoolName } from '../config.ts';
-import type { ModelVersion } from '../model-repository.ts';
-import { encodeRows, nonFiniteOutput, rowPredictions, type TensorValue } from '../runtime/postprocess.ts';
+import { ServingError, fromSerialized } from '../errors/registry.ts';
+import type { PoolName } from '../config/settings.ts';
+import type { ModelVersion } from '../models/repository.ts';
+import { nonFiniteOutput, rowPredictions } from '../runtime/postprocess.ts';
+import { encodeRows } from '../tensor/codec.ts';
+import type { TensorValue } from '../tensor/tensor.ts';
 import type { Batcher } from '../batching/batcher.ts';
-import { MODEL_DEFAULTS, type BatchingSpec, type ModelConfig } from '../model-config.ts';
+import { MODEL_DEFAULTS, type BatchingSpec, type ModelConfig } from '../models/config.ts';
 import { fromWire } from '../prediction/input.ts';
 import type { ResultStore } from '../prediction/result-store.ts';
-import { whileUnreachable } from '../redis.ts';
-import type { Metrics } from '../metrics.ts';
-import type { DriftCounter } from '../drift.ts';
-import type { Logger } from '../logger.ts';
+import { whileUnreachable } from '../redis/connection.ts';
+import type { Metrics } from '../telemetry/metrics.ts';
+import type { DriftCounter } from '../drift/monitor.ts';
+import type { Logger } from '../telemetry/logger.ts';
 import {
   completed,
   failed,

@@ -4,8 +4,8 @@
  * inference thread on a GPU provider). Which provider that is: core/runtime/providers.ts.
  */
 import { availableParallelism } from 'node:os';
-import type { BatchlineConfig, PoolName } from '../config.ts';
-import type { ModelVersion } from '../model-repository.ts';
+import type { BatchlineConfig } from '../config/settings.ts';
+import type { ModelVersion } from '../models/repository.ts';
 import { isGpu, type ProviderName } from '../runtime/providers.ts';
 import { readCgroupLimits } from './cgroup.ts';
 import { planPool } from './sizing.ts';

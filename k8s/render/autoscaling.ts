@@ -14,7 +14,7 @@ import type { ITriggerAuthentication } from '@kubernetes-models/keda/keda.sh/v1a
 import type { PoolSizing } from '../plan.ts';
 import type { ModelServer } from '../resource.ts';
 import { componentName, metadata, redisSecret, type Component } from './common.ts';
-import { keyspace } from '../../core/redis.ts';
+import { keyspace } from '../../core/redis/connection.ts';
 
 /**
  * KEDA reads the Redis address and password from the same Secret as batchline; for a
@@ -44,7 +44,7 @@ export function scaledObject(ms: ModelServer, p: PoolSizing): IScaledObject {
   const target = String(p.targetQueueDepth);
   const { prefix, cluster } = ms.spec.redis;
   const shards = p.spec.queueShards ?? 1;
-  // One list trigger per shard, named as the server names its queues (core/redis.ts: hash-tagged
+  // One list trigger per shard, named as the server names its queues (core/redis/connection.ts: hash-tagged
   // on a cluster). KEDA scales to the largest; jobs spread evenly, so each shard's target is
   // its share of the pool's.
   const keys = keyspace(prefix, cluster);

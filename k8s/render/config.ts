@@ -1,6 +1,6 @@
 /**
  * The ConfigMap: `batchline.yaml` in the server's own configuration shape
- * (`core/config.ts`), and `models.yaml` with the resource's per-model pool, batching and
+ * (`core/config/settings.ts`), and `models.yaml` with the resource's per-model pool, batching and
  * SLO, which override each model's config.yaml (`BATCHLINE_MODEL_OVERRIDES`).
  * Secrets never go here: the Redis URL and API keys reach the pods as environment
  * variables, which win over the file.
@@ -8,8 +8,8 @@
 import { createHash } from 'node:crypto';
 import type { IConfigMap } from 'kubernetes-models/v1/ConfigMap';
 import { stringify } from 'yaml';
-import type { BatchlineConfig, PoolName } from '../../core/config.ts';
-import type { BatchingSpec } from '../../core/model-config.ts';
+import type { BatchlineConfig, PoolName } from '../../core/config/settings.ts';
+import type { BatchingSpec } from '../../core/models/config.ts';
 import type { ModelServer } from '../resource.ts';
 import { LOG_DIR, MODELS_DIR, componentName, metadata } from './common.ts';
 

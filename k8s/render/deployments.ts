@@ -7,7 +7,7 @@ import type { IDeployment } from 'kubernetes-models/apps/v1/Deployment';
 import type { IDeploymentStrategy } from 'kubernetes-models/apps/v1/DeploymentStrategy';
 import type { IContainer } from 'kubernetes-models/v1/Container';
 import type { IPodSpec } from 'kubernetes-models/v1/PodSpec';
-import { DEFAULT_CONFIG } from '../../core/config.ts';
+import { DEFAULT_CONFIG } from '../../core/config/settings.ts';
 import { mib } from '../../core/worker/sizing.ts';
 import type { PoolSizing } from '../plan.ts';
 import type { ModelServer } from '../resource.ts';

@@ -7,7 +7,7 @@ import type { IProbe } from 'kubernetes-models/v1/Probe';
 import type { IResourceRequirements } from 'kubernetes-models/v1/ResourceRequirements';
 import type { IVolume } from 'kubernetes-models/v1/Volume';
 import type { IVolumeMount } from 'kubernetes-models/v1/VolumeMount';
-import { CONFIG_FILE_ENV, envVarOf, type ConfigPath } from '../../core/config.ts';
+import { CONFIG_FILE_ENV, envVarOf, type ConfigPath } from '../../core/config/settings.ts';
 import type { ModelServer, ResourceList } from '../resource.ts';
 import { volumeName } from '../validate.ts';
 import { CONFIG_DIR, LOG_DIR, MODELS_DIR, componentName, redisSecret } from './common.ts';
@@ -48,7 +48,7 @@ export function volumeMounts(ms: ModelServer): IVolumeMount[] {
 
 /**
  * Environment that sets server settings, given in the server's own configuration shape: each
- * variable's name comes from core/config.ts's ENV_VARS, so the renderer cannot spell one the
+ * variable's name comes from core/config/settings.ts's ENV_VARS, so the renderer cannot spell one the
  * server does not read, and `tsc` checks each value's type. In the order given.
  */
 export function settingsEnv(settings: ConfigOverrides): IEnvVar[] {

@@ -1,5 +1,5 @@
 /** Writes a model's config.yaml in the compact, flow-style layout the repository uses. */
-import type { ModelConfig, TensorSpec } from '../../core/model-config.ts';
+import type { ModelConfig, TensorSpec } from '../../core/models/config.ts';
 
 function scalar(value: unknown): string {
   if (typeof value === 'number' || typeof value === 'boolean') return String(value);

@@ -1,5 +1,5 @@
-/** The chi-square goodness-of-fit test as the model build records it: core/stats.ts plus a verdict at `alpha`. */
-import { chiSquareTest, type ChiSquareResult } from '../../core/stats.ts';
+/** The chi-square goodness-of-fit test as the model build records it: core/drift/chi-square.ts plus a verdict at `alpha`. */
+import { chiSquareTest, type ChiSquareResult } from '../../core/drift/chi-square.ts';
 
 export interface ChiSquareVerdict extends ChiSquareResult {
   alpha: number;

@@ -20,7 +20,7 @@ import {
 } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 import { shardOf } from '../../core/prediction/queues.ts';
-import { keyspace } from '../../core/redis.ts';
+import { keyspace } from '../../core/redis/connection.ts';
 
 const holder = useCluster();
 const prefix = uniquePrefix('cluster');

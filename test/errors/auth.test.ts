@@ -15,11 +15,11 @@ import { freePort } from '../../cli/local-redis.ts';
 import { CLI, REPO_MODELS, uniquePrefix } from '../../harness/stack.ts';
 import { createAuthenticator, hashApiKey, parseApiKeys } from '../../server/auth.ts';
 import { ANONYMOUS, authorize, type Principal } from '../../core/api/authorization.ts';
-import { DEFAULT_CONFIG } from '../../core/config.ts';
+import { DEFAULT_CONFIG } from '../../core/config/settings.ts';
 import { createApiServer } from '../../server/api-server.ts';
-import { createLogger, REDACTED } from '../../core/logger.ts';
+import { createLogger, REDACTED } from '../../core/telemetry/logger.ts';
 import { pino } from 'pino';
-import { ServingError } from '../../core/errors.ts';
+import { ServingError } from '../../core/errors/registry.ts';
 import { useStack } from '../support/use-stack.ts';
 import { until } from '../support/wait.ts';
 

@@ -7,8 +7,8 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { createApp, type App } from '../../server/app.ts';
 import { hashApiKey } from '../../server/auth.ts';
-import { createLogger } from '../../core/logger.ts';
-import { Deadline } from '../../core/shutdown.ts';
+import { createLogger } from '../../core/telemetry/logger.ts';
+import { Deadline } from '../../core/lifecycle/shutdown.ts';
 import { configFor, uniquePrefix } from '../../harness/stack.ts';
 
 const KEY = 'in-process-1f2e3d4c';

@@ -20,7 +20,7 @@ import { startPrivateRedis, type PrivateRedis } from '../../harness/private-redi
 import { dropPrefix, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { hashApiKey } from '../../server/auth.ts';
 import { RateLimiter } from '../../core/api/rate-limiter.ts';
-import { createRedis } from '../../core/redis.ts';
+import { createRedis } from '../../core/redis/connection.ts';
 import { until } from '../support/wait.ts';
 
 const redisUrl = inject('redisUrl');

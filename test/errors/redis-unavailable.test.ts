@@ -6,14 +6,14 @@
  */
 import { describe, expect, it } from 'vitest';
 import { Redis } from 'ioredis';
-import { asServingError } from '../../core/errors.ts';
+import { asServingError } from '../../core/errors/registry.ts';
 import { freePort } from '../../cli/local-redis.ts';
 import { startPrivateRedis } from '../../harness/private-redis.ts';
 
 describe('Redis errors as client errors', () => {
   it('commands in flight when the server dies are 503 SERVICE_UNAVAILABLE, whichever way ioredis fails them', async () => {
     const server = await startPrivateRedis();
-    // Auto-pipelined, as the API's request-path connection is (core/redis.ts).
+    // Auto-pipelined, as the API's request-path connection is (core/redis/connection.ts).
     const redis = new Redis(server.url, { maxRetriesPerRequest: 1, enableAutoPipelining: true, retryStrategy: () => null });
     redis.on('error', () => {});
     try {

@@ -1,6 +1,6 @@
 /**
  * Stopping whatever Redis does: with Redis gone, SIGTERM still ends `serve`, `worker` and
- * `start` within their configured bounds (core/shutdown.ts), each saying in its last line
+ * `start` within their configured bounds (core/lifecycle/shutdown.ts), each saying in its last line
  * what it gave up on, and exiting 1 when that was work. `serve` without Redis answers 503
  * and recovers by itself. Real processes and a real redis-server, stopped for real.
  */

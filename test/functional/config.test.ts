@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { DEFAULT_CONFIG, ENV_VARS, loadConfig } from '../../core/config.ts';
+import { DEFAULT_CONFIG, ENV_VARS, loadConfig } from '../../core/config/settings.ts';
 import { documentedDefaults, leaves } from '../support/jsdoc-defaults.ts';
 
 const README = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
@@ -41,7 +41,7 @@ describe('defaults', () => {
   });
 
   it('every setting has a @defaultValue, and it is the one in DEFAULT_CONFIG', () => {
-    const documented = documentedDefaults(new URL('../../core/config.ts', import.meta.url), 'BatchlineConfig');
+    const documented = documentedDefaults(new URL('../../core/config/settings.ts', import.meta.url), 'BatchlineConfig');
     const actual = leaves(DEFAULT_CONFIG);
     expect([...documented.keys()].sort()).toEqual([...actual.keys()].sort());
     for (const [path, value] of actual) expect(documented.get(path)!.value, path).toEqual(value);

@@ -5,7 +5,7 @@
  */
 import * as ort from 'onnxruntime-node';
 import { describe, expect, inject, it } from 'vitest';
-import { ModelRepository } from '../../core/model-repository.ts';
+import { ModelRepository } from '../../core/models/repository.ts';
 import { gql } from '../support/clients.ts';
 import { addModel, linearOnnx, LINEAR_CONFIG, tempRepository } from '../support/model-repo.ts';
 import { uniquePrefix } from '../../harness/stack.ts';

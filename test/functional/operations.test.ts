@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freePort } from '../../cli/local-redis.ts';
-import { createLogger } from '../../core/logger.ts';
+import { createLogger } from '../../core/telemetry/logger.ts';
 import { gql } from '../support/clients.ts';
 import { dropPrefix, listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';

@@ -10,9 +10,9 @@ import { gql } from '../support/clients.ts';
 import { listeningPort, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { useStack } from '../support/use-stack.ts';
 import { until } from '../support/wait.ts';
-import { createRedis, whenReady } from '../../core/redis.ts';
-import { createMetrics } from '../../core/metrics.ts';
-import { StatsReader, StatsRecorder, counterSum, histogram, histogramQuantile } from '../../core/live-stats.ts';
+import { createRedis, whenReady } from '../../core/redis/connection.ts';
+import { createMetrics } from '../../core/telemetry/metrics.ts';
+import { StatsReader, StatsRecorder, counterSum, histogram, histogramQuantile } from '../../core/operations/live-stats.ts';
 import { hashApiKey } from '../../server/auth.ts';
 
 const redisUrl = inject('redisUrl');

@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Redis } from 'ioredis';
-import { createRedis, keyspace, whenReady } from '../../core/redis.ts';
+import { createRedis, keyspace, whenReady } from '../../core/redis/connection.ts';
 import { ResultFeed } from '../../core/prediction/result-feed.ts';
 import { ResultStore } from '../../core/prediction/result-store.ts';
 import type { PredictionRecord } from '../../core/prediction/record.ts';
