@@ -37,9 +37,11 @@ export interface ProfileOptions {
   by?: string;
   /** The GPU, as its driver names it, for a GPU provider's profile. */
   gpu?: string;
+  /** Where progress lines go. @defaultValue stderr, prefixed [profile] */
+  log?: (msg: string) => void;
 }
 
-const log = (msg: string): void => void process.stderr.write(`[profile] ${msg}\n`);
+const progress = (msg: string): void => void process.stderr.write(`[profile] ${msg}\n`);
 
 function rowsInput(rows: number): NormalizedInput {
   const data = Float32Array.from({ length: rows * 512 }, (_, i) => Math.sin(i));
@@ -47,7 +49,7 @@ function rowsInput(rows: number): NormalizedInput {
 }
 
 export async function measureProfile(provider: ProviderName, options: ProfileOptions = {}): Promise<Profile> {
-  const { sizes = SIZES, rounds = ROUNDS, roundMs = ROUND_MS, by = 'npm run simulate -- --profile', gpu } = options;
+  const { sizes = SIZES, rounds = ROUNDS, roundMs = ROUND_MS, by = 'npm run simulate -- --profile', gpu, log = progress } = options;
   const repo = await ModelRepository.scan(MODELS);
   const mv = repo.find('mlp-bench');
   if (!mv) throw new Error(`mlp-bench not found under ${MODELS}`);
@@ -137,6 +139,6 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 export async function saveProfile(provider: ProviderName, file: string): Promise<Profile> {
   const profile = await measureProfile(provider);
   writeFileSync(file, JSON.stringify(profile, null, 2) + '\n');
-  log(`wrote ${file}`);
+  progress(`wrote ${file}`);
   return profile;
 }
