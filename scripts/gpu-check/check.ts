@@ -500,7 +500,10 @@ async function serve(rate: number): Promise<Record<string, unknown>> {
         : undefined;
     const ratio = unbatched ? (batched.completedPerSec as number) / (unbatched.completedPerSec as number) : NaN;
     if (unbatched) say(`batched / unbatched throughput on ${CANDIDATE}, same offered load: ${f(ratio, 2)}x`);
-    else say('unbatched phase skipped: the time budget is spent');
+    else {
+      say('unbatched phase skipped: the time budget is spent');
+      report.failures.push('serve: the unbatched phase skipped for time');
+    }
     return { logs: dir, batched, unbatched, ratio: +f(ratio, 3) };
   } finally {
     await redis.stop();

@@ -49,6 +49,9 @@ describe('operations view', () => {
     expect(nameGender).toMatch(/fixed, ≤ 32 rows/);
     expect(await card(page, 'mlp-bench').innerText()).toMatch(/input FP32\[\?×512\]/);
     await expect.poll(() => card(page, 'name-gender').locator('[data-testid="model-workers"]').innerText()).toBe('1 worker');
+    // The execution provider its workers run, per version, and per worker in the process list.
+    expect(await card(page, 'name-gender').innerText()).toMatch(/runs on[\s\S]*\bcpu\b/);
+    await expect.poll(() => page.locator('[data-testid="processes"] [data-testid="provider"]').allInnerTexts()).toEqual(['cpu']);
     expect(await page.locator('[data-testid="queues"]').innerText()).toMatch(/cpu\s+0/);
     expect(offline.outside).toEqual([]);
   });
