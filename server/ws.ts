@@ -4,7 +4,7 @@
  * run through the same yoga envelope as HTTP, and errors go out without `extensions.http`.
  */
 import type { Server } from 'node:http';
-import type { GraphQLError, GraphQLFormattedError } from 'graphql';
+import { getOperationAST, type ExecutionResult, type GraphQLError, type GraphQLFormattedError } from 'graphql';
 import { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { requestScope } from '../core/telemetry/logger.ts';
@@ -12,6 +12,7 @@ import { wsRequestLog } from './use-request-log.ts';
 import { wsAuthenticate, type AuthServerContext } from './auth.ts';
 import { wsRateLimit } from './rate-limit.ts';
 import type { App } from './app.ts';
+import { holdFinalComplete, ReadReceipts } from './ws-final-complete.ts';
 
 /** A GraphQL error as a WebSocket client gets it: the HTTP status and headers left out. */
 function withoutHttp(error: GraphQLError): GraphQLFormattedError {
@@ -32,6 +33,9 @@ export function attachWebSocket(http: Server, app: App): WebSocketAdapter {
   const { config, logger, yoga, auth, limiter } = app;
   const wss = new WebSocketServer({ server: http, path: yoga.graphqlEndpoint, maxPayload: config.http.maxBodyBytes });
   const wsLog = wsRequestLog(logger, config.log.requests);
+  // Per connection (graphql-ws's context object): the pings that tell when a subscription may complete.
+  const receipts = new WeakMap<object, ReadReceipts>();
+  const graceMs = config.http.wsCompleteGraceMs;
   const ws = useServer<Record<string, unknown> | undefined, AuthServerContext>(
     {
       onConnect: (ctx) => wsAuthenticate(auth, ctx),
@@ -47,6 +51,18 @@ export function attachWebSocket(http: Server, app: App): WebSocketAdapter {
         return formatted;
       },
       onComplete: (ctx, id) => wsLog.end(ctx, id),
+      // A subscription's `complete` waits until the client has read its last result (server/ws-final-complete.ts).
+      onOperation:
+        graceMs > 0
+          ? (ctx, _id, _payload, args, result) => {
+              if (getOperationAST(args.document, args.operationName)?.operation !== 'subscription') return undefined;
+              let r = receipts.get(ctx);
+              if (!r) receipts.set(ctx, (r = new ReadReceipts(ctx.extra.socket, graceMs)));
+              return holdFinalComplete(result as AsyncIterable<ExecutionResult> | ExecutionResult, r);
+            }
+          : undefined,
+      onPong: (ctx, payload) => receipts.get(ctx)?.pong(payload),
+      onClose: (ctx) => receipts.get(ctx)?.close(),
       execute: (args) => (args.rootValue as { execute: typeof import('graphql').execute }).execute(args),
       subscribe: (args) => (args.rootValue as { subscribe: typeof import('graphql').subscribe }).subscribe(args),
       onSubscribe: async (ctx, id, params) => {

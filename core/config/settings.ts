@@ -45,6 +45,14 @@ export interface BatchlineConfig {
     introspection: boolean;
     /** On shutdown, how long synchronous requests in flight may take to be answered. @defaultValue 10000 */
     drainMs: number;
+    /**
+     * graphql-ws: after a subscription's last result, the longest the server waits for the
+     * client to show it has read it (its `pong` to a `ping` sent after it) or to complete the
+     * subscription itself, before sending `complete`. Keeps the released graphql-ws client from
+     * losing results when it unsubscribes inside `next` (docs/graphql-ws-client-double-release.md).
+     * 0 sends `complete` at once. @defaultValue 1000
+     */
+    wsCompleteGraceMs: number;
   };
   models: {
     /** Model repository folder, laid out `<model>/<version>/model.onnx`. @defaultValue 'models' */
@@ -185,7 +193,15 @@ export interface BatchlineConfig {
 
 export const DEFAULT_CONFIG: BatchlineConfig = {
   redis: { url: 'redis://127.0.0.1:6379', prefix: 'batchline', cluster: '' },
-  http: { host: '0.0.0.0', port: 4000, maxBodyBytes: 1_048_576, graphiql: true, introspection: true, drainMs: 10_000 },
+  http: {
+    host: '0.0.0.0',
+    port: 4000,
+    maxBodyBytes: 1_048_576,
+    graphiql: true,
+    introspection: true,
+    drainMs: 10_000,
+    wsCompleteGraceMs: 1000,
+  },
   models: { repository: 'models', overrides: '' },
   results: { ttlSeconds: 3600 },
   predict: { timeoutMs: 30_000, maxRows: 1024 },
@@ -248,6 +264,7 @@ export const ENV_VARS = {
   BATCHLINE_GRAPHIQL: 'http.graphiql',
   BATCHLINE_INTROSPECTION: 'http.introspection',
   BATCHLINE_DRAIN_MS: 'http.drainMs',
+  BATCHLINE_WS_COMPLETE_GRACE_MS: 'http.wsCompleteGraceMs',
   BATCHLINE_MODELS: 'models.repository',
   BATCHLINE_MODEL_OVERRIDES: 'models.overrides',
   BATCHLINE_RESULT_TTL_SECONDS: 'results.ttlSeconds',
