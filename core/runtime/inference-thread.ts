@@ -95,11 +95,16 @@ async function run(req: RunRequest): Promise<void> {
   }
 }
 
-/** Zero-valued inputs of `rows` rows (the batch dimension, where the model has one). */
-function zeroFeeds(config: ModelConfig, rows: number): Record<string, ort.Tensor> {
+/**
+ * Zero-valued inputs of `rows` rows, shaped as the graph declares each input (the config may be
+ * looser): `rows` in a symbolic first dimension, 1 in any other symbolic one.
+ */
+function zeroFeeds(session: ort.InferenceSession, config: ModelConfig, rows: number): Record<string, ort.Tensor> {
   const out: Record<string, ort.Tensor> = {};
   for (const t of config.inputs) {
-    const dims = t.shape.map((d, i) => (d >= 0 ? d : i === 0 ? rows : 1));
+    const meta = session.inputMetadata.find((x) => x.name === t.name);
+    const graph = meta?.isTensor && meta.shape.length === t.shape.length ? meta.shape : t.shape;
+    const dims = graph.map((d, i) => (typeof d === 'number' && d >= 0 ? d : i === 0 ? rows : 1));
     const size = dims.reduce((a, b) => a * b, 1);
     out[t.name] = new ort.Tensor(
       ORT_TYPE[t.datatype] as ort.Tensor.Type,
@@ -110,34 +115,41 @@ function zeroFeeds(config: ModelConfig, rows: number): Record<string, ort.Tensor
   return out;
 }
 
+type Stage = 'session' | 'warm-up';
+const failedAt = (stage: Stage, e: unknown): Error & { stage: Stage } => Object.assign(new Error((e as Error).message), { stage });
+
 /**
- * A session of `m` on `provider`, answered warm-up runs (core/runtime/providers.ts says which
- * batch sizes). Throws `{ stage, message }`: where it failed decides what the chain does next.
+ * A session of `m` on `provider`, after its warm-up runs (core/runtime/providers.ts says which
+ * batch sizes). Throws with `stage` saying where it failed; with `strict` false a failed warm-up
+ * keeps the session (zeros are not every model's valid input: it then fails per request, as
+ * before warm-ups existed).
  */
-async function open(m: LoadedModelSpec, provider: ProviderName): Promise<ort.InferenceSession> {
+async function open(m: LoadedModelSpec, provider: ProviderName, strict: boolean): Promise<ort.InferenceSession> {
   let session: ort.InferenceSession;
   try {
     session = await ort.InferenceSession.create(m.path, sessionOptions(provider, init.settings));
   } catch (e) {
-    throw Object.assign(new Error((e as Error).message), { stage: 'session' as const });
+    throw failedAt('session', e);
   }
   try {
     const batchable = m.config.inputs.every((t) => t.shape[0] === -1);
-    for (const rows of warmupSizes(provider, m.config.batching.maxBatchSize, batchable)) await session.run(zeroFeeds(m.config, rows));
+    for (const rows of warmupSizes(provider, m.config.batching.maxBatchSize, batchable))
+      await session.run(zeroFeeds(session, m.config, rows));
   } catch (e) {
+    if (!strict) return session;
     await session.release().catch(() => {});
-    throw Object.assign(new Error((e as Error).message), { stage: 'warm-up' as const });
+    throw failedAt('warm-up', e);
   }
   return session;
 }
 
-/** Whether `m` opens and runs on CPU: if so, a failure elsewhere is that provider's, not the model's. */
-async function runsOnCpu(m: LoadedModelSpec): Promise<boolean> {
+/** How `m` fares on CPU: opens and answers its warm-up, opens but its warm-up input does not suit it, or does not open. */
+async function onCpu(m: LoadedModelSpec): Promise<'runs' | 'warm-up-fails' | 'broken'> {
   try {
-    await (await open(m, 'cpu')).release();
-    return true;
-  } catch {
-    return false;
+    await (await open(m, 'cpu', true)).release();
+    return 'runs';
+  } catch (e) {
+    return (e as { stage: Stage }).stage === 'warm-up' ? 'warm-up-fails' : 'broken';
   }
 }
 
@@ -145,9 +157,11 @@ let provider: ProviderName | undefined;
 const attempts: ProviderAttempt[] = [];
 
 /**
- * Walks the chain over `models`: the first provider that opens every model that opens on CPU
- * is taken, and its sessions kept. A model that fails on CPU too is the model's failure (it is
- * skipped, as any model that does not load). When no provider is left, nothing is kept.
+ * Walks the chain over `models`. A GPU provider is skipped as soon as a model fails on it
+ * (session or warm-up) in a way it does not on CPU: that failure is the provider's. A model that
+ * fails the same way on CPU is the model's (it is skipped, as any model that does not load), and
+ * a warm-up input that suits the model nowhere proves nothing either way. CPU, the last resort,
+ * only needs its sessions to open. When no provider is left, nothing is kept.
  */
 async function choose(models: LoadedModelSpec[]): Promise<{ key: string; error: string }[]> {
   for (const candidate of init.chain) {
@@ -162,17 +176,29 @@ async function choose(models: LoadedModelSpec[]): Promise<{ key: string; error: 
     let skip: { kind: SkipKind; reason: string } | undefined;
     for (const m of models) {
       try {
-        opened.set(m.key, await open(m, candidate));
+        opened.set(m.key, await open(m, candidate, candidate !== 'cpu'));
+        continue;
       } catch (e) {
-        const { stage, message } = e as Error & { stage: 'session' | 'warm-up' };
-        if (candidate !== 'cpu' && (await runsOnCpu(m))) {
-          const why = explainFailure(candidate, stage, message);
-          // A missing adapter or library is the provider's, whatever the model; other failures name the model.
+        const { stage, message } = e as Error & { stage: Stage };
+        const why = candidate === 'cpu' ? undefined : explainFailure(candidate, stage, message);
+        // A missing adapter or library is the provider's whatever the model: no need to ask the CPU.
+        const cpu = !why ? 'broken' : why.kind === 'no-adapter' || why.kind === 'not-installed' ? 'runs' : await onCpu(m);
+        if (why && (cpu === 'runs' || (cpu === 'warm-up-fails' && stage === 'session'))) {
           skip = {
             kind: why.kind,
-            reason: why.kind === 'session-failed' || why.kind === 'warm-up-failed' ? `${m.key}: ${why.reason}` : why.reason,
+            reason: why.kind === 'no-adapter' || why.kind === 'not-installed' ? why.reason : `${m.key}: ${why.reason}`,
           };
           break;
+        }
+        if (cpu === 'warm-up-fails') {
+          // Zeros do not suit this model on any provider: keep the session, unwarmed.
+          try {
+            opened.set(m.key, await open(m, candidate, false));
+            continue;
+          } catch (again) {
+            failed.push({ key: m.key, error: (again as Error).message });
+            continue;
+          }
         }
         failed.push({ key: m.key, error: message });
       }
@@ -204,7 +230,7 @@ async function load(models: LoadedModelSpec[], decided?: ProviderName): Promise<
   const failed: { key: string; error: string }[] = [];
   for (const m of fresh) {
     try {
-      sessions.set(m.key, { session: await open(m, provider), config: m.config });
+      sessions.set(m.key, { session: await open(m, provider, false), config: m.config });
     } catch (e) {
       failed.push({ key: m.key, error: `${(e as Error).message} (on ${provider})` });
     }
