@@ -6,7 +6,8 @@
  */
 import { isAbsolute, join } from 'node:path';
 import type { PoolName } from '../core/config/settings.ts';
-import { MODEL_DEFAULTS, type BatchingSpec } from '../core/models/config.ts';
+import type { BatchingSpec } from '../core/models/config.ts';
+import { batchingPlan, withBatchingDefaults } from '../core/batching/plan.ts';
 import { planCapacity, type CapacityPlan } from '../core/simulation/capacity.ts';
 import { loadProfile } from '../core/simulation/service.ts';
 import type { PoolSizing } from './plan.ts';
@@ -17,16 +18,13 @@ export interface ReplicaSuggestion {
   plan: CapacityPlan;
 }
 
-/** What the pool's worker runs: the cpu pool does not batch; the gpu pool batches as its first model says (core/models/config.ts defaults). */
+/**
+ * What the pool's worker runs (core/batching/plan.ts): the policy and delay of its first model
+ * that states batching, the pool's batch limit and its slowest SLO.
+ */
 function poolBatching(p: PoolSizing): BatchingSpec {
-  if (p.pool === 'cpu') return { policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0, sloMs: p.sloMs };
-  const b = p.models.find((m) => m.batching)?.batching ?? {};
-  return {
-    policy: b.policy ?? MODEL_DEFAULTS.batching.policy,
-    maxBatchSize: p.batchSize,
-    maxDelayMs: b.maxDelayMs ?? MODEL_DEFAULTS.batching.maxDelayMs,
-    sloMs: p.sloMs,
-  };
+  const first = withBatchingDefaults(p.models.find((m) => m.batching)?.batching);
+  return { ...batchingPlan(p.pool, { batching: first }).worker, maxBatchSize: p.batchSize, sloMs: p.sloMs };
 }
 
 /**

@@ -4,7 +4,7 @@
  *   batchline k8s render <file> [--out dir]      manifests to stdout, or one file each under dir
  *   batchline k8s explain <file>                 how each pool's worker count was decided (and, for a
  *                                                pool with autoscaling.expectedRate, the replicas it needs)
- *   batchline model measure <model> [--models dir] [--version v] [--json]
+ *   batchline model measure <model> [--models dir] [--overrides file] [--version v] [--json]
  *
  * Modules load lazily: the renderer needs ajv (a development dependency), which the
  * production image leaves out, and `serve`/`worker` should not pay for any of this.
@@ -15,7 +15,7 @@ import { dirname, join } from 'node:path';
 const USAGE = `usage:
   batchline k8s render <file> [--out dir]
   batchline k8s explain <file>
-  batchline model measure <model> [--models dir] [--version v] [--json]
+  batchline model measure <model> [--models dir] [--overrides file] [--version v] [--json]
 `;
 
 interface Io {
@@ -88,12 +88,19 @@ async function measure(positional: string[], flags: Map<string, string | true>, 
   const { measureModel } = await import('./measure.ts');
   const { ceilMi } = await import('./quantity.ts');
   const { mib } = await import('../core/worker/sizing.ts');
+  // The repository and its overrides as the server finds them (config file, environment), unless given.
+  const { loadConfig } = await import('../core/config/settings.ts');
+  const { models } = loadConfig();
   const dir = flags.get('models');
+  const overrides = flags.get('overrides');
   const version = flags.get('version');
   const m = await measureModel(
-    typeof dir === 'string' ? dir : (process.env.BATCHLINE_MODELS ?? 'models'),
+    typeof dir === 'string' ? dir : models.repository,
     model,
     typeof version === 'string' ? version : undefined,
+    {
+      overridesFile: typeof overrides === 'string' ? overrides : models.overrides || undefined,
+    },
   );
   if (flags.get('json')) {
     io.out(JSON.stringify({ ...m, memory: ceilMi(m.residentBytes) }) + '\n');

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { MODEL_DEFAULTS, type TensorSpec } from '../core/models/config.ts';
+import { layeredConfig, readOverrides } from '../core/models/repository.ts';
 
 const CHILD = fileURLToPath(new URL('./measure-child.ts', import.meta.url));
 
@@ -26,13 +27,10 @@ export interface ModelMeasurement {
   warmupMs: number;
 }
 
-interface PartialConfig {
-  inputs?: TensorSpec[];
-  batching?: { maxBatchSize?: number };
-}
+type Layer = Record<string, unknown>;
 
-function readConfig(path: string): PartialConfig {
-  return existsSync(path) ? ((parse(readFileSync(path, 'utf8')) as PartialConfig | null) ?? {}) : {};
+function readLayer(path: string): Layer | undefined {
+  return existsSync(path) ? ((parse(readFileSync(path, 'utf8')) as Layer | null) ?? undefined) : undefined;
 }
 
 /** The newest version folder holding a model.onnx: numeric versions compare as numbers. */
@@ -69,22 +67,32 @@ function run(args: string[], timeoutMs: number): Promise<string> {
 /**
  * Loads `<repositoryDir>/<model>/<version>/model.onnx` in a child process, runs warm-up
  * inferences on zeros of the inputs declared in config.yaml (batch 1 and maxBatchSize),
- * and reports the resident memory it added.
+ * and reports the resident memory it added. The config is read as the server reads it
+ * (core/models/repository.ts: the model's, the version's, then the deployment's overrides).
  *
  * @param version a version folder; the newest when absent
+ * @param options.overridesFile the deployment's `models.overrides` file, if any
  * @throws Error when the model or version does not exist, or the child fails
  */
-export async function measureModel(repositoryDir: string, model: string, version?: string): Promise<ModelMeasurement> {
+export async function measureModel(
+  repositoryDir: string,
+  model: string,
+  version?: string,
+  options: { overridesFile?: string } = {},
+): Promise<ModelMeasurement> {
   const modelDir = join(repositoryDir, model);
   if (!existsSync(modelDir)) throw new Error(`model '${model}' not found in ${repositoryDir}`);
   const v = version ?? latestVersion(modelDir);
   if (v === undefined) throw new Error(`model '${model}' has no <version>/model.onnx in ${modelDir}`);
   const path = join(modelDir, v, 'model.onnx');
   if (!existsSync(path)) throw new Error(`model '${model}' version ${v}: ${path} not found`);
-  const base = readConfig(join(modelDir, 'config.yaml'));
-  const over = readConfig(join(modelDir, v, 'config.yaml'));
-  const inputs = over.inputs ?? base.inputs ?? null;
-  const maxBatch = over.batching?.maxBatchSize ?? base.batching?.maxBatchSize ?? MODEL_DEFAULTS.batching.maxBatchSize;
+  const config = layeredConfig(
+    readLayer(join(modelDir, 'config.yaml')),
+    readLayer(join(modelDir, v, 'config.yaml')),
+    readOverrides(options.overridesFile)[model],
+  ) as { inputs?: TensorSpec[]; batching: { maxBatchSize?: number } };
+  const inputs = config.inputs ?? null;
+  const maxBatch = config.batching.maxBatchSize ?? MODEL_DEFAULTS.batching.maxBatchSize;
   const batchSizes = [...new Set([1, maxBatch])];
   const out = await run([CHILD, JSON.stringify({ path, inputs, batchSizes })], 300_000);
   const r = JSON.parse(out.trim().split('\n').at(-1) ?? '{}') as {

@@ -4,6 +4,7 @@
  */
 import { POOLS, type PoolName } from '../core/config/settings.ts';
 import { MODEL_DEFAULTS } from '../core/models/config.ts';
+import { batchingPlan, withBatchingDefaults } from '../core/batching/plan.ts';
 import { planPool, PoolSizingError, mib, type PoolPlan } from '../core/worker/sizing.ts';
 import { parseQuantity } from './quantity.ts';
 import type { ModelServer, ModelSpec, PoolSpec } from './resource.ts';
@@ -14,7 +15,10 @@ export interface PoolSizing {
   models: ModelSpec[];
   limits: { cpuCores: number; memoryBytes: number; gpus: number; gpuMemoryBytes?: number };
   plan: PoolPlan;
-  /** Rows per inference the plan assumes (1 in the cpu pool, which does not batch). */
+  /**
+   * The worker's batch limit the plan assumes: the largest of its models' (core/batching/plan.ts;
+   * 1 in the cpu pool, which runs each job alone).
+   */
   batchSize: number;
   /** The slowest model's latency objective. */
   sloMs: number;
@@ -73,7 +77,7 @@ function sizePool(ms: ModelServer, pool: PoolName, spec: PoolSpec): PoolSizing {
     gpuMemoryBytes: spec.gpuMemory !== undefined ? parseQuantity(spec.gpuMemory) : undefined,
   };
   const modelBytes = models.map((m) => parseQuantity(m.memory));
-  const batchSize = pool === 'gpu' ? Math.max(...models.map((m) => m.batching?.maxBatchSize ?? MODEL_DEFAULTS.batching.maxBatchSize)) : 1;
+  const batchSize = Math.max(...models.map((m) => batchingPlan(pool, { batching: withBatchingDefaults(m.batching) }).worker.maxBatchSize));
   const sloMs = Math.max(...models.map((m) => m.slo?.latencyMs ?? MODEL_DEFAULTS.batching.sloMs));
   let plan: PoolPlan;
   try {

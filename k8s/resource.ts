@@ -2,7 +2,8 @@
  * The ModelServer custom resource as TypeScript, after the CRD's defaults are applied
  * (`k8s/crd/modelserver.yaml` is the source of truth; `k8s/schema.ts` applies it).
  */
-import type { PoolName } from '../core/config/settings.ts';
+import type { LOG_LEVELS, PoolName } from '../core/config/settings.ts';
+import type { BatchingSpec } from '../core/models/config.ts';
 
 export const API_GROUP = 'batchline.dev';
 export const API_VERSION = `${API_GROUP}/v1alpha1`;
@@ -25,7 +26,8 @@ export interface ModelSpec {
   memory: Quantity;
   gpuMemory?: Quantity;
   source: { type: 'image' | 'pvc'; claimName?: string; subPath?: string };
-  batching?: { policy?: 'fixed' | 'aimd' | 'predictive'; maxBatchSize?: number; maxDelayMs?: number };
+  /** Overrides the model's config.yaml `batching` (its `sloMs` comes from `slo.latencyMs`). */
+  batching?: Partial<Omit<BatchingSpec, 'sloMs'>>;
   slo?: { latencyMs: number };
 }
 
@@ -82,7 +84,7 @@ export interface ModelServerSpec {
     cluster: boolean;
   };
   auth?: { secretRef?: { name: string; key: string } };
-  logs: { level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent'; retentionDays: number; toFile: boolean };
+  logs: { level: (typeof LOG_LEVELS)[number]; retentionDays: number; toFile: boolean };
 }
 
 export interface ModelServer {

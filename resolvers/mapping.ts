@@ -1,5 +1,6 @@
 /** From core records to the GraphQL types of schema/schema.graphql. */
 import type { ModelInfo } from '../core/api/catalog.ts';
+import { batchingPlan } from '../core/batching/plan.ts';
 import type { PredictionRecord, PredictionResult } from '../core/prediction/record.ts';
 
 export function toPrediction(r: PredictionResult) {
@@ -29,6 +30,14 @@ export function toEvent(rec: PredictionRecord) {
   return { id: rec.id, status: rec.status, result: rec.result ? toPrediction(rec.result) : null, error: rec.error ?? null };
 }
 
+function batching(m: ModelInfo) {
+  const c = m.config;
+  if (!c) return null;
+  const limit = m.batchLimit ?? null;
+  const { edge, worker } = batchingPlan(c.pool, c);
+  return { ...c.batching, limit, edge, worker: { ...worker, limit } };
+}
+
 export function toModelVersion(m: ModelInfo) {
   const c = m.config;
   return {
@@ -45,7 +54,7 @@ export function toModelVersion(m: ModelInfo) {
     error: m.error ?? null,
     workers: m.workers,
     executionProviders: m.executionProviders,
-    batching: c ? { ...c.batching, limit: m.batchLimit ?? null } : null,
+    batching: batching(m),
     sizeBytes: m.sizeBytes,
     metrics: m.metrics ? JSON.stringify(m.metrics) : null,
   };

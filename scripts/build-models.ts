@@ -25,7 +25,7 @@ import { loadSpamSplit, spamDatasetStats, spamFeatures, SPAM_CLASSES, SPAM_FEATU
 import { forwardProbabilities, trainDenseMlp, type DenseTrainOptions } from './models/train-dense-mlp.ts';
 import { encodeDenseModel, ONNX_IR_VERSION, ONNX_OPSET, PRODUCER_NAME } from './models/onnx-writer.ts';
 import { openAndCheck } from './models/ort-check.ts';
-import { chiSquareGoodnessOfFit } from './models/stats.ts';
+import { chiSquareGoodnessOfFit } from './models/chi-square.ts';
 import {
   CLASSES,
   forwardLogits,

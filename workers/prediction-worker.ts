@@ -12,6 +12,7 @@ import { scanConfigured, type ModelRepository, type ModelVersion } from '../core
 import { InferencePool } from '../core/runtime/inference-pool.ts';
 import { Batcher } from '../core/batching/batcher.ts';
 import { ResultStore } from '../core/prediction/result-store.ts';
+import { ReplyPublisher } from '../core/prediction/result-feed.ts';
 import { createRedis, keysOf, whenReady, type RedisClient } from '../core/redis/connection.ts';
 import { Deadline, RELEASE_MS } from '../core/lifecycle/shutdown.ts';
 import { WorkerRegistry } from '../core/control/worker-registry.ts';
@@ -21,7 +22,8 @@ import { DriftCounter } from '../core/drift/monitor.ts';
 import { StatsRecorder } from '../core/operations/live-stats.ts';
 import type { Logger } from '../core/telemetry/logger.ts';
 import { modelKey, type PredictionJobData } from '../core/prediction/record.ts';
-import { JobProcessor, batchingSpec } from '../core/worker/processor.ts';
+import { JobProcessor } from '../core/worker/processor.ts';
+import { batchingPlan } from '../core/batching/plan.ts';
 import { workerShape } from '../core/worker/shape.ts';
 import { providerChain } from '../core/runtime/providers.ts';
 
@@ -73,7 +75,7 @@ export class PredictionWorker {
     const { config, pool } = this.options;
     this.repository = await scanConfigured(config, this.log);
     const mine = this.repository.ready().filter((v) => v.config.pool === pool);
-    const maxBatch = Math.max(1, ...mine.map((v) => (pool === 'gpu' ? v.config.batching.maxBatchSize : 1)));
+    const maxBatch = Math.max(1, ...mine.map((v) => batchingPlan(pool, v.config).worker.maxBatchSize));
     const { executionProvider: requested, cpuFallback, webgpu } = config.workers;
     // Throws ProviderUnavailableError, naming each provider and why, when none of the chain runs the models.
     this.inference = await InferencePool.start({
@@ -92,7 +94,7 @@ export class PredictionWorker {
 
     this.batcher = new Batcher({
       run: (key, input) => this.inference.run(key, input),
-      spec: (key) => batchingSpec(pool, this.models.get(key)),
+      spec: (key) => batchingPlan(pool, this.models.get(key)?.config).worker,
       slots: shape.threads,
       onBatch: (e) => {
         this.metrics.batchRows.observe({ model: e.model }, e.rows);
@@ -113,6 +115,7 @@ export class PredictionWorker {
       models: this.models,
       batcher: this.batcher,
       store: this.store,
+      replies: new ReplyPublisher(this.redis),
       metrics: this.metrics,
       drift: this.drift,
       log: this.log,

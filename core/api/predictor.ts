@@ -10,7 +10,8 @@ import type { BatchlineConfig } from '../config/settings.ts';
 import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from '../prediction/input.ts';
 import type { ModelVersion } from '../models/repository.ts';
 import { DriftCounter } from '../drift/monitor.ts';
-import { EdgeBatcher, type EdgeBatch, type EdgeJob, type EdgeLimits } from '../batching/edge-batcher.ts';
+import { EdgeBatcher, type EdgeBatch, type EdgeJob } from '../batching/edge-batcher.ts';
+import { batchingPlan } from '../batching/plan.ts';
 import type { Keyspace } from '../redis/connection.ts';
 import { SYNC_PRIORITY, type PredictionQueues } from '../prediction/queues.ts';
 import type { ResultFeed } from '../prediction/result-feed.ts';
@@ -35,25 +36,6 @@ export function requestTimeout(requested: number | null | undefined, max: number
   if (!Number.isInteger(requested) || requested <= 0)
     throw new ServingError('BAD_USER_INPUT', `timeoutMs: expected a positive integer, got ${requested}`, { field: 'timeoutMs' });
   return Math.min(requested, max);
-}
-
-/**
- * Most rows in one edge batch (one job from this process). 16 rows already spread a job's
- * queue, Redis and worker costs to a few percent of each request's own; the worker batches
- * again across jobs up to the model's own limit. Measured with mlp-bench at 2,000 rows/s
- * offered on 2 cores (maxBatchSize 64 and 128): median latency 23-40 ms uncapped, 13 ms
- * capped, when the API still answered a job's requests one by one.
- */
-const EDGE_MAX_ROWS = 16;
-/** Longest a request waits at the edge for company; the worker may wait again for its batch. */
-const EDGE_MAX_DELAY_MS = 2;
-
-/** How a model batches at the edge: not at all when a batch dimension is fixed or its maxBatchSize is 1. */
-export function edgeLimits(mv: ModelVersion): EdgeLimits {
-  const b = mv.config.batching;
-  const dynamic = mv.config.inputs.every((i) => i.shape[0] === -1);
-  if (!dynamic || b.maxBatchSize <= 1) return { maxRows: 1, maxDelayMs: 0 };
-  return { maxRows: Math.min(EDGE_MAX_ROWS, b.maxBatchSize), maxDelayMs: Math.min(EDGE_MAX_DELAY_MS, b.maxDelayMs) };
 }
 
 export interface PredictorDeps {
@@ -163,8 +145,7 @@ export class Predictor {
 
   /**
    * A synchronous prediction's inference: through the edge batcher, which sends concurrent
-   * requests of one model as one job. A model batches at the edge when every input's batch
-   * dimension is dynamic and its `maxBatchSize` is over 1; else each request is its own job.
+   * requests of one model as one job, within the limits core/batching/plan.ts gives the model.
    */
   private async compute(
     mv: ModelVersion,
@@ -184,7 +165,7 @@ export class Predictor {
     }
     const started = performance.now();
     this.groups.set(key, mv);
-    const answer = await this.edge.submit(key, edgeLimits(mv), input, rows, timeoutMs, req.requestId);
+    const answer = await this.edge.submit(key, batchingPlan(mv.config.pool, mv.config).edge, input, rows, timeoutMs, req.requestId);
     return {
       id: randomUUID(),
       model: mv.name,

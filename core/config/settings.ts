@@ -17,6 +17,7 @@ export const WEBGPU_VALIDATION_MODES = ['disabled', 'wgpuOnly', 'basic', 'full']
 export const WEBGPU_BUFFER_CACHE_MODES = ['disabled', 'lazyRelease', 'simple', 'bucket'] as const;
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export const REQUEST_LOGS = ['all', 'errors', 'off'] as const;
+export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
 
 export interface BatchlineConfig {
   redis: {
@@ -188,6 +189,12 @@ export interface BatchlineConfig {
      * `all`, `errors` (status 400 and above) or `off`. @defaultValue 'all'
      */
     requests: (typeof REQUEST_LOGS)[number];
+    /**
+     * How stdout's lines look: `json` (one object a line, for collectors), `pretty` (one
+     * human-readable line each, via pino-pretty) or `auto`: pretty when stdout is a terminal,
+     * JSON otherwise. A `log.file` is JSON whatever this says. @defaultValue 'auto'
+     */
+    format: (typeof LOG_FORMATS)[number];
   };
 }
 
@@ -237,7 +244,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     rateLimitBurst: 50,
     rateLimitTimeoutMs: 250,
   },
-  log: { level: 'info', file: '', retentionDays: 7, requests: 'all' },
+  log: { level: 'info', file: '', retentionDays: 7, requests: 'all', format: 'auto' },
 };
 
 /** The settings of one section: `section.key`, or `section.key.sub` for a setting that is a mapping of values (queue.shards). */
@@ -308,6 +315,7 @@ export const ENV_VARS = {
   BATCHLINE_LOG_FILE: 'log.file',
   BATCHLINE_LOG_RETENTION_DAYS: 'log.retentionDays',
   BATCHLINE_LOG_REQUESTS: 'log.requests',
+  BATCHLINE_LOG_FORMAT: 'log.format',
 } as const satisfies Record<string, ConfigPath>;
 
 const ENV_OF = new Map<string, string>(Object.entries(ENV_VARS).map(([name, path]) => [path, name]));
@@ -404,6 +412,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   oneOf('workers.webgpu.storageBufferCacheMode', config.workers.webgpu.storageBufferCacheMode, WEBGPU_BUFFER_CACHE_MODES);
   oneOf('log.level', config.log.level, LOG_LEVELS);
   oneOf('log.requests', config.log.requests, REQUEST_LOGS);
+  oneOf('log.format', config.log.format, LOG_FORMATS);
   for (const pool of POOLS) {
     const n = config.queue.shards[pool];
     if (!Number.isInteger(n) || n < 1 || n > 256)

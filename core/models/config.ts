@@ -36,7 +36,12 @@ export interface TensorSpec {
 
 export type PreprocessingSpec = CharNgramOptions;
 
-/** How a batch is formed (the GPU pool batches; the CPU pool runs one request at a time). */
+/**
+ * A model's batching settings, as its config.yaml states them. What the two batchers make of
+ * them is decided in core/batching/plan.ts: in every pool the API's edge batcher gathers
+ * concurrent requests into one job of at most min(16, maxBatchSize) rows; a gpu worker merges
+ * jobs up to these settings, a cpu worker runs each job alone.
+ */
 export interface BatchingSpec {
   /** @defaultValue 'fixed' */
   policy: 'fixed' | 'aimd' | 'predictive';

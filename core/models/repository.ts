@@ -27,6 +27,22 @@ export interface ModelVersion {
 
 type Raw = Record<string, unknown>;
 
+/**
+ * A version's config as the server reads it, from its layers in order: `<model>/config.yaml`,
+ * `<model>/<version>/config.yaml`, then the deployment's entry for the model in
+ * `models.overrides`. A later layer wins field by field; `batching` is merged key by key.
+ * `batchline model measure` reads a version through this too.
+ */
+export function layeredConfig(...layers: (Raw | undefined)[]): Raw {
+  const batching = Object.assign({}, ...layers.map((l) => l?.batching as Raw | undefined)) as Raw;
+  return { ...Object.assign({}, ...layers), batching };
+}
+
+/** The deployment's per-model overrides (`models.overrides`, a YAML map of model name to fields); empty when unset. */
+export function readOverrides(file: string | undefined): Record<string, Raw | undefined> {
+  return ((file ? readYaml(file) : undefined) ?? {}) as Record<string, Raw | undefined>;
+}
+
 function fail(msg: string): never {
   throw new Error(msg);
 }
@@ -128,7 +144,7 @@ export class ModelRepository {
     options: { verify?: boolean; onSkip?: (v: ModelVersion) => void; overridesFile?: string } = {},
   ): Promise<ModelRepository> {
     const root = resolve(dir);
-    const overrides = (options.overridesFile ? readYaml(options.overridesFile) : undefined) ?? {};
+    const overrides = readOverrides(options.overridesFile);
     const fingerprint = repositoryFingerprint(root);
     const found: ModelVersion[] = [];
     if (!existsSync(root)) return new ModelRepository(root, found, fingerprint);
@@ -159,9 +175,7 @@ export class ModelRepository {
           if (baseError) fail(baseError);
           const override = readYaml(join(modelDir, version, 'config.yaml'));
           if (!base && !override) fail(`no config.yaml for model '${name}'`);
-          const deployed = overrides[name] as Raw | undefined;
-          const batching = { ...(base?.batching as Raw), ...(override?.batching as Raw), ...(deployed?.batching as Raw) };
-          mv.config = parseModelConfig({ ...base, ...override, ...deployed, batching }, name);
+          mv.config = parseModelConfig(layeredConfig(base, override, overrides[name]), name);
           mv.config.name = name;
           if (options.verify !== false) await verifyAgainstGraph(path, mv.config);
           const metricsPath = join(modelDir, version, 'metrics.json');

@@ -19,7 +19,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { ServingError, asServingError, isRedisUnavailable } from '../errors/registry.ts';
-import { whileUnreachable, type Keyspace, type RedisClient } from '../redis/connection.ts';
+import { isCluster, whileUnreachable, type Keyspace, type RedisClient } from '../redis/connection.ts';
 import type { ChannelSubscriber } from '../redis/cluster.ts';
 import type { ResultStore } from './result-store.ts';
 import type { LostWork } from './lost-work.ts';
@@ -36,6 +36,27 @@ function unavailable(): ServingError {
   return new ServingError('SERVICE_UNAVAILABLE', 'result delivery (Redis) is unreachable; subscribe again shortly', {
     retryAfterSeconds: 1,
   });
+}
+
+/**
+ * A worker's end of the reply channels: publishes a synchronous job's reply to the API process
+ * whose ResultFeed waits for it (`expect`, below). Nothing is stored; a reply published while
+ * that process's subscriber was away is lost, and its requests meet their deadline. Reply
+ * channels are sharded on a cluster, as the feed subscribes to them.
+ */
+export class ReplyPublisher {
+  private readonly redis: RedisClient;
+  private readonly sharded: boolean;
+
+  constructor(redis: RedisClient) {
+    this.redis = redis;
+    this.sharded = isCluster(redis);
+  }
+
+  async publish(channel: string, reply: SyncReply): Promise<void> {
+    const message = JSON.stringify(reply);
+    await (this.sharded ? this.redis.spublish(channel, message) : this.redis.publish(channel, message));
+  }
 }
 
 interface Waiter {

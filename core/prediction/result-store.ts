@@ -1,5 +1,6 @@
 /**
- * Prediction records in Redis, with a TTL, and the publication of final ones.
+ * Prediction records in Redis, with a TTL, and the publication of final ones to their
+ * subscribers. (A synchronous job's reply is stored nowhere: ReplyPublisher in result-feed.ts.)
  *
  * The record is written BEFORE it is published (one script), so a subscriber that confirms
  * its SUBSCRIBE and then reads the key can never miss a result: either the read sees it or
@@ -8,7 +9,7 @@
  */
 import { isCluster, redisScript, whileUnreachable, type Keyspace, type RedisClient, type RetryOptions } from '../redis/connection.ts';
 import { waitForReplica } from '../redis/cluster.ts';
-import type { PredictionRecord, SyncReply } from './record.ts';
+import type { PredictionRecord } from './record.ts';
 
 /** Writes a final record and publishes it, only if no final record is there (KEYS: record, channel). */
 const FINISH_ONCE = new URL('./scripts/finishOnce-2.lua', import.meta.url);
@@ -27,10 +28,6 @@ export class ResultStore {
     this.ttlSeconds = ttlSeconds;
     this.finishOnce = redisScript<number>(redis, FINISH_ONCE);
     this.publishCommand = isCluster(redis) ? 'SPUBLISH' : 'PUBLISH';
-  }
-
-  private publish(channel: string, message: string): Promise<unknown> {
-    return this.publishCommand === 'SPUBLISH' ? this.redis.spublish(channel, message) : this.redis.publish(channel, message);
   }
 
   /**
@@ -53,17 +50,15 @@ export class ResultStore {
   }
 
   /**
-   * Stores a final record, then publishes it to its subscribers and to a waiting API
-   * process; in one script, and only if no final record is there yet, so a job run again
-   * after a crash (or a deadline racing a worker) is answered exactly once.
+   * Stores a final record, then publishes it to its subscribers; in one script, and only if
+   * no final record is there yet, so a job run again after a crash (or a deadline racing a
+   * worker) is answered exactly once.
    * @returns false when the prediction was already final (nothing written or published).
    */
-  async finish(record: PredictionRecord, replyTo?: string): Promise<boolean> {
+  async finish(record: PredictionRecord): Promise<boolean> {
     const json = JSON.stringify(record);
     const key = this.keys.prediction(record.id);
     const written = (await this.finishOnce(key, this.keys.resultChannel(record.id), json, this.ttlSeconds, this.publishCommand)) === 1;
-    // The reply channel is in another slot than the record on a cluster, so it is not in the script.
-    if (written && replyTo) await this.publish(replyTo, json);
     // Acknowledged to the caller (a worker completing its job, a cancel answering) only once a replica has it.
     if (written) await this.replicated(key);
     return written;
@@ -75,13 +70,8 @@ export class ResultStore {
    * counting the outage as the model's failure and spending a retry on it. Stops trying when
    * `giveUp()` says so (the worker is stopping), and on any other error.
    */
-  async finishDurably(record: PredictionRecord, replyTo: string | undefined, options: RetryOptions): Promise<boolean> {
-    return whileUnreachable(() => this.finish(record, replyTo), options);
-  }
-
-  /** Sends a synchronous job's reply to the API process waiting on it; nothing is stored. */
-  async reply(channel: string, reply: SyncReply): Promise<void> {
-    await this.publish(channel, JSON.stringify(reply));
+  async finishDurably(record: PredictionRecord, options: RetryOptions): Promise<boolean> {
+    return whileUnreachable(() => this.finish(record), options);
   }
 
   async get(id: string): Promise<PredictionRecord | undefined> {

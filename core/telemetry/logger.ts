@@ -1,9 +1,10 @@
 /**
- * pino JSON logs to stdout, and optionally to a file rotated daily keeping
+ * pino logs to stdout: JSON lines, or human-readable ones (pino-pretty) when stdout is a
+ * terminal (`log.format`); optionally also JSON to a file rotated daily keeping
  * `retentionDays` days. API keys and raw inputs are never logged.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger, type TransportTargetOptions } from 'pino';
 import type { BatchlineConfig } from '../config/settings.ts';
 
 export type { Logger };
@@ -51,9 +52,39 @@ export const REDACTED = [
   '*.auth.keys',
 ];
 
+/** Whether stdout gets human-readable lines: `pretty`, or `auto` on a terminal. */
+export function prettyLogs(format: BatchlineConfig['log']['format'] | undefined, stdoutIsTerminal: boolean): boolean {
+  return format === 'pretty' || ((format ?? 'auto') === 'auto' && stdoutIsTerminal);
+}
+
+/**
+ * pino-pretty on stdout, in pino's transport thread: one line per record (time, level, the
+ * process it came from, the message, then its fields), colours on a terminal only.
+ */
+function prettyTarget(level: string, colorize: boolean): TransportTargetOptions {
+  return {
+    target: 'pino-pretty',
+    level,
+    options: {
+      destination: 1,
+      colorize,
+      singleLine: true,
+      translateTime: 'SYS:HH:MM:ss.l',
+      ignore: 'pid,hostname,process',
+      messageFormat: '{if process}{process}: {end}{msg}',
+    },
+  };
+}
+
+/**
+ * The process's logger: JSON lines on stdout, or pretty ones (`log.format`); with `log.file`,
+ * JSON to a daily-rotated file too. `destination` replaces stdout with a JSON stream (tests
+ * read what a server logs without a process of its own).
+ */
 export function createLogger(
-  config: Pick<BatchlineConfig['log'], 'level' | 'file' | 'retentionDays'>,
+  config: Pick<BatchlineConfig['log'], 'level' | 'file' | 'retentionDays'> & Partial<Pick<BatchlineConfig['log'], 'format'>>,
   base: Record<string, unknown> = {},
+  destination?: DestinationStream,
 ): Logger {
   const options = {
     level: config.level,
@@ -61,10 +92,16 @@ export function createLogger(
     redact: { paths: REDACTED, censor: '[redacted]' },
     mixin: withRequestId,
   };
-  if (!config.file) return pino(options, pino.destination({ dest: 1, sync: false }));
+  if (destination) return pino(options, destination);
+  const terminal = process.stdout.isTTY === true;
+  const pretty = prettyLogs(config.format, terminal);
+  if (!config.file)
+    return pretty
+      ? pino(options, pino.transport(prettyTarget(config.level, terminal)))
+      : pino(options, pino.destination({ dest: 1, sync: false }));
   const transport = pino.transport({
     targets: [
-      { target: 'pino/file', options: { destination: 1 }, level: config.level },
+      pretty ? prettyTarget(config.level, terminal) : { target: 'pino/file', options: { destination: 1 }, level: config.level },
       {
         target: 'pino-roll',
         options: {

@@ -7,15 +7,15 @@
  */
 import { UnrecoverableError, type Job } from 'bullmq';
 import { ServingError, fromSerialized } from '../errors/registry.ts';
-import type { PoolName } from '../config/settings.ts';
 import type { ModelVersion } from '../models/repository.ts';
 import { nonFiniteOutput, rowPredictions } from '../runtime/postprocess.ts';
 import { encodeRows } from '../tensor/codec.ts';
 import type { TensorValue } from '../tensor/tensor.ts';
 import type { Batcher } from '../batching/batcher.ts';
-import { MODEL_DEFAULTS, type BatchingSpec, type ModelConfig } from '../models/config.ts';
+import type { ModelConfig } from '../models/config.ts';
 import { fromWire } from '../prediction/input.ts';
 import type { ResultStore } from '../prediction/result-store.ts';
+import type { ReplyPublisher } from '../prediction/result-feed.ts';
 import { whileUnreachable } from '../redis/connection.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import type { DriftCounter } from '../drift/monitor.ts';
@@ -31,15 +31,6 @@ import {
 } from '../prediction/record.ts';
 
 /**
- * How a model batches in this pool: only the GPU pool batches across jobs; CPU work runs one
- * job per inference (the API's edge batcher has already gathered its concurrent requests).
- */
-export function batchingSpec(pool: PoolName, mv: ModelVersion | undefined): BatchingSpec {
-  const spec = mv?.config.batching ?? { ...MODEL_DEFAULTS.batching, maxBatchSize: 1, maxDelayMs: 0 };
-  return pool === 'gpu' ? spec : { ...spec, policy: 'fixed', maxBatchSize: 1, maxDelayMs: 0 };
-}
-
-/**
  * BullMQ fails a job that stalled more often than `maxStalledCount` outside the processor,
  * and says so only in the error's text ('job stalled more than allowable limit'): no code.
  */
@@ -51,6 +42,7 @@ export interface JobProcessorDeps {
   models: ReadonlyMap<string, ModelVersion>;
   batcher: Batcher;
   store: ResultStore;
+  replies: ReplyPublisher;
   metrics: Metrics;
   drift?: DriftCounter;
   log: Logger;
@@ -108,7 +100,7 @@ export class JobProcessor {
           batchRows: outcome.batchRows,
         };
         // A job run again after a crash may already be answered: finish() then writes nothing.
-        const written = await store.finishDurably(completed(data, result, finishedAt), undefined, {
+        const written = await store.finishDurably(completed(data, result, finishedAt), {
           giveUp: () => this.deps.stopping(),
           onRetry: (e) => log.warn({ err: e.message }, 'Redis unreachable: holding the result and writing it again until Redis is back'),
         });
@@ -160,7 +152,7 @@ export class JobProcessor {
    * deadline: after it, the API has answered its requests DEADLINE_EXCEEDED already.
    */
   private sendReply(data: PredictionJobData, reply: SyncReply): Promise<void> {
-    return whileUnreachable(() => this.deps.store.reply(data.replyTo!, reply), {
+    return whileUnreachable(() => this.deps.replies.publish(data.replyTo!, reply), {
       giveUp: () => this.deps.stopping() || (data.deadline !== undefined && Date.now() > data.deadline),
       maxDelayMs: 1000,
     });
@@ -170,7 +162,7 @@ export class JobProcessor {
   private async answerFailure(data: PredictionJobData, err: ServingError): Promise<void> {
     if (data.replyTo)
       return this.sendReply(data, { id: data.id, status: 'FAILED', error: err.toJSON(), queueMs: 0, inferenceMs: 0, batchRows: 0 });
-    await this.deps.store.finishDurably(failed(data, err), undefined, { giveUp: () => this.deps.stopping() });
+    await this.deps.store.finishDurably(failed(data, err), { giveUp: () => this.deps.stopping() });
   }
 }
 

@@ -57,7 +57,7 @@ export function modelOverrides(ms: ModelServer): Record<string, ModelOverride> {
   return out;
 }
 
-const HEADER = `# batchline server configuration (core/config.ts), rendered from a ModelServer by
+const HEADER = `# batchline server configuration (core/config/settings.ts), rendered from a ModelServer by
 # 'batchline k8s render': the settings it decides; everything else keeps its default.
 # redis.url comes from BATCHLINE_REDIS_URL (a Secret) and API keys from BATCHLINE_API_KEYS;
 # environment variables win over this file. Worker sizing is set per pool by env too.

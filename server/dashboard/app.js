@@ -24,7 +24,7 @@ const LIVE = `subscription OperationsView {
       versions {
         version status error ready pool task workers executionProviders labels
         inputs { name datatype shape } outputs { name datatype shape }
-        batching { policy maxBatchSize maxDelayMs sloMs limit }
+        batching { edge { maxRows maxDelayMs } worker { policy maxBatchSize maxDelayMs sloMs limit } }
       }
       requestsPerSecond errorsPerSecond
       latency { phase count p50Ms p99Ms meanMs }
@@ -187,6 +187,26 @@ function modelCard(model) {
   return { card, head, versions, live };
 }
 
+/**
+ * What the API's edge batcher does for a version (core/batching/plan.ts).
+ * @param {{ maxRows: number, maxDelayMs: number } | undefined} e
+ */
+function edgeBatching(e) {
+  if (!e) return '–';
+  return e.maxRows <= 1 ? 'one job per request' : `≤ ${e.maxRows} rows, ${e.maxDelayMs} ms wait`;
+}
+
+/**
+ * What a worker's batcher does for a version, with the limit a worker reports now.
+ * @param {{ policy: string, maxBatchSize: number, maxDelayMs: number, sloMs: number, limit: number | null } | undefined} w
+ */
+function workerBatching(w) {
+  if (!w) return '–';
+  if (w.maxBatchSize <= 1) return 'each job alone';
+  const live = w.limit == null ? '' : `, live limit ${w.limit}`;
+  return `${w.policy}, ≤ ${w.maxBatchSize} rows${live}, ${w.maxDelayMs} ms wait, SLO ${w.sloMs} ms`;
+}
+
 function renderModel(entry, m, windowSeconds) {
   const newest = m.versions.at(-1);
   const failed = m.versions.some((v) => v.status === 'FAILED');
@@ -201,16 +221,14 @@ function renderModel(entry, m, windowSeconds) {
   );
   entry.versions.replaceChildren(
     table(
-      ['version', 'status', 'workers', 'runs on', 'batching', 'live limit', 'inputs', 'outputs'],
+      ['version', 'status', 'workers', 'runs on', 'edge batch', 'worker batch', 'inputs', 'outputs'],
       m.versions.map((v) => [
         v.version,
         v.error ? h('span', { class: 'error', title: v.error }, [`${v.status}: ${v.error}`]) : v.status,
         String(v.workers),
         v.executionProviders.join(', ') || '–',
-        v.batching
-          ? `${v.batching.policy}, ≤ ${v.batching.maxBatchSize} rows, ${v.batching.maxDelayMs} ms wait, SLO ${v.batching.sloMs} ms`
-          : '–',
-        v.batching?.limit == null ? '–' : String(v.batching.limit),
+        h('span', { 'data-testid': 'edge-batching' }, [edgeBatching(v.batching?.edge)]),
+        h('span', { 'data-testid': 'worker-batching' }, [workerBatching(v.batching?.worker)]),
         v.inputs.map(shape).join(', ') + (m.acceptsText ? ' (from text)' : ''),
         v.outputs.map(shape).join(', ') +
           (v.labels ? ` → ${v.labels.length > 4 ? `${v.labels.length} labels` : v.labels.join(' / ')}` : ''),
@@ -259,7 +277,7 @@ function renderModel(entry, m, windowSeconds) {
     series: [{ name: 'requests/s', cls: 's-rate', points: m.history.map((p) => ({ t: at(p), v: p.requestsPerSecond })) }],
   });
   // Bars up to the first bound that holds the model's largest batch; above it only if something landed there.
-  const limit = Math.max(...m.versions.map((v) => v.batching?.maxBatchSize ?? 1));
+  const limit = Math.max(...m.versions.map((v) => Math.max(v.batching?.edge.maxRows ?? 1, v.batching?.worker.maxBatchSize ?? 1)));
   const upTo = m.batchSizes.findIndex((b) => b.rows === null || b.rows >= limit);
   const buckets = m.batchSizes.filter((b, i) => i <= upTo || b.count > 0);
   const batchPlot = barChart({

@@ -46,7 +46,13 @@ describe('operations view', () => {
     const nameGender = await card(page, 'name-gender').innerText();
     expect(nameGender).toMatch(/pool cpu/);
     expect(nameGender).toMatch(/features FP32\[\?×1024\] \(from text\)/);
-    expect(nameGender).toMatch(/fixed, ≤ 32 rows/);
+    // Both batchers: the edge gathers a cpu model's requests, its worker runs each job alone.
+    await expect.poll(() => card(page, 'name-gender').locator('[data-testid="edge-batching"]').innerText()).toBe('≤ 16 rows, 2 ms wait');
+    expect(await card(page, 'name-gender').locator('[data-testid="worker-batching"]').innerText()).toBe('each job alone');
+    // A gpu model (no gpu worker here, so no live limit yet) merges jobs up to its config.
+    expect(await card(page, 'mlp-bench').locator('[data-testid="worker-batching"]').innerText()).toBe(
+      'fixed, ≤ 32 rows, 5 ms wait, SLO 50 ms',
+    );
     expect(await card(page, 'mlp-bench').innerText()).toMatch(/input FP32\[\?×512\]/);
     await expect.poll(() => card(page, 'name-gender').locator('[data-testid="model-workers"]').innerText()).toBe('1 worker');
     // The execution provider its workers run, per version, and per worker in the process list.

@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { gql, sseCollect } from '../support/clients.ts';
+import { until } from '../support/wait.ts';
 import { clusterStack, useCluster } from '../support/cluster.ts';
 import { startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 
@@ -75,8 +76,11 @@ describe('resharding a slot range while traffic runs', () => {
         else counts.polled++;
       }
     });
-    // Traffic first, so that the range holds live keys when it moves.
-    await new Promise((r) => setTimeout(r, 1500));
+    // Traffic first, so that the range holds live keys when it moves: both paths answering.
+    await until(
+      () => counts.delivered >= 3 && counts.predicted >= 3,
+      () => `traffic before the move (${JSON.stringify(counts)}; failures: ${failures.slice(0, 3).join('; ')})`,
+    );
     const before = { ...counts };
     const { keysMoved } = await cluster.moveSlots(slots, target.port);
     const during = { submitted: counts.submitted - before.submitted, predicted: counts.predicted - before.predicted };

@@ -5,9 +5,10 @@
  * Per-key rate limits answer 429 RATE_LIMITED with Retry-After, hold across API replicas
  * (the bucket is in Redis), leave other keys alone, and fail open when Redis is down.
  *
- * These APIs run as `batchline serve` child processes, as in production: under vitest the
- * test files and yoga load two copies of graphql (ESM and CommonJS), which changes how
- * validation errors are classified; plain Node loads one.
+ * No worker and no other process is needed: every API here runs in this process on a free
+ * port (startApi: real HTTP and WebSocket through the production adapters). vitest.config.ts
+ * pins graphql to the build plain Node loads, so validation errors are classified as in
+ * production.
  */
 import { request } from 'node:http';
 import { connect } from 'node:net';
@@ -17,7 +18,7 @@ import WebSocket from 'ws';
 import { Redis } from 'ioredis';
 import { gql, wsClient, wsCollect, type GqlResponse } from '../support/clients.ts';
 import { startPrivateRedis, type PrivateRedis } from '../../harness/private-redis.ts';
-import { dropPrefix, spawnCli, startApi, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
+import { dropPrefix, startApi, uniquePrefix, type RunningApi } from '../../harness/stack.ts';
 import { hashApiKey } from '../../server/auth.ts';
 import { RateLimiter } from '../../core/api/rate-limiter.ts';
 import { createRedis } from '../../core/redis/connection.ts';
@@ -35,25 +36,11 @@ const LIMITS = {
   BATCHLINE_MAX_BODY_BYTES: '200000',
 };
 
-interface Served {
-  url: string;
-  ws: string;
-  child: Child;
-}
+/** An API replica in this process, on a free port. */
+const serve = (p: string, env: Record<string, string>): Promise<RunningApi> => startApi({ redisUrl, prefix: p, env });
 
-/** `batchline serve` in a child process on a free port. */
-async function serve(p: string, env: Record<string, string>): Promise<Served> {
-  const child = await spawnCli(
-    ['serve'],
-    { redisUrl, prefix: p, env: { ...env, BATCHLINE_HOST: '127.0.0.1', BATCHLINE_PORT: '0' } },
-    /"msg":"API listening"/,
-  );
-  const port = /"port":(\d+)[^\n]*"msg":"API listening"/.exec(child.output())![1];
-  return { url: `http://127.0.0.1:${port}/graphql`, ws: `ws://127.0.0.1:${port}/graphql`, child };
-}
-
-let api: Served;
-let locked: Served;
+let api: RunningApi;
+let locked: RunningApi;
 
 beforeAll(async () => {
   // `locked` also lifts the token limit, so that documents deep enough to exhaust the parser's stack get through to it.
@@ -64,7 +51,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await Promise.all([api?.child.stop(), locked?.child.stop()]);
+  await Promise.all([api?.close(), locked?.close()]);
   await dropPrefix(redisUrl, prefix);
 });
 
@@ -327,15 +314,15 @@ describe('rate limits', () => {
     BATCHLINE_RATE_LIMIT_TIMEOUT_MS: '10000',
   };
   const rlPrefix = uniquePrefix('ratelimit');
-  let one: Served;
-  let two: Served;
+  let one: RunningApi;
+  let two: RunningApi;
 
   beforeAll(async () => {
     // Two replicas on one Redis.
     [one, two] = await Promise.all([serve(rlPrefix, env), serve(rlPrefix, env)]);
   });
   afterAll(async () => {
-    await Promise.all([one?.child.stop(), two?.child.stop()]);
+    await Promise.all([one?.close(), two?.close()]);
     await dropPrefix(redisUrl, rlPrefix);
   });
 

@@ -9,13 +9,21 @@ import { Redis } from 'ioredis';
 import { asServingError } from '../../core/errors/registry.ts';
 import { freePort } from '../../cli/local-redis.ts';
 import { startPrivateRedis } from '../../harness/private-redis.ts';
+import { until } from '../support/wait.ts';
 
 describe('Redis errors as client errors', () => {
   it('commands in flight when the server dies are 503 SERVICE_UNAVAILABLE, whichever way ioredis fails them', async () => {
     const server = await startPrivateRedis();
     // Auto-pipelined, as the API's request-path connection is (core/redis/connection.ts).
-    const redis = new Redis(server.url, { maxRetriesPerRequest: 1, enableAutoPipelining: true, retryStrategy: () => null });
+    const redis = new Redis(server.url, {
+      maxRetriesPerRequest: 1,
+      enableAutoPipelining: true,
+      retryStrategy: () => null,
+      connectionName: 'under-test',
+    });
     redis.on('error', () => {});
+    const admin = new Redis(server.url, { retryStrategy: () => null });
+    admin.on('error', () => {});
     try {
       await redis.ping();
       const single = redis.blpop('nothing', 5).then(
@@ -23,8 +31,16 @@ describe('Redis errors as client errors', () => {
         (e: unknown) => e,
       );
       const piped = redis.pipeline().get('a').blpop('nothing', 5).exec();
-      // Time for both writes to reach the server (nothing to wait on: the commands only block).
-      await new Promise((r) => setTimeout(r, 100));
+      // Both writes at the server: the connection blocked in the first BLPOP, the pipeline in its query buffer.
+      let seen = '';
+      await until(
+        async () => {
+          seen = ((await admin.client('LIST')) as string).split('\n').find((l) => l.includes('name=under-test')) ?? '';
+          return /\bflags=b\b/.test(seen) && /\bcmd=blpop\b/.test(seen) && /\bqbuf=[1-9]/.test(seen);
+        },
+        () => `the BLPOP to block and the pipeline to reach the server (CLIENT LIST: ${seen || 'no such client'})`,
+      );
+      admin.disconnect();
       await server.stop(true);
       const inPipeline = ((await piped) ?? []).map(([e]) => e).filter((e): e is Error => e !== null);
       expect(inPipeline.map((e) => e.message).join(' | ')).toMatch(/Command aborted due to connection close/);
@@ -32,6 +48,7 @@ describe('Redis errors as client errors', () => {
       expect(asServingError(await single).code).toBe('SERVICE_UNAVAILABLE');
     } finally {
       redis.disconnect();
+      admin.disconnect();
       await server.stop(true);
     }
   });

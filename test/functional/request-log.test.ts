@@ -138,3 +138,29 @@ describe('the request line', () => {
     expect(requestLines(off.child)).toEqual([]);
   });
 });
+
+describe('log.format', () => {
+  it('pretty: one human-readable line per record, the last ones at exit included; piped with auto it stays JSON (above)', async () => {
+    const child = await spawnCli(
+      ['serve'],
+      {
+        redisUrl,
+        prefix,
+        env: { BATCHLINE_HOST: '127.0.0.1', BATCHLINE_PORT: '0', BATCHLINE_MAINTENANCE: 'false', BATCHLINE_LOG_FORMAT: 'pretty' },
+      },
+      /INFO: api: API listening/,
+    );
+    started.push(child);
+    const port = /INFO: api: API listening \{"port":(\d+)/.exec(child.output())![1];
+    await post(`http://127.0.0.1:${port}`, '{ nope }', { 'x-request-id': 'pretty-1' });
+    await until(
+      () => /INFO: api: request \{.*"requestId":"pretty-1"/.test(child.output()),
+      () => `the pretty request line in:\n${child.output()}`,
+    );
+    await child.stop();
+    const lines = child.output().split('\n').filter(Boolean);
+    // Not a JSON object among them, and each starts with its time and level.
+    expect(lines.filter((l) => !/^\[\d\d:\d\d:\d\d\.\d{3}\] (TRACE|DEBUG|INFO|WARN|ERROR|FATAL): /.test(l))).toEqual([]);
+    expect(lines.at(-1)).toMatch(/INFO: api: API stopped/);
+  });
+});

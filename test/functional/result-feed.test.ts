@@ -103,7 +103,7 @@ describe('a worker’s result during a Redis outage', () => {
       const record: PredictionRecord = { ...queued(), status: 'COMPLETED', finishedAt: Date.now() };
       await own.stop(true);
       let retried = 0;
-      const writing = ownStore.finishDurably(record, undefined, { giveUp: () => false, onRetry: () => void retried++ });
+      const writing = ownStore.finishDurably(record, { giveUp: () => false, onRetry: () => void retried++ });
       // The plain write fails at once, as it did for the worker (which then spent a retry).
       await expect(ownStore.finish(record)).rejects.toThrow();
       await own.start();
@@ -123,9 +123,12 @@ describe('a worker’s result during a Redis outage', () => {
       await whenReady(conn);
       await own.stop(true);
       let stopping = false;
-      const writing = new ResultStore(conn, keys, 60).finishDurably({ ...queued(), status: 'COMPLETED' }, undefined, {
-        giveUp: () => stopping,
-      });
+      const writing = new ResultStore(conn, keys, 60).finishDurably(
+        { ...queued(), status: 'COMPLETED' },
+        {
+          giveUp: () => stopping,
+        },
+      );
       stopping = true;
       await expect(writing).rejects.toThrow();
     } finally {

@@ -126,7 +126,7 @@ describe('predict', () => {
   it('lists models with inputs, outputs, labels, pool and readiness', async () => {
     const r = await gql<{ models: any[] }>(
       api.url,
-      '{ models { name version pool ready status workers labels inputs { name datatype shape } outputs { name shape } batching { policy maxBatchSize limit } } }',
+      '{ models { name version pool ready status workers labels inputs { name datatype shape } outputs { name shape } batching { policy maxBatchSize limit edge { maxRows maxDelayMs } worker { policy maxBatchSize limit } } } }',
     );
     const byName = Object.fromEntries(r.body.data!.models.map((m) => [m.name, m]));
     expect(byName['name-gender']).toMatchObject({
@@ -138,6 +138,18 @@ describe('predict', () => {
       inputs: [{ name: 'features', datatype: 'FP32', shape: [-1, 1024] }],
     });
     expect(byName['mlp-bench']).toMatchObject({ pool: 'gpu', ready: true, outputs: [{ name: 'logits', shape: [-1, 10] }] });
+    // Both batchers, as they run: the edge gathers in both pools; only the gpu worker merges jobs.
+    expect(byName['name-gender'].batching).toEqual({
+      policy: 'fixed',
+      maxBatchSize: 32,
+      limit: 1,
+      edge: { maxRows: 16, maxDelayMs: 2 },
+      worker: { policy: 'fixed', maxBatchSize: 1, limit: 1 },
+    });
+    expect(byName['mlp-bench'].batching).toMatchObject({
+      edge: { maxRows: 16, maxDelayMs: 2 },
+      worker: { policy: 'fixed', maxBatchSize: 32, limit: 32 },
+    });
     expect(byName['mlp-bench'].workers).toBeGreaterThanOrEqual(1);
   });
 });

@@ -8,7 +8,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, inject, it } from 'vitest';
 import { loadNameGenderSplit } from '../../scripts/models/names-dataset.ts';
-import { chiSquareGoodnessOfFit } from '../../scripts/models/stats.ts';
+import { chiSquareGoodnessOfFit } from '../../scripts/models/chi-square.ts';
 import { gql } from '../support/clients.ts';
 import { uniquePrefix } from '../../harness/stack.ts';
 import { useStack } from '../support/use-stack.ts';

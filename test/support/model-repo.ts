@@ -1,9 +1,10 @@
 /** A fresh model repository in a temp folder, with models written by onnx-proto. */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { encodeDenseModel } from '../../scripts/models/onnx-writer.ts';
+import { REPO_MODELS } from '../../harness/stack.ts';
 
 /** Weights of a 4 -> 3 linear model, fixed so tests can recompute its outputs. */
 export const LINEAR_WEIGHT = Float32Array.from({ length: 12 }, (_, i) => (i - 6) / 4);
@@ -38,4 +39,17 @@ export const LINEAR_CONFIG = {
 
 export function tempRepository(): string {
   return mkdtempSync(join(tmpdir(), 'batchline-models-'));
+}
+
+/**
+ * The error tests' repository: name-gender and mlp-bench from the repo's own models, and
+ * `flex`, whose config admits any row width while its graph takes 4 (wrong widths fail
+ * inside onnxruntime, in the worker).
+ */
+export function errorModels(): string {
+  const models = tempRepository();
+  cpSync(join(REPO_MODELS, 'name-gender'), join(models, 'name-gender'), { recursive: true });
+  cpSync(join(REPO_MODELS, 'mlp-bench'), join(models, 'mlp-bench'), { recursive: true });
+  addModel(models, 'flex', '1', linearOnnx(), { ...LINEAR_CONFIG, inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, -1] }] });
+  return models;
 }

@@ -76,13 +76,25 @@ describe('batchline model measure', () => {
     // The weights alone are 256 KiB; the session and its arena add more.
     expect(m.residentBytes).toBeGreaterThan(0);
     expect(m.residentBytes).toBeLessThan(256 * 2 ** 20);
-    expect(m.peakBytes).toBeGreaterThanOrEqual(0);
+    // The high-water mark is read after the resident figure, so it cannot be below it.
+    expect(m.peakBytes).toBeGreaterThanOrEqual(m.residentBytes);
     expect(m.baselineBytes).toBeGreaterThan(10 * 2 ** 20);
   });
 
   it("falls back to the graph's own inputs when config.yaml declares none", async () => {
     const dir = writeTinyRepository(tmp(), ['1'], false);
     expect((await measureModel(dir, 'tiny')).residentBytes).toBeGreaterThan(0);
+  });
+
+  it('reads the config as the server does: the version over the model, the deployment over both', async () => {
+    const dir = writeTinyRepository(tmp());
+    writeFileSync(join(dir, 'tiny', '1', 'config.yaml'), 'batching: { maxBatchSize: 6 }\n');
+    expect((await measureModel(dir, 'tiny')).batchSizes).toEqual([1, 6]);
+    const overrides = join(dir, 'overrides.yaml');
+    writeFileSync(overrides, 'tiny:\n  pool: gpu\n  batching: { maxBatchSize: 4 }\n');
+    expect((await measureModel(dir, 'tiny', undefined, { overridesFile: overrides })).batchSizes).toEqual([1, 4]);
+    const text = await cli('model', 'measure', 'tiny', '--models', dir, '--overrides', overrides);
+    expect(text.out).toContain('(batches 1 and 4)');
   });
 
   it('picks the newest version, numerically', () => {

@@ -95,7 +95,7 @@ describe('k8s render', () => {
     });
     expect(config.redis).toEqual({ url: 'redis://r:6379', prefix: 'batchline', cluster: '' });
     expect(config.models.repository).toBe('/app/models');
-    expect(config.log).toEqual({ level: 'info', file: '', retentionDays: 14, requests: 'all' });
+    expect(config.log).toEqual({ level: 'info', file: '', retentionDays: 14, requests: 'all', format: 'auto' });
     expect(config.workers.threads).toBe(4);
     expect(config.http.graphiql).toBe(false);
   });

@@ -106,6 +106,16 @@ describe('the keyspace', () => {
     const counts = [0, 0, 0];
     for (const id of ids) counts[shardOf(id, 3)]++;
     for (const c of counts) expect(c).toBeGreaterThan(800);
-    expect(ids.every((id) => shardOf(id, 3) === shardOf(id, 3) && shardOf(id, 1) === 0)).toBe(true);
+    expect(ids.every((id) => shardOf(id, 1) === 0)).toBe(true);
+    // Every replica, and every release (a job's shard is how a cancel or a poll finds it again):
+    // the standard 32-bit FNV-1a of the id, modulo the shard count. These values come from the
+    // reference algorithm, not from shardOf; a different hash, or one keyed per process, fails here.
+    const reference: [string, number, number][] = [
+      ['0b6d2c4e-7f1a-4c3e-9a55-1d2e3f4a5b6c', 0x26a68ed7 % 3, 0x26a68ed7 % 4],
+      ['f47ac10b-58cc-4372-a567-0e02b2c3d479', 0x5b651540 % 3, 0x5b651540 % 4],
+      ['job-1', 0x2fc26916 % 3, 0x2fc26916 % 4],
+      ['x', 0xfd0c5087 % 3, 0xfd0c5087 % 4],
+    ];
+    for (const [id, of3, of4] of reference) expect([id, shardOf(id, 3), shardOf(id, 4)]).toEqual([id, of3, of4]);
   });
 });
