@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU check: batchline's gpu pool on a real GPU through onnxruntime-node's WebGPU provider
-# (Dawn, over Vulkan on Linux). What it measures and prints: scripts/gpu-check/check.ts.
+# (Dawn, over Vulkan on Linux). What it measures and prints: bench/gpu-check/check.ts.
 #
 #   scripts/gpu-check.sh pack             On the build machine (npm ci done, Debian's apt at hand): packs
 #                                         Node 24, onnxruntime-node, the JavaScript the check runs, the
@@ -140,7 +140,7 @@ run() {
     say "redis-server does not run here (the serve step will fail): $(ldd "$(command -v redis-server || echo redis-server)" 2>&1 | grep -i 'not found' | tr '\n' ' ')"
   fi
   export GPU_CHECK_SETUP
-  exec "$node" "$ROOT/scripts/gpu-check/check.ts" "$@"
+  exec "$node" "$ROOT/bench/gpu-check/check.ts" "$@"
 }
 
 case "${1:-run}" in

@@ -15,11 +15,18 @@ import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import type { InferenceSession } from 'onnxruntime-node';
-import type { BatchlineConfig, EXECUTION_PROVIDERS, PoolName } from '../config/settings.ts';
 import { explainNoAdapter } from './vulkan.ts';
 
 export type ProviderName = 'cuda' | 'webgpu' | 'cpu';
-export type ProviderRequest = (typeof EXECUTION_PROVIDERS)[number];
+/** `workers.executionProvider` (core/config/settings.ts lists the same words). */
+export type ProviderRequest = 'auto' | ProviderName;
+
+/** `workers.webgpu` (core/config/settings.ts documents each option and its default). */
+export interface WebgpuOptions {
+  preferredLayout: 'NCHW' | 'NHWC';
+  validationMode: 'disabled' | 'wgpuOnly' | 'basic' | 'full';
+  storageBufferCacheMode: 'disabled' | 'lazyRelease' | 'simple' | 'bucket';
+}
 
 /** Why a provider was not taken, as a metric label can carry it. */
 export type SkipKind = 'not-installed' | 'no-adapter' | 'session-failed' | 'warm-up-failed';
@@ -37,11 +44,11 @@ export interface ProviderAttempt {
 /** What the thread needs to open sessions on any provider. */
 export interface ProviderSettings {
   intraOpThreads: number;
-  webgpu: BatchlineConfig['workers']['webgpu'];
+  webgpu: WebgpuOptions;
 }
 
 /** The providers a worker of `pool` tries, in order. */
-export function providerChain(requested: ProviderRequest, pool: PoolName, cpuFallback: boolean): ProviderName[] {
+export function providerChain(requested: ProviderRequest, pool: 'cpu' | 'gpu', cpuFallback: boolean): ProviderName[] {
   if (requested === 'auto') return pool === 'gpu' ? ['cuda', 'webgpu', 'cpu'] : ['cpu'];
   if (requested === 'cpu') return ['cpu'];
   return cpuFallback ? [requested, 'cpu'] : [requested];

@@ -1,6 +1,6 @@
-/** The GPU check's comparison of a GPU provider's outputs with the CPU's (scripts/gpu-check/tolerance.ts). */
+/** The GPU check's comparison of a GPU provider's outputs with the CPU's (bench/gpu-check/tolerance.ts). */
 import { describe, expect, it } from 'vitest';
-import { compareOutputs, TOLERANCES } from '../../../scripts/gpu-check/tolerance.ts';
+import { compareOutputs, TOLERANCES } from '../../../bench/gpu-check/tolerance.ts';
 
 const tol = { atol: 1e-4, rtol: 1e-4, why: 'test' };
 

@@ -6,7 +6,7 @@
  *   2. bench: each demo model at batch 1, 8, 32, 128, 512, 1024 on WebGPU and on CPU, rows/s
  *      and p50/p99 of a run, the two providers interleaved round by round;
  *   3. correctness: each model's outputs on WebGPU against CPU within the stated tolerance
- *      (scripts/gpu-check/tolerance.ts), at batch 1, 37 and 256;
+ *      (bench/gpu-check/tolerance.ts), at batch 1, 37 and 256;
  *   4. profile: mlp-bench's run time by batch size on WebGPU as a simulator profile
  *      (bench/profiles/ format), and what the capacity planner makes of it beside gpu-like;
  *   5. serve: the gpu pool (API, worker, Redis as `npm start` runs them) on WebGPU, open-loop
@@ -36,9 +36,9 @@ import { EXTRA_ICD_CANDIDATES, explainNoAdapter, vulkanSetup, type VulkanSetup }
 import { planCapacity } from '../../core/simulation/capacity.ts';
 import { loadProfile, ServiceModel, type Profile } from '../../core/simulation/service.ts';
 import { label } from '../../core/simulation/configurations.ts';
-import { measureProfile } from '../../bench/profile.ts';
-import { cpuMsOf, freePort, runLoadClients, startCli, startRedis, type Proc } from '../../bench/processes.ts';
-import type { LoadResult, LoadSpec } from '../../bench/load-client.ts';
+import { measureProfile } from '../profile.ts';
+import { cpuMsOf, freePort, runLoadClients, startCli, startRedis, type Proc } from '../processes.ts';
+import type { LoadResult, LoadSpec } from '../load-client.ts';
 import { compareOutputs, DEFAULT_TOLERANCE, TOLERANCES, type Comparison, type Tolerance } from './tolerance.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -166,14 +166,10 @@ interface ProbeTry {
 
 function probeOnce(env: NodeJS.ProcessEnv): Promise<ProbeTry> {
   return new Promise((resolve) => {
-    const child = spawn(
-      process.execPath,
-      [join(ROOT, 'scripts', 'gpu-check', 'probe.ts'), join(MODELS_DIR, 'spam-mlp', '1', 'model.onnx')],
-      {
-        env,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
+    const child = spawn(process.execPath, [join(ROOT, 'bench', 'gpu-check', 'probe.ts'), join(MODELS_DIR, 'spam-mlp', '1', 'model.onnx')], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);

@@ -4,7 +4,7 @@
  * collected, and so that the environment (VK_DRIVER_FILES) can differ between tries.
  * Prints one JSON line: { ok, ms, error?, output? }.
  *
- * node scripts/gpu-check/probe.ts MODEL_FILE
+ * node bench/gpu-check/probe.ts MODEL_FILE
  */
 import * as ort from 'onnxruntime-node';
 
