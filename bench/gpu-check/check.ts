@@ -82,7 +82,7 @@ const opts = {
   unbatchedSeconds: num(args['unbatched-seconds'], 30, 2),
   rate: args.rate !== undefined ? Number(args.rate) : undefined,
   profileRounds: num(args['profile-rounds'], 3, 1),
-  budgetSeconds: num(args['budget-seconds'], 450, 300),
+  budgetSeconds: num(args['budget-seconds'], 420, 300),
 };
 /** Batch sizes of the bench; the profile measures powers of two up to the largest. */
 const BATCHES = (args.batches ?? '1,8,32,128,512,1024').split(',').map(Number);
