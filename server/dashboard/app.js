@@ -226,7 +226,7 @@ function renderModel(entry, m, windowSeconds) {
         v.version,
         v.error ? h('span', { class: 'error', title: v.error }, [`${v.status}: ${v.error}`]) : v.status,
         String(v.workers),
-        v.executionProviders.join(', ') || '–',
+        h('span', { 'data-testid': 'runs-on' }, [v.executionProviders.join(', ') || '–']),
         h('span', { 'data-testid': 'edge-batching' }, [edgeBatching(v.batching?.edge)]),
         h('span', { 'data-testid': 'worker-batching' }, [workerBatching(v.batching?.worker)]),
         v.inputs.map(shape).join(', ') + (m.acceptsText ? ' (from text)' : ''),
