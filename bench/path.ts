@@ -43,6 +43,7 @@ import {
   type RedisWork,
 } from './processes.ts';
 import { runWrk } from './wrk.ts';
+import { metricSum, scrape } from './prometheus.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 3));
@@ -103,33 +104,6 @@ async function startStack(redisUrl: string, dir: string, n: number): Promise<Sta
 
 async function stopStack(stack: Stack): Promise<void> {
   for (const p of [...stack.procs].reverse()) await p.stop();
-}
-
-/**
- * Prometheus text: the sum of `name`'s samples whose labels include `match` and none of
- * `exclude`. A `model` label matches by name, with or without its `@version`. NaN where the
- * process does not export the metric at all (renamed, or no /metrics), so a missing figure
- * reads '-', not 0.
- */
-function metricSum(text: string, name: string, match: Record<string, string>, exclude: Record<string, string> = {}): number {
-  if (!new RegExp(`^# TYPE ${name.replace(/_(sum|count|bucket)$/, '')} `, 'm').test(text)) return NaN;
-  const is = (labels: Record<string, string>, k: string, v: string): boolean =>
-    labels[k] === v || (k === 'model' && labels[k]?.startsWith(`${v}@`) === true);
-  let sum = 0;
-  for (const m of text.matchAll(new RegExp(`^${name}\\{([^}]*)\\} (\\S+)$`, 'gm'))) {
-    const labels = Object.fromEntries([...m[1].matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
-    if (Object.entries(match).every(([k, v]) => is(labels, k, v)) && !Object.entries(exclude).some(([k, v]) => is(labels, k, v)))
-      sum += Number(m[2]);
-  }
-  return sum;
-}
-
-async function scrape(url: string): Promise<string> {
-  try {
-    return await (await fetch(url)).text();
-  } catch {
-    return '';
-  }
 }
 
 /** Throws unless every body, sent once, is answered 200 with data and no errors. */

@@ -8,6 +8,7 @@
  *   model measure MODEL      resident memory of a model, for sizing
  *   plan capacity --profile FILE --rate R --slo MS [--policy P]   replicas and slots for a rate, simulated
  *   auth hash-key [KEY]      the sha256 hex of an API key, for auth.keys (KEY from stdin if left out)
+ *   capture export --model M [--since T] [--format jsonl] [--out FILE]   a model's captured requests, as JSON lines
  * Common flags: --config FILE, --models DIR, --port N, --redis URL.
  */
 import { parseArgs } from 'node:util';
@@ -18,7 +19,7 @@ import { createLogger, type Logger } from '../core/telemetry/logger.ts';
 import { HARD_EXIT_SLACK_MS, shutdownBoundMs } from '../core/lifecycle/shutdown.ts';
 import { LOCAL_REDIS_DIR, REDIS_STOP_MS, localRedisFor, redisAnswers, redisUrlConfigured, type LocalRedis } from './local-redis.ts';
 
-const USAGE = `usage: batchline <serve | worker --pool cpu|gpu | start | k8s render|explain FILE | model measure MODEL | plan capacity --profile FILE --rate R --slo MS | auth hash-key [KEY]> [--config FILE] [--models DIR] [--port N] [--redis URL]`;
+const USAGE = `usage: batchline <serve | worker --pool cpu|gpu | start | k8s render|explain FILE | model measure MODEL | plan capacity --profile FILE --rate R --slo MS | auth hash-key [KEY] | capture export --model M [--since T]> [--config FILE] [--models DIR] [--port N] [--redis URL]`;
 
 function configFrom(values: Record<string, string | boolean | undefined>): BatchlineConfig {
   const overrides: Record<string, Record<string, unknown>> = {};
@@ -198,6 +199,10 @@ export async function main(args: string[]): Promise<number> {
     const { hashApiKey } = await import('../server/auth.ts');
     console.log(hashApiKey(key));
     return 0;
+  }
+  if (command === 'capture') {
+    const { runCaptureCli } = await import('./capture.ts');
+    return runCaptureCli(rest);
   }
   if (command === 'plan') {
     const { runPlanCli } = await import('./plan.ts');

@@ -5,6 +5,7 @@ import type { Tickets } from '../core/api/tickets.ts';
 import type { Principal } from '../core/api/authorization.ts';
 import type { Maintenance } from '../core/control/maintenance.ts';
 import type { OpsContext } from './ops-stats.ts';
+import type { Rollout } from '../core/rollout/rollout.ts';
 
 export interface RequestContext {
   catalog: ModelCatalog;
@@ -17,4 +18,10 @@ export interface RequestContext {
   maintenance?: Maintenance;
   /** The operations view's figures (resolvers/ops-stats.ts). */
   ops?: OpsContext;
+  /** Traffic policies and captured payloads (resolvers/rollout.ts). */
+  rollout?: Rollout;
+  /** The `x-batchline-route-key` header: a request without its own `routeKey` argument uses it. */
+  routeKey?: string;
+  /** The W3C trace id of the request's `traceparent`, kept with a captured payload. */
+  traceId?: string;
 }

@@ -11,6 +11,7 @@ import { authorize, mayPredict } from '../core/api/authorization.ts';
 import type { RequestContext } from './context.ts';
 import { operationResolvers } from './operations.ts';
 import { opsStatsResolvers } from './ops-stats.ts';
+import { rolloutResolvers } from './rollout.ts';
 
 export type { RequestContext } from './context.ts';
 
@@ -19,7 +20,15 @@ interface PredictArgs {
   version?: string | null;
   input: PredictionInput;
   timeoutMs?: number | null;
+  routeKey?: string | null;
 }
+
+/** What a request to run a model carries besides its arguments: its id, its route key (argument first, then header), its trace. */
+const requestOf = (args: PredictArgs, ctx: RequestContext) => ({
+  requestId: ctx.requestId,
+  routeKey: args.routeKey || ctx.routeKey,
+  traceId: ctx.traceId,
+});
 
 const coreResolvers = {
   Query: {
@@ -32,7 +41,7 @@ const coreResolvers = {
     },
     async predict(_: unknown, args: PredictArgs, ctx: RequestContext) {
       authorize(ctx, { model: args.model });
-      return toPrediction(await ctx.predictor.predict({ ...args, requestId: ctx.requestId }));
+      return toPrediction(await ctx.predictor.predict({ ...args, ...requestOf(args, ctx) }));
     },
     async prediction(_: unknown, args: { id: string }, ctx: RequestContext) {
       const record = await ctx.tickets.get(args.id);
@@ -43,7 +52,7 @@ const coreResolvers = {
   Mutation: {
     async submitPrediction(_: unknown, args: PredictArgs & { priority?: number | null }, ctx: RequestContext) {
       authorize(ctx, { model: args.model });
-      const ticket = await ctx.tickets.submit({ ...args, requestId: ctx.requestId });
+      const ticket = await ctx.tickets.submit({ ...args, ...requestOf(args, ctx) });
       return { ...ticket, submittedAt: new Date(ticket.submittedAt).toISOString() };
     },
   },
@@ -61,8 +70,8 @@ const coreResolvers = {
 
 /** Every resolver, by type. */
 export const resolvers = {
-  Query: { ...coreResolvers.Query, ...operationResolvers.Query, ...opsStatsResolvers.Query },
-  Mutation: { ...coreResolvers.Mutation, ...operationResolvers.Mutation },
+  Query: { ...coreResolvers.Query, ...operationResolvers.Query, ...opsStatsResolvers.Query, ...rolloutResolvers.Query },
+  Mutation: { ...coreResolvers.Mutation, ...operationResolvers.Mutation, ...rolloutResolvers.Mutation },
   Subscription: { ...coreResolvers.Subscription, ...opsStatsResolvers.Subscription },
   // Outputs travel and are stored as bytes; numbers are made only for a client that asks for `data`.
   Tensor: {

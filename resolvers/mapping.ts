@@ -2,6 +2,7 @@
 import type { ModelInfo } from '../core/api/catalog.ts';
 import { batchingPlan } from '../core/batching/plan.ts';
 import type { PredictionRecord, PredictionResult } from '../core/prediction/record.ts';
+import type { RolloutReport } from '../core/rollout/rollout.ts';
 
 export function toPrediction(r: PredictionResult) {
   const first = r.predictions[0];
@@ -57,5 +58,28 @@ export function toModelVersion(m: ModelInfo) {
     batching: batching(m),
     sizeBytes: m.sizeBytes,
     metrics: m.metrics ? JSON.stringify(m.metrics) : null,
+  };
+}
+
+const isoOrNull = (ms: number | undefined) => (ms === undefined ? null : new Date(ms).toISOString());
+
+/** A report in the schema's shape (`Rollout`). */
+export function toRollout(r: RolloutReport) {
+  const p = r.policy;
+  const { canary, shadow, gates } = p.rollout;
+  return {
+    model: p.model,
+    source: p.source,
+    revision: p.revision,
+    updatedAt: isoOrNull(p.updatedAt),
+    updatedBy: p.updatedBy ?? null,
+    stable: r.stable,
+    pinnedStable: p.rollout.stable ?? null,
+    canary: canary ?? null,
+    shadow: shadow ?? null,
+    gates: gates ? { maxErrorRateIncrease: null, minAgreement: null, driftAlpha: null, ...gates } : null,
+    capture: p.capture,
+    lastRollback: p.lastRollback ? { gate: null, ...p.lastRollback, at: isoOrNull(p.lastRollback.at) } : null,
+    comparisons: r.comparisons.map((c) => ({ ...c, shedReasons: c.shedReasons.map((s) => ({ code: s.reason, count: s.count })) })),
   };
 }

@@ -5,7 +5,7 @@ import { authorize } from '../core/api/authorization.ts';
 import type { RequestContext } from './context.ts';
 import { toModelVersion, toStatusReport } from './mapping.ts';
 
-const TASKS: readonly MaintenanceTask[] = ['poll-models', 'housekeeping', 'drift-monitor'];
+const TASKS: readonly MaintenanceTask[] = ['poll-models', 'housekeeping', 'drift-monitor', 'rollout-gates'];
 const counts = (r: Record<string, number>) => Object.entries(r).map(([label, count]) => ({ label, count }));
 
 export const operationResolvers = {

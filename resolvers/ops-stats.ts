@@ -3,7 +3,7 @@ import { ServingError, isRedisUnavailable } from '../core/errors/registry.ts';
 import type { DeploymentView, OpsStats } from '../core/operations/view.ts';
 import type { DriftReport } from '../core/drift/monitor.ts';
 import { mayPredict, type Principal } from '../core/api/authorization.ts';
-import { toModelVersion } from './mapping.ts';
+import { toModelVersion, toRollout } from './mapping.ts';
 
 /** What the API process gives these resolvers through the context. */
 export interface OpsContext {
@@ -81,6 +81,7 @@ function toServerStats(v: DeploymentView, principal: Principal, admin: boolean, 
       versions: m.versions.map(toModelVersion),
       batchSizes: m.batchSizes.map((b) => ({ rows: Number.isFinite(b.rows) ? b.rows : null, count: b.count })),
       drift: m.drift ? toDrift(m.drift) : null,
+      rollout: m.rollout ? toRollout(m.rollout) : null,
       history: m.history.map((p) => ({ ...p, at: iso(p.at) })),
     })),
   };

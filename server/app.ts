@@ -28,6 +28,7 @@ import { requestScope, type Logger } from '../core/telemetry/logger.ts';
 import { ServingError } from '../core/errors/registry.ts';
 import type { Deadline } from '../core/lifecycle/shutdown.ts';
 import { requestIdOf, useRequestLog } from './use-request-log.ts';
+import { routeKeyOf, traceIdOf } from './route-headers.ts';
 import { resolvers, type RequestContext } from '../resolvers/index.ts';
 import { maskError, useClientErrorStatus, useStreamFieldErrors } from './errors.ts';
 import { createAuthenticator, useApiKeyAuth, type Authenticator, type AuthServerContext } from './auth.ts';
@@ -39,8 +40,11 @@ import { createOps } from './ops.ts';
 import { collectQueueDepth, useMetricsEndpoint } from './use-metrics.ts';
 import { useNoIntrospection } from './use-introspection.ts';
 import { modelKey } from '../core/prediction/record.ts';
+import { Rollout } from '../core/rollout/rollout.ts';
 
-const typeDefs = ['schema.graphql', 'ops.graphql'].map((f) => readFileSync(new URL(`../schema/${f}`, import.meta.url), 'utf8'));
+const typeDefs = ['schema.graphql', 'ops.graphql', 'rollout.graphql'].map((f) =>
+  readFileSync(new URL(`../schema/${f}`, import.meta.url), 'utf8'),
+);
 
 /** The server context yoga is called with: node's request when there is one, and the principal. */
 export type ServerContext = { req?: IncomingMessage } & AuthServerContext;
@@ -54,6 +58,7 @@ export interface App {
   catalog: ModelCatalog;
   predictor: Predictor;
   tickets: Tickets;
+  rollout: Rollout;
   /** True while the request path's Redis connection is up. */
   redisReady(): boolean;
   /**
@@ -95,10 +100,12 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
   // On a cluster, watches also re-read their record every 5 s: subscriptions move with failovers and slots.
   feed.checkLostWork(lostWork, isCluster(redis) ? 5000 : 0);
   const workers = new WorkerRegistry(redis, config.redis.prefix);
-  const catalog = new ModelCatalog({ config, repository, workers, redis, keys, logger });
-  const predictor = new Predictor({ config, catalog, queues, feed, workers, redis, keys, metrics });
+  // The traffic policies (canary, shadow, capture): read by the catalog's routing, fed by the predictor's answers.
+  const rollout: Rollout = new Rollout({ redis, keys, logger, registry: metrics.registry, repository: () => catalog.repository });
+  const catalog: ModelCatalog = new ModelCatalog({ config, repository, workers, redis, keys, logger, rollout });
+  const predictor = new Predictor({ config, catalog, queues, feed, workers, redis, keys, metrics, observe: (o) => rollout.observe(o) });
   const tickets = new Tickets({ config, catalog, predictor, queues, store, feed, metrics, lostWork });
-  const ops = createOps({ config, redis, queues, catalog, metrics, authEnabled: auth.enabled });
+  const ops = createOps({ config, redis, queues, catalog, metrics, authEnabled: auth.enabled, rollout });
   const limiter = new RateLimiter({
     redis,
     prefix: config.redis.prefix,
@@ -110,20 +117,26 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
   // Serve as soon as Redis answers; if it is down, start anyway: requests get 503 and
   // /ready fails until it is back (ioredis reconnects and resubscribes by itself).
   const replies = feed.start();
+  rollout.start(predictor.runMirror);
+  // Live policies are read before the first request (a restarted replica must not serve a canary a gate
+  // rolled back), and again whenever the connection comes back (a change announced meanwhile was missed).
+  const policies = whenReady(redis, 5000).then(() => rollout.policies.refresh());
+  redis.on('ready', () => rollout.policies.refreshQuietly());
   try {
     await Promise.race([
-      Promise.all([whenReady(redis, 5000), replies]),
+      Promise.all([whenReady(redis, 5000), replies, policies]),
       new Promise((_, reject) => setTimeout(() => reject(new Error('Redis not ready after 5000 ms')), 5000).unref()),
     ]);
   } catch (e) {
     logger.warn({ err: (e as Error).message }, 'Redis unreachable at start; serving 503 until it is back');
     replies.catch(() => {});
+    policies.catch(() => {});
   }
 
   // Control channel (rescans, cache housekeeping) and the periodic maintenance jobs.
   // Not awaited: with Redis down the subscription waits for it, and the API must serve 503s meanwhile.
   let control: ControlPlane | undefined;
-  const controlStarting = startControlPlane({ config, logger, redis, pubsub, keys, catalog, predictor, registry: workers }).then(
+  const controlStarting = startControlPlane({ config, logger, redis, pubsub, keys, catalog, predictor, registry: workers, rollout }).then(
     (c) => void (control = c),
     (e: Error) => logger.warn({ err: e.message }, 'control plane not started'),
   );
@@ -162,10 +175,13 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
         maintenance: control?.maintenance,
         requestId: requestScope.getStore()?.requestId ?? requestIdOf(request?.headers ?? req?.headers),
         principal: who,
+        rollout,
+        routeKey: routeKeyOf(request?.headers ?? req?.headers),
+        traceId: traceIdOf(request?.headers ?? req?.headers),
       };
     },
     plugins: [
-      useMetricsEndpoint(metrics, [() => collectQueueDepth(queues, metrics), () => catalog.collectDrift(metrics)]),
+      useMetricsEndpoint(metrics, [() => collectQueueDepth(queues, metrics), () => catalog.collectDrift(metrics), () => rollout.collect()]),
       ...ops.plugins,
       useClientErrorStatus(),
       useStreamFieldErrors(),
@@ -189,9 +205,13 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
     catalog,
     predictor,
     tickets,
+    rollout,
     redisReady,
     async drain(drainMs) {
       ops.endSubscriptions();
+      // Mirrored work has no client: it is taken back, not waited for.
+      rollout.stop();
+      predictor.abandonMirrors();
       const unanswered = await feed.close(drainMs);
       await ops.close().catch(() => {});
       return unanswered;
@@ -202,6 +222,7 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
       await deadline.within(controlStarting, 1000, unreachable);
       await deadline.step('maintenance worker', control?.close(), Infinity, unreachable);
       await deadline.step('drift counts', predictor.close(), Infinity, unreachable);
+      await deadline.step('rollout figures', rollout.close(), Infinity, unreachable);
       await deadline.step('queue connections', queues.close(), Infinity, unreachable);
       await deadline.step('result subscriptions', pubsub.close(), Infinity, unreachable);
       const state = unreachable() ? 'unreachable' : 'ready';

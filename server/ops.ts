@@ -15,6 +15,7 @@ import type { BatchlineConfig } from '../core/config/settings.ts';
 import type { Metrics } from '../core/telemetry/metrics.ts';
 import type { PredictionQueues } from '../core/prediction/queues.ts';
 import type { ModelCatalog } from '../core/api/catalog.ts';
+import type { Rollout } from '../core/rollout/rollout.ts';
 import { StatsRecorder } from '../core/operations/live-stats.ts';
 import { OpsStats, REJECTION_CODES } from '../core/operations/view.ts';
 import type { OpsContext } from '../resolvers/ops-stats.ts';
@@ -101,6 +102,7 @@ export function createOps(deps: {
   catalog: ModelCatalog;
   metrics: Metrics;
   authEnabled: boolean;
+  rollout?: Pick<Rollout, 'report'>;
 }): Ops {
   const { config, redis, metrics } = deps;
   const rejections = new Counter({

@@ -1,7 +1,9 @@
 /**
  * The models this API process knows: the repository it scanned, which versions live workers
  * serve, and their drift reports. Resolving a name and version to a servable model, with the
- * 404 or 503 that fits, happens here and nowhere else.
+ * 404 or 503 that fits, happens here and nowhere else: `route` is what every door that runs a
+ * request calls (the version its traffic policy gives a request that names none: stable,
+ * canary, and a shadow run to compare), `resolve` what reads a version without running it.
  */
 import type { RedisClient } from '../redis/connection.ts';
 import { ServingError, asServingError } from '../errors/registry.ts';
@@ -13,6 +15,8 @@ import { scanConfigured, type ModelRepository, type ModelVersion } from '../mode
 import { readDriftReport, type DriftReport } from '../drift/monitor.ts';
 import { modelKey } from '../prediction/record.ts';
 import type { WorkerRegistry } from '../control/worker-registry.ts';
+import { chooseRoute } from '../rollout/router.ts';
+import type { Route, Rollout } from '../rollout/rollout.ts';
 
 export interface ModelInfo extends ModelVersion {
   /** Live workers serving this version. */
@@ -31,6 +35,8 @@ export interface ModelCatalogDeps {
   redis: RedisClient;
   keys: Keyspace;
   logger: Logger;
+  /** Traffic policies (canary, shadow); without it every request that names no version gets the newest. */
+  rollout?: Pick<Rollout, 'policies' | 'routed'>;
 }
 
 export class ModelCatalog {
@@ -55,14 +61,56 @@ export class ModelCatalog {
     });
   }
 
-  /** Resolves a model and version, or throws the 404 / 503 that fits. */
+  /**
+   * Resolves a model and version, or throws the 404 / 503 that fits. Without a version, the
+   * stable one: the version its traffic policy pins, else the newest ready one.
+   */
   resolve(model: string, version?: string | null): ModelVersion {
     if (!this.repository.has(model)) throw new ServingError('MODEL_NOT_FOUND', `no model named '${model}'`);
-    const mv = this.repository.find(model, version);
-    if (!mv) throw new ServingError('MODEL_VERSION_NOT_FOUND', `model '${model}' has no version '${version}'`);
+    const pinned = version ? undefined : this.deps.rollout?.policies.get(model)?.rollout.stable;
+    const mv = this.repository.find(model, version || pinned);
+    if (!mv)
+      throw pinned
+        ? new ServingError('MODEL_NOT_READY', `model '${model}': its rollout's stable version '${pinned}' is not in the repository`)
+        : new ServingError('MODEL_VERSION_NOT_FOUND', `model '${model}' has no version '${version}'`);
     if (mv.status !== 'READY')
       throw new ServingError('MODEL_NOT_READY', `model '${model}' version ${mv.version} failed to load: ${mv.error}`);
     return mv;
+  }
+
+  /**
+   * The version a request to run `model` goes to, by every door (predict, submit, the
+   * inference protocol): the one named, or the one the model's traffic policy chooses
+   * (core/rollout/router.ts), sticky by `routeKey` when one is given; with the run on a
+   * second version to compare, when one is sampled.
+   */
+  route(model: string, version?: string | null, routeKey?: string | null): Route {
+    const policy = this.deps.rollout?.policies.get(model);
+    let route: Route;
+    if (version) route = { mv: this.resolve(model, version), route: 'named', policy };
+    else if (!policy) {
+      const mv = this.resolve(model);
+      route = { mv, route: 'stable', stable: mv.version };
+    } else {
+      const stable = this.resolve(model);
+      const choice = chooseRoute({
+        model,
+        stable: stable.version,
+        policy: policy.rollout,
+        ready: (v) => this.repository.find(model, v)?.status === 'READY',
+        routeKey,
+      });
+      const find = (v: string): ModelVersion => (v === stable.version ? stable : this.repository.find(model, v)!);
+      route = {
+        mv: find(choice.version),
+        route: choice.route,
+        stable: stable.version,
+        policy,
+        ...(choice.mirror ? { mirror: { mv: find(choice.mirror.version), kind: choice.mirror.kind } } : {}),
+      };
+    }
+    this.deps.rollout?.routed(route);
+    return route;
   }
 
   /** The name a request's metrics are labelled with: unknown names share one label. */

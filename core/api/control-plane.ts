@@ -1,7 +1,9 @@
 /**
  * What an API process does besides answering requests: it listens on the control channel
- * (rescan the repository when the poll found a change; purge the cache on housekeeping)
- * and, unless disabled, runs the maintenance worker (core/control/maintenance.ts).
+ * (rescan the repository when the poll found a change; purge the cache on housekeeping;
+ * re-read a model's traffic policy when it changed, and every policy on each poll, which heals
+ * a message missed while reconnecting) and, unless disabled, runs the maintenance worker
+ * (core/control/maintenance.ts), the rollout's gates included.
  */
 import type { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { RedisClient } from '../redis/connection.ts';
@@ -13,6 +15,7 @@ import type { ModelCatalog } from './catalog.ts';
 import type { Predictor } from './predictor.ts';
 import type { Keyspace } from '../redis/connection.ts';
 import type { WorkerRegistry } from '../control/worker-registry.ts';
+import type { Rollout } from '../rollout/rollout.ts';
 
 export interface ControlPlane {
   maintenance: Maintenance;
@@ -28,15 +31,22 @@ export async function startControlPlane(deps: {
   catalog: ModelCatalog;
   predictor: Pick<Predictor, 'purgeCache'>;
   registry: WorkerRegistry;
+  rollout?: Pick<Rollout, 'policies' | 'checkGates'>;
 }): Promise<ControlPlane> {
-  const { config, logger, pubsub, keys, catalog } = deps;
+  const { config, logger, pubsub, keys, catalog, rollout } = deps;
   const control = await subscribeControl(
     pubsub,
     keys,
     {
       fingerprint: () => catalog.repository.fingerprint,
-      reload: () => catalog.reload(),
+      reload: async () => {
+        await catalog.reload();
+        // New models bring policies of their own, and old live ones may lose to a changed config.yaml.
+        rollout?.policies.refreshQuietly();
+      },
       housekeeping: () => logger.debug({ purged: deps.predictor.purgeCache() }, 'cache housekeeping'),
+      rolloutChanged: (model) => rollout?.policies.refreshQuietly([model]),
+      polled: () => rollout?.policies.refreshQuietly(),
     },
     logger,
   );
@@ -47,6 +57,7 @@ export async function startControlPlane(deps: {
     logger,
     registry: deps.registry,
     repository: () => catalog.repository,
+    ...(rollout ? { rolloutGates: () => rollout.checkGates() } : {}),
   });
   let retry: NodeJS.Timeout | undefined;
   const start = async (): Promise<void> => {

@@ -13,13 +13,14 @@ import { DriftCounter } from '../drift/monitor.ts';
 import { EdgeBatcher, type EdgeBatch, type EdgeJob } from '../batching/edge-batcher.ts';
 import { batchingPlan } from '../batching/plan.ts';
 import type { Keyspace } from '../redis/connection.ts';
-import { SYNC_PRIORITY, type PredictionQueues } from '../prediction/queues.ts';
+import { MIRROR_PRIORITY, SYNC_PRIORITY, type PredictionQueues } from '../prediction/queues.ts';
 import type { ResultFeed } from '../prediction/result-feed.ts';
 import { PredictionCache, cacheKey } from './prediction-cache.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import type { WorkerRegistry } from '../control/worker-registry.ts';
 import { modelKey, newJob, type PredictionResult, type PredictionJobData } from '../prediction/record.ts';
 import type { ModelCatalog } from './catalog.ts';
+import type { MirrorRunner, Outcome, Route } from '../rollout/rollout.ts';
 
 export interface PredictRequest {
   model: string;
@@ -28,7 +29,14 @@ export interface PredictRequest {
   requestId: string;
   /** Deadline for this request; capped by the server's `predict.timeoutMs`. */
   timeoutMs?: number | null;
+  /** Keeps one client on one version while a canary runs (`x-batchline-route-key`, or the `routeKey` argument). */
+  routeKey?: string | null;
+  /** The trace the request belongs to (W3C trace id), kept with a captured payload. */
+  traceId?: string;
 }
+
+/** Edge batcher groups of mirrored work start with this, so they never share a job with real work. */
+const MIRROR_LANE = 'mirror|';
 
 /** A request's deadline in ms: its own `timeoutMs` (a positive integer) capped by `max`, else `max`. */
 export function requestTimeout(requested: number | null | undefined, max: number): number {
@@ -47,6 +55,8 @@ export interface PredictorDeps {
   redis: RedisClient;
   keys: Keyspace;
   metrics: Metrics;
+  /** Told of every answer and failure, after the fact: the rollout's comparisons, mirrors and capture (core/rollout/rollout.ts). */
+  observe?: (o: Outcome) => void;
 }
 
 export class Predictor {
@@ -57,6 +67,10 @@ export class Predictor {
   private readonly edge: EdgeBatcher;
   /** The model version behind each model key sent to the edge batcher, for its jobs. */
   private readonly groups = new Map<string, ModelVersion>();
+  /** Mirrored work: each lane's queue depth past which it is refused, and its jobs out (taken back at shutdown). */
+  private readonly mirrorDepth = new Map<string, number>();
+  private readonly mirrorJobs = new Set<EdgeJob>();
+  private mirrorsStopped = false;
 
   constructor(deps: PredictorDeps) {
     this.deps = deps;
@@ -107,10 +121,16 @@ export class Predictor {
     const started = performance.now();
     const { catalog, config, metrics } = this.deps;
     let modelName = req.model;
+    let route: Route | undefined;
+    let normalized: NormalizedInput | undefined;
+    let rowCount: number | undefined;
     try {
-      const mv = catalog.resolve(req.model, req.version);
+      route = catalog.route(req.model, req.version, req.routeKey);
+      const mv = route.mv;
       modelName = mv.name;
       const { input, rows } = normalizeInput(req.input, mv.config, config.predict.maxRows);
+      normalized = input;
+      rowCount = rows;
       const timeoutMs = requestTimeout(req.timeoutMs, config.predict.timeoutMs);
       let result: PredictionResult;
       let cached = false;
@@ -122,25 +142,51 @@ export class Predictor {
         else
           ({ result, cached } = await this.cache.getOrCompute(
             key,
-            () => this.compute(mv, input, rows, req, timeoutMs),
+            () => this.compute(mv, input, rows, req.requestId, timeoutMs),
             mv.config.cache.ttlMs,
           ));
         if (cached) this.countHit(mv, result);
         else metrics.cacheMisses.inc({ model: mv.name });
       } else {
-        result = await this.compute(mv, input, rows, req, timeoutMs);
+        result = await this.compute(mv, input, rows, req.requestId, timeoutMs);
       }
       const totalMs = performance.now() - started;
       metrics.latency.observe({ model: mv.name, phase: 'total' }, totalMs / 1000);
       metrics.requests.inc({ model: mv.name, operation: 'predict', outcome: 'ok' });
-      return cached
+      const answer = cached
         ? { ...result, cached: true, timings: { queueMs: 0, inferenceMs: 0, totalMs } }
         : { ...result, timings: { ...result.timings, totalMs } };
+      this.deps.observe?.({ route, requestId: req.requestId, traceId: req.traceId, input, rows, result: answer, totalMs });
+      return answer;
     } catch (e) {
       const err = asServingError(e);
       metrics.requests.inc({ model: catalog.metricLabel(modelName), operation: 'predict', outcome: err.code });
+      if (route)
+        this.deps.observe?.({
+          route,
+          requestId: req.requestId,
+          input: normalized,
+          rows: rowCount,
+          error: err,
+          totalMs: performance.now() - started,
+        });
       throw err;
     }
+  }
+
+  /**
+   * Runs `input` on `mv` as mirrored work for the rollout's comparisons: through the edge
+   * batcher in a lane of its own, at BullMQ's lowest priority, with its own deadline, refused
+   * once the pool has `maxQueueDepth` jobs waiting. Never cached, never counted as a request.
+   */
+  readonly runMirror: MirrorRunner = (mv, input, rows, o) =>
+    this.compute(mv, input, rows, o.requestId, o.timeoutMs, { maxQueueDepth: o.maxQueueDepth });
+
+  /** Shutdown: mirrored work still out is taken back, and no more is sent (nobody waits for it). */
+  abandonMirrors(): void {
+    this.mirrorsStopped = true;
+    for (const job of this.mirrorJobs) job.abandon();
+    this.mirrorJobs.clear();
   }
 
   /**
@@ -151,8 +197,9 @@ export class Predictor {
     mv: ModelVersion,
     input: NormalizedInput,
     rows: number,
-    req: PredictRequest,
+    requestId: string,
     timeoutMs: number,
+    mirror?: { maxQueueDepth: number },
   ): Promise<PredictionResult> {
     const key = modelKey(mv.name, mv.version);
     // Nobody would take the job: say so now rather than with a 504 at the deadline.
@@ -164,8 +211,10 @@ export class Predictor {
       );
     }
     const started = performance.now();
-    this.groups.set(key, mv);
-    const answer = await this.edge.submit(key, batchingPlan(mv.config.pool, mv.config).edge, input, rows, timeoutMs, req.requestId);
+    const lane = mirror ? `${MIRROR_LANE}${key}` : key;
+    this.groups.set(lane, mv);
+    if (mirror) this.mirrorDepth.set(lane, mirror.maxQueueDepth);
+    const answer = await this.edge.submit(lane, batchingPlan(mv.config.pool, mv.config).edge, input, rows, timeoutMs, requestId);
     return {
       id: randomUUID(),
       model: mv.name,
@@ -182,6 +231,9 @@ export class Predictor {
   private dispatch(batch: EdgeBatch): EdgeJob {
     const mv = this.groups.get(batch.modelKey)!;
     const { feed, queues, config } = this.deps;
+    const mirrorDepth = this.mirrorDepth.get(batch.modelKey);
+    if (mirrorDepth !== undefined && this.mirrorsStopped)
+      return { reply: Promise.reject(new ServingError('SERVICE_UNAVAILABLE', 'shutting down')), abandon: () => {} };
     const job: PredictionJobData = {
       ...newJob(mv, toWire(batch.input), batch.rows, batch.requestIds[0]),
       deadline: batch.deadline,
@@ -193,10 +245,11 @@ export class Predictor {
     const wait = feed.expect(job.id);
     const reply = queues
       .enqueue(job, {
-        priority: SYNC_PRIORITY,
-        attempts: mv.config.retry.attempts,
+        priority: mirrorDepth === undefined ? SYNC_PRIORITY : MIRROR_PRIORITY,
+        attempts: mirrorDepth === undefined ? mv.config.retry.attempts : 1,
         backoffMs: mv.config.retry.backoffMs,
         keepSeconds: config.results.ttlSeconds,
+        ...(mirrorDepth === undefined ? {} : { maxDepth: mirrorDepth }),
       })
       .then(
         () => wait.promise,
@@ -205,7 +258,7 @@ export class Predictor {
           throw asServingError(e);
         },
       );
-    return {
+    const edgeJob: EdgeJob = {
       reply,
       abandon: () => {
         wait.cancel(new ServingError('DEADLINE_EXCEEDED'));
@@ -213,5 +266,10 @@ export class Predictor {
         void queues.removeIfWaiting(mv.config.pool, job.id);
       },
     };
+    if (mirrorDepth !== undefined) {
+      this.mirrorJobs.add(edgeJob);
+      void reply.catch(() => {}).finally(() => this.mirrorJobs.delete(edgeJob));
+    }
+    return edgeJob;
   }
 }

@@ -53,7 +53,8 @@ export class Tickets {
     const { catalog, config, metrics, store, queues } = this.deps;
     let modelName = req.model;
     try {
-      const mv = catalog.resolve(req.model, req.version);
+      // Routed as predict is (canary, sticky keys); shadow runs and comparisons are for synchronous answers only.
+      const mv = catalog.route(req.model, req.version, req.routeKey).mv;
       modelName = mv.name;
       const { input, rows } = normalizeInput(req.input, mv.config, config.predict.maxRows);
       const priority = bullPriority(req.priority);

@@ -143,6 +143,8 @@ export interface BatchlineConfig {
     housekeeping: string;
     /** Cron of the drift monitor. @defaultValue '0 * * * * *' */
     driftMonitor: string;
+    /** Cron of the rollout gates' check: a canary that breaks its policy's gates is rolled back. @defaultValue '*\/5 * * * * *' */
+    rolloutGates: string;
     /** Traffic window the drift monitor tests, in minutes. @defaultValue 60 */
     driftWindowMinutes: number;
     /** Fewest predictions in the window before a model is tested. @defaultValue 200 */
@@ -230,6 +232,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     pollModels: '*/10 * * * * *',
     housekeeping: '0 */5 * * * *',
     driftMonitor: '0 * * * * *',
+    rolloutGates: '*/5 * * * * *',
     driftWindowMinutes: 60,
     driftMinSamples: 200,
     driftAlpha: 0.01,
@@ -298,6 +301,7 @@ export const ENV_VARS = {
   BATCHLINE_POLL_MODELS_CRON: 'maintenance.pollModels',
   BATCHLINE_HOUSEKEEPING_CRON: 'maintenance.housekeeping',
   BATCHLINE_DRIFT_CRON: 'maintenance.driftMonitor',
+  BATCHLINE_ROLLOUT_GATES_CRON: 'maintenance.rolloutGates',
   BATCHLINE_DRIFT_WINDOW_MINUTES: 'maintenance.driftWindowMinutes',
   BATCHLINE_DRIFT_MIN_SAMPLES: 'maintenance.driftMinSamples',
   BATCHLINE_DRIFT_ALPHA: 'maintenance.driftAlpha',

@@ -4,7 +4,9 @@
  *     (control channel) to rescan, so a new version loads without a restart;
  *   - `housekeeping`: drops old failed jobs and dead worker entries, and tells processes to
  *     purge expired cache entries (results themselves expire by TTL in Redis);
- *   - `drift-monitor`: the chi-square test of recent predictions per model (core/drift/monitor.ts).
+ *   - `drift-monitor`: the chi-square test of recent predictions per model (core/drift/monitor.ts);
+ *   - `rollout-gates`: judges every canary by its policy's gates and rolls back those that
+ *     break one (core/rollout/rollout.ts).
  * The schedulers are upserted once per pattern set (a SET NX guard), not by every replica
  * (BullMQ #3262, #3063); every process may run the maintenance worker, and each tick's job
  * runs in exactly one of them.
@@ -22,8 +24,12 @@ import { checkDrift, type DriftReport } from '../drift/monitor.ts';
 import type { WorkerRegistry } from './worker-registry.ts';
 
 export const MAINTENANCE_QUEUE = 'maintenance';
-export type MaintenanceTask = 'poll-models' | 'housekeeping' | 'drift-monitor';
-export type ControlMessage = { type: 'models-changed'; fingerprint: string } | { type: 'housekeeping' };
+export type MaintenanceTask = 'poll-models' | 'housekeeping' | 'drift-monitor' | 'rollout-gates';
+export type ControlMessage =
+  | { type: 'models-changed'; fingerprint: string }
+  | { type: 'housekeeping' }
+  /** A model's live traffic policy changed (core/rollout/policies.ts): API processes re-read it. */
+  | { type: 'rollout-changed'; model: string };
 
 export interface MaintenanceDeps {
   config: BatchlineConfig;
@@ -33,6 +39,8 @@ export interface MaintenanceDeps {
   registry: WorkerRegistry;
   /** The repository as this process sees it now. */
   repository: () => ModelRepository;
+  /** The rollout's gate check (API processes); without it the task does nothing. */
+  rolloutGates?: () => Promise<unknown[]>;
 }
 
 export class Maintenance {
@@ -55,6 +63,7 @@ export class Maintenance {
       ['poll-models', m.pollModels],
       ['housekeeping', m.housekeeping],
       ['drift-monitor', m.driftMonitor],
+      ['rollout-gates', m.rolloutGates],
     ];
     const hash = createHash('sha256').update(JSON.stringify(schedule)).digest('hex').slice(0, 16);
     const first = await this.deps.redis.set(this.deps.keys.schedulersRegistered(hash), String(process.pid), 'EX', 7 * 24 * 3600, 'NX');
@@ -86,6 +95,8 @@ export class Maintenance {
         return this.housekeeping();
       case 'drift-monitor':
         return this.driftMonitor();
+      case 'rollout-gates':
+        return (await this.deps.rolloutGates?.()) ?? [];
       default:
         throw new Error(`unknown maintenance task ${String(task)}`);
     }

@@ -11,6 +11,7 @@ import { parse } from 'yaml';
 import { ORT_TYPE, parseModelConfig, type ModelConfig, type TensorSpec } from './config.ts';
 import type { BatchlineConfig } from '../config/settings.ts';
 import type { Logger } from '../telemetry/logger.ts';
+import { readPolicySpec, type ModelPolicySpec } from './rollout-policy.ts';
 
 export interface ModelVersion {
   name: string;
@@ -131,11 +132,14 @@ export class ModelRepository {
   readonly versions: ModelVersion[];
   /** The repository's fingerprint when this scan began. */
   readonly fingerprint: string;
+  /** Each model's `rollout:` and `capture:` (core/models/rollout-policy.ts), by name; absent for a model whose sections failed. */
+  readonly policies: ReadonlyMap<string, ModelPolicySpec>;
 
-  constructor(dir: string, versions: ModelVersion[], fingerprint = '') {
+  constructor(dir: string, versions: ModelVersion[], fingerprint = '', policies: ReadonlyMap<string, ModelPolicySpec> = new Map()) {
     this.dir = dir;
     this.versions = versions;
     this.fingerprint = fingerprint;
+    this.policies = policies;
   }
 
   /** Scans `dir`, verifying every version against its graph. Never throws for a bad model. */
@@ -147,7 +151,8 @@ export class ModelRepository {
     const overrides = readOverrides(options.overridesFile);
     const fingerprint = repositoryFingerprint(root);
     const found: ModelVersion[] = [];
-    if (!existsSync(root)) return new ModelRepository(root, found, fingerprint);
+    const policies = new Map<string, ModelPolicySpec>();
+    if (!existsSync(root)) return new ModelRepository(root, found, fingerprint, policies);
     for (const name of readdirSync(root).sort()) {
       const modelDir = join(root, name);
       if (!statSync(modelDir).isDirectory() || name.startsWith('.')) continue;
@@ -155,6 +160,13 @@ export class ModelRepository {
       let baseError: string | undefined;
       try {
         base = readYaml(join(modelDir, 'config.yaml'));
+      } catch (e) {
+        baseError = `config.yaml: ${(e as Error).message}`;
+      }
+      // The traffic policy is the model's, not a version's: read once, and a fault in it fails
+      // every version (serving the newest to everyone instead would be what the policy prevents).
+      try {
+        if (!baseError) policies.set(name, readPolicySpec(base, overrides[name] as Raw | undefined));
       } catch (e) {
         baseError = `config.yaml: ${(e as Error).message}`;
       }
@@ -175,6 +187,8 @@ export class ModelRepository {
           if (baseError) fail(baseError);
           const override = readYaml(join(modelDir, version, 'config.yaml'));
           if (!base && !override) fail(`no config.yaml for model '${name}'`);
+          for (const k of ['rollout', 'capture'])
+            if (override?.[k] !== undefined) fail(`${version}/config.yaml: '${k}' belongs in the model's config.yaml, not a version's`);
           mv.config = parseModelConfig(layeredConfig(base, override, overrides[name]), name);
           mv.config.name = name;
           if (options.verify !== false) await verifyAgainstGraph(path, mv.config);
@@ -188,7 +202,7 @@ export class ModelRepository {
         found.push(mv);
       }
     }
-    return new ModelRepository(root, found, fingerprint);
+    return new ModelRepository(root, found, fingerprint, policies);
   }
 
   ready(): ModelVersion[] {

@@ -14,6 +14,7 @@ import { hostname } from 'node:os';
 import type { RedisClient } from '../redis/connection.ts';
 import type { Registry } from 'prom-client';
 import { keyspace, keysOf } from '../redis/connection.ts';
+import type { CumulativeBucket } from '../telemetry/histogram.ts';
 
 /** The counters and histograms that are summed across processes. */
 export const SUMMED_METRICS = [
@@ -268,7 +269,7 @@ export function countBy(entries: Entry[], metric: string, label: string, where: 
 
 export interface HistogramSum {
   /** Cumulative counts by upper bound, ascending, `Infinity` last. */
-  buckets: { le: number; count: number }[];
+  buckets: CumulativeBucket[];
   count: number;
   sum: number;
 }
@@ -283,27 +284,4 @@ export function histogram(entries: Entry[], metric: string, where: Record<string
   }
   const buckets = [...byLe].map(([le, count]) => ({ le, count })).sort((a, b) => a.le - b.le);
   return { buckets, count: counterSum(entries, `${metric}_count`, where), sum: counterSum(entries, `${metric}_sum`, where) };
-}
-
-/**
- * The q-quantile of a histogram, interpolated linearly inside its bucket as Prometheus'
- * `histogram_quantile` does (the lowest bucket starts at 0; a quantile in the +Inf bucket is
- * the highest finite bound). Undefined without observations.
- */
-export function histogramQuantile(q: number, buckets: HistogramSum['buckets']): number | undefined {
-  const total = buckets.at(-1)?.count ?? 0;
-  if (total <= 0) return undefined;
-  const rank = q * total;
-  let lowerLe = 0;
-  let lowerCount = 0;
-  for (const b of buckets) {
-    if (b.count >= rank) {
-      if (b.le === Infinity) return lowerLe;
-      if (b.count === lowerCount) return b.le;
-      return lowerLe + ((b.le - lowerLe) * (rank - lowerCount)) / (b.count - lowerCount);
-    }
-    lowerLe = b.le;
-    lowerCount = b.count;
-  }
-  return lowerLe;
 }

@@ -10,17 +10,9 @@ import { POOLS, type BatchlineConfig, type PoolName } from '../config/settings.t
 import type { PredictionQueues } from '../prediction/queues.ts';
 import type { ModelCatalog, ModelInfo } from '../api/catalog.ts';
 import type { DriftReport } from '../drift/monitor.ts';
-import {
-  STEP_MS,
-  StatsReader,
-  countBy,
-  counterSum,
-  histogram,
-  histogramQuantile,
-  merge,
-  type Entry,
-  type ProcessInfo,
-} from './live-stats.ts';
+import type { RolloutReport } from '../rollout/rollout.ts';
+import { STEP_MS, StatsReader, countBy, counterSum, histogram, merge, type Entry, type ProcessInfo } from './live-stats.ts';
+import { histogramQuantile } from '../telemetry/histogram.ts';
 
 /** Refusals that say "not now": the client should come back (429, 503, 504). */
 export const REJECTION_CODES = (Object.keys(ERROR_CODES) as ErrorCode[]).filter((c) => [429, 503, 504].includes(ERROR_CODES[c].status));
@@ -65,6 +57,8 @@ export interface ModelFigures {
   cacheHitRatio: number | null;
   rejections: Rejection[];
   drift: DriftReport | null;
+  /** The traffic policy, its version pairs' figures and the last rollback. */
+  rollout: RolloutReport | null;
   history: StatsPoint[];
 }
 
@@ -147,13 +141,21 @@ function point(at: number, entries: Entry[], model: string, seconds: number): St
   };
 }
 
+export interface OpsStatsDeps {
+  config: BatchlineConfig;
+  redis: RedisClient;
+  queues: PredictionQueues;
+  catalog: ModelCatalog;
+  rollout?: { report(model: string): Promise<RolloutReport | undefined> };
+}
+
 export class OpsStats {
   private readonly reader: StatsReader;
-  private readonly deps: { config: BatchlineConfig; redis: RedisClient; queues: PredictionQueues; catalog: ModelCatalog };
+  private readonly deps: OpsStatsDeps;
   /** Viewers of one replica share one read of Redis per second. */
   private cached?: { key: string; at: number; value: Promise<{ window: Entry[]; steps: { at: number; entries: Entry[] }[] }> };
 
-  constructor(deps: { config: BatchlineConfig; redis: RedisClient; queues: PredictionQueues; catalog: ModelCatalog }) {
+  constructor(deps: OpsStatsDeps) {
     this.deps = deps;
     this.reader = new StatsReader(deps.redis, deps.config.redis.prefix);
   }
@@ -223,7 +225,10 @@ export class OpsStats {
     const rows = histogram(window, 'batchline_batch_rows', { model: name });
     const hits = counterSum(window, 'batchline_cache_hits_total', { model: name });
     const misses = counterSum(window, 'batchline_cache_misses_total', { model: name });
-    const drift = await this.deps.catalog.drift(name).catch(() => undefined);
+    const [drift, rollout] = await Promise.all([
+      this.deps.catalog.drift(name).catch(() => undefined),
+      this.deps.rollout?.report(name).catch(() => undefined),
+    ]);
     let below = 0;
     return {
       name,
@@ -243,6 +248,7 @@ export class OpsStats {
       cacheHitRatio: hits + misses > 0 ? hits / (hits + misses) : null,
       rejections: rejectionsOf(countBy(window, 'batchline_requests_total', 'outcome', { model: name })),
       drift: drift ?? null,
+      rollout: rollout ?? null,
       history: steps.map((s) => point(s.at, s.entries, name, STEP_MS / 1000)),
     };
   }

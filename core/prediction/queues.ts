@@ -12,6 +12,8 @@ import { waitForReplica } from '../redis/cluster.ts';
 
 /** BullMQ priority of synchronous `predict` work: ahead of every async request. */
 export const SYNC_PRIORITY = 1;
+/** BullMQ's lowest priority: mirrored work (a rollout's shadow and comparison runs) waits behind every real job. */
+export const MIRROR_PRIORITY = 2_097_151;
 
 /**
  * Maps a client priority (1-10, 10 most urgent, default 5) onto BullMQ's (1 runs first).
@@ -33,6 +35,8 @@ export interface EnqueueOptions {
   keepSeconds: number;
   /** On a cluster, wait for a replica of the queue's master to have the job (core/redis/cluster.ts). */
   replicated?: boolean;
+  /** Refuse the job once the pool has this many waiting (split over its shards like `queue.maxDepth`, and never above it). */
+  maxDepth?: number;
 }
 
 /** Admission to a queue, atomic across every API replica (the script says how). */
@@ -124,11 +128,14 @@ export class PredictionQueues {
   async enqueue(data: PredictionJobData, options: EnqueueOptions): Promise<void> {
     const q = this.queue(data.pool, data.id);
     const admitting = this.keys.admitting(q.name);
-    const max = this.maxDepthPerShard[data.pool];
+    const shards = this.shards.get(data.pool)!.length;
+    const max = Math.min(
+      this.maxDepthPerShard[data.pool],
+      options.maxDepth === undefined ? Infinity : Math.ceil(options.maxDepth / shards),
+    );
     try {
       const refusedAt = await this.admit(q.keys.wait, q.keys.prioritized, admitting, max, Date.now(), data.id, ADMISSION_TTL_MS);
       if (refusedAt >= 0) {
-        const shards = this.shards.get(data.pool)!.length;
         throw new ServingError(
           'QUEUE_FULL',
           shards === 1

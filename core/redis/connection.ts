@@ -84,7 +84,8 @@ export function whenReady(redis: RedisClient, timeoutMs = 10_000): Promise<void>
  *   - a queue's BullMQ keys and its admission set share `{<queue>}` (BullMQ's own advice:
  *     hash-tag the queue name, a different tag per queue so queues spread over the nodes);
  *   - the live stats share `{stats}` (one MULTI per process per second);
- *   - a model's drift counts share `{<model@version>}` (read as one pipeline).
+ *   - a model's drift counts share `{<model@version>}` (read as one pipeline);
+ *   - a model's rollout keys (its live policy, its comparisons, its capture stream) share `{<model>}`.
  * On one Redis nothing is tagged: the keys are the ones batchline always wrote.
  */
 export function keyspace(prefix: string, tagged = false) {
@@ -102,6 +103,12 @@ export function keyspace(prefix: string, tagged = false) {
     driftCounts: (modelKey: string, minute: number) => `${prefix}:drift:counts:${tag(modelKey)}:${minute}`,
     driftReport: (modelKey: string) => `${prefix}:drift:report:${modelKey}`,
     schedulersRegistered: (hash: string) => `${prefix}:schedulers:${hash}`,
+    /** A model's live traffic policy, JSON (core/rollout/policies.ts). */
+    rolloutPolicy: (model: string) => `${prefix}:rollout:${tag(model)}:policy`,
+    /** The comparison sums of one version pair of a model since the pair began (core/rollout/comparisons.ts). */
+    rolloutComparison: (model: string, pair: string) => `${prefix}:rollout:${tag(model)}:compare:${pair}`,
+    /** A model's captured payloads: a stream capped by length and age (core/rollout/capture.ts). */
+    capture: (model: string) => `${prefix}:capture:${tag(model)}`,
     /** Live workers and the models they serve (one hash; core/control/worker-registry.ts). */
     workers: `${prefix}:workers`,
     /** A client's token bucket (`key:<name>` or `ip:<address>`; core/api/rate-limiter.ts). */

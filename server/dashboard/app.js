@@ -32,6 +32,17 @@ const LIVE = `subscription OperationsView {
       cacheHitRatio
       rejections { code status count }
       drift { status pValue samples checkedAt }
+      rollout {
+        source revision stable pinnedStable
+        canary { version percent comparePercent } shadow { version percent }
+        gates { minRequests maxErrorRateIncrease minAgreement driftAlpha }
+        capture { percent }
+        lastRollback { version at by gate reason }
+        comparisons {
+          kind stable candidate mirrored compared failed shed agreement maxAbsDiff maxRelDiff
+          stableSide { requests errorRate p99Ms } candidateSide { requests errorRate p99Ms } latencyDeltaP99Ms
+        }
+      }
       history { at requestsPerSecond p50Ms p99Ms queueP50Ms inferenceP50Ms meanBatchRows }
     }
   }
@@ -40,7 +51,7 @@ const LIVE = `subscription OperationsView {
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const state = {
   key: sessionStorage.getItem(KEY_STORAGE) ?? undefined,
-  /** @type {Map<string, { card: HTMLElement, live: HTMLElement, head: HTMLElement, versions: HTMLElement }>} */
+  /** @type {Map<string, { card: HTMLElement, live: HTMLElement, head: HTMLElement, versions: HTMLElement, rollout: HTMLElement }>} */
   cards: new Map(),
 };
 
@@ -176,15 +187,67 @@ function renderDeployment(stats) {
 function modelCard(model) {
   const head = h('div', { class: 'card-head' });
   const versions = h('div', { class: 'versions' });
+  const rollout = h('div', { class: 'rollout', 'data-testid': 'rollout' });
   const live = h('div', { class: 'live' });
   const card = h('section', { class: 'card', 'data-testid': 'model', 'data-model': model.name }, [
     head,
     versions,
+    rollout,
     live,
     h('h3', {}, ['Try it']),
     tryItForm(model, () => state.key),
   ]);
-  return { card, head, versions, live };
+  return { card, head, versions, live, rollout };
+}
+
+const pct = (v) => (v == null ? '–' : `${num(v * 100, 1)} %`);
+const pair = (a, b) => (a == null || b == null ? '–' : `${a} / ${b}`);
+
+/**
+ * The traffic policy (stable, canary, shadow, capture), each version pair's figures since it
+ * began, and the last rollback with its reason. Empty for a model with none of these.
+ */
+function renderRollout(el, r) {
+  const quiet = !r || (!r.canary && !r.shadow && !r.lastRollback && !r.pinnedStable && !(r.capture.percent > 0));
+  if (quiet) return void el.replaceChildren();
+  const chips = [
+    h('span', { class: 'chip', 'data-testid': 'rollout-stable' }, [`stable ${r.stable ?? '–'}${r.pinnedStable ? '' : ' (newest)'}`]),
+    r.canary
+      ? h('span', { class: 'chip', 'data-testid': 'rollout-canary' }, [`canary ${r.canary.version} · ${num(r.canary.percent, 1)} %`])
+      : '',
+    r.shadow
+      ? h('span', { class: 'chip', 'data-testid': 'rollout-shadow' }, [`shadow ${r.shadow.version} · ${num(r.shadow.percent, 1)} %`])
+      : '',
+    r.capture.percent > 0 ? h('span', { class: 'chip', 'data-testid': 'rollout-capture' }, [`capture ${num(r.capture.percent, 1)} %`]) : '',
+    r.gates ? h('span', { class: 'chip' }, [`gates from ${r.gates.minRequests} requests`]) : '',
+    h('span', { class: 'muted' }, [`${r.source} policy, revision ${r.revision}`]),
+  ];
+  const rows = r.comparisons.map((c) => [
+    `${c.kind} ${c.stable} → ${c.candidate}`,
+    pair(c.stableSide.requests, c.candidateSide.requests),
+    pair(pct(c.stableSide.errorRate), pct(c.candidateSide.errorRate)),
+    `${pair(msNum(c.stableSide.p99Ms), msNum(c.candidateSide.p99Ms))}${c.latencyDeltaP99Ms == null ? '' : ` (Δ ${msNum(c.latencyDeltaP99Ms)})`}`,
+    pct(c.agreement),
+    c.maxAbsDiff == null ? '–' : `${c.maxAbsDiff.toPrecision(3)} / ${pct(c.maxRelDiff)}`,
+    `${c.mirrored}: ${c.compared} compared, ${c.failed} failed, ${c.shed} shed`,
+  ]);
+  const rollback = r.lastRollback
+    ? h('p', { class: 'error', 'data-testid': 'rollout-rollback' }, [
+        `rolled back ${r.lastRollback.version} at ${new Date(r.lastRollback.at).toLocaleTimeString()} by ${r.lastRollback.by}`,
+        r.lastRollback.gate ? ` (${r.lastRollback.gate})` : '',
+        `: ${r.lastRollback.reason}`,
+      ])
+    : '';
+  el.replaceChildren(
+    h('h3', {}, ['Rollout']),
+    h('div', { class: 'chips' }, chips),
+    rows.length
+      ? table(['pair', 'requests', 'error rate', 'p99 ms', 'agreement', 'max diff abs / rel', 'mirrored'], rows, {
+          'data-testid': 'rollout-comparisons',
+        })
+      : '',
+    rollback,
+  );
 }
 
 /**
@@ -219,6 +282,7 @@ function renderModel(entry, m, windowSeconds) {
     h('span', { class: 'badge' }, [`pool ${newest?.pool ?? '?'}`]),
     h('span', { class: 'badge', 'data-testid': 'model-workers' }, [`${workers} worker${workers === 1 ? '' : 's'}`]),
   );
+  renderRollout(entry.rollout, m.rollout);
   entry.versions.replaceChildren(
     table(
       ['version', 'status', 'workers', 'runs on', 'edge batch', 'worker batch', 'inputs', 'outputs'],

@@ -1,7 +1,7 @@
 /**
  * The operations view in a real browser (Debian's Chromium), nothing reachable off this
  * machine: it lists the demo models, its live figures move after a burst of predictions,
- * the try-it form answers for name-gender, and with auth on it asks for a key and shows a
+ * the try-it form answers for name-gender, a rollout panel appears when a policy is set, and with auth on it asks for a key and shows a
  * key without `admin` only its models.
  */
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -94,6 +94,19 @@ describe('operations view', () => {
     await form.getByRole('button', { name: 'Predict' }).click();
     await expect.poll(() => form.locator('[data-testid="try-error"]').innerText(), { timeout: 20_000 }).toMatch(/^BAD_USER_INPUT/);
     expect(offline.outside).toEqual([]);
+  });
+
+  it('shows a model’s rollout once its policy says something: here, capture turned on live', async () => {
+    const rollout = card(page, 'name-gender').locator('[data-testid="rollout"]');
+    expect(await rollout.innerText()).toBe('');
+    const set = (percent: number) =>
+      gql(stack.api.url, `mutation { setCapture(model: "name-gender", capture: { percent: ${percent} }) { revision } }`);
+    expect((await set(5)).body.errors).toBeUndefined();
+    await expect.poll(() => rollout.locator('[data-testid="rollout-capture"]').innerText(), { timeout: 20_000 }).toBe('capture 5.0 %');
+    expect(await rollout.locator('[data-testid="rollout-stable"]').innerText()).toBe('stable 1 (newest)');
+    expect(await rollout.innerText()).toMatch(/live policy, revision 1/);
+    await set(0);
+    await expect.poll(() => rollout.innerText(), { timeout: 20_000 }).toBe('');
   });
 });
 

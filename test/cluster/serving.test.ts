@@ -266,11 +266,11 @@ describe('periodic jobs on the cluster', () => {
     const maintained = await startApi(o);
     try {
       const queue = new Queue(keyspace(p, true).queueName('maintenance'), { connection: client, prefix: p });
-      await until(async () => (await queue.getJobSchedulersCount()) === 3, 'the schedulers');
+      await until(async () => (await queue.getJobSchedulersCount()) === 4, 'the schedulers');
       await queue.close();
       // The poll ticks every second: its fingerprint lands once the maintenance worker ran one.
       await until(async () => (await client.get(keyspace(p, true).modelsFingerprint)) !== null, 'a poll-models tick');
-      for (const task of ['housekeeping', 'drift-monitor', 'poll-models']) {
+      for (const task of ['housekeeping', 'drift-monitor', 'poll-models', 'rollout-gates']) {
         const r = await gql<{ runMaintenance: string }>(maintained.url, 'mutation($t: String!) { runMaintenance(task: $t) }', { t: task });
         expect(r.body.errors, task).toBeUndefined();
       }

@@ -48,11 +48,11 @@ const PREDICT =
   'query($v: String) { predict(model: "linear", version: $v, input: { tensors: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 1, 1, 1] }] }) { version outputs { data } } }';
 
 describe('periodic jobs', () => {
-  it('registers the three job schedulers once, though two API processes start', async () => {
+  it('registers the four job schedulers once, though two API processes start', async () => {
     const queue = new Queue('maintenance', { connection: { url: redisUrl }, prefix });
-    await until(async () => (await queue.getJobSchedulersCount()) === 3, 'the schedulers');
+    await until(async () => (await queue.getJobSchedulersCount()) === 4, 'the schedulers');
     const schedulers = await queue.getJobSchedulers();
-    expect(schedulers.map((s) => s.key ?? s.name).sort()).toEqual(['drift-monitor', 'housekeeping', 'poll-models']);
+    expect(schedulers.map((s) => s.key ?? s.name).sort()).toEqual(['drift-monitor', 'housekeeping', 'poll-models', 'rollout-gates']);
     expect(schedulers.find((s) => (s.key ?? s.name) === 'poll-models')!.pattern).toBe('* * * * * *');
     await queue.close();
   });

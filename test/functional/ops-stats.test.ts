@@ -12,7 +12,8 @@ import { useStack } from '../support/use-stack.ts';
 import { until } from '../support/wait.ts';
 import { createRedis, whenReady } from '../../core/redis/connection.ts';
 import { createMetrics } from '../../core/telemetry/metrics.ts';
-import { StatsReader, StatsRecorder, counterSum, histogram, histogramQuantile } from '../../core/operations/live-stats.ts';
+import { StatsReader, StatsRecorder, counterSum, histogram } from '../../core/operations/live-stats.ts';
+import { histogramQuantile } from '../../core/telemetry/histogram.ts';
 import { hashApiKey } from '../../server/auth.ts';
 
 const redisUrl = inject('redisUrl');

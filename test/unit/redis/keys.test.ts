@@ -74,6 +74,8 @@ describe('the keyspace', () => {
     expect(k.admitting(k.queueName('cpu'))).toBe('batchline:cpu:admitting');
     expect(k.stats.second(5)).toBe('batchline:stats:s:5');
     expect(k.driftCounts('m@1', 9)).toBe('batchline:drift:counts:m@1:9');
+    expect(k.rolloutPolicy('m')).toBe('batchline:rollout:m:policy');
+    expect(k.capture('m')).toBe('batchline:capture:m');
   });
 
   it('on a cluster, puts what one script or MULTI touches in one slot, and spreads predictions over slots', () => {
@@ -87,6 +89,9 @@ describe('the keyspace', () => {
     expect(calculateSlot(`batchline:${q}:prioritized`)).toBe(calculateSlot(k.admitting(q)));
     expect(new Set([k.stats.second(1), k.stats.step(2), k.stats.processes].map(calculateSlot)).size).toBe(1);
     expect(calculateSlot(k.driftCounts('m@1', 1))).toBe(calculateSlot(k.driftCounts('m@1', 2)));
+    // A model's rollout keys (policy, comparisons, capture stream) share its slot; models spread.
+    expect(new Set([k.rolloutPolicy('m'), k.rolloutComparison('m', 'canary:1:2:5'), k.capture('m')].map(calculateSlot)).size).toBe(1);
+    expect(calculateSlot(k.capture('m'))).not.toBe(calculateSlot(k.capture('n')));
   });
 
   it('spreads a pool’s shards evenly over the slot space, the same way in every process', () => {
