@@ -5,7 +5,7 @@
  * 1k/10k/100k requests/s; and the simulator beside the bench's measured figures. Writes JSON
  * and SVG plots (throughput and p99 against offered load, per policy) under bench/results/.
  *
- * `npm run simulate -- --profile [--provider cpu|cuda] [--out FILE]` measures mlp-bench's run
+ * `npm run simulate -- --profile [--provider cpu|cuda|webgpu] [--out FILE]` measures mlp-bench's run
  * times with onnxruntime-node instead, and saves them as a profile (default
  * bench/profiles/mlp-bench-<provider>.json).
  */
@@ -253,7 +253,8 @@ async function main(): Promise<void> {
   });
   if (!values.profile) return report();
   const provider = values.provider ?? 'cpu';
-  if (provider !== 'cpu' && provider !== 'cuda') throw new Error(`--provider must be cpu or cuda, got ${provider}`);
+  if (provider !== 'cpu' && provider !== 'cuda' && provider !== 'webgpu')
+    throw new Error(`--provider must be cpu, cuda or webgpu, got ${provider}`);
   const { saveProfile } = await import('./profile.ts');
   await saveProfile(provider, values.out ?? join(PROFILES_DIR, `mlp-bench-${provider}.json`));
 }

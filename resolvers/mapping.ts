@@ -54,6 +54,7 @@ export function toModelVersion(m: ModelInfo) {
     status: m.status === 'READY' ? 'LOADED' : 'FAILED',
     error: m.error ?? null,
     workers: m.workers,
+    executionProviders: m.executionProviders,
     batching: batching(m),
     sizeBytes: m.sizeBytes,
     metrics: m.metrics ? JSON.stringify(m.metrics) : null,

@@ -65,7 +65,15 @@ function toServerStats(v: DeploymentView, principal: Principal, admin: boolean, 
     windowSeconds: v.windowSeconds,
     viewer: { name: principal.name, admin, authEnabled: ops.authEnabled },
     graphiql: ops.graphiql,
-    processes: admin ? v.processes.map((p) => ({ ...p, pool: p.pool ?? null, startedAt: iso(p.startedAt) })) : null,
+    processes: admin
+      ? v.processes.map((p) => ({
+          ...p,
+          pool: p.pool ?? null,
+          executionProvider: p.executionProvider ?? null,
+          executionProviderNote: p.executionProviderNote ?? null,
+          startedAt: iso(p.startedAt),
+        }))
+      : null,
     queues: v.queues,
     rejections: admin ? v.rejections : null,
     models: v.models.map((m) => ({

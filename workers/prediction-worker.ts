@@ -25,7 +25,8 @@ import { modelKey, type PredictionJobData } from '../core/prediction/record.ts';
 import { JobProcessor } from '../core/worker/processor.ts';
 import { traceInferenceBatch } from '../core/worker/tracing.ts';
 import { batchingPlan } from '../core/batching/plan.ts';
-import { chooseExecutionProvider, workerShape } from '../core/worker/shape.ts';
+import { workerShape } from '../core/worker/shape.ts';
+import { providerChain } from '../core/runtime/providers.ts';
 
 export interface WorkerOptions {
   config: BatchlineConfig;
@@ -51,7 +52,6 @@ export class PredictionWorker {
   private store!: ResultStore;
   private registry!: WorkerRegistry;
   private heartbeat?: NodeJS.Timeout;
-  private executionProvider: 'cpu' | 'cuda' = 'cpu';
   private pubsub?: RedisPubSub;
   private control?: ControlSubscription;
   private drift?: DriftCounter;
@@ -77,15 +77,18 @@ export class PredictionWorker {
     this.repository = await scanConfigured(config, this.log);
     const mine = this.repository.ready().filter((v) => v.config.pool === pool);
     const maxBatch = Math.max(1, ...mine.map((v) => batchingPlan(pool, v.config).worker.maxBatchSize));
-    const { explanation, ...shape } = workerShape(config, mine, maxBatch);
-    this.log.info({ sizing: explanation }, 'worker sizing');
-    this.executionProvider = await chooseExecutionProvider(config.workers.executionProvider, pool, this.log);
+    const { executionProvider: requested, cpuFallback, webgpu } = config.workers;
+    // Throws ProviderUnavailableError, naming each provider and why, when none of the chain runs the models.
     this.inference = await InferencePool.start({
       models: mine.map((v) => ({ key: modelKey(v.name, v.version), path: v.path, config: v.config })),
-      threads: shape.threads,
-      intraOpThreads: shape.intraOpThreads,
-      executionProvider: this.executionProvider,
+      threads: (provider) => workerShape(config, mine, maxBatch, undefined, provider).threads,
+      chain: providerChain(requested, pool, cpuFallback),
+      requested,
+      settings: { intraOpThreads: workerShape(config, mine, maxBatch).intraOpThreads, webgpu },
     });
+    this.reportProvider();
+    const { explanation, ...shape } = workerShape(config, mine, maxBatch, undefined, this.inference.provider);
+    this.log.info({ sizing: explanation }, 'worker sizing');
     for (const f of this.inference.failed)
       this.log.error({ model: f.key, reason: f.error }, 'model failed to load in the inference thread; skipped');
     for (const v of mine) if (this.inference.loaded.includes(modelKey(v.name, v.version))) this.serve(v);
@@ -123,7 +126,13 @@ export class PredictionWorker {
       redis: this.redis,
       prefix: config.redis.prefix,
       registry: this.metrics.registry,
-      process: { id: this.id, role: 'worker', pool },
+      process: {
+        id: this.id,
+        role: 'worker',
+        pool,
+        executionProvider: this.executionProvider,
+        executionProviderNote: this.inference.describe(),
+      },
     });
     this.stats.start();
     // The control channel through RedisPubSub, as the API hears it (core/control/channel.ts);
@@ -162,6 +171,36 @@ export class PredictionWorker {
     this.log.info({ models: this.loaded, executionProvider: this.executionProvider, ...shape }, 'worker started');
   }
 
+  /** The provider the sessions run on; `none` until the pool has had models to decide with. */
+  get executionProvider(): string {
+    return this.inference?.provider ?? 'none';
+  }
+
+  /**
+   * One log line for the provider taken (a warning when the one asked for was not), and the
+   * metrics that say the same. Called again after a reload, which may decide it.
+   */
+  private reportProvider(): void {
+    const { pool, config } = this.options;
+    const { provider, attempts } = this.inference;
+    if (!provider) return;
+    this.metrics.executionProvider.reset();
+    this.metrics.providerSkipped.reset();
+    this.metrics.executionProvider.set({ pool, provider, requested: config.workers.executionProvider }, 1);
+    for (const a of attempts)
+      if (!a.ok) this.metrics.providerSkipped.set({ pool, provider: a.provider, reason: a.kind ?? 'session-failed' }, 1);
+    const skipped = attempts.filter((a) => !a.ok);
+    const fields = {
+      executionProvider: provider,
+      requested: config.workers.executionProvider,
+      skipped: skipped.map((a) => ({ provider: a.provider, reason: a.reason })),
+    };
+    const line = `${pool} pool runs on ${this.inference.describe()}`;
+    // Asked for a provider by name and given another: a warning. `auto` walking past absent GPUs is expected.
+    if (config.workers.executionProvider !== 'auto' && provider !== config.workers.executionProvider) this.log.warn(fields, line);
+    else this.log.info(fields, line);
+  }
+
   /**
    * Rescans the repository and loads versions of this pool it does not serve yet. Versions
    * already loaded stay loaded, so work in flight on an old version finishes on it.
@@ -171,9 +210,11 @@ export class PredictionWorker {
     const repo = await scanConfigured(config, this.log);
     const fresh = repo.ready().filter((v) => v.config.pool === pool && !this.models.has(modelKey(v.name, v.version)));
     if (fresh.length === 0) return [];
+    const undecided = !this.inference.provider;
     const { loaded, failed } = await this.inference.load(
       fresh.map((v) => ({ key: modelKey(v.name, v.version), path: v.path, config: v.config })),
     );
+    if (undecided) this.reportProvider();
     for (const f of failed) this.log.error({ model: f.key, reason: f.error }, 'new model version failed to load; skipped');
     const added: string[] = [];
     for (const v of fresh) {
@@ -215,6 +256,10 @@ export class PredictionWorker {
           pool: this.options.pool,
           models: this.stopping ? [] : this.loaded,
           executionProvider: this.executionProvider,
+          providerChoice: {
+            requested: this.options.config.workers.executionProvider,
+            skipped: this.inference.attempts.filter((a) => !a.ok).map((a) => ({ provider: a.provider, reason: a.reason ?? '' })),
+          },
           batching: Object.fromEntries(this.loaded.map((k) => [k, this.batchingState(k)!])),
         },
         HEARTBEAT_MS * 3,

@@ -24,6 +24,8 @@ export interface ModelInfo extends ModelVersion {
   ready: boolean;
   /** Current batch row limit reported by a worker (adaptive policies move it). */
   batchLimit?: number;
+  /** Execution providers of the live workers serving it, each once. */
+  executionProviders: string[];
 }
 
 export interface ModelCatalogDeps {
@@ -54,7 +56,8 @@ export class ModelCatalog {
       const key = modelKey(v.name, v.version);
       const serving = alive.filter((w) => w.models.includes(key));
       const batchLimit = serving.map((w) => w.batching?.[key]?.limit).find((l) => l !== undefined);
-      return { ...v, workers: serving.length, ready: v.status === 'READY' && serving.length > 0, batchLimit };
+      const executionProviders = [...new Set(serving.map((w) => w.executionProvider))].sort();
+      return { ...v, workers: serving.length, ready: v.status === 'READY' && serving.length > 0, batchLimit, executionProviders };
     });
   }
 

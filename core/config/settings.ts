@@ -11,7 +11,10 @@ export type PoolName = 'cpu' | 'gpu';
 export const POOLS: readonly PoolName[] = ['cpu', 'gpu'];
 
 /** The values of each setting that takes one of a few words; the type and the check at start both read these. */
-export const EXECUTION_PROVIDERS = ['auto', 'cpu', 'cuda'] as const;
+export const EXECUTION_PROVIDERS = ['auto', 'cpu', 'cuda', 'webgpu'] as const;
+export const WEBGPU_LAYOUTS = ['NCHW', 'NHWC'] as const;
+export const WEBGPU_VALIDATION_MODES = ['disabled', 'wgpuOnly', 'basic', 'full'] as const;
+export const WEBGPU_BUFFER_CACHE_MODES = ['disabled', 'lazyRelease', 'simple', 'bucket'] as const;
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 export const REQUEST_LOGS = ['all', 'errors', 'off'] as const;
 export const LOG_FORMATS = ['auto', 'json', 'pretty'] as const;
@@ -102,8 +105,28 @@ export interface BatchlineConfig {
     threads: number;
     /** onnxruntime intra-op threads per inference thread; 0 derives it. @defaultValue 0 */
     intraOpThreads: number;
-    /** `auto` uses CUDA in the gpu pool when onnxruntime-node has it. @defaultValue 'auto' */
+    /**
+     * `auto`: the gpu pool tries CUDA, then WebGPU, then CPU, and runs the first whose sessions
+     * load and answer a warm-up run; the cpu pool runs on CPU. `cuda`, `webgpu` or `cpu` is used
+     * in every pool the worker serves, and a worker whose provider cannot run stops at start
+     * (unless `cpuFallback`). @defaultValue 'auto'
+     */
     executionProvider: (typeof EXECUTION_PROVIDERS)[number];
+    /** With an explicit `cuda` or `webgpu` that cannot run here: serve on CPU (one warning) instead of stopping at start. @defaultValue false */
+    cpuFallback: boolean;
+    /**
+     * Options of onnxruntime's WebGPU execution provider (Dawn: Vulkan on Linux, D3D12 on
+     * Windows, Metal on macOS). Graph capture is not among them: onnxruntime-node 1.30 does not
+     * pass it on, and a captured graph replays one input shape while batches vary in size.
+     */
+    webgpu: {
+      /** Layout of layout-sensitive operators (convolutions, pooling): `NCHW` or `NHWC`. Dense models are unaffected. @defaultValue 'NCHW' */
+      preferredLayout: (typeof WEBGPU_LAYOUTS)[number];
+      /** `basic` (onnxruntime's default: it also checks every dispatch of a run on the host), `wgpuOnly` (Dawn's validation only: a little less host CPU per run), `full` (debugging) or `disabled` (a WebGPU error may then crash the process). @defaultValue 'basic' */
+      validationMode: (typeof WEBGPU_VALIDATION_MODES)[number];
+      /** Reuse of GPU storage buffers between runs: `bucket` (by size class), `simple` (exact size: less GPU memory for fixed shapes), `lazyRelease` or `disabled`. @defaultValue 'bucket' */
+      storageBufferCacheMode: (typeof WEBGPU_BUFFER_CACHE_MODES)[number];
+    };
     /** How long a stopping worker waits for work in hand. @defaultValue 20000 */
     shutdownTimeoutMs: number;
     /** BullMQ job lock, renewed every half of it; jobs of a worker that died run again within about 1.5x this. @defaultValue 10000 */
@@ -208,6 +231,8 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     threads: 0,
     intraOpThreads: 0,
     executionProvider: 'auto',
+    cpuFallback: false,
+    webgpu: { preferredLayout: 'NCHW', validationMode: 'basic', storageBufferCacheMode: 'bucket' },
     shutdownTimeoutMs: 20_000,
     lockDurationMs: 10_000,
     httpPort: 0,
@@ -276,6 +301,10 @@ export const ENV_VARS = {
   BATCHLINE_WORKER_THREADS: 'workers.threads',
   BATCHLINE_INTRA_OP_THREADS: 'workers.intraOpThreads',
   BATCHLINE_EXECUTION_PROVIDER: 'workers.executionProvider',
+  BATCHLINE_CPU_FALLBACK: 'workers.cpuFallback',
+  BATCHLINE_WEBGPU_LAYOUT: 'workers.webgpu.preferredLayout',
+  BATCHLINE_WEBGPU_VALIDATION: 'workers.webgpu.validationMode',
+  BATCHLINE_WEBGPU_BUFFER_CACHE: 'workers.webgpu.storageBufferCacheMode',
   BATCHLINE_SHUTDOWN_TIMEOUT_MS: 'workers.shutdownTimeoutMs',
   BATCHLINE_LOCK_DURATION_MS: 'workers.lockDurationMs',
   BATCHLINE_WORKER_HTTP_PORT: 'workers.httpPort',
@@ -395,6 +424,9 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   if (options.overrides) tree = merge(tree, options.overrides, '');
   const config = tree as unknown as BatchlineConfig;
   oneOf('workers.executionProvider', config.workers.executionProvider, EXECUTION_PROVIDERS);
+  oneOf('workers.webgpu.preferredLayout', config.workers.webgpu.preferredLayout, WEBGPU_LAYOUTS);
+  oneOf('workers.webgpu.validationMode', config.workers.webgpu.validationMode, WEBGPU_VALIDATION_MODES);
+  oneOf('workers.webgpu.storageBufferCacheMode', config.workers.webgpu.storageBufferCacheMode, WEBGPU_BUFFER_CACHE_MODES);
   oneOf('log.level', config.log.level, LOG_LEVELS);
   oneOf('log.requests', config.log.requests, REQUEST_LOGS);
   oneOf('log.format', config.log.format, LOG_FORMATS);

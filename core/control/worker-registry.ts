@@ -9,7 +9,10 @@ export interface WorkerEntry {
   id: string;
   pool: string;
   models: string[];
+  /** The provider the worker's sessions run on (cpu, cuda, webgpu; `none` before it has models to decide with). */
   executionProvider: string;
+  /** What was asked for and the providers skipped before the one it runs, with why. */
+  providerChoice?: { requested: string; skipped: { provider: string; reason: string }[] };
   /** Live batching policy and row limit per model key. */
   batching?: Record<string, { policy: string; limit: number }>;
   expiresAt: number;

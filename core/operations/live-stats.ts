@@ -96,6 +96,9 @@ export interface ProcessInfo {
   id: string;
   role: 'api' | 'worker';
   pool?: string;
+  /** A worker's execution provider, and one line on why the providers before it were skipped. */
+  executionProvider?: string;
+  executionProviderNote?: string;
   pid: number;
   host: string;
   startedAt: number;
@@ -106,7 +109,7 @@ export interface RecorderOptions {
   redis: RedisClient;
   prefix: string;
   registry: Registry<RegistryContentType>;
-  process: Pick<ProcessInfo, 'id' | 'role' | 'pool'>;
+  process: Pick<ProcessInfo, 'id' | 'role' | 'pool' | 'executionProvider' | 'executionProviderNote'>;
   /** Milliseconds since the epoch. @defaultValue Date.now */
   now?: () => number;
 }

@@ -1,19 +1,33 @@
 /**
  * A fixed set of inference threads, each holding its own sessions of the pool's models.
- * A run goes to the thread with the fewest runs in hand.
+ * A run goes to the thread with the fewest runs in hand. The first thread walks the chain of
+ * execution providers (core/runtime/providers.ts); the others start on the provider it took.
  */
 import { Worker } from 'node:worker_threads';
 import { ServingError, isErrorCode } from '../errors/registry.ts';
 import type { NormalizedInput } from '../prediction/input.ts';
-import type { LoadedModelSpec, OutputTensor, ThreadMessage } from './types.ts';
+import { describeChoice, type ProviderAttempt, type ProviderName, type ProviderRequest, type ProviderSettings } from './providers.ts';
+import type { LoadedModelSpec, OutputTensor, ProviderOutcome, ThreadInit, ThreadMessage } from './types.ts';
 
 export interface InferencePoolOptions {
   models: LoadedModelSpec[];
-  /** Number of inference threads. */
-  threads: number;
-  /** onnxruntime intra-op threads per inference thread. */
-  intraOpThreads: number;
-  executionProvider: 'cpu' | 'cuda';
+  /** Number of inference threads, once the provider is known (a GPU is usually given one: batching feeds it). */
+  threads: number | ((provider: ProviderName | undefined) => number);
+  /** Providers to try, in order. */
+  chain: ProviderName[];
+  /** What was asked for, for the messages. @defaultValue the chain's only provider, or 'auto' */
+  requested?: ProviderRequest;
+  settings: ProviderSettings;
+}
+
+/** No provider of the chain can run the pool's models: the message says why, provider by provider. */
+export class ProviderUnavailableError extends Error {
+  readonly attempts: ProviderAttempt[];
+  constructor(message: string, attempts: ProviderAttempt[]) {
+    super(message);
+    this.name = 'ProviderUnavailableError';
+    this.attempts = attempts;
+  }
 }
 
 export interface RunResult {
@@ -46,24 +60,59 @@ export class InferencePool {
   /** Models every thread loaded. */
   loaded: string[] = [];
   failed: { key: string; error: string }[] = [];
+  /** The provider the sessions run on; undefined until a thread has had models to decide with. */
+  provider?: ProviderName;
+  /** The chain as the first thread walked it: the provider taken and why those before it were skipped. */
+  attempts: ProviderAttempt[] = [];
+  private requested: ProviderRequest = 'auto';
+  private init!: ThreadInit;
 
-  /** Starts the threads and waits until each has loaded its sessions. */
+  /**
+   * Starts the threads and waits until each has loaded its sessions: the first walks the chain,
+   * the rest start on what it took. Rejects with ProviderUnavailableError when the pool has
+   * models and no provider of the chain runs them.
+   */
   static async start(options: InferencePoolOptions): Promise<InferencePool> {
     const pool = new InferencePool();
-    await Promise.all(Array.from({ length: Math.max(1, options.threads) }, () => pool.spawn(options)));
+    pool.requested = options.requested ?? (options.chain.length === 1 ? options.chain[0] : 'auto');
+    pool.init = { models: options.models, chain: options.chain, settings: options.settings };
+    await pool.spawn(pool.init);
+    if (!pool.provider && options.models.length > 0) {
+      const hint =
+        pool.requested === 'cuda' || pool.requested === 'webgpu'
+          ? '; set workers.cpuFallback (BATCHLINE_CPU_FALLBACK=true) to serve on CPU instead'
+          : '';
+      const message = `execution provider: ${describeChoice(pool.requested, undefined, pool.attempts)}${hint}`;
+      await pool.close();
+      throw new ProviderUnavailableError(message, pool.attempts);
+    }
+    const total = typeof options.threads === 'function' ? options.threads(pool.provider) : options.threads;
+    const rest = { ...pool.init, chain: pool.provider ? [pool.provider] : options.chain };
+    await Promise.all(Array.from({ length: Math.max(1, total) - 1 }, () => pool.spawn(rest)));
     return pool;
   }
 
-  private spawn(options: InferencePoolOptions): Promise<void> {
+  /** One line: the provider and why the ones before it were skipped. */
+  describe(): string {
+    return describeChoice(this.requested, this.provider, this.attempts);
+  }
+
+  private decided(outcome: ProviderOutcome): void {
+    if (this.provider || !outcome.provider) return;
+    this.provider = outcome.provider;
+    this.attempts = outcome.attempts;
+  }
+
+  private spawn(init: ThreadInit): Promise<void> {
     return new Promise((resolve, reject) => {
-      const worker = new Worker(THREAD_ENTRY, {
-        workerData: { models: options.models, intraOpThreads: options.intraOpThreads, executionProvider: options.executionProvider },
-      });
+      const worker = new Worker(THREAD_ENTRY, { workerData: init });
       const handle: ThreadHandle = { worker, inFlight: 0 };
       worker.on('message', (msg: ThreadMessage) => {
         if (msg.type === 'ready') {
           this.loaded = msg.loaded;
           this.failed = msg.failed;
+          if (this.threads.length === 0) this.attempts = msg.attempts;
+          this.decided(msg);
           this.threads.push(handle);
           resolve();
           return;
@@ -108,19 +157,19 @@ export class InferencePool {
    * Resolves with the keys every thread now holds and what failed.
    */
   async load(models: LoadedModelSpec[]): Promise<{ loaded: string[]; failed: { key: string; error: string }[] }> {
-    const replies = await Promise.all(
-      this.threads.map(
-        (t) =>
-          new Promise<Extract<ThreadMessage, { type: 'loaded' }>>((resolve) => {
-            const id = this.nextId++;
-            this.loads.set(id, (msg) => {
-              this.loads.delete(id);
-              resolve(msg);
-            });
-            t.worker.postMessage({ type: 'load', id, models });
-          }),
-      ),
-    );
+    const send = (t: ThreadHandle): Promise<Extract<ThreadMessage, { type: 'loaded' }>> =>
+      new Promise((resolve) => {
+        const id = this.nextId++;
+        this.loads.set(id, (msg) => {
+          this.loads.delete(id);
+          resolve(msg);
+        });
+        t.worker.postMessage({ type: 'load', id, models, provider: this.provider });
+      });
+    // Started without models, the pool decides its provider now: the first thread walks the chain, the rest follow it.
+    const first = this.provider || this.threads.length === 0 ? [] : [await send(this.threads[0])];
+    if (first[0]) this.decided(first[0]);
+    const replies = [...first, ...(await Promise.all(this.threads.slice(first.length).map(send)))];
     const loaded = replies.reduce<string[]>((acc, r, i) => (i === 0 ? r.loaded : acc.filter((k) => r.loaded.includes(k))), []);
     this.loaded = loaded;
     return { loaded, failed: replies.flatMap((r) => r.failed) };

@@ -2,6 +2,7 @@
 import type { NormalizedInput } from '../prediction/input.ts';
 import type { ModelConfig, Datatype } from '../models/config.ts';
 import type { Tensor } from '../tensor/tensor.ts';
+import type { ProviderAttempt, ProviderName, ProviderSettings } from './providers.ts';
 
 export interface LoadedModelSpec {
   /** `<name>@<version>` */
@@ -12,8 +13,15 @@ export interface LoadedModelSpec {
 
 export interface ThreadInit {
   models: LoadedModelSpec[];
-  intraOpThreads: number;
-  executionProvider: 'cpu' | 'cuda';
+  /** Providers to try in order (core/runtime/providers.ts); a thread started after the first gets the one it took. */
+  chain: ProviderName[];
+  settings: ProviderSettings;
+}
+
+/** The provider a thread's sessions run on (undefined: not decided, for want of models or of a provider that runs them). */
+export interface ProviderOutcome {
+  provider?: ProviderName;
+  attempts: ProviderAttempt[];
 }
 
 /** One output tensor of a run, batch dimension first. */
@@ -33,10 +41,12 @@ export interface LoadRequest {
   type: 'load';
   id: number;
   models: LoadedModelSpec[];
+  /** The provider another thread took, for a thread that has not decided yet. */
+  provider?: ProviderName;
 }
 
 export type ThreadMessage =
-  | { type: 'ready'; loaded: string[]; failed: { key: string; error: string }[]; executionProvider: string }
-  | { type: 'loaded'; id: number; loaded: string[]; failed: { key: string; error: string }[] }
+  | ({ type: 'ready'; loaded: string[]; failed: { key: string; error: string }[] } & ProviderOutcome)
+  | ({ type: 'loaded'; id: number; loaded: string[]; failed: { key: string; error: string }[] } & ProviderOutcome)
   | { type: 'result'; id: number; outputs: OutputTensor[]; inferenceMs: number; rows: number }
   | { type: 'error'; id: number; code: string; message: string };

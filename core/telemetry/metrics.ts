@@ -117,6 +117,18 @@ export function createMetrics(role: 'api' | 'worker') {
       labelNames: ['model', 'version'] as const,
       registers: [registry],
     }),
+    executionProvider: new Gauge({
+      name: 'batchline_execution_provider',
+      help: 'The execution provider a worker pool runs (value 1), by pool, provider and the workers.executionProvider asked for',
+      labelNames: ['pool', 'provider', 'requested'] as const,
+      registers: [registry],
+    }),
+    providerSkipped: new Gauge({
+      name: 'batchline_execution_provider_skipped',
+      help: 'Providers the chain skipped before the one it runs (value 1), by pool, provider and why: not-installed, no-adapter, session-failed, warm-up-failed',
+      labelNames: ['pool', 'provider', 'reason'] as const,
+      registers: [registry],
+    }),
     batchLimit: new Gauge({
       name: 'batchline_batch_limit',
       help: 'Current batch size limit per model (adaptive policies move it)',

@@ -1,12 +1,12 @@
 /**
  * A worker's shape: how many inference threads, intra-op threads and jobs in hand it runs
- * with (from the configuration, else from its cgroup limits through `planPool`), and which
- * execution provider its sessions use.
+ * with (from the configuration, else from its cgroup limits through `planPool`, and one
+ * inference thread on a GPU provider). Which provider that is: core/runtime/providers.ts.
  */
 import { availableParallelism } from 'node:os';
-import type { BatchlineConfig, PoolName } from '../config/settings.ts';
+import type { BatchlineConfig } from '../config/settings.ts';
 import type { ModelVersion } from '../models/repository.ts';
-import type { Logger } from '../telemetry/logger.ts';
+import { isGpu, type ProviderName } from '../runtime/providers.ts';
 import { readCgroupLimits } from './cgroup.ts';
 import { planPool } from './sizing.ts';
 
@@ -21,13 +21,16 @@ function estimatedModelBytes(v: ModelVersion): number {
 
 /**
  * Threads, intra-op threads and job concurrency of this worker: what the configuration
- * sets, the rest from `planPool` over the container's cgroup limits (./sizing.ts).
+ * sets, the rest from `planPool` over the container's cgroup limits (./sizing.ts). On a GPU
+ * provider one inference thread unless `workers.threads` says otherwise: runs on one device's
+ * queue serialize, and batching, not more threads, is what keeps it busy.
  */
 export function workerShape(
   config: BatchlineConfig,
   models: ModelVersion[],
   maxBatch: number,
   cgroupRoot?: string,
+  provider?: ProviderName,
 ): { threads: number; intraOpThreads: number; concurrency: number; explanation: string[] } {
   const limits = readCgroupLimits(cgroupRoot);
   const plan = planPool({
@@ -39,32 +42,15 @@ export function workerShape(
     modelBytes: models.length ? models.map(estimatedModelBytes) : 1,
     batchSize: maxBatch,
   });
-  const threads = config.workers.threads || plan.slots;
-  const intraOpThreads = config.workers.intraOpThreads || Math.max(1, Math.floor(plan.cores / threads));
+  const onGpu = isGpu(provider) && !config.workers.threads;
+  const threads = config.workers.threads || (onGpu ? 1 : plan.slots);
+  // Intra-op threads as the CPU plan gives them: on a GPU they serve the nodes left to the CPU provider.
+  const intraOpThreads = config.workers.intraOpThreads || Math.max(1, Math.floor(plan.cores / (config.workers.threads || plan.slots)));
   // Jobs in hand: a full batch per thread plus one gathering (batch 1: two per thread, so
   // the next job is fetched while one runs).
   const concurrency = config.workers.concurrency || threads * Math.max(2, maxBatch) + (maxBatch > 1 ? maxBatch : 0);
-  return { threads, intraOpThreads, concurrency, explanation: plan.explanation };
-}
-
-/** CUDA in the gpu pool when asked for or available, else CPU; the choice is logged. */
-export async function chooseExecutionProvider(wanted: 'auto' | 'cpu' | 'cuda', pool: PoolName, log: Logger): Promise<'cpu' | 'cuda'> {
-  if (wanted === 'cpu' || (wanted === 'auto' && pool !== 'gpu')) return 'cpu';
-  const ort = await import('onnxruntime-node');
-  const cuda = ort.listSupportedBackends().find((b) => b.name === 'cuda');
-  let usable = false;
-  if (cuda) {
-    // The binding lists CUDA even when its libraries are absent; only a real session tells.
-    const { existsSync } = await import('node:fs');
-    const { join, dirname } = await import('node:path');
-    const { createRequire } = await import('node:module');
-    const dir = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
-    usable = existsSync(join(dir, 'bin', 'napi-v6', process.platform, process.arch, 'libonnxruntime_providers_cuda.so'));
-  }
-  if (!usable) {
-    if (wanted === 'cuda') log.warn('CUDA execution provider requested but its libraries are not installed; using CPU');
-    else log.info('CUDA libraries not installed; the gpu pool runs on CPU');
-    return 'cpu';
-  }
-  return 'cuda';
+  const explanation = onGpu
+    ? [...plan.explanation, `one inference thread on ${provider}: runs on one GPU queue serialize; batching keeps it busy`]
+    : plan.explanation;
+  return { threads, intraOpThreads, concurrency, explanation };
 }

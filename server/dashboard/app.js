@@ -16,13 +16,13 @@ const LIVE = `subscription OperationsView {
   serverStats(windowSeconds: 10, historyMinutes: ${HISTORY_MINUTES}) {
     at windowSeconds graphiql
     viewer { name admin authEnabled }
-    processes { id role pool host pid startedAt }
+    processes { id role pool host pid startedAt executionProvider executionProviderNote }
     queues { pool waiting active delayed failed maxDepth }
     rejections { code status count }
     models {
       name acceptsText
       versions {
-        version status error ready pool task workers labels
+        version status error ready pool task workers executionProviders labels
         inputs { name datatype shape } outputs { name datatype shape }
         batching { edge { maxRows maxDelayMs } worker { policy maxBatchSize maxDelayMs sloMs limit } }
       }
@@ -166,8 +166,17 @@ function renderDeployment(stats) {
     $('processes').replaceChildren(
       h('h2', {}, ['Processes']),
       table(
-        ['role', 'pool', 'host', 'pid', 'since'],
-        stats.processes.map((p) => [p.role, p.pool ?? '', p.host, String(p.pid), since(p.startedAt)]),
+        ['role', 'pool', 'execution provider', 'host', 'pid', 'since'],
+        stats.processes.map((p) => [
+          p.role,
+          p.pool ?? '',
+          // The provider, and on hover why the ones before it in the chain were skipped.
+          p.executionProvider ? h('span', { title: p.executionProviderNote ?? '', 'data-testid': 'provider' }, [p.executionProvider]) : '',
+          p.host,
+          String(p.pid),
+          since(p.startedAt),
+        ]),
+        { 'data-testid': 'processes' },
       ),
     );
   } else {
@@ -276,11 +285,12 @@ function renderModel(entry, m, windowSeconds) {
   renderRollout(entry.rollout, m.rollout);
   entry.versions.replaceChildren(
     table(
-      ['version', 'status', 'workers', 'edge batch', 'worker batch', 'inputs', 'outputs'],
+      ['version', 'status', 'workers', 'runs on', 'edge batch', 'worker batch', 'inputs', 'outputs'],
       m.versions.map((v) => [
         v.version,
         v.error ? h('span', { class: 'error', title: v.error }, [`${v.status}: ${v.error}`]) : v.status,
         String(v.workers),
+        h('span', { 'data-testid': 'runs-on' }, [v.executionProviders.join(', ') || '–']),
         h('span', { 'data-testid': 'edge-batching' }, [edgeBatching(v.batching?.edge)]),
         h('span', { 'data-testid': 'worker-batching' }, [workerBatching(v.batching?.worker)]),
         v.inputs.map(shape).join(', ') + (m.acceptsText ? ' (from text)' : ''),

@@ -55,6 +55,11 @@ describe('operations view', () => {
     );
     expect(await card(page, 'mlp-bench').innerText()).toMatch(/input FP32\[\?×512\]/);
     await expect.poll(() => card(page, 'name-gender').locator('[data-testid="model-workers"]').innerText()).toBe('1 worker');
+    // The execution provider its workers run, per version, and per worker in the process list.
+    expect(await card(page, 'name-gender').locator('[data-testid="runs-on"]').allInnerTexts()).toEqual(['cpu']);
+    // mlp-bench is the gpu pool's, and no gpu worker runs in this file.
+    expect(await card(page, 'mlp-bench').locator('[data-testid="runs-on"]').allInnerTexts()).toEqual(['–']);
+    await expect.poll(() => page.locator('[data-testid="processes"] [data-testid="provider"]').allInnerTexts()).toEqual(['cpu']);
     expect(await page.locator('[data-testid="queues"]').innerText()).toMatch(/cpu\s+0/);
     expect(offline.outside).toEqual([]);
   });

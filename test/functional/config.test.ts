@@ -67,8 +67,23 @@ describe('validation at start', () => {
 
   it('refuses an unknown execution provider or log level from the config file too, saying what was given', () => {
     expect(() => loadConfig({ env: { BATCHLINE_EXECUTION_PROVIDER: 'rocm' } })).toThrow(
-      "config: 'workers.executionProvider' must be auto, cpu or cuda, got 'rocm'",
+      "config: 'workers.executionProvider' must be auto, cpu, cuda or webgpu, got 'rocm'",
     );
+    expect(() => loadConfig({ env: { BATCHLINE_WEBGPU_LAYOUT: 'nhwc' } })).toThrow(
+      "config: 'workers.webgpu.preferredLayout' must be NCHW or NHWC, got 'nhwc'",
+    );
+    expect(() => loadConfig({ env: {}, overrides: { workers: { webgpu: { validationMode: 'none' } } } })).toThrow(
+      "config: 'workers.webgpu.validationMode' must be disabled, wgpuOnly, basic or full, got 'none'",
+    );
+    expect(
+      loadConfig({
+        env: { BATCHLINE_EXECUTION_PROVIDER: 'webgpu', BATCHLINE_CPU_FALLBACK: 'true', BATCHLINE_WEBGPU_BUFFER_CACHE: 'simple' },
+      }).workers,
+    ).toMatchObject({
+      executionProvider: 'webgpu',
+      cpuFallback: true,
+      webgpu: { preferredLayout: 'NCHW', validationMode: 'basic', storageBufferCacheMode: 'simple' },
+    });
     expect(() => loadConfig({ env: {}, overrides: { log: { level: 'loud' } } })).toThrow(
       "config: 'log.level' must be trace, debug, info, warn, error, fatal or silent, got 'loud'",
     );

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Batcher, type BatchEvent } from '../../../core/batching/batcher.ts';
 import { ManualClock } from '../../../core/batching/clock.ts';
+import { DEFAULT_CONFIG } from '../../../core/config/settings.ts';
 import { AimdPolicy, PredictivePolicy } from '../../../core/batching/policies.ts';
 import type { NormalizedInput } from '../../../core/prediction/input.ts';
 import type { BatchingSpec } from '../../../core/models/config.ts';
@@ -291,8 +292,8 @@ describe('batched inference on real onnxruntime', () => {
     pool = await InferencePool.start({
       models: [{ key: 'mlp-bench@1', path: mv.path, config: mv.config }],
       threads: 1,
-      intraOpThreads: 1,
-      executionProvider: 'cpu',
+      chain: ['cpu'],
+      settings: { intraOpThreads: 1, webgpu: DEFAULT_CONFIG.workers.webgpu },
     });
   });
 
