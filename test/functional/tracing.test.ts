@@ -195,11 +195,14 @@ describe('tracing through the queue', () => {
     await until(() => spansOf(traceId).some((s) => s.name.startsWith('process ')), 'the process span');
     expect(line()).toMatchObject({ trace_id: traceId, span_id: one(spansOf(traceId), /^process /).spanId });
     const api = stack.procs.at(-1)!;
-    const request = api
-      .output()
-      .split('\n')
-      .find((l) => l.includes('"requestId":"trace-log-1"') && l.includes('"msg":"request"'));
-    expect(JSON.parse(request!)).toMatchObject({ trace_id: traceId });
+    // The API's line is written after the answer is sent (pino writes asynchronously to its pipe).
+    const request = (): string | undefined =>
+      api
+        .output()
+        .split('\n')
+        .find((l) => l.includes('"requestId":"trace-log-1"') && l.includes('"msg":"request"'));
+    await until(() => request() !== undefined, 'the API’s "request" line');
+    expect(JSON.parse(request()!)).toMatchObject({ trace_id: traceId });
   });
 
   it('ten concurrent requests that share a batch each link to the same batch span, and it to them', async () => {
