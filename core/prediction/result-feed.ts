@@ -4,8 +4,9 @@
  *
  * - a synchronous job's reply comes on ONE reply channel per process, shared by all of them
  *   (a map of pending job ids, not a listener per request; the edge batcher holds each
- *   request's deadline). Nothing is stored for these jobs: a reply published while this
- *   process's subscriber was reconnecting is lost, and its requests meet their deadline;
+ *   request's deadline). Nothing is stored for these jobs: a reply that reached no subscriber
+ *   (this process's subscriber reconnecting, or resubscribing after its channel's slot moved)
+ *   is published again by its worker for a few seconds, then its requests meet their deadline;
  * - a `predictionResult` subscription watches its id's channel: SUBSCRIBE is confirmed
  *   first, then the stored record is read, so a result finished before the subscription
  *   began is still delivered, and exactly once.
@@ -39,10 +40,18 @@ function unavailable(): ServingError {
 }
 
 /**
+ * How long a worker keeps publishing a synchronous reply that reached no subscriber: longer than
+ * an API's subscriber takes to reconnect or to subscribe again after a slot migration.
+ */
+export const REPLY_UNHEARD_MS = 5_000;
+
+/**
  * A worker's end of the reply channels: publishes a synchronous job's reply to the API process
- * whose ResultFeed waits for it (`expect`, below). Nothing is stored; a reply published while
- * that process's subscriber was away is lost, and its requests meet their deadline. Reply
- * channels are sharded on a cluster, as the feed subscribes to them.
+ * whose ResultFeed waits for it (`expect`, below). Nothing is stored: a reply nobody heard (the
+ * API's subscriber reconnecting, or its sharded channel's slot just moved to another master and
+ * not yet subscribed there) is published again by the worker for a few seconds
+ * (core/worker/processor.ts); past that its requests meet their deadline. Reply channels are
+ * sharded on a cluster, as the feed subscribes to them.
  */
 export class ReplyPublisher {
   private readonly redis: RedisClient;
@@ -53,9 +62,31 @@ export class ReplyPublisher {
     this.sharded = isCluster(redis);
   }
 
-  async publish(channel: string, reply: SyncReply): Promise<void> {
+  /** Publishes the reply once; resolves with how many subscribers heard it (0: the API's subscriber is away, or the API is gone). */
+  async publish(channel: string, reply: SyncReply): Promise<number> {
     const message = JSON.stringify(reply);
-    await (this.sharded ? this.redis.spublish(channel, message) : this.redis.publish(channel, message));
+    return Number(await (this.sharded ? this.redis.spublish(channel, message) : this.redis.publish(channel, message)));
+  }
+
+  /**
+   * Publishes the reply, again while Redis is unreachable, until `giveUp` (the job's deadline, a
+   * stopping worker). Resolves once it is published. If nobody heard it (the API's subscriber is
+   * reconnecting, or on a cluster the reply channel's slot just moved and ioredis has not
+   * subscribed on its new master yet; or the API is gone), it is published again apart from the
+   * caller, for at most `REPLY_UNHEARD_MS`, until a try reaches a subscriber: so no listener
+   * hears it twice. `onUnheard` is called if none ever did.
+   */
+  async send(channel: string, reply: SyncReply, o: { giveUp: () => boolean; onUnheard?: () => void }): Promise<void> {
+    const publish = (): Promise<number> => whileUnreachable(() => this.publish(channel, reply), { giveUp: o.giveUp, maxDelayMs: 1000 });
+    if ((await publish()) > 0) return;
+    const until = Date.now() + REPLY_UNHEARD_MS;
+    void (async () => {
+      for (let attempt = 0; !o.giveUp() && Date.now() < until; attempt++) {
+        await new Promise((r) => setTimeout(r, Math.min(400, 25 * 2 ** attempt)));
+        if ((await publish()) > 0) return;
+      }
+      o.onUnheard?.();
+    })().catch(() => o.onUnheard?.());
   }
 }
 

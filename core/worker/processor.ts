@@ -16,7 +16,6 @@ import type { ModelConfig } from '../models/config.ts';
 import { fromWire } from '../prediction/input.ts';
 import type { ResultStore } from '../prediction/result-store.ts';
 import type { ReplyPublisher } from '../prediction/result-feed.ts';
-import { whileUnreachable } from '../redis/connection.ts';
 import { observeLatency, type Metrics } from '../telemetry/metrics.ts';
 import type { DriftCounter } from '../drift/monitor.ts';
 import type { Logger } from '../telemetry/logger.ts';
@@ -188,9 +187,13 @@ export class JobProcessor {
    * deadline: after it, the API has answered its requests DEADLINE_EXCEEDED already.
    */
   private sendReply(data: PredictionJobData, reply: SyncReply): Promise<void> {
-    return whileUnreachable(() => this.deps.replies.publish(data.replyTo!, reply), {
+    return this.deps.replies.send(data.replyTo!, reply, {
       giveUp: () => this.deps.stopping() || (data.deadline !== undefined && Date.now() > data.deadline),
-      maxDelayMs: 1000,
+      onUnheard: () =>
+        this.deps.log.warn(
+          { predictionId: data.id, replyTo: data.replyTo },
+          'a synchronous reply reached no API; its requests meet their deadline',
+        ),
     });
   }
 

@@ -9,9 +9,9 @@ import { RedisPubSub } from 'graphql-redis-subscriptions';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { Redis } from 'ioredis';
 import { createRedis, keyspace, whenReady } from '../../core/redis/connection.ts';
-import { ResultFeed } from '../../core/prediction/result-feed.ts';
+import { ReplyPublisher, ResultFeed } from '../../core/prediction/result-feed.ts';
 import { ResultStore } from '../../core/prediction/result-store.ts';
-import type { PredictionRecord } from '../../core/prediction/record.ts';
+import type { PredictionRecord, SyncReply } from '../../core/prediction/record.ts';
 import { dropPrefix, uniquePrefix } from '../../harness/stack.ts';
 import { startPrivateRedis } from '../../harness/private-redis.ts';
 
@@ -57,6 +57,49 @@ function nextOrHang<T>(it: AsyncIterator<T>): Promise<IteratorResult<T>> {
     new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the watch is still open after shutdown')), 5000).unref()),
   ]);
 }
+
+describe('a synchronous reply that reaches no subscriber', () => {
+  beforeAll(() => Promise.all([redis, pubsub.getPublisher() as Redis, pubsub.getSubscriber() as Redis].map((r) => whenReady(r))));
+
+  it('is published again until the API’s reply channel is subscribed (a reconnect, a slot that moved), and heard once', async () => {
+    const instance = randomUUID();
+    const channel = keys.replyChannel(instance);
+    const publisher = new ReplyPublisher(redis);
+    const reply: SyncReply = { id: randomUUID(), status: 'COMPLETED', parts: [], queueMs: 0, inferenceMs: 0, batchRows: 1 };
+    let unheard = 0;
+    // Nobody listens on the channel yet: the first publish reaches no one.
+    expect(await publisher.publish(channel, reply)).toBe(0);
+    await publisher.send(channel, reply, { giveUp: () => false, onUnheard: () => void unheard++ });
+    // The API's subscriber comes (back): the reply still reaches the request that waits for it.
+    const feed = new ResultFeed(pubsub, store, keys, instance);
+    const heard: SyncReply[] = [];
+    const waiting = feed.expect(reply.id);
+    waiting.promise.then(
+      (r) => heard.push(r),
+      () => {},
+    );
+    await feed.start();
+    const got = await Promise.race([
+      waiting.promise,
+      new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the reply was lost')), 10_000).unref()),
+    ]);
+    expect(got).toEqual(reply);
+    await feed.close(0);
+    expect(heard).toHaveLength(1);
+    expect(unheard).toBe(0);
+  });
+
+  it('is given up, and said so, when nobody ever listens', async () => {
+    const publisher = new ReplyPublisher(redis);
+    const reply: SyncReply = { id: randomUUID(), status: 'COMPLETED', parts: [], queueMs: 0, inferenceMs: 0, batchRows: 1 };
+    let stop = false;
+    const unheard = new Promise<void>((resolve) => {
+      void publisher.send(keys.replyChannel(randomUUID()), reply, { giveUp: () => stop, onUnheard: resolve });
+    });
+    stop = true;
+    await unheard;
+  });
+});
 
 describe('ResultFeed at shutdown', () => {
   beforeAll(() => Promise.all([redis, pubsub.getPublisher() as Redis, pubsub.getSubscriber() as Redis].map((r) => whenReady(r))));

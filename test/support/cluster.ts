@@ -58,6 +58,21 @@ export async function shardSubscribers(cluster: LocalCluster, channel: string): 
   }
 }
 
+/** The sharded channels matching `pattern` that someone subscribes to, on every master. */
+export async function shardChannels(cluster: LocalCluster, pattern: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const m of (await cluster.topology()).filter((n) => n.role === 'master' && !n.failed)) {
+    const r = new Redis(m.port, '127.0.0.1', { maxRetriesPerRequest: 1 });
+    r.on('error', () => {});
+    try {
+      out.push(...((await r.call('PUBSUB', 'SHARDCHANNELS', pattern)) as string[]));
+    } finally {
+      r.disconnect();
+    }
+  }
+  return out;
+}
+
 /** Keys matching `pattern` on each master, by port: a SCAN per node, as a cluster needs. */
 export async function keysPerMaster(cluster: LocalCluster, pattern: string): Promise<Map<number, number>> {
   const out = new Map<number, number>();
