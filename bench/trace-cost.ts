@@ -1,10 +1,11 @@
 /**
  * `npm run bench:trace`: what tracing costs a synchronous request, measured against its own
- * baseline in the same run. Three stacks start side by side, the way `npm start` starts one
+ * baseline in the same run. Four stacks start side by side, the way `npm start` starts one
  * (`cli/main.ts serve` and `worker --pool cpu`, NODE_ENV=production, logs to files), on one
  * private redis-server: tracing off, on at sampling ratio 1.0, and on at 0.01, the last two
  * exporting OTLP (http/protobuf, the default) to a sink in this process that answers as a
- * collector does. Rounds visit the three in turn (every other round in reverse order), so a
+ * collector does; and a fourth stack with tracing off again, whose ratio to the first is the
+ * noise floor the other ratios must clear. Rounds visit the three in turn (every other round in reverse order), so a
  * drift of the shared machine falls on all three alike.
  *
  * Each run offers one stack the same open-loop load (bench/load-client.ts: synchronous
@@ -35,7 +36,7 @@ const log = (msg: string): void => void process.stderr.write(`[bench:trace ${new
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Config {
-  id: 'off' | 'on-1.0' | 'on-0.01';
+  id: 'off' | 'off-again' | 'on-1.0' | 'on-0.01';
   env: Record<string, string>;
 }
 
@@ -148,7 +149,7 @@ const span = (xs: number[], d: number): string => `${fmt(Math.min(...xs), d)}-${
 async function main(): Promise<void> {
   const dir = benchDir();
   log(
-    `machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; ${ROUNDS} rounds x 3 stacks x ${SECONDS} s at ${RATE} requests/s; logs in ${dir}`,
+    `machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; ${ROUNDS} rounds x 4 stacks x ${SECONDS} s at ${RATE} requests/s; logs in ${dir}`,
   );
   const sink = await startSink();
   const tracing = (ratio: string): Record<string, string> => ({
@@ -160,6 +161,9 @@ async function main(): Promise<void> {
     { id: 'off', env: {} },
     { id: 'on-1.0', env: tracing('1') },
     { id: 'on-0.01', env: tracing('0.01') },
+    // A second stack exactly like the first: its ratio to 'off' is this machine's noise floor,
+    // the smallest difference between the others that means anything.
+    { id: 'off-again', env: {} },
   ];
   const redis = await startRedis(dir);
   const stacks: Stack[] = [];
@@ -203,6 +207,9 @@ async function main(): Promise<void> {
   lines.push(`\nCPU per request (API + worker) over tracing off, each round's own ratio, median (range):`);
   lines.push(`- on at 1.0: ${fmt(median(ratio('on-1.0')), 3)} (${span(ratio('on-1.0'), 3)}); target <= 1.10`);
   lines.push(`- on at 0.01: ${fmt(median(ratio('on-0.01')), 3)} (${span(ratio('on-0.01'), 3)}); target <= 1.02`);
+  lines.push(
+    `- off again (a second stack like the first, the noise floor): ${fmt(median(ratio('off-again')), 3)} (${span(ratio('off-again'), 3)})`,
+  );
   lines.push(`\nThe sink received ${sink.requests()} OTLP exports, ${fmt(sink.bytes() / 1024)} KiB.`);
   console.log(lines.join('\n'));
 }
