@@ -24,6 +24,7 @@ import { wsRequestLog } from './use-request-log.ts';
 import { wsAuthenticate, type AuthServerContext } from './auth.ts';
 import { wsRateLimit } from './rate-limit.ts';
 import type { App } from './app.ts';
+import type { ConnectionCap } from './connection-cap.ts';
 import { holdFinalComplete, ReadReceipts } from './ws-final-complete.ts';
 import { contextWith, endSpan, startServerSpan, traceparentOf, withContext, type Context, type Span } from '../core/telemetry/trace.ts';
 
@@ -72,9 +73,16 @@ export interface WebSocketAdapter {
   close(): void;
 }
 
-export function attachWebSocket(http: Server, app: App): WebSocketAdapter {
+export function attachWebSocket(http: Server, app: App, cap?: ConnectionCap): WebSocketAdapter {
   const { config, logger, yoga, auth, limiter } = app;
-  const wss = new WebSocketServer({ server: http, path: yoga.graphqlEndpoint, maxPayload: config.http.maxBodyBytes });
+  const wss = new WebSocketServer({
+    server: http,
+    path: yoga.graphqlEndpoint,
+    maxPayload: config.http.maxBodyBytes,
+    // Over `http.maxConnections`: the upgrade is answered 503 with Retry-After (server/connection-cap.ts).
+    verifyClient: (info, done) =>
+      cap?.refuseUpgrade(info.req) ? done(false, 503, 'Service Unavailable', { 'retry-after': '1', connection: 'close' }) : done(true),
+  });
   const wsLog = wsRequestLog(logger, config.log.requests);
   // Traced operations by connection and id, and the context each execution runs in.
   const operations = new WeakMap<object, Map<string, TracedOperation>>();
