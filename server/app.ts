@@ -33,7 +33,7 @@ import { resolvers, type RequestContext } from '../resolvers/index.ts';
 import { maskError, useClientErrorStatus, useStreamFieldErrors } from './errors.ts';
 import { createAuthenticator, useApiKeyAuth, type Authenticator, type AuthServerContext } from './auth.ts';
 import { useArmor, useRequestParseErrors } from './armor.ts';
-import { parseCache } from './parse-cache.ts';
+import { parseCache, useCompactValidationErrors } from './parse-cache.ts';
 import { useRateLimit } from './rate-limit.ts';
 import { graphiqlOptions, renderGraphiQL } from './graphiql.ts';
 import { createOps, type Ops } from './ops.ts';
@@ -200,6 +200,7 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
       useRateLimit(limiter),
       useArmor(config.limits),
       useRequestParseErrors(config.http.maxBodyBytes),
+      useCompactValidationErrors(),
     ],
   });
 
