@@ -2,7 +2,7 @@
  * What hostile input leaves in the API's memory: `npm run bench:fuzz-memory`. A `batchline
  * serve` child (and a cpu worker) on a private redis-server, as in test/errors/fuzz.test.ts;
  * its resident memory (RSS) and V8 heap are read idle at the start, after each of three
- * seeded fuzz runs of 12,000 requests (test/support/fuzz-requests.ts, 8 at a time), and idle
+ * seeded fuzz runs of 12,000 requests (harness/fuzz-requests.ts, 8 at a time), and idle
  * again at the end; printed with the ratio of the end to the start.
  *
  * BENCH_FUZZ_REQUESTS (12000), BENCH_FUZZ_RUNS (3), FUZZ_SEED (20251125), BENCH_IDLE_MS
@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPrivateRedis } from '../harness/private-redis.ts';
 import { listeningPort, spawnCli, startWorker, uniquePrefix } from '../harness/stack.ts';
-import { fuzzApiKeys, makeRequest, MAX_BODY, prng, send } from '../test/support/fuzz-requests.ts';
+import { fuzzApiKeys, makeRequest, MAX_BODY, prng, send } from '../harness/fuzz-requests.ts';
 
 const REQUESTS = Number(process.env.BENCH_FUZZ_REQUESTS ?? 12_000);
 const RUNS = Number(process.env.BENCH_FUZZ_RUNS ?? 3);

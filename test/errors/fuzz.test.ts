@@ -24,7 +24,7 @@ import {
   randomValue,
   send as sendTo,
   type Req,
-} from '../support/fuzz-requests.ts';
+} from '../../harness/fuzz-requests.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('fuzz');

@@ -7,7 +7,7 @@
  * keys below (`fuzzApiKeys`) and `http.maxBodyBytes` MAX_BODY.
  */
 import { connect } from 'node:net';
-import { hashApiKey } from '../../server/auth.ts';
+import { hashApiKey } from '../server/auth.ts';
 
 export const MAX_BODY = 200_000;
 export const KEY = 'fuzz-key-5b7e1d9c';
