@@ -6,7 +6,7 @@
  * again at the end; printed with the ratio of the end to the start.
  *
  * BENCH_FUZZ_REQUESTS (12000), BENCH_FUZZ_RUNS (3), FUZZ_SEED (20251125), BENCH_IDLE_MS
- * (15000: how long the API is left alone before an idle reading). BENCH_HEAP_SNAPSHOT=1 has
+ * (30000: how long the API is left alone before an idle reading). BENCH_HEAP_SNAPSHOT=1 has
  * the API write a heap snapshot (SIGUSR2, node's --heapsnapshot-signal) into its working
  * folder after the runs, to see what holds memory.
  */
@@ -20,7 +20,7 @@ import { fuzzApiKeys, makeRequest, MAX_BODY, prng, send } from '../harness/fuzz-
 const REQUESTS = Number(process.env.BENCH_FUZZ_REQUESTS ?? 12_000);
 const RUNS = Number(process.env.BENCH_FUZZ_RUNS ?? 3);
 const SEED = Number(process.env.FUZZ_SEED ?? 20251125);
-const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 15_000);
+const IDLE_MS = Number(process.env.BENCH_IDLE_MS ?? 30_000);
 const SNAPSHOT = process.env.BENCH_HEAP_SNAPSHOT === '1';
 const CONCURRENCY = 8;
 
@@ -99,6 +99,8 @@ try {
   }
   await idle();
   const end = await reading('idle at end');
+  const released = (api.output().match(/"msg":"idle: memory given back"/g) ?? []).length;
+  console.log(`the API gave memory back ${released} time(s) while idle`);
   console.log(
     `idle RSS at end / at start: ${(end.rss / start.rss).toFixed(2)}x; heap used: ${(end.heapUsed / start.heapUsed).toFixed(2)}x`,
   );

@@ -14,6 +14,7 @@
  * never, with the delay from each record's `finishedAt` to its arrival at the client
  * (p50/p99/max), and finally the heap after every client has closed against the heap before
  * the subscriptions opened. BENCH_SUBS_TRANSPORTS picks transports (`ws,ws1,sse`).
+ * BENCH_SUBS_SNAPSHOT=<folder> writes the API's heap snapshots before, while they are held, and after they closed.
  */
 import { request } from 'node:http';
 import { Queue } from 'bullmq';
@@ -76,6 +77,14 @@ async function memory(): Promise<{ rss: number; heapUsed: number }> {
   });
   const m = JSON.parse(r.result.value) as { rss: number; heapUsed: number };
   return { rss: m.rss, heapUsed: m.heapUsed };
+}
+
+const SNAPSHOT_DIR = process.env.BENCH_SUBS_SNAPSHOT;
+async function snapshot(name: string): Promise<void> {
+  if (!SNAPSHOT_DIR) return;
+  await inspect('Runtime.evaluate', {
+    expression: `process.getBuiltinModule('v8').writeHeapSnapshot(${JSON.stringify(`${SNAPSHOT_DIR}/${name}.heapsnapshot`)})`,
+  });
 }
 
 const KiB = 1024;
@@ -180,6 +189,7 @@ async function bench(transport: Transport): Promise<void> {
   });
   await sleep(1000);
   const before = await memory();
+  await snapshot(`${transport}-before`);
   const t0 = Date.now();
   const run = transport === 'sse' ? openSse(ids) : openWs(ids, transport === 'ws1' ? SUBS : Math.min(WS_CONNECTIONS, SUBS));
   let open = 0;
@@ -187,6 +197,7 @@ async function bench(transport: Transport): Promise<void> {
   const openMs = Date.now() - t0;
   await sleep(1000);
   const held = await memory();
+  await snapshot(`${transport}-held`);
 
   await queue.resume();
   const t1 = Date.now();
@@ -201,8 +212,9 @@ async function bench(transport: Transport): Promise<void> {
   const idList = [...run.received.keys()];
   await pool(Math.ceil(idList.length / 10), 16, async (k) => {
     const part = idList.slice(k * 10, k * 10 + 10);
-    const q = `{ ${part.map((id, j) => `p${j}: prediction(id: "${id}") { finishedAt }`).join(' ')} }`;
-    const data = await gql<Record<string, { finishedAt: string | null }>>(q, {});
+    // One document for every batch (variables): distinct documents would fill the API's parse cache.
+    const q = `query(${part.map((_, j) => `$i${j}: ID!`).join(', ')}) { ${part.map((_, j) => `p${j}: prediction(id: $i${j}) { finishedAt }`).join(' ')} }`;
+    const data = await gql<Record<string, { finishedAt: string | null }>>(q, Object.fromEntries(part.map((id, j) => [`i${j}`, id])));
     part.forEach((id, j) => {
       const at = run.received.get(id)![0];
       const fin = data[`p${j}`].finishedAt;
@@ -214,6 +226,7 @@ async function bench(transport: Transport): Promise<void> {
   await run.close();
   await sleep(3000);
   const after = await memory();
+  await snapshot(`${transport}-closed`);
   const per = (a: number, b: number): string => `${((b - a) / SUBS / KiB).toFixed(2)} KiB`;
   const label =
     transport === 'ws'

@@ -12,6 +12,7 @@ import { createApp, type App } from './app.ts';
 import { httpHandler } from './http.ts';
 import { attachWebSocket } from './ws.ts';
 import { capConnections, connectionCap, type ConnectionCap } from './connection-cap.ts';
+import { releaseMemoryWhenIdle } from './idle-memory.ts';
 
 export interface ApiServer {
   app: App;
@@ -38,6 +39,8 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   });
   http.on('request', httpHandler(app, connections));
   const ws = attachWebSocket(http, app, connections);
+  // Memory a burst took is given back once the process is idle again (server/idle-memory.ts).
+  const idleMemory = releaseMemoryWhenIdle(logger);
 
   let closing: Promise<boolean> | undefined;
   return {
@@ -53,6 +56,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     close() {
       closing ??= (async () => {
         const deadline = new Deadline(config.http.drainMs + RELEASE_MS);
+        idleMemory.stop();
         // 1. Stop accepting connections.
         const closed = new Promise<void>((resolve) => http.close(() => resolve()));
         http.closeIdleConnections();
