@@ -70,7 +70,7 @@ async function serve(config: BatchlineConfig): Promise<void> {
   const { createApiServer } = await import('../server/api-server.ts');
   const api = await createApiServer({ config, logger });
   const port = await api.listen();
-  logger.info({ port, graphql: `http://localhost:${port}/graphql` }, 'API listening');
+  logger.info({ port, graphql: `http://localhost:${port}/graphql`, maxConnections: api.connections.cap }, 'API listening');
   onShutdown(
     async () => {
       const clean = await api.close();

@@ -11,10 +11,14 @@ import { Deadline, RELEASE_MS } from '../core/lifecycle/shutdown.ts';
 import { createApp, type App } from './app.ts';
 import { httpHandler } from './http.ts';
 import { attachWebSocket } from './ws.ts';
+import { capConnections, connectionCap, type ConnectionCap } from './connection-cap.ts';
+import { releaseMemoryWhenIdle } from './idle-memory.ts';
 
 export interface ApiServer {
   app: App;
   http: Server;
+  /** The connection cap (`http.maxConnections`, resolved) and the connections open now. */
+  connections: ConnectionCap;
   /** Starts listening; resolves with the bound port. */
   listen(port?: number, host?: string): Promise<number>;
   /**
@@ -27,13 +31,22 @@ export interface ApiServer {
 export async function createApiServer(options: { config: BatchlineConfig; logger: Logger }): Promise<ApiServer> {
   const { config, logger } = options;
   const app = await createApp(options);
-  const http = createServer(httpHandler(app));
-  const ws = attachWebSocket(http, app);
+  const http = createServer();
+  const connections = capConnections(http, {
+    cap: connectionCap(config.http.maxConnections),
+    logger,
+    rejected: (code) => app.rejections.inc({ code }),
+  });
+  http.on('request', httpHandler(app, connections));
+  const ws = attachWebSocket(http, app, connections);
+  // Memory a burst took is given back once the process is idle again (server/idle-memory.ts).
+  const idleMemory = releaseMemoryWhenIdle(logger);
 
   let closing: Promise<boolean> | undefined;
   return {
     app,
     http,
+    connections,
     listen(port = config.http.port, host = config.http.host) {
       return new Promise((resolve, reject) => {
         http.once('error', reject);
@@ -43,6 +56,7 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
     close() {
       closing ??= (async () => {
         const deadline = new Deadline(config.http.drainMs + RELEASE_MS);
+        idleMemory.stop();
         // 1. Stop accepting connections.
         const closed = new Promise<void>((resolve) => http.close(() => resolve()));
         http.closeIdleConnections();

@@ -33,10 +33,10 @@ import { resolvers, type RequestContext } from '../resolvers/index.ts';
 import { maskError, useClientErrorStatus, useStreamFieldErrors } from './errors.ts';
 import { createAuthenticator, useApiKeyAuth, type Authenticator, type AuthServerContext } from './auth.ts';
 import { useArmor, useRequestParseErrors } from './armor.ts';
-import { parseCache } from './parse-cache.ts';
+import { parseCache, useCompactValidationErrors } from './parse-cache.ts';
 import { useRateLimit } from './rate-limit.ts';
 import { graphiqlOptions, renderGraphiQL } from './graphiql.ts';
-import { createOps } from './ops.ts';
+import { createOps, type Ops } from './ops.ts';
 import { collectQueueDepth, collectWorkers, useMetricsEndpoint } from './use-metrics.ts';
 import { useNoIntrospection } from './use-introspection.ts';
 import { modelKey } from '../core/prediction/record.ts';
@@ -59,6 +59,8 @@ export interface App {
   predictor: Predictor;
   tickets: Tickets;
   rollout: Rollout;
+  /** `batchline_rejections_total` by code, for refusals made outside yoga (server/connection-cap.ts). */
+  rejections: Ops['rejections'];
   /** True while the request path's Redis connection is up. */
   redisReady(): boolean;
   /**
@@ -198,6 +200,7 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
       useRateLimit(limiter),
       useArmor(config.limits),
       useRequestParseErrors(config.http.maxBodyBytes),
+      useCompactValidationErrors(),
     ],
   });
 
@@ -212,6 +215,7 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
     predictor,
     tickets,
     rollout,
+    rejections: ops.rejections,
     redisReady,
     async drain(drainMs) {
       ops.endSubscriptions();

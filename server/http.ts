@@ -1,7 +1,7 @@
 /**
  * The node:http adapter: every answer names its request (`x-request-id`), every line logged
  * while serving it does too, and a body declared over `http.maxBodyBytes` is refused before
- * yoga reads it. With tracing on, a GraphQL request (HTTP or SSE) is a server span continuing
+ * yoga reads it, and a connection over `http.maxConnections` is answered 503 (server/connection-cap.ts). With tracing on, a GraphQL request (HTTP or SSE) is a server span continuing
  * the caller's `traceparent` / `tracestate`, and the answer carries its own `traceparent`.
  * The rest is yoga's.
  */
@@ -13,6 +13,7 @@ import { errorResponseBody } from './errors.ts';
 import type { App } from './app.ts';
 import { contextWith, endSpan, startServerSpan, traceparentOf, withContext } from '../core/telemetry/trace.ts';
 import type { RequestScope } from '../core/telemetry/logger.ts';
+import type { ConnectionCap } from './connection-cap.ts';
 
 /** `POST /graphql` as a server span (undefined when tracing is off), ended with the response. */
 function traceRequest(req: IncomingMessage, res: ServerResponse, path: string, scope: RequestScope) {
@@ -40,12 +41,18 @@ function traceRequest(req: IncomingMessage, res: ServerResponse, path: string, s
   return contextWith(traced.span, traced.parent);
 }
 
-export function httpHandler(app: App): (req: IncomingMessage, res: ServerResponse) => void {
+export function httpHandler(app: App, cap?: ConnectionCap): (req: IncomingMessage, res: ServerResponse) => void {
   const { config, logger, yoga } = app;
   return (req, res) => {
     const scope = { requestId: requestIdOf(req.headers) };
     res.setHeader('x-request-id', scope.requestId);
     logWhenFinished(logger, config.log.requests, scope, req, res);
+    const path = req.url?.split('?')[0];
+    // A connection over `http.maxConnections`: 503, except /health, /ready and /metrics.
+    if (cap?.refuseRequest(req, res, path)) {
+      Object.assign(scope, { code: 'SERVICE_UNAVAILABLE' });
+      return;
+    }
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > config.http.maxBodyBytes) {
       const err = new ServingError('PAYLOAD_TOO_LARGE', `request body over ${config.http.maxBodyBytes} bytes`);
@@ -56,7 +63,6 @@ export function httpHandler(app: App): (req: IncomingMessage, res: ServerRespons
       req.resume();
       return;
     }
-    const path = req.url?.split('?')[0];
     const traced = path === yoga.graphqlEndpoint ? traceRequest(req, res, path, scope) : undefined;
     requestScope.run(scope, () => withContext(traced, () => void yoga(req, res)));
   };

@@ -88,6 +88,8 @@ export function useRejectionCount(counter: Counter<'code'>): Plugin {
 
 export interface Ops {
   context: OpsContext;
+  /** `batchline_rejections_total` by code: what yoga answers, and what is refused before it (the connection cap). */
+  rejections: Counter<'code'>;
   plugins: Plugin[];
   /** Ends live `serverStats` subscriptions (shutdown step one). */
   endSubscriptions(): void;
@@ -107,7 +109,7 @@ export function createOps(deps: {
   const { config, redis, metrics } = deps;
   const rejections = new Counter({
     name: 'batchline_rejections_total',
-    help: 'Responses that refused work with 429, 503 or 504, by code (every GraphQL operation over HTTP and SSE)',
+    help: 'Responses that refused work with 429, 503 or 504, by code (every GraphQL operation over HTTP and SSE, and connections over http.maxConnections)',
     labelNames: ['code'] as const,
     registers: [metrics.registry],
   });
@@ -120,6 +122,7 @@ export function createOps(deps: {
   recorder.start();
   const closing = new AbortController();
   return {
+    rejections,
     context: { stats: new OpsStats(deps), graphiql: config.http.graphiql, authEnabled: deps.authEnabled, closing: closing.signal },
     plugins: [useDashboardPages(), useRejectionCount(rejections), ...(config.http.graphiql ? [useGraphiQLAssets()] : [])],
     endSubscriptions: () => closing.abort(),

