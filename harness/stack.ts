@@ -33,6 +33,8 @@ function envFor(o: StackOptions): Record<string, string> {
     BATCHLINE_REDIS_PREFIX: o.prefix,
     BATCHLINE_MODELS: o.models ?? REPO_MODELS,
     BATCHLINE_LOG_LEVEL: process.env.BATCHLINE_TEST_LOG_LEVEL ?? 'warn',
+    // gRPC off unless a test asks: processes of parallel test files must not share its default port.
+    BATCHLINE_GRPC_PORT: '0',
     ...o.env,
   };
 }

@@ -41,6 +41,10 @@ import { collectQueueDepth, collectWorkers, useMetricsEndpoint } from './use-met
 import { useNoIntrospection } from './use-introspection.ts';
 import { modelKey } from '../core/prediction/record.ts';
 import { Rollout } from '../core/rollout/rollout.ts';
+import { InferenceProtocol } from '../core/api/inference-protocol.ts';
+
+/** The server's version, as the inference protocol's server metadata reports it. */
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 const typeDefs = ['schema.graphql', 'ops.graphql', 'rollout.graphql'].map((f) =>
   readFileSync(new URL(`../schema/${f}`, import.meta.url), 'utf8'),
@@ -59,6 +63,10 @@ export interface App {
   predictor: Predictor;
   tickets: Tickets;
   rollout: Rollout;
+  /** The Open Inference Protocol on the same core (server/oip/ serves it over REST and gRPC). */
+  oip: InferenceProtocol;
+  /** Counts a refusal (429, 503, 504) answered outside yoga, for the operations view. */
+  countRejection(code: string): void;
   /** True while the request path's Redis connection is up. */
   redisReady(): boolean;
   /**
@@ -202,6 +210,7 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
   });
 
   const redisReady = (): boolean => redis.status === 'ready';
+  const oip = new InferenceProtocol({ catalog, predictor, ready, version: VERSION });
   return {
     config,
     logger,
@@ -212,6 +221,8 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
     predictor,
     tickets,
     rollout,
+    oip,
+    countRejection: (code) => ops.countRejection(code),
     redisReady,
     async drain(drainMs) {
       ops.endSubscriptions();

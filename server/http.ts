@@ -3,7 +3,7 @@
  * while serving it does too, and a body declared over `http.maxBodyBytes` is refused before
  * yoga reads it. With tracing on, a GraphQL request (HTTP or SSE) is a server span continuing
  * the caller's `traceparent` / `tracestate`, and the answer carries its own `traceparent`.
- * The rest is yoga's.
+ * Paths under /v2 are the Open Inference Protocol's (server/oip/rest.ts); the rest is yoga's.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { requestScope } from '../core/telemetry/logger.ts';
@@ -11,6 +11,7 @@ import { ServingError } from '../core/errors/registry.ts';
 import { logWhenFinished, requestIdOf } from './use-request-log.ts';
 import { errorResponseBody } from './errors.ts';
 import type { App } from './app.ts';
+import { serveOip } from './oip/rest.ts';
 import { contextWith, endSpan, startServerSpan, traceparentOf, withContext } from '../core/telemetry/trace.ts';
 import type { RequestScope } from '../core/telemetry/logger.ts';
 
@@ -56,7 +57,13 @@ export function httpHandler(app: App): (req: IncomingMessage, res: ServerRespons
       req.resume();
       return;
     }
-    const path = req.url?.split('?')[0];
+    const path = req.url?.split('?')[0] ?? '/';
+    // The Open Inference Protocol's REST door (server/oip/rest.ts): the same core, no yoga.
+    if (path === '/v2' || path.startsWith('/v2/')) {
+      const traced = req.method === 'POST' ? traceRequest(req, res, path, scope) : undefined;
+      requestScope.run(scope, () => withContext(traced, () => void serveOip(app, req, res, path, scope)));
+      return;
+    }
     const traced = path === yoga.graphqlEndpoint ? traceRequest(req, res, path, scope) : undefined;
     requestScope.run(scope, () => withContext(traced, () => void yoga(req, res)));
   };
