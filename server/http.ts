@@ -47,19 +47,21 @@ export function httpHandler(app: App): (req: IncomingMessage, res: ServerRespons
     const scope = { requestId: requestIdOf(req.headers) };
     res.setHeader('x-request-id', scope.requestId);
     logWhenFinished(logger, config.log.requests, scope, req, res);
+    const path = req.url?.split('?')[0] ?? '/';
+    const oip = path === '/v2' || path.startsWith('/v2/');
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > config.http.maxBodyBytes) {
       const err = new ServingError('PAYLOAD_TOO_LARGE', `request body over ${config.http.maxBodyBytes} bytes`);
       Object.assign(scope, { code: err.code });
       // The body is not read: the connection cannot carry another request after it.
       res.writeHead(err.status, { 'content-type': 'application/json', connection: 'close' });
-      res.end(errorResponseBody(err));
+      // The inference protocol's errors are `{"error": "..."}`; GraphQL's, yoga's shape.
+      res.end(oip ? JSON.stringify({ error: err.message }) : errorResponseBody(err));
       req.resume();
       return;
     }
-    const path = req.url?.split('?')[0] ?? '/';
     // The Open Inference Protocol's REST door (server/oip/rest.ts): the same core, no yoga.
-    if (path === '/v2' || path.startsWith('/v2/')) {
+    if (oip) {
       const traced = req.method === 'POST' ? traceRequest(req, res, path, scope) : undefined;
       requestScope.run(scope, () => withContext(traced, () => void serveOip(app, req, res, path, scope)));
       return;
