@@ -27,7 +27,7 @@ export const ERROR_CODES = {
   INTERNAL_SERVER_ERROR: { status: 500, message: 'Unexpected error' },
   /**
    * A worker's answer the API cannot use: an output whose size disagrees with its declared
-   * shape, a reply that does not decode. The message names the model; gRPC maps it to UNAVAILABLE.
+   * shape, a reply that does not decode. The message names the model; gRPC maps it to INTERNAL.
    */
   BAD_GATEWAY: { status: 502, message: "The model's answer could not be used" },
   MODEL_NOT_READY: { status: 503, retryAfterSeconds: 1, message: 'Model not ready' },

@@ -12,7 +12,17 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql } from '../support/clients.ts';
 import { addModel, tempRepository } from '../support/model-repo.ts';
 import { encodeDenseModel } from '../../scripts/models/onnx-writer.ts';
-import { REPO_MODELS, dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
+import {
+  REPO_MODELS,
+  dropPrefix,
+  spawnCli,
+  startApi,
+  startWorker,
+  uniquePrefix,
+  type Child,
+  type RunningApi,
+} from '../../harness/stack.ts';
+import { freePort } from '../../cli/local-redis.ts';
 import { loadInferenceService } from '../../server/oip/grpc.ts';
 import { hashApiKey } from '../../server/auth.ts';
 
@@ -427,5 +437,31 @@ describe('limits', () => {
     expect((await postInfer(limited, 'spam-mlp', { inputs: [{ ...spamInput(), data: ROW }] }, { 'x-api-key': KEYS.size })).status).toBe(
       200,
     );
+  });
+});
+
+describe('batchline serve', () => {
+  it('serves gRPC on grpc.port beside HTTP, answers a call in flight at SIGTERM, and exits cleanly', async () => {
+    const port = await freePort();
+    const child = await spawnCli(
+      ['serve', '--port', '0'],
+      { redisUrl, prefix, models: repositories().apiModels, env: { BATCHLINE_HOST: '127.0.0.1', BATCHLINE_GRPC_PORT: String(port) } },
+      /"msg":"API listening"/,
+    );
+    try {
+      expect(child.output()).toContain(`"grpcPort":${port}`);
+      const c = client(`127.0.0.1:${port}`);
+      expect((await call(c, 'ServerLive', {})).response).toEqual({ live: true });
+      const inFlight = call(c, 'ModelInfer', { model_name: 'spam-mlp', inputs: [spamInput()], raw_input_contents: [f32(ROW)] });
+      // SIGTERM once the call has reached the server: its answer still comes.
+      await new Promise((r) => setTimeout(r, 5));
+      const exited = child.stop();
+      const answer = await inFlight;
+      expect(answer.error?.code ?? grpc.status.OK).toBeOneOf([grpc.status.OK, grpc.status.UNAVAILABLE]);
+      expect(await exited).toBe(0);
+      expect(child.output()).toContain('API stopped');
+    } finally {
+      await child.kill();
+    }
   });
 });
