@@ -27,7 +27,10 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { LoadSpec } from './load-client.ts';
-import { scenarios, type CeilingScenario, type HttpScenario, type Scenario, type WsScenario } from './path-scenarios.ts';
+import { scenarios, type CeilingScenario, type GrpcScenario, type HttpScenario, type Scenario, type WsScenario } from './path-scenarios.ts';
+
+/** The scenarios that put load on the stack. */
+type LoadScenario = HttpScenario | WsScenario | GrpcScenario;
 import {
   runLoadClients,
   benchDir,
@@ -58,6 +61,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 interface Stack {
   url: string;
   ws: string;
+  /** The HTTP root (`http://127.0.0.1:<port>`), and the inference protocol's gRPC door (`127.0.0.1:<port>`). */
+  base: string;
+  grpc: string;
   metricsUrls: { api: string; workerCpu: string; workerGpu: string };
   procs: Proc[];
   /** The workers' "worker started" lines: models, execution provider, threads, slots. */
@@ -65,12 +71,13 @@ interface Stack {
 }
 
 async function startStack(redisUrl: string, dir: string, n: number): Promise<Stack> {
-  const [port, cpuPort, gpuPort] = [await freePort(), await freePort(), await freePort()];
+  const [port, cpuPort, gpuPort, grpcPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const env = {
     BATCHLINE_REDIS_URL: redisUrl,
     BATCHLINE_REDIS_PREFIX: `bench-path-${n}`,
     BATCHLINE_MODELS: join(ROOT, 'models'),
     BATCHLINE_PORT: String(port),
+    BATCHLINE_GRPC_PORT: String(grpcPort),
     BATCHLINE_HOST: '127.0.0.1',
     NODE_ENV: 'production',
   };
@@ -92,6 +99,8 @@ async function startStack(redisUrl: string, dir: string, n: number): Promise<Sta
   return {
     url: `http://127.0.0.1:${port}/graphql`,
     ws: `ws://127.0.0.1:${port}/graphql`,
+    base: `http://127.0.0.1:${port}`,
+    grpc: `127.0.0.1:${grpcPort}`,
     metricsUrls: {
       api: `http://127.0.0.1:${port}/metrics`,
       workerCpu: `http://127.0.0.1:${cpuPort}/metrics`,
@@ -107,9 +116,20 @@ async function stopStack(stack: Stack): Promise<void> {
 }
 
 /** Throws unless every body, sent once, is answered 200 with data and no errors. */
-async function sampleAnswers(s: HttpScenario, url: string): Promise<void> {
+async function sampleAnswers(s: HttpScenario, stack: Stack): Promise<void> {
+  const url = s.path ? stack.base + s.path : stack.url;
   for (const [i, b] of s.bodies.entries()) {
-    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: b });
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: s.headers ?? { 'content-type': 'application/json', accept: 'application/json' },
+      body: typeof b === 'string' ? b : new Uint8Array(b),
+    });
+    if (s.checkRaw) {
+      const raw = Buffer.from(await res.arrayBuffer());
+      const wrong = s.checkRaw({ status: res.status, headers: res.headers, body: raw }, i);
+      if (wrong) throw new Error(`${s.id}: a sampled answer is wrong (${wrong}).`);
+      continue;
+    }
     const text = await res.text();
     let answer: { data?: Record<string, unknown> | null; errors?: unknown[] } = {};
     try {
@@ -148,18 +168,19 @@ interface CeilingRun {
 }
 
 async function wsLoad(
-  s: WsScenario,
+  s: WsScenario | GrpcScenario,
   stack: Stack,
 ): Promise<{ requests: number; requestsPerSec: number; p50: number; p99: number; errors: number; cpuMs: number }> {
   const procs = 2;
   const specs: LoadSpec[] = Array.from({ length: procs }, (_, i) => ({
     url: stack.url,
     ws: stack.ws,
+    ...(s.kind === 'grpc' ? { grpc: stack.grpc, inputName: s.inputName } : {}),
     model: s.model,
     rowWidth: s.rowWidth,
     rowsPerRequest: 1,
     encoding: 'json',
-    transport: 'ws',
+    transport: s.kind === 'grpc' ? 'grpc' : 'ws',
     loop: 'closed',
     concurrency: Math.floor(s.connections / procs) + (i < s.connections % procs ? 1 : 0),
     rate: 0,
@@ -181,15 +202,8 @@ async function wsLoad(
   };
 }
 
-async function measure(
-  s: HttpScenario | WsScenario,
-  stack: Stack,
-  redis: Redis,
-  redisPid: number,
-  round: number,
-  dir: string,
-): Promise<Run> {
-  if (s.kind === 'http') await sampleAnswers(s, stack.url);
+async function measure(s: LoadScenario, stack: Stack, redis: Redis, redisPid: number, round: number, dir: string): Promise<Run> {
+  if (s.kind === 'http') await sampleAnswers(s, stack);
   await sleep(SETTLE_MS);
   const pids = Object.fromEntries(stack.procs.map((p) => [p.name, p.pid]));
   const scrapeAll = (): Promise<string[]> =>
@@ -204,8 +218,9 @@ async function measure(
   const load =
     s.kind === 'http'
       ? await runWrk({
-          url: stack.url,
+          url: s.path ? stack.base + s.path : stack.url,
           bodies: s.bodies,
+          headers: s.headers,
           connections: s.connections,
           seconds: SECONDS,
           dir,
@@ -236,7 +251,7 @@ async function measure(
     redis: redisWorkBetween(redis0, redis1),
   };
   if (s.model) {
-    const operation = s.kind === 'ws' ? 'submit' : 'predict';
+    const operation = s.kind === 'ws' ? 'submit' : s.kind === 'grpc' ? 'infer_grpc' : (s.operation ?? 'predict');
     const delta = (i: number, name: string, match: Record<string, string>, exclude?: Record<string, string>): number =>
       metricSum(metrics1[i], name, match, exclude) - metricSum(metrics0[i], name, match, exclude);
     run.serverOk = delta(0, 'batchline_requests_total', { model: s.model, operation, outcome: 'ok' });
@@ -299,7 +314,7 @@ interface Summary {
   range: { requestsPerSec: [number, number]; p50: [number, number] };
 }
 
-function summarize(s: HttpScenario | WsScenario, runs: Run[]): Summary {
+function summarize(s: LoadScenario, runs: Run[]): Summary {
   const per = (r: Run, v: number): number => v / Math.max(1, r.requests);
   const commands = [...new Set(runs.flatMap((r) => Object.keys(r.redis.calls)))];
   const byCommand = Object.fromEntries(commands.map((c) => [c, median(runs.map((r) => per(r, r.redis.calls[c] ?? 0)))]));
@@ -432,7 +447,7 @@ async function main(): Promise<void> {
     await redisServer.stop();
   }
 
-  const loadScenarios = all.filter((s): s is HttpScenario | WsScenario => s.kind !== 'ceiling');
+  const loadScenarios = all.filter((s): s is LoadScenario => s.kind !== 'ceiling');
   const summaries = loadScenarios.map((s) => summarize(s, runs.get(s.id)!));
   const ratios = ratiosOf(runs, ceilings);
   const text = report(summaries, ceilings, ratios);
@@ -478,7 +493,15 @@ async function main(): Promise<void> {
 async function warmUp(all: Scenario[], stack: Stack, dir: string): Promise<void> {
   for (const s of all)
     if (s.kind === 'http' && s.connections === 64)
-      await runWrk({ url: stack.url, bodies: s.bodies, connections: 16, seconds: 1, dir, name: `warm-${s.id}` });
+      await runWrk({
+        url: s.path ? stack.base + s.path : stack.url,
+        bodies: s.bodies,
+        headers: s.headers,
+        connections: 16,
+        seconds: 1,
+        dir,
+        name: `warm-${s.id}`,
+      });
 }
 
 function ratiosOf(runs: Map<string, Run[]>, ceilings: CeilingRun[]): Record<string, { median: number; runs: number[]; target: string }> {
@@ -498,6 +521,36 @@ function ratiosOf(runs: Map<string, Run[]>, ceilings: CeilingRun[]): Record<stri
       rounds.map((i) => at('mlp-bench-64', i)!.requestsPerSec / ceilingOf(i)),
       '>= 0.35',
     );
+  // The inference protocol's doors (issue 25): mlp-bench, one 512-float row a request, against the ceiling at
+  // batch 32 (the most the gpu pool merges for it) and at its best batch; API CPU against the floor's.
+  const ceilingAt = (i: number, k: string): number => ceilings.find((c) => c.round === i)!.rowsPerSec[k];
+  const apiCpu = (id: string, i: number): number => at(id, i)!.cpuMsPerRequest.api;
+  for (const [id, door] of [
+    ['rest-bin-mlp-64', 'REST binary'],
+    ['grpc-mlp-64', 'gRPC'],
+  ]) {
+    if (!ran(id, 'ceiling')) continue;
+    out[`mlp-bench ${door} rows/s / ceiling at batch 32 (same round)`] = entry(
+      rounds.map((i) => at(id, i)!.requestsPerSec / ceilingAt(i, 'batch32')),
+      '>= 0.35',
+    );
+    out[`mlp-bench ${door} rows/s / ceiling (best batch, same round)`] = entry(
+      rounds.map((i) => at(id, i)!.requestsPerSec / ceilingOf(i)),
+      '>= 0.35',
+    );
+  }
+  for (const id of ['rest-bin-mlp-64', 'rest-bin-spam-64'])
+    if (ran(id, 'floor'))
+      out[`API CPU per request, ${id} / floor`] = entry(
+        rounds.map((i) => apiCpu(id, i) / apiCpu('floor', i)),
+        '<= 1.3',
+      );
+  if (ran('grpc-spam-64', 'spam-b64-64'))
+    out['spam-mlp gRPC / GraphQL base64 throughput, 64'] = entry(ratio('grpc-spam-64', 'spam-b64-64'), '>= 1.5');
+  if (ran('grpc-mlp-64', 'mlp-bench-64'))
+    out['mlp-bench gRPC / GraphQL base64 throughput, 64'] = entry(ratio('grpc-mlp-64', 'mlp-bench-64'), '-');
+  if (ran('rest-bin-mlp-64', 'mlp-bench-64'))
+    out['mlp-bench REST binary / GraphQL base64 throughput, 64'] = entry(ratio('rest-bin-mlp-64', 'mlp-bench-64'), '-');
   if (ran('spam-b64-16'))
     out['spam-mlp base64 p50 at 16 conns, ms'] = entry(
       runs.get('spam-b64-16')!.map((r) => r.p50),
