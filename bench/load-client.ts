@@ -1,15 +1,12 @@
 /**
  * A load generator process: sends `predict` over HTTP, or `submitPrediction` +
- * `predictionResult` over WebSocket, or the inference protocol's `ModelInfer` over gRPC (one
- * channel, its calls multiplexed, rows as `raw_input_contents`), closed-loop (N clients back to back) or open-loop
+ * `predictionResult` over WebSocket, closed-loop (N clients back to back) or open-loop
  * (constant arrival rate; latency counted from the scheduled send time, so a slow server
  * cannot hide its queueing). Prints one JSON line with every latency when done.
  */
 import { Agent, request } from 'node:http';
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
-import * as grpc from '@grpc/grpc-js';
-import { loadInferenceService } from '../server/oip/grpc.ts';
 
 export interface LoadSpec {
   url: string;
@@ -19,10 +16,7 @@ export interface LoadSpec {
   rowsPerRequest: number;
   /** How rows travel: `json` as lists of numbers (`features`/`instances`), `base64` as one FP32 tensor's bytes. */
   encoding: 'json' | 'base64';
-  transport: 'http' | 'ws' | 'grpc';
-  /** gRPC: `host:port` of the inference protocol's gRPC door, and the model's input tensor. */
-  grpc?: string;
-  inputName?: string;
+  transport: 'http' | 'ws';
   loop: 'closed' | 'open';
   /** Closed loop: concurrent clients. */
   concurrency: number;
@@ -81,30 +75,6 @@ function makeInput(): Record<string, unknown> {
 }
 const inputs = Array.from({ length: 64 }, makeInput);
 const bodies = inputs.map((i) => JSON.stringify({ query: PREDICT, variables: { m: spec.model, i } }));
-const raws =
-  spec.transport === 'grpc'
-    ? Array.from({ length: 64 }, () => Buffer.from(Float32Array.from(Array.from({ length: spec.rowsPerRequest }, row).flat()).buffer))
-    : [];
-type Infer = (req: unknown, cb: (err: grpc.ServiceError | null, res: { raw_output_contents: Buffer[] }) => void) => void;
-const grpcClient =
-  spec.transport === 'grpc'
-    ? (new (
-        loadInferenceService() as unknown as { inference: { GRPCInferenceService: grpc.ServiceClientConstructor } }
-      ).inference.GRPCInferenceService(spec.grpc!, grpc.credentials.createInsecure()) as unknown as grpc.Client & { ModelInfer: Infer })
-    : undefined;
-function infer(raw: Buffer): Promise<void> {
-  return new Promise((resolve, reject) =>
-    grpcClient!.ModelInfer(
-      {
-        model_name: spec.model,
-        inputs: [{ name: spec.inputName ?? 'input', datatype: 'FP32', shape: [spec.rowsPerRequest, spec.rowWidth] }],
-        raw_input_contents: [raw],
-      },
-      (err, res) =>
-        err ? reject(new Error(grpc.status[err.code])) : res.raw_output_contents.length ? resolve() : reject(new Error('NO_OUTPUT')),
-    ),
-  );
-}
 let next = 0;
 
 // node:http on kept-alive sockets, not fetch: fetch cost the generator more CPU per request than
@@ -138,7 +108,6 @@ function post(body: string): Promise<{ status: number; text: string }> {
 async function one(): Promise<void> {
   const n = next++ % inputs.length;
   const input = inputs[n];
-  if (spec.transport === 'grpc') return infer(raws[n]);
   if (spec.transport === 'http') {
     const { status, text } = await post(bodies[n]);
     const body = JSON.parse(text) as { errors?: { extensions?: { code?: string } }[] };
@@ -220,6 +189,5 @@ result.elapsedMs = performance.now() - t0;
 const cpu = process.cpuUsage(cpu0);
 result.cpuMs = (cpu.user + cpu.system) / 1000;
 await ws?.dispose();
-grpcClient?.close();
 // Exit once the line is flushed: a pipe takes ~64 KB at once, and exiting earlier cut longer results short.
 process.stdout.write(JSON.stringify(result) + '\n', () => process.exit(0));

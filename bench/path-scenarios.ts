@@ -30,16 +30,26 @@ export interface HttpScenario {
   checkRaw?: (answer: { status: number; headers: Headers; body: Buffer }, index: number) => string | undefined;
 }
 
-/** The inference protocol's ModelInfer over gRPC, from bench/load-client.ts (two processes, one channel each). */
+/** The inference protocol's ModelInfer over gRPC, from h2load (bench/h2load.ts): one prepared message, one call in flight a connection. */
 export interface GrpcScenario {
   kind: 'grpc';
   id: string;
   title: string;
-  /** Calls in flight at once, over all load processes. */
   connections: number;
   model: string;
-  inputName: string;
-  rowWidth: number;
+  /** The ModelInferRequest, as @grpc/proto-loader takes it (one row in `raw_input_contents`). */
+  request: Record<string, unknown>;
+  /** FP32 values of the one output each answer must carry. */
+  outputWidth: number;
+}
+
+/** A ModelInfer request of one FP32 row as raw bytes. */
+function grpcInfer(model: string, input: string, row: Float32Array): Record<string, unknown> {
+  return {
+    model_name: model,
+    inputs: [{ name: input, datatype: 'FP32', shape: [1, row.length] }],
+    raw_input_contents: [Buffer.from(row.buffer, row.byteOffset, row.byteLength)],
+  };
 }
 
 export interface WsScenario {
@@ -185,21 +195,21 @@ export function scenarios(): Scenario[] {
     {
       kind: 'grpc',
       id: 'grpc-mlp-64',
-      title: 'mlp-bench ModelInfer, gRPC raw_input_contents, 1 row (bench/load-client.ts)',
+      title: 'mlp-bench ModelInfer, gRPC raw_input_contents, 1 row (h2load)',
       connections: 64,
       model: 'mlp-bench',
-      inputName: 'input',
-      rowWidth: 512,
+      request: grpcInfer('mlp-bench', 'input', mlpRows[0]),
+      outputWidth: 10,
     },
     restBinary('rest-bin-spam-64', 'spam-mlp infer, REST binary tensor data', 'spam-mlp', 'features', spamRows, 2),
     {
       kind: 'grpc',
       id: 'grpc-spam-64',
-      title: 'spam-mlp ModelInfer, gRPC raw_input_contents (bench/load-client.ts)',
+      title: 'spam-mlp ModelInfer, gRPC raw_input_contents (h2load)',
       connections: 64,
       model: 'spam-mlp',
-      inputName: 'features',
-      rowWidth: 64,
+      request: grpcInfer('spam-mlp', 'features', spamRows[0]),
+      outputWidth: 2,
     },
     {
       kind: 'ws',

@@ -6,8 +6,9 @@
  * --pool cpu`, `worker --pool gpu`, each its own process, default sizing, NODE_ENV=production,
  * logs to files) on a private redis-server, serves the repository's models. Load comes from
  * separate processes: wrk (2 threads, closed loop, rotating prepared bodies) for every HTTP
- * scenario, and bench/load-client.ts (two processes) for WebSocket submit + subscribe, which
- * wrk cannot speak. The ceiling is onnxruntime-node alone (bench/ceiling.ts) while the stack
+ * scenario (GraphQL, and the inference protocol's REST door with binary tensor data), h2load
+ * (bench/h2load.ts: 2 threads, closed loop, one prepared message) for its gRPC door, and
+ * bench/load-client.ts (two processes) for WebSocket submit + subscribe, which wrk cannot speak. The ceiling is onnxruntime-node alone (bench/ceiling.ts) while the stack
  * is stopped.
  *
  * Rounds visit every scenario, every other round in reverse order, so a drift of the shared
@@ -46,6 +47,10 @@ import {
   type RedisWork,
 } from './processes.ts';
 import { runWrk } from './wrk.ts';
+import { grpcFrame, runH2load } from './h2load.ts';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { PROTO_OPTIONS, PROTO_PATH } from '../server/oip/grpc.ts';
 import { metricSum, scrape } from './prometheus.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -142,6 +147,36 @@ async function sampleAnswers(s: HttpScenario, stack: Stack): Promise<void> {
   }
 }
 
+/** ModelInfer's path and serializer, from our .proto. */
+const MODEL_INFER = (
+  protoLoader.loadSync(PROTO_PATH, PROTO_OPTIONS)['inference.GRPCInferenceService'] as Record<
+    string,
+    grpc.MethodDefinition<unknown, unknown>
+  >
+).ModelInfer;
+
+/** Throws unless the scenario's message, sent once through @grpc/grpc-js, is answered OK with its output. */
+async function sampleGrpc(s: GrpcScenario, stack: Stack): Promise<void> {
+  const client = new grpc.Client(stack.grpc, grpc.credentials.createInsecure());
+  try {
+    const res = await new Promise<{ raw_output_contents: Buffer[] }>((resolve, reject) =>
+      client.makeUnaryRequest(
+        MODEL_INFER.path,
+        MODEL_INFER.requestSerialize,
+        MODEL_INFER.responseDeserialize as (b: Buffer) => { raw_output_contents: Buffer[] },
+        s.request,
+        new grpc.Metadata(),
+        { deadline: Date.now() + 10_000 },
+        (err, r) => (err ? reject(new Error(`${s.id}: a sampled call failed: ${grpc.status[err.code]} ${err.details}`)) : resolve(r!)),
+      ),
+    );
+    const bytes = res.raw_output_contents[0]?.length ?? 0;
+    if (bytes !== s.outputWidth * 4) throw new Error(`${s.id}: a sampled answer has ${bytes} output bytes, expected ${s.outputWidth * 4}`);
+  } finally {
+    client.close();
+  }
+}
+
 interface Run {
   round: number;
   requests: number;
@@ -168,19 +203,18 @@ interface CeilingRun {
 }
 
 async function wsLoad(
-  s: WsScenario | GrpcScenario,
+  s: WsScenario,
   stack: Stack,
 ): Promise<{ requests: number; requestsPerSec: number; p50: number; p99: number; errors: number; cpuMs: number }> {
   const procs = 2;
   const specs: LoadSpec[] = Array.from({ length: procs }, (_, i) => ({
     url: stack.url,
     ws: stack.ws,
-    ...(s.kind === 'grpc' ? { grpc: stack.grpc, inputName: s.inputName } : {}),
     model: s.model,
     rowWidth: s.rowWidth,
     rowsPerRequest: 1,
     encoding: 'json',
-    transport: s.kind === 'grpc' ? 'grpc' : 'ws',
+    transport: 'ws',
     loop: 'closed',
     concurrency: Math.floor(s.connections / procs) + (i < s.connections % procs ? 1 : 0),
     rate: 0,
@@ -204,6 +238,7 @@ async function wsLoad(
 
 async function measure(s: LoadScenario, stack: Stack, redis: Redis, redisPid: number, round: number, dir: string): Promise<Run> {
   if (s.kind === 'http') await sampleAnswers(s, stack);
+  if (s.kind === 'grpc') await sampleGrpc(s, stack);
   await sleep(SETTLE_MS);
   const pids = Object.fromEntries(stack.procs.map((p) => [p.name, p.pid]));
   const scrapeAll = (): Promise<string[]> =>
@@ -226,7 +261,16 @@ async function measure(s: LoadScenario, stack: Stack, redis: Redis, redisPid: nu
           dir,
           name: `${s.id}-${round}`,
         }).then((w) => ({ ...w, errors: { non2xx: w.non2xx, socket: w.socketErrors } }))
-      : await wsLoad(s, stack).then((w) => ({ ...w, errors: { client: w.errors } }));
+      : s.kind === 'grpc'
+        ? await runH2load({
+            url: `http://${stack.grpc}${MODEL_INFER.path}`,
+            frame: grpcFrame(MODEL_INFER.requestSerialize(s.request)),
+            connections: s.connections,
+            seconds: SECONDS,
+            dir,
+            name: `${s.id}-${round}`,
+          }).then((h) => ({ ...h, errors: { non2xx: h.non2xx, socket: h.socketErrors } }))
+        : await wsLoad(s, stack).then((w) => ({ ...w, errors: { client: w.errors } }));
   await sleep(SETTLE_MS);
 
   const [machine1, bench1] = [machineCpuMs(), process.cpuUsage(bench0)];
