@@ -68,9 +68,12 @@ export type PredictOperation = (typeof PREDICT_OPERATIONS)[number];
  */
 export function checkOutputs(mv: ModelVersion, rows: number, outputs: readonly EncodedTensor[]): void {
   const bad = (what: string): ServingError => new ServingError('BAD_GATEWAY', `model '${mv.name}' version ${mv.version} answered ${what}`);
+  const given: unknown = outputs;
+  if (!Array.isArray(given)) throw bad('no outputs');
   if (outputs.length !== mv.config.outputs.length)
     throw bad(`${outputs.length} output(s), its config declares ${mv.config.outputs.length}`);
   for (const o of outputs) {
+    if (typeof o?.base64 !== 'string' || !Array.isArray(o.shape)) throw bad('an output that does not decode');
     const spec = mv.config.outputs.find((s) => s.name === o.name);
     if (!spec) throw bad(`an output '${o.name}' its config does not declare`);
     if (o.datatype !== spec.datatype) throw bad(`output '${o.name}' as ${o.datatype}, its config declares ${spec.datatype}`);
