@@ -6,8 +6,9 @@
  * --pool cpu`, `worker --pool gpu`, each its own process, default sizing, NODE_ENV=production,
  * logs to files) on a private redis-server, serves the repository's models. Load comes from
  * separate processes: wrk (2 threads, closed loop, rotating prepared bodies) for every HTTP
- * scenario, and bench/load-client.ts (two processes) for WebSocket submit + subscribe, which
- * wrk cannot speak. The ceiling is onnxruntime-node alone (bench/ceiling.ts) while the stack
+ * scenario (GraphQL, and the inference protocol's REST door with binary tensor data), h2load
+ * (bench/h2load.ts: 2 threads, closed loop, one prepared message) for its gRPC door, and
+ * bench/load-client.ts (two processes) for WebSocket submit + subscribe, which wrk cannot speak. The ceiling is onnxruntime-node alone (bench/ceiling.ts) while the stack
  * is stopped.
  *
  * Rounds visit every scenario, every other round in reverse order, so a drift of the shared
@@ -27,7 +28,10 @@ import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import type { LoadSpec } from './load-client.ts';
-import { scenarios, type CeilingScenario, type HttpScenario, type Scenario, type WsScenario } from './path-scenarios.ts';
+import { scenarios, type CeilingScenario, type GrpcScenario, type HttpScenario, type Scenario, type WsScenario } from './path-scenarios.ts';
+
+/** The scenarios that put load on the stack. */
+type LoadScenario = HttpScenario | WsScenario | GrpcScenario;
 import {
   runLoadClients,
   benchDir,
@@ -43,6 +47,10 @@ import {
   type RedisWork,
 } from './processes.ts';
 import { runWrk } from './wrk.ts';
+import { grpcFrame, runH2load } from './h2load.ts';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { PROTO_OPTIONS, PROTO_PATH } from '../server/oip/grpc.ts';
 import { metricSum, scrape } from './prometheus.ts';
 
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
@@ -58,6 +66,9 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 interface Stack {
   url: string;
   ws: string;
+  /** The HTTP root (`http://127.0.0.1:<port>`), and the inference protocol's gRPC door (`127.0.0.1:<port>`). */
+  base: string;
+  grpc: string;
   metricsUrls: { api: string; workerCpu: string; workerGpu: string };
   procs: Proc[];
   /** The workers' "worker started" lines: models, execution provider, threads, slots. */
@@ -65,12 +76,13 @@ interface Stack {
 }
 
 async function startStack(redisUrl: string, dir: string, n: number): Promise<Stack> {
-  const [port, cpuPort, gpuPort] = [await freePort(), await freePort(), await freePort()];
+  const [port, cpuPort, gpuPort, grpcPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const env = {
     BATCHLINE_REDIS_URL: redisUrl,
     BATCHLINE_REDIS_PREFIX: `bench-path-${n}`,
     BATCHLINE_MODELS: join(ROOT, 'models'),
     BATCHLINE_PORT: String(port),
+    BATCHLINE_GRPC_PORT: String(grpcPort),
     BATCHLINE_HOST: '127.0.0.1',
     NODE_ENV: 'production',
   };
@@ -92,6 +104,8 @@ async function startStack(redisUrl: string, dir: string, n: number): Promise<Sta
   return {
     url: `http://127.0.0.1:${port}/graphql`,
     ws: `ws://127.0.0.1:${port}/graphql`,
+    base: `http://127.0.0.1:${port}`,
+    grpc: `127.0.0.1:${grpcPort}`,
     metricsUrls: {
       api: `http://127.0.0.1:${port}/metrics`,
       workerCpu: `http://127.0.0.1:${cpuPort}/metrics`,
@@ -107,9 +121,20 @@ async function stopStack(stack: Stack): Promise<void> {
 }
 
 /** Throws unless every body, sent once, is answered 200 with data and no errors. */
-async function sampleAnswers(s: HttpScenario, url: string): Promise<void> {
+async function sampleAnswers(s: HttpScenario, stack: Stack): Promise<void> {
+  const url = s.path ? stack.base + s.path : stack.url;
   for (const [i, b] of s.bodies.entries()) {
-    const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json' }, body: b });
+    const res = await fetch(url, {
+      method: 'POST',
+      headers: s.headers ?? { 'content-type': 'application/json', accept: 'application/json' },
+      body: typeof b === 'string' ? b : new Uint8Array(b),
+    });
+    if (s.checkRaw) {
+      const raw = Buffer.from(await res.arrayBuffer());
+      const wrong = s.checkRaw({ status: res.status, headers: res.headers, body: raw }, i);
+      if (wrong) throw new Error(`${s.id}: a sampled answer is wrong (${wrong}).`);
+      continue;
+    }
     const text = await res.text();
     let answer: { data?: Record<string, unknown> | null; errors?: unknown[] } = {};
     try {
@@ -119,6 +144,36 @@ async function sampleAnswers(s: HttpScenario, url: string): Promise<void> {
     }
     const wrong = res.status !== 200 ? `HTTP ${res.status}` : answer.errors ? 'errors' : !answer.data ? 'no data' : s.check(answer.data, i);
     if (wrong) throw new Error(`${s.id}: a sampled answer is wrong (${wrong}).\nbody: ${b.slice(0, 300)}\nanswer: ${text.slice(0, 1000)}`);
+  }
+}
+
+/** ModelInfer's path and serializer, from our .proto. */
+const MODEL_INFER = (
+  protoLoader.loadSync(PROTO_PATH, PROTO_OPTIONS)['inference.GRPCInferenceService'] as Record<
+    string,
+    grpc.MethodDefinition<unknown, unknown>
+  >
+).ModelInfer;
+
+/** Throws unless the scenario's message, sent once through @grpc/grpc-js, is answered OK with its output. */
+async function sampleGrpc(s: GrpcScenario, stack: Stack): Promise<void> {
+  const client = new grpc.Client(stack.grpc, grpc.credentials.createInsecure());
+  try {
+    const res = await new Promise<{ raw_output_contents: Buffer[] }>((resolve, reject) =>
+      client.makeUnaryRequest(
+        MODEL_INFER.path,
+        MODEL_INFER.requestSerialize,
+        MODEL_INFER.responseDeserialize as (b: Buffer) => { raw_output_contents: Buffer[] },
+        s.request,
+        new grpc.Metadata(),
+        { deadline: Date.now() + 10_000 },
+        (err, r) => (err ? reject(new Error(`${s.id}: a sampled call failed: ${grpc.status[err.code]} ${err.details}`)) : resolve(r!)),
+      ),
+    );
+    const bytes = res.raw_output_contents[0]?.length ?? 0;
+    if (bytes !== s.outputWidth * 4) throw new Error(`${s.id}: a sampled answer has ${bytes} output bytes, expected ${s.outputWidth * 4}`);
+  } finally {
+    client.close();
   }
 }
 
@@ -181,15 +236,9 @@ async function wsLoad(
   };
 }
 
-async function measure(
-  s: HttpScenario | WsScenario,
-  stack: Stack,
-  redis: Redis,
-  redisPid: number,
-  round: number,
-  dir: string,
-): Promise<Run> {
-  if (s.kind === 'http') await sampleAnswers(s, stack.url);
+async function measure(s: LoadScenario, stack: Stack, redis: Redis, redisPid: number, round: number, dir: string): Promise<Run> {
+  if (s.kind === 'http') await sampleAnswers(s, stack);
+  if (s.kind === 'grpc') await sampleGrpc(s, stack);
   await sleep(SETTLE_MS);
   const pids = Object.fromEntries(stack.procs.map((p) => [p.name, p.pid]));
   const scrapeAll = (): Promise<string[]> =>
@@ -204,14 +253,24 @@ async function measure(
   const load =
     s.kind === 'http'
       ? await runWrk({
-          url: stack.url,
+          url: s.path ? stack.base + s.path : stack.url,
           bodies: s.bodies,
+          headers: s.headers,
           connections: s.connections,
           seconds: SECONDS,
           dir,
           name: `${s.id}-${round}`,
         }).then((w) => ({ ...w, errors: { non2xx: w.non2xx, socket: w.socketErrors } }))
-      : await wsLoad(s, stack).then((w) => ({ ...w, errors: { client: w.errors } }));
+      : s.kind === 'grpc'
+        ? await runH2load({
+            url: `http://${stack.grpc}${MODEL_INFER.path}`,
+            frame: grpcFrame(MODEL_INFER.requestSerialize(s.request)),
+            connections: s.connections,
+            seconds: SECONDS,
+            dir,
+            name: `${s.id}-${round}`,
+          }).then((h) => ({ ...h, errors: { non2xx: h.non2xx, socket: h.socketErrors } }))
+        : await wsLoad(s, stack).then((w) => ({ ...w, errors: { client: w.errors } }));
   await sleep(SETTLE_MS);
 
   const [machine1, bench1] = [machineCpuMs(), process.cpuUsage(bench0)];
@@ -236,7 +295,7 @@ async function measure(
     redis: redisWorkBetween(redis0, redis1),
   };
   if (s.model) {
-    const operation = s.kind === 'ws' ? 'submit' : 'predict';
+    const operation = s.kind === 'ws' ? 'submit' : s.kind === 'grpc' ? 'infer_grpc' : (s.operation ?? 'predict');
     const delta = (i: number, name: string, match: Record<string, string>, exclude?: Record<string, string>): number =>
       metricSum(metrics1[i], name, match, exclude) - metricSum(metrics0[i], name, match, exclude);
     run.serverOk = delta(0, 'batchline_requests_total', { model: s.model, operation, outcome: 'ok' });
@@ -299,7 +358,7 @@ interface Summary {
   range: { requestsPerSec: [number, number]; p50: [number, number] };
 }
 
-function summarize(s: HttpScenario | WsScenario, runs: Run[]): Summary {
+function summarize(s: LoadScenario, runs: Run[]): Summary {
   const per = (r: Run, v: number): number => v / Math.max(1, r.requests);
   const commands = [...new Set(runs.flatMap((r) => Object.keys(r.redis.calls)))];
   const byCommand = Object.fromEntries(commands.map((c) => [c, median(runs.map((r) => per(r, r.redis.calls[c] ?? 0)))]));
@@ -432,7 +491,7 @@ async function main(): Promise<void> {
     await redisServer.stop();
   }
 
-  const loadScenarios = all.filter((s): s is HttpScenario | WsScenario => s.kind !== 'ceiling');
+  const loadScenarios = all.filter((s): s is LoadScenario => s.kind !== 'ceiling');
   const summaries = loadScenarios.map((s) => summarize(s, runs.get(s.id)!));
   const ratios = ratiosOf(runs, ceilings);
   const text = report(summaries, ceilings, ratios);
@@ -478,7 +537,15 @@ async function main(): Promise<void> {
 async function warmUp(all: Scenario[], stack: Stack, dir: string): Promise<void> {
   for (const s of all)
     if (s.kind === 'http' && s.connections === 64)
-      await runWrk({ url: stack.url, bodies: s.bodies, connections: 16, seconds: 1, dir, name: `warm-${s.id}` });
+      await runWrk({
+        url: s.path ? stack.base + s.path : stack.url,
+        bodies: s.bodies,
+        headers: s.headers,
+        connections: 16,
+        seconds: 1,
+        dir,
+        name: `warm-${s.id}`,
+      });
 }
 
 function ratiosOf(runs: Map<string, Run[]>, ceilings: CeilingRun[]): Record<string, { median: number; runs: number[]; target: string }> {
@@ -498,6 +565,36 @@ function ratiosOf(runs: Map<string, Run[]>, ceilings: CeilingRun[]): Record<stri
       rounds.map((i) => at('mlp-bench-64', i)!.requestsPerSec / ceilingOf(i)),
       '>= 0.35',
     );
+  // The inference protocol's doors (issue 25): mlp-bench, one 512-float row a request, against the ceiling at
+  // batch 32 (the most the gpu pool merges for it) and at its best batch; API CPU against the floor's.
+  const ceilingAt = (i: number, k: string): number => ceilings.find((c) => c.round === i)!.rowsPerSec[k];
+  const apiCpu = (id: string, i: number): number => at(id, i)!.cpuMsPerRequest.api;
+  for (const [id, door] of [
+    ['rest-bin-mlp-64', 'REST binary'],
+    ['grpc-mlp-64', 'gRPC'],
+  ]) {
+    if (!ran(id, 'ceiling')) continue;
+    out[`mlp-bench ${door} rows/s / ceiling at batch 32 (same round)`] = entry(
+      rounds.map((i) => at(id, i)!.requestsPerSec / ceilingAt(i, 'batch32')),
+      '>= 0.35',
+    );
+    out[`mlp-bench ${door} rows/s / ceiling (best batch, same round)`] = entry(
+      rounds.map((i) => at(id, i)!.requestsPerSec / ceilingOf(i)),
+      '>= 0.35',
+    );
+  }
+  for (const id of ['rest-bin-mlp-64', 'rest-bin-spam-64'])
+    if (ran(id, 'floor'))
+      out[`API CPU per request, ${id} / floor`] = entry(
+        rounds.map((i) => apiCpu(id, i) / apiCpu('floor', i)),
+        '<= 1.3',
+      );
+  if (ran('grpc-spam-64', 'spam-b64-64'))
+    out['spam-mlp gRPC / GraphQL base64 throughput, 64'] = entry(ratio('grpc-spam-64', 'spam-b64-64'), '>= 1.5');
+  if (ran('grpc-mlp-64', 'mlp-bench-64'))
+    out['mlp-bench gRPC / GraphQL base64 throughput, 64'] = entry(ratio('grpc-mlp-64', 'mlp-bench-64'), '-');
+  if (ran('rest-bin-mlp-64', 'mlp-bench-64'))
+    out['mlp-bench REST binary / GraphQL base64 throughput, 64'] = entry(ratio('rest-bin-mlp-64', 'mlp-bench-64'), '-');
   if (ran('spam-b64-16'))
     out['spam-mlp base64 p50 at 16 conns, ms'] = entry(
       runs.get('spam-b64-16')!.map((r) => r.p50),

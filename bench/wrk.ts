@@ -29,18 +29,32 @@ export interface WrkRun {
 const LONG_OPEN = '[==[';
 const LONG_CLOSE = ']==]';
 
-function script(bodies: string[]): string {
-  for (const b of bodies) if (b.includes(LONG_CLOSE)) throw new Error(`a body holds ${LONG_CLOSE}`);
+/** A Lua string literal of any bytes: printable ASCII as is, the rest as decimal escapes (long brackets would turn CR LF into LF). */
+function luaBytes(b: Buffer): string {
+  let out = '"';
+  for (const c of b) out += c >= 0x20 && c < 0x7f && c !== 0x22 && c !== 0x5c ? String.fromCharCode(c) : `\\${String(c).padStart(3, '0')}`;
+  return `${out}"`;
+}
+
+function luaString(s: string): string {
+  if (s.includes(LONG_CLOSE)) throw new Error(`a body holds ${LONG_CLOSE}`);
+  return `${LONG_OPEN}${s}${LONG_CLOSE}`;
+}
+
+function script(bodies: (string | Buffer)[], headers: Record<string, string>): string {
+  const head = Object.entries(headers)
+    .map(([k, v]) => `["${k}"] = ${luaString(v)}`)
+    .join(', ');
   return `-- Written by bench/wrk.ts for one benchmark scenario.
 local bodies = {
-${bodies.map((b) => `  ${LONG_OPEN}${b}${LONG_CLOSE},`).join('\n')}
+${bodies.map((b) => `  ${typeof b === 'string' ? luaString(b) : luaBytes(b)},`).join('\n')}
 }
 local prepared = {}
 local n = 0
 
 function init(args)
   for i, body in ipairs(bodies) do
-    prepared[i] = wrk.format("POST", nil, { ["Content-Type"] = "application/json", ["Accept"] = "application/json" }, body)
+    prepared[i] = wrk.format("POST", nil, { ${head} }, body)
   end
 end
 
@@ -65,14 +79,17 @@ end
 /** Runs wrk against `url` for `seconds` on `connections` connections (2 threads), rotating `bodies`. */
 export async function runWrk(opts: {
   url: string;
-  bodies: string[];
+  /** Text (GraphQL, JSON) or bytes (the inference protocol's binary tensor data). */
+  bodies: (string | Buffer)[];
+  /** Request headers; JSON's by default. */
+  headers?: Record<string, string>;
   connections: number;
   seconds: number;
   dir: string;
   name: string;
 }): Promise<WrkRun> {
   const file = join(opts.dir, `${opts.name}.lua`);
-  writeFileSync(file, script(opts.bodies));
+  writeFileSync(file, script(opts.bodies, opts.headers ?? { 'Content-Type': 'application/json', Accept: 'application/json' }));
   const args = ['-t', '2', '-c', String(opts.connections), '-d', `${opts.seconds}s`, '--timeout', '10s', '--latency', '-s', file, opts.url];
   const out = await new Promise<string>((resolve, reject) => {
     const child = spawn('wrk', args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -70,7 +70,17 @@ async function serve(config: BatchlineConfig): Promise<void> {
   const { createApiServer } = await import('../server/api-server.ts');
   const api = await createApiServer({ config, logger });
   const port = await api.listen();
-  logger.info({ port, graphql: `http://localhost:${port}/graphql`, maxConnections: api.connections.cap }, 'API listening');
+  const grpcPort = config.grpc.port > 0 ? await api.listenGrpc(config.grpc.port) : undefined;
+  logger.info(
+    {
+      port,
+      graphql: `http://localhost:${port}/graphql`,
+      inferenceProtocol: `http://localhost:${port}/v2`,
+      grpcPort,
+      maxConnections: api.connections.cap,
+    },
+    'API listening',
+  );
   onShutdown(
     async () => {
       const clean = await api.close();

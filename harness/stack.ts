@@ -33,6 +33,8 @@ function envFor(o: StackOptions): Record<string, string> {
     BATCHLINE_REDIS_PREFIX: o.prefix,
     BATCHLINE_MODELS: o.models ?? REPO_MODELS,
     BATCHLINE_LOG_LEVEL: process.env.BATCHLINE_TEST_LOG_LEVEL ?? 'warn',
+    // gRPC off unless a test asks: processes of parallel test files must not share its default port.
+    BATCHLINE_GRPC_PORT: '0',
     ...o.env,
   };
 }
@@ -44,17 +46,22 @@ export function configFor(o: StackOptions): BatchlineConfig {
 export interface RunningApi {
   url: string;
   ws: string;
+  /** `127.0.0.1:<port>` of the inference protocol's gRPC door, when startApi was asked for it. */
+  grpc?: string;
   api: ApiServer;
   close(): Promise<void>;
 }
 
-export async function startApi(o: StackOptions): Promise<RunningApi> {
+/** Starts an API in this process on a free port; with `grpc`, its gRPC door too, on another free port. */
+export async function startApi(o: StackOptions & { grpc?: boolean }): Promise<RunningApi> {
   const config = configFor(o);
   const api = await createApiServer({ config, logger: createLogger(config.log) });
   const port = await api.listen(0, '127.0.0.1');
+  const grpcPort = o.grpc ? await api.listenGrpc(0, '127.0.0.1') : undefined;
   return {
     url: `http://127.0.0.1:${port}/graphql`,
     ws: `ws://127.0.0.1:${port}/graphql`,
+    ...(grpcPort ? { grpc: `127.0.0.1:${grpcPort}` } : {}),
     api,
     close: async () => void (await api.close()),
   };

@@ -228,3 +228,29 @@ export function summary(name) {
     return out;
   };
 }
+
+/** The Open Inference Protocol's REST root (`/v2` on the API's port). */
+export const V2_URL = BASE_URL.replace(/\/$/, '') + '/v2';
+
+/** One random FP32 row of ROW_WIDTH values, as the bytes the inference protocol's binary data carries (little-endian). */
+export function rowBytes() {
+  const row = new Float32Array(ROW_WIDTH);
+  for (let i = 0; i < ROW_WIDTH; i++) row[i] = Math.random();
+  return row.buffer;
+}
+
+/** Text of ASCII characters (a JSON header) as bytes, without TextEncoder (not in every k6). */
+export function asciiBytes(text) {
+  const out = new Uint8Array(text.length);
+  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i) & 0x7f;
+  return out;
+}
+
+/** A binary-data body: the JSON header's bytes, then `bytes`. Returns the body and the header's length. */
+export function binaryBody(header, bytes) {
+  const head = asciiBytes(JSON.stringify(header));
+  const body = new Uint8Array(head.length + bytes.byteLength);
+  body.set(head, 0);
+  body.set(new Uint8Array(bytes), head.length);
+  return { body: body.buffer, headerLength: head.length };
+}

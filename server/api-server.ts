@@ -1,7 +1,8 @@
 /**
  * The API process: the composed app (server/app.ts) served over node:http — GraphQL over HTTP
- * and SSE (yoga) and over WebSocket (graphql-ws) on the same path, plus /health, /ready and
- * /metrics — and its shutdown, in order.
+ * and SSE (yoga) and over WebSocket (graphql-ws) on the same path, the inference protocol's
+ * REST door under /v2, plus /health, /ready and /metrics — and over gRPC (the inference
+ * protocol's other door, when `grpc.port` is set); and its shutdown, in order.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,6 +14,7 @@ import { httpHandler } from './http.ts';
 import { attachWebSocket } from './ws.ts';
 import { capConnections, connectionCap, type ConnectionCap } from './connection-cap.ts';
 import { releaseMemoryWhenIdle } from './idle-memory.ts';
+import { startGrpc, type GrpcDoor } from './oip/grpc.ts';
 
 export interface ApiServer {
   app: App;
@@ -21,6 +23,11 @@ export interface ApiServer {
   connections: ConnectionCap;
   /** Starts listening; resolves with the bound port. */
   listen(port?: number, host?: string): Promise<number>;
+  /**
+   * Serves the inference protocol over gRPC (server/oip/grpc.ts) on `port` (0: a free one; the
+   * CLI passes `grpc.port` unless it is 0, which turns gRPC off); resolves with the bound port.
+   */
+  listenGrpc(port: number, host?: string): Promise<number>;
   /**
    * Stops accepting, answers what is in flight, closes subscribers, then disconnects, by
    * `http.drainMs` + RELEASE_MS whatever Redis does. False when requests were given up on.
@@ -35,13 +42,14 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
   const connections = capConnections(http, {
     cap: connectionCap(config.http.maxConnections),
     logger,
-    rejected: (code) => app.rejections.inc({ code }),
+    rejected: (code) => app.countRejection(code),
   });
   http.on('request', httpHandler(app, connections));
   const ws = attachWebSocket(http, app, connections);
   // Memory a burst took is given back once the process is idle again (server/idle-memory.ts).
   const idleMemory = releaseMemoryWhenIdle(logger);
 
+  let grpcDoor: GrpcDoor | undefined;
   let closing: Promise<boolean> | undefined;
   return {
     app,
@@ -53,6 +61,10 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
         http.listen(port, host, () => resolve((http.address() as AddressInfo).port));
       });
     },
+    async listenGrpc(port, host = config.http.host) {
+      grpcDoor = await startGrpc(app, port, host);
+      return grpcDoor.port;
+    },
     close() {
       closing ??= (async () => {
         const deadline = new Deadline(config.http.drainMs + RELEASE_MS);
@@ -60,6 +72,8 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
         // 1. Stop accepting connections.
         const closed = new Promise<void>((resolve) => http.close(() => resolve()));
         http.closeIdleConnections();
+        // gRPC takes no new calls; the calls in flight drain with the HTTP requests.
+        const grpcClosed = grpcDoor?.shutdown();
         // 2. Open subscriptions (SSE and WebSocket) end now with SERVICE_UNAVAILABLE, so their
         //    clients resubscribe on another replica; synchronous requests in flight get up to
         //    `http.drainMs` to be answered.
@@ -71,6 +85,10 @@ export async function createApiServer(options: { config: BatchlineConfig; logger
         http.closeIdleConnections();
         await deadline.within(closed, 1000);
         http.closeAllConnections();
+        if (grpcClosed) {
+          await deadline.step('gRPC calls', grpcClosed, 1000);
+          grpcDoor!.force();
+        }
         // 4. What only Redis can finish, then the connections.
         const state = await app.release(deadline);
         const { dropped } = deadline;

@@ -36,11 +36,15 @@ import { useArmor, useRequestParseErrors } from './armor.ts';
 import { parseCache, useCompactValidationErrors } from './parse-cache.ts';
 import { useRateLimit } from './rate-limit.ts';
 import { graphiqlOptions, renderGraphiQL } from './graphiql.ts';
-import { createOps, type Ops } from './ops.ts';
+import { createOps } from './ops.ts';
 import { collectQueueDepth, collectWorkers, useMetricsEndpoint } from './use-metrics.ts';
 import { useNoIntrospection } from './use-introspection.ts';
 import { modelKey } from '../core/prediction/record.ts';
 import { Rollout } from '../core/rollout/rollout.ts';
+import { InferenceProtocol } from '../core/api/inference-protocol.ts';
+
+/** The server's version, as the inference protocol's server metadata reports it. */
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 const typeDefs = ['schema.graphql', 'ops.graphql', 'rollout.graphql'].map((f) =>
   readFileSync(new URL(`../schema/${f}`, import.meta.url), 'utf8'),
@@ -59,8 +63,10 @@ export interface App {
   predictor: Predictor;
   tickets: Tickets;
   rollout: Rollout;
-  /** `batchline_rejections_total` by code, for refusals made outside yoga (server/connection-cap.ts). */
-  rejections: Ops['rejections'];
+  /** The Open Inference Protocol on the same core (server/oip/ serves it over REST and gRPC). */
+  oip: InferenceProtocol;
+  /** Counts a refusal (429, 503, 504) answered outside yoga (the inference protocol's doors, the connection cap), for the operations view. */
+  countRejection(code: string): void;
   /** True while the request path's Redis connection is up. */
   redisReady(): boolean;
   /**
@@ -205,6 +211,7 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
   });
 
   const redisReady = (): boolean => redis.status === 'ready';
+  const oip = new InferenceProtocol({ catalog, predictor, ready, version: VERSION });
   return {
     config,
     logger,
@@ -215,7 +222,8 @@ export async function createApp(options: { config: BatchlineConfig; logger: Logg
     predictor,
     tickets,
     rollout,
-    rejections: ops.rejections,
+    oip,
+    countRejection: (code) => ops.countRejection(code),
     redisReady,
     async drain(drainMs) {
       ops.endSubscriptions();

@@ -3,7 +3,7 @@
  * while serving it does too, and a body declared over `http.maxBodyBytes` is refused before
  * yoga reads it, and a connection over `http.maxConnections` is answered 503 (server/connection-cap.ts). With tracing on, a GraphQL request (HTTP or SSE) is a server span continuing
  * the caller's `traceparent` / `tracestate`, and the answer carries its own `traceparent`.
- * The rest is yoga's.
+ * Paths under /v2 are the Open Inference Protocol's (server/oip/rest.ts); the rest is yoga's.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { requestScope } from '../core/telemetry/logger.ts';
@@ -11,6 +11,7 @@ import { ServingError } from '../core/errors/registry.ts';
 import { logWhenFinished, requestIdOf } from './use-request-log.ts';
 import { errorResponseBody } from './errors.ts';
 import type { App } from './app.ts';
+import { serveOip } from './oip/rest.ts';
 import { contextWith, endSpan, startServerSpan, traceparentOf, withContext } from '../core/telemetry/trace.ts';
 import type { RequestScope } from '../core/telemetry/logger.ts';
 import type { ConnectionCap } from './connection-cap.ts';
@@ -47,20 +48,28 @@ export function httpHandler(app: App, cap?: ConnectionCap): (req: IncomingMessag
     const scope = { requestId: requestIdOf(req.headers) };
     res.setHeader('x-request-id', scope.requestId);
     logWhenFinished(logger, config.log.requests, scope, req, res);
-    const path = req.url?.split('?')[0];
+    const path = req.url?.split('?')[0] ?? '/';
     // A connection over `http.maxConnections`: 503, except /health, /ready and /metrics.
     if (cap?.refuseRequest(req, res, path)) {
       Object.assign(scope, { code: 'SERVICE_UNAVAILABLE' });
       return;
     }
+    const oip = path === '/v2' || path.startsWith('/v2/');
     const length = Number(req.headers['content-length'] ?? 0);
     if (length > config.http.maxBodyBytes) {
       const err = new ServingError('PAYLOAD_TOO_LARGE', `request body over ${config.http.maxBodyBytes} bytes`);
       Object.assign(scope, { code: err.code });
       // The body is not read: the connection cannot carry another request after it.
       res.writeHead(err.status, { 'content-type': 'application/json', connection: 'close' });
-      res.end(errorResponseBody(err));
+      // The inference protocol's errors are `{"error": "..."}`; GraphQL's, yoga's shape.
+      res.end(oip ? JSON.stringify({ error: err.message }) : errorResponseBody(err));
       req.resume();
+      return;
+    }
+    // The Open Inference Protocol's REST door (server/oip/rest.ts): the same core, no yoga.
+    if (oip) {
+      const traced = req.method === 'POST' ? traceRequest(req, res, path, scope) : undefined;
+      requestScope.run(scope, () => withContext(traced, () => void serveOip(app, req, res, path, scope)));
       return;
     }
     const traced = path === yoga.graphqlEndpoint ? traceRequest(req, res, path, scope) : undefined;

@@ -88,9 +88,9 @@ export function useRejectionCount(counter: Counter<'code'>): Plugin {
 
 export interface Ops {
   context: OpsContext;
-  /** `batchline_rejections_total` by code: what yoga answers, and what is refused before it (the connection cap). */
-  rejections: Counter<'code'>;
   plugins: Plugin[];
+  /** Counts a refusal answered outside yoga (the inference protocol's doors, the connection cap); codes other than 429, 503 and 504 are ignored. */
+  countRejection(code: string): void;
   /** Ends live `serverStats` subscriptions (shutdown step one). */
   endSubscriptions(): void;
   /** Adds this process's last counts and leaves the process list; before Redis is disconnected. */
@@ -109,7 +109,7 @@ export function createOps(deps: {
   const { config, redis, metrics } = deps;
   const rejections = new Counter({
     name: 'batchline_rejections_total',
-    help: 'Responses that refused work with 429, 503 or 504, by code (every GraphQL operation over HTTP and SSE, and connections over http.maxConnections)',
+    help: 'Responses that refused work with 429, 503 or 504, by code (every GraphQL operation over HTTP and SSE, the inference protocol over REST and gRPC, and connections over http.maxConnections)',
     labelNames: ['code'] as const,
     registers: [metrics.registry],
   });
@@ -122,9 +122,11 @@ export function createOps(deps: {
   recorder.start();
   const closing = new AbortController();
   return {
-    rejections,
     context: { stats: new OpsStats(deps), graphiql: config.http.graphiql, authEnabled: deps.authEnabled, closing: closing.signal },
     plugins: [useDashboardPages(), useRejectionCount(rejections), ...(config.http.graphiql ? [useGraphiQLAssets()] : [])],
+    countRejection: (code) => {
+      if ((REJECTION_CODES as readonly string[]).includes(code)) rejections.inc({ code });
+    },
     endSubscriptions: () => closing.abort(),
     close: () => {
       closing.abort();

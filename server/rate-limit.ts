@@ -14,7 +14,7 @@ import type { Principal } from '../core/api/authorization.ts';
 import { toGraphQLError } from './errors.ts';
 
 /** The bucket a request draws from: `key:<name>` for a known key, else `ip:<address>`. */
-export function rateLimitClient(principal: Principal | undefined, req: Pick<IncomingMessage, 'socket'> | undefined): string {
+export function rateLimitClient(principal: Principal | undefined, req: { socket?: { remoteAddress?: string } } | undefined): string {
   if (principal && !principal.anonymous) return `key:${principal.name}`;
   return `ip:${req?.socket?.remoteAddress ?? 'unknown'}`;
 }

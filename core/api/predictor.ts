@@ -20,6 +20,7 @@ import { observeLatency, type Metrics } from '../telemetry/metrics.ts';
 import type { WorkerRegistry } from '../control/worker-registry.ts';
 import { modelKey, newJob, type PredictionResult, type PredictionJobData } from '../prediction/record.ts';
 import type { ModelCatalog } from './catalog.ts';
+import { BYTES, base64ByteLength, type EncodedTensor } from '../tensor/codec.ts';
 import {
   ATTR,
   SpanKind,
@@ -52,6 +53,40 @@ export interface PredictRequest {
   routeKey?: string | null;
   /** The trace the request belongs to (W3C trace id), kept with a captured payload. */
   traceId?: string;
+  /** The door it came by, the `operation` label of its metrics: GraphQL's `predict` (the default) or the inference protocol's. */
+  operation?: PredictOperation;
+}
+
+/** The `operation` label of a synchronous request, one per door (the ops view counts them all). */
+export const PREDICT_OPERATIONS = ['predict', 'infer_rest', 'infer_grpc'] as const;
+export type PredictOperation = (typeof PREDICT_OPERATIONS)[number];
+
+/**
+ * A worker's outputs held to the model's config: each declared output once, with its datatype,
+ * `rows` rows, its inner dimensions, and as many bytes as its shape needs. Anything else is an
+ * answer the API cannot use: 502 BAD_GATEWAY naming the model, never a wrong 200.
+ */
+export function checkOutputs(mv: ModelVersion, rows: number, outputs: readonly EncodedTensor[]): void {
+  const bad = (what: string): ServingError => new ServingError('BAD_GATEWAY', `model '${mv.name}' version ${mv.version} answered ${what}`);
+  const given: unknown = outputs;
+  if (!Array.isArray(given)) throw bad('no outputs');
+  if (outputs.length !== mv.config.outputs.length)
+    throw bad(`${outputs.length} output(s), its config declares ${mv.config.outputs.length}`);
+  for (const o of outputs) {
+    if (typeof o?.base64 !== 'string' || !Array.isArray(o.shape)) throw bad('an output that does not decode');
+    const spec = mv.config.outputs.find((s) => s.name === o.name);
+    if (!spec) throw bad(`an output '${o.name}' its config does not declare`);
+    if (o.datatype !== spec.datatype) throw bad(`output '${o.name}' as ${o.datatype}, its config declares ${spec.datatype}`);
+    const fits =
+      o.shape.length === spec.shape.length && o.shape[0] === rows && spec.shape.every((d, i) => i === 0 || d === -1 || d === o.shape[i]);
+    if (!fits)
+      throw bad(
+        `output '${o.name}' of shape ${JSON.stringify(o.shape)} for ${rows} row(s), its config declares ${JSON.stringify(spec.shape)}`,
+      );
+    const want = o.shape.reduce((a, b) => a * b, 1) * BYTES[spec.datatype];
+    const got = base64ByteLength(o.base64);
+    if (got !== want) throw bad(`output '${o.name}' with ${got} bytes, its shape ${JSON.stringify(o.shape)} needs ${want}`);
+  }
 }
 
 /** Edge batcher groups of mirrored work start with this, so they never share a job with real work. */
@@ -188,7 +223,7 @@ export class Predictor {
       }
       const totalMs = performance.now() - started;
       observeLatency(metrics.latency, { model: mv.name, phase: 'total' }, totalMs / 1000);
-      metrics.requests.inc({ model: mv.name, operation: 'predict', outcome: 'ok' });
+      metrics.requests.inc({ model: mv.name, operation: req.operation ?? 'predict', outcome: 'ok' });
       const answer = cached
         ? { ...result, cached: true, timings: { queueMs: 0, batchWaitMs: 0, batchRows: 0, coldStartMs: 0, inferenceMs: 0, totalMs } }
         : { ...result, timings: { ...result.timings, totalMs } };
@@ -205,7 +240,7 @@ export class Predictor {
       return answer;
     } catch (e) {
       const err = asServingError(e);
-      metrics.requests.inc({ model: catalog.metricLabel(modelName), operation: 'predict', outcome: err.code });
+      metrics.requests.inc({ model: catalog.metricLabel(modelName), operation: req.operation ?? 'predict', outcome: err.code });
       if (route)
         this.deps.observe?.({
           route,
@@ -268,6 +303,7 @@ export class Predictor {
       requestId,
       activeContext(),
     );
+    checkOutputs(mv, rows, answer.part.outputs);
     return {
       id: randomUUID(),
       model: mv.name,

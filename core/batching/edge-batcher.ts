@@ -210,7 +210,7 @@ export class EdgeBatcher {
     batch.job = sent;
     sent.reply
       .then(
-        (reply) => this.answer(members, reply),
+        (reply) => this.answer(members, reply, batch.modelKey),
         (e: Error) => {
           for (const m of members) this.settle(m, () => m.reject(e));
         },
@@ -223,7 +223,13 @@ export class EdgeBatcher {
       });
   }
 
-  private answer(members: Member[], reply: SyncReply): void {
+  private answer(members: Member[], reply: SyncReply, modelKey: string): void {
+    // A reply that is not one (it did not decode, or lacks its status) is an answer the API cannot use.
+    if (typeof reply !== 'object' || reply === null || (reply.status !== 'COMPLETED' && reply.status !== 'FAILED')) {
+      const err = new ServingError('BAD_GATEWAY', `the worker's reply for ${modelKey} could not be read`);
+      for (const m of members) this.settle(m, () => m.reject(err));
+      return;
+    }
     const common = {
       queueMs: reply.queueMs,
       inferenceMs: reply.inferenceMs,
@@ -235,7 +241,7 @@ export class EdgeBatcher {
       if (reply.status !== 'COMPLETED' || !part) {
         const err = reply.error
           ? fromSerialized(reply.error)
-          : new ServingError('INFERENCE_FAILED', 'the worker answered without this request’s part');
+          : new ServingError('BAD_GATEWAY', `the worker's reply for ${modelKey} has no part for this request`);
         this.settle(m, () => m.reject(err));
       } else if (part.error) {
         const err = fromSerialized(part.error);

@@ -64,6 +64,13 @@ export interface BatchlineConfig {
      */
     maxConnections: number;
   };
+  /** The Open Inference Protocol's gRPC door (server/oip/grpc.ts); its REST door is on `http.port`. */
+  grpc: {
+    /** Port of `inference.GRPCInferenceService`; 0 turns gRPC off. @defaultValue 4001 */
+    port: number;
+    /** Largest gRPC message received or sent, in bytes. @defaultValue 4194304 */
+    maxMessageBytes: number;
+  };
   models: {
     /** Model repository folder, laid out `<model>/<version>/model.onnx`. @defaultValue 'models' */
     repository: string;
@@ -231,6 +238,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     wsCompleteGraceMs: 1000,
     maxConnections: 0,
   },
+  grpc: { port: 4001, maxMessageBytes: 4 * 1024 * 1024 },
   models: { repository: 'models', overrides: '' },
   results: { ttlSeconds: 3600 },
   predict: { timeoutMs: 30_000, maxRows: 1024 },
@@ -297,6 +305,8 @@ export const ENV_VARS = {
   BATCHLINE_DRAIN_MS: 'http.drainMs',
   BATCHLINE_WS_COMPLETE_GRACE_MS: 'http.wsCompleteGraceMs',
   BATCHLINE_MAX_CONNECTIONS: 'http.maxConnections',
+  BATCHLINE_GRPC_PORT: 'grpc.port',
+  BATCHLINE_GRPC_MAX_MESSAGE_BYTES: 'grpc.maxMessageBytes',
   BATCHLINE_MODELS: 'models.repository',
   BATCHLINE_MODEL_OVERRIDES: 'models.overrides',
   BATCHLINE_RESULT_TTL_SECONDS: 'results.ttlSeconds',

@@ -1,6 +1,6 @@
 /**
  * One registry of error codes. Each code has one HTTP status; every transport (GraphQL over
- * HTTP, SSE, WebSocket) and every process (API, worker) uses the same table, so clients can
+ * HTTP, SSE, WebSocket; the Open Inference Protocol over REST and gRPC, server/oip/) and every process (API, worker) uses the same table, so clients can
  * rely on `extensions.code`. `retryAfterSeconds` is the `Retry-After` a code carries unless
  * the error sets its own (RATE_LIMITED sets it from the client's bucket).
  */
@@ -25,6 +25,11 @@ export const ERROR_CODES = {
   NON_FINITE_OUTPUT: { status: 422, message: 'The model produced NaN or infinite output for this input' },
   INFERENCE_FAILED: { status: 500, message: 'Inference failed' },
   INTERNAL_SERVER_ERROR: { status: 500, message: 'Unexpected error' },
+  /**
+   * A worker's answer the API cannot use: an output whose size disagrees with its declared
+   * shape, a reply that does not decode. The message names the model; gRPC maps it to INTERNAL.
+   */
+  BAD_GATEWAY: { status: 502, message: "The model's answer could not be used" },
   MODEL_NOT_READY: { status: 503, retryAfterSeconds: 1, message: 'Model not ready' },
   SERVICE_UNAVAILABLE: { status: 503, retryAfterSeconds: 1, message: 'Service unavailable' },
   QUEUE_FULL: { status: 503, retryAfterSeconds: 1, message: 'No capacity, try again later' },

@@ -9,6 +9,7 @@ import { ERROR_CODES, type ErrorCode } from '../errors/registry.ts';
 import { POOLS, type BatchlineConfig, type PoolName } from '../config/settings.ts';
 import type { PredictionQueues } from '../prediction/queues.ts';
 import type { ModelCatalog, ModelInfo } from '../api/catalog.ts';
+import { PREDICT_OPERATIONS } from '../api/predictor.ts';
 import type { DriftReport } from '../drift/monitor.ts';
 import type { RolloutReport } from '../rollout/rollout.ts';
 import { STEP_MS, StatsReader, countBy, counterSum, histogram, merge, type Entry, type ProcessInfo } from './live-stats.ts';
@@ -110,11 +111,11 @@ function phaseLatency(entries: Entry[], model: string, phase: PhaseLatency['phas
   };
 }
 
-/** New requests (predict and submit; cancellations are about earlier work), and how many failed. */
+/** New requests (predict by every door, and submit; cancellations are about earlier work), and how many failed. */
 function requests(entries: Entry[], model: string): { all: number; failed: number } {
   let all = 0;
   let ok = 0;
-  for (const operation of ['predict', 'submit']) {
+  for (const operation of [...PREDICT_OPERATIONS, 'submit']) {
     all += counterSum(entries, 'batchline_requests_total', { model, operation });
     ok += counterSum(entries, 'batchline_requests_total', { model, operation, outcome: 'ok' });
   }

@@ -6,7 +6,7 @@
 import { badInput } from '../errors/registry.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { Datatype, ModelConfig } from '../models/config.ts';
-import { decodeBase64Tensor, encodeBase64Tensor } from '../tensor/codec.ts';
+import { decodeBase64Tensor, decodeBytesTensor, encodeBase64Tensor } from '../tensor/codec.ts';
 import { CHAR_NGRAM_DEFAULTS } from '../preprocess/char-ngrams.ts';
 
 /** An input tensor: a plain array from a request, a typed array once off the wire. */
@@ -47,7 +47,17 @@ export interface PredictionInput {
   texts?: string[] | null;
   features?: number[] | null;
   instances?: number[][] | null;
-  tensors?: { name: string; shape: number[]; datatype: string; data?: number[] | null; base64?: string | null }[] | null;
+  tensors?:
+    | {
+        name: string;
+        shape: number[];
+        datatype: string;
+        data?: ArrayLike<number> | null;
+        base64?: string | null;
+        /** Raw little-endian values (the Open Inference Protocol's binary tensor data, gRPC's raw contents). */
+        bytes?: Uint8Array | null;
+      }[]
+    | null;
 }
 
 const INTEGER_TYPES: ReadonlySet<Datatype> = new Set(['INT32', 'INT64', 'UINT8', 'INT8']);
@@ -173,9 +183,16 @@ export function normalizeInput(input: PredictionInput, config: ModelConfig, maxR
       throw badInput(`${at}.shape[0]`, `all inputs must have the same batch size ${batch}, got ${t.shape[0]}`);
     batch = t.shape[0];
     const size = t.shape.reduce((a, b) => a * b, 1);
-    if ((t.data == null) === (t.base64 == null)) throw badInput(at, 'give exactly one of data or base64');
-    const field = t.data != null ? `${at}.data` : `${at}.base64`;
-    const data = t.data != null ? t.data : decodeBase64Tensor(field, t.base64!, spec.datatype, size);
+    const forms = (t.data != null ? 1 : 0) + (t.base64 != null ? 1 : 0) + (t.bytes != null ? 1 : 0);
+    if (forms !== 1)
+      throw badInput(at, t.bytes === undefined ? 'give exactly one of data or base64' : 'give exactly one of data, base64 or bytes');
+    const field = t.data != null ? `${at}.data` : t.base64 != null ? `${at}.base64` : `${at}.bytes`;
+    const data =
+      t.data != null
+        ? t.data
+        : t.base64 != null
+          ? decodeBase64Tensor(field, t.base64, spec.datatype, size)
+          : decodeBytesTensor(field, t.bytes!, spec.datatype, size);
     if (data.length !== size) throw badInput(field, `shape ${JSON.stringify(t.shape)} needs ${size} values, got ${data.length}`);
     checkValues(field, data, spec.datatype);
     return { name: spec.name, datatype: spec.datatype, shape: [...t.shape], data };

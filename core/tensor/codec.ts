@@ -2,7 +2,7 @@
  * Tensors as bytes: little-endian, row-major values, carried as base64 in JSON (a request's
  * `base64` tensor, a job's FP32 input, a result's outputs). One byte layout per datatype.
  */
-import { badInput } from '../errors/registry.ts';
+import { ServingError, badInput } from '../errors/registry.ts';
 import type { Datatype } from '../models/config.ts';
 import type { Tensor, TensorValue } from './tensor.ts';
 
@@ -10,7 +10,13 @@ import type { Tensor, TensorValue } from './tensor.ts';
 export type EncodedTensor = Omit<Tensor<never, string>, 'data'> & { base64: string };
 
 /** Bytes per value of each datatype in a `base64` tensor (little-endian, row-major). */
-const BYTES: Record<Datatype, number> = { FP32: 4, FP64: 8, INT32: 4, INT64: 8, BOOL: 1, UINT8: 1, INT8: 1 };
+export const BYTES: Record<Datatype, number> = { FP32: 4, FP64: 8, INT32: 4, INT64: 8, BOOL: 1, UINT8: 1, INT8: 1 };
+
+/** Bytes that a base64 text decodes to, without decoding it (standard padding). */
+export function base64ByteLength(text: string): number {
+  const pad = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
+  return (text.length / 4) * 3 - pad;
+}
 
 /** The inverse of decodeBase64Tensor, for outputs; null for a datatype with no byte layout here. */
 export function encodeBase64Tensor(datatype: string, data: ArrayLike<number>): string | null {
@@ -50,10 +56,19 @@ export function decodeBase64Tensor(field: string, text: string, datatype: Dataty
   const bytes = Buffer.from(text, 'base64');
   // Buffer.from skips what is not base64; strict means the bytes encode back to the same text (a regex cost 5x more).
   if (bytes.toString('base64') !== text) throw badInput(field, 'expected standard base64 (A-Z, a-z, 0-9, +, /, = padding)');
+  return decodeBytesTensor(field, bytes, datatype, size);
+}
+
+/**
+ * The values of a tensor sent as raw little-endian bytes (the Open Inference Protocol's binary
+ * tensor data, gRPC's `raw_input_contents`): one copy into an aligned buffer, then a typed view.
+ * INT64 values must fit in a double exactly, as every other path keeps them.
+ */
+export function decodeBytesTensor(field: string, bytes: Uint8Array, datatype: Datatype, size: number): ArrayLike<number> {
   const want = size * BYTES[datatype];
   if (bytes.byteLength !== want) throw badInput(field, `${size} ${datatype} values need ${want} bytes, got ${bytes.byteLength}`);
   // Copy into an aligned buffer of its own: the Buffer may be a slice of a shared pool.
-  const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+  const buf = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength) as ArrayBuffer;
   switch (datatype) {
     case 'FP32':
       return new Float32Array(buf);
@@ -91,8 +106,29 @@ export function encodeRows(outputs: TensorValue[], start: number, count: number)
   });
 }
 
-/** The values of an encoded output, for clients that ask for `data`. */
-export function decodeOutput(t: EncodedTensor): number[] {
+/**
+ * The bytes of an encoded output, checked against its shape: a size that disagrees is a
+ * worker's answer the API cannot use (502 BAD_GATEWAY naming the model), never a wrong 200.
+ */
+export function outputBytes(t: EncodedTensor, model: string): Buffer {
+  const per = (BYTES as Record<string, number | undefined>)[t.datatype];
   const size = t.shape.reduce((a, b) => a * b, 1);
-  return Array.from(decodeBase64Tensor('outputs', t.base64, t.datatype as Datatype, size));
+  if (per === undefined)
+    throw new ServingError(
+      'BAD_GATEWAY',
+      `model '${model}' answered output '${t.name}' with datatype ${t.datatype}, which has no byte layout`,
+    );
+  if (base64ByteLength(t.base64) !== size * per)
+    throw new ServingError(
+      'BAD_GATEWAY',
+      `model '${model}' answered output '${t.name}' of shape ${JSON.stringify(t.shape)} with ${base64ByteLength(t.base64)} bytes, not the ${size * per} its shape needs`,
+    );
+  return Buffer.from(t.base64, 'base64');
+}
+
+/** The values of an encoded output, for clients that ask for `data` (a size that disagrees with the shape is 502). */
+export function decodeOutput(t: EncodedTensor, model = 'the model'): number[] {
+  const bytes = outputBytes(t, model);
+  const size = t.shape.reduce((a, b) => a * b, 1);
+  return Array.from(decodeBytesTensor('outputs', bytes, t.datatype as Datatype, size));
 }

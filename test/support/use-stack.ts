@@ -6,7 +6,7 @@ import { dropPrefix, startApi, startWorker, type Child, type RunningApi, type St
  * Starts workers of `pools` and an API for the test file (beforeAll) and stops them and
  * drops the file's keys (afterAll). Read `stack.api` inside tests.
  */
-export function useStack(o: StackOptions, pools: ('cpu' | 'gpu')[] = ['cpu']): { api: RunningApi; workers: Child[] } {
+export function useStack(o: StackOptions & { grpc?: boolean }, pools: ('cpu' | 'gpu')[] = ['cpu']): { api: RunningApi; workers: Child[] } {
   const stack = { api: undefined as unknown as RunningApi, workers: [] as Child[] };
   beforeAll(async () => {
     for (const pool of pools) stack.workers.push(await startWorker(pool, o));

@@ -6,6 +6,8 @@
  */
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import WebSocket from 'ws';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
 import type { MetricDefinition, Sample, SocketEvent } from './runtime.ts';
 import type { VuData, VuTask } from './vu.ts';
 
@@ -41,15 +43,84 @@ export interface Run {
 }
 
 type VuRequest =
-  | { op: 'http'; id: number; method: string; url: string; body?: string; headers: Record<string, string>; timeoutMs: number }
+  | {
+      op: 'http';
+      id: number;
+      method: string;
+      url: string;
+      body?: string | ArrayBuffer;
+      headers: Record<string, string>;
+      timeoutMs: number;
+      binary?: boolean;
+    }
+  | { op: 'grpc-connect'; id: number; address: string; protoFiles: string[] }
+  | {
+      op: 'grpc-invoke';
+      id: number;
+      connection: number;
+      method: string;
+      request: unknown;
+      metadata: Record<string, string>;
+      timeoutMs: number;
+    }
+  | { op: 'grpc-close'; connection: number }
   | { op: 'ws-connect'; id: number; url: string; headers: Record<string, string> }
   | { op: 'ws-send'; socket: number; data: string }
   | { op: 'ws-ping'; socket: number }
   | { op: 'ws-close'; socket: number; code: number };
 
+interface GrpcConnection {
+  client: grpc.Client;
+  definition: protoLoader.PackageDefinition;
+}
+
+/** A gRPC connection for k6's `client.connect`, with the .proto files the script loaded. */
+function grpcConnect(address: string, protoFiles: string[]): GrpcConnection {
+  const definition = protoLoader.loadSync(protoFiles, { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true });
+  return { client: new grpc.Client(address, grpc.credentials.createInsecure()), definition };
+}
+
+/** What k6 gives a script for a message: protojson's names (lowerCamelCase) and bytes as base64. */
+function protojson(v: unknown): unknown {
+  if (Buffer.isBuffer(v)) return v.toString('base64');
+  if (Array.isArray(v)) return v.map(protojson);
+  if (v && typeof v === 'object')
+    return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()), protojson(x)]));
+  return v;
+}
+
+/** k6's `client.invoke` of a unary method (`package.Service/Method`), its status and message. */
+function grpcInvoke(
+  c: GrpcConnection,
+  method: string,
+  request: unknown,
+  metadata: Record<string, string>,
+  timeoutMs: number,
+): Promise<{ status: number; message: unknown; error: string }> {
+  const slash = method.lastIndexOf('/');
+  const service = c.definition[method.slice(0, slash)] as Record<string, grpc.MethodDefinition<unknown, unknown>> | undefined;
+  const def = service?.[method.slice(slash + 1)];
+  if (!def) return Promise.resolve({ status: 12, message: null, error: `method ${method} not found in the loaded .proto` });
+  const md = new grpc.Metadata();
+  for (const [k, v] of Object.entries(metadata)) md.set(k, v);
+  return new Promise((resolve) => {
+    c.client.makeUnaryRequest(
+      def.path,
+      def.requestSerialize,
+      def.responseDeserialize,
+      request,
+      md,
+      { deadline: Date.now() + timeoutMs },
+      (err, res) =>
+        resolve(err ? { status: err.code, message: null, error: err.details } : { status: 0, message: protojson(res), error: '' }),
+    );
+  });
+}
+
 /** Serves one VU's requests until it exits. */
 function serve(port: MessagePort, signal: Int32Array, counts: { connections: number; requests: number }): () => void {
   const sockets = new Map<number, WebSocket>();
+  const grpcClients = new Map<number, GrpcConnection>();
   let nextSocket = 1;
   const wake = (message: unknown): void => {
     port.postMessage(message);
@@ -62,9 +133,30 @@ function serve(port: MessagePort, signal: Int32Array, counts: { connections: num
     if (msg.op === 'http') {
       counts.requests++;
       fetch(msg.url, { method: msg.method, headers: msg.headers, body: msg.body, signal: AbortSignal.timeout(msg.timeoutMs) })
-        .then(async (res) => ({ status: res.status, body: await res.text(), headers: Object.fromEntries(res.headers), error: '' }))
+        .then(async (res) => ({
+          status: res.status,
+          body: msg.binary ? await res.arrayBuffer() : await res.text(),
+          headers: Object.fromEntries(res.headers),
+          error: '',
+        }))
         .catch((err: unknown) => ({ status: 0, body: '', headers: {}, error: String(err) }))
         .then((value) => wake({ kind: 'reply', id: msg.id, value }));
+    } else if (msg.op === 'grpc-connect') {
+      counts.connections++;
+      const id = nextSocket++;
+      grpcClients.set(id, grpcConnect(msg.address, msg.protoFiles));
+      wake({ kind: 'reply', id: msg.id, value: id });
+    } else if (msg.op === 'grpc-invoke') {
+      counts.requests++;
+      const c = grpcClients.get(msg.connection);
+      if (!c) wake({ kind: 'reply', id: msg.id, value: { status: 14, message: null, error: 'not connected' } });
+      else
+        void grpcInvoke(c, msg.method, msg.request, msg.metadata, msg.timeoutMs).then((value) =>
+          wake({ kind: 'reply', id: msg.id, value }),
+        );
+    } else if (msg.op === 'grpc-close') {
+      grpcClients.get(msg.connection)?.client.close();
+      grpcClients.delete(msg.connection);
     } else if (msg.op === 'ws-connect') {
       counts.connections++;
       const id = nextSocket++;
@@ -105,6 +197,7 @@ function serve(port: MessagePort, signal: Int32Array, counts: { connections: num
     }
   });
   return () => {
+    for (const c of grpcClients.values()) c.client.close();
     for (const s of sockets.values()) s.terminate();
     port.close();
   };

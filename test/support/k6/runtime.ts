@@ -40,6 +40,7 @@ export const BUILTIN_METRICS: Record<string, MetricDefinition> = {
   iterations: { type: 'counter', isTime: false },
   vus: { type: 'gauge', isTime: false },
   vus_max: { type: 'gauge', isTime: false },
+  grpc_req_duration: { type: 'trend', isTime: true },
   ws_connecting: { type: 'trend', isTime: true },
   ws_msgs_received: { type: 'counter', isTime: false },
   ws_msgs_sent: { type: 'counter', isTime: false },
@@ -52,7 +53,7 @@ export const BUILTIN_METRICS: Record<string, MetricDefinition> = {
 export class TestAborted extends Error {}
 
 /** What the VU knows about itself; `scenario` is the tag k6 puts on every sample. */
-export const vu = { id: 1, scenario: 'default', iteration: 0, init: true };
+export const vu = { id: 1, scenario: 'default', iteration: 0, init: true, script: '' };
 export const samples: Sample[] = [];
 export const definitions: Record<string, MetricDefinition> = {};
 

@@ -22,7 +22,7 @@ export interface VuData {
   signal: Int32Array;
 }
 
-const MODULES = ['k6', 'k6/http', 'k6/ws', 'k6/metrics', 'k6/execution', 'k6/encoding'];
+const MODULES = ['k6', 'k6/http', 'k6/ws', 'k6/metrics', 'k6/execution', 'k6/encoding', 'k6/net/grpc'];
 
 registerHooks({
   resolve(specifier, context, next) {
@@ -36,6 +36,7 @@ registerHooks({
 });
 
 const data = workerData as VuData;
+vu.script = data.script;
 const g = globalThis as Record<string, unknown>;
 g.__ENV = { ...data.env };
 g.__VU = 0; // 0 in k6's first, options-only init pass; set per VU below

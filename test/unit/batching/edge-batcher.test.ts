@@ -182,6 +182,18 @@ describe('edge batcher', () => {
     expect(again.map((o) => (o.error as { code?: string }).code)).toEqual(['INFERENCE_FAILED', 'INFERENCE_FAILED']);
   });
 
+  it('a reply the API cannot use (no part for a request, or not a reply at all) is 502 BAD_GATEWAY naming the model', async () => {
+    const { sent, submit } = setup(1);
+    const a = submit(1);
+    sent[0].resolve({ id: 'job', status: 'COMPLETED', queueMs: 0, inferenceMs: 0, batchRows: 1, parts: [] });
+    await flush();
+    expect(a.error).toMatchObject({ code: 'BAD_GATEWAY', status: 502, message: expect.stringContaining('m@1') });
+    const b = submit(2);
+    sent[1].resolve('not a reply' as unknown as SyncReply);
+    await flush();
+    expect(b.error).toMatchObject({ code: 'BAD_GATEWAY', message: expect.stringMatching(/reply for m@1 could not be read/) });
+  });
+
   it('rows of different shapes never share a batch', () => {
     const { sent, edge } = setup(1);
     void edge.submit('m@1', LIMITS, row(1), 1, 1000, 'a');

@@ -23,12 +23,25 @@ const SCRIPTS = readdirSync(DIR).filter((f) => f.endsWith('.js'));
 const HTTP = `${DIR}predict-http.js`;
 const WS = `${DIR}submit-subscribe-ws.js`;
 const LIB = `${DIR}lib.js`;
+const REST = `${DIR}infer-rest.js`;
+const GRPC = `${DIR}infer-grpc.js`;
 
 /** Babel 6 as k6 before v0.53 bundles it (babel-standalone 6.26): it turns ES modules into CommonJS for goja. */
 const babel6 = createRequire(import.meta.url)('babel-standalone') as { transform(code: string, o: object): { code: string } };
 
 /** k6 modules present in every release from v0.48 (k6/websockets, k6/timers and k6/experimental/* are not). */
-const K6_MODULES_SINCE_048 = ['k6', 'k6/http', 'k6/ws', 'k6/metrics', 'k6/execution', 'k6/encoding', 'k6/crypto', 'k6/data', 'k6/html'];
+const K6_MODULES_SINCE_048 = [
+  'k6',
+  'k6/http',
+  'k6/ws',
+  'k6/net/grpc',
+  'k6/metrics',
+  'k6/execution',
+  'k6/encoding',
+  'k6/crypto',
+  'k6/data',
+  'k6/html',
+];
 
 /** k6 duration strings in ms (only the forms the scripts emit). */
 function ms(d: string | undefined): number {
@@ -45,7 +58,9 @@ function scenario(o: K6Options, name: string) {
 
 describe('syntax: every k6 from v0.48 compiles the scripts (item 13)', () => {
   it('every script in loadtests/ parses as an ES2017 module', () => {
-    expect(SCRIPTS).toEqual(expect.arrayContaining(['lib.js', 'predict-http.js', 'submit-subscribe-ws.js']));
+    expect(SCRIPTS).toEqual(
+      expect.arrayContaining(['lib.js', 'predict-http.js', 'submit-subscribe-ws.js', 'infer-rest.js', 'infer-grpc.js']),
+    );
     for (const file of SCRIPTS) {
       const code = readFileSync(DIR + file, 'utf8');
       expect(() => espree.parse(code, { ecmaVersion: 2017, sourceType: 'module' }), file).not.toThrow();
@@ -252,5 +267,61 @@ describe('what the scripts send and report (items 14, 15)', () => {
     expect(
       Object.keys(await callHandleSummary(HTTP, { SUMMARY_FILE: 'out/run.json' }, summaryData(options, { samples, definitions }))),
     ).toContain('out/run.json');
+  });
+});
+
+describe('the inference protocol scripts (issue 25)', () => {
+  it.each([
+    [REST, 'http_req_duration'],
+    [GRPC, 'grpc_req_duration'],
+  ])('%s: the closed and open loops with their SLOs, count guards and the warm-up left out', async (script, duration) => {
+    const o = (await loadScript(script, { DURATION: '12s', RATE: '40', VUS: '3', SLO_MS: '80' })).options;
+    expect(Object.keys(o.scenarios ?? {})).toEqual(['closed', 'open_warmup', 'open']);
+    expect(scenario(o, 'open')).toMatchObject({ executor: 'constant-arrival-rate', rate: 40, duration: '12s' });
+    expect(scenario(o, 'closed').stages?.[1]).toEqual({ duration: '12s', target: 3 });
+    expect(o.thresholds).toMatchObject({
+      [`${duration}{scenario:open}`]: ['p(99)<80'],
+      [`${duration}{scenario:closed}`]: ['p(95)<160'],
+      'predictions_completed{scenario:open}': ['count>0'],
+      'predictions_completed{scenario:closed}': ['count>0'],
+      infer_errors: ['count<1'],
+      checks: ['rate>0.99'],
+    });
+    expect(Object.keys(o.thresholds ?? {}).filter((k) => k.includes('open_warmup'))).toEqual([]);
+    expect(Object.keys((await loadScript(script, { SCENARIOS: 'open' })).options.scenarios ?? {})).toEqual(['open_warmup', 'open']);
+    // Nothing ran: only the guards fail.
+    const { definitions } = await loadScript(script);
+    expect(failedThresholds(summaryData((await loadScript(script)).options, { samples: [], definitions }))).toEqual([
+      'predictions_completed{scenario:closed} count>0',
+      'predictions_completed{scenario:open} count>0',
+    ]);
+  });
+
+  it('every threshold names a metric the script creates or k6 builds in', async () => {
+    for (const script of [REST, GRPC]) {
+      const { options, definitions } = await loadScript(script);
+      for (const key of Object.keys(options.thresholds ?? {})) {
+        const { metric } = parseThresholdKey(key);
+        expect(BUILTIN_METRICS[metric] ?? definitions[metric], `${script}: ${key}`).toBeDefined();
+      }
+    }
+  });
+
+  it('a malformed value stops the script at init and names the variable', async () => {
+    await expect(loadScript(REST, { ENCODING: 'base64' })).rejects.toThrow(/ENCODING must be binary or json/);
+    await expect(loadScript(GRPC, { SCENARIOS: 'soak' })).rejects.toThrow(/SCENARIOS/);
+    await expect(loadScript(GRPC, { CALL_TIMEOUT: 'soon' })).rejects.toThrow(/CALL_TIMEOUT must be a duration/);
+  });
+
+  it('the summaries are named after the scripts', async () => {
+    for (const [script, name] of [
+      [REST, 'infer-rest'],
+      [GRPC, 'infer-grpc'],
+    ]) {
+      const { options, definitions } = await loadScript(script);
+      const out = await callHandleSummary(script, {}, summaryData(options, { samples: [], definitions }));
+      expect(Object.keys(out).sort()).toEqual([`${name}-summary.json`, 'stdout']);
+      expect(out.stdout).toMatch(new RegExp(`^\\n${name}: 0 iterations; 2 of \\d+ thresholds FAILED`));
+    }
   });
 });

@@ -5,10 +5,12 @@ interface Params {
   headers?: Record<string, string>;
   tags?: Record<string, string>;
   timeout?: number;
+  /** `binary`: the body is an ArrayBuffer, as k6 gives it. */
+  responseType?: 'text' | 'binary';
 }
 interface Reply {
   status: number;
-  body: string;
+  body: string | ArrayBuffer;
   headers: Record<string, string>;
   error: string;
 }
@@ -19,7 +21,7 @@ export interface Response extends Reply {
   json(): unknown;
 }
 
-export function request(method: string, url: string, body?: string | null, params: Params = {}): Response {
+export function request(method: string, url: string, body?: string | ArrayBuffer | null, params: Params = {}): Response {
   if (vu.init) throw new Error('making HTTP requests in the init context is not supported');
   const started = performance.now();
   const reply = theHost().call<Reply>({
@@ -29,6 +31,7 @@ export function request(method: string, url: string, body?: string | null, param
     body: body ?? undefined,
     headers: params.headers ?? {},
     timeoutMs: params.timeout ?? 60_000,
+    binary: params.responseType === 'binary',
   });
   const duration = performance.now() - started;
   const tags = { method, name: url, status: String(reply.status), ...params.tags };
@@ -42,12 +45,12 @@ export function request(method: string, url: string, body?: string | null, param
     url,
     timings: { duration },
     json() {
-      return JSON.parse(reply.body);
+      return JSON.parse(typeof reply.body === 'string' ? reply.body : Buffer.from(reply.body).toString('utf8'));
     },
   };
 }
 
-export function post(url: string, body?: string | null, params?: Params): Response {
+export function post(url: string, body?: string | ArrayBuffer | null, params?: Params): Response {
   return request('POST', url, body, params);
 }
 
