@@ -11,7 +11,7 @@
  * folder after the runs, to see what holds memory.
  */
 import { readFileSync, mkdtempSync, readdirSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPrivateRedis } from '../harness/private-redis.ts';
 import { listeningPort, spawnCli, startWorker, uniquePrefix } from '../harness/stack.ts';
@@ -86,7 +86,7 @@ async function run(seed: number): Promise<Map<string, number>> {
 
 try {
   console.log(
-    `fuzz memory: ${RUNS} runs of ${REQUESTS} requests (seeds ${SEED}..${SEED + RUNS - 1}), ${CONCURRENCY} at a time; idle readings after ${IDLE_MS} ms`,
+    `fuzz memory: ${RUNS} runs of ${REQUESTS} requests (seeds ${SEED}..${SEED + RUNS - 1}), ${CONCURRENCY} at a time; idle readings after ${IDLE_MS} ms; load average ${loadavg()[0].toFixed(1)}`,
   );
   await idle();
   const start = await reading('idle at start');

@@ -17,6 +17,7 @@
  * BENCH_SUBS_SNAPSHOT=<folder> writes the API's heap snapshots before, while they are held, and after they closed.
  */
 import { request } from 'node:http';
+import { loadavg } from 'node:os';
 import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { createClient, type Client } from 'graphql-ws';
@@ -143,38 +144,51 @@ function openWs(ids: string[], connections: number): Run {
   return { received, close: async () => void (await Promise.all(clients.map((c) => c.dispose()))) };
 }
 
-function openSse(ids: string[]): Run {
+/**
+ * One SSE stream per id, each on its own connection, opened 64 at a time (a lane opens its next
+ * once the last one's response began): 10,000 connects at once overflow the listen backlog,
+ * and the retried SYNs, not the server, then decide the open time.
+ */
+function openSse(ids: string[]): Run & { errors: () => number } {
   const received = new Map<string, number[]>(ids.map((id) => [id, []]));
-  const requests = ids.map((id) => {
-    const req = request(
-      {
-        host: '127.0.0.1',
-        port,
-        path: '/graphql',
-        method: 'POST',
-        agent: false,
-        headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
-      },
-      (res) => {
-        res.setEncoding('utf8');
-        let buf = '';
-        res.on('data', (chunk: string) => {
-          buf += chunk;
-          let at;
-          while ((at = buf.indexOf('\n\n')) >= 0) {
-            const block = buf.slice(0, at);
-            buf = buf.slice(at + 2);
-            if (/^event: next$/m.test(block)) received.get(id)!.push(Date.now());
-          }
-        });
-        res.on('error', () => {});
-      },
-    );
-    req.on('error', () => {});
-    req.end(JSON.stringify({ query: RESULT, variables: { id } }));
-    return req;
-  });
-  return { received, close: async () => requests.forEach((r) => r.destroy()) };
+  const requests: ReturnType<typeof request>[] = [];
+  let errors = 0;
+  const open = (id: string): Promise<void> =>
+    new Promise((opened) => {
+      const req = request(
+        {
+          host: '127.0.0.1',
+          port,
+          path: '/graphql',
+          method: 'POST',
+          agent: false,
+          headers: { 'content-type': 'application/json', accept: 'text/event-stream' },
+        },
+        (res) => {
+          opened();
+          res.setEncoding('utf8');
+          let buf = '';
+          res.on('data', (chunk: string) => {
+            buf += chunk;
+            let at;
+            while ((at = buf.indexOf('\n\n')) >= 0) {
+              const block = buf.slice(0, at);
+              buf = buf.slice(at + 2);
+              if (/^event: next$/m.test(block)) received.get(id)!.push(Date.now());
+            }
+          });
+          res.on('error', () => {});
+        },
+      );
+      req.on('error', () => {
+        errors++;
+        opened();
+      });
+      req.end(JSON.stringify({ query: RESULT, variables: { id } }));
+      requests.push(req);
+    });
+  void pool(ids.length, 64, (i) => open(ids[i]));
+  return { received, errors: () => errors, close: async () => requests.forEach((r) => r.destroy()) };
 }
 
 function percentile(sorted: number[], p: number): number {
@@ -206,6 +220,7 @@ async function bench(transport: Transport): Promise<void> {
   await sleep(2000); // a second delivery would come now
   const counts = { once: 0, twice: 0, never: 0 };
   for (const t of run.received.values()) counts[t.length === 0 ? 'never' : t.length === 1 ? 'once' : 'twice']++;
+  const clientErrors = 'errors' in run ? (run as { errors: () => number }).errors() : 0;
 
   // Delay: from the record's finishedAt (the worker's clock, this machine) to the client's receipt.
   const delays: number[] = [];
@@ -238,13 +253,15 @@ async function bench(transport: Transport): Promise<void> {
     `${label}: ${SUBS} subscriptions open in ${openMs} ms (${open} channels)\n` +
       `  API per open subscription: RSS ${per(before.rss, held.rss)}, heap ${per(before.heapUsed, held.heapUsed)}` +
       ` (RSS ${(before.rss / MB).toFixed(0)} -> ${(held.rss / MB).toFixed(0)} MB, heap ${(before.heapUsed / MB).toFixed(1)} -> ${(held.heapUsed / MB).toFixed(1)} MB)\n` +
-      `  delivered once ${counts.once}, twice ${counts.twice}, never ${counts.never}; delay ms p50 ${percentile(delays, 50)} p99 ${percentile(delays, 99)} max ${delays.at(-1)}\n` +
-      `  after close: heap ${(after.heapUsed / MB).toFixed(1)} MB = ${((after.heapUsed / before.heapUsed) * 100).toFixed(1)}% of before, RSS ${(after.rss / MB).toFixed(0)} MB`,
+      `  delivered once ${counts.once}, twice ${counts.twice}, never ${counts.never} (client connection errors ${clientErrors}); delay ms p50 ${percentile(delays, 50)} p99 ${percentile(delays, 99)} max ${delays.at(-1)}\n` +
+      `  load average ${loadavg()[0].toFixed(1)}; after close: heap ${(after.heapUsed / MB).toFixed(1)} MB = ${((after.heapUsed / before.heapUsed) * 100).toFixed(1)}% of before, RSS ${(after.rss / MB).toFixed(0)} MB`,
   );
 }
 
 try {
-  console.log(`bench:subs: ${SUBS} predictionResult subscriptions per transport, spam-mlp, one API process (node ${process.version})`);
+  console.log(
+    `bench:subs: ${SUBS} predictionResult subscriptions per transport, spam-mlp, one API process (node ${process.version}, load average ${loadavg()[0].toFixed(1)})`,
+  );
   for (const t of TRANSPORTS) await bench(t);
 } finally {
   inspector.close();

@@ -135,7 +135,8 @@ export function wsRequestLog(logger: Logger, mode: Mode) {
         started: performance.now(),
         ...(query ? describeOperation(query, operationName, variables) : {}),
       };
-      ops(ctx).set(id, scope);
+      // Kept until the operation ends only for its log line: with request logs off, nothing is held per operation.
+      if (mode !== 'off') ops(ctx).set(id, scope);
       return scope;
     },
     /** An error message ends the operation; errors in a result are noted for its end. */

@@ -113,65 +113,85 @@ type Operation = AsyncIterable<ExecutionResult> | ExecutionResult;
 const isStream = (o: Operation): o is AsyncIterable<ExecutionResult> =>
   typeof (o as Partial<AsyncIterable<unknown>>)[Symbol.asyncIterator] === 'function';
 
+const DONE: IteratorReturnResult<undefined> = Object.freeze({ done: true, value: undefined });
+
 /**
  * A subscription's results as graphql-ws's server iterates them, its end (`done`, or an error
  * after a result) held back until `receipts` says the client has read the last result, or until
  * the client completes it (`return()`). A subscription that produced no result (its `subscribe`
  * failed: one `next` with errors) is made a one-result stream so that it is held the same way.
+ * A class, not closures: every open subscription has one, so its methods live on the prototype.
  */
-export function holdFinalComplete(operation: Operation, receipts: ReadReceipts): AsyncGenerator<ExecutionResult> {
-  const source: AsyncIterator<ExecutionResult> | Iterator<ExecutionResult> = isStream(operation)
-    ? operation[Symbol.asyncIterator]()
-    : [operation][Symbol.iterator]();
-  let delivered = false;
-  let returned = false;
+class HeldStream implements AsyncGenerator<ExecutionResult> {
+  private readonly source: AsyncIterator<ExecutionResult> | Iterator<ExecutionResult>;
+  private readonly receipts: ReadReceipts;
+  private delivered = false;
+  private returned = false;
   /** The source ended (done or threw): it needs no `return()`. */
-  let finished = false;
-  let unhold: (() => void) | undefined;
-  const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
+  private finished = false;
+  /** Ends the hold at once (the client completed the subscription); set while held. */
+  private unhold?: () => void;
+
+  constructor(operation: Operation, receipts: ReadReceipts) {
+    this.source = isStream(operation) ? operation[Symbol.asyncIterator]() : [operation][Symbol.iterator]();
+    this.receipts = receipts;
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
   /** Resolves once the client has read what was sent, or has completed the subscription itself. */
-  const hold = (): Promise<void> =>
-    new Promise<void>((resolve) => {
-      const cancel = receipts.afterRead(resolve);
-      unhold = () => {
+  private hold(): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const cancel = this.receipts.afterRead(resolve);
+      this.unhold = () => {
         cancel();
         resolve();
       };
     });
-  const held: AsyncGenerator<ExecutionResult> = {
-    [Symbol.asyncIterator]: () => held,
-    async next() {
-      if (returned) return DONE;
-      let step: IteratorResult<ExecutionResult>;
-      try {
-        step = await source.next();
-      } catch (e) {
-        finished = true;
-        if (delivered && !returned) await hold();
-        if (returned) return DONE;
-        throw e;
-      }
-      if (!step.done) {
-        delivered = true;
-        return step;
-      }
-      finished = true;
-      if (delivered && !returned) await hold();
-      return DONE;
-    },
-    async return() {
-      returned = true;
-      unhold?.();
-      if (!finished) await source.return?.();
-      return DONE;
-    },
-    async throw(e: unknown) {
-      returned = true;
-      unhold?.();
-      if (!finished) await source.return?.();
+  }
+
+  async next(): Promise<IteratorResult<ExecutionResult>> {
+    if (this.returned) return DONE;
+    let step: IteratorResult<ExecutionResult>;
+    try {
+      step = await this.source.next();
+    } catch (e) {
+      this.finished = true;
+      if (this.delivered && !this.returned) await this.hold();
+      if (this.returned) return DONE;
       throw e;
-    },
-    [Symbol.asyncDispose]: async () => void (await held.return(undefined)),
-  };
-  return held;
+    }
+    if (!step.done) {
+      this.delivered = true;
+      return step;
+    }
+    this.finished = true;
+    if (this.delivered && !this.returned) await this.hold();
+    return DONE;
+  }
+
+  async return(): Promise<IteratorResult<ExecutionResult>> {
+    this.returned = true;
+    this.unhold?.();
+    if (!this.finished) await this.source.return?.();
+    return DONE;
+  }
+
+  async throw(e: unknown): Promise<IteratorResult<ExecutionResult>> {
+    this.returned = true;
+    this.unhold?.();
+    if (!this.finished) await this.source.return?.();
+    throw e;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.return();
+  }
+}
+
+/** `operation`'s results with their end held until the client has read the last one (HeldStream). */
+export function holdFinalComplete(operation: Operation, receipts: ReadReceipts): AsyncGenerator<ExecutionResult> {
+  return new HeldStream(operation, receipts);
 }

@@ -7,7 +7,7 @@
  * (`traceparent`, or `headers.traceparent`), else the upgrade request's headers; its results
  * carry the span's `traceparent` in their `extensions`.
  */
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import {
   Kind,
   getOperationAST,
@@ -73,6 +73,15 @@ function wsStatusOf(err: Error): number | undefined {
   return typeof v === 'number' ? v : undefined;
 }
 
+/**
+ * What a connection's operations read of its upgrade request: its headers (API key, request
+ * id, trace context, route key), its method and path, and the client's address (rate limits).
+ */
+function upgradeRequestOf(req: IncomingMessage): IncomingMessage {
+  const slim = { headers: req.headers, method: req.method, url: req.url, socket: { remoteAddress: req.socket?.remoteAddress } };
+  return slim as unknown as IncomingMessage;
+}
+
 export interface WebSocketAdapter {
   /** Closes every client (1001, going away) and waits for their operations to end. */
   dispose(): Promise<void>;
@@ -105,7 +114,12 @@ export function attachWebSocket(http: Server, app: App, cap?: ConnectionCap): We
   const graceMs = config.http.wsCompleteGraceMs;
   const ws = useServer<Record<string, unknown> | undefined, AuthServerContext>(
     {
-      onConnect: (ctx) => wsAuthenticate(auth, ctx),
+      onConnect: (ctx) => {
+        // Held for the connection's life: only what its operations read (headers, the
+        // client's address), not node's whole upgrade request (its raw headers, stream state).
+        (ctx.extra as { request: IncomingMessage }).request = upgradeRequestOf(ctx.extra.request);
+        return wsAuthenticate(auth, ctx);
+      },
       // `extensions.http` tells yoga which HTTP status to answer; a WebSocket has none to set.
       onNext: (ctx, id, _payload, _args, result) => {
         const traced = operations.get(ctx)?.get(id);
@@ -200,14 +214,11 @@ export function attachWebSocket(http: Server, app: App, cap?: ConnectionCap): We
   // 1009. Registered after graphql-ws's, this listener puts one structured line in their place.
   wss.on('connection', (socket, request) => {
     socket.removeAllListeners('error');
+    const { remoteAddress } = request.socket;
+    const requestId = requestIdOf(request.headers);
     socket.on('error', (err: Error & { code?: string }) => {
       logger.warn(
-        {
-          code: err.code ?? 'WS_ERROR',
-          closeCode: wsStatusOf(err),
-          remoteAddress: request.socket.remoteAddress,
-          requestId: requestIdOf(request.headers),
-        },
+        { code: err.code ?? 'WS_ERROR', closeCode: wsStatusOf(err), remoteAddress, requestId },
         `WebSocket closed: ${err.message}`,
       );
       // ws has closed it already for a frame error; anything else ends here too.
