@@ -152,7 +152,7 @@ describe('on a Redis Cluster', () => {
     const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => submit(api.url, 'name-gender', { text: `Spreadname${i}` })));
     await until(async () => (await Promise.all(ids.map((id) => poll(api.url, id)))).every((p) => p.status === 'COMPLETED'), 'all 30');
     const { slotOf } = holder.cluster;
-    expect(await slotOf(`${prefix}:prediction:{${ids[0]}}`)).toBe(await slotOf(`${prefix}:result:{${ids[0]}}`));
+    expect(await slotOf(keyspace(prefix, true).prediction(ids[0]))).toBe(await slotOf(keyspace(prefix, true).resultChannel(ids[0])));
     expect(await slotOf(`${prefix}:{cpu}:wait`)).toBe(await slotOf(`${prefix}:{cpu}:admitting`));
     const perMaster = await keysPerMaster(holder.cluster, `${prefix}:prediction:*`);
     expect([...perMaster.values()].filter((n) => n > 0)).toHaveLength(3);
@@ -173,7 +173,7 @@ describe('on a Redis Cluster', () => {
     // No cpu worker may answer meanwhile (a worker's result is acknowledged the same way): the job goes to the gpu pool.
     const id = await submit(api.url, 'mlp-bench', { features: Array.from({ length: 512 }, () => 0.5) });
     const queueMaster = await cluster.masterOf(await cluster.slotOf(`${prefix}:{gpu}:wait`));
-    const recordMaster = await cluster.masterOf(await cluster.slotOf(`${prefix}:prediction:{${id}}`));
+    const recordMaster = await cluster.masterOf(await cluster.slotOf(keyspace(prefix, true).prediction(id)));
     const added = async (port: number) => (await waits(port)) - before.get(port)!;
     expect(await added(queueMaster.port)).toBeGreaterThanOrEqual(1);
     expect(await added(recordMaster.port)).toBeGreaterThanOrEqual(1);
