@@ -85,7 +85,10 @@ describe('work lost with a master whose replica lagged', () => {
       );
     }
     for (const id of ids)
-      await until(async () => (await shardSubscribers(cluster, `${prefix}:result:{${id}}`)) === 1, 'every subscription in place');
+      await until(
+        async () => (await shardSubscribers(cluster, keyspace(prefix, true).resultChannel(id))) === 1,
+        'every subscription in place',
+      );
 
     await masterNode.kill('SIGKILL');
     replicaNode.signal('SIGCONT');

@@ -129,7 +129,10 @@ describe('on a Redis Cluster', () => {
     const ws = wsClient(api.ws);
     try {
       const events = wsCollect(ws, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code } } }', { id });
-      await until(async () => (await shardSubscribers(holder.cluster, `${prefix}:result:{${id}}`)) === 1, 'the sharded subscription');
+      await until(
+        async () => (await shardSubscribers(holder.cluster, keyspace(prefix, true).resultChannel(id))) === 1,
+        'the sharded subscription',
+      );
       const c = await gql<{ cancelPrediction: { status: string } }>(
         api.url,
         'mutation($id: ID!) { cancelPrediction(id: $id) { status } }',
