@@ -13,17 +13,20 @@
 local n = #KEYS / 2
 local out = {}
 for i = 1, n do
-  local current = redis.call('GET', KEYS[i])
+  -- Written first and read back in one command (SET ... GET, Redis 6.2+): a record that was
+  -- final already (the rare case: a cancel, or an earlier run of the job) is put back as it
+  -- was, before anything else can see the script's work.
+  local previous = redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1], 'GET')
   local final = false
-  if current then
-    local ok, record = pcall(cjson.decode, current)
+  if previous then
+    local ok, record = pcall(cjson.decode, previous)
     local status = ok and type(record) == 'table' and record.status or nil
     final = status == 'COMPLETED' or status == 'FAILED' or status == 'CANCELLED'
   end
   if final then
+    redis.call('SET', KEYS[i], previous, 'KEEPTTL')
     out[i] = 0
   else
-    redis.call('SET', KEYS[i], ARGV[i + 2], 'EX', ARGV[1])
     redis.call(ARGV[2], KEYS[n + i], ARGV[i + 2])
     out[i] = 1
   end
