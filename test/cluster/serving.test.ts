@@ -152,9 +152,19 @@ describe('on a Redis Cluster', () => {
   });
 
   it('keeps a prediction’s record and result channel in one slot, its queue in another, and spreads records over every master', async () => {
-    const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => submit(api.url, 'name-gender', { text: `Spreadname${i}` })));
-    await until(async () => (await Promise.all(ids.map((id) => poll(api.url, id)))).every((p) => p.status === 'COMPLETED'), 'all 30');
+    // One at a time, each its own job: 30 hash tags to spread.
+    const ids: string[] = [];
+    for (let i = 0; i < 30; i++) ids.push(await submit(api.url, 'name-gender', { text: `Spreadname${i}` }));
+    // Together, they share jobs (coalesced): a job's predictions share their first 8 characters, and with them one slot.
+    const together = await Promise.all(Array.from({ length: 30 }, (_, i) => submit(api.url, 'name-gender', { text: `Togethername${i}` })));
+    const all = [...ids, ...together];
+    await until(async () => (await Promise.all(all.map((id) => poll(api.url, id)))).every((p) => p.status === 'COMPLETED'), 'all 60');
     const { slotOf } = holder.cluster;
+    const jobs = new Map<string, string[]>();
+    for (const id of together) jobs.set(id.slice(0, 8), [...(jobs.get(id.slice(0, 8)) ?? []), id]);
+    expect([...jobs.values()].some((job) => job.length > 1)).toBe(true);
+    for (const job of jobs.values())
+      expect(new Set(await Promise.all(job.map((id) => slotOf(keyspace(prefix, true).prediction(id))))).size).toBe(1);
     expect(await slotOf(keyspace(prefix, true).prediction(ids[0]))).toBe(await slotOf(keyspace(prefix, true).resultChannel(ids[0])));
     expect(await slotOf(`${prefix}:{cpu}:wait`)).toBe(await slotOf(`${prefix}:{cpu}:admitting`));
     const perMaster = await keysPerMaster(holder.cluster, `${prefix}:prediction:*`);
