@@ -127,6 +127,15 @@ export class PredictionQueues {
   }
 
   /**
+   * Predictions beyond the first of the pool's waiting coalesced jobs (summed over its shards):
+   * with the waiting jobs, the depth `queue.maxDepth` holds.
+   */
+  async extraWaitingPredictions(pool: PoolName): Promise<number> {
+    const sums = await Promise.all(this.shards.get(pool)!.map((q) => this.redis.hget(this.keys.waitingParts(q.name), '#sum')));
+    return sums.reduce((a, v) => a + Math.max(0, Number(v ?? 0)), 0);
+  }
+
+  /**
    * Adds one prediction job; refuses with QUEUE_FULL once the pool holds `queue.maxDepth`
    * waiting predictions (exactly, whatever the concurrency and the number of API replicas; per
    * shard, its share), and with SERVICE_UNAVAILABLE when Redis is down. With `replicated`, on
