@@ -177,7 +177,14 @@ export class Tickets {
     }));
     const head = { id: ids[0], model: mv.name, version: mv.version, pool: mv.config.pool };
     const records = parts.map((p, i) => partAccepted(head, p, carrierOf(items[i].context)));
-    const [admission] = await Promise.all([queues.admit(mv.config.pool, head.id, items.length), store.acceptMany(records)]);
+    const [admitted, stored] = await Promise.allSettled([queues.admit(mv.config.pool, head.id, items.length), store.acceptMany(records)]);
+    if (admitted.status === 'rejected' || stored.status === 'rejected') {
+      // Neither half stands alone: an admission without its records is given back at once (else it ages out).
+      if (admitted.status === 'fulfilled' && admitted.value.admitted > 0) void queues.unadmit(mv.config.pool, head.id).catch(() => {});
+      if (stored.status === 'fulfilled') void store.forget(ids).catch(() => {});
+      throw asServingError(admitted.status === 'rejected' ? admitted.reason : (stored as PromiseRejectedResult).reason);
+    }
+    const admission = admitted.value;
     const k = admission.admitted;
     // Never handed out: nobody can ask for them.
     if (k < items.length) void store.forget(ids.slice(k)).catch(() => {});

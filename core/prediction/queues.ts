@@ -219,6 +219,12 @@ export class PredictionQueues {
     }
   }
 
+  /** Gives back the admission of a job that will not be added (its records could not be written). */
+  async unadmit(pool: PoolName, jobId: string): Promise<void> {
+    const q = this.queue(pool, jobId);
+    await Promise.all([this.redis.zrem(this.keys.admitting(q.name), jobId), this.release(pool, jobId, 'all')]);
+  }
+
   /**
    * A coalesced job's predictions beyond its first stop counting against `queue.maxDepth`:
    * all when a worker takes it, one when a part is cancelled.
