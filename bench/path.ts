@@ -595,6 +595,27 @@ function ratiosOf(runs: Map<string, Run[]>, ceilings: CeilingRun[]): Record<stri
     out['mlp-bench gRPC / GraphQL base64 throughput, 64'] = entry(ratio('grpc-mlp-64', 'mlp-bench-64'), '-');
   if (ran('rest-bin-mlp-64', 'mlp-bench-64'))
     out['mlp-bench REST binary / GraphQL base64 throughput, 64'] = entry(ratio('rest-bin-mlp-64', 'mlp-bench-64'), '-');
+  if (ran('ws-submit-64', 'spam-json-64')) {
+    // The asynchronous path against the synchronous one of the same model (issue 24's targets).
+    out['spam-mlp submit + subscribe (WebSocket) / predict (wrk), 64 conns, requests/s'] = entry(
+      ratio('ws-submit-64', 'spam-json-64'),
+      '>= 0.6',
+    );
+    const serverCpu = (r: Run): number => ['api', 'worker-cpu', 'worker-gpu', 'redis'].reduce((a, k) => a + (r.cpuMsPerRequest[k] ?? 0), 0);
+    const allCpu = (r: Run): number => Object.values(r.cpuMsPerRequest).reduce((a, b) => a + b, 0);
+    out['CPU per async / sync prediction, API + workers + Redis'] = entry(
+      rounds.map((i) => serverCpu(at('ws-submit-64', i)!) / serverCpu(at('spam-json-64', i)!)),
+      '<= 1.5',
+    );
+    out['CPU per async / sync prediction, load generators too (node client / wrk)'] = entry(
+      rounds.map((i) => allCpu(at('ws-submit-64', i)!) / allCpu(at('spam-json-64', i)!)),
+      '<= 1.5',
+    );
+    out['Redis commands per async prediction'] = entry(
+      runs.get('ws-submit-64')!.map((r) => sumValues(r.redis.calls) / Math.max(1, r.requests)),
+      '<= 15',
+    );
+  }
   if (ran('spam-b64-16'))
     out['spam-mlp base64 p50 at 16 conns, ms'] = entry(
       runs.get('spam-b64-16')!.map((r) => r.p50),

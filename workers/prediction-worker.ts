@@ -12,6 +12,7 @@ import { scanConfigured, type ModelRepository, type ModelVersion } from '../core
 import { InferencePool } from '../core/runtime/inference-pool.ts';
 import { Batcher } from '../core/batching/batcher.ts';
 import { ResultStore } from '../core/prediction/result-store.ts';
+import { takenPartsReleaser } from '../core/prediction/queues.ts';
 import { ReplyPublisher } from '../core/prediction/result-feed.ts';
 import { createRedis, keysOf, whenReady, type RedisClient } from '../core/redis/connection.ts';
 import { Deadline, RELEASE_MS } from '../core/lifecycle/shutdown.ts';
@@ -112,6 +113,7 @@ export class PredictionWorker {
     this.store = new ResultStore(this.redis, keys, config.results.ttlSeconds);
     this.registry = new WorkerRegistry(this.redis, config.redis.prefix);
     this.drift = new DriftCounter(this.redis, keys, (config.maintenance.driftWindowMinutes + 5) * 60);
+    const releaseTaken = takenPartsReleaser(this.redis, keys);
     this.processor = new JobProcessor({
       models: this.models,
       batcher: this.batcher,
@@ -121,6 +123,7 @@ export class PredictionWorker {
       drift: this.drift,
       log: this.log,
       stopping: () => this.stopping,
+      taken: (job) => releaseTaken(job.queueName, job.id!),
     });
     this.stats = new StatsRecorder({
       redis: this.redis,

@@ -389,7 +389,7 @@ export class Predictor {
 }
 
 /**
- * `queues.enqueue`, traced under `parent` (a sampled request's or batch's context; nothing is
+ * `queues.enqueue` (`queues.add` for a job already `admitted`), traced under `parent` (a sampled request's or batch's context; nothing is
  * traced without one): a `send <queue>` producer span (admission and the add), the context the
  * job carries for its consumer, and each part's own context beside it.
  */
@@ -399,8 +399,11 @@ export function enqueueTraced(
   parent: Context | undefined,
   parts: readonly (Context | undefined)[],
   options: Parameters<PredictionQueues['enqueue']>[1],
+  admitted = false,
 ): Promise<void> {
-  if (!parent) return queues.enqueue(job, options);
+  // An admitted job (core/api/tickets.ts admits a coalesced job's parts first) is only added.
+  const send = (): Promise<void> => (admitted ? queues.add(job, options) : queues.enqueue(job, options));
+  if (!parent) return send();
   const queue = queues.queue(job.pool, job.id).name;
   return inSpan(
     parent,
@@ -420,7 +423,7 @@ export function enqueueTraced(
     (span) => {
       const own = carrierOfSpan(span);
       if (own) job.trace = { job: own, parts: parts.map((p) => carrierOf(p) ?? null) };
-      return queues.enqueue(job, options);
+      return send();
     },
   );
 }

@@ -2,16 +2,37 @@
  * Asynchronous predictions: a submission gets a ticket at once (its record is stored, then
  * its job enqueued); the result is read by id, watched until final, or the work cancelled
  * before it starts. It knows no GraphQL or HTTP.
+ *
+ * Concurrent submissions of one model version, row shape and priority share a job
+ * (core/batching/submit-batcher.ts), as concurrent predicts do at the edge batcher: their
+ * admission (`queue.maxDepth` counts each), records and job cost two round trips to Redis for
+ * all of them. Each keeps its own id, record, deadline and cancellation; the worker answers
+ * each its own part (core/worker/processor.ts).
  */
 import { ServingError, asServingError } from '../errors/registry.ts';
 import type { BatchlineConfig } from '../config/settings.ts';
-import { normalizeInput, toWire } from '../prediction/input.ts';
+import { normalizeInput, toWire, type NormalizedInput } from '../prediction/input.ts';
+import { mergeInputs, shapeSignature } from '../batching/merge.ts';
+import { batchingPlan } from '../batching/plan.ts';
+import { SubmitBatcher, type GatheredOutcome } from '../batching/submit-batcher.ts';
+import type { ModelVersion } from '../models/repository.ts';
 import { bullPriority, type PredictionQueues } from '../prediction/queues.ts';
 import type { ResultStore } from '../prediction/result-store.ts';
 import type { ResultFeed } from '../prediction/result-feed.ts';
 import type { LostWork } from '../prediction/lost-work.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
-import { accepted, cancelled, completed, failed, newJob, type PredictionRecord, type PredictionResult } from '../prediction/record.ts';
+import {
+  cancelled,
+  completed,
+  modelKey,
+  newJob,
+  partAccepted,
+  partIds,
+  type JobPart,
+  type PredictionJobData,
+  type PredictionRecord,
+  type PredictionResult,
+} from '../prediction/record.ts';
 import type { ModelCatalog } from './catalog.ts';
 import { enqueueTraced, requestTimeout, type PredictRequest, type Predictor } from './predictor.ts';
 import {
@@ -54,11 +75,26 @@ export interface TicketsDeps {
   lostWork?: LostWork;
 }
 
+/** A submission waiting to share a job. */
+interface Submission {
+  mv: ModelVersion;
+  input: NormalizedInput;
+  rows: number;
+  requestId: string;
+  priority: number;
+  timeoutMs?: number;
+  submittedAt: number;
+  /** The submission's sampled trace context, if any. */
+  context?: Context;
+}
+
 export class Tickets {
   private readonly deps: TicketsDeps;
+  private readonly gatherer: SubmitBatcher<Submission, Ticket>;
 
   constructor(deps: TicketsDeps) {
     this.deps = deps;
+    this.gatherer = new SubmitBatcher({ dispatch: (_group, items) => this.dispatch(items) });
   }
 
   /** Asynchronous prediction: a ticket at once; the result comes by subscription or polling. */
@@ -79,7 +115,7 @@ export class Tickets {
   }
 
   private async submitNow(req: SubmitRequest): Promise<Ticket> {
-    const { catalog, config, metrics, store, queues } = this.deps;
+    const { catalog, config, metrics, store } = this.deps;
     let modelName = req.model;
     try {
       // Routed as predict is (canary, sticky keys); shadow runs and comparisons are for synchronous answers only.
@@ -89,45 +125,116 @@ export class Tickets {
       const { input, rows } = normalizeInput(req.input, mv.config, config.predict.maxRows);
       const priority = bullPriority(req.priority);
       const timeoutMs = req.timeoutMs == null ? undefined : requestTimeout(req.timeoutMs, config.predict.timeoutMs);
-      const job = newJob(mv, toWire(input), rows, req.requestId, timeoutMs);
       // A sampled submission's context: its record keeps it, so each delivery of the result links to it.
       const submission = activeContext();
-      const carrier = carrierOf(submission);
-      if (carrier) job.trace = { parts: [carrier] };
       const hit = this.deps.predictor.cached(mv, input);
       if (hit) {
+        const job = newJob(mv, toWire(input), rows, req.requestId, timeoutMs);
+        const carrier = carrierOf(submission);
+        if (carrier) job.trace = { parts: [carrier] };
         const timings = { queueMs: 0, batchWaitMs: 0, batchRows: 0, coldStartMs: 0, inferenceMs: 0, totalMs: 0 };
         const result: PredictionResult = { ...hit, id: job.id, cached: true, timings };
         await store.finish(completed(job, result));
         metrics.requests.inc({ model: mv.name, operation: 'submit', outcome: 'ok' });
         return { id: job.id, status: 'COMPLETED', model: mv.name, version: mv.version, submittedAt: job.enqueuedAt };
       }
-      await store.accept(accepted(job));
-      try {
-        // On a cluster the ticket is given once replicas hold the job and the record (core/redis/cluster.ts).
-        await Promise.all([
-          enqueueTraced(queues, job, carrier && submission, [submission], {
-            priority,
-            attempts: mv.config.retry.attempts,
-            backoffMs: mv.config.retry.backoffMs,
-            keepSeconds: config.results.ttlSeconds,
-            replicated: true,
-          }),
-          store.replicated(store.key(job.id)),
-        ]);
-      } catch (e) {
-        const err = asServingError(e);
-        // Refused work must not look accepted to a poller.
-        await store.finish(failed(job, err)).catch(() => {});
-        throw err;
-      }
+      const group = `${modelKey(mv.name, mv.version)}#${shapeSignature(input)}#${priority}`;
+      const ticket = await this.gatherer.submit(group, batchingPlan(mv.config.pool, mv.config).edge, rows, {
+        mv,
+        input,
+        rows,
+        requestId: req.requestId,
+        priority,
+        timeoutMs,
+        submittedAt: Date.now(),
+        context: carrierOf(submission) ? submission : undefined,
+      });
       metrics.requests.inc({ model: mv.name, operation: 'submit', outcome: 'ok' });
-      return { id: job.id, status: 'QUEUED', model: mv.name, version: mv.version, submittedAt: job.enqueuedAt };
+      return ticket;
     } catch (e) {
       const err = asServingError(e);
       metrics.requests.inc({ model: catalog.metricLabel(modelName), operation: 'submit', outcome: err.code });
       throw err;
     }
+  }
+
+  /**
+   * Sends gathered submissions as one job: admission (as many as `queue.maxDepth` leaves room
+   * for, in order) and their records in one round trip, then the job; the ones refused get
+   * QUEUE_FULL. Their records are written before the job, so a worker always finds them.
+   */
+  private async dispatch(items: Submission[]): Promise<GatheredOutcome<Ticket>[]> {
+    const { queues, store, config } = this.deps;
+    const { mv, priority } = items[0];
+    const now = Date.now();
+    const ids = partIds(items.length);
+    const parts: JobPart[] = items.map((it, i) => ({
+      id: ids[i],
+      requestId: it.requestId,
+      rows: it.rows,
+      ...(it.timeoutMs !== undefined ? { deadline: it.submittedAt + it.timeoutMs } : {}),
+      submittedAt: it.submittedAt,
+    }));
+    const head = { id: ids[0], model: mv.name, version: mv.version, pool: mv.config.pool };
+    const records = parts.map((p, i) => partAccepted(head, p, carrierOf(items[i].context)));
+    const [admitted, stored] = await Promise.allSettled([queues.admit(mv.config.pool, head.id, items.length), store.acceptMany(records)]);
+    if (admitted.status === 'rejected' || stored.status === 'rejected') {
+      // Neither half stands alone: an admission without its records is given back at once (else it ages out).
+      if (admitted.status === 'fulfilled' && admitted.value.admitted > 0) void queues.unadmit(mv.config.pool, head.id).catch(() => {});
+      if (stored.status === 'fulfilled') void store.forget(ids).catch(() => {});
+      throw asServingError(admitted.status === 'rejected' ? admitted.reason : (stored as PromiseRejectedResult).reason);
+    }
+    const admission = admitted.value;
+    const k = admission.admitted;
+    // Never handed out: nobody can ask for them.
+    if (k < items.length) void store.forget(ids.slice(k)).catch(() => {});
+    if (k === 0) return items.map(() => ({ ok: false, error: admission.refusal }));
+    const taken = items.slice(0, k);
+    const deadlines = parts.slice(0, k).map((p) => p.deadline);
+    const job: PredictionJobData = {
+      ...head,
+      requestId: items[0].requestId,
+      input: toWire(mergeInputs(taken.map((it) => it.input))),
+      rows: taken.reduce((sum, it) => sum + it.rows, 0),
+      enqueuedAt: now,
+      // The job's own deadline is its last part's: the worker drops each part at its own.
+      ...(deadlines.every((d) => d !== undefined) ? { deadline: Math.max(...deadlines) } : {}),
+      segments: taken.map((it) => it.rows),
+      requestIds: taken.map((it) => it.requestId),
+      parts: parts.slice(0, k),
+    };
+    const contexts = taken.map((it) => it.context);
+    const carriers = contexts.map((c) => carrierOf(c) ?? null);
+    if (carriers.some(Boolean)) job.trace = { parts: carriers };
+    try {
+      // On a cluster the tickets are given once replicas hold the job and the records (core/redis/cluster.ts).
+      await Promise.all([
+        enqueueTraced(
+          queues,
+          job,
+          contexts.find((c) => c !== undefined),
+          contexts,
+          {
+            priority,
+            attempts: mv.config.retry.attempts,
+            backoffMs: mv.config.retry.backoffMs,
+            keepSeconds: config.results.ttlSeconds,
+            replicated: true,
+          },
+          true,
+        ),
+        store.replicated(store.key(head.id)),
+      ]);
+    } catch (e) {
+      // Refused work must not look accepted to a poller.
+      void store.forget(ids.slice(0, k)).catch(() => {});
+      throw asServingError(e);
+    }
+    return items.map((it, i) =>
+      i < k
+        ? { ok: true, value: { id: ids[i], status: 'QUEUED', model: mv.name, version: mv.version, submittedAt: it.submittedAt } }
+        : { ok: false, error: admission.refusal },
+    );
   }
 
   /** The record of a prediction; RUNNING when its job is active. */
@@ -141,7 +248,7 @@ export class Tickets {
     if (!rec) throw new ServingError('PREDICTION_NOT_FOUND', `no prediction with id '${id}' (unknown or expired)`);
     if (rec.status === 'QUEUED') {
       // null: not known (Redis trouble), unlike undefined: no such job.
-      const job = await this.deps.queues.getJob(rec.pool, id).catch(() => null);
+      const job = await this.deps.queues.getJob(rec.pool, rec.job ?? id).catch(() => null);
       const { lostWork } = this.deps;
       if (job && (await job.getState().catch(() => '')) === 'active') rec.status = 'RUNNING';
       else if (job === undefined && lostWork?.due(rec)) rec = (await lostWork.settle(rec).catch(() => undefined)) ?? rec;
@@ -150,22 +257,30 @@ export class Tickets {
   }
 
   /**
-   * Cancels work that has not started: its job is removed and its subscribers get a
-   * CANCELLED event. Already cancelled work answers as is; started or finished work is
-   * NOT_CANCELLABLE.
+   * Cancels work that has not started: its record is answered CANCELLED (its subscribers get
+   * the event) and it stops counting against `queue.maxDepth`; a job none of whose parts is
+   * left is taken back, and a worker that takes a job skips its cancelled parts. Already
+   * cancelled work answers as is; started or finished work is NOT_CANCELLABLE.
    */
   async cancel(id: string, requestId: string): Promise<PredictionRecord> {
+    const { queues, store } = this.deps;
     const rec = await this.get(id);
     if (rec.status === 'CANCELLED') return rec;
-    if (rec.status !== 'QUEUED' || !(await this.deps.queues.removeIfWaiting(rec.pool, id))) {
-      throw new ServingError(
-        'NOT_CANCELLABLE',
-        `prediction '${id}' is ${rec.status === 'QUEUED' ? 'RUNNING' : rec.status}; only queued work can be cancelled`,
-      );
-    }
+    const jobId = rec.job ?? rec.id;
+    const notCancellable = (status: string): ServingError =>
+      new ServingError('NOT_CANCELLABLE', `prediction '${id}' is ${status}; only queued work can be cancelled`);
+    if (rec.status !== 'QUEUED') throw notCancellable(rec.status);
+    if (!(await queues.isWaiting(rec.pool, jobId))) throw notCancellable('RUNNING');
     const done = cancelled(rec, requestId);
     try {
-      await this.deps.store.finish(done);
+      if (!(await store.finish(done))) {
+        // Answered meanwhile (by a worker, or by another cancel).
+        const now = await store.get(id);
+        if (now?.status === 'CANCELLED') return now;
+        throw notCancellable(now?.status ?? 'RUNNING');
+      }
+      // The last part counted of its job (none beyond it): nothing is left to run.
+      if ((await queues.release(rec.pool, jobId, 1)) === 0) await queues.removeIfWaiting(rec.pool, jobId);
     } catch (e) {
       throw asServingError(e);
     }

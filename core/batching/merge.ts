@@ -34,3 +34,24 @@ export function mergeInputs(inputs: NormalizedInput[]): NormalizedInput {
   });
   return { kind: 'tensors', tensors };
 }
+
+/**
+ * The rows `[start, start + rows)` of each range, in order, as one input: a coalesced job's
+ * parts still to run, when others of it were answered already (core/worker/processor.ts).
+ */
+export function selectRows(input: NormalizedInput, ranges: readonly { start: number; rows: number }[]): NormalizedInput {
+  if (input.kind === 'text') return { kind: 'text', texts: ranges.flatMap((r) => input.texts.slice(r.start, r.start + r.rows)) };
+  const total = ranges.reduce((s, r) => s + r.rows, 0);
+  const tensors: TensorData[] = input.tensors.map((t) => {
+    const width = t.shape.slice(1).reduce((a, b) => a * b, 1);
+    const data = t.datatype === 'FP32' ? new Float32Array(total * width) : new Float64Array(total * width);
+    let offset = 0;
+    for (const r of ranges) {
+      const from = Array.prototype.slice.call(t.data, r.start * width, (r.start + r.rows) * width) as number[];
+      data.set(from, offset);
+      offset += from.length;
+    }
+    return { ...t, shape: [total, ...t.shape.slice(1)], data };
+  });
+  return { kind: 'tensors', tensors };
+}

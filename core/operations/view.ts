@@ -180,10 +180,11 @@ export class OpsStats {
   private async queueCounts(pools: readonly PoolName[]): Promise<PoolQueue[]> {
     return Promise.all(
       pools.map(async (pool) => {
-        const c = await this.deps.queues.counts(pool);
+        const [c, extra] = await Promise.all([this.deps.queues.counts(pool), this.deps.queues.extraWaitingPredictions(pool)]);
         return {
           pool,
-          waiting: (c.wait ?? 0) + (c.prioritized ?? 0),
+          // Predictions, as `queue.maxDepth` counts them: a coalesced job counts each of its submissions.
+          waiting: (c.wait ?? 0) + (c.prioritized ?? 0) + extra,
           active: c.active ?? 0,
           delayed: c.delayed ?? 0,
           failed: c.failed ?? 0,

@@ -45,7 +45,7 @@ export class LostWork {
    */
   async settle(rec: PredictionRecord): Promise<PredictionRecord | undefined> {
     if (!this.due(rec)) return undefined;
-    if (await this.queues.getJob(rec.pool, rec.id)) return undefined;
+    if (await this.queues.getJob(rec.pool, rec.job ?? rec.id)) return undefined;
     const failure = lost(
       rec,
       new ServingError('WORK_LOST', 'the work was lost with a Redis node before it was answered; submit it again').toJSON(),

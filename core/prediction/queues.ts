@@ -40,7 +40,9 @@ export interface EnqueueOptions {
 }
 
 /** Admission to a queue, atomic across every API replica (the script says how). */
-const ADMIT = new URL('./scripts/admit-3.lua', import.meta.url);
+const ADMIT = new URL('./scripts/admit-4.lua', import.meta.url);
+/** A coalesced job's predictions stop counting (taken by a worker, or one cancelled). */
+const RELEASE_PARTS = new URL('./scripts/releaseParts-1.lua', import.meta.url);
 /** An admission whose add never finished (its API died) stops counting after this long. */
 const ADMISSION_TTL_MS = 10_000;
 
@@ -80,21 +82,26 @@ export class PredictionQueues {
   private readonly maxDepth: number;
   private readonly redis: RedisClient;
   private readonly keys: Keyspace;
-  private readonly admit: (
+  private readonly admitScript: (
     wait: string,
     prioritized: string,
     admitting: string,
+    parts: string,
     max: number,
     now: number,
-    token: string,
+    jobId: string,
     ttlMs: number,
-  ) => Promise<number>;
+    wanted: number,
+    jobKeyPrefix: string,
+  ) => Promise<[number, number]>;
+  private readonly releaseScript: (parts: string, jobId: string, count: string) => Promise<number>;
 
   constructor(connection: RedisClient, prefix: string, maxDepth: number, shards: Record<PoolName, number> = { cpu: 1, gpu: 1 }) {
     this.maxDepth = maxDepth;
     this.redis = connection;
     this.keys = keysOf(connection, prefix);
-    this.admit = redisScript<number>(connection, ADMIT);
+    this.admitScript = redisScript<[number, number]>(connection, ADMIT);
+    this.releaseScript = redisScript<number>(connection, RELEASE_PARTS);
     this.maxDepthPerShard = { cpu: Math.ceil(maxDepth / shards.cpu), gpu: Math.ceil(maxDepth / shards.gpu) };
     this.shards = new Map(POOLS.map((pool) => [pool, []]));
     for (const { pool, name } of queueNames(this.keys, shards)) {
@@ -120,41 +127,88 @@ export class PredictionQueues {
   }
 
   /**
+   * Predictions beyond the first of the pool's waiting coalesced jobs (summed over its shards):
+   * with the waiting jobs, the depth `queue.maxDepth` holds.
+   */
+  async extraWaitingPredictions(pool: PoolName): Promise<number> {
+    const sums = await Promise.all(this.shards.get(pool)!.map((q) => this.redis.hget(this.keys.waitingParts(q.name), '#sum')));
+    return sums.reduce((a, v) => a + Math.max(0, Number(v ?? 0)), 0);
+  }
+
+  /**
    * Adds one prediction job; refuses with QUEUE_FULL once the pool holds `queue.maxDepth`
-   * waiting jobs (exactly, whatever the concurrency and the number of API replicas; per shard,
-   * its share), and with SERVICE_UNAVAILABLE when Redis is down. With `replicated`, on a
-   * cluster, resolves only once a replica of the queue's master has the job.
+   * waiting predictions (exactly, whatever the concurrency and the number of API replicas; per
+   * shard, its share), and with SERVICE_UNAVAILABLE when Redis is down. With `replicated`, on
+   * a cluster, resolves only once a replica of the queue's master has the job.
    */
   async enqueue(data: PredictionJobData, options: EnqueueOptions): Promise<void> {
+    try {
+      const admitted = await this.admit(data.pool, data.id, 1, options.maxDepth);
+      if (admitted.admitted === 0) throw admitted.refusal;
+      await this.add(data, options);
+    } catch (e) {
+      throw asServingError(e);
+    }
+  }
+
+  /**
+   * Admits up to `wanted` predictions of job `jobId` (a coalesced job's parts, in order): as
+   * many as the pool has room for under `queue.maxDepth`, counted in predictions. The admitted
+   * ones count until `add` puts the job in the queue (or `release` takes them back), then until
+   * a worker takes the job (`taken`). `refusal` is the QUEUE_FULL error for the rest.
+   */
+  async admit(pool: PoolName, jobId: string, wanted: number, maxDepth?: number): Promise<{ admitted: number; refusal: ServingError }> {
+    const q = this.queue(pool, jobId);
+    const shards = this.shards.get(pool)!.length;
+    const max = Math.min(this.maxDepthPerShard[pool], maxDepth === undefined ? Infinity : Math.ceil(maxDepth / shards));
+    try {
+      const [admitted, depth] = await this.admitScript(
+        q.keys.wait,
+        q.keys.prioritized,
+        this.keys.admitting(q.name),
+        this.keys.waitingParts(q.name),
+        max,
+        Date.now(),
+        jobId,
+        ADMISSION_TTL_MS,
+        wanted,
+        q.toKey(''),
+      );
+      const refusal = new ServingError(
+        'QUEUE_FULL',
+        shards === 1
+          ? `the ${pool} pool has ${depth} predictions waiting (limit ${this.maxDepth}); try again later`
+          : `the ${pool} pool's shard has ${depth} predictions waiting (limit ${max} of ${this.maxDepth} over ${shards} shards); try again later`,
+        { retryAfterSeconds: 1 },
+      );
+      return { admitted, refusal };
+    } catch (e) {
+      throw asServingError(e);
+    }
+  }
+
+  /**
+   * Puts an admitted job in its queue. When the add fails, its admission is taken back. With
+   * `replicated`, on a cluster, resolves only once a replica of the queue's master has it.
+   */
+  async add(data: PredictionJobData, options: EnqueueOptions): Promise<void> {
     const q = this.queue(data.pool, data.id);
     const admitting = this.keys.admitting(q.name);
-    const shards = this.shards.get(data.pool)!.length;
-    const max = Math.min(
-      this.maxDepthPerShard[data.pool],
-      options.maxDepth === undefined ? Infinity : Math.ceil(options.maxDepth / shards),
-    );
+    const opts: JobsOptions = {
+      jobId: data.id,
+      priority: options.priority,
+      attempts: options.attempts,
+      backoff: { type: 'fixed', delay: options.backoffMs },
+      // Results live in the ResultStore; a completed job is only bookkeeping.
+      removeOnComplete: true,
+      removeOnFail: { age: options.keepSeconds, count: 10_000 },
+    };
     try {
-      const refusedAt = await this.admit(q.keys.wait, q.keys.prioritized, admitting, max, Date.now(), data.id, ADMISSION_TTL_MS);
-      if (refusedAt >= 0) {
-        throw new ServingError(
-          'QUEUE_FULL',
-          shards === 1
-            ? `the ${data.pool} pool has ${refusedAt} jobs waiting (limit ${this.maxDepth}); try again later`
-            : `the ${data.pool} pool's shard has ${refusedAt} jobs waiting (limit ${max} of ${this.maxDepth} over ${shards} shards); try again later`,
-          { retryAfterSeconds: 1 },
-        );
-      }
-      const opts: JobsOptions = {
-        jobId: data.id,
-        priority: options.priority,
-        attempts: options.attempts,
-        backoff: { type: 'fixed', delay: options.backoffMs },
-        // Results live in the ResultStore; a completed job is only bookkeeping.
-        removeOnComplete: true,
-        removeOnFail: { age: options.keepSeconds, count: 10_000 },
-      };
       try {
         await q.add('predict', data, opts);
+      } catch (e) {
+        this.release(data.pool, data.id, 'all').catch(() => {});
+        throw e;
       } finally {
         // Not awaited: until it lands the job counts twice, which only errs on the safe side.
         this.redis.zrem(admitting, data.id).catch(() => {});
@@ -165,8 +219,32 @@ export class PredictionQueues {
     }
   }
 
+  /** Gives back the admission of a job that will not be added (its records could not be written). */
+  async unadmit(pool: PoolName, jobId: string): Promise<void> {
+    const q = this.queue(pool, jobId);
+    await Promise.all([this.redis.zrem(this.keys.admitting(q.name), jobId), this.release(pool, jobId, 'all')]);
+  }
+
+  /**
+   * A coalesced job's predictions beyond its first stop counting against `queue.maxDepth`:
+   * all when a worker takes it, one when a part is cancelled.
+   * @returns how many the job counted beyond its first before (0: none, or taken already).
+   */
+  async release(pool: PoolName, jobId: string, count: number | 'all'): Promise<number> {
+    const q = this.queue(pool, jobId);
+    return this.releaseScript(this.keys.waitingParts(q.name), jobId, String(count));
+  }
+
   async getJob(pool: PoolName, id: string): Promise<Job<PredictionJobData> | undefined> {
     return this.queue(pool, id).getJob(id);
+  }
+
+  /** Whether job `id` is in its queue and not started (waiting, prioritized or delayed). */
+  async isWaiting(pool: PoolName, id: string): Promise<boolean> {
+    const job = await this.getJob(pool, id);
+    if (!job) return false;
+    const state = await job.getState();
+    return state === 'waiting' || state === 'prioritized' || state === 'delayed';
   }
 
   /** Removes a job that has not started; false if it is running or gone. */
@@ -186,4 +264,17 @@ export class PredictionQueues {
   async close(): Promise<void> {
     await Promise.all([...this.shards.values()].flat().map((q) => q.close()));
   }
+}
+
+/**
+ * For a worker: releases a taken coalesced job's predictions beyond the first from
+ * `queue.maxDepth` (PredictionQueues.release, for a process without the producer's queues).
+ * The script is defined here, at once: a command defined while an auto-pipeline of the
+ * connection is open would be missing from it.
+ */
+export function takenPartsReleaser(redis: RedisClient, keys: Keyspace): (queueName: string, jobId: string) => Promise<void> {
+  const release = redisScript<number>(redis, RELEASE_PARTS);
+  return async (queueName, jobId) => {
+    await release(keys.waitingParts(queueName), jobId, 'all');
+  };
 }

@@ -63,9 +63,25 @@ export interface PredictionRecord {
   /** The submission's trace context, which each delivery of the result links to. */
   trace?: TraceCarrier;
   submittedAt: number;
+  /** The job that carries it, when that is not its own id (a coalesced submission: core/api/tickets.ts). */
+  job?: string;
   finishedAt?: number;
   result?: PredictionResult;
   error?: SerializedError;
+}
+
+/**
+ * One submission of a coalesced asynchronous job: its own prediction (id, record, deadline).
+ * The first part's id is the job's; the others share its first 8 characters, so on a cluster
+ * every record of the job is in one slot (core/redis/connection.ts).
+ */
+export interface JobPart {
+  id: string;
+  requestId: string;
+  rows: number;
+  /** Epoch ms after which this part is answered DEADLINE_EXCEEDED and not run. */
+  deadline?: number;
+  submittedAt: number;
 }
 
 /** What a worker receives in a BullMQ job. */
@@ -89,6 +105,12 @@ export interface PredictionJobData {
   segments?: number[];
   /** Request ids of the segments, for the worker's logs. */
   requestIds?: string[];
+  /**
+   * An asynchronous job's predictions, one per segment, in order (absent in jobs written
+   * before coalescing: one prediction, the job's id). The worker reads their records when it
+   * takes the job, runs only the parts not answered yet, and finishes them together.
+   */
+  parts?: JobPart[];
   /** Trace contexts when tracing is on: the job's own, and one per segment (core/telemetry/trace.ts). */
   trace?: JobTrace;
 }
@@ -161,6 +183,37 @@ export function cancelled(record: PredictionRecord, requestId: string, finishedA
 /** The final record of accepted work whose job Redis lost (core/prediction/lost-work.ts). */
 export function lost(record: PredictionRecord, error: SerializedError, finishedAt = Date.now()): PredictionRecord {
   return { ...record, status: 'FAILED', finishedAt, error };
+}
+
+/** The predictions of an asynchronous job, whether it names them (`parts`) or is one (older jobs). */
+export function jobParts(job: PredictionJobData): JobPart[] {
+  return job.parts ?? [{ id: job.id, requestId: job.requestId, rows: job.rows, deadline: job.deadline, submittedAt: job.enqueuedAt }];
+}
+
+/** The record of part `part` of `job`, accepted and not answered yet. */
+export function partAccepted(
+  job: Pick<PredictionJobData, 'id' | 'model' | 'version' | 'pool'>,
+  part: JobPart,
+  trace?: TraceCarrier,
+): PredictionRecord {
+  return {
+    id: part.id,
+    status: 'QUEUED',
+    model: job.model,
+    version: job.version,
+    pool: job.pool,
+    rows: part.rows,
+    requestId: part.requestId,
+    ...(trace ? { trace } : {}),
+    submittedAt: part.submittedAt,
+    ...(part.id === job.id ? {} : { job: job.id }),
+  };
+}
+
+/** `n` fresh prediction ids for one job: the first is the job's id, the rest share its first 8 characters (its hash tag). */
+export function partIds(n: number): string[] {
+  const first = randomUUID();
+  return Array.from({ length: n }, (_, i) => (i === 0 ? first : first.slice(0, 8) + randomUUID().slice(8)));
 }
 
 /** The key of a model version in maps, metrics, batches and worker announcements. */

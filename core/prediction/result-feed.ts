@@ -122,14 +122,14 @@ export class ResultFeed {
     this.subscriber = subscriber;
     // RedisPubSub.unsubscribe() drops the promises of its UNSUBSCRIBE and PUNSUBSCRIBE: one still
     // pending when the connection closes (shutdown, Redis gone) rejected unhandled. Handled here.
-    for (const command of ['unsubscribe', 'punsubscribe'] as const) {
-      const send = subscriber[command].bind(subscriber) as (...args: unknown[]) => Promise<unknown>;
-      (subscriber as unknown as Record<string, unknown>)[command] = (...args: unknown[]) => {
-        const sent = send(...args);
-        sent.catch(() => {});
-        return sent;
-      };
-    }
+    // And batchline subscribes to no pattern, so its PUNSUBSCRIBE (one per watch) is not sent.
+    const send = subscriber.unsubscribe.bind(subscriber) as (...args: unknown[]) => Promise<unknown>;
+    (subscriber as unknown as Record<string, unknown>).unsubscribe = (...args: unknown[]) => {
+      const sent = send(...args);
+      sent.catch(() => {});
+      return sent;
+    };
+    (subscriber as unknown as Record<string, unknown>).punsubscribe = () => Promise.resolve(0);
     let connectedOnce = false;
     subscriber.on('ready', () => {
       // Messages published while the subscriber was away are lost (pub/sub is at-most-once);

@@ -13,12 +13,15 @@ import type { PredictionRecord } from './record.ts';
 
 /** Writes a final record and publishes it, only if no final record is there (KEYS: record, channel). */
 const FINISH_ONCE = new URL('./scripts/finishOnce-2.lua', import.meta.url);
+/** The same for the records of one job at once (KEYS: the records, then their channels). */
+const FINISH_MANY = new URL('./scripts/finishMany-n.lua', import.meta.url);
 
 export class ResultStore {
   private readonly redis: RedisClient;
   private readonly keys: Keyspace;
   private readonly ttlSeconds: number;
   private readonly finishOnce: (record: string, channel: string, json: string, ttl: number, publish: string) => Promise<number>;
+  private readonly finishManyScript: (...keysThenArgs: (string | number)[]) => Promise<number[]>;
   /** Per-prediction channels are sharded on a cluster (core/redis/cluster.ts says why). */
   private readonly publishCommand: 'PUBLISH' | 'SPUBLISH';
 
@@ -27,6 +30,7 @@ export class ResultStore {
     this.keys = keys;
     this.ttlSeconds = ttlSeconds;
     this.finishOnce = redisScript<number>(redis, FINISH_ONCE);
+    this.finishManyScript = redisScript<number[]>(redis, FINISH_MANY);
     this.publishCommand = isCluster(redis) ? 'SPUBLISH' : 'PUBLISH';
   }
 
@@ -47,6 +51,52 @@ export class ResultStore {
   /** Records accepted work. */
   async accept(record: PredictionRecord): Promise<void> {
     await this.redis.set(this.keys.prediction(record.id), JSON.stringify(record), 'EX', this.ttlSeconds);
+  }
+
+  /**
+   * Records the accepted predictions of one job: their SETs leave in one write (the
+   * connection pipelines what one tick sends), and on a cluster they share one slot.
+   */
+  async acceptMany(records: PredictionRecord[]): Promise<void> {
+    await Promise.all(records.map((r) => this.accept(r)));
+  }
+
+  /** Forgets records that were never handed out (their admission was refused). Not awaited by callers that need no answer. */
+  async forget(ids: string[]): Promise<void> {
+    if (ids.length) await this.redis.del(...ids.map((id) => this.keys.prediction(id)));
+  }
+
+  /** The records of `ids` (one job's: one slot on a cluster), in one call; undefined where none. */
+  async getMany(ids: string[]): Promise<(PredictionRecord | undefined)[]> {
+    if (ids.length === 0) return [];
+    const raws = await this.redis.mget(...ids.map((id) => this.keys.prediction(id)));
+    return raws.map((raw) => (raw ? (JSON.parse(raw) as PredictionRecord) : undefined));
+  }
+
+  /**
+   * `finish` for the records of one job at once (one script; one slot on a cluster): each is
+   * written and published only if it is not final yet.
+   * @returns per record, whether it was written.
+   */
+  async finishMany(records: PredictionRecord[]): Promise<boolean[]> {
+    if (records.length === 0) return [];
+    const keys = records.map((r) => this.keys.prediction(r.id));
+    const written = await this.finishManyScript(
+      keys.length * 2,
+      ...keys,
+      ...records.map((r) => this.keys.resultChannel(r.id)),
+      this.ttlSeconds,
+      this.publishCommand,
+      ...records.map((r) => JSON.stringify(r)),
+    );
+    const out = written.map((w) => w === 1);
+    if (out.some(Boolean)) await this.replicated(keys[0]);
+    return out;
+  }
+
+  /** `finishMany`, tried again while Redis is unreachable, as `finishDurably`. */
+  async finishManyDurably(records: PredictionRecord[], options: RetryOptions): Promise<boolean[]> {
+    return whileUnreachable(() => this.finishMany(records), options);
   }
 
   /**

@@ -79,8 +79,10 @@ export function whenReady(redis: RedisClient, timeoutMs = 10_000): Promise<void>
  * part in braces is the hash tag that picks the key's slot, so that what one script or one
  * MULTI touches shares a slot (a script touching two slots fails with CROSSSLOT) while
  * unrelated keys spread over the cluster:
- *   - a prediction's record and its result channel share `{<id>}`: the finish-once script
- *     writes one and publishes on the other, and predictions spread over every slot;
+ *   - a prediction's record and its result channel share `{<tag>}`, the first 8 characters of
+ *     its id (`predictionTag`): the finish-once script writes one and publishes on the other;
+ *     the predictions of one coalesced job are given ids with the same first 8 characters, so
+ *     their records are written, read and finished together, and jobs spread over every slot;
  *   - a queue's BullMQ keys and its admission set share `{<queue>}` (BullMQ's own advice:
  *     hash-tag the queue name, a different tag per queue so queues spread over the nodes);
  *   - the live stats share `{stats}` (one MULTI per process per second);
@@ -92,8 +94,8 @@ export function keyspace(prefix: string, tagged = false) {
   const tag = (s: string): string => (tagged ? `{${s}}` : s);
   return {
     tagged,
-    prediction: (id: string) => `${prefix}:prediction:${tag(id)}`,
-    resultChannel: (id: string) => `${prefix}:result:${tag(id)}`,
+    prediction: (id: string) => `${prefix}:prediction:${tagged ? predictionKeyPart(id) : id}`,
+    resultChannel: (id: string) => `${prefix}:result:${tagged ? predictionKeyPart(id) : id}`,
     /** One per API process; on a cluster its slot (so its shard) follows from the instance id. */
     replyChannel: (instance: string) => `${prefix}:reply:${instance}`,
     /** Broadcasts to every API and worker process (models changed, housekeeping). */
@@ -124,6 +126,11 @@ export function keyspace(prefix: string, tagged = false) {
       shard === 0 ? tag(pool) : tagged ? `{${spreadTag(pool, shard, shards)}}` : `${pool}-${shard}`,
     /** Admissions to a queue still being added (core/prediction/queues.ts), in its queue's slot. */
     admitting: (queueName: string) => `${prefix}:${queueName}:admitting`,
+    /**
+     * Predictions beyond the first of each coalesced job still waiting in a queue (a hash: job
+     * id to count, and their sum), in its queue's slot: `queue.maxDepth` counts predictions.
+     */
+    waitingParts: (queueName: string) => `${prefix}:${queueName}:parts`,
     /** The operations view's sums per second and per 5 s step, and the processes seen (core/operations/live-stats.ts). */
     stats: {
       second: (s: number) => `${prefix}:${tag('stats')}:s:${s}`,
@@ -133,6 +140,22 @@ export function keyspace(prefix: string, tagged = false) {
   };
 }
 export type Keyspace = ReturnType<typeof keyspace>;
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The hash tag of a prediction's keys on a cluster: the first 8 characters of a UUID id (the
+ * predictions of one job share them: core/prediction/record.ts), the whole id otherwise.
+ */
+export function predictionTag(id: string): string {
+  return UUID.test(id) ? id.slice(0, 8) : id;
+}
+
+/** `{<tag>}<rest of the id>`: the id stays whole in the key, its tag in braces. */
+function predictionKeyPart(id: string): string {
+  const tag = predictionTag(id);
+  return `{${tag}}${id.slice(tag.length)}`;
+}
 
 const SLOTS = 16384;
 
@@ -157,18 +180,20 @@ export function keysOf(redis: RedisClient, prefix: string): Keyspace {
 
 /**
  * A Lua script kept in its own file, named as BullMQ names its scripts:
- * `<name>-<numberOfKeys>.lua`, defined on the connection as the command `batchline:<name>`
+ * `<name>-<numberOfKeys>.lua` (`<name>-n.lua`: the caller gives the number of keys first),
+ * defined on the connection as the command `batchline:<name>`
  * (a name no Redis command or ioredis method has). The file is read once per process, and
  * ioredis calls the script by EVALSHA after the first time, so the body is not resent and
  * rehashed per call. On a cluster the call goes to the master of its keys' slot.
  * @returns the script as a function of its keys, then its arguments.
  */
 export function redisScript<R>(redis: RedisClient, file: URL): (...keysThenArgs: (string | number)[]) => Promise<R> {
-  const m = /^(\w+)-(\d+)\.lua$/.exec(basename(fileURLToPath(file)));
+  const m = /^(\w+)-(\d+|n)\.lua$/.exec(basename(fileURLToPath(file)));
   if (!m) throw new Error(`script ${file.pathname}: expected a file name like finishOnce-2.lua`);
   const command = `batchline:${m[1]}`;
   const commands = redis as unknown as Record<string, (...args: (string | number)[]) => Promise<R>>;
-  if (typeof commands[command] !== 'function') redis.defineCommand(command, { numberOfKeys: Number(m[2]), lua: scriptText(file) });
+  if (typeof commands[command] !== 'function')
+    redis.defineCommand(command, { ...(m[2] === 'n' ? {} : { numberOfKeys: Number(m[2]) }), lua: scriptText(file) });
   return (...args) => commands[command](...args);
 }
 

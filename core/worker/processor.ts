@@ -2,11 +2,14 @@
  * What a worker does with one BullMQ job: drop it when its deadline has passed, run its rows
  * through the batcher, answer each request of an edge batch its own share (a synchronous job
  * by a reply to the waiting API, an asynchronous one by its durable record), and decide on
- * failure whether BullMQ retries it or this was the last attempt. Nothing here starts or
+ * failure whether BullMQ retries it or this was the last attempt. An asynchronous job's parts
+ * (coalesced submissions) are read together when it is taken, so parts answered already
+ * (cancelled, or by an earlier run of the job) are not run again and parts past their own
+ * deadline are answered DEADLINE_EXCEEDED without running; the rest are finished together. Nothing here starts or
  * stops a process: workers/prediction-worker.ts owns the lifecycle.
  */
 import { UnrecoverableError, type Job } from 'bullmq';
-import { ServingError, fromSerialized } from '../errors/registry.ts';
+import { ServingError } from '../errors/registry.ts';
 import type { ModelVersion } from '../models/repository.ts';
 import { nonFiniteOutput, rowPredictions } from '../runtime/postprocess.ts';
 import { encodeRows } from '../tensor/codec.ts';
@@ -14,16 +17,21 @@ import type { TensorValue } from '../tensor/tensor.ts';
 import type { Batcher } from '../batching/batcher.ts';
 import type { ModelConfig } from '../models/config.ts';
 import { fromWire } from '../prediction/input.ts';
+import { selectRows } from '../batching/merge.ts';
+import { whileUnreachable } from '../redis/connection.ts';
 import type { ResultStore } from '../prediction/result-store.ts';
 import type { ReplyPublisher } from '../prediction/result-feed.ts';
 import { observeLatency, type Metrics } from '../telemetry/metrics.ts';
 import type { DriftCounter } from '../drift/monitor.ts';
 import type { Logger } from '../telemetry/logger.ts';
 import {
-  completed,
-  failed,
+  isFinal,
+  jobParts,
   modelKey,
+  partAccepted,
+  type JobPart,
   type PredictionJobData,
+  type PredictionRecord,
   type PredictionResult,
   type ReplyPart,
   type SyncReply,
@@ -55,6 +63,8 @@ export interface JobProcessorDeps {
    * wait becomes the answer's `timings.coldStartMs` and a `load <model>` span.
    */
   coldStart?: (modelKey: string) => Promise<number>;
+  /** A coalesced asynchronous job was taken: its parts beyond the first stop counting against `queue.maxDepth`. */
+  taken?: (job: Job<PredictionJobData>) => Promise<void>;
 }
 
 export class JobProcessor {
@@ -78,11 +88,12 @@ export class JobProcessor {
   }
 
   private async run(job: Job<PredictionJobData>, spans?: JobSpans): Promise<{ status: string }> {
-    const { models, batcher, store, metrics } = this.deps;
+    const { models, batcher, metrics } = this.deps;
     const data = job.data;
     const log = this.deps.log.child({ requestId: data.requestId, predictionId: data.id, model: data.model, attempt: job.attemptsMade + 1 });
     const key = modelKey(data.model, data.version);
     const startedAt = Date.now();
+    if (!data.replyTo) return this.runParts(job, log, startedAt, spans);
 
     if (data.deadline !== undefined && startedAt > data.deadline) {
       await this.answerFailure(data, new ServingError('DEADLINE_EXCEEDED', 'the deadline passed before the work started'));
@@ -97,50 +108,19 @@ export class JobProcessor {
       const deadlineMs = data.deadline !== undefined ? data.deadline - Date.now() : undefined;
       const outcome = await batcher.submit(key, fromWire(data.input), data.rows, deadlineMs, spans?.item);
       const parts = answerParts(model.config, outcome.outputs, data.segments ?? [data.rows]);
-      const finishedAt = Date.now();
       const queueMs = startedAt - data.enqueuedAt;
-      if (data.replyTo) {
-        await inSpan(spans?.context, `reply ${data.model}`, { attributes: { [ATTR.requests]: parts.length } }, () =>
-          this.sendReply(data, {
-            id: data.id,
-            status: 'COMPLETED',
-            parts,
-            queueMs,
-            inferenceMs: outcome.inferenceMs,
-            batchRows: outcome.batchRows,
-            batchWaitMs: outcome.batchWaitMs,
-            coldStartMs,
-          }),
-        );
-      } else {
-        const [part] = parts;
-        if (part.error) throw fromSerialized(part.error);
-        const result: PredictionResult = {
+      await inSpan(spans?.context, `reply ${data.model}`, { attributes: { [ATTR.requests]: parts.length } }, () =>
+        this.sendReply(data, {
           id: data.id,
-          model: data.model,
-          version: data.version,
-          predictions: part.predictions,
-          outputs: part.outputs,
-          timings: {
-            queueMs,
-            batchWaitMs: outcome.batchWaitMs,
-            batchRows: outcome.batchRows,
-            coldStartMs,
-            inferenceMs: outcome.inferenceMs,
-            totalMs: finishedAt - data.enqueuedAt,
-          },
-          cached: false,
+          status: 'COMPLETED',
+          parts,
+          queueMs,
+          inferenceMs: outcome.inferenceMs,
           batchRows: outcome.batchRows,
-        };
-        // A job run again after a crash may already be answered: finish() then writes nothing.
-        const written = await inSpan(spans?.context, `finish ${data.model}`, { attributes: { [ATTR.predictionId]: data.id } }, () =>
-          store.finishDurably(completed(data, result, finishedAt), {
-            giveUp: () => this.deps.stopping(),
-            onRetry: (e) => log.warn({ err: e.message }, 'Redis unreachable: holding the result and writing it again until Redis is back'),
-          }),
-        );
-        if (!written) log.info('already answered; not answering again');
-      }
+          batchWaitMs: outcome.batchWaitMs,
+          coldStartMs,
+        }),
+      );
       metrics.jobs.inc({ model: data.model, outcome: 'ok' });
       if (model.config.task === 'classification')
         this.deps.drift?.add(
@@ -152,21 +132,140 @@ export class JobProcessor {
       log.debug({ batchRows: outcome.batchRows, inferenceMs: outcome.inferenceMs, segments: parts.length }, 'predicted');
       return { status: 'COMPLETED' };
     } catch (e) {
-      const err = e instanceof ServingError ? e : new ServingError('INFERENCE_FAILED', (e as Error).message);
-      const attempts = job.opts.attempts ?? 1;
-      // The input decides these: running it again gives the same answer.
-      const final = err.code === 'BAD_USER_INPUT' || err.code === 'NON_FINITE_OUTPUT' || job.attemptsMade + 1 >= attempts;
+      const { err, final } = failureOf(job, e);
       metrics.jobs.inc({ model: data.model, outcome: err.code });
       log.warn({ code: err.code, err: err.message, final }, 'prediction failed');
       if (final) {
         // The client sees the code and a message, never the runtime's own text (paths, internals).
-        await this.answerFailure(
-          data,
-          err.code === 'INFERENCE_FAILED' ? new ServingError('INFERENCE_FAILED', 'the model failed to run on this input') : err,
-        );
+        await this.answerFailure(data, clientFacing(err));
         throw new UnrecoverableError(err.message);
       }
       throw err;
+    }
+  }
+
+  /**
+   * An asynchronous job: its parts' records are read together when it is taken. A part
+   * answered already (cancelled, or by an earlier run of this job) is not run again; a part
+   * past its own deadline is answered DEADLINE_EXCEEDED and not run; the others run as one
+   * inference, and every answer of the job is written and published in one script, each
+   * only if its prediction is not final yet (so a run after a crash answers nothing twice).
+   */
+  private async runParts(job: Job<PredictionJobData>, log: Logger, startedAt: number, spans?: JobSpans): Promise<{ status: string }> {
+    const { models, batcher, store, metrics } = this.deps;
+    const data = job.data;
+    const key = modelKey(data.model, data.version);
+    const parts = jobParts(data);
+    const retry = {
+      giveUp: () => this.deps.stopping(),
+      onRetry: (e: Error) =>
+        log.warn({ err: e.message }, 'Redis unreachable: holding the answers and writing them again until Redis is back'),
+    };
+    const [records] = await Promise.all([
+      whileUnreachable(() => store.getMany(parts.map((p) => p.id)), retry),
+      parts.length > 1
+        ? this.deps.taken?.(job).catch((e: Error) => log.warn({ err: e.message }, 'could not release the queue depth of a job'))
+        : undefined,
+    ]);
+    const answers: PredictionRecord[] = [];
+    const live: { part: JobPart; start: number; base: PredictionRecord }[] = [];
+    let start = 0;
+    let answeredBefore = 0;
+    parts.forEach((part, i) => {
+      const at = start;
+      start += part.rows;
+      const rec = records[i];
+      if (rec && isFinal(rec.status)) {
+        answeredBefore++;
+        return;
+      }
+      const base = rec ?? partAccepted(data, part, data.trace?.parts?.[i] ?? undefined);
+      if (part.deadline !== undefined && startedAt > part.deadline) {
+        answers.push(failure(base, new ServingError('DEADLINE_EXCEEDED', 'the deadline passed before the work started')));
+      } else live.push({ part, start: at, base });
+    });
+    if (answeredBefore) log.info({ parts: parts.length, answeredBefore }, 'parts answered already; not running them again');
+    if (answers.length) log.info({ parts: answers.length }, 'deadline passed in the queue; dropped');
+    if (live.length === 0) {
+      await store.finishManyDurably(answers, retry);
+      return { status: answers.length ? 'FAILED' : 'COMPLETED' };
+    }
+    try {
+      const coldStartMs = (await this.deps.coldStart?.(key)) ?? 0;
+      recordColdLoad(spans?.context, data.model, coldStartMs);
+      const model = models.get(key);
+      if (!model) throw new ServingError('MODEL_NOT_READY', `this worker does not serve ${key}`);
+      const whole = fromWire(data.input);
+      const input =
+        live.length === parts.length
+          ? whole
+          : selectRows(
+              whole,
+              live.map((l) => ({ start: l.start, rows: l.part.rows })),
+            );
+      const rows = live.reduce((sum, l) => sum + l.part.rows, 0);
+      const deadlines = live.map((l) => l.part.deadline);
+      const deadlineMs = deadlines.every((d) => d !== undefined) ? Math.max(...deadlines) - Date.now() : undefined;
+      const outcome = await batcher.submit(key, input, rows, deadlineMs, spans?.item);
+      const shares = answerParts(
+        model.config,
+        outcome.outputs,
+        live.map((l) => l.part.rows),
+      );
+      const finishedAt = Date.now();
+      const queueMs = startedAt - data.enqueuedAt;
+      live.forEach((l, i) => {
+        const share = shares[i];
+        if (share.error) {
+          answers.push({ ...l.base, status: 'FAILED', finishedAt, error: share.error });
+          return;
+        }
+        const result: PredictionResult = {
+          id: l.part.id,
+          model: data.model,
+          version: data.version,
+          predictions: share.predictions,
+          outputs: share.outputs,
+          timings: {
+            queueMs,
+            batchWaitMs: outcome.batchWaitMs,
+            batchRows: outcome.batchRows,
+            coldStartMs,
+            inferenceMs: outcome.inferenceMs,
+            totalMs: finishedAt - l.part.submittedAt,
+          },
+          cached: false,
+          batchRows: outcome.batchRows,
+        };
+        answers.push({ ...l.base, status: 'COMPLETED', finishedAt, result });
+      });
+      const written = await inSpan(
+        spans?.context,
+        `finish ${data.model}`,
+        { attributes: { [ATTR.predictionId]: data.id, [ATTR.requests]: answers.length } },
+        () => store.finishManyDurably(answers, retry),
+      );
+      const again = written.filter((w) => !w).length;
+      if (again) log.info({ parts: again }, 'already answered; not answering again');
+      metrics.jobs.inc({ model: data.model, outcome: 'ok' });
+      if (model.config.task === 'classification')
+        this.deps.drift?.add(
+          key,
+          shares.flatMap((p) => (p.error ? [] : p.predictions.map((r) => r.label))),
+        );
+      observeLatency(metrics.latency, { model: data.model, phase: 'queue' }, queueMs / 1000);
+      observeLatency(metrics.latency, { model: data.model, phase: 'inference' }, outcome.inferenceMs / 1000);
+      log.debug({ batchRows: outcome.batchRows, inferenceMs: outcome.inferenceMs, segments: live.length }, 'predicted');
+      return { status: 'COMPLETED' };
+    } catch (e) {
+      const { err, final } = failureOf(job, e);
+      metrics.jobs.inc({ model: data.model, outcome: err.code });
+      log.warn({ code: err.code, err: err.message, final }, 'prediction failed');
+      // The client sees the code and a message, never the runtime's own text (paths, internals).
+      if (final) for (const l of live) answers.push(failure(l.base, clientFacing(err)));
+      // Parts dropped at their deadline are answered even when the rest is tried again.
+      await store.finishManyDurably(answers, retry);
+      throw final ? new UnrecoverableError(err.message) : err;
     }
   }
 
@@ -197,12 +296,33 @@ export class JobProcessor {
     });
   }
 
-  /** The final failure of a job: its record for a poller or subscriber, or its reply for a waiting API. */
+  /**
+   * The final failure of a job: its parts' records for pollers and subscribers (those not
+   * final yet), or its reply for a waiting API.
+   */
   private async answerFailure(data: PredictionJobData, err: ServingError): Promise<void> {
     if (data.replyTo)
       return this.sendReply(data, { id: data.id, status: 'FAILED', error: err.toJSON(), queueMs: 0, inferenceMs: 0, batchRows: 0 });
-    await this.deps.store.finishDurably(failed(data, err), { giveUp: () => this.deps.stopping() });
+    const records = jobParts(data).map((p, i) => failure(partAccepted(data, p, data.trace?.parts?.[i] ?? undefined), err));
+    await this.deps.store.finishManyDurably(records, { giveUp: () => this.deps.stopping() });
   }
+}
+
+/** What failed, and whether it is the job's last attempt: the input decides some errors, so running it again gives the same answer. */
+function failureOf(job: Job<PredictionJobData>, e: unknown): { err: ServingError; final: boolean } {
+  const err = e instanceof ServingError ? e : new ServingError('INFERENCE_FAILED', (e as Error).message);
+  const final = err.code === 'BAD_USER_INPUT' || err.code === 'NON_FINITE_OUTPUT' || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+  return { err, final };
+}
+
+/** The error as the client sees it: the code and a message, never the runtime's own text. */
+function clientFacing(err: ServingError): ServingError {
+  return err.code === 'INFERENCE_FAILED' ? new ServingError('INFERENCE_FAILED', 'the model failed to run on this input') : err;
+}
+
+/** A prediction's final failure record. */
+function failure(base: PredictionRecord, err: ServingError, finishedAt = Date.now()): PredictionRecord {
+  return { ...base, status: 'FAILED', finishedAt, error: err.toJSON() };
 }
 
 /**

@@ -15,6 +15,7 @@ import { clusterStack, shardSubscribers, useCluster } from '../support/cluster.t
 import { startApi, uniquePrefix, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 import { LOST_WORK_GRACE_MS } from '../../core/prediction/lost-work.ts';
+import { keyspace } from '../../core/redis/connection.ts';
 
 const holder = useCluster({ nodeTimeoutMs: 1000 });
 const prefix = uniquePrefix('lost');
@@ -56,7 +57,7 @@ describe('work lost with a master whose replica lagged', () => {
     }
     // Records on the dying master are lost with their jobs; the others outlive them.
     const onMaster = await Promise.all(
-      ids.map(async (id) => (await cluster.masterOf(await cluster.slotOf(`${prefix}:prediction:{${id}}`))).id === master.id),
+      ids.map(async (id) => (await cluster.masterOf(await cluster.slotOf(keyspace(prefix, true).prediction(id)))).id === master.id),
     );
     const recordKept = ids.filter((_, i) => !onMaster[i]);
     const recordLost = ids.filter((_, i) => onMaster[i]);
@@ -84,7 +85,10 @@ describe('work lost with a master whose replica lagged', () => {
       );
     }
     for (const id of ids)
-      await until(async () => (await shardSubscribers(cluster, `${prefix}:result:{${id}}`)) === 1, 'every subscription in place');
+      await until(
+        async () => (await shardSubscribers(cluster, keyspace(prefix, true).resultChannel(id))) === 1,
+        'every subscription in place',
+      );
 
     await masterNode.kill('SIGKILL');
     replicaNode.signal('SIGCONT');

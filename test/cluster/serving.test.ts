@@ -129,7 +129,10 @@ describe('on a Redis Cluster', () => {
     const ws = wsClient(api.ws);
     try {
       const events = wsCollect(ws, 'subscription($id: ID!) { predictionResult(id: $id) { status error { code } } }', { id });
-      await until(async () => (await shardSubscribers(holder.cluster, `${prefix}:result:{${id}}`)) === 1, 'the sharded subscription');
+      await until(
+        async () => (await shardSubscribers(holder.cluster, keyspace(prefix, true).resultChannel(id))) === 1,
+        'the sharded subscription',
+      );
       const c = await gql<{ cancelPrediction: { status: string } }>(
         api.url,
         'mutation($id: ID!) { cancelPrediction(id: $id) { status } }',
@@ -149,10 +152,20 @@ describe('on a Redis Cluster', () => {
   });
 
   it('keeps a prediction’s record and result channel in one slot, its queue in another, and spreads records over every master', async () => {
-    const ids = await Promise.all(Array.from({ length: 30 }, (_, i) => submit(api.url, 'name-gender', { text: `Spreadname${i}` })));
-    await until(async () => (await Promise.all(ids.map((id) => poll(api.url, id)))).every((p) => p.status === 'COMPLETED'), 'all 30');
+    // One at a time, each its own job: 30 hash tags to spread.
+    const ids: string[] = [];
+    for (let i = 0; i < 30; i++) ids.push(await submit(api.url, 'name-gender', { text: `Spreadname${i}` }));
+    // Together, they share jobs (coalesced): a job's predictions share their first 8 characters, and with them one slot.
+    const together = await Promise.all(Array.from({ length: 30 }, (_, i) => submit(api.url, 'name-gender', { text: `Togethername${i}` })));
+    const all = [...ids, ...together];
+    await until(async () => (await Promise.all(all.map((id) => poll(api.url, id)))).every((p) => p.status === 'COMPLETED'), 'all 60');
     const { slotOf } = holder.cluster;
-    expect(await slotOf(`${prefix}:prediction:{${ids[0]}}`)).toBe(await slotOf(`${prefix}:result:{${ids[0]}}`));
+    const jobs = new Map<string, string[]>();
+    for (const id of together) jobs.set(id.slice(0, 8), [...(jobs.get(id.slice(0, 8)) ?? []), id]);
+    expect([...jobs.values()].some((job) => job.length > 1)).toBe(true);
+    for (const job of jobs.values())
+      expect(new Set(await Promise.all(job.map((id) => slotOf(keyspace(prefix, true).prediction(id))))).size).toBe(1);
+    expect(await slotOf(keyspace(prefix, true).prediction(ids[0]))).toBe(await slotOf(keyspace(prefix, true).resultChannel(ids[0])));
     expect(await slotOf(`${prefix}:{cpu}:wait`)).toBe(await slotOf(`${prefix}:{cpu}:admitting`));
     const perMaster = await keysPerMaster(holder.cluster, `${prefix}:prediction:*`);
     expect([...perMaster.values()].filter((n) => n > 0)).toHaveLength(3);
@@ -173,7 +186,7 @@ describe('on a Redis Cluster', () => {
     // No cpu worker may answer meanwhile (a worker's result is acknowledged the same way): the job goes to the gpu pool.
     const id = await submit(api.url, 'mlp-bench', { features: Array.from({ length: 512 }, () => 0.5) });
     const queueMaster = await cluster.masterOf(await cluster.slotOf(`${prefix}:{gpu}:wait`));
-    const recordMaster = await cluster.masterOf(await cluster.slotOf(`${prefix}:prediction:{${id}}`));
+    const recordMaster = await cluster.masterOf(await cluster.slotOf(keyspace(prefix, true).prediction(id)));
     const added = async (port: number) => (await waits(port)) - before.get(port)!;
     expect(await added(queueMaster.port)).toBeGreaterThanOrEqual(1);
     expect(await added(recordMaster.port)).toBeGreaterThanOrEqual(1);

@@ -34,10 +34,10 @@ async function expectError(
   return r;
 }
 
-describe('a model output that is NaN or infinite is a coded error, never a number or a label', () => {
-  // Inside FP32's range, but the linear layer's sums overflow to -Infinity.
-  const overflowing = { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [3e38, 3e38, 3e38, 3e38] }] } };
+// Inside FP32's range, but the linear layer's sums overflow to -Infinity.
+const overflowing = { m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [3e38, 3e38, 3e38, 3e38] }] } };
 
+describe('a model output that is NaN or infinite is a coded error, never a number or a label', () => {
   it('synchronous predict: 422 NON_FINITE_OUTPUT, whatever fields are selected', async () => {
     await expectError(gql(stack.api.url, PREDICT, overflowing), 422, 'NON_FINITE_OUTPUT', /produced -Infinity in output 'y'/);
     const outputs = 'query($m: String!, $i: PredictionInput!) { predict(model: $m, input: $i) { outputs { name data } } }';
@@ -65,6 +65,38 @@ describe('a model output that is NaN or infinite is a coded error, never a numbe
     );
     expect(polled.status).toBe(200);
     expect(polled.body.data).toMatchObject({ prediction: { status: 'FAILED', result: null, error: { code: 'NON_FINITE_OUTPUT' } } });
+  });
+});
+
+describe('NON_FINITE_OUTPUT in a job shared by coalesced submissions', () => {
+  it('fails only the submission whose rows overflowed; the others of its job are answered', async () => {
+    const SUBMIT = 'mutation($m: String!, $i: PredictionInput!) { submitPrediction(model: $m, input: $i) { id } }';
+    const fine = (k: number) => ({ m: 'flex', i: { tensors: [{ name: 'x', shape: [1, 4], datatype: 'FP32', data: [k, 1, 2, 3] }] } });
+    // Submitted together, so they share jobs (the ids of one job share their first 8 characters).
+    const bad = (k: number): boolean => k % 3 === 2;
+    const inputs = Array.from({ length: 12 }, (_, k) => (bad(k) ? overflowing : fine(k)));
+    const ids = await Promise.all(
+      inputs.map(
+        async (vars) => (await gql<{ submitPrediction: { id: string } }>(stack.api.url, SUBMIT, vars)).body.data!.submitPrediction.id,
+      ),
+    );
+    const POLL = 'query($id: ID!) { prediction(id: $id) { status error { code } } }';
+    const final = async (id: string) => {
+      let p: { status: string; error: { code: string } | null } | undefined;
+      await until(async () => {
+        p = (await gql<{ prediction: NonNullable<typeof p> }>(stack.api.url, POLL, { id })).body.data!.prediction;
+        return ['COMPLETED', 'FAILED'].includes(p.status);
+      }, `a final status for ${id}`);
+      return p!;
+    };
+    const jobOf = (id: string): string => id.slice(0, 8);
+    expect(ids.some((id, k) => bad(k) && ids.some((other, j) => !bad(j) && jobOf(other) === jobOf(id)))).toBe(true);
+    const answers = await Promise.all(ids.map(final));
+    answers.forEach((a, k) =>
+      bad(k)
+        ? expect(a).toEqual({ status: 'FAILED', error: { code: 'NON_FINITE_OUTPUT' } })
+        : expect(a).toEqual({ status: 'COMPLETED', error: null }),
+    );
   });
 });
 
