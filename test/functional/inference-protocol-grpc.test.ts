@@ -15,6 +15,7 @@ import { encodeDenseModel } from '../../scripts/models/onnx-writer.ts';
 import {
   REPO_MODELS,
   dropPrefix,
+  listeningPort,
   spawnCli,
   startApi,
   startWorker,
@@ -23,6 +24,7 @@ import {
   type RunningApi,
 } from '../../harness/stack.ts';
 import { freePort } from '../../cli/local-redis.ts';
+import { until } from '../support/wait.ts';
 import { loadInferenceService } from '../../server/oip/grpc.ts';
 import { hashApiKey } from '../../server/auth.ts';
 
@@ -452,6 +454,43 @@ describe('batchline serve', () => {
       expect(child.output()).toContain(`"grpcPort":${port}`);
       const c = client(`127.0.0.1:${port}`);
       expect((await call(c, 'ServerLive', {})).response).toEqual({ live: true });
+      // One request log line per call, as for GraphQL: REST's through the HTTP adapter, gRPC's its own.
+      const httpPort = listeningPort(child);
+      const rest = await fetch(`http://127.0.0.1:${httpPort}/v2/models/spam-mlp/infer`, {
+        method: 'POST',
+        headers: { 'x-request-id': 'rest-line-1' },
+        body: JSON.stringify({ inputs: [{ ...spamInput(), data: ROW }] }),
+      });
+      expect(rest.status).toBe(200);
+      expect((await call(c, 'ModelMetadata', { name: 'nope' })).error?.code).toBe(grpc.status.NOT_FOUND);
+      await until(
+        () => /"msg":"request"/.test(child.output()) && child.output().includes('"code":"MODEL_NOT_FOUND"'),
+        () => 'the request log lines',
+      );
+      const lines = child
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"msg":"request"'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({
+            requestId: 'rest-line-1',
+            path: '/v2/models/spam-mlp/infer',
+            operation: 'infer_rest',
+            model: 'spam-mlp',
+            status: 200,
+          }),
+          expect.objectContaining({ transport: 'grpc', method: 'ServerLive', status: 'OK' }),
+          expect.objectContaining({
+            transport: 'grpc',
+            method: 'ModelMetadata',
+            model: 'nope',
+            status: 'NOT_FOUND',
+            code: 'MODEL_NOT_FOUND',
+          }),
+        ]),
+      );
       const inFlight = call(c, 'ModelInfer', { model_name: 'spam-mlp', inputs: [spamInput()], raw_input_contents: [f32(ROW)] });
       // SIGTERM once the call has reached the server: its answer still comes.
       await new Promise((r) => setTimeout(r, 5));
