@@ -73,7 +73,7 @@ function repositories(): { workerModels: string; apiModels: string } {
   const workerModels = tempRepository();
   const apiModels = tempRepository();
   for (const root of [workerModels, apiModels])
-    for (const m of ['spam-mlp', 'mlp-bench']) cpSync(join(REPO_MODELS, m), join(root, m), { recursive: true });
+    for (const m of ['spam-mlp', 'mlp-bench', 'name-gender']) cpSync(join(REPO_MODELS, m), join(root, m), { recursive: true });
   addModel(workerModels, 'skew', '1', linear(3), linearConfig(3));
   addModel(apiModels, 'skew', '1', linear(4), linearConfig(4));
   addModel(apiModels, 'orphan', '1', linear(3), linearConfig(3));
@@ -253,6 +253,66 @@ describe('gRPC ModelInfer', () => {
     expect(json.body.outputs[0].data).toEqual(fromGraphql);
     expect(fromBinary).toEqual(fromGraphql);
     expect(fromGrpc).toEqual(fromGraphql);
+  });
+
+  it('a text model takes its texts as one BYTES input, and answers the same numbers through all four doors', async () => {
+    const names = ['Maria', 'John'];
+    const meta = (await call(client(api.grpc!), 'ModelMetadata', { name: 'name-gender' })).response;
+    expect(meta.inputs).toEqual([{ name: 'text', datatype: 'BYTES', shape: [-1] }]);
+    const graphql = await gql<{ predict: { outputs: { data: number[] }[] } }>(
+      api.url,
+      `query($i: PredictionInput!) { predict(model: "name-gender", input: $i) { outputs { data } } }`,
+      { i: { texts: names } },
+    );
+    const expected = graphql.body.data!.predict.outputs[0].data;
+    expect(expected).toHaveLength(4);
+    const json = await postInfer(api, 'name-gender', { inputs: [{ name: 'text', datatype: 'BYTES', shape: [2], data: names }] });
+    expect(json.status).toBe(200);
+    expect(json.body.outputs[0].data).toEqual(expected);
+    // Binary BYTES: each element a 4-byte little-endian length, then its bytes.
+    const elements = Buffer.concat(
+      names.flatMap((n) => {
+        const len = Buffer.alloc(4);
+        len.writeUInt32LE(Buffer.byteLength(n));
+        return [len, Buffer.from(n)];
+      }),
+    );
+    const header = Buffer.from(
+      JSON.stringify({
+        inputs: [{ name: 'text', datatype: 'BYTES', shape: [2, 1], parameters: { binary_data_size: elements.length } }],
+        parameters: { binary_data_output: true },
+      }),
+    );
+    const binRes = await fetch(`${rest(api)}/v2/models/name-gender/infer`, {
+      method: 'POST',
+      headers: { 'inference-header-content-length': String(header.length) },
+      body: new Uint8Array(Buffer.concat([header, elements])),
+    });
+    expect(binRes.status).toBe(200);
+    const bin = Buffer.from(await binRes.arrayBuffer());
+    expect(floats(bin.subarray(Number(binRes.headers.get('inference-header-content-length'))))).toEqual(expected);
+    const typed = await call(client(api.grpc!), 'ModelInfer', {
+      model_name: 'name-gender',
+      inputs: [{ name: 'text', datatype: 'BYTES', shape: [2], contents: { bytes_contents: names.map((n) => Buffer.from(n)) } }],
+    });
+    expect(typed.response.outputs[0].contents.fp32_contents).toEqual(expected);
+    const raw = await call(client(api.grpc!), 'ModelInfer', {
+      model_name: 'name-gender',
+      inputs: [{ name: 'text', datatype: 'BYTES', shape: [2] }],
+      raw_input_contents: [elements],
+    });
+    expect(floats(raw.response.raw_output_contents[0])).toEqual(expected);
+    // Text for a numeric model, and a length prefix that runs past the bytes, are 400s.
+    const wrong = await postInfer(api, 'spam-mlp', { inputs: [{ name: 'text', datatype: 'BYTES', shape: [1], data: ['hi'] }] });
+    expect(wrong.status).toBe(400);
+    expect(wrong.body.error).toMatch(/takes no text/);
+    const cut = await call(client(api.grpc!), 'ModelInfer', {
+      model_name: 'name-gender',
+      inputs: [{ name: 'text', datatype: 'BYTES', shape: [2] }],
+      raw_input_contents: [elements.subarray(0, elements.length - 2)],
+    });
+    expect(cut.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(cut.error?.details).toMatch(/run past/);
   });
 
   it('counts gRPC requests under their own operation label', async () => {
