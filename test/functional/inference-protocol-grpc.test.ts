@@ -25,6 +25,7 @@ import {
 } from '../../harness/stack.ts';
 import { freePort } from '../../cli/local-redis.ts';
 import { until } from '../support/wait.ts';
+import { startOtlpReceiver } from '../support/otlp-receiver.ts';
 import { loadInferenceService } from '../../server/oip/grpc.ts';
 import { hashApiKey } from '../../server/auth.ts';
 
@@ -561,6 +562,82 @@ describe('batchline serve', () => {
       expect(child.output()).toContain('API stopped');
     } finally {
       await child.kill();
+    }
+  });
+});
+
+describe('tracing', () => {
+  it("each door's request is a server span continuing the caller's traceparent, with the predict under it", async () => {
+    const receiver = await startOtlpReceiver();
+    const port = await freePort();
+    const child = await spawnCli(
+      ['serve', '--port', '0'],
+      {
+        redisUrl,
+        prefix,
+        models: repositories().apiModels,
+        env: {
+          BATCHLINE_HOST: '127.0.0.1',
+          BATCHLINE_GRPC_PORT: String(port),
+          BATCHLINE_TRACING: 'true',
+          OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+          OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+          OTEL_BSP_SCHEDULE_DELAY: '50',
+        },
+      },
+      /"msg":"API listening"/,
+    );
+    try {
+      const restTrace = '4bf92f3577b34da6a3ce929d0e0e4737';
+      const grpcTrace = '4bf92f3577b34da6a3ce929d0e0e4738';
+      const parent = '00f067aa0ba902b7';
+      const res = await fetch(`http://127.0.0.1:${listeningPort(child)}/v2/models/spam-mlp/infer`, {
+        method: 'POST',
+        headers: { traceparent: `00-${restTrace}-${parent}-01` },
+        body: JSON.stringify({ inputs: [{ ...spamInput(), data: ROW }] }),
+      });
+      expect(res.status).toBe(200);
+      const metadata = new grpc.Metadata();
+      metadata.set('traceparent', `00-${grpcTrace}-${parent}-01`);
+      const c = client(`127.0.0.1:${port}`);
+      const answer = await new Promise<unknown>((resolve, reject) =>
+        c.ModelInfer(
+          { model_name: 'spam-mlp', inputs: [spamInput()], raw_input_contents: [f32(ROW)] },
+          metadata,
+          (e: unknown, r: unknown) => (e ? reject(e as Error) : resolve(r)),
+        ),
+      );
+      expect(answer).toBeDefined();
+      const spans = (trace: string) => receiver.spans.filter((x) => x.traceId === trace);
+      await until(
+        () =>
+          ['POST /v2/models/spam-mlp/infer', 'inference.GRPCInferenceService/ModelInfer'].every((n, i) =>
+            spans([restTrace, grpcTrace][i]).some((x) => x.name === n),
+          ) && spans(grpcTrace).some((x) => x.name === 'predict spam-mlp'),
+        () => `the doors' spans in ${JSON.stringify(receiver.spans.map((x) => x.name))}`,
+        20_000,
+      );
+      for (const [trace, name] of [
+        [restTrace, 'POST /v2/models/spam-mlp/infer'],
+        [grpcTrace, 'inference.GRPCInferenceService/ModelInfer'],
+      ]) {
+        const door = spans(trace).find((x) => x.name === name)!;
+        expect(door).toMatchObject({ kind: 2, parentSpanId: parent });
+        await until(
+          () => spans(trace).some((x) => x.name === 'predict spam-mlp'),
+          () => `predict spam-mlp in ${trace}`,
+          20_000,
+        );
+        expect(spans(trace).find((x) => x.name === 'predict spam-mlp')!.parentSpanId).toBe(door.spanId);
+      }
+      expect(spans(grpcTrace).find((x) => x.name === 'inference.GRPCInferenceService/ModelInfer')!.attributes).toMatchObject({
+        'rpc.system': 'grpc',
+        'rpc.method': 'ModelInfer',
+        'rpc.grpc.status_code': 0,
+      });
+    } finally {
+      await child.stop();
+      await receiver.close();
     }
   });
 });
