@@ -397,6 +397,15 @@ describe('each error class on each protocol', () => {
     expect(((await binary.json()) as { error: string }).error).toMatch(message);
   });
 
+  it('REST: a timeout_ms the work cannot meet is 504 with an error', async () => {
+    const r = await postInfer(api, 'mlp-bench', {
+      inputs: [{ name: 'input', datatype: 'FP32', shape: [256, 512], data: Array(256 * 512).fill(0.5) }],
+      parameters: { timeout_ms: 1 },
+    });
+    expect(r.status).toBe(504);
+    expect(r.body.error).toEqual(expect.any(String));
+  });
+
   it('answers DEADLINE_EXCEEDED when the client deadline passes', async () => {
     const g = await call(
       client(api.grpc!),
