@@ -40,7 +40,7 @@ COPY --from=deps-gpu /app/node_modules ./node_modules
 # Owned by root and not writable by the app: the pods also mount the root read-only.
 COPY . .
 USER 10001:10001
-EXPOSE 4000 9464
+EXPOSE 4000 4001 9464
 ENTRYPOINT ["node", "cli/main.ts"]
 CMD ["worker", "--pool", "gpu"]
 
@@ -52,6 +52,6 @@ ENV NODE_ENV=production
 COPY --from=deps /app/node_modules ./node_modules
 COPY . .
 USER 10001:10001
-EXPOSE 4000 9464
+EXPOSE 4000 4001 9464
 ENTRYPOINT ["node", "cli/main.ts"]
 CMD ["serve"]

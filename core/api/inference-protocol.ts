@@ -12,7 +12,7 @@ import { authorize, type Principal } from './authorization.ts';
 import type { ModelCatalog } from './catalog.ts';
 import type { PredictOperation, Predictor } from './predictor.ts';
 import type { PredictionInput } from '../prediction/input.ts';
-import type { Datatype } from '../models/config.ts';
+import type { Datatype, ModelConfig } from '../models/config.ts';
 import { BYTES, decodeBytesTensor, outputBytes } from '../tensor/codec.ts';
 
 /** Every datatype the protocol names; the ones a model here can declare are the keys of BYTES. */
@@ -140,6 +140,54 @@ function flatten(field: string, data: unknown, shape: number[], size: number): n
   return out;
 }
 
+/** The input a text model (one with `preprocessing`) takes over the protocol: its texts, BYTES, one a row. */
+export const TEXT_INPUT = 'text';
+
+/**
+ * BYTES elements as the protocol's binary form lays them out: each a 4-byte little-endian
+ * length, then its bytes. Exactly `count` elements and nothing after them.
+ */
+export function decodeBytesElements(field: string, bytes: Uint8Array, count: number): string[] {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const out: string[] = [];
+  let at = 0;
+  for (let i = 0; i < count; i++) {
+    if (at + 4 > buf.length) throw badInput(field, `BYTES element ${i}: its 4-byte length runs past the ${buf.length} bytes given`);
+    const n = buf.readUInt32LE(at);
+    at += 4;
+    if (at + n > buf.length) throw badInput(field, `BYTES element ${i}: ${n} bytes run past the ${buf.length} bytes given`);
+    out.push(buf.toString('utf8', at, at + n));
+    at += n;
+  }
+  if (at !== buf.length) throw badInput(field, `${buf.length - at} bytes follow the ${count} BYTES elements of the shape`);
+  return out;
+}
+
+/** The texts of a text model's BYTES input (JSON strings, gRPC's bytes_contents, or binary length-prefixed elements). */
+function textsOf(req: InferRequest, index: number, config: ModelConfig | undefined): string[] {
+  const t = req.inputs[index];
+  const at = `inputs[${index}]`;
+  if (config && !config.preprocessing)
+    throw badInput(
+      `${at}.datatype`,
+      `model '${config.name}' takes no text (BYTES); its inputs are ${config.inputs.map((s) => `${s.name} ${s.datatype}`).join(', ')}`,
+    );
+  if (req.inputs.length !== 1) throw badInput('inputs', `a text model takes one input, '${TEXT_INPUT}' (BYTES)`);
+  if (t.name !== TEXT_INPUT) throw badInput(`${at}.name`, `a text model's input is '${TEXT_INPUT}', got '${t.name}'`);
+  const size = elements(`${at}.shape`, t.shape);
+  if (t.shape.length < 1 || t.shape.slice(1).some((d) => d !== 1))
+    throw badInput(`${at}.shape`, `expected [rows] or [rows, 1] for one text a row, got ${JSON.stringify(t.shape)}`);
+  if (t.bytes !== undefined) return decodeBytesElements(at, t.bytes, size);
+  if (!Array.isArray(t.data)) throw badInput(`${at}.data`, 'expected a list of texts');
+  const texts = (t.data as unknown[]).flat(t.shape.length).map((v, i) => {
+    if (typeof v === 'string') return v;
+    if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8');
+    throw badInput(`${at}.data[${i}]`, `expected a text, got ${v === null ? 'null' : typeof v}`);
+  });
+  if (texts.length !== size) throw badInput(`${at}.data`, `shape ${JSON.stringify(t.shape)} needs ${size} texts, got ${texts.length}`);
+  return texts;
+}
+
 export interface InferenceProtocolDeps {
   catalog: ModelCatalog;
   predictor: Predictor;
@@ -179,7 +227,8 @@ export class InferenceProtocol {
       name: mv.name,
       versions: repo.versions.filter((v) => v.name === model).map((v) => v.version),
       platform: OIP_PLATFORM,
-      inputs: mv.config.inputs.map(tensor),
+      // A text model's client sends text (its features are the server's business): one BYTES input.
+      inputs: mv.config.preprocessing ? [{ name: TEXT_INPUT, datatype: 'BYTES', shape: [-1] }] : mv.config.inputs.map(tensor),
       outputs: mv.config.outputs.map(tensor),
     };
   }
@@ -203,18 +252,20 @@ export class InferenceProtocol {
     return info?.ready ?? false;
   }
 
-  /** The output names of a version, or undefined when it does not resolve (the predictor says why). */
-  private outputsOf(model: string, version?: string | null): string[] | undefined {
+  /** A version's config, or undefined when it does not resolve (the predictor says why). */
+  private configOf(model: string, version?: string | null): ModelConfig | undefined {
     try {
-      return this.deps.catalog.resolve(model, version).config.outputs.map((o) => o.name);
+      return this.deps.catalog.resolve(model, version).config;
     } catch {
       return undefined;
     }
   }
 
-  /** The request's inputs as the core's tensors: bytes stay bytes, JSON data is flattened. */
-  private toInput(req: InferRequest): PredictionInput {
+  /** The request's inputs as the core's: text for a text model's BYTES input; tensors with bytes kept as bytes, JSON data flattened. */
+  private toInput(req: InferRequest, config: ModelConfig | undefined): PredictionInput {
     if (!Array.isArray(req.inputs) || req.inputs.length === 0) throw badInput('inputs', 'expected at least one input tensor');
+    const text = req.inputs.findIndex((t) => t?.datatype === 'BYTES');
+    if (text >= 0) return { texts: textsOf(req, text, config) };
     return {
       tensors: req.inputs.map((t, i) => {
         const at = `inputs[${i}]`;
@@ -240,11 +291,12 @@ export class InferenceProtocol {
   /** Runs the request through the predictor, the way GraphQL's `predict` does; answers the outputs asked for, as bytes. */
   async infer(req: InferRequest, ctx: InferContext): Promise<InferResponse> {
     authorize({ principal: ctx.principal }, { model: ctx.model });
-    const input = this.toInput(req);
+    // Inputs and the outputs asked for are checked before the model runs (against the version named, or the stable one).
+    const config = this.configOf(ctx.model, ctx.version);
+    const input = this.toInput(req, config);
     const asked = req.outputs;
     if (asked !== undefined && !Array.isArray(asked)) throw badInput('outputs', 'expected a list of requested outputs');
-    // Outputs asked for are checked before the model runs (against the version named, or the stable one).
-    const declared = this.outputsOf(ctx.model, ctx.version);
+    const declared = config?.outputs.map((o) => o.name);
     asked?.forEach((w, i) => {
       if (typeof w?.name !== 'string') throw badInput(`outputs[${i}].name`, 'expected an output name');
       if (declared && !declared.includes(w.name))

@@ -37,6 +37,8 @@ export const CONFIG_DIR = '/etc/batchline';
 export const MODELS_DIR = '/app/models';
 export const LOG_DIR = '/var/log/batchline';
 export const API_PORT = 4000;
+/** The inference protocol's gRPC door (`grpc.port`'s default; its REST door is on API_PORT). */
+export const GRPC_PORT = 4001;
 export const WORKER_HTTP_PORT = 9464;
 /** The image's non-root user (see Dockerfile). */
 export const APP_UID = 10001;

@@ -14,6 +14,7 @@ import type { ModelServer } from '../resource.ts';
 import {
   ANNOTATION,
   API_PORT,
+  GRPC_PORT,
   WORKER_HTTP_PORT,
   componentName,
   containerSecurityContext,
@@ -83,7 +84,7 @@ function scrape(port: number): Record<string, string> {
   return { 'prometheus.io/scrape': 'true', 'prometheus.io/port': String(port), 'prometheus.io/path': '/metrics' };
 }
 
-/** The API Deployment (`serve`): GraphQL on 4000, `/health` for liveness, `/ready` for readiness. */
+/** The API Deployment (`serve`): GraphQL and the inference protocol's REST on 4000, its gRPC on 4001, `/health` for liveness, `/ready` for readiness. */
 export function apiDeployment(ms: ModelServer, configHash: string): IDeployment {
   const api = ms.spec.api;
   const env = [...baseEnv(ms), ...tracingEnv(ms, 'api')];
@@ -97,7 +98,10 @@ export function apiDeployment(ms: ModelServer, configHash: string): IDeployment 
     image: image(ms, false),
     imagePullPolicy: ms.spec.image.pullPolicy,
     args: ['serve'],
-    ports: [{ name: 'http', containerPort: API_PORT, protocol: 'TCP' }],
+    ports: [
+      { name: 'http', containerPort: API_PORT, protocol: 'TCP' },
+      { name: 'grpc', containerPort: GRPC_PORT, protocol: 'TCP' },
+    ],
     env,
     resources: resources(api.resources ?? API_RESOURCES),
     startupProbe: httpProbe('/health', 'http', 2, 30),

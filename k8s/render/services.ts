@@ -6,7 +6,7 @@ import type { IService } from 'kubernetes-models/v1/Service';
 import type { IPodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget';
 import type { PoolSizing } from '../plan.ts';
 import type { ModelServer } from '../resource.ts';
-import { WORKER_HTTP_PORT, componentName, metadata, selectorLabels, type Component } from './common.ts';
+import { GRPC_PORT, WORKER_HTTP_PORT, componentName, metadata, selectorLabels, type Component } from './common.ts';
 
 export function apiService(ms: ModelServer): IService {
   const { type, port } = ms.spec.api.service;
@@ -14,7 +14,15 @@ export function apiService(ms: ModelServer): IService {
     apiVersion: 'v1',
     kind: 'Service',
     metadata: metadata(ms, componentName(ms, 'api'), 'api'),
-    spec: { type, selector: selectorLabels(ms, 'api'), ports: [{ name: 'http', port, targetPort: 'http', protocol: 'TCP' }] },
+    spec: {
+      type,
+      selector: selectorLabels(ms, 'api'),
+      ports: [
+        { name: 'http', port, targetPort: 'http', protocol: 'TCP' },
+        // The Open Inference Protocol over gRPC (its REST half is on the http port, under /v2).
+        { name: 'grpc', port: GRPC_PORT, targetPort: 'grpc', protocol: 'TCP' },
+      ],
+    },
   };
 }
 

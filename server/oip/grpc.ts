@@ -17,6 +17,10 @@ import { requestScope, type RequestScope } from '../../core/telemetry/logger.ts'
 import type { Principal } from '../../core/api/authorization.ts';
 import { outputValues, type InferInput, type InferRequest } from '../../core/api/inference-protocol.ts';
 import { rateLimitClient } from '../rate-limit.ts';
+import { traceIdOf } from '../route-headers.ts';
+import { contextWith, endSpan, startServerSpan, withContext } from '../../core/telemetry/trace.ts';
+
+const SERVICE = 'inference.GRPCInferenceService';
 import type { App } from '../app.ts';
 
 export const PROTO_PATH = fileURLToPath(new URL('./grpc_predict_v2.proto', import.meta.url));
@@ -171,7 +175,22 @@ export async function startGrpc(app: App, port: number, host: string): Promise<G
       const given = call.metadata.get('x-request-id')[0];
       const requestId = typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
       const scope: RequestScope = { requestId, operation };
-      const finish = (status: grpc.status, code?: string): void => {
+      // Traced, a call is a server span continuing the caller's `traceparent` metadata, as an HTTP request is.
+      const traced = startServerSpan(
+        `${SERVICE}/${method}`,
+        (name) => {
+          const v = call.metadata.get(name)[0];
+          return typeof v === 'string' ? v : undefined;
+        },
+        { 'rpc.system': 'grpc', 'rpc.service': SERVICE, 'rpc.method': method, 'batchline.request_id': requestId },
+      );
+      const finish = (status: grpc.status, code?: string, httpStatus = 200): void => {
+        if (traced) {
+          traced.span.setAttribute('rpc.grpc.status_code', status);
+          if (scope.model) traced.span.setAttribute('batchline.model', scope.model);
+          // A server span fails on what the server failed at (a 5xx), not on the client's mistakes.
+          endSpan(traced.span, httpStatus >= 500 ? { code, message: grpc.status[status] } : undefined);
+        }
         if (mode === 'off' || (mode === 'errors' && status === grpc.status.OK)) return;
         logger.info(
           {
@@ -187,30 +206,32 @@ export async function startGrpc(app: App, port: number, host: string): Promise<G
           'request',
         );
       };
-      requestScope.run(scope, () => {
-        // A handler that throws before its first await is answered like one that rejects.
-        new Promise<Res>((resolve) => resolve(handler(call, scope))).then(
-          (res) => {
-            // The request id goes back in the trailers (sending headers of its own cost each call more).
-            const trailer = new grpc.Metadata();
-            trailer.set('x-request-id', requestId);
-            callback(null, res, trailer);
-            finish(grpc.status.OK);
-          },
-          (e: unknown) => {
-            const err = asServingError(e);
-            if (err.code === 'INTERNAL_SERVER_ERROR') logger.error({ err: e, requestId }, 'gRPC inference protocol call failed');
-            app.countRejection(err.code);
-            const trailer = new grpc.Metadata();
-            trailer.set('x-request-id', requestId);
-            trailer.set('x-batchline-code', err.code);
-            if (err.retryAfterSeconds !== undefined) trailer.set('retry-after', String(err.retryAfterSeconds));
-            const status = GRPC_STATUS[err.code];
-            callback({ code: status, details: err.message, metadata: trailer });
-            finish(status, err.code);
-          },
-        );
-      });
+      requestScope.run(scope, () =>
+        withContext(traced && contextWith(traced.span, traced.parent), () => {
+          // A handler that throws before its first await is answered like one that rejects.
+          new Promise<Res>((resolve) => resolve(handler(call, scope))).then(
+            (res) => {
+              // The request id goes back in the trailers (sending headers of its own cost each call more).
+              const trailer = new grpc.Metadata();
+              trailer.set('x-request-id', requestId);
+              callback(null, res, trailer);
+              finish(grpc.status.OK);
+            },
+            (e: unknown) => {
+              const err = asServingError(e);
+              if (err.code === 'INTERNAL_SERVER_ERROR') logger.error({ err: e, requestId }, 'gRPC inference protocol call failed');
+              app.countRejection(err.code);
+              const trailer = new grpc.Metadata();
+              trailer.set('x-request-id', requestId);
+              trailer.set('x-batchline-code', err.code);
+              if (err.retryAfterSeconds !== undefined) trailer.set('retry-after', String(err.retryAfterSeconds));
+              const status = GRPC_STATUS[err.code];
+              callback({ code: status, details: err.message, metadata: trailer });
+              finish(status, err.code, err.status);
+            },
+          );
+        }),
+      );
     };
 
   const service: grpc.UntypedServiceImplementation = {
@@ -253,6 +274,7 @@ export async function startGrpc(app: App, port: number, host: string): Promise<G
         requestId: scope.requestId,
         operation: 'infer_grpc',
         timeoutMs,
+        traceId: traceIdOf(headersOf(call.metadata)),
       });
       const head = (o: (typeof answer.outputs)[number]) => ({ name: o.name, datatype: o.datatype, shape: o.shape });
       return {

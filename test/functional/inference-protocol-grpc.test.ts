@@ -15,6 +15,7 @@ import { encodeDenseModel } from '../../scripts/models/onnx-writer.ts';
 import {
   REPO_MODELS,
   dropPrefix,
+  listeningPort,
   spawnCli,
   startApi,
   startWorker,
@@ -23,6 +24,8 @@ import {
   type RunningApi,
 } from '../../harness/stack.ts';
 import { freePort } from '../../cli/local-redis.ts';
+import { until } from '../support/wait.ts';
+import { startOtlpReceiver } from '../support/otlp-receiver.ts';
 import { loadInferenceService } from '../../server/oip/grpc.ts';
 import { hashApiKey } from '../../server/auth.ts';
 
@@ -71,7 +74,7 @@ function repositories(): { workerModels: string; apiModels: string } {
   const workerModels = tempRepository();
   const apiModels = tempRepository();
   for (const root of [workerModels, apiModels])
-    for (const m of ['spam-mlp', 'mlp-bench']) cpSync(join(REPO_MODELS, m), join(root, m), { recursive: true });
+    for (const m of ['spam-mlp', 'mlp-bench', 'name-gender']) cpSync(join(REPO_MODELS, m), join(root, m), { recursive: true });
   addModel(workerModels, 'skew', '1', linear(3), linearConfig(3));
   addModel(apiModels, 'skew', '1', linear(4), linearConfig(4));
   addModel(apiModels, 'orphan', '1', linear(3), linearConfig(3));
@@ -253,6 +256,66 @@ describe('gRPC ModelInfer', () => {
     expect(fromGrpc).toEqual(fromGraphql);
   });
 
+  it('a text model takes its texts as one BYTES input, and answers the same numbers through all four doors', async () => {
+    const names = ['Maria', 'John'];
+    const meta = (await call(client(api.grpc!), 'ModelMetadata', { name: 'name-gender' })).response;
+    expect(meta.inputs).toEqual([{ name: 'text', datatype: 'BYTES', shape: [-1] }]);
+    const graphql = await gql<{ predict: { outputs: { data: number[] }[] } }>(
+      api.url,
+      `query($i: PredictionInput!) { predict(model: "name-gender", input: $i) { outputs { data } } }`,
+      { i: { texts: names } },
+    );
+    const expected = graphql.body.data!.predict.outputs[0].data;
+    expect(expected).toHaveLength(4);
+    const json = await postInfer(api, 'name-gender', { inputs: [{ name: 'text', datatype: 'BYTES', shape: [2], data: names }] });
+    expect(json.status).toBe(200);
+    expect(json.body.outputs[0].data).toEqual(expected);
+    // Binary BYTES: each element a 4-byte little-endian length, then its bytes.
+    const elements = Buffer.concat(
+      names.flatMap((n) => {
+        const len = Buffer.alloc(4);
+        len.writeUInt32LE(Buffer.byteLength(n));
+        return [len, Buffer.from(n)];
+      }),
+    );
+    const header = Buffer.from(
+      JSON.stringify({
+        inputs: [{ name: 'text', datatype: 'BYTES', shape: [2, 1], parameters: { binary_data_size: elements.length } }],
+        parameters: { binary_data_output: true },
+      }),
+    );
+    const binRes = await fetch(`${rest(api)}/v2/models/name-gender/infer`, {
+      method: 'POST',
+      headers: { 'inference-header-content-length': String(header.length) },
+      body: new Uint8Array(Buffer.concat([header, elements])),
+    });
+    expect(binRes.status).toBe(200);
+    const bin = Buffer.from(await binRes.arrayBuffer());
+    expect(floats(bin.subarray(Number(binRes.headers.get('inference-header-content-length'))))).toEqual(expected);
+    const typed = await call(client(api.grpc!), 'ModelInfer', {
+      model_name: 'name-gender',
+      inputs: [{ name: 'text', datatype: 'BYTES', shape: [2], contents: { bytes_contents: names.map((n) => Buffer.from(n)) } }],
+    });
+    expect(typed.response.outputs[0].contents.fp32_contents).toEqual(expected);
+    const raw = await call(client(api.grpc!), 'ModelInfer', {
+      model_name: 'name-gender',
+      inputs: [{ name: 'text', datatype: 'BYTES', shape: [2] }],
+      raw_input_contents: [elements],
+    });
+    expect(floats(raw.response.raw_output_contents[0])).toEqual(expected);
+    // Text for a numeric model, and a length prefix that runs past the bytes, are 400s.
+    const wrong = await postInfer(api, 'spam-mlp', { inputs: [{ name: 'text', datatype: 'BYTES', shape: [1], data: ['hi'] }] });
+    expect(wrong.status).toBe(400);
+    expect(wrong.body.error).toMatch(/takes no text/);
+    const cut = await call(client(api.grpc!), 'ModelInfer', {
+      model_name: 'name-gender',
+      inputs: [{ name: 'text', datatype: 'BYTES', shape: [2] }],
+      raw_input_contents: [elements.subarray(0, elements.length - 2)],
+    });
+    expect(cut.error?.code).toBe(grpc.status.INVALID_ARGUMENT);
+    expect(cut.error?.details).toMatch(/run past/);
+  });
+
   it('counts gRPC requests under their own operation label', async () => {
     const text = await (await fetch(`${rest(api)}/metrics`)).text();
     expect(text).toMatch(/batchline_requests_total\{model="mlp-bench",operation="infer_grpc",outcome="ok",role="api"\} [1-9]/);
@@ -332,6 +395,15 @@ describe('each error class on each protocol', () => {
     });
     expect(binary.status).toBe(status);
     expect(((await binary.json()) as { error: string }).error).toMatch(message);
+  });
+
+  it('REST: a timeout_ms the work cannot meet is 504 with an error', async () => {
+    const r = await postInfer(api, 'mlp-bench', {
+      inputs: [{ name: 'input', datatype: 'FP32', shape: [256, 512], data: Array(256 * 512).fill(0.5) }],
+      parameters: { timeout_ms: 1 },
+    });
+    expect(r.status).toBe(504);
+    expect(r.body.error).toEqual(expect.any(String));
   });
 
   it('answers DEADLINE_EXCEEDED when the client deadline passes', async () => {
@@ -452,6 +524,43 @@ describe('batchline serve', () => {
       expect(child.output()).toContain(`"grpcPort":${port}`);
       const c = client(`127.0.0.1:${port}`);
       expect((await call(c, 'ServerLive', {})).response).toEqual({ live: true });
+      // One request log line per call, as for GraphQL: REST's through the HTTP adapter, gRPC's its own.
+      const httpPort = listeningPort(child);
+      const rest = await fetch(`http://127.0.0.1:${httpPort}/v2/models/spam-mlp/infer`, {
+        method: 'POST',
+        headers: { 'x-request-id': 'rest-line-1' },
+        body: JSON.stringify({ inputs: [{ ...spamInput(), data: ROW }] }),
+      });
+      expect(rest.status).toBe(200);
+      expect((await call(c, 'ModelMetadata', { name: 'nope' })).error?.code).toBe(grpc.status.NOT_FOUND);
+      await until(
+        () => /"msg":"request"/.test(child.output()) && child.output().includes('"code":"MODEL_NOT_FOUND"'),
+        () => 'the request log lines',
+      );
+      const lines = child
+        .output()
+        .split('\n')
+        .filter((l) => l.includes('"msg":"request"'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines).toEqual(
+        expect.arrayContaining([
+          expect.objectContaining({
+            requestId: 'rest-line-1',
+            path: '/v2/models/spam-mlp/infer',
+            operation: 'infer_rest',
+            model: 'spam-mlp',
+            status: 200,
+          }),
+          expect.objectContaining({ transport: 'grpc', method: 'ServerLive', status: 'OK' }),
+          expect.objectContaining({
+            transport: 'grpc',
+            method: 'ModelMetadata',
+            model: 'nope',
+            status: 'NOT_FOUND',
+            code: 'MODEL_NOT_FOUND',
+          }),
+        ]),
+      );
       const inFlight = call(c, 'ModelInfer', { model_name: 'spam-mlp', inputs: [spamInput()], raw_input_contents: [f32(ROW)] });
       // SIGTERM once the call has reached the server: its answer still comes.
       await new Promise((r) => setTimeout(r, 5));
@@ -462,6 +571,82 @@ describe('batchline serve', () => {
       expect(child.output()).toContain('API stopped');
     } finally {
       await child.kill();
+    }
+  });
+});
+
+describe('tracing', () => {
+  it("each door's request is a server span continuing the caller's traceparent, with the predict under it", async () => {
+    const receiver = await startOtlpReceiver();
+    const port = await freePort();
+    const child = await spawnCli(
+      ['serve', '--port', '0'],
+      {
+        redisUrl,
+        prefix,
+        models: repositories().apiModels,
+        env: {
+          BATCHLINE_HOST: '127.0.0.1',
+          BATCHLINE_GRPC_PORT: String(port),
+          BATCHLINE_TRACING: 'true',
+          OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint,
+          OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+          OTEL_BSP_SCHEDULE_DELAY: '50',
+        },
+      },
+      /"msg":"API listening"/,
+    );
+    try {
+      const restTrace = '4bf92f3577b34da6a3ce929d0e0e4737';
+      const grpcTrace = '4bf92f3577b34da6a3ce929d0e0e4738';
+      const parent = '00f067aa0ba902b7';
+      const res = await fetch(`http://127.0.0.1:${listeningPort(child)}/v2/models/spam-mlp/infer`, {
+        method: 'POST',
+        headers: { traceparent: `00-${restTrace}-${parent}-01` },
+        body: JSON.stringify({ inputs: [{ ...spamInput(), data: ROW }] }),
+      });
+      expect(res.status).toBe(200);
+      const metadata = new grpc.Metadata();
+      metadata.set('traceparent', `00-${grpcTrace}-${parent}-01`);
+      const c = client(`127.0.0.1:${port}`);
+      const answer = await new Promise<unknown>((resolve, reject) =>
+        c.ModelInfer(
+          { model_name: 'spam-mlp', inputs: [spamInput()], raw_input_contents: [f32(ROW)] },
+          metadata,
+          (e: unknown, r: unknown) => (e ? reject(e as Error) : resolve(r)),
+        ),
+      );
+      expect(answer).toBeDefined();
+      const spans = (trace: string) => receiver.spans.filter((x) => x.traceId === trace);
+      await until(
+        () =>
+          ['POST /v2/models/spam-mlp/infer', 'inference.GRPCInferenceService/ModelInfer'].every((n, i) =>
+            spans([restTrace, grpcTrace][i]).some((x) => x.name === n),
+          ) && spans(grpcTrace).some((x) => x.name === 'predict spam-mlp'),
+        () => `the doors' spans in ${JSON.stringify(receiver.spans.map((x) => x.name))}`,
+        20_000,
+      );
+      for (const [trace, name] of [
+        [restTrace, 'POST /v2/models/spam-mlp/infer'],
+        [grpcTrace, 'inference.GRPCInferenceService/ModelInfer'],
+      ]) {
+        const door = spans(trace).find((x) => x.name === name)!;
+        expect(door).toMatchObject({ kind: 2, parentSpanId: parent });
+        await until(
+          () => spans(trace).some((x) => x.name === 'predict spam-mlp'),
+          () => `predict spam-mlp in ${trace}`,
+          20_000,
+        );
+        expect(spans(trace).find((x) => x.name === 'predict spam-mlp')!.parentSpanId).toBe(door.spanId);
+      }
+      expect(spans(grpcTrace).find((x) => x.name === 'inference.GRPCInferenceService/ModelInfer')!.attributes).toMatchObject({
+        'rpc.system': 'grpc',
+        'rpc.method': 'ModelInfer',
+        'rpc.grpc.status_code': 0,
+      });
+    } finally {
+      await child.stop();
+      await receiver.close();
     }
   });
 });

@@ -165,6 +165,11 @@ describe('infer, JSON', () => {
     ['a string value', { inputs: [{ name: 'features', shape: [1, 2], datatype: 'FP32', data: ['a', 1] }] }, /expected a number/],
     ['no inputs', { inputs: [] }, /at least one input/],
     [
+      'a timeout_ms that is not a positive integer',
+      { inputs: [{ name: 'features', shape: [1, 64], datatype: 'FP32', data: ROW }], parameters: { timeout_ms: -5 } },
+      /timeout_ms: expected a positive integer/,
+    ],
+    [
       'too many rows',
       { inputs: [{ name: 'features', shape: [300, 64], datatype: 'FP32', data: Array(300 * 64).fill(0) }] },
       /at most 256 rows/,
@@ -173,6 +178,25 @@ describe('infer, JSON', () => {
     const r = await postJson('/v2/models/spam-mlp/infer', body);
     expect(r.status).toBe(400);
     expect(r.body.error).toMatch(message);
+  });
+
+  it('refuses a chunked body (no Content-Length) once it passes http.maxBodyBytes, with 413', async () => {
+    const chunk = new Uint8Array(64 * 1024).fill(32);
+    let sent = 0;
+    const body = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        // Just over the limit, so the rest of the body is in flight when the answer comes.
+        if (sent >= 17) return controller.close();
+        sent++;
+        controller.enqueue(chunk);
+      },
+    });
+    const res = await fetch(base + '/v2/models/spam-mlp/infer', { method: 'POST', body, duplex: 'half' } as RequestInit);
+    expect(res.status).toBe(413);
+    expect(((await res.json()) as { error: string }).error).toMatch(/over 1048576 bytes/);
+    expect(
+      (await postJson('/v2/models/spam-mlp/infer', { inputs: [{ name: 'features', shape: [1, 64], datatype: 'FP32', data: ROW }] })).status,
+    ).toBe(200);
   });
 
   it('answers 400 for a body that is not JSON', async () => {
