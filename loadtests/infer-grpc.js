@@ -7,22 +7,7 @@ import encoding from 'k6/encoding';
 import exec from 'k6/execution';
 import grpc from 'k6/net/grpc';
 import { Counter } from 'k6/metrics';
-import {
-  API_KEY,
-  closedLoop,
-  closedLoopEnd,
-  envDuration,
-  INPUT_NAME,
-  k6Duration,
-  MODEL,
-  openLoop,
-  ROW_WIDTH,
-  rowBytes,
-  RUN,
-  SLO_MS,
-  summary,
-  TREND_STATS,
-} from './lib.js';
+import { API_KEY, envDuration, INPUT_NAME, k6Duration, MODEL, requestPlan, ROW_WIDTH, rowBytes, summary } from './lib.js';
 
 const inferErrors = new Counter('infer_errors');
 const completed = new Counter('predictions_completed');
@@ -36,39 +21,10 @@ const client = new grpc.Client();
 // Our own .proto, beside the server that serves it.
 client.load(['../server/oip'], 'grpc_predict_v2.proto');
 
-const SELECTED = (__ENV.SCENARIOS || 'closed,open').split(',').map(function (s) {
-  return s.trim();
+export const options = requestPlan('grpc_req_duration', {
+  infer_errors: ['count<1'],
+  checks: ['rate>0.99'],
 });
-SELECTED.forEach(function (s) {
-  if (s !== 'closed' && s !== 'open') throw new Error('SCENARIOS lists closed and/or open, got "' + s + '"');
-});
-
-function plan() {
-  const scenarios = {};
-  const thresholds = {
-    infer_errors: ['count<1'],
-    checks: ['rate>0.99'],
-  };
-  let at = 0;
-  if (SELECTED.indexOf('closed') >= 0) {
-    scenarios.closed = closedLoop(at);
-    at = closedLoopEnd(at);
-    thresholds['grpc_req_duration{scenario:closed}'] = ['p(95)<' + SLO_MS * 2];
-    thresholds['predictions_completed{scenario:closed}'] = ['count>0'];
-  }
-  if (SELECTED.indexOf('open') >= 0) {
-    if (RUN.warmupMs > 0) {
-      scenarios.open_warmup = openLoop(at, RUN.warmupMs);
-      at += RUN.warmupMs;
-    }
-    scenarios.open = openLoop(at, RUN.durationMs);
-    thresholds['grpc_req_duration{scenario:open}'] = ['p(99)<' + SLO_MS];
-    thresholds['predictions_completed{scenario:open}'] = ['count>0'];
-  }
-  return { scenarios: scenarios, thresholds: thresholds, summaryTrendStats: TREND_STATS };
-}
-
-export const options = plan();
 
 let connected = false;
 

@@ -7,22 +7,7 @@ import { check } from 'k6';
 import exec from 'k6/execution';
 import http from 'k6/http';
 import { Counter } from 'k6/metrics';
-import {
-  API_KEY,
-  binaryBody,
-  closedLoop,
-  closedLoopEnd,
-  INPUT_NAME,
-  MODEL,
-  openLoop,
-  ROW_WIDTH,
-  rowBytes,
-  RUN,
-  SLO_MS,
-  summary,
-  TREND_STATS,
-  V2_URL,
-} from './lib.js';
+import { API_KEY, binaryBody, INPUT_NAME, MODEL, requestPlan, ROW_WIDTH, rowBytes, summary, V2_URL } from './lib.js';
 
 const inferErrors = new Counter('infer_errors');
 const completed = new Counter('predictions_completed');
@@ -35,40 +20,11 @@ const OUTPUT_NAME = __ENV.OUTPUT_NAME || '';
 const AUTH_HEADER = (__ENV.AUTH_HEADER || 'x-api-key').toLowerCase();
 const URL = V2_URL + '/models/' + encodeURIComponent(MODEL) + '/infer';
 
-const SELECTED = (__ENV.SCENARIOS || 'closed,open').split(',').map(function (s) {
-  return s.trim();
+export const options = requestPlan('http_req_duration', {
+  http_req_failed: ['rate<0.01'],
+  infer_errors: ['count<1'],
+  checks: ['rate>0.99'],
 });
-SELECTED.forEach(function (s) {
-  if (s !== 'closed' && s !== 'open') throw new Error('SCENARIOS lists closed and/or open, got "' + s + '"');
-});
-
-function plan() {
-  const scenarios = {};
-  const thresholds = {
-    http_req_failed: ['rate<0.01'],
-    infer_errors: ['count<1'],
-    checks: ['rate>0.99'],
-  };
-  let at = 0;
-  if (SELECTED.indexOf('closed') >= 0) {
-    scenarios.closed = closedLoop(at);
-    at = closedLoopEnd(at);
-    thresholds['http_req_duration{scenario:closed}'] = ['p(95)<' + SLO_MS * 2];
-    thresholds['predictions_completed{scenario:closed}'] = ['count>0'];
-  }
-  if (SELECTED.indexOf('open') >= 0) {
-    if (RUN.warmupMs > 0) {
-      scenarios.open_warmup = openLoop(at, RUN.warmupMs);
-      at += RUN.warmupMs;
-    }
-    scenarios.open = openLoop(at, RUN.durationMs);
-    thresholds['http_req_duration{scenario:open}'] = ['p(99)<' + SLO_MS];
-    thresholds['predictions_completed{scenario:open}'] = ['count>0'];
-  }
-  return { scenarios: scenarios, thresholds: thresholds, summaryTrendStats: TREND_STATS };
-}
-
-export const options = plan();
 
 function headers(extra) {
   const h = extra;

@@ -111,6 +111,42 @@ export function openLoop(startMs, durationMs) {
 /** Trend statistics in the summary: p(99) is not among k6's defaults. */
 export const TREND_STATS = ['avg', 'min', 'med', 'max', 'p(90)', 'p(95)', 'p(99)', 'count'];
 
+/**
+ * The k6 `options` of a request-answer script: the scenarios `SCENARIOS` lists (closed and/or
+ * open; anything else stops the script), and their thresholds besides the script's own
+ * (`thresholds`): `durationMetric` (http_req_duration, grpc_req_duration) p95 under twice the SLO
+ * in the closed loop and p99 under the SLO in the open one, and at least one answer counted in
+ * `predictions_completed` for each, so a scenario that never ran fails instead of passing on
+ * zero samples. The open loop's warm-up (`RUN.warmupMs`) has no threshold: the batcher and the
+ * workers settle at the target rate before the measured phase.
+ */
+export function requestPlan(durationMetric, thresholds) {
+  const selected = (__ENV.SCENARIOS || 'closed,open').split(',').map(function (s) {
+    return s.trim();
+  });
+  selected.forEach(function (s) {
+    if (s !== 'closed' && s !== 'open') throw new Error('SCENARIOS lists closed and/or open, got "' + s + '"');
+  });
+  const scenarios = {};
+  let at = 0;
+  if (selected.indexOf('closed') >= 0) {
+    scenarios.closed = closedLoop(at);
+    at = closedLoopEnd(at);
+    thresholds[durationMetric + '{scenario:closed}'] = ['p(95)<' + SLO_MS * 2];
+    thresholds['predictions_completed{scenario:closed}'] = ['count>0'];
+  }
+  if (selected.indexOf('open') >= 0) {
+    if (RUN.warmupMs > 0) {
+      scenarios.open_warmup = openLoop(at, RUN.warmupMs);
+      at += RUN.warmupMs;
+    }
+    scenarios.open = openLoop(at, RUN.durationMs);
+    thresholds[durationMetric + '{scenario:open}'] = ['p(99)<' + SLO_MS];
+    thresholds['predictions_completed{scenario:open}'] = ['count>0'];
+  }
+  return { scenarios: scenarios, thresholds: thresholds, summaryTrendStats: TREND_STATS };
+}
+
 /** How rows travel: `json` (a list of numbers) or `base64` (one FP32 tensor's bytes: a quarter of the size, less for the server to parse). */
 export const ENCODING = __ENV.ENCODING || 'json';
 /** The model's input tensor name, for ENCODING=base64. */

@@ -4,64 +4,18 @@
 import { check } from 'k6';
 import exec from 'k6/execution';
 import { Counter, Rate } from 'k6/metrics';
-import {
-  closedLoop,
-  closedLoopEnd,
-  errorCode,
-  gql,
-  input,
-  isAuthFailure,
-  MAX_CACHED_RATE,
-  MODEL,
-  openLoop,
-  RUN,
-  SLO_MS,
-  summary,
-  TREND_STATS,
-} from './lib.js';
+import { errorCode, gql, input, isAuthFailure, MAX_CACHED_RATE, MODEL, requestPlan, summary } from './lib.js';
 
 const graphqlErrors = new Counter('graphql_errors');
 const completed = new Counter('predictions_completed');
 const cached = new Rate('prediction_cached');
 
 /** Which scenarios run, in this order: `closed`, `open` (the open loop brings its warm-up). */
-const SELECTED = (__ENV.SCENARIOS || 'closed,open').split(',').map(function (s) {
-  return s.trim();
+export const options = requestPlan('http_req_duration', {
+  http_req_failed: ['rate<0.01'],
+  graphql_errors: ['count<1'],
+  prediction_cached: ['rate<' + MAX_CACHED_RATE],
 });
-SELECTED.forEach(function (s) {
-  if (s !== 'closed' && s !== 'open') throw new Error('SCENARIOS lists closed and/or open, got "' + s + '"');
-});
-
-function plan() {
-  const scenarios = {};
-  const thresholds = {
-    http_req_failed: ['rate<0.01'],
-    graphql_errors: ['count<1'],
-    prediction_cached: ['rate<' + MAX_CACHED_RATE],
-  };
-  let at = 0;
-  if (SELECTED.indexOf('closed') >= 0) {
-    scenarios.closed = closedLoop(at);
-    at = closedLoopEnd(at);
-    thresholds['http_req_duration{scenario:closed}'] = ['p(95)<' + SLO_MS * 2];
-    // A scenario that never ran (or never got an answer) must fail, not pass on zero samples.
-    thresholds['predictions_completed{scenario:closed}'] = ['count>0'];
-  }
-  if (SELECTED.indexOf('open') >= 0) {
-    // The batcher and the workers settle at the target rate before the measured phase; no
-    // threshold names the warm-up, so its slow first answers do not count against the SLO.
-    if (RUN.warmupMs > 0) {
-      scenarios.open_warmup = openLoop(at, RUN.warmupMs);
-      at += RUN.warmupMs;
-    }
-    scenarios.open = openLoop(at, RUN.durationMs);
-    thresholds['http_req_duration{scenario:open}'] = ['p(99)<' + SLO_MS];
-    thresholds['predictions_completed{scenario:open}'] = ['count>0'];
-  }
-  return { scenarios: scenarios, thresholds: thresholds, summaryTrendStats: TREND_STATS };
-}
-
-export const options = plan();
 
 const QUERY =
   'query($m: String!, $i: PredictionInput!) { predict(model: $m, input: $i) { label score cached timings { queueMs inferenceMs totalMs } } }';
