@@ -5,7 +5,7 @@
  * threads, so lock renewals are never starved.
  */
 import { randomUUID } from 'node:crypto';
-import { Worker } from 'bullmq';
+import { Worker, type Job } from 'bullmq';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { BatchlineConfig, PoolName } from '../core/config/settings.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/models/repository.ts';
@@ -27,6 +27,8 @@ import { traceInferenceBatch } from '../core/worker/tracing.ts';
 import { batchingPlan } from '../core/batching/plan.ts';
 import { workerShape } from '../core/worker/shape.ts';
 import { providerChain } from '../core/runtime/providers.ts';
+import { modelBudget, Residency } from '../core/worker/residency.ts';
+import { readCgroupLimits } from '../core/worker/cgroup.ts';
 
 export interface WorkerOptions {
   config: BatchlineConfig;
@@ -44,6 +46,8 @@ export class PredictionWorker {
   private repository!: ModelRepository;
   private models = new Map<string, ModelVersion>();
   private inference!: InferencePool;
+  /** Which versions are in memory, under the model memory budget (core/worker/residency.ts). */
+  residency!: Residency;
   private batcher!: Batcher;
   private processor!: JobProcessor;
   /** One BullMQ worker per shard of the pool's queue (`queue.shards`), all feeding the one batcher. */
@@ -58,6 +62,7 @@ export class PredictionWorker {
   /** This worker's share of the operations view's live figures. */
   private stats?: StatsRecorder;
   private stopping = false;
+  private reportedProvider?: string;
   private readonly inHand = new Set<string>();
   private bullConnection?: RedisClient;
 
@@ -78,20 +83,34 @@ export class PredictionWorker {
     const mine = this.repository.ready().filter((v) => v.config.pool === pool);
     const maxBatch = Math.max(1, ...mine.map((v) => batchingPlan(pool, v.config).worker.maxBatchSize));
     const { executionProvider: requested, cpuFallback, webgpu } = config.workers;
+    const budget = modelBudget(config.workers.modelMemoryBytes, readCgroupLimits());
+    const rssBefore = process.memoryUsage.rss();
     // Throws ProviderUnavailableError, naming each provider and why, when none of the chain runs the models.
+    // Under a budget the threads start empty: versions load on demand, pinned ones just below.
     this.inference = await InferencePool.start({
-      models: mine.map((v) => ({ key: modelKey(v.name, v.version), path: v.path, config: v.config })),
+      models: budget.bytes === undefined ? mine.map((v) => ({ key: modelKey(v.name, v.version), path: v.path, config: v.config })) : [],
       threads: (provider) => workerShape(config, mine, maxBatch, undefined, provider).threads,
       chain: providerChain(requested, pool, cpuFallback),
       requested,
       settings: { intraOpThreads: workerShape(config, mine, maxBatch).intraOpThreads, webgpu },
     });
+    this.residency = this.createResidency(budget.bytes);
+    this.log.info({ modelMemoryBytes: budget.bytes ?? null, budget: budget.explanation }, 'model memory budget');
+    if (budget.bytes !== undefined) {
+      this.metrics.modelMemoryBudget.set(budget.bytes);
+      for (const v of mine) this.serve(v);
+      const pinned = mine.filter((v) => v.config.residency?.pinned).map((v) => modelKey(v.name, v.version));
+      // Throws, naming the pinned versions and their sizes, when they alone exceed the budget: the worker does not start.
+      await this.residency.loadPinned(pinned);
+    } else {
+      for (const f of this.inference.failed)
+        this.log.error({ model: f.key, reason: f.error }, 'model failed to load in the inference thread; skipped');
+      for (const v of mine) if (this.inference.loaded.includes(modelKey(v.name, v.version))) this.serve(v);
+      this.residency.adopt(this.inference.loaded, process.memoryUsage.rss() - rssBefore);
+    }
     this.reportProvider();
     const { explanation, ...shape } = workerShape(config, mine, maxBatch, undefined, this.inference.provider);
     this.log.info({ sizing: explanation }, 'worker sizing');
-    for (const f of this.inference.failed)
-      this.log.error({ model: f.key, reason: f.error }, 'model failed to load in the inference thread; skipped');
-    for (const v of mine) if (this.inference.loaded.includes(modelKey(v.name, v.version))) this.serve(v);
 
     this.batcher = new Batcher({
       run: (key, input, meta) => traceInferenceBatch(key, meta, () => this.inference.run(key, input)),
@@ -121,6 +140,7 @@ export class PredictionWorker {
       drift: this.drift,
       log: this.log,
       stopping: () => this.stopping,
+      coldStart: (key) => this.coldStart(key),
     });
     this.stats = new StatsRecorder({
       redis: this.redis,
@@ -152,7 +172,7 @@ export class PredictionWorker {
     const shards = config.queue.shards[pool];
     this.bullConnection = createRedis(config.redis, 'blocking');
     for (let shard = 0; shard < shards; shard++) {
-      const bull = new Worker<PredictionJobData>(keys.queueName(pool, shard, shards), (job) => this.processor.process(job), {
+      const bull = new Worker<PredictionJobData>(keys.queueName(pool, shard, shards), (job) => this.processJob(job), {
         connection: this.bullConnection,
         prefix: config.redis.prefix,
         concurrency: Math.ceil(shape.concurrency / shards),
@@ -171,6 +191,80 @@ export class PredictionWorker {
     this.log.info({ models: this.loaded, executionProvider: this.executionProvider, ...shape }, 'worker started');
   }
 
+  /**
+   * One job: its model version is held (never evicted) from the moment the job is taken until
+   * it is answered, whether it waits for a load, in a batch or on a thread.
+   */
+  private async processJob(job: Job<PredictionJobData>): Promise<{ status: string }> {
+    const key = modelKey(job.data.model, job.data.version);
+    this.residency.hold(key);
+    try {
+      return await this.processor.process(job);
+    } finally {
+      this.residency.release(key);
+    }
+  }
+
+  /** The processor's cold-start hook: waits for `key` to be resident; the wait is seen in metrics and the log. */
+  private async coldStart(key: string): Promise<number> {
+    const ms = await this.residency.ensure(key);
+    if (ms > 0) {
+      const [model] = key.split('@');
+      this.metrics.coldStartSeconds.observe({ model }, ms / 1000);
+      this.log.info({ model: key, coldStartMs: Math.round(ms) }, 'a job waited for its model version to load');
+    }
+    return ms;
+  }
+
+  private createResidency(budget: number | undefined): Residency {
+    const labels = (key: string): { model: string; version: string } => {
+      const at = key.lastIndexOf('@');
+      return { model: key.slice(0, at), version: key.slice(at + 1) };
+    };
+    const undecided = (): boolean => this.reportedProvider === undefined && this.inference.provider !== undefined;
+    return new Residency({
+      budget,
+      host: this.inference,
+      versions: () => this.models,
+      log: this.log,
+      events: {
+        loaded: (e) => {
+          if (undecided()) this.reportProvider();
+          const { model, version } = labels(e.key);
+          this.metrics.modelLoads.inc({ model, version, outcome: 'ok' });
+          this.metrics.modelLoadSeconds.observe({ model }, e.loadMs / 1000);
+          this.metrics.residentBytes.set({ model, version, pinned: String(e.pinned) }, e.bytes);
+          this.log.info(
+            {
+              model: e.key,
+              loadMs: Math.round(e.loadMs),
+              residentBytes: e.bytes,
+              pinned: e.pinned,
+              evicted: e.evicted,
+              usedBytes: this.residency.usedBytes,
+              budgetBytes: this.residency.budget,
+            },
+            'model version loaded',
+          );
+        },
+        evicted: (e) => {
+          const { model, version } = labels(e.key);
+          this.metrics.modelEvictions.inc({ model, version });
+          this.metrics.residentBytes.remove({ model, version, pinned: 'false' });
+          this.log.info({ model: e.key, residentBytes: e.bytes, idleMs: Math.round(e.idleMs) }, 'model version evicted');
+        },
+        failed: (e) => {
+          const { model, version } = labels(e.key);
+          this.metrics.modelLoads.inc({ model, version, outcome: e.code });
+          this.log.error({ model: e.key, code: e.code, reason: e.message }, 'model version cannot be loaded');
+        },
+        changed: () => {
+          if (this.registry) void this.announce();
+        },
+      },
+    });
+  }
+
   /** The provider the sessions run on; `none` until the pool has had models to decide with. */
   get executionProvider(): string {
     return this.inference?.provider ?? 'none';
@@ -184,6 +278,7 @@ export class PredictionWorker {
     const { pool, config } = this.options;
     const { provider, attempts } = this.inference;
     if (!provider) return;
+    this.reportedProvider = provider;
     this.metrics.executionProvider.reset();
     this.metrics.providerSkipped.reset();
     this.metrics.executionProvider.set({ pool, provider, requested: config.workers.executionProvider }, 1);
@@ -210,11 +305,28 @@ export class PredictionWorker {
     const repo = await scanConfigured(config, this.log);
     const fresh = repo.ready().filter((v) => v.config.pool === pool && !this.models.has(modelKey(v.name, v.version)));
     if (fresh.length === 0) return [];
+    if (this.residency.onDemand) {
+      // Under a budget a new version is served at once and loads when work for it arrives (pinned ones now).
+      for (const v of fresh) this.serve(v);
+      this.repository = repo;
+      const added = fresh.map((v) => modelKey(v.name, v.version));
+      await this.residency
+        .loadPinned(fresh.filter((v) => v.config.residency?.pinned).map((v) => modelKey(v.name, v.version)))
+        .catch((e: Error) => this.log.error({ err: e.message }, 'new pinned model versions do not fit; they load on demand instead'));
+      await this.announce();
+      this.log.info({ added }, 'model versions added without restart (loaded on demand)');
+      return added;
+    }
     const undecided = !this.inference.provider;
+    const rssBefore = process.memoryUsage.rss();
     const { loaded, failed } = await this.inference.load(
       fresh.map((v) => ({ key: modelKey(v.name, v.version), path: v.path, config: v.config })),
     );
     if (undecided) this.reportProvider();
+    this.residency.adopt(
+      loaded.filter((k) => !this.models.has(k)),
+      process.memoryUsage.rss() - rssBefore,
+    );
     for (const f of failed) this.log.error({ model: f.key, reason: f.error }, 'new model version failed to load; skipped');
     const added: string[] = [];
     for (const v of fresh) {
@@ -261,6 +373,14 @@ export class PredictionWorker {
             skipped: this.inference.attempts.filter((a) => !a.ok).map((a) => ({ provider: a.provider, reason: a.reason ?? '' })),
           },
           batching: Object.fromEntries(this.loaded.map((k) => [k, this.batchingState(k)!])),
+          residency: {
+            budgetBytes: this.residency.budget ?? null,
+            usedBytes: this.residency.usedBytes,
+            resident: this.stopping ? [] : this.residency.view().map(({ key, bytes, pinned, loadMs }) => ({ key, bytes, pinned, loadMs })),
+            loads: this.residency.loads,
+            evictions: this.residency.evictions,
+            peakBytes: this.residency.peakBytes,
+          },
         },
         HEARTBEAT_MS * 3,
       )

@@ -133,6 +133,15 @@ export interface BatchlineConfig {
     lockDurationMs: number;
     /** Port of a worker process's `/health`, `/ready` and `/metrics`; 0 serves none. @defaultValue 0 */
     httpPort: number;
+    /**
+     * Memory a worker may give to resident model versions (bytes, measured per version as it
+     * loads; docs/RESIDENCY.md). With a budget, versions load on demand and the least recently
+     * used idle ones are evicted to stay under it. 0 derives it: the container's memory limit
+     * (cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`) less a reserve of a quarter of it,
+     * at least 256 MiB (`MODEL_MEMORY_RESERVE`), for Node, onnxruntime's arenas and batches in
+     * flight; with no limit either, every version is loaded at start and kept. @defaultValue 0
+     */
+    modelMemoryBytes: number;
   };
   maintenance: {
     /** Run the periodic jobs' worker in this API process (exactly one process runs each tick). @defaultValue true */
@@ -236,6 +245,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     shutdownTimeoutMs: 20_000,
     lockDurationMs: 10_000,
     httpPort: 0,
+    modelMemoryBytes: 0,
   },
   maintenance: {
     enabled: true,
@@ -308,6 +318,7 @@ export const ENV_VARS = {
   BATCHLINE_SHUTDOWN_TIMEOUT_MS: 'workers.shutdownTimeoutMs',
   BATCHLINE_LOCK_DURATION_MS: 'workers.lockDurationMs',
   BATCHLINE_WORKER_HTTP_PORT: 'workers.httpPort',
+  BATCHLINE_WORKER_MODEL_MEMORY: 'workers.modelMemoryBytes',
   BATCHLINE_MAINTENANCE: 'maintenance.enabled',
   BATCHLINE_POLL_MODELS_CRON: 'maintenance.pollModels',
   BATCHLINE_HOUSEKEEPING_CRON: 'maintenance.housekeeping',

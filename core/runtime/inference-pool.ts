@@ -55,6 +55,7 @@ export class InferencePool {
   private readonly threads: ThreadHandle[] = [];
   private readonly pending = new Map<number, Pending>();
   private readonly loads = new Map<number, (msg: Extract<ThreadMessage, { type: 'loaded' }>) => void>();
+  private readonly unloads = new Map<number, () => void>();
   private nextId = 1;
   private closed = false;
   /** Models every thread loaded. */
@@ -121,6 +122,10 @@ export class InferencePool {
           this.loads.get(msg.id)?.(msg);
           return;
         }
+        if (msg.type === 'unloaded') {
+          this.unloads.get(msg.id)?.();
+          return;
+        }
         const p = this.pending.get(msg.id);
         if (!p) return;
         this.pending.delete(msg.id);
@@ -156,12 +161,18 @@ export class InferencePool {
    * Loads more models into every thread (a new version found by the repository poll).
    * Resolves with the keys every thread now holds and what failed.
    */
-  async load(models: LoadedModelSpec[]): Promise<{ loaded: string[]; failed: { key: string; error: string }[] }> {
+  async load(
+    models: LoadedModelSpec[],
+    options: { oneThreadAtATime?: boolean } = {},
+  ): Promise<{ loaded: string[]; failed: { key: string; error: string }[] }> {
     const send = (t: ThreadHandle): Promise<Extract<ThreadMessage, { type: 'loaded' }>> =>
       new Promise((resolve) => {
         const id = this.nextId++;
+        // A thread busy loading counts as busy: runs of resident models go to the others meanwhile.
+        t.inFlight++;
         this.loads.set(id, (msg) => {
           this.loads.delete(id);
+          t.inFlight--;
           resolve(msg);
         });
         t.worker.postMessage({ type: 'load', id, models, provider: this.provider });
@@ -169,10 +180,32 @@ export class InferencePool {
     // Started without models, the pool decides its provider now: the first thread walks the chain, the rest follow it.
     const first = this.provider || this.threads.length === 0 ? [] : [await send(this.threads[0])];
     if (first[0]) this.decided(first[0]);
-    const replies = [...first, ...(await Promise.all(this.threads.slice(first.length).map(send)))];
+    const rest = this.threads.slice(first.length);
+    const replies = [...first];
+    // On demand (a cold start), one thread at a time, so the other threads keep serving resident models.
+    if (options.oneThreadAtATime) for (const t of rest) replies.push(await send(t));
+    else replies.push(...(await Promise.all(rest.map(send))));
     const loaded = replies.reduce<string[]>((acc, r, i) => (i === 0 ? r.loaded : acc.filter((k) => r.loaded.includes(k))), []);
     this.loaded = loaded;
     return { loaded, failed: replies.flatMap((r) => r.failed) };
+  }
+
+  /** Releases the sessions of `keys` in every thread, after the runs each has in hand (an eviction). */
+  async unload(keys: string[]): Promise<void> {
+    await Promise.all(
+      this.threads.map(
+        (t) =>
+          new Promise<void>((resolve) => {
+            const id = this.nextId++;
+            this.unloads.set(id, () => {
+              this.unloads.delete(id);
+              resolve();
+            });
+            t.worker.postMessage({ type: 'unload', id, keys });
+          }),
+      ),
+    );
+    this.loaded = this.loaded.filter((k) => !keys.includes(k));
   }
 
   /** Runs one inference of model `key` over `input` (which may hold several requests' rows). */

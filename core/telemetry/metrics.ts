@@ -165,6 +165,43 @@ export function createMetrics(role: 'api' | 'worker') {
       labelNames: ['pool'] as const,
       registers: [registry],
     }),
+    modelMemoryBudget: new Gauge({
+      name: 'batchline_model_memory_budget_bytes',
+      help: "Memory this worker may give to resident model versions (workers.modelMemoryBytes or derived from the container's limit); absent without a budget",
+      registers: [registry],
+    }),
+    residentBytes: new Gauge({
+      name: 'batchline_model_resident_bytes',
+      help: 'Measured resident memory of each model version loaded in this worker (RSS growth around its load and warm-up, at least its file per inference thread)',
+      labelNames: ['model', 'version', 'pinned'] as const,
+      registers: [registry],
+    }),
+    modelLoads: new Counter({
+      name: 'batchline_model_loads_total',
+      help: 'Model version loads by this worker (on demand or at start) and their outcome: ok, MODEL_TOO_LARGE or MODEL_LOAD_FAILED',
+      labelNames: ['model', 'version', 'outcome'] as const,
+      registers: [registry],
+    }),
+    modelLoadSeconds: new Histogram({
+      name: 'batchline_model_load_seconds',
+      help: 'Time to load a model version: session creation and warm-up run in every inference thread',
+      labelNames: ['model'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    coldStartSeconds: new Histogram({
+      name: 'batchline_cold_start_seconds',
+      help: 'Time a job waited for its model version to load (only jobs that waited)',
+      labelNames: ['model'] as const,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    modelEvictions: new Counter({
+      name: 'batchline_model_evictions_total',
+      help: 'Model versions this worker evicted (least recently used, idle) to keep under its model memory budget',
+      labelNames: ['model', 'version'] as const,
+      registers: [registry],
+    }),
     driftAlpha: new Gauge({
       name: 'batchline_drift_alpha',
       help: "The drift monitor's threshold: a p-value under it reports drift (maintenance.driftAlpha)",

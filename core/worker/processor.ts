@@ -155,7 +155,13 @@ export class JobProcessor {
       const err = e instanceof ServingError ? e : new ServingError('INFERENCE_FAILED', (e as Error).message);
       const attempts = job.opts.attempts ?? 1;
       // The input decides these: running it again gives the same answer.
-      const final = err.code === 'BAD_USER_INPUT' || err.code === 'NON_FINITE_OUTPUT' || job.attemptsMade + 1 >= attempts;
+      // So do these of the version (its size, its file): every worker of the pool would refuse it the same way.
+      const final =
+        err.code === 'BAD_USER_INPUT' ||
+        err.code === 'NON_FINITE_OUTPUT' ||
+        err.code === 'MODEL_TOO_LARGE' ||
+        err.code === 'MODEL_LOAD_FAILED' ||
+        job.attemptsMade + 1 >= attempts;
       metrics.jobs.inc({ model: data.model, outcome: err.code });
       log.warn({ code: err.code, err: err.message, final }, 'prediction failed');
       if (final) {

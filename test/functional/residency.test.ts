@@ -1,0 +1,184 @@
+/**
+ * Residency under a model memory budget (docs/RESIDENCY.md), on the real stack: 12 models of
+ * 4 MiB files (about 8 MiB each as loaded: onnxruntime keeps a packed copy of the weights) with
+ * a budget of 30 MiB, room for 3 (one of them pinned), a version larger than the whole
+ * budget, and a worker whose pinned versions alone exceed it. Every answer is checked against
+ * onnxruntime run in this process on the same input. No timing is asserted: counts and answers.
+ */
+import { Redis } from 'ioredis';
+import * as ort from 'onnxruntime-node';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { encodeDenseModel } from '../../scripts/models/onnx-writer.ts';
+import { gql } from '../support/clients.ts';
+import { addModel, tempRepository } from '../support/model-repo.ts';
+import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
+import type { WorkerEntry } from '../../core/control/worker-registry.ts';
+
+const redisUrl = inject('redisUrl');
+const prefix = uniquePrefix('residency');
+const WIDTH = 1024;
+const BUDGET = 30 * 1024 * 1024;
+const MODELS = 12;
+const names = Array.from({ length: MODELS }, (_, i) => `m${String(i).padStart(2, '0')}`);
+
+/** A WIDTH x WIDTH dense layer (4 MiB of weights), different for each `seed`. */
+function dense(seed: number, width = WIDTH): Uint8Array {
+  return encodeDenseModel({
+    graphName: `g${seed}`,
+    inputName: 'x',
+    outputName: 'y',
+    softmax: false,
+    layers: [
+      {
+        inFeatures: width,
+        outFeatures: width,
+        weight: Float32Array.from({ length: width * width }, (_, j) => (((j * 7 + seed * 3) % 17) - 8) / 64),
+        bias: Float32Array.from({ length: width }, (_, j) => seed + j / width),
+        activation: 'none',
+      },
+    ],
+  });
+}
+
+const config = (width = WIDTH, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+  pool: 'cpu',
+  task: 'raw',
+  inputs: [{ name: 'x', datatype: 'FP32', shape: [-1, width] }],
+  outputs: [{ name: 'y', datatype: 'FP32', shape: [-1, width] }],
+  cache: { enabled: false },
+  retry: { attempts: 2, backoffMs: 0 },
+  ...extra,
+});
+
+const models = tempRepository();
+const files = new Map<string, string>();
+names.forEach((n, i) => files.set(n, addModel(models, n, '1', dense(i), config(WIDTH, i === 0 ? { residency: { pinned: true } } : {}))));
+// 3072 x 3072: 36 MiB of weights, over the 30 MiB budget.
+addModel(models, 'big', '1', dense(99, 3072), config(3072));
+
+const env = { BATCHLINE_WORKER_MODEL_MEMORY: String(BUDGET), BATCHLINE_WORKER_THREADS: '1', BATCHLINE_WORKER_CONCURRENCY: '8' };
+const opts = { redisUrl, prefix, models, env };
+let api: RunningApi;
+let worker: Child;
+const sessions = new Map<string, ort.InferenceSession>();
+
+beforeAll(async () => {
+  worker = await startWorker('cpu', opts);
+  api = await startApi(opts);
+  for (const [n, path] of files) sessions.set(n, await ort.InferenceSession.create(path));
+});
+
+afterAll(async () => {
+  await api?.close();
+  await worker?.stop();
+  for (const s of sessions.values()) await s.release();
+  await dropPrefix(redisUrl, prefix);
+});
+
+const PREDICT =
+  'query($m: String!, $x: [Float!]!) { predict(model: $m, input: { tensors: [{ name: "x", shape: [1, 1024], datatype: "FP32", data: $x }] }) { outputs { data } timings { coldStartMs } } }';
+
+interface Answer {
+  predict: { outputs: { data: number[] }[]; timings: { coldStartMs: number } } | null;
+}
+
+function inputFor(model: string, n: number): number[] {
+  return Array.from({ length: WIDTH }, (_, j) => (((j + n * 13 + model.length) % 11) - 5) / 8);
+}
+
+async function expected(model: string, x: number[]): Promise<Float32Array> {
+  const out = await sessions.get(model)!.run({ x: new ort.Tensor('float32', Float32Array.from(x), [1, WIDTH]) });
+  return out.y.data as Float32Array;
+}
+
+/** Asks `model` and checks the answer against onnxruntime in this process; returns the answer's coldStartMs. */
+async function askAndCheck(model: string, n: number): Promise<number> {
+  const x = inputFor(model, n);
+  const r = await gql<Answer>(api.url, PREDICT, { m: model, x });
+  expect(r.body.errors, `${model} #${n}`).toBeUndefined();
+  const got = r.body.data!.predict!.outputs[0].data;
+  const want = await expected(model, x);
+  expect(got.length).toBe(WIDTH);
+  for (let j = 0; j < WIDTH; j++) expect(Math.abs(got[j] - want[j]), `${model}[${j}]`).toBeLessThan(1e-3 * Math.max(1, Math.abs(want[j])));
+  return r.body.data!.predict!.timings.coldStartMs;
+}
+
+async function entry(): Promise<WorkerEntry> {
+  const r = new Redis(redisUrl, { maxRetriesPerRequest: 1 });
+  try {
+    const all = Object.values(await r.hgetall(`${prefix}:workers`)).map((j) => JSON.parse(j) as WorkerEntry);
+    expect(all).toHaveLength(1);
+    return all[0];
+  } finally {
+    r.disconnect();
+  }
+}
+
+describe('residency under a model memory budget', () => {
+  it('serves 12 models round-robin with a budget for 3: every answer right, never over budget, evictions counted, the pinned one kept', async () => {
+    const start = await entry();
+    // Only the pinned version is loaded at start; every version is served.
+    expect(start.residency!.budgetBytes).toBe(BUDGET);
+    expect(start.residency!.resident.map((r) => r.key)).toEqual(['m00@1']);
+    expect(start.models).toHaveLength(MODELS + 1);
+
+    let cold = 0;
+    for (let pass = 0; pass < 2; pass++) for (const m of names) if ((await askAndCheck(m, pass)) > 0) cold++;
+    const after = await entry();
+    const res = after.residency!;
+    // 11 unpinned models cycled through room for at most 3 beside the pinned one: each of their requests loaded it.
+    expect(cold).toBeGreaterThanOrEqual(2 * (MODELS - 1));
+    expect(res.evictions).toBeGreaterThanOrEqual(2 * (MODELS - 1) - 3);
+    expect(res.loads).toBeGreaterThanOrEqual(2 * (MODELS - 1) + 1);
+    expect(res.peakBytes).toBeLessThanOrEqual(BUDGET);
+    expect(res.usedBytes).toBeLessThanOrEqual(BUDGET);
+    expect(res.resident.find((r) => r.key === 'm00@1')?.pinned).toBe(true);
+    // Each version's cost is measured, and at least its 4 MiB file.
+    for (const r of res.resident) expect(r.bytes).toBeGreaterThanOrEqual(WIDTH * WIDTH * 4);
+  });
+
+  it('answers concurrent skewed traffic over all 12 right: a version with work in flight or in a batch is never evicted', async () => {
+    // Zipf-like: model i gets about 12 / (i + 1) requests, all sent at once.
+    const asks: Promise<number>[] = [];
+    names.forEach((m, i) => {
+      for (let n = 0; n < Math.ceil(12 / (i + 1)); n++) asks.push(askAndCheck(m, 10 + n));
+    });
+    await Promise.all(asks);
+    const res = (await entry()).residency!;
+    expect(res.peakBytes).toBeLessThanOrEqual(BUDGET);
+    expect(res.resident.some((r) => r.key === 'm00@1')).toBe(true);
+  });
+
+  it('refuses a version larger than the whole budget with MODEL_TOO_LARGE naming the sizes, and keeps serving the others', async () => {
+    const x = Array.from({ length: 3072 }, () => 1);
+    const r = await gql<Answer>(
+      api.url,
+      'query($x: [Float!]!) { predict(model: "big", input: { tensors: [{ name: "x", shape: [1, 3072], datatype: "FP32", data: $x }] }) { outputs { data } } }',
+      { x },
+    );
+    expect(r.status).toBe(507);
+    expect(r.body.errors?.[0].extensions?.code).toBe('MODEL_TOO_LARGE');
+    expect(r.body.errors?.[0].message).toMatch(
+      /big@1 needs 36\.\d MiB resident, more than the 30\.0 MiB of the worker's whole model memory budget/,
+    );
+    await askAndCheck('m05', 99);
+    expect((await entry()).residency!.resident.some((e) => e.key === 'big@1')).toBe(false);
+  });
+
+  it('a worker whose pinned versions alone exceed the budget refuses to start, naming them', async () => {
+    const pinnedRepo = tempRepository();
+    for (const n of ['p1', 'p2', 'p3', 'p4']) addModel(pinnedRepo, n, '1', dense(7), config(WIDTH, { residency: { pinned: true } }));
+    const p = uniquePrefix('residency-pinned');
+    const small = { ...env, BATCHLINE_WORKER_MODEL_MEMORY: String(14 * 1024 * 1024) };
+    const failed = await startWorker('cpu', { redisUrl, prefix: p, models: pinnedRepo, env: small }).then(
+      async (w) => {
+        await w.stop();
+        return 'started';
+      },
+      (e: Error) => e.message,
+    );
+    await dropPrefix(redisUrl, p);
+    expect(failed).toMatch(/pinned model versions need at least 16\.0 MiB, over the model memory budget of 14\.0 MiB/);
+    for (const n of ['p1', 'p2', 'p3', 'p4']) expect(failed).toContain(`${n}@1`);
+  });
+});
