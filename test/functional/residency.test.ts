@@ -1,7 +1,8 @@
 /**
  * Residency under a model memory budget (docs/RESIDENCY.md), on the real stack: 12 models of
- * 4 MiB files (about 8 MiB each as loaded: onnxruntime keeps a packed copy of the weights) with
- * a budget of 30 MiB, room for 3 (one of them pinned), a version larger than the whole
+ * 4 MiB files (up to about 8 MiB each as measured: onnxruntime keeps a packed copy of the
+ * weights; a reload into pages an eviction freed reads less) with a budget of 30 MiB, room for 3
+ * to 7 of them (one pinned), a version larger than the whole
  * budget, and a worker whose pinned versions alone exceed it. Every answer is checked against
  * onnxruntime run in this process on the same input. No timing is asserted: counts and answers.
  */
@@ -115,7 +116,7 @@ async function entry(): Promise<WorkerEntry> {
 }
 
 describe('residency under a model memory budget', () => {
-  it('serves 12 models round-robin with a budget for 3: every answer right, never over budget, evictions counted, the pinned one kept', async () => {
+  it('serves 12 models round-robin with a budget for a few: every answer right, never over budget, evictions counted, the pinned one kept', async () => {
     const start = await entry();
     // Only the pinned version is loaded at start; every version is served.
     expect(start.residency!.budgetBytes).toBe(BUDGET);
@@ -126,15 +127,30 @@ describe('residency under a model memory budget', () => {
     for (let pass = 0; pass < 2; pass++) for (const m of names) if ((await askAndCheck(m, pass)) > 0) cold++;
     const after = await entry();
     const res = after.residency!;
-    // 11 unpinned models cycled through room for at most 3 beside the pinned one: each of their requests loaded it.
+    // 11 unpinned models cycled through room for a few beside the pinned one: each of their requests loaded it,
+    // and every load is either still resident or was evicted.
     expect(cold).toBeGreaterThanOrEqual(2 * (MODELS - 1));
-    expect(res.evictions).toBeGreaterThanOrEqual(2 * (MODELS - 1) - 3);
     expect(res.loads).toBeGreaterThanOrEqual(2 * (MODELS - 1) + 1);
+    expect(res.evictions).toBe(res.loads - res.resident.length);
+    // Each counts at least its 4 MiB file, so at most 7 fit in 30 MiB.
+    expect(res.resident.length).toBeLessThanOrEqual(7);
     expect(res.peakBytes).toBeLessThanOrEqual(BUDGET);
     expect(res.usedBytes).toBeLessThanOrEqual(BUDGET);
     expect(res.resident.find((r) => r.key === 'm00@1')?.pinned).toBe(true);
     // Each version's cost is measured, and at least its 4 MiB file.
     for (const r of res.resident) expect(r.bytes).toBeGreaterThanOrEqual(WIDTH * WIDTH * 4);
+
+    // The models query says the same: which workers hold what, measured sizes, the pinned one.
+    const q = await gql<{ models: { name: string; residency: { pinned: boolean; loadedOn: string[]; residentBytes: number | null } }[] }>(
+      api.url,
+      '{ models { name residency { pinned loadedOn residentBytes lastLoadMs } } }',
+    );
+    expect(q.body.errors).toBeUndefined();
+    const byName = new Map(q.body.data!.models.map((m) => [m.name, m.residency]));
+    expect(byName.get('m00')).toMatchObject({ pinned: true, loadedOn: [after.id] });
+    const held = [...byName].filter(([, r]) => r.loadedOn.length > 0).map(([n]) => `${n}@1`);
+    expect(held.sort()).toEqual(res.resident.map((r) => r.key).sort());
+    for (const [, r] of byName) expect(r.residentBytes === null).toBe(r.loadedOn.length === 0);
   });
 
   it('answers concurrent skewed traffic over all 12 right: a version with work in flight or in a batch is never evicted', async () => {
