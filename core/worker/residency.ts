@@ -252,6 +252,7 @@ export class Residency {
     if (need > budget) throw this.tooLarge(key, need, budget);
     const evicted = pinned ? [] : await this.makeRoom(need, budget, key);
     const spec = [{ key, path: v.path, config: v.config }];
+    this.log.info({ model: key, expectBytes: need, usedBytes: this.usedBytes, budgetBytes: budget }, 'loading model version');
     if (!this.primed) {
       // The first session a process creates also sets up onnxruntime itself (its environment,
       // thread pools, arenas: tens of MB once). Load and release it once so that is not charged to the version.

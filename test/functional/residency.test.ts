@@ -11,7 +11,10 @@ import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { encodeDenseModel } from '../../scripts/models/onnx-writer.ts';
 import { gql } from '../support/clients.ts';
-import { addModel, tempRepository } from '../support/model-repo.ts';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { addModel, linearOnnx, LINEAR_CONFIG, LINEAR_BIAS, tempRepository } from '../support/model-repo.ts';
+import { until } from '../support/wait.ts';
 import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import type { WorkerEntry } from '../../core/control/worker-registry.ts';
 
@@ -56,8 +59,14 @@ const files = new Map<string, string>();
 names.forEach((n, i) => files.set(n, addModel(models, n, '1', dense(i), config(WIDTH, i === 0 ? { residency: { pinned: true } } : {}))));
 // 3072 x 3072: 36 MiB of weights, over the 30 MiB budget.
 addModel(models, 'big', '1', dense(99, 3072), config(3072));
+addModel(models, 'lin', '1', linearOnnx(), LINEAR_CONFIG);
 
-const env = { BATCHLINE_WORKER_MODEL_MEMORY: String(BUDGET), BATCHLINE_WORKER_THREADS: '1', BATCHLINE_WORKER_CONCURRENCY: '8' };
+const env = {
+  BATCHLINE_WORKER_MODEL_MEMORY: String(BUDGET),
+  BATCHLINE_WORKER_THREADS: '1',
+  BATCHLINE_WORKER_CONCURRENCY: '8',
+  BATCHLINE_POLL_MODELS_CRON: '* * * * * *',
+};
 const opts = { redisUrl, prefix, models, env };
 let api: RunningApi;
 let worker: Child;
@@ -121,7 +130,7 @@ describe('residency under a model memory budget', () => {
     // Only the pinned version is loaded at start; every version is served.
     expect(start.residency!.budgetBytes).toBe(BUDGET);
     expect(start.residency!.resident.map((r) => r.key)).toEqual(['m00@1']);
-    expect(start.models).toHaveLength(MODELS + 1);
+    expect(start.models).toHaveLength(MODELS + 2);
 
     let cold = 0;
     for (let pass = 0; pass < 2; pass++) for (const m of names) if ((await askAndCheck(m, pass)) > 0) cold++;
@@ -179,6 +188,53 @@ describe('residency under a model memory budget', () => {
     );
     await askAndCheck('m05', 99);
     expect((await entry()).residency!.resident.some((e) => e.key === 'big@1')).toBe(false);
+  });
+
+  it('serves a new version dropped into the repository while the old one is resident, and still the old one by name', async () => {
+    const LIN =
+      'query($v: String) { predict(model: "lin", version: $v, input: { tensors: [{ name: "x", shape: [1, 4], datatype: "FP32", data: [1, 1, 1, 1] }] }) { version outputs { data } } }';
+    type Lin = { predict: { version: string; outputs: { data: number[] }[] } };
+    const v1 = await gql<Lin>(api.url, LIN, {});
+    expect(v1.body.data!.predict.version).toBe('1');
+    expect((await entry()).residency!.resident.some((r) => r.key === 'lin@1')).toBe(true);
+    // Version 2: every weight doubled, written then renamed as a deployment would.
+    const dir = join(models, 'lin', '2');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      join(dir, 'model.onnx.tmp'),
+      encodeDenseModel({
+        graphName: 'linear',
+        inputName: 'x',
+        outputName: 'y',
+        softmax: false,
+        layers: [
+          {
+            inFeatures: 4,
+            outFeatures: 3,
+            weight: Float32Array.from({ length: 12 }, (_, i) => (i - 6) / 2),
+            bias: LINEAR_BIAS,
+            activation: 'none',
+          },
+        ],
+      }),
+    );
+    renameSync(join(dir, 'model.onnx.tmp'), join(dir, 'model.onnx'));
+    await until(async () => {
+      const r = await gql<{ models: { name: string; version: string; ready: boolean }[] }>(api.url, '{ models { name version ready } }');
+      return r.body.data!.models.some((m) => m.name === 'lin' && m.version === '2' && m.ready);
+    }, 'version 2 to be served');
+    const v2 = await gql<Lin>(api.url, LIN, {});
+    expect(v2.body.errors).toBeUndefined();
+    expect(v2.body.data!.predict.version).toBe('2');
+    // x = ones: y = column sums of W plus b; W doubled moves y by the column sums of the old W.
+    const colSums = [0, 1, 2].map((o) => [0, 1, 2, 3].reduce((a, k) => a + (k * 3 + o - 6) / 4, 0));
+    expect(v1.body.data!.predict.outputs[0].data).toEqual(colSums.map((c, o) => c + LINEAR_BIAS[o]));
+    expect(v2.body.data!.predict.outputs[0].data).toEqual(colSums.map((c, o) => 2 * c + LINEAR_BIAS[o]));
+    const old = await gql<Lin>(api.url, LIN, { v: '1' });
+    expect(old.body.data!.predict.outputs[0].data).toEqual(v1.body.data!.predict.outputs[0].data);
+    const res = (await entry()).residency!;
+    expect(res.resident.some((r) => r.key === 'lin@2')).toBe(true);
+    expect(res.peakBytes).toBeLessThanOrEqual(BUDGET);
   });
 
   it('a worker whose pinned versions alone exceed the budget refuses to start, naming them', async () => {
