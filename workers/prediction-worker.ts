@@ -5,7 +5,7 @@
  * threads, so lock renewals are never starved.
  */
 import { randomUUID } from 'node:crypto';
-import { Worker, type Job } from 'bullmq';
+import { Queue, Worker, type Job } from 'bullmq';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { BatchlineConfig, PoolName } from '../core/config/settings.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/models/repository.ts';
@@ -29,6 +29,7 @@ import { workerShape } from '../core/worker/shape.ts';
 import { providerChain } from '../core/runtime/providers.ts';
 import { modelBudget, Residency } from '../core/worker/residency.ts';
 import { readCgroupLimits } from '../core/worker/cgroup.ts';
+import { ownedLanes } from '../core/worker/placement.ts';
 
 export interface WorkerOptions {
   config: BatchlineConfig;
@@ -37,6 +38,8 @@ export interface WorkerOptions {
 }
 
 const HEARTBEAT_MS = 5_000;
+/** How often a worker revisits which lanes it consumes under `queue.placement: model`. */
+const PLACEMENT_MS = 1_000;
 
 export class PredictionWorker {
   readonly id = randomUUID();
@@ -63,6 +66,13 @@ export class PredictionWorker {
   private stats?: StatsRecorder;
   private stopping = false;
   private reportedProvider?: string;
+  /** Lanes (shards) consumed now, by number; every shard under `queue.placement: any`. */
+  private readonly lanes = new Map<number, Worker<PredictionJobData>>();
+  private ownedLanes: number[] = [];
+  private laneQueues?: Queue<PredictionJobData>[];
+  private placement?: NodeJS.Timeout;
+  private placing = false;
+  private concurrency = 1;
   private readonly inHand = new Set<string>();
   private bullConnection?: RedisClient;
 
@@ -171,24 +181,83 @@ export class PredictionWorker {
     // of them (BullMQ gives each worker its own blocking connection besides).
     const shards = config.queue.shards[pool];
     this.bullConnection = createRedis(config.redis, 'blocking');
-    for (let shard = 0; shard < shards; shard++) {
-      const bull = new Worker<PredictionJobData>(keys.queueName(pool, shard, shards), (job) => this.processJob(job), {
-        connection: this.bullConnection,
-        prefix: config.redis.prefix,
-        concurrency: Math.ceil(shape.concurrency / shards),
-        // Inference runs on threads, so the loop stays free to renew locks on time.
-        lockDuration: config.workers.lockDurationMs,
-        stalledInterval: Math.max(500, Math.floor(config.workers.lockDurationMs / 2)),
-        maxStalledCount: 2,
+    this.concurrency = shape.concurrency;
+    if (config.queue.placement === 'model' && shards > 1) {
+      // Lanes by model version: this worker consumes the lanes it owns, and more while they are busy (core/worker/placement.ts).
+      this.laneQueues = Array.from({ length: shards }, (_, lane) => {
+        const q = new Queue<PredictionJobData>(keys.queueName(pool, lane, shards), { connection: this.redis, prefix: config.redis.prefix });
+        q.on('error', () => {});
+        return q;
       });
-      bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
-      this.trackJobsInHand(bull);
-      bull.on('failed', (job, err) => this.processor.onFailed(job, err));
-      // This worker's stall checker found a job whose worker stopped renewing its lock; BullMQ put it back.
-      bull.on('stalled', () => this.metrics.stalledJobs.inc({ pool }));
-      this.bulls.push(bull);
+      await this.place();
+      this.placement = setInterval(() => void this.place(), PLACEMENT_MS);
+    } else {
+      for (let shard = 0; shard < shards; shard++) this.openLane(shard, Math.ceil(shape.concurrency / shards));
     }
     this.log.info({ models: this.loaded, executionProvider: this.executionProvider, ...shape }, 'worker started');
+  }
+
+  /** Starts consuming shard (lane) `lane` of the pool's queue. */
+  private openLane(lane: number, concurrency: number): Worker<PredictionJobData> {
+    const { config, pool } = this.options;
+    const shards = config.queue.shards[pool];
+    const keys = keysOf(this.redis, config.redis.prefix);
+    const bull = new Worker<PredictionJobData>(keys.queueName(pool, lane, shards), (job) => this.processJob(job), {
+      connection: this.bullConnection!,
+      prefix: config.redis.prefix,
+      concurrency,
+      // Inference runs on threads, so the loop stays free to renew locks on time.
+      lockDuration: config.workers.lockDurationMs,
+      stalledInterval: Math.max(500, Math.floor(config.workers.lockDurationMs / 2)),
+      maxStalledCount: 2,
+    });
+    bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
+    this.trackJobsInHand(bull);
+    bull.on('failed', (job, err) => this.processor.onFailed(job, err));
+    // This worker's stall checker found a job whose worker stopped renewing its lock; BullMQ put it back.
+    bull.on('stalled', () => this.metrics.stalledJobs.inc({ pool }));
+    this.bulls.push(bull);
+    this.lanes.set(lane, bull);
+    return bull;
+  }
+
+  /**
+   * Under `queue.placement: model`: takes up the lanes this worker now owns (by the pool's live
+   * workers and each lane's waiting jobs) and lets go of the others. A lane let go finishes the
+   * jobs it has in hand (BullMQ's close waits for them); its waiting jobs go to its new owner.
+   */
+  private async place(): Promise<void> {
+    if (this.stopping || this.placing || !this.laneQueues) return;
+    this.placing = true;
+    try {
+      const { pool } = this.options;
+      const alive = (await this.registry.alive()).filter((e) => e.pool === pool).map((e) => e.id);
+      const waiting = await Promise.all(
+        this.laneQueues.map((q) => q.getJobCounts('wait', 'prioritized').then((c) => (c.wait ?? 0) + (c.prioritized ?? 0))),
+      );
+      if (this.stopping) return;
+      const owned = ownedLanes(this.id, alive, waiting, this.concurrency);
+      const each = Math.max(1, Math.ceil(this.concurrency / Math.max(1, owned.length)));
+      for (const [lane, bull] of this.lanes) {
+        if (owned.includes(lane)) continue;
+        this.lanes.delete(lane);
+        void bull.close().then(() => (this.bulls = this.bulls.filter((b) => b !== bull)));
+      }
+      for (const lane of owned) {
+        const bull = this.lanes.get(lane) ?? this.openLane(lane, each);
+        if (bull.concurrency !== each) bull.concurrency = each;
+      }
+      const lanes = [...this.lanes.keys()].sort((a, b) => a - b);
+      if (lanes.join() !== this.ownedLanes.join()) {
+        this.ownedLanes = lanes;
+        this.log.info({ lanes, waiting }, 'queue lanes this worker consumes');
+        void this.announce();
+      }
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'placement: could not read the registry or the lanes; keeping the lanes held');
+    } finally {
+      this.placing = false;
+    }
   }
 
   /**
@@ -373,6 +442,7 @@ export class PredictionWorker {
             skipped: this.inference.attempts.filter((a) => !a.ok).map((a) => ({ provider: a.provider, reason: a.reason ?? '' })),
           },
           batching: Object.fromEntries(this.loaded.map((k) => [k, this.batchingState(k)!])),
+          ...(this.laneQueues ? { lanes: this.ownedLanes } : {}),
           residency: {
             budgetBytes: this.residency.budget ?? null,
             usedBytes: this.residency.usedBytes,
@@ -404,6 +474,7 @@ export class PredictionWorker {
     if (this.stopping) return true;
     this.stopping = true;
     clearInterval(this.heartbeat);
+    clearInterval(this.placement);
     const timeout = this.options.config.workers.shutdownTimeoutMs;
     const deadline = new Deadline(timeout + RELEASE_MS);
     const unreachable = (): boolean => this.redis?.status !== 'ready';
@@ -416,6 +487,7 @@ export class PredictionWorker {
       closed = await deadline.within(Promise.all(this.bulls.map((b) => b.close())), timeout, () => unreachable() && this.inHand.size === 0);
     }
     this.bullConnection?.disconnect();
+    await Promise.all((this.laneQueues ?? []).map((q) => q.close().catch(() => {})));
     const jobsLeft = this.inHand.size;
     await deadline.step('pending model reload', this.control?.close());
     await deadline.step('inference threads', this.inference?.close());

@@ -13,7 +13,7 @@ import type { LostWork } from '../prediction/lost-work.ts';
 import type { Metrics } from '../telemetry/metrics.ts';
 import { accepted, cancelled, completed, failed, newJob, type PredictionRecord, type PredictionResult } from '../prediction/record.ts';
 import type { ModelCatalog } from './catalog.ts';
-import { enqueueTraced, requestTimeout, type PredictRequest, type Predictor } from './predictor.ts';
+import { enqueueTraced, lanesOf, requestTimeout, type PredictRequest, type Predictor } from './predictor.ts';
 import {
   ATTR,
   SpanKind,
@@ -89,7 +89,7 @@ export class Tickets {
       const { input, rows } = normalizeInput(req.input, mv.config, config.predict.maxRows);
       const priority = bullPriority(req.priority);
       const timeoutMs = req.timeoutMs == null ? undefined : requestTimeout(req.timeoutMs, config.predict.timeoutMs);
-      const job = newJob(mv, toWire(input), rows, req.requestId, timeoutMs);
+      const job = newJob(mv, toWire(input), rows, req.requestId, timeoutMs, lanesOf(config, mv.config.pool));
       // A sampled submission's context: its record keeps it, so each delivery of the result links to it.
       const submission = activeContext();
       const carrier = carrierOf(submission);

@@ -12,6 +12,7 @@ export const POOLS: readonly PoolName[] = ['cpu', 'gpu'];
 
 /** The values of each setting that takes one of a few words; the type and the check at start both read these. */
 export const EXECUTION_PROVIDERS = ['auto', 'cpu', 'cuda', 'webgpu'] as const;
+export const QUEUE_PLACEMENTS = ['any', 'model'] as const;
 export const WEBGPU_LAYOUTS = ['NCHW', 'NHWC'] as const;
 export const WEBGPU_VALIDATION_MODES = ['disabled', 'wgpuOnly', 'basic', 'full'] as const;
 export const WEBGPU_BUFFER_CACHE_MODES = ['disabled', 'lazyRelease', 'simple', 'bucket'] as const;
@@ -97,6 +98,15 @@ export interface BatchlineConfig {
       /** @defaultValue 1 */
       gpu: number;
     };
+    /**
+     * Which worker takes a job. `any`: every worker consumes every shard of its pool. `model`:
+     * the shards are lanes by model version (a version's jobs all go to one shard, its id chosen
+     * to hash there), and each lane is consumed by its owner among the pool's live workers
+     * (rendezvous hashing), plus one more worker per `concurrency` jobs waiting in it: a version
+     * is loaded where its lane is, and a hot lane gets more workers (docs/RESIDENCY.md). Needs
+     * `shards` above 1 to place anything; API and workers must agree on it. @defaultValue 'any'
+     */
+    placement: (typeof QUEUE_PLACEMENTS)[number];
   };
   workers: {
     /** Concurrent jobs per worker process; 0 derives it from cgroup CPU and memory limits. @defaultValue 0 */
@@ -234,7 +244,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   results: { ttlSeconds: 3600 },
   predict: { timeoutMs: 30_000, maxRows: 1024 },
   cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
-  queue: { maxDepth: 10_000, shards: { cpu: 1, gpu: 1 } },
+  queue: { maxDepth: 10_000, shards: { cpu: 1, gpu: 1 }, placement: 'any' },
   workers: {
     concurrency: 0,
     threads: 0,
@@ -307,6 +317,7 @@ export const ENV_VARS = {
   BATCHLINE_QUEUE_MAX_DEPTH: 'queue.maxDepth',
   BATCHLINE_QUEUE_SHARDS_CPU: 'queue.shards.cpu',
   BATCHLINE_QUEUE_SHARDS_GPU: 'queue.shards.gpu',
+  BATCHLINE_QUEUE_PLACEMENT: 'queue.placement',
   BATCHLINE_WORKER_CONCURRENCY: 'workers.concurrency',
   BATCHLINE_WORKER_THREADS: 'workers.threads',
   BATCHLINE_INTRA_OP_THREADS: 'workers.intraOpThreads',
@@ -435,6 +446,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   if (options.overrides) tree = merge(tree, options.overrides, '');
   const config = tree as unknown as BatchlineConfig;
   oneOf('workers.executionProvider', config.workers.executionProvider, EXECUTION_PROVIDERS);
+  oneOf('queue.placement', config.queue.placement, QUEUE_PLACEMENTS);
   oneOf('workers.webgpu.preferredLayout', config.workers.webgpu.preferredLayout, WEBGPU_LAYOUTS);
   oneOf('workers.webgpu.validationMode', config.workers.webgpu.validationMode, WEBGPU_VALIDATION_MODES);
   oneOf('workers.webgpu.storageBufferCacheMode', config.workers.webgpu.storageBufferCacheMode, WEBGPU_BUFFER_CACHE_MODES);

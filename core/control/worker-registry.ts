@@ -21,6 +21,8 @@ export interface WorkerEntry {
    * measured as each loaded. `budgetBytes` is null without a budget (everything loaded).
    */
   residency?: WorkerResidency;
+  /** Under `queue.placement: model`: the lanes (shards of the pool's queue) it consumes now. */
+  lanes?: number[];
   expiresAt: number;
 }
 
