@@ -47,6 +47,8 @@ interface Pending {
 interface ThreadHandle {
   worker: Worker;
   inFlight: number;
+  /** Versions with a session in this thread. */
+  keys: Set<string>;
 }
 
 const THREAD_ENTRY = new URL('./inference-thread.ts', import.meta.url);
@@ -107,9 +109,10 @@ export class InferencePool {
   private spawn(init: ThreadInit): Promise<void> {
     return new Promise((resolve, reject) => {
       const worker = new Worker(THREAD_ENTRY, { workerData: init });
-      const handle: ThreadHandle = { worker, inFlight: 0 };
+      const handle: ThreadHandle = { worker, inFlight: 0, keys: new Set() };
       worker.on('message', (msg: ThreadMessage) => {
         if (msg.type === 'ready') {
+          handle.keys = new Set(msg.loaded);
           this.loaded = msg.loaded;
           this.failed = msg.failed;
           if (this.threads.length === 0) this.attempts = msg.attempts;
@@ -163,7 +166,7 @@ export class InferencePool {
    */
   async load(
     models: LoadedModelSpec[],
-    options: { oneThreadAtATime?: boolean } = {},
+    options: { oneThread?: boolean } = {},
   ): Promise<{ loaded: string[]; failed: { key: string; error: string }[] }> {
     const send = (t: ThreadHandle): Promise<Extract<ThreadMessage, { type: 'loaded' }>> =>
       new Promise((resolve) => {
@@ -173,37 +176,47 @@ export class InferencePool {
         this.loads.set(id, (msg) => {
           this.loads.delete(id);
           t.inFlight--;
+          t.keys = new Set(msg.loaded);
           resolve(msg);
         });
         t.worker.postMessage({ type: 'load', id, models, provider: this.provider });
       });
+    if (options.oneThread && this.threads.length > 0) {
+      // On demand: into the least busy thread only (the first while the provider is undecided: it walks the chain).
+      // Loading blocks that thread; the others keep running the versions they hold.
+      let t = this.threads[0];
+      if (this.provider)
+        for (const c of this.threads) if (c.inFlight < t.inFlight || (c.inFlight === t.inFlight && c.keys.size < t.keys.size)) t = c;
+      const reply = await send(t);
+      this.decided(reply);
+      return { loaded: models.map((m) => m.key).filter((k) => reply.loaded.includes(k)), failed: reply.failed };
+    }
     // Started without models, the pool decides its provider now: the first thread walks the chain, the rest follow it.
     const first = this.provider || this.threads.length === 0 ? [] : [await send(this.threads[0])];
     if (first[0]) this.decided(first[0]);
-    const rest = this.threads.slice(first.length);
-    const replies = [...first];
-    // On demand (a cold start), one thread at a time, so the other threads keep serving resident models.
-    if (options.oneThreadAtATime) for (const t of rest) replies.push(await send(t));
-    else replies.push(...(await Promise.all(rest.map(send))));
+    const replies = [...first, ...(await Promise.all(this.threads.slice(first.length).map(send)))];
     const loaded = replies.reduce<string[]>((acc, r, i) => (i === 0 ? r.loaded : acc.filter((k) => r.loaded.includes(k))), []);
     this.loaded = loaded;
     return { loaded, failed: replies.flatMap((r) => r.failed) };
   }
 
-  /** Releases the sessions of `keys` in every thread, after the runs each has in hand (an eviction). */
+  /** Releases the sessions of `keys` in the threads holding them, after the runs each has in hand (an eviction). */
   async unload(keys: string[]): Promise<void> {
     await Promise.all(
-      this.threads.map(
-        (t) =>
-          new Promise<void>((resolve) => {
-            const id = this.nextId++;
-            this.unloads.set(id, () => {
-              this.unloads.delete(id);
-              resolve();
-            });
-            t.worker.postMessage({ type: 'unload', id, keys });
-          }),
-      ),
+      this.threads
+        .filter((t) => keys.some((k) => t.keys.has(k)))
+        .map(
+          (t) =>
+            new Promise<void>((resolve) => {
+              for (const k of keys) t.keys.delete(k);
+              const id = this.nextId++;
+              this.unloads.set(id, () => {
+                this.unloads.delete(id);
+                resolve();
+              });
+              t.worker.postMessage({ type: 'unload', id, keys });
+            }),
+        ),
     );
     this.loaded = this.loaded.filter((k) => !keys.includes(k));
   }
@@ -212,8 +225,11 @@ export class InferencePool {
   run(key: string, input: NormalizedInput): Promise<RunResult> {
     if (this.closed || this.threads.length === 0)
       return Promise.reject(new ServingError('MODEL_NOT_READY', 'no inference thread is running'));
-    let thread = this.threads[0];
-    for (const t of this.threads) if (t.inFlight < thread.inFlight) thread = t;
+    // The least busy thread of those holding the version (under a budget usually one), else any: it answers MODEL_NOT_READY.
+    const holders = this.threads.filter((t) => t.keys.has(key));
+    const candidates = holders.length ? holders : this.threads;
+    let thread = candidates[0];
+    for (const t of candidates) if (t.inFlight < thread.inFlight) thread = t;
     const id = this.nextId++;
     thread.inFlight++;
     return new Promise((resolve, reject) => {

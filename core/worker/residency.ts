@@ -1,12 +1,13 @@
 /**
  * Which model versions a worker holds in memory, under its budget (`workers.modelMemoryBytes`,
  * docs/RESIDENCY.md). With a budget, a version is loaded when work for it arrives (warmed by
- * the inference thread's warm-up run), and the least recently used versions with no work in
- * flight are evicted when the next load would not fit. Pinned versions (`residency.pinned`)
- * are loaded at start and never evicted. Each version's cost is measured as it loads: the
- * growth of the process's resident memory around session creation and warm-up, never less
- * than its file once per inference thread (each thread holds its own session, and RSS reads
- * less than that when the allocator reuses pages freed by an eviction).
+ * the inference thread's warm-up run) into the least busy inference thread only (a load
+ * blocks its thread; the others keep running the versions they hold), and the least recently
+ * used versions with no work in flight are evicted when the next load would not fit. Pinned
+ * versions (`residency.pinned`) are loaded at start and never evicted. Each version's cost is
+ * measured as it loads: the growth of the process's resident memory around session creation
+ * and warm-up, never less than its file (RSS reads less than that when the allocator reuses
+ * pages freed by an eviction).
  *
  * Without a budget (no setting and no container limit) everything is loaded at start and kept,
  * as before; this class then only answers "loaded" and reports sizes.
@@ -48,10 +49,10 @@ export function modelBudget(setting: number, limits: Pick<CgroupLimits, 'memoryB
 export interface SessionHost {
   load(
     models: LoadedModelSpec[],
-    options?: { oneThreadAtATime?: boolean },
+    options?: { oneThread?: boolean },
   ): Promise<{ loaded: string[]; failed: { key: string; error: string }[] }>;
   unload(keys: string[]): Promise<void>;
-  /** Inference threads: each holds its own session of every resident version. */
+  /** Inference threads. Under a budget a version is loaded into one of them; without one, into each. */
   readonly size: number;
 }
 
@@ -232,12 +233,12 @@ export class Residency {
     return next;
   }
 
-  /** The least a version costs: its file, once per inference thread. */
+  /** The least a version costs: its file, once per thread holding it (one under a budget, each without one). */
   private floor(key: string): number {
     const v = this.versions().get(key);
     if (!v) return 0;
     try {
-      return statSync(v.path).size * Math.max(1, this.host.size);
+      return statSync(v.path).size * (this.onDemand ? 1 : Math.max(1, this.host.size));
     } catch {
       return 0;
     }
@@ -257,12 +258,12 @@ export class Residency {
       // The first session a process creates also sets up onnxruntime itself (its environment,
       // thread pools, arenas: tens of MB once). Load and release it once so that is not charged to the version.
       this.primed = true;
-      const first = await this.host.load(spec, { oneThreadAtATime: true });
+      const first = await this.host.load(spec, { oneThread: true });
       if (first.loaded.includes(key)) await this.host.unload([key]);
     }
     const before = this.rss();
     const t0 = performance.now();
-    const { loaded, failed } = await this.host.load(spec, { oneThreadAtATime: true });
+    const { loaded, failed } = await this.host.load(spec, { oneThread: true });
     const loadMs = performance.now() - t0;
     if (!loaded.includes(key)) {
       const reason = failed.find((f) => f.key === key)?.error ?? 'not loaded';
