@@ -47,7 +47,7 @@ function pool(loaded: LoadedServer, p: PoolSizing): string[] {
     row(
       'models',
       p.spec.modelMemory !== undefined
-        ? `${models} (loaded on demand into the model memory budget, each once per slot)`
+        ? `${models} (loaded on demand into the model memory budget, each into one slot)`
         : `${models} (each slot loads all of them)`,
     ),
     ...(plan.modelMemoryBytes !== undefined && p.spec.modelMemory === undefined

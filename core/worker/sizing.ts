@@ -15,10 +15,10 @@
  *     concurrency    = slots × batch size              (jobs in hand: the GPU pool batches)
  *
  * With a model memory budget B (`workers.modelMemoryBytes`, docs/RESIDENCY.md) models load
- * on demand into B, so B is set aside once and a slot costs only its overhead:
+ * on demand into B, each into one slot, so B is set aside once and a slot costs only its
+ * overhead (B must hold the largest model):
  *
- *     memory bound   = min(floor((memory limit − base − B) / slot overhead),
- *                          floor(B / largest model))      (each slot holds its own copy)
+ *     memory bound   = floor((memory limit − base − B) / slot overhead)
  *
  * The old design rule "no more than 2 × cores + 1 workers" suits I/O-bound servers,
  * whose workers mostly wait; inference keeps a core busy for the whole call, so
@@ -64,8 +64,8 @@ export interface PoolSizingInput {
   batchSize?: number;
   /**
    * The model memory budget (`workers.modelMemoryBytes`, docs/RESIDENCY.md): models load on
-   * demand into it, so a slot costs only its overhead, the budget is set aside once, and each
-   * slot must hold a copy of the largest model. Undefined: every model loaded in every slot.
+   * demand into it, each into one slot, so a slot costs only its overhead and the budget is set
+   * aside once; it must hold the largest model. Undefined: every model loaded in every slot.
    */
   modelMemoryBytes?: number;
   /** Where the budget came from, for the explanation. @defaultValue 'model memory budget' */
@@ -138,13 +138,11 @@ export function planPool(input: PoolSizingInput): PoolPlan {
   if (budget !== undefined) {
     const sizes = typeof input.modelBytes === 'number' ? [input.modelBytes] : [...input.modelBytes];
     const largest = Math.max(...sizes);
-    const byBudget = Math.floor(budget / largest);
-    if (byBudget < 1)
+    if (largest > budget)
       throw new PoolSizingError(
         'memory',
         `${input.pool} pool: its largest model (${mib(largest)}) does not fit in the model memory budget of ${mib(budget)}`,
       );
-    memory = byBudget;
     const from = input.modelMemoryFrom ?? 'model memory budget';
     if (input.memoryLimitBytes !== undefined) {
       const left = input.memoryLimitBytes - base - budget;
@@ -155,12 +153,12 @@ export function planPool(input: PoolSizingInput): PoolPlan {
           `${input.pool} pool: memory limit ${mib(input.memoryLimitBytes)} cannot hold the model memory budget and one slot: ` +
             `base ${mib(base)} + budget ${mib(budget)} + slot overhead ${mib(overhead)} = ${mib(base + budget + overhead)}`,
         );
-      memory = Math.min(byBudget, byLimit);
+      memory = byLimit;
       lines.push(
-        `memory bound: min(floor((${mib(input.memoryLimitBytes)} limit - ${mib(base)} base - ${mib(budget)} models (${from})) / ${mib(overhead)} overhead) = ${byLimit}, floor(${mib(budget)} / ${mib(largest)} largest model) = ${byBudget}) = ${memory}`,
+        `memory bound: floor((${mib(input.memoryLimitBytes)} limit - ${mib(base)} base - ${mib(budget)} models (${from})) / ${mib(overhead)} overhead) = ${memory}`,
       );
     } else {
-      lines.push(`memory bound: floor(${mib(budget)} models (${from}) / ${mib(largest)} largest model) = ${memory} (no memory limit)`);
+      lines.push(`memory bound: none (no memory limit; models in ${mib(budget)}, ${from})`);
     }
   } else if (input.memoryLimitBytes !== undefined) {
     const free = input.memoryLimitBytes - base;
@@ -238,14 +236,14 @@ export function planPool(input: PoolSizingInput): PoolPlan {
     let used = 0;
     modelsResident = 0;
     for (const size of sizes) {
-      if (used + size * slots > budget) break;
-      used += size * slots;
+      if (used + size > budget) break;
+      used += size;
       modelsResident++;
     }
     lines.splice(
       lines.length - 1,
       0,
-      `model memory: ${mib(budget)} holds ${modelsResident} of the pool's ${sizes.length} model${sizes.length === 1 ? '' : 's'} at once (smallest first, each once per slot); the rest load on demand, least recently used evicted`,
+      `model memory: ${mib(budget)} holds ${modelsResident} of the pool's ${sizes.length} model${sizes.length === 1 ? '' : 's'} at once (smallest first, each in one slot); the rest load on demand, least recently used evicted`,
     );
   } else if (input.memoryLimitBytes !== undefined) {
     modelMemoryBytes = input.memoryLimitBytes - base - slots * overhead;

@@ -170,26 +170,13 @@ describe('planPool with a model memory budget', () => {
     // Without a budget the pool cannot be sized at all: every slot would hold all 200 (8000 MiB).
     expect(() => planPool({ pool: 'cpu', memoryLimitBytes: 2 * Gi, cpuLimitCores: 8, modelBytes: models })).toThrow(PoolSizingError);
     const plan = planPool({ pool: 'cpu', memoryLimitBytes: 2 * Gi, cpuLimitCores: 8, modelBytes: models, modelMemoryBytes: Gi });
-    // min(floor((2048 - 160 - 1024) / 32) = 27, floor(1024 / 40) = 25) = 25 by memory; 8 by CPU.
-    expect(plan.bounds.memory).toBe(25);
+    // floor((2048 - 160 - 1024) / 32) = 27 by memory; 8 by CPU.
+    expect(plan.bounds.memory).toBe(27);
     expect(plan.slots).toBe(8);
     expect(plan.modelMemoryBytes).toBe(Gi);
-    // Each resident model costs 8 slots x 40 MiB = 320 MiB: 3 fit in 1024 MiB.
-    expect(plan.modelsResident).toBe(3);
-    expect(plan.explanation.join('\n')).toContain('holds 3 of the pool');
-  });
-
-  it('the largest model must fit once per slot: the budget bounds the slots', () => {
-    const plan = planPool({
-      pool: 'cpu',
-      memoryLimitBytes: 8 * Gi,
-      cpuLimitCores: 16,
-      modelBytes: [10 * Mi, 300 * Mi],
-      modelMemoryBytes: Gi,
-    });
-    expect(plan.bounds.memory).toBe(3);
-    expect(plan.slots).toBe(3);
-    expect(plan.decidedBy).toBe('memory');
+    // Each resident model is one copy of 40 MiB: 25 fit in 1024 MiB.
+    expect(plan.modelsResident).toBe(25);
+    expect(plan.explanation.join('\n')).toContain('holds 25 of the pool');
   });
 
   it('refuses a budget smaller than the largest model, or one the limit cannot hold beside a slot', () => {
