@@ -4,8 +4,8 @@
  *
  * Generates FLEET_MODELS ONNX models (default 60) of mixed sizes (log-uniform from
  * FLEET_MIN_MB to FLEET_MAX_MB of weights, default 0.25 to 8) at run time, and starts two
- * stacks on one private redis-server, each an API (in this process) and one cpu worker (its own
- * process, one inference thread): **budget**, whose worker may hold about a fifth of the
+ * stacks on one private redis-server, each an API and one cpu worker (processes of their own;
+ * the worker with FLEET_THREADS inference threads, default 2): **budget**, whose worker may hold about a fifth of the
  * models (`workers.modelMemoryBytes` = 2 x a fifth of the files: a version measures about
  * twice its file once loaded), and **all loaded**, without a budget. Open-loop traffic (Poisson
  * arrivals at FLEET_RATE a second for FLEET_SECONDS) with Zipf popularity (exponent FLEET_ZIPF,
@@ -35,6 +35,7 @@ const RATE = Number(process.env.FLEET_RATE ?? 20);
 const ZIPF = Number(process.env.FLEET_ZIPF ?? 1.1);
 const MIN_MB = Number(process.env.FLEET_MIN_MB ?? 0.25);
 const MAX_MB = Number(process.env.FLEET_MAX_MB ?? 8);
+const THREADS = Number(process.env.FLEET_THREADS ?? 2);
 const IN = 64;
 const OUT = 8;
 
@@ -211,7 +212,7 @@ async function main(): Promise<void> {
     const worker = await startCli(
       `worker-${prefix}`,
       ['worker', '--pool', 'cpu'],
-      { ...common, ...env, BATCHLINE_WORKER_THREADS: '1', BATCHLINE_INTRA_OP_THREADS: '1', NODE_ENV: 'production' },
+      { ...common, ...env, BATCHLINE_WORKER_THREADS: String(THREADS), BATCHLINE_INTRA_OP_THREADS: '1', NODE_ENV: 'production' },
       dir,
       /"msg":"worker started"/,
     );
@@ -281,7 +282,16 @@ async function main(): Promise<void> {
   const hot = new Set(models.filter((m) => m.rank < Math.max(1, Math.round(MODELS / 10))).map((m) => m.name));
   const report: Record<string, unknown> = {
     command: 'npm run bench:fleet',
-    env: { FLEET_MODELS: MODELS, FLEET_SECONDS: SECONDS, FLEET_RATE: RATE, FLEET_ZIPF: ZIPF, FLEET_MIN_MB: MIN_MB, FLEET_MAX_MB: MAX_MB },
+    env: {
+      FLEET_MODELS: MODELS,
+      FLEET_SECONDS: SECONDS,
+      FLEET_RATE: RATE,
+      FLEET_ZIPF: ZIPF,
+      FLEET_MIN_MB: MIN_MB,
+      FLEET_MAX_MB: MAX_MB,
+      FLEET_THREADS: THREADS,
+    },
+    loadAverage: readFileSync('/proc/loadavg', 'utf8').trim(),
     models: MODELS,
     fileBytes: totalBytes,
     budgetBytes: budget,
