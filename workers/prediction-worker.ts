@@ -66,6 +66,7 @@ export class PredictionWorker {
   private stats?: StatsRecorder;
   private stopping = false;
   private reportedProvider?: string;
+  private lastThrottleWarning = 0;
   /** Lanes (shards) consumed now, by number; every shard under `queue.placement: any`. */
   private readonly lanes = new Map<number, Worker<PredictionJobData>>();
   private ownedLanes: number[] = [];
@@ -296,7 +297,23 @@ export class PredictionWorker {
       host: this.inference,
       versions: () => this.models,
       log: this.log,
+      maxLoadsPerSecond: this.options.config.workers.maxModelLoadsPerSecond,
       events: {
+        throttled: (e) => {
+          this.metrics.loadThrottledSeconds.inc(e.ms / 1000);
+          // One warning per 10 s at most: the working set is larger than the budget.
+          if (Date.now() - this.lastThrottleWarning < 10_000) return;
+          this.lastThrottleWarning = Date.now();
+          this.log.warn(
+            {
+              model: e.key,
+              waitedMs: Math.round(e.ms),
+              maxModelLoadsPerSecond: this.options.config.workers.maxModelLoadsPerSecond,
+              budgetBytes: this.residency.budget,
+            },
+            'model loads capped: the versions asked for do not fit the model memory budget together; jobs for evicted versions wait',
+          );
+        },
         loaded: (e) => {
           if (undecided()) this.reportProvider();
           const { model, version } = labels(e.key);

@@ -152,6 +152,13 @@ export interface BatchlineConfig {
      * flight; with no limit either, every version is loaded at start and kept. @defaultValue 0
      */
     modelMemoryBytes: number;
+    /**
+     * Most model loads a worker starts per second under a budget; 0: no cap. When the versions
+     * asked for do not fit the budget together, each request for an evicted one loads it again:
+     * the cap makes their jobs wait instead (resident versions keep serving), and says so in
+     * `batchline_model_load_throttled_seconds_total` and a warning. @defaultValue 0
+     */
+    maxModelLoadsPerSecond: number;
   };
   maintenance: {
     /** Run the periodic jobs' worker in this API process (exactly one process runs each tick). @defaultValue true */
@@ -256,6 +263,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     lockDurationMs: 10_000,
     httpPort: 0,
     modelMemoryBytes: 0,
+    maxModelLoadsPerSecond: 0,
   },
   maintenance: {
     enabled: true,
@@ -330,6 +338,7 @@ export const ENV_VARS = {
   BATCHLINE_LOCK_DURATION_MS: 'workers.lockDurationMs',
   BATCHLINE_WORKER_HTTP_PORT: 'workers.httpPort',
   BATCHLINE_WORKER_MODEL_MEMORY: 'workers.modelMemoryBytes',
+  BATCHLINE_WORKER_MAX_MODEL_LOADS: 'workers.maxModelLoadsPerSecond',
   BATCHLINE_MAINTENANCE: 'maintenance.enabled',
   BATCHLINE_POLL_MODELS_CRON: 'maintenance.pollModels',
   BATCHLINE_HOUSEKEEPING_CRON: 'maintenance.housekeeping',

@@ -196,6 +196,11 @@ export function createMetrics(role: 'api' | 'worker') {
       buckets: LATENCY_BUCKETS,
       registers: [registry],
     }),
+    loadThrottledSeconds: new Counter({
+      name: 'batchline_model_load_throttled_seconds_total',
+      help: 'Seconds loads waited for workers.maxModelLoadsPerSecond: above 0, the versions asked for do not fit the budget together',
+      registers: [registry],
+    }),
     modelEvictions: new Counter({
       name: 'batchline_model_evictions_total',
       help: 'Model versions this worker evicted (least recently used, idle) to keep under its model memory budget',

@@ -59,6 +59,8 @@ export interface SessionHost {
 export interface ResidencyEvents {
   loaded(e: { key: string; bytes: number; loadMs: number; evicted: string[]; pinned: boolean }): void;
   evicted(e: { key: string; bytes: number; idleMs: number }): void;
+  /** A load waited `ms` for the loads-per-second cap. */
+  throttled(e: { key: string; ms: number }): void;
   failed(e: { key: string; code: string; message: string }): void;
   /** The resident set changed: announce it. */
   changed(): void;
@@ -99,6 +101,9 @@ export class Residency {
   /** Wakes a load waiting for a held version to become idle. */
   private released?: () => void;
   private primed = false;
+  /** Loads start at least this far apart (`workers.maxModelLoadsPerSecond`). */
+  private readonly minLoadGapMs: number;
+  private lastLoadAt = -Infinity;
   loads = 0;
   evictions = 0;
   /** The most the resident versions ever added up to. */
@@ -111,8 +116,11 @@ export class Residency {
     events: ResidencyEvents;
     log: Logger;
     rss?: () => number;
+    /** Most loads started per second; 0 or absent: no cap. */
+    maxLoadsPerSecond?: number;
   }) {
     this.budget = o.budget;
+    this.minLoadGapMs = o.maxLoadsPerSecond ? 1000 / o.maxLoadsPerSecond : 0;
     this.host = o.host;
     this.versions = o.versions;
     this.events = o.events;
@@ -253,6 +261,13 @@ export class Residency {
     if (need > budget) throw this.tooLarge(key, need, budget);
     const evicted = pinned ? [] : await this.makeRoom(need, budget, key);
     const spec = [{ key, path: v.path, config: v.config }];
+    const gap = this.lastLoadAt + this.minLoadGapMs - performance.now();
+    if (gap > 0) {
+      // Capped: the job waits; resident versions keep serving meanwhile.
+      await new Promise((r) => setTimeout(r, gap));
+      this.events.throttled({ key, ms: gap });
+    }
+    this.lastLoadAt = performance.now();
     this.log.info({ model: key, expectBytes: need, usedBytes: this.usedBytes, budgetBytes: budget }, 'loading model version');
     if (!this.primed) {
       // The first session a process creates also sets up onnxruntime itself (its environment,

@@ -66,6 +66,8 @@ const env = {
   BATCHLINE_WORKER_THREADS: '1',
   BATCHLINE_WORKER_CONCURRENCY: '8',
   BATCHLINE_POLL_MODELS_CRON: '* * * * * *',
+  // At most 8 loads a second: back-to-back loads (concurrent cold requests) wait for it.
+  BATCHLINE_WORKER_MAX_MODEL_LOADS: '8',
 };
 const opts = { redisUrl, prefix, models, env };
 let api: RunningApi;
@@ -169,6 +171,8 @@ describe('residency under a model memory budget', () => {
       for (let n = 0; n < Math.ceil(12 / (i + 1)); n++) asks.push(askAndCheck(m, 10 + n));
     });
     await Promise.all(asks);
+    // Cold requests for several versions at once: their loads queued back to back, and the cap spaced them (and said so).
+    expect(worker.output()).toMatch(/"msg":"model loads capped: the versions asked for do not fit the model memory budget together/);
     const res = (await entry()).residency!;
     expect(res.peakBytes).toBeLessThanOrEqual(BUDGET);
     expect(res.resident.some((r) => r.key === 'm00@1')).toBe(true);
