@@ -282,9 +282,13 @@ export class Residency {
     const loadMs = performance.now() - t0;
     if (!loaded.includes(key)) {
       const reason = failed.find((f) => f.key === key)?.error ?? 'not loaded';
-      const err = new ServingError('MODEL_LOAD_FAILED', `${key} failed to load: ${reason}`);
+      // The client gets the code and the version, never the runtime's own text (paths, internals): that goes to the log.
+      const err = new ServingError(
+        'MODEL_LOAD_FAILED',
+        `${key} failed to load in the worker (corrupt or incompatible file; the worker's log has the reason)`,
+      );
       this.broken.set(key, err);
-      this.events.failed({ key, code: err.code, message: err.message });
+      this.events.failed({ key, code: err.code, message: `${key} failed to load: ${reason}` });
       throw err;
     }
     // The most any load of it measured: a reload into pages freed by an eviction reads less growth than it costs.
