@@ -61,6 +61,7 @@ export function toModelVersion(m: ModelInfo) {
       loadedOn: m.residency.loadedOn,
       residentBytes: m.residency.residentBytes ?? null,
       lastLoadMs: m.residency.lastLoadMs ?? null,
+      loads: m.residency.loads,
     },
     sizeBytes: m.sizeBytes,
     metrics: m.metrics ? JSON.stringify(m.metrics) : null,

@@ -465,6 +465,7 @@ export class PredictionWorker {
             usedBytes: this.residency.usedBytes,
             resident: this.stopping ? [] : this.residency.view().map(({ key, bytes, pinned, loadMs }) => ({ key, bytes, pinned, loadMs })),
             loads: this.residency.loads,
+            loadsByVersion: Object.fromEntries(this.residency.loadsByVersion),
             evictions: this.residency.evictions,
             peakBytes: this.residency.peakBytes,
           },

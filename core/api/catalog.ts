@@ -27,7 +27,7 @@ export interface ModelInfo extends ModelVersion {
   /** Execution providers of the live workers serving it, each once. */
   executionProviders: string[];
   /** The live workers holding it in memory, and its measured size there (docs/RESIDENCY.md). */
-  residency: { loadedOn: string[]; residentBytes?: number; lastLoadMs?: number };
+  residency: { loadedOn: string[]; residentBytes?: number; lastLoadMs?: number; loads: number };
 }
 
 export interface ModelCatalogDeps {
@@ -67,6 +67,7 @@ export class ModelCatalog {
         loadedOn: held.map((h) => h.id).sort(),
         residentBytes: held.length ? Math.max(...held.map((h) => h.bytes)) : undefined,
         lastLoadMs: held.length ? held[held.length - 1].loadMs : undefined,
+        loads: serving.reduce((a, w) => a + (w.residency?.loadsByVersion?.[key] ?? 0), 0),
       };
       return {
         ...v,

@@ -32,6 +32,8 @@ export interface WorkerResidency {
   resident: { key: string; bytes: number; pinned: boolean; loadMs: number }[];
   /** Loads and evictions since the worker started. */
   loads: number;
+  /** Loads per version since the worker started (each was a cold start for the jobs that waited for it). */
+  loadsByVersion?: Record<string, number>;
   evictions: number;
   /** The most its resident versions ever added up to. */
   peakBytes: number;

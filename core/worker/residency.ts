@@ -106,6 +106,8 @@ export class Residency {
   private lastLoadAt = -Infinity;
   loads = 0;
   evictions = 0;
+  /** Loads per version since the worker started (evicted ones included). */
+  readonly loadsByVersion = new Map<string, number>();
   /** The most the resident versions ever added up to. */
   peakBytes = 0;
 
@@ -296,6 +298,7 @@ export class Residency {
     this.measured.set(key, bytes);
     this.resident.set(key, { bytes, lastUsed: performance.now(), pinned, loadMs });
     this.loads++;
+    this.loadsByVersion.set(key, (this.loadsByVersion.get(key) ?? 0) + 1);
     if (!pinned && bytes > budget) {
       // Measured larger than the whole budget (its file said less): out again, and refused from now on.
       this.resident.delete(key);

@@ -152,16 +152,19 @@ describe('residency under a model memory budget', () => {
     for (const r of res.resident) expect(r.bytes).toBeGreaterThanOrEqual(WIDTH * WIDTH * 4);
 
     // The models query says the same: which workers hold what, measured sizes, the pinned one.
-    const q = await gql<{ models: { name: string; residency: { pinned: boolean; loadedOn: string[]; residentBytes: number | null } }[] }>(
-      api.url,
-      '{ models { name residency { pinned loadedOn residentBytes lastLoadMs } } }',
-    );
+    const q = await gql<{
+      models: { name: string; residency: { pinned: boolean; loadedOn: string[]; residentBytes: number | null; loads: number } }[];
+    }>(api.url, '{ models { name residency { pinned loadedOn residentBytes lastLoadMs loads } } }');
     expect(q.body.errors).toBeUndefined();
     const byName = new Map(q.body.data!.models.map((m) => [m.name, m.residency]));
     expect(byName.get('m00')).toMatchObject({ pinned: true, loadedOn: [after.id] });
     const held = [...byName].filter(([, r]) => r.loadedOn.length > 0).map(([n]) => `${n}@1`);
     expect(held.sort()).toEqual(res.resident.map((r) => r.key).sort());
     for (const [, r] of byName) expect(r.residentBytes === null).toBe(r.loadedOn.length === 0);
+    // Loads per version add up to the worker's count: the pinned one once, each other at least once a pass.
+    expect([...byName.values()].reduce((a, r) => a + r.loads, 0)).toBe(res.loads);
+    expect(byName.get('m00')!.loads).toBe(1);
+    for (const m of names.slice(1)) expect(byName.get(m)!.loads).toBeGreaterThanOrEqual(2);
   });
 
   it('answers concurrent skewed traffic over all 12 right: a version with work in flight or in a batch is never evicted', async () => {
