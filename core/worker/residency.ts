@@ -229,14 +229,6 @@ export class Residency {
       );
   }
 
-  /** Forgets versions gone from the catalog (and what failed), so a fixed file loads again. */
-  forget(keys: string[]): void {
-    for (const k of keys) {
-      this.broken.delete(k);
-      this.measured.delete(k);
-    }
-  }
-
   private enqueue<T>(step: () => Promise<T>): Promise<T> {
     const next = this.serial.then(step, step);
     this.serial = next.catch(() => {});
