@@ -5,7 +5,7 @@
  * threads, so lock renewals are never starved.
  */
 import { randomUUID } from 'node:crypto';
-import { Queue, Worker, type Job } from 'bullmq';
+import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { BatchlineConfig, PoolName } from '../core/config/settings.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/models/repository.ts';
@@ -40,6 +40,8 @@ export interface WorkerOptions {
 const HEARTBEAT_MS = 5_000;
 /** How often a worker revisits which lanes it consumes under `queue.placement: model`. */
 const PLACEMENT_MS = 1_000;
+/** A job is handed back at most this often while its version waits to load; then it waits in place. */
+const MAX_DEFERRALS = 3;
 
 export class PredictionWorker {
   readonly id = randomUUID();
@@ -67,6 +69,9 @@ export class PredictionWorker {
   private stopping = false;
   private reportedProvider?: string;
   private lastThrottleWarning = 0;
+  /** Times this worker handed a job back while its version loaded (core of {@link deferred}). */
+  private readonly deferrals = new Map<string, number>();
+  private deferredJobs = 0;
   /** Lanes (shards) consumed now, by number; every shard under `queue.placement: any`. */
   private readonly lanes = new Map<number, Worker<PredictionJobData>>();
   private ownedLanes: number[] = [];
@@ -203,7 +208,7 @@ export class PredictionWorker {
     const { config, pool } = this.options;
     const shards = config.queue.shards[pool];
     const keys = keysOf(this.redis, config.redis.prefix);
-    const bull = new Worker<PredictionJobData>(keys.queueName(pool, lane, shards), (job) => this.processJob(job), {
+    const bull = new Worker<PredictionJobData>(keys.queueName(pool, lane, shards), (job, token) => this.processJob(job, token), {
       connection: this.bullConnection!,
       prefix: config.redis.prefix,
       concurrency,
@@ -265,14 +270,43 @@ export class PredictionWorker {
    * One job: its model version is held (never evicted) from the moment the job is taken until
    * it is answered, whether it waits for a load, in a batch or on a thread.
    */
-  private async processJob(job: Job<PredictionJobData>): Promise<{ status: string }> {
+  private async processJob(job: Job<PredictionJobData>, token?: string): Promise<{ status: string }> {
     const key = modelKey(job.data.model, job.data.version);
+    if (await this.deferred(job, key, token)) throw new DelayedError();
+    this.deferrals.delete(job.id!);
     this.residency.hold(key);
     try {
       return await this.processor.process(job);
     } finally {
       this.residency.release(key);
     }
+  }
+
+  /**
+   * A job for a version not in memory, while other loads are in hand, need not wait for them
+   * holding one of this worker's BullMQ slots (which jobs of resident versions could use): its
+   * load is started in the background and the job goes back to the queue, delayed by about the
+   * loads' time, at most {@link MAX_DEFERRALS} times and never past its deadline. BullMQ keeps
+   * its priority and attempts; it comes back to a worker of its lane (or any, without lanes).
+   */
+  private async deferred(job: Job<PredictionJobData>, key: string, token: string | undefined): Promise<boolean> {
+    const r = this.residency;
+    if (!token || !r.onDemand || r.isResident(key) || !r.busy) return false;
+    const times = this.deferrals.get(job.id!) ?? 0;
+    const delay = Math.min(500, Math.max(10, r.expectedWaitMs()));
+    if (times >= MAX_DEFERRALS || (job.data.deadline !== undefined && Date.now() + delay >= job.data.deadline)) return false;
+    r.prefetch(key);
+    try {
+      await job.moveToDelayed(Date.now() + delay, token);
+    } catch {
+      return false;
+    }
+    this.deferrals.set(job.id!, times + 1);
+    if (this.deferrals.size > 10_000) this.deferrals.clear();
+    this.inHand.delete(job.id!);
+    this.metrics.jobsDeferred.inc({ model: job.data.model });
+    this.deferredJobs++;
+    return true;
   }
 
   /** The processor's cold-start hook: waits for `key` to be resident; the wait is seen in metrics and the log. */
@@ -467,6 +501,7 @@ export class PredictionWorker {
             loads: this.residency.loads,
             loadsByVersion: Object.fromEntries(this.residency.loadsByVersion),
             evictions: this.residency.evictions,
+            deferredJobs: this.deferredJobs,
             peakBytes: this.residency.peakBytes,
           },
         },

@@ -35,6 +35,8 @@ export interface WorkerResidency {
   /** Loads per version since the worker started (each was a cold start for the jobs that waited for it). */
   loadsByVersion?: Record<string, number>;
   evictions: number;
+  /** Jobs handed back to the queue while their version waited to load behind others. */
+  deferredJobs?: number;
   /** The most its resident versions ever added up to. */
   peakBytes: number;
 }

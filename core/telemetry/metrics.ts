@@ -201,6 +201,12 @@ export function createMetrics(role: 'api' | 'worker') {
       help: 'Seconds loads waited for workers.maxModelLoadsPerSecond: above 0, the versions asked for do not fit the budget together',
       registers: [registry],
     }),
+    jobsDeferred: new Counter({
+      name: 'batchline_jobs_deferred_total',
+      help: 'Jobs for a version not in memory handed back to the queue (delayed) while its load waited behind others, so they hold no slot meanwhile',
+      labelNames: ['model'] as const,
+      registers: [registry],
+    }),
     modelEvictions: new Counter({
       name: 'batchline_model_evictions_total',
       help: 'Model versions this worker evicted (least recently used, idle) to keep under its model memory budget',

@@ -101,6 +101,8 @@ export class Residency {
   /** Wakes a load waiting for a held version to become idle. */
   private released?: () => void;
   private primed = false;
+  /** Moving average of load times, for {@link expectedWaitMs}. */
+  private recentLoadMs = 50;
   /** Loads start at least this far apart (`workers.maxModelLoadsPerSecond`). */
   private readonly minLoadGapMs: number;
   private lastLoadAt = -Infinity;
@@ -128,6 +130,28 @@ export class Residency {
     this.events = o.events;
     this.log = o.log;
     this.rss = o.rss ?? (() => process.memoryUsage.rss());
+  }
+
+  /** True while a load runs or waits: a new cold version would wait behind it. */
+  get busy(): boolean {
+    return this.loading.size > 0;
+  }
+
+  /** About how long the loads in hand will take: their count times the recent load time. */
+  expectedWaitMs(): number {
+    return this.loading.size * this.recentLoadMs;
+  }
+
+  /**
+   * Starts loading `key` in the background, for a job handed back to the queue until it is
+   * resident (nothing holds it meanwhile: freshly loaded, it is the last idle one evicted).
+   * A failure is kept for the job to meet when it comes back.
+   */
+  prefetch(key: string): void {
+    if (!this.onDemand || this.resident.has(key) || this.loading.has(key) || this.broken.has(key)) return;
+    const pending = this.enqueue(() => this.loadOne(key, false)).finally(() => this.loading.delete(key));
+    this.loading.set(key, pending);
+    pending.catch(() => {});
   }
 
   /** True when versions load on demand under a budget. */
@@ -274,6 +298,7 @@ export class Residency {
     const t0 = performance.now();
     const { loaded, failed } = await this.host.load(spec, { oneThread: true });
     const loadMs = performance.now() - t0;
+    this.recentLoadMs = 0.8 * this.recentLoadMs + 0.2 * loadMs;
     if (!loaded.includes(key)) {
       const reason = failed.find((f) => f.key === key)?.error ?? 'not loaded';
       // The client gets the code and the version, never the runtime's own text (paths, internals): that goes to the log.

@@ -176,6 +176,8 @@ describe('residency under a model memory budget', () => {
     await Promise.all(asks);
     // Cold requests for several versions at once: their loads queued back to back, and the cap spaced them (and said so).
     expect(worker.output()).toMatch(/"msg":"model loads capped: the versions asked for do not fit the model memory budget together/);
+    // Jobs whose version waited behind other loads went back to the queue instead of holding a slot, and came back to be answered.
+    await until(async () => (await entry()).residency!.deferredJobs! > 0, 'the heartbeat to report deferred jobs', 15_000);
     const res = (await entry()).residency!;
     expect(res.peakBytes).toBeLessThanOrEqual(BUDGET);
     expect(res.resident.some((r) => r.key === 'm00@1')).toBe(true);
