@@ -4,6 +4,7 @@
  * core/worker/processor.ts. The event loop here only moves jobs and bytes; inference runs on
  * threads, so lock renewals are never starved.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
@@ -40,6 +41,8 @@ export interface WorkerOptions {
 const HEARTBEAT_MS = 5_000;
 /** How often a worker revisits which lanes it consumes under `queue.placement: model`. */
 const PLACEMENT_MS = 1_000;
+/** The time a job spent handed back while its version loaded, for the cold-start hook of its processing. */
+const COLD_CREDIT = new AsyncLocalStorage<number>();
 /** A job is handed back at most this often while its version waits to load; then it waits in place. */
 const MAX_DEFERRALS = 3;
 
@@ -72,6 +75,8 @@ export class PredictionWorker {
   /** Times this worker handed a job back while its version loaded (core of {@link deferred}). */
   private readonly deferrals = new Map<string, number>();
   private deferredJobs = 0;
+  /** When this worker first handed a job back. */
+  private readonly deferredAt = new Map<string, number>();
   /** Lanes (shards) consumed now, by number; every shard under `queue.placement: any`. */
   private readonly lanes = new Map<number, Worker<PredictionJobData>>();
   private ownedLanes: number[] = [];
@@ -273,10 +278,13 @@ export class PredictionWorker {
   private async processJob(job: Job<PredictionJobData>, token?: string): Promise<{ status: string }> {
     const key = modelKey(job.data.model, job.data.version);
     if (await this.deferred(job, key, token)) throw new DelayedError();
+    // Handed back earlier while its version loaded: that wait was a cold start too (the answer's coldStartMs).
+    const firstDeferred = this.deferredAt.get(job.id!);
     this.deferrals.delete(job.id!);
+    this.deferredAt.delete(job.id!);
     this.residency.hold(key);
     try {
-      return await this.processor.process(job);
+      return await COLD_CREDIT.run(firstDeferred === undefined ? 0 : Date.now() - firstDeferred, () => this.processor.process(job));
     } finally {
       this.residency.release(key);
     }
@@ -302,7 +310,11 @@ export class PredictionWorker {
       return false;
     }
     this.deferrals.set(job.id!, times + 1);
-    if (this.deferrals.size > 10_000) this.deferrals.clear();
+    if (!this.deferredAt.has(job.id!)) this.deferredAt.set(job.id!, Date.now());
+    if (this.deferrals.size > 10_000) {
+      this.deferrals.clear();
+      this.deferredAt.clear();
+    }
     this.inHand.delete(job.id!);
     this.metrics.jobsDeferred.inc({ model: job.data.model });
     this.deferredJobs++;
@@ -311,7 +323,7 @@ export class PredictionWorker {
 
   /** The processor's cold-start hook: waits for `key` to be resident; the wait is seen in metrics and the log. */
   private async coldStart(key: string): Promise<number> {
-    const ms = await this.residency.ensure(key);
+    const ms = (await this.residency.ensure(key)) + (COLD_CREDIT.getStore() ?? 0);
     if (ms > 0) {
       const [model] = key.split('@');
       this.metrics.coldStartSeconds.observe({ model }, ms / 1000);
