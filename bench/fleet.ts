@@ -5,12 +5,13 @@
  * Generates FLEET_MODELS ONNX models (default 60) of mixed sizes (log-uniform from
  * FLEET_MIN_MB to FLEET_MAX_MB of weights, default 0.25 to 8) at run time, and starts two
  * stacks on one private redis-server, each an API and one cpu worker (processes of their own;
- * the worker with FLEET_THREADS inference threads, default 2): **budget**, whose worker may hold about a fifth of the
- * models (`workers.modelMemoryBytes` = 2 x a fifth of the files: a version measures about
- * twice its file once loaded), and **all loaded**, without a budget. Open-loop traffic (Poisson
+ * the worker with FLEET_THREADS inference threads, default 2): **budget**, whose worker may
+ * hold about a fifth of the models (`workers.modelMemoryBytes` = 2 x a fifth of the files: a
+ * version measures about twice its file once loaded), **budget, no deferral** (the same with
+ * `workers.deferColdJobs` off), and **all loaded**, without a budget. Open-loop traffic (Poisson
  * arrivals at FLEET_RATE a second for FLEET_SECONDS) with Zipf popularity (exponent FLEET_ZIPF,
- * default 1.1, ranks shuffled so size and popularity are unrelated) sends each request to both
- * stacks at once, alternating which goes first: the baseline is measured in the same run,
+ * default 1.1, ranks shuffled so size and popularity are unrelated) sends each request to every
+ * stacks at once, rotating which goes first: the baseline is measured in the same run,
  * request for request. Every answer is checked against onnxruntime run in this process on the
  * same input.
  *
@@ -348,7 +349,7 @@ async function main(): Promise<void> {
     };
     (report.stacks as Record<string, unknown>)[s.label] = figures;
     lines.push(
-      `${s.label.padEnd(11)} requests ${figures.requests}, wrong ${figures.wrong}${figures.errors.length ? ` (${figures.errors.join(', ')})` : ''}; ` +
+      `${s.label.padEnd(20)} requests ${figures.requests}, wrong ${figures.wrong}${figures.errors.length ? ` (${figures.errors.join(', ')})` : ''}; ` +
         `p50 ${figures.p50Ms.toFixed(1)} ms, p99 ${figures.p99Ms.toFixed(1)} ms; hot tenth p50 ${figures.hotP50Ms.toFixed(1)} ms, p99 ${figures.hotP99Ms.toFixed(1)} ms; ` +
         `hit rate ${(figures.hitRate * 100).toFixed(1)}%, cold starts ${figures.coldStarts} (p50 ${figures.coldStartP50Ms.toFixed(1)} ms, p99 ${figures.coldStartP99Ms.toFixed(1)} ms; bare load of the same models p50 ${figures.bareLoadOfColdP50Ms.toFixed(1)} ms, p99 ${figures.bareLoadOfColdP99Ms.toFixed(1)} ms); ` +
         `loads ${figures.loadsPerMinute.toFixed(1)}/min, evictions ${figures.evictionsPerMinute.toFixed(1)}/min; ` +
@@ -356,13 +357,13 @@ async function main(): Promise<void> {
         `worker CPU ${figures.workerCpuMsPerRequest.toFixed(2)} ms/request`,
     );
   }
-  const [b, a] = stacks.map(
-    (s) =>
-      (report.stacks as Record<string, { hotP99Ms: number; p99Ms: number; workerRssPeak: number; workerCpuMsPerRequest: number }>)[s.label],
-  );
-  lines.push(
-    `ratios (budget / all loaded): hot p99 ${(b.hotP99Ms / a.hotP99Ms).toFixed(2)}, p99 ${(b.p99Ms / a.p99Ms).toFixed(2)}, worker peak RSS ${(b.workerRssPeak / a.workerRssPeak).toFixed(2)}, worker CPU/request ${(b.workerCpuMsPerRequest / a.workerCpuMsPerRequest).toFixed(2)}`,
-  );
+  type F = { hotP50Ms: number; hotP99Ms: number; p99Ms: number; workerRssPeak: number; workerCpuMsPerRequest: number };
+  const figs = stacks.map((s) => (report.stacks as Record<string, F>)[s.label]);
+  const a = figs[figs.length - 1];
+  for (const [i, b] of figs.slice(0, -1).entries())
+    lines.push(
+      `ratios (${stacks[i].label} / all loaded): hot p50 ${(b.hotP50Ms / a.hotP50Ms).toFixed(2)}, hot p99 ${(b.hotP99Ms / a.hotP99Ms).toFixed(2)}, p99 ${(b.p99Ms / a.p99Ms).toFixed(2)}, worker peak RSS ${(b.workerRssPeak / a.workerRssPeak).toFixed(2)}, worker CPU/request ${(b.workerCpuMsPerRequest / a.workerCpuMsPerRequest).toFixed(2)}`,
+    );
   console.log(lines.join('\n'));
   const snapshot = join(ROOT, 'bench', 'snapshots', `${new Date().toISOString().slice(0, 10)}-fleet.json`);
   writeFileSync(snapshot, JSON.stringify(report, null, 2) + '\n');

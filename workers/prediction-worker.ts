@@ -292,23 +292,25 @@ export class PredictionWorker {
 
   /**
    * A job for a version not in memory, while other loads are in hand, need not wait for them
-   * holding one of this worker's BullMQ slots (which jobs of resident versions could use): its
-   * load is started in the background and the job goes back to the queue, delayed by about the
-   * loads' time, at most {@link MAX_DEFERRALS} times and never past its deadline. BullMQ keeps
-   * its priority and attempts; it comes back to a worker of its lane (or any, without lanes).
+   * holding one of this worker's BullMQ slots (which jobs of resident versions could use): the
+   * job goes back to the queue delayed, its load is queued in the background, and the job is
+   * promoted back to waiting as soon as the load ends (`workers.deferColdJobs`). At most
+   * {@link MAX_DEFERRALS} times, never past its deadline; BullMQ keeps its priority and
+   * attempts; it comes back to a worker of its lane (or any, without lanes).
    */
   private async deferred(job: Job<PredictionJobData>, key: string, token: string | undefined): Promise<boolean> {
     const r = this.residency;
-    if (!token || !r.onDemand || r.isResident(key) || !r.busy) return false;
+    if (!token || !r.onDemand || !this.options.config.workers.deferColdJobs || r.isResident(key) || !r.busy) return false;
     const times = this.deferrals.get(job.id!) ?? 0;
-    const delay = Math.min(500, Math.max(10, r.expectedWaitMs()));
+    // Promoted back to waiting as soon as its load ends; the delay is only the bound.
+    const delay = Math.min(2000, Math.max(50, 2 * r.expectedWaitMs()));
     if (times >= MAX_DEFERRALS || (job.data.deadline !== undefined && Date.now() + delay >= job.data.deadline)) return false;
-    r.prefetch(key);
     try {
       await job.moveToDelayed(Date.now() + delay, token);
     } catch {
       return false;
     }
+    void r.prefetch(key).then(() => job.promote().catch(() => {}));
     this.deferrals.set(job.id!, times + 1);
     if (!this.deferredAt.has(job.id!)) this.deferredAt.set(job.id!, Date.now());
     if (this.deferrals.size > 10_000) {

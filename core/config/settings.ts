@@ -159,6 +159,12 @@ export interface BatchlineConfig {
      * `batchline_model_load_throttled_seconds_total` and a warning. @defaultValue 0
      */
     maxModelLoadsPerSecond: number;
+    /**
+     * Under a budget, a job for a version not in memory while other loads are in hand goes back
+     * to the queue (delayed, promoted when its load ends) instead of holding a job slot that
+     * jobs of resident versions could use (docs/RESIDENCY.md). @defaultValue true
+     */
+    deferColdJobs: boolean;
   };
   maintenance: {
     /** Run the periodic jobs' worker in this API process (exactly one process runs each tick). @defaultValue true */
@@ -264,6 +270,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     httpPort: 0,
     modelMemoryBytes: 0,
     maxModelLoadsPerSecond: 0,
+    deferColdJobs: true,
   },
   maintenance: {
     enabled: true,
@@ -339,6 +346,7 @@ export const ENV_VARS = {
   BATCHLINE_WORKER_HTTP_PORT: 'workers.httpPort',
   BATCHLINE_WORKER_MODEL_MEMORY: 'workers.modelMemoryBytes',
   BATCHLINE_WORKER_MAX_MODEL_LOADS: 'workers.maxModelLoadsPerSecond',
+  BATCHLINE_WORKER_DEFER_COLD_JOBS: 'workers.deferColdJobs',
   BATCHLINE_MAINTENANCE: 'maintenance.enabled',
   BATCHLINE_POLL_MODELS_CRON: 'maintenance.pollModels',
   BATCHLINE_HOUSEKEEPING_CRON: 'maintenance.housekeeping',

@@ -147,11 +147,14 @@ export class Residency {
    * resident (nothing holds it meanwhile: freshly loaded, it is the last idle one evicted).
    * A failure is kept for the job to meet when it comes back.
    */
-  prefetch(key: string): void {
-    if (!this.onDemand || this.resident.has(key) || this.loading.has(key) || this.broken.has(key)) return;
-    const pending = this.enqueue(() => this.loadOne(key, false)).finally(() => this.loading.delete(key));
-    this.loading.set(key, pending);
-    pending.catch(() => {});
+  prefetch(key: string): Promise<void> {
+    if (!this.onDemand || this.resident.has(key) || this.broken.has(key)) return Promise.resolve();
+    let pending = this.loading.get(key);
+    if (!pending) {
+      pending = this.enqueue(() => this.loadOne(key, false)).finally(() => this.loading.delete(key));
+      this.loading.set(key, pending);
+    }
+    return pending.catch(() => {});
   }
 
   /** True when versions load on demand under a budget. */
