@@ -206,9 +206,10 @@ async function main(): Promise<void> {
   const stacks: Stack[] = [];
   for (const [label, env] of [
     ['budget', { BATCHLINE_WORKER_MODEL_MEMORY: String(budget) }],
+    ['budget, no deferral', { BATCHLINE_WORKER_MODEL_MEMORY: String(budget), BATCHLINE_WORKER_DEFER_COLD_JOBS: 'false' }],
     ['all loaded', {}],
   ] as const) {
-    const prefix = `fleet-${label === 'budget' ? 'b' : 'a'}`;
+    const prefix = `fleet-${stacks.length}`;
     const common = { BATCHLINE_REDIS_URL: redis.url, BATCHLINE_REDIS_PREFIX: prefix, BATCHLINE_MODELS: repo, BATCHLINE_LOG_LEVEL: 'info' };
     const worker = await startCli(
       `worker-${prefix}`,
@@ -251,7 +252,7 @@ async function main(): Promise<void> {
       )
     ];
 
-  log(`${RATE} requests/s for ${SECONDS} s to both stacks`);
+  log(`${RATE} requests/s for ${SECONDS} s to every stack`);
   const started = performance.now();
   const inFlight: Promise<unknown>[] = [];
   let bareChain = Promise.resolve();
@@ -264,7 +265,9 @@ async function main(): Promise<void> {
     const m = pick();
     const x = Float32Array.from({ length: IN }, () => random() * 2 - 1);
     const want = (await m.session!.run({ x: new ort.Tensor('float32', x, [1, IN]) })).y.data as Float32Array;
-    const order = n++ % 2 === 0 ? stacks : [...stacks].reverse();
+    // Each arrival to every stack, the first one rotating.
+    const first = n++ % stacks.length;
+    const order = [...stacks.slice(first), ...stacks.slice(0, first)];
     for (const s of order) inFlight.push(ask(s, m, x, want));
     // Bare loads, one at a time, of every model in turn, through the run.
     if (performance.now() - started > bareAt) {
