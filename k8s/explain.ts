@@ -44,7 +44,20 @@ function pool(loaded: LoadedServer, p: PoolSizing): string[] {
   return [
     `pool ${p.pool}`,
     row('limits', `${limits.cpuCores} CPU, ${mib(limits.memoryBytes)} memory${gpu}`),
-    row('models', `${models} (each slot loads all of them)`),
+    row(
+      'models',
+      p.spec.modelMemory !== undefined
+        ? `${models} (loaded on demand into the model memory budget, each into one slot)`
+        : `${models} (each slot loads all of them)`,
+    ),
+    ...(plan.modelMemoryBytes !== undefined && p.spec.modelMemory === undefined
+      ? [
+          row(
+            'model memory',
+            `${mib(plan.modelMemoryBytes)}: what the ${mib(limits.memoryBytes)} limit leaves after the base and ${plan.slots} slot overhead${plan.slots === 1 ? '' : 's'}; all of them fit, each loads on its first request and stays (set modelMemory for a smaller budget)`,
+          ),
+        ]
+      : []),
     ...plan.explanation.slice(0, -1).map(step),
     row('decided by', plan.decidedBy),
     row('result', result),

@@ -92,6 +92,9 @@ function sizePool(ms: ModelServer, pool: PoolName, spec: PoolSpec): PoolSizing {
       gpuMemoryBytes: limits.gpuMemoryBytes,
       gpuReserveBytes: spec.gpuReserve !== undefined ? parseQuantity(spec.gpuReserve) : undefined,
       batchSize,
+      ...(spec.modelMemory !== undefined
+        ? { modelMemoryBytes: parseQuantity(spec.modelMemory), modelMemoryFrom: `${at}.modelMemory` }
+        : {}),
     });
   } catch (e) {
     if (!(e instanceof PoolSizingError)) throw e;

@@ -40,6 +40,8 @@ export interface ResourceList {
 export interface PoolSpec {
   resources: { requests?: ResourceList; limits: ResourceList };
   baseMemory?: Quantity;
+  /** Model memory budget of each worker (`workers.modelMemoryBytes`): models load on demand into it. Absent: every model in every slot. */
+  modelMemory?: Quantity;
   gpuMemory?: Quantity;
   gpuReserve?: Quantity;
   startupSeconds?: number;

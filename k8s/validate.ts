@@ -73,6 +73,7 @@ function checkPools(ms: ModelServer, errors: string[]): void {
     if (!ms.spec.models.some((m) => m.pool === pool)) errors.push(`${at}: defined, but no model in spec.models runs in it`);
     requestsWithinLimits(errors, `${at}.resources`, spec.resources);
     quantity(errors, `${at}.baseMemory`, spec.baseMemory);
+    quantity(errors, `${at}.modelMemory`, spec.modelMemory);
     quantity(errors, `${at}.gpuMemory`, spec.gpuMemory);
     quantity(errors, `${at}.gpuReserve`, spec.gpuReserve);
     const a = spec.autoscaling;

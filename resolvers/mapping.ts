@@ -56,6 +56,13 @@ export function toModelVersion(m: ModelInfo) {
     workers: m.workers,
     executionProviders: m.executionProviders,
     batching: batching(m),
+    residency: {
+      pinned: c?.residency?.pinned ?? false,
+      loadedOn: m.residency.loadedOn,
+      residentBytes: m.residency.residentBytes ?? null,
+      lastLoadMs: m.residency.lastLoadMs ?? null,
+      loads: m.residency.loads,
+    },
     sizeBytes: m.sizeBytes,
     metrics: m.metrics ? JSON.stringify(m.metrics) : null,
   };

@@ -4,8 +4,9 @@
  * core/worker/processor.ts. The event loop here only moves jobs and bytes; inference runs on
  * threads, so lock renewals are never starved.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
-import { Worker } from 'bullmq';
+import { DelayedError, Queue, Worker, type Job } from 'bullmq';
 import { RedisPubSub } from 'graphql-redis-subscriptions';
 import type { BatchlineConfig, PoolName } from '../core/config/settings.ts';
 import { scanConfigured, type ModelRepository, type ModelVersion } from '../core/models/repository.ts';
@@ -28,6 +29,9 @@ import { traceInferenceBatch } from '../core/worker/tracing.ts';
 import { batchingPlan } from '../core/batching/plan.ts';
 import { workerShape } from '../core/worker/shape.ts';
 import { providerChain } from '../core/runtime/providers.ts';
+import { modelBudget, Residency } from '../core/worker/residency.ts';
+import { readCgroupLimits } from '../core/worker/cgroup.ts';
+import { ownedLanes } from '../core/worker/placement.ts';
 
 export interface WorkerOptions {
   config: BatchlineConfig;
@@ -36,6 +40,12 @@ export interface WorkerOptions {
 }
 
 const HEARTBEAT_MS = 5_000;
+/** How often a worker revisits which lanes it consumes under `queue.placement: model`. */
+const PLACEMENT_MS = 1_000;
+/** The time a job spent handed back while its version loaded, for the cold-start hook of its processing. */
+const COLD_CREDIT = new AsyncLocalStorage<number>();
+/** A job is handed back at most this often while its version waits to load; then it waits in place. */
+const MAX_DEFERRALS = 3;
 
 export class PredictionWorker {
   readonly id = randomUUID();
@@ -45,6 +55,8 @@ export class PredictionWorker {
   private repository!: ModelRepository;
   private models = new Map<string, ModelVersion>();
   private inference!: InferencePool;
+  /** Which versions are in memory, under the model memory budget (core/worker/residency.ts). */
+  residency!: Residency;
   private batcher!: Batcher;
   private processor!: JobProcessor;
   /** One BullMQ worker per shard of the pool's queue (`queue.shards`), all feeding the one batcher. */
@@ -59,6 +71,20 @@ export class PredictionWorker {
   /** This worker's share of the operations view's live figures. */
   private stats?: StatsRecorder;
   private stopping = false;
+  private reportedProvider?: string;
+  private lastThrottleWarning = 0;
+  /** Times this worker handed a job back while its version loaded (core of {@link deferred}). */
+  private readonly deferrals = new Map<string, number>();
+  private deferredJobs = 0;
+  /** When this worker first handed a job back. */
+  private readonly deferredAt = new Map<string, number>();
+  /** Lanes (shards) consumed now, by number; every shard under `queue.placement: any`. */
+  private readonly lanes = new Map<number, Worker<PredictionJobData>>();
+  private ownedLanes: number[] = [];
+  private laneQueues?: Queue<PredictionJobData>[];
+  private placement?: NodeJS.Timeout;
+  private placing = false;
+  private concurrency = 1;
   private readonly inHand = new Set<string>();
   private bullConnection?: RedisClient;
 
@@ -79,20 +105,34 @@ export class PredictionWorker {
     const mine = this.repository.ready().filter((v) => v.config.pool === pool);
     const maxBatch = Math.max(1, ...mine.map((v) => batchingPlan(pool, v.config).worker.maxBatchSize));
     const { executionProvider: requested, cpuFallback, webgpu } = config.workers;
+    const budget = modelBudget(config.workers.modelMemoryBytes, readCgroupLimits());
+    const rssBefore = process.memoryUsage.rss();
     // Throws ProviderUnavailableError, naming each provider and why, when none of the chain runs the models.
+    // Under a budget the threads start empty: versions load on demand, pinned ones just below.
     this.inference = await InferencePool.start({
-      models: mine.map((v) => ({ key: modelKey(v.name, v.version), path: v.path, config: v.config })),
+      models: budget.bytes === undefined ? mine.map((v) => ({ key: modelKey(v.name, v.version), path: v.path, config: v.config })) : [],
       threads: (provider) => workerShape(config, mine, maxBatch, undefined, provider).threads,
       chain: providerChain(requested, pool, cpuFallback),
       requested,
       settings: { intraOpThreads: workerShape(config, mine, maxBatch).intraOpThreads, webgpu },
     });
+    this.residency = this.createResidency(budget.bytes);
+    this.log.info({ modelMemoryBytes: budget.bytes ?? null, budget: budget.explanation }, 'model memory budget');
+    if (budget.bytes !== undefined) {
+      this.metrics.modelMemoryBudget.set(budget.bytes);
+      for (const v of mine) this.serve(v);
+      const pinned = mine.filter((v) => v.config.residency?.pinned).map((v) => modelKey(v.name, v.version));
+      // Throws, naming the pinned versions and their sizes, when they alone exceed the budget: the worker does not start.
+      await this.residency.loadPinned(pinned);
+    } else {
+      for (const f of this.inference.failed)
+        this.log.error({ model: f.key, reason: f.error }, 'model failed to load in the inference thread; skipped');
+      for (const v of mine) if (this.inference.loaded.includes(modelKey(v.name, v.version))) this.serve(v);
+      this.residency.adopt(this.inference.loaded, process.memoryUsage.rss() - rssBefore);
+    }
     this.reportProvider();
     const { explanation, ...shape } = workerShape(config, mine, maxBatch, undefined, this.inference.provider);
     this.log.info({ sizing: explanation }, 'worker sizing');
-    for (const f of this.inference.failed)
-      this.log.error({ model: f.key, reason: f.error }, 'model failed to load in the inference thread; skipped');
-    for (const v of mine) if (this.inference.loaded.includes(modelKey(v.name, v.version))) this.serve(v);
 
     this.batcher = new Batcher({
       run: (key, input, meta) => traceInferenceBatch(key, meta, () => this.inference.run(key, input)),
@@ -124,6 +164,7 @@ export class PredictionWorker {
       log: this.log,
       stopping: () => this.stopping,
       taken: (job) => releaseTaken(job.queueName, job.id!),
+      coldStart: (key) => this.coldStart(key),
     });
     this.stats = new StatsRecorder({
       redis: this.redis,
@@ -154,24 +195,211 @@ export class PredictionWorker {
     // of them (BullMQ gives each worker its own blocking connection besides).
     const shards = config.queue.shards[pool];
     this.bullConnection = createRedis(config.redis, 'blocking');
-    for (let shard = 0; shard < shards; shard++) {
-      const bull = new Worker<PredictionJobData>(keys.queueName(pool, shard, shards), (job) => this.processor.process(job), {
-        connection: this.bullConnection,
-        prefix: config.redis.prefix,
-        concurrency: Math.ceil(shape.concurrency / shards),
-        // Inference runs on threads, so the loop stays free to renew locks on time.
-        lockDuration: config.workers.lockDurationMs,
-        stalledInterval: Math.max(500, Math.floor(config.workers.lockDurationMs / 2)),
-        maxStalledCount: 2,
+    this.concurrency = shape.concurrency;
+    if (config.queue.placement === 'model' && shards > 1) {
+      // Lanes by model version: this worker consumes the lanes it owns, and more while they are busy (core/worker/placement.ts).
+      this.laneQueues = Array.from({ length: shards }, (_, lane) => {
+        const q = new Queue<PredictionJobData>(keys.queueName(pool, lane, shards), { connection: this.redis, prefix: config.redis.prefix });
+        q.on('error', () => {});
+        return q;
       });
-      bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
-      this.trackJobsInHand(bull);
-      bull.on('failed', (job, err) => this.processor.onFailed(job, err));
-      // This worker's stall checker found a job whose worker stopped renewing its lock; BullMQ put it back.
-      bull.on('stalled', () => this.metrics.stalledJobs.inc({ pool }));
-      this.bulls.push(bull);
+      await this.place();
+      this.placement = setInterval(() => void this.place(), PLACEMENT_MS);
+    } else {
+      for (let shard = 0; shard < shards; shard++) this.openLane(shard, Math.ceil(shape.concurrency / shards));
     }
     this.log.info({ models: this.loaded, executionProvider: this.executionProvider, ...shape }, 'worker started');
+  }
+
+  /** Starts consuming shard (lane) `lane` of the pool's queue. */
+  private openLane(lane: number, concurrency: number): Worker<PredictionJobData> {
+    const { config, pool } = this.options;
+    const shards = config.queue.shards[pool];
+    const keys = keysOf(this.redis, config.redis.prefix);
+    const bull = new Worker<PredictionJobData>(keys.queueName(pool, lane, shards), (job, token) => this.processJob(job, token), {
+      connection: this.bullConnection!,
+      prefix: config.redis.prefix,
+      concurrency,
+      // Inference runs on threads, so the loop stays free to renew locks on time.
+      lockDuration: config.workers.lockDurationMs,
+      stalledInterval: Math.max(500, Math.floor(config.workers.lockDurationMs / 2)),
+      maxStalledCount: 2,
+    });
+    bull.on('error', (err) => this.log.warn({ err: err.message }, 'queue connection error'));
+    this.trackJobsInHand(bull);
+    bull.on('failed', (job, err) => this.processor.onFailed(job, err));
+    // This worker's stall checker found a job whose worker stopped renewing its lock; BullMQ put it back.
+    bull.on('stalled', () => this.metrics.stalledJobs.inc({ pool }));
+    this.bulls.push(bull);
+    this.lanes.set(lane, bull);
+    return bull;
+  }
+
+  /**
+   * Under `queue.placement: model`: takes up the lanes this worker now owns (by the pool's live
+   * workers and each lane's waiting jobs) and lets go of the others. A lane let go finishes the
+   * jobs it has in hand (BullMQ's close waits for them); its waiting jobs go to its new owner.
+   */
+  private async place(): Promise<void> {
+    if (this.stopping || this.placing || !this.laneQueues) return;
+    this.placing = true;
+    try {
+      const { pool } = this.options;
+      const alive = (await this.registry.alive()).filter((e) => e.pool === pool).map((e) => e.id);
+      const waiting = await Promise.all(
+        this.laneQueues.map((q) => q.getJobCounts('wait', 'prioritized').then((c) => (c.wait ?? 0) + (c.prioritized ?? 0))),
+      );
+      if (this.stopping) return;
+      const owned = ownedLanes(this.id, alive, waiting, this.concurrency);
+      const each = Math.max(1, Math.ceil(this.concurrency / Math.max(1, owned.length)));
+      for (const [lane, bull] of this.lanes) {
+        if (owned.includes(lane)) continue;
+        this.lanes.delete(lane);
+        void bull.close().then(() => (this.bulls = this.bulls.filter((b) => b !== bull)));
+      }
+      for (const lane of owned) {
+        const bull = this.lanes.get(lane) ?? this.openLane(lane, each);
+        if (bull.concurrency !== each) bull.concurrency = each;
+      }
+      const lanes = [...this.lanes.keys()].sort((a, b) => a - b);
+      if (lanes.join() !== this.ownedLanes.join()) {
+        this.ownedLanes = lanes;
+        this.log.info({ lanes, waiting }, 'queue lanes this worker consumes');
+        void this.announce();
+      }
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, 'placement: could not read the registry or the lanes; keeping the lanes held');
+    } finally {
+      this.placing = false;
+    }
+  }
+
+  /**
+   * One job: its model version is held (never evicted) from the moment the job is taken until
+   * it is answered, whether it waits for a load, in a batch or on a thread.
+   */
+  private async processJob(job: Job<PredictionJobData>, token?: string): Promise<{ status: string }> {
+    const key = modelKey(job.data.model, job.data.version);
+    if (await this.deferred(job, key, token)) throw new DelayedError();
+    // Handed back earlier while its version loaded: that wait was a cold start too (the answer's coldStartMs).
+    const firstDeferred = this.deferredAt.get(job.id!);
+    this.deferrals.delete(job.id!);
+    this.deferredAt.delete(job.id!);
+    this.residency.hold(key);
+    try {
+      return await COLD_CREDIT.run(firstDeferred === undefined ? 0 : Date.now() - firstDeferred, () => this.processor.process(job));
+    } finally {
+      this.residency.release(key);
+    }
+  }
+
+  /**
+   * A job for a version not in memory, while other loads are in hand, need not wait for them
+   * holding one of this worker's BullMQ slots (which jobs of resident versions could use): the
+   * job goes back to the queue delayed, its load is queued in the background, and the job is
+   * promoted back to waiting as soon as the load ends (`workers.deferColdJobs`). At most
+   * {@link MAX_DEFERRALS} times, never past its deadline; BullMQ keeps its priority and
+   * attempts; it comes back to a worker of its lane (or any, without lanes).
+   */
+  private async deferred(job: Job<PredictionJobData>, key: string, token: string | undefined): Promise<boolean> {
+    const r = this.residency;
+    if (!token || !r.onDemand || !this.options.config.workers.deferColdJobs || r.isResident(key) || !r.busy) return false;
+    const times = this.deferrals.get(job.id!) ?? 0;
+    // Promoted back to waiting as soon as its load ends; the delay is only the bound.
+    const delay = Math.min(2000, Math.max(50, 2 * r.expectedWaitMs()));
+    if (times >= MAX_DEFERRALS || (job.data.deadline !== undefined && Date.now() + delay >= job.data.deadline)) return false;
+    try {
+      await job.moveToDelayed(Date.now() + delay, token);
+    } catch {
+      return false;
+    }
+    void r.prefetch(key).then(() => job.promote().catch(() => {}));
+    this.deferrals.set(job.id!, times + 1);
+    if (!this.deferredAt.has(job.id!)) this.deferredAt.set(job.id!, Date.now());
+    if (this.deferrals.size > 10_000) {
+      this.deferrals.clear();
+      this.deferredAt.clear();
+    }
+    this.inHand.delete(job.id!);
+    this.metrics.jobsDeferred.inc({ model: job.data.model });
+    this.deferredJobs++;
+    return true;
+  }
+
+  /** The processor's cold-start hook: waits for `key` to be resident; the wait is seen in metrics and the log. */
+  private async coldStart(key: string): Promise<number> {
+    const ms = (await this.residency.ensure(key)) + (COLD_CREDIT.getStore() ?? 0);
+    if (ms > 0) {
+      const [model] = key.split('@');
+      this.metrics.coldStartSeconds.observe({ model }, ms / 1000);
+      this.log.info({ model: key, coldStartMs: Math.round(ms) }, 'a job waited for its model version to load');
+    }
+    return ms;
+  }
+
+  private createResidency(budget: number | undefined): Residency {
+    const labels = (key: string): { model: string; version: string } => {
+      const at = key.lastIndexOf('@');
+      return { model: key.slice(0, at), version: key.slice(at + 1) };
+    };
+    const undecided = (): boolean => this.reportedProvider === undefined && this.inference.provider !== undefined;
+    return new Residency({
+      budget,
+      host: this.inference,
+      versions: () => this.models,
+      log: this.log,
+      maxLoadsPerSecond: this.options.config.workers.maxModelLoadsPerSecond,
+      events: {
+        throttled: (e) => {
+          this.metrics.loadThrottledSeconds.inc(e.ms / 1000);
+          // One warning per 10 s at most: the working set is larger than the budget.
+          if (Date.now() - this.lastThrottleWarning < 10_000) return;
+          this.lastThrottleWarning = Date.now();
+          this.log.warn(
+            {
+              model: e.key,
+              waitedMs: Math.round(e.ms),
+              maxModelLoadsPerSecond: this.options.config.workers.maxModelLoadsPerSecond,
+              budgetBytes: this.residency.budget,
+            },
+            'model loads capped: the versions asked for do not fit the model memory budget together; jobs for evicted versions wait',
+          );
+        },
+        loaded: (e) => {
+          if (undecided()) this.reportProvider();
+          const { model, version } = labels(e.key);
+          this.metrics.modelLoads.inc({ model, version, outcome: 'ok' });
+          this.metrics.modelLoadSeconds.observe({ model }, e.loadMs / 1000);
+          this.metrics.residentBytes.set({ model, version, pinned: String(e.pinned) }, e.bytes);
+          this.log.info(
+            {
+              model: e.key,
+              loadMs: Math.round(e.loadMs),
+              residentBytes: e.bytes,
+              pinned: e.pinned,
+              evicted: e.evicted,
+              usedBytes: this.residency.usedBytes,
+              budgetBytes: this.residency.budget,
+            },
+            'model version loaded',
+          );
+        },
+        evicted: (e) => {
+          const { model, version } = labels(e.key);
+          this.metrics.modelEvictions.inc({ model, version });
+          this.metrics.residentBytes.remove({ model, version, pinned: 'false' });
+          this.log.info({ model: e.key, residentBytes: e.bytes, idleMs: Math.round(e.idleMs) }, 'model version evicted');
+        },
+        failed: (e) => {
+          const { model, version } = labels(e.key);
+          this.metrics.modelLoads.inc({ model, version, outcome: e.code });
+          this.log.error({ model: e.key, code: e.code, reason: e.message }, 'model version cannot be loaded');
+        },
+        changed: () => {
+          if (this.registry) void this.announce();
+        },
+      },
+    });
   }
 
   /** The provider the sessions run on; `none` until the pool has had models to decide with. */
@@ -187,6 +415,7 @@ export class PredictionWorker {
     const { pool, config } = this.options;
     const { provider, attempts } = this.inference;
     if (!provider) return;
+    this.reportedProvider = provider;
     this.metrics.executionProvider.reset();
     this.metrics.providerSkipped.reset();
     this.metrics.executionProvider.set({ pool, provider, requested: config.workers.executionProvider }, 1);
@@ -213,11 +442,28 @@ export class PredictionWorker {
     const repo = await scanConfigured(config, this.log);
     const fresh = repo.ready().filter((v) => v.config.pool === pool && !this.models.has(modelKey(v.name, v.version)));
     if (fresh.length === 0) return [];
+    if (this.residency.onDemand) {
+      // Under a budget a new version is served at once and loads when work for it arrives (pinned ones now).
+      for (const v of fresh) this.serve(v);
+      this.repository = repo;
+      const added = fresh.map((v) => modelKey(v.name, v.version));
+      await this.residency
+        .loadPinned(fresh.filter((v) => v.config.residency?.pinned).map((v) => modelKey(v.name, v.version)))
+        .catch((e: Error) => this.log.error({ err: e.message }, 'new pinned model versions do not fit; they load on demand instead'));
+      await this.announce();
+      this.log.info({ added }, 'model versions added without restart (loaded on demand)');
+      return added;
+    }
     const undecided = !this.inference.provider;
+    const rssBefore = process.memoryUsage.rss();
     const { loaded, failed } = await this.inference.load(
       fresh.map((v) => ({ key: modelKey(v.name, v.version), path: v.path, config: v.config })),
     );
     if (undecided) this.reportProvider();
+    this.residency.adopt(
+      loaded.filter((k) => !this.models.has(k)),
+      process.memoryUsage.rss() - rssBefore,
+    );
     for (const f of failed) this.log.error({ model: f.key, reason: f.error }, 'new model version failed to load; skipped');
     const added: string[] = [];
     for (const v of fresh) {
@@ -264,6 +510,17 @@ export class PredictionWorker {
             skipped: this.inference.attempts.filter((a) => !a.ok).map((a) => ({ provider: a.provider, reason: a.reason ?? '' })),
           },
           batching: Object.fromEntries(this.loaded.map((k) => [k, this.batchingState(k)!])),
+          ...(this.laneQueues ? { lanes: this.ownedLanes } : {}),
+          residency: {
+            budgetBytes: this.residency.budget ?? null,
+            usedBytes: this.residency.usedBytes,
+            resident: this.stopping ? [] : this.residency.view().map(({ key, bytes, pinned, loadMs }) => ({ key, bytes, pinned, loadMs })),
+            loads: this.residency.loads,
+            loadsByVersion: Object.fromEntries(this.residency.loadsByVersion),
+            evictions: this.residency.evictions,
+            deferredJobs: this.deferredJobs,
+            peakBytes: this.residency.peakBytes,
+          },
         },
         HEARTBEAT_MS * 3,
       )
@@ -287,6 +544,7 @@ export class PredictionWorker {
     if (this.stopping) return true;
     this.stopping = true;
     clearInterval(this.heartbeat);
+    clearInterval(this.placement);
     const timeout = this.options.config.workers.shutdownTimeoutMs;
     const deadline = new Deadline(timeout + RELEASE_MS);
     const unreachable = (): boolean => this.redis?.status !== 'ready';
@@ -299,6 +557,7 @@ export class PredictionWorker {
       closed = await deadline.within(Promise.all(this.bulls.map((b) => b.close())), timeout, () => unreachable() && this.inHand.size === 0);
     }
     this.bullConnection?.disconnect();
+    await Promise.all((this.laneQueues ?? []).map((q) => q.close().catch(() => {})));
     const jobsLeft = this.inHand.size;
     await deadline.step('pending model reload', this.control?.close());
     await deadline.step('inference threads', this.inference?.close());

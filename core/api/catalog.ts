@@ -26,6 +26,8 @@ export interface ModelInfo extends ModelVersion {
   batchLimit?: number;
   /** Execution providers of the live workers serving it, each once. */
   executionProviders: string[];
+  /** The live workers holding it in memory, and its measured size there (docs/RESIDENCY.md). */
+  residency: { loadedOn: string[]; residentBytes?: number; lastLoadMs?: number; loads: number };
 }
 
 export interface ModelCatalogDeps {
@@ -57,7 +59,24 @@ export class ModelCatalog {
       const serving = alive.filter((w) => w.models.includes(key));
       const batchLimit = serving.map((w) => w.batching?.[key]?.limit).find((l) => l !== undefined);
       const executionProviders = [...new Set(serving.map((w) => w.executionProvider))].sort();
-      return { ...v, workers: serving.length, ready: v.status === 'READY' && serving.length > 0, batchLimit, executionProviders };
+      const held = serving.flatMap((w) => {
+        const r = w.residency?.resident.find((e) => e.key === key);
+        return r ? [{ id: w.id, ...r }] : [];
+      });
+      const residency = {
+        loadedOn: held.map((h) => h.id).sort(),
+        residentBytes: held.length ? Math.max(...held.map((h) => h.bytes)) : undefined,
+        lastLoadMs: held.length ? held[held.length - 1].loadMs : undefined,
+        loads: serving.reduce((a, w) => a + (w.residency?.loadsByVersion?.[key] ?? 0), 0),
+      };
+      return {
+        ...v,
+        workers: serving.length,
+        ready: v.status === 'READY' && serving.length > 0,
+        batchLimit,
+        executionProviders,
+        residency,
+      };
     });
   }
 

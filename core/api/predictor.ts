@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import type { RedisClient } from '../redis/connection.ts';
 import { ServingError, asServingError } from '../errors/registry.ts';
-import type { BatchlineConfig } from '../config/settings.ts';
+import type { BatchlineConfig, PoolName } from '../config/settings.ts';
 import { normalizeInput, toWire, type PredictionInput, type NormalizedInput } from '../prediction/input.ts';
 import type { ModelVersion } from '../models/repository.ts';
 import { DriftCounter } from '../drift/monitor.ts';
@@ -335,7 +335,7 @@ export class Predictor {
     if (mirrorDepth !== undefined && this.mirrorsStopped)
       return { reply: Promise.reject(new ServingError('SERVICE_UNAVAILABLE', 'shutting down')), abandon: () => {} };
     const job: PredictionJobData = {
-      ...newJob(mv, toWire(batch.input), batch.rows, batch.requestIds[0]),
+      ...newJob(mv, toWire(batch.input), batch.rows, batch.requestIds[0], undefined, lanesOf(config, mv.config.pool)),
       deadline: batch.deadline,
       replyTo: feed.replyChannel,
       segments: batch.segments,
@@ -386,6 +386,11 @@ export class Predictor {
     }
     return edgeJob;
   }
+}
+
+/** Shards that are lanes by model version (`queue.placement: model`), else 1: ids are drawn at random. */
+export function lanesOf(config: BatchlineConfig, pool: PoolName): number {
+  return config.queue.placement === 'model' ? config.queue.shards[pool] : 1;
 }
 
 /**

@@ -28,13 +28,14 @@ import {
   newJob,
   partAccepted,
   partIds,
+  placedId,
   type JobPart,
   type PredictionJobData,
   type PredictionRecord,
   type PredictionResult,
 } from '../prediction/record.ts';
 import type { ModelCatalog } from './catalog.ts';
-import { enqueueTraced, requestTimeout, type PredictRequest, type Predictor } from './predictor.ts';
+import { enqueueTraced, lanesOf, requestTimeout, type PredictRequest, type Predictor } from './predictor.ts';
 import {
   ATTR,
   SpanKind,
@@ -167,7 +168,9 @@ export class Tickets {
     const { queues, store, config } = this.deps;
     const { mv, priority } = items[0];
     const now = Date.now();
-    const ids = partIds(items.length);
+    // Under `queue.placement: model` the job's id (the first part's) falls in its version's lane.
+    const lanes = lanesOf(config, mv.config.pool);
+    const ids = partIds(items.length, lanes > 1 ? placedId(modelKey(mv.name, mv.version), lanes) : undefined);
     const parts: JobPart[] = items.map((it, i) => ({
       id: ids[i],
       requestId: it.requestId,

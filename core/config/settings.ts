@@ -12,6 +12,7 @@ export const POOLS: readonly PoolName[] = ['cpu', 'gpu'];
 
 /** The values of each setting that takes one of a few words; the type and the check at start both read these. */
 export const EXECUTION_PROVIDERS = ['auto', 'cpu', 'cuda', 'webgpu'] as const;
+export const QUEUE_PLACEMENTS = ['any', 'model'] as const;
 export const WEBGPU_LAYOUTS = ['NCHW', 'NHWC'] as const;
 export const WEBGPU_VALIDATION_MODES = ['disabled', 'wgpuOnly', 'basic', 'full'] as const;
 export const WEBGPU_BUFFER_CACHE_MODES = ['disabled', 'lazyRelease', 'simple', 'bucket'] as const;
@@ -113,6 +114,15 @@ export interface BatchlineConfig {
       /** @defaultValue 1 */
       gpu: number;
     };
+    /**
+     * Which worker takes a job. `any`: every worker consumes every shard of its pool. `model`:
+     * the shards are lanes by model version (a version's jobs all go to one shard, its id chosen
+     * to hash there), and each lane is consumed by its owner among the pool's live workers
+     * (rendezvous hashing), plus one more worker per `concurrency` jobs waiting in it: a version
+     * is loaded where its lane is, and a hot lane gets more workers (docs/RESIDENCY.md). Needs
+     * `shards` above 1 to place anything; API and workers must agree on it. @defaultValue 'any'
+     */
+    placement: (typeof QUEUE_PLACEMENTS)[number];
   };
   workers: {
     /** Concurrent jobs per worker process; 0 derives it from cgroup CPU and memory limits. @defaultValue 0 */
@@ -149,6 +159,28 @@ export interface BatchlineConfig {
     lockDurationMs: number;
     /** Port of a worker process's `/health`, `/ready` and `/metrics`; 0 serves none. @defaultValue 0 */
     httpPort: number;
+    /**
+     * Memory a worker may give to resident model versions (bytes, measured per version as it
+     * loads; docs/RESIDENCY.md). With a budget, versions load on demand and the least recently
+     * used idle ones are evicted to stay under it. 0 derives it: the container's memory limit
+     * (cgroup v2 `memory.max`, v1 `memory.limit_in_bytes`) less a reserve of a quarter of it,
+     * at least 256 MiB (`MODEL_MEMORY_RESERVE`), for Node, onnxruntime's arenas and batches in
+     * flight; with no limit either, every version is loaded at start and kept. @defaultValue 0
+     */
+    modelMemoryBytes: number;
+    /**
+     * Most model loads a worker starts per second under a budget; 0: no cap. When the versions
+     * asked for do not fit the budget together, each request for an evicted one loads it again:
+     * the cap makes their jobs wait instead (resident versions keep serving), and says so in
+     * `batchline_model_load_throttled_seconds_total` and a warning. @defaultValue 0
+     */
+    maxModelLoadsPerSecond: number;
+    /**
+     * Under a budget, a job for a version not in memory while other loads are in hand goes back
+     * to the queue (delayed, promoted when its load ends) instead of holding a job slot that
+     * jobs of resident versions could use (docs/RESIDENCY.md). @defaultValue true
+     */
+    deferColdJobs: boolean;
   };
   maintenance: {
     /** Run the periodic jobs' worker in this API process (exactly one process runs each tick). @defaultValue true */
@@ -243,7 +275,7 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
   results: { ttlSeconds: 3600 },
   predict: { timeoutMs: 30_000, maxRows: 1024 },
   cache: { maxEntries: 10_000, maxBytes: 64 * 1024 * 1024, ttlMs: 300_000 },
-  queue: { maxDepth: 10_000, shards: { cpu: 1, gpu: 1 } },
+  queue: { maxDepth: 10_000, shards: { cpu: 1, gpu: 1 }, placement: 'any' },
   workers: {
     concurrency: 0,
     threads: 0,
@@ -254,6 +286,9 @@ export const DEFAULT_CONFIG: BatchlineConfig = {
     shutdownTimeoutMs: 20_000,
     lockDurationMs: 10_000,
     httpPort: 0,
+    modelMemoryBytes: 0,
+    maxModelLoadsPerSecond: 0,
+    deferColdJobs: true,
   },
   maintenance: {
     enabled: true,
@@ -318,6 +353,7 @@ export const ENV_VARS = {
   BATCHLINE_QUEUE_MAX_DEPTH: 'queue.maxDepth',
   BATCHLINE_QUEUE_SHARDS_CPU: 'queue.shards.cpu',
   BATCHLINE_QUEUE_SHARDS_GPU: 'queue.shards.gpu',
+  BATCHLINE_QUEUE_PLACEMENT: 'queue.placement',
   BATCHLINE_WORKER_CONCURRENCY: 'workers.concurrency',
   BATCHLINE_WORKER_THREADS: 'workers.threads',
   BATCHLINE_INTRA_OP_THREADS: 'workers.intraOpThreads',
@@ -329,6 +365,9 @@ export const ENV_VARS = {
   BATCHLINE_SHUTDOWN_TIMEOUT_MS: 'workers.shutdownTimeoutMs',
   BATCHLINE_LOCK_DURATION_MS: 'workers.lockDurationMs',
   BATCHLINE_WORKER_HTTP_PORT: 'workers.httpPort',
+  BATCHLINE_WORKER_MODEL_MEMORY: 'workers.modelMemoryBytes',
+  BATCHLINE_WORKER_MAX_MODEL_LOADS: 'workers.maxModelLoadsPerSecond',
+  BATCHLINE_WORKER_DEFER_COLD_JOBS: 'workers.deferColdJobs',
   BATCHLINE_MAINTENANCE: 'maintenance.enabled',
   BATCHLINE_POLL_MODELS_CRON: 'maintenance.pollModels',
   BATCHLINE_HOUSEKEEPING_CRON: 'maintenance.housekeeping',
@@ -445,6 +484,7 @@ export function loadConfig(options: { file?: string; env?: NodeJS.ProcessEnv; ov
   if (options.overrides) tree = merge(tree, options.overrides, '');
   const config = tree as unknown as BatchlineConfig;
   oneOf('workers.executionProvider', config.workers.executionProvider, EXECUTION_PROVIDERS);
+  oneOf('queue.placement', config.queue.placement, QUEUE_PLACEMENTS);
   oneOf('workers.webgpu.preferredLayout', config.workers.webgpu.preferredLayout, WEBGPU_LAYOUTS);
   oneOf('workers.webgpu.validationMode', config.workers.webgpu.validationMode, WEBGPU_VALIDATION_MODES);
   oneOf('workers.webgpu.storageBufferCacheMode', config.workers.webgpu.storageBufferCacheMode, WEBGPU_BUFFER_CACHE_MODES);

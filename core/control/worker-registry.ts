@@ -15,7 +15,30 @@ export interface WorkerEntry {
   providerChoice?: { requested: string; skipped: { provider: string; reason: string }[] };
   /** Live batching policy and row limit per model key. */
   batching?: Record<string, { policy: string; limit: number }>;
+  /**
+   * What the worker holds in memory (docs/RESIDENCY.md). `models` lists every version it
+   * serves (loading on demand those not resident); `resident` those loaded now, with the bytes
+   * measured as each loaded. `budgetBytes` is null without a budget (everything loaded).
+   */
+  residency?: WorkerResidency;
+  /** Under `queue.placement: model`: the lanes (shards of the pool's queue) it consumes now. */
+  lanes?: number[];
   expiresAt: number;
+}
+
+export interface WorkerResidency {
+  budgetBytes: number | null;
+  usedBytes: number;
+  resident: { key: string; bytes: number; pinned: boolean; loadMs: number }[];
+  /** Loads and evictions since the worker started. */
+  loads: number;
+  /** Loads per version since the worker started (each was a cold start for the jobs that waited for it). */
+  loadsByVersion?: Record<string, number>;
+  evictions: number;
+  /** Jobs handed back to the queue while their version waited to load behind others. */
+  deferredJobs?: number;
+  /** The most its resident versions ever added up to. */
+  peakBytes: number;
 }
 
 export class WorkerRegistry {

@@ -24,6 +24,8 @@ export const ERROR_CODES = {
   /** The model ran, but what it computed for this input is NaN or infinite: no number or label is reported. */
   NON_FINITE_OUTPUT: { status: 422, message: 'The model produced NaN or infinite output for this input' },
   INFERENCE_FAILED: { status: 500, message: 'Inference failed' },
+  /** The version's file would not open (corrupt or incompatible) when a worker loaded it on demand: FAILED with its reason. */
+  MODEL_LOAD_FAILED: { status: 500, message: 'The model version failed to load' },
   INTERNAL_SERVER_ERROR: { status: 500, message: 'Unexpected error' },
   /**
    * A worker's answer the API cannot use: an output whose size disagrees with its declared
@@ -33,6 +35,8 @@ export const ERROR_CODES = {
   MODEL_NOT_READY: { status: 503, retryAfterSeconds: 1, message: 'Model not ready' },
   SERVICE_UNAVAILABLE: { status: 503, retryAfterSeconds: 1, message: 'Service unavailable' },
   QUEUE_FULL: { status: 503, retryAfterSeconds: 1, message: 'No capacity, try again later' },
+  /** The version needs more memory than a worker's whole model budget (`workers.modelMemoryBytes`): it can never be loaded there. The message names both sizes. */
+  MODEL_TOO_LARGE: { status: 507, message: "The model version does not fit in a worker's model memory budget" },
   DEADLINE_EXCEEDED: { status: 504, message: 'Prediction timed out' },
   /** Accepted work whose job is gone: a Redis master failed over before its replica had the job (or its result). Stored as the record's error. */
   WORK_LOST: { status: 503, message: 'The work was lost with a Redis node; submit it again' },

@@ -89,6 +89,16 @@ export interface ModelConfig {
   retry: RetrySpec;
   /** Most rows one request may carry. @defaultValue 256 */
   maxRowsPerRequest: number;
+  /**
+   * Residency under a worker memory budget (`workers.modelMemoryBytes`, docs/RESIDENCY.md):
+   * `pinned: true` keeps every version loaded in every worker of its pool, never evicted. Absent: loaded on demand.
+   */
+  residency?: ResidencySpec;
+}
+
+export interface ResidencySpec {
+  /** Keep loaded: counts against the budget, and a worker whose pinned versions alone exceed it refuses to start. */
+  pinned: boolean;
 }
 
 /** The fields a config.yaml may leave out that get a fixed default ({@link MODEL_DEFAULTS}). */
@@ -121,6 +131,7 @@ export type ModelConfigFile = Omit<ModelConfig, 'name' | 'task' | 'scoresOutput'
   Partial<Pick<ModelConfig, 'name' | 'task' | 'scoresOutput' | 'pool' | 'scoresKind' | 'maxRowsPerRequest'>> & {
     cache?: Partial<CacheSpec>;
     batching?: Partial<BatchingSpec>;
+    residency?: Partial<ResidencySpec>;
     retry?: Partial<RetrySpec>;
   };
 
@@ -189,6 +200,9 @@ export function parseModelConfig(raw: unknown, fallbackName: string): ModelConfi
   const cache = (r.cache ?? {}) as Raw;
   const batching = (r.batching ?? {}) as Raw;
   const retry = (r.retry ?? {}) as Raw;
+  const residency = r.residency as Raw | undefined;
+  if (residency !== undefined && (typeof residency !== 'object' || residency === null)) fail(`'residency' must be a mapping`);
+  if (residency?.pinned !== undefined && typeof residency.pinned !== 'boolean') fail(`'residency.pinned' must be true or false`);
   const policy = (batching.policy ?? D.batching.policy) as ModelConfig['batching']['policy'];
   if (!['fixed', 'aimd', 'predictive'].includes(policy)) fail(`'batching.policy' must be fixed, aimd or predictive`);
   return {
@@ -218,5 +232,6 @@ export function parseModelConfig(raw: unknown, fallbackName: string): ModelConfi
       backoffMs: num(retry.backoffMs, D.retry.backoffMs, 'retry.backoffMs'),
     },
     maxRowsPerRequest: num(r.maxRowsPerRequest, D.maxRowsPerRequest, 'maxRowsPerRequest', 1),
+    ...(residency?.pinned ? { residency: { pinned: true } } : {}),
   };
 }

@@ -6,7 +6,7 @@
 import { Queue, type Job, type JobsOptions } from 'bullmq';
 import { ServingError, asServingError } from '../errors/registry.ts';
 import { POOLS, type PoolName } from '../config/settings.ts';
-import type { PredictionJobData } from './record.ts';
+import { shardOf, type PredictionJobData } from './record.ts';
 import { isCluster, keysOf, redisScript, type Keyspace, type RedisClient } from '../redis/connection.ts';
 import { waitForReplica } from '../redis/cluster.ts';
 
@@ -49,17 +49,7 @@ const ADMISSION_TTL_MS = 10_000;
 /** Job counts of the states batchline reports. */
 export type JobCounts = Record<'wait' | 'prioritized' | 'active' | 'delayed' | 'failed', number>;
 
-/**
- * The shard of a pool that holds job `id`: a hash of the id, so API replicas agree without
- * asking Redis, and a cancel or a poll finds the job again. One shard: always 0.
- */
-export function shardOf(id: string, shards: number): number {
-  if (shards <= 1) return 0;
-  // FNV-1a over the id: uuids are already random, but any id spreads evenly this way.
-  let h = 0x811c9dc5;
-  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
-  return (h >>> 0) % shards;
-}
+export { shardOf };
 
 /** The BullMQ queue names of every shard of every pool, as the keyspace names them. */
 export function queueNames(keys: Keyspace, shards: Record<PoolName, number>): { pool: PoolName; shard: number; name: string }[] {

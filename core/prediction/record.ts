@@ -210,9 +210,11 @@ export function partAccepted(
   };
 }
 
-/** `n` fresh prediction ids for one job: the first is the job's id, the rest share its first 8 characters (its hash tag). */
-export function partIds(n: number): string[] {
-  const first = randomUUID();
+/**
+ * `n` fresh prediction ids for one job: the first is the job's id (`first` when given: a placed
+ * one, see placedId), the rest share its first 8 characters (its hash tag).
+ */
+export function partIds(n: number, first: string = randomUUID()): string[] {
   return Array.from({ length: n }, (_, i) => (i === 0 ? first : first.slice(0, 8) + randomUUID().slice(8)));
 }
 
@@ -221,17 +223,46 @@ export function modelKey(name: string, version: string): string {
   return `${name}@${version}`;
 }
 
-/** A new job for `rows` rows of a model version's normalized input, with a fresh id. */
+/**
+ * The shard of a pool that holds job `id`: a hash of the id, so API replicas agree without
+ * asking Redis, and a cancel or a poll finds the job again. One shard: always 0.
+ */
+export function shardOf(id: string, shards: number): number {
+  if (shards <= 1) return 0;
+  // FNV-1a over the id: uuids are already random, but any id spreads evenly this way.
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % shards;
+}
+
+/**
+ * A fresh id for a job of model version `key` that hashes to the version's lane (its shard
+ * under `queue.placement: model`), so every lookup by id (cancel, poll) still finds the shard
+ * from the id alone. About `lanes` draws of a uuid.
+ */
+export function placedId(key: string, lanes: number): string {
+  const lane = shardOf(key, lanes);
+  for (;;) {
+    const id = randomUUID();
+    if (shardOf(id, lanes) === lane) return id;
+  }
+}
+
+/**
+ * A new job for `rows` rows of a model version's normalized input, with a fresh id; with
+ * `lanes` above 1 (`queue.placement: model`), an id in the version's lane.
+ */
 export function newJob(
   mv: { name: string; version: string; config: { pool: PoolName } },
   input: WireInput,
   rows: number,
   requestId: string,
   timeoutMs?: number,
+  lanes = 1,
 ): PredictionJobData {
   const now = Date.now();
   return {
-    id: randomUUID(),
+    id: lanes > 1 ? placedId(modelKey(mv.name, mv.version), lanes) : randomUUID(),
     requestId,
     model: mv.name,
     version: mv.version,

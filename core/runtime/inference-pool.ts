@@ -47,6 +47,8 @@ interface Pending {
 interface ThreadHandle {
   worker: Worker;
   inFlight: number;
+  /** Versions with a session in this thread. */
+  keys: Set<string>;
 }
 
 const THREAD_ENTRY = new URL('./inference-thread.ts', import.meta.url);
@@ -55,6 +57,7 @@ export class InferencePool {
   private readonly threads: ThreadHandle[] = [];
   private readonly pending = new Map<number, Pending>();
   private readonly loads = new Map<number, (msg: Extract<ThreadMessage, { type: 'loaded' }>) => void>();
+  private readonly unloads = new Map<number, () => void>();
   private nextId = 1;
   private closed = false;
   /** Models every thread loaded. */
@@ -106,9 +109,10 @@ export class InferencePool {
   private spawn(init: ThreadInit): Promise<void> {
     return new Promise((resolve, reject) => {
       const worker = new Worker(THREAD_ENTRY, { workerData: init });
-      const handle: ThreadHandle = { worker, inFlight: 0 };
+      const handle: ThreadHandle = { worker, inFlight: 0, keys: new Set() };
       worker.on('message', (msg: ThreadMessage) => {
         if (msg.type === 'ready') {
+          handle.keys = new Set(msg.loaded);
           this.loaded = msg.loaded;
           this.failed = msg.failed;
           if (this.threads.length === 0) this.attempts = msg.attempts;
@@ -119,6 +123,10 @@ export class InferencePool {
         }
         if (msg.type === 'loaded') {
           this.loads.get(msg.id)?.(msg);
+          return;
+        }
+        if (msg.type === 'unloaded') {
+          this.unloads.get(msg.id)?.();
           return;
         }
         const p = this.pending.get(msg.id);
@@ -156,16 +164,33 @@ export class InferencePool {
    * Loads more models into every thread (a new version found by the repository poll).
    * Resolves with the keys every thread now holds and what failed.
    */
-  async load(models: LoadedModelSpec[]): Promise<{ loaded: string[]; failed: { key: string; error: string }[] }> {
+  async load(
+    models: LoadedModelSpec[],
+    options: { oneThread?: boolean } = {},
+  ): Promise<{ loaded: string[]; failed: { key: string; error: string }[] }> {
     const send = (t: ThreadHandle): Promise<Extract<ThreadMessage, { type: 'loaded' }>> =>
       new Promise((resolve) => {
         const id = this.nextId++;
+        // A thread busy loading counts as busy: runs of resident models go to the others meanwhile.
+        t.inFlight++;
         this.loads.set(id, (msg) => {
           this.loads.delete(id);
+          t.inFlight--;
+          t.keys = new Set(msg.loaded);
           resolve(msg);
         });
         t.worker.postMessage({ type: 'load', id, models, provider: this.provider });
       });
+    if (options.oneThread && this.threads.length > 0) {
+      // On demand: into the least busy thread only (the first while the provider is undecided: it walks the chain).
+      // Loading blocks that thread; the others keep running the versions they hold.
+      let t = this.threads[0];
+      if (this.provider)
+        for (const c of this.threads) if (c.inFlight < t.inFlight || (c.inFlight === t.inFlight && c.keys.size < t.keys.size)) t = c;
+      const reply = await send(t);
+      this.decided(reply);
+      return { loaded: models.map((m) => m.key).filter((k) => reply.loaded.includes(k)), failed: reply.failed };
+    }
     // Started without models, the pool decides its provider now: the first thread walks the chain, the rest follow it.
     const first = this.provider || this.threads.length === 0 ? [] : [await send(this.threads[0])];
     if (first[0]) this.decided(first[0]);
@@ -175,12 +200,36 @@ export class InferencePool {
     return { loaded, failed: replies.flatMap((r) => r.failed) };
   }
 
+  /** Releases the sessions of `keys` in the threads holding them, after the runs each has in hand (an eviction). */
+  async unload(keys: string[]): Promise<void> {
+    await Promise.all(
+      this.threads
+        .filter((t) => keys.some((k) => t.keys.has(k)))
+        .map(
+          (t) =>
+            new Promise<void>((resolve) => {
+              for (const k of keys) t.keys.delete(k);
+              const id = this.nextId++;
+              this.unloads.set(id, () => {
+                this.unloads.delete(id);
+                resolve();
+              });
+              t.worker.postMessage({ type: 'unload', id, keys });
+            }),
+        ),
+    );
+    this.loaded = this.loaded.filter((k) => !keys.includes(k));
+  }
+
   /** Runs one inference of model `key` over `input` (which may hold several requests' rows). */
   run(key: string, input: NormalizedInput): Promise<RunResult> {
     if (this.closed || this.threads.length === 0)
       return Promise.reject(new ServingError('MODEL_NOT_READY', 'no inference thread is running'));
-    let thread = this.threads[0];
-    for (const t of this.threads) if (t.inFlight < thread.inFlight) thread = t;
+    // The least busy thread of those holding the version (under a budget usually one), else any: it answers MODEL_NOT_READY.
+    const holders = this.threads.filter((t) => t.keys.has(key));
+    const candidates = holders.length ? holders : this.threads;
+    let thread = candidates[0];
+    for (const t of candidates) if (t.inFlight < thread.inFlight) thread = t;
     const id = this.nextId++;
     thread.inFlight++;
     return new Promise((resolve, reject) => {

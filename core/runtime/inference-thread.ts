@@ -18,7 +18,7 @@ import {
   type ProviderName,
   type SkipKind,
 } from './providers.ts';
-import type { LoadedModelSpec, LoadRequest, OutputTensor, RunRequest, ThreadInit, ThreadMessage } from './types.ts';
+import type { LoadedModelSpec, LoadRequest, OutputTensor, RunRequest, ThreadInit, ThreadMessage, UnloadRequest } from './types.ts';
 
 const init = workerData as ThreadInit;
 const sessions = new Map<string, { session: ort.InferenceSession; config: ModelConfig }>();
@@ -244,7 +244,19 @@ async function main(): Promise<void> {
   // One run at a time per thread: concurrency comes from threads and batching, not from
   // interleaving runs that would fight over the same intra-op threads.
   let chain = Promise.resolve();
-  parentPort!.on('message', (msg: RunRequest | LoadRequest | { type: 'close' }) => {
+  parentPort!.on('message', (msg: RunRequest | LoadRequest | UnloadRequest | { type: 'close' }) => {
+    if (msg.type === 'unload') {
+      // Queued behind runs in hand too: the worker evicts only versions with no work in flight.
+      chain = chain.then(async () => {
+        for (const key of msg.keys) {
+          const s = sessions.get(key);
+          sessions.delete(key);
+          await s?.session.release().catch(() => {});
+        }
+        post({ type: 'unloaded', id: msg.id });
+      });
+      return;
+    }
     if (msg.type === 'load') {
       // Queued behind runs in hand: a new version loads between inferences, never during one.
       chain = chain.then(async () => {

@@ -45,8 +45,16 @@ export interface LoadRequest {
   provider?: ProviderName;
 }
 
+/** Releases the sessions of `keys` (an eviction); queued behind the runs in hand. */
+export interface UnloadRequest {
+  type: 'unload';
+  id: number;
+  keys: string[];
+}
+
 export type ThreadMessage =
   | ({ type: 'ready'; loaded: string[]; failed: { key: string; error: string }[] } & ProviderOutcome)
   | ({ type: 'loaded'; id: number; loaded: string[]; failed: { key: string; error: string }[] } & ProviderOutcome)
+  | { type: 'unloaded'; id: number }
   | { type: 'result'; id: number; outputs: OutputTensor[]; inferenceMs: number; rows: number }
   | { type: 'error'; id: number; code: string; message: string };

@@ -311,7 +311,14 @@ export class JobProcessor {
 /** What failed, and whether it is the job's last attempt: the input decides some errors, so running it again gives the same answer. */
 function failureOf(job: Job<PredictionJobData>, e: unknown): { err: ServingError; final: boolean } {
   const err = e instanceof ServingError ? e : new ServingError('INFERENCE_FAILED', (e as Error).message);
-  const final = err.code === 'BAD_USER_INPUT' || err.code === 'NON_FINITE_OUTPUT' || job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+  // The input decides these: running it again gives the same answer. So do these of the version
+  // (its size, its file): every worker of the pool would refuse it the same way.
+  const final =
+    err.code === 'BAD_USER_INPUT' ||
+    err.code === 'NON_FINITE_OUTPUT' ||
+    err.code === 'MODEL_TOO_LARGE' ||
+    err.code === 'MODEL_LOAD_FAILED' ||
+    job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
   return { err, final };
 }
 

@@ -9,6 +9,7 @@ import type { ModelVersion } from '../models/repository.ts';
 import { isGpu, type ProviderName } from '../runtime/providers.ts';
 import { readCgroupLimits } from './cgroup.ts';
 import { planPool } from './sizing.ts';
+import { modelBudget } from './residency.ts';
 
 /**
  * A model's resident memory estimated from its file: weights load about twice over
@@ -33,14 +34,20 @@ export function workerShape(
   provider?: ProviderName,
 ): { threads: number; intraOpThreads: number; concurrency: number; explanation: string[] } {
   const limits = readCgroupLimits(cgroupRoot);
+  const budget = modelBudget(config.workers.modelMemoryBytes, limits);
+  // Under a budget, a model larger than all of it is refused per request (MODEL_TOO_LARGE), not sized for.
+  const sizes = models.map(estimatedModelBytes).filter((b) => budget.bytes === undefined || b <= budget.bytes);
   const plan = planPool({
     // Sized as a CPU pool: on CUDA the GPU bound is the device's, which the operator sets.
     pool: 'cpu',
     memoryLimitBytes: limits.memoryBytes,
     cpuLimitCores: limits.cpuCores,
     hostCores: availableParallelism(),
-    modelBytes: models.length ? models.map(estimatedModelBytes) : 1,
+    modelBytes: sizes.length ? sizes : 1,
     batchSize: maxBatch,
+    ...(budget.bytes !== undefined && budget.bytes > 0
+      ? { modelMemoryBytes: budget.bytes, modelMemoryFrom: 'the model memory budget' }
+      : {}),
   });
   const onGpu = isGpu(provider) && !config.workers.threads;
   const threads = config.workers.threads || (onGpu ? 1 : plan.slots);

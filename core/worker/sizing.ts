@@ -14,6 +14,12 @@
  *     intra-op       = max(1, floor(cores / slots))   so slots × intra-op ≤ cores
  *     concurrency    = slots × batch size              (jobs in hand: the GPU pool batches)
  *
+ * With a model memory budget B (`workers.modelMemoryBytes`, docs/RESIDENCY.md) models load
+ * on demand into B, each into one slot, so B is set aside once and a slot costs only its
+ * overhead (B must hold the largest model):
+ *
+ *     memory bound   = floor((memory limit − base − B) / slot overhead)
+ *
  * The old design rule "no more than 2 × cores + 1 workers" suits I/O-bound servers,
  * whose workers mostly wait; inference keeps a core busy for the whole call, so
  * more runnable threads than cores only adds context switches and cache misses.
@@ -56,6 +62,14 @@ export interface PoolSizingInput {
   gpuReserveBytes?: number;
   /** Largest batch a slot forms; concurrency is slots × this. @defaultValue 1 */
   batchSize?: number;
+  /**
+   * The model memory budget (`workers.modelMemoryBytes`, docs/RESIDENCY.md): models load on
+   * demand into it, each into one slot, so a slot costs only its overhead and the budget is set
+   * aside once; it must hold the largest model. Undefined: every model loaded in every slot.
+   */
+  modelMemoryBytes?: number;
+  /** Where the budget came from, for the explanation. @defaultValue 'model memory budget' */
+  modelMemoryFrom?: string;
 }
 
 export interface PoolPlan {
@@ -69,6 +83,14 @@ export interface PoolPlan {
   bounds: { memory: number | null; cpu: number; gpuMemory: number | null; ioRule: number };
   cores: number;
   perSlotBytes: number;
+  /**
+   * Memory for resident models the plan leaves: the budget when one was given, else what the
+   * limit leaves once the base and the slots' overhead are taken (every model fits in it);
+   * undefined without a memory limit. The renderer sets `workers.modelMemoryBytes` to it.
+   */
+  modelMemoryBytes?: number;
+  /** With a budget: how many of the pool's models (smallest first) are resident at once in one worker, each once per slot. */
+  modelsResident?: number;
   /** One line per step, for `k8s explain` and worker logs. */
   explanation: string[];
 }
@@ -112,7 +134,33 @@ export function planPool(input: PoolSizingInput): PoolPlan {
   const lines: string[] = [];
 
   let memory: number | null = null;
-  if (input.memoryLimitBytes !== undefined) {
+  const budget = input.modelMemoryBytes;
+  if (budget !== undefined) {
+    const sizes = typeof input.modelBytes === 'number' ? [input.modelBytes] : [...input.modelBytes];
+    const largest = Math.max(...sizes);
+    if (largest > budget)
+      throw new PoolSizingError(
+        'memory',
+        `${input.pool} pool: its largest model (${mib(largest)}) does not fit in the model memory budget of ${mib(budget)}`,
+      );
+    const from = input.modelMemoryFrom ?? 'model memory budget';
+    if (input.memoryLimitBytes !== undefined) {
+      const left = input.memoryLimitBytes - base - budget;
+      const byLimit = Math.floor(left / overhead);
+      if (byLimit < 1)
+        throw new PoolSizingError(
+          'memory',
+          `${input.pool} pool: memory limit ${mib(input.memoryLimitBytes)} cannot hold the model memory budget and one slot: ` +
+            `base ${mib(base)} + budget ${mib(budget)} + slot overhead ${mib(overhead)} = ${mib(base + budget + overhead)}`,
+        );
+      memory = byLimit;
+      lines.push(
+        `memory bound: floor((${mib(input.memoryLimitBytes)} limit - ${mib(base)} base - ${mib(budget)} models (${from})) / ${mib(overhead)} overhead) = ${memory}`,
+      );
+    } else {
+      lines.push(`memory bound: none (no memory limit; models in ${mib(budget)}, ${from})`);
+    }
+  } else if (input.memoryLimitBytes !== undefined) {
     const free = input.memoryLimitBytes - base;
     memory = Math.floor(free / perSlot);
     if (memory < 1) {
@@ -180,6 +228,27 @@ export function planPool(input: PoolSizingInput): PoolPlan {
     `decided by ${decidedBy}: ${slots} slot${slots === 1 ? '' : 's'} x ${intraOpThreads} intra-op thread${intraOpThreads === 1 ? '' : 's'}, concurrency ${concurrency}`,
   );
 
+  let modelMemoryBytes: number | undefined;
+  let modelsResident: number | undefined;
+  if (budget !== undefined) {
+    modelMemoryBytes = budget;
+    const sizes = (typeof input.modelBytes === 'number' ? [input.modelBytes] : [...input.modelBytes]).sort((a, b) => a - b);
+    let used = 0;
+    modelsResident = 0;
+    for (const size of sizes) {
+      if (used + size > budget) break;
+      used += size;
+      modelsResident++;
+    }
+    lines.splice(
+      lines.length - 1,
+      0,
+      `model memory: ${mib(budget)} holds ${modelsResident} of the pool's ${sizes.length} model${sizes.length === 1 ? '' : 's'} at once (smallest first, each in one slot); the rest load on demand, least recently used evicted`,
+    );
+  } else if (input.memoryLimitBytes !== undefined) {
+    modelMemoryBytes = input.memoryLimitBytes - base - slots * overhead;
+  }
+
   return {
     slots,
     intraOpThreads,
@@ -187,7 +256,9 @@ export function planPool(input: PoolSizingInput): PoolPlan {
     decidedBy,
     bounds: { memory, cpu, gpuMemory, ioRule },
     cores,
-    perSlotBytes: perSlot,
+    perSlotBytes: budget !== undefined ? overhead : perSlot,
     explanation: lines,
+    ...(modelMemoryBytes !== undefined ? { modelMemoryBytes } : {}),
+    ...(modelsResident !== undefined ? { modelsResident } : {}),
   };
 }

@@ -136,6 +136,11 @@ export function sizingAnnotations(p: PoolSizing): Record<string, string> {
     [`${ANNOTATION}/limits`]: `cpu=${limits.cpuCores} memory=${mib(limits.memoryBytes)}${gpu}`,
     [`${ANNOTATION}/bounds`]: `memory=${plan.bounds.memory ?? 'none'} cpu=${plan.bounds.cpu}${p.pool === 'gpu' ? ` gpu-memory=${plan.bounds.gpuMemory ?? 'none'}` : ''} io-rule=${plan.bounds.ioRule}`,
     [`${ANNOTATION}/target-queue-depth`]: String(p.targetQueueDepth),
+    ...(p.plan.modelMemoryBytes !== undefined
+      ? {
+          [`${ANNOTATION}/model-memory`]: `${mib(p.plan.modelMemoryBytes)}${p.spec.modelMemory !== undefined ? ` (spec modelMemory; ${p.plan.modelsResident} of ${p.models.length} models resident at once)` : ' (what the limit leaves: every model fits)'}`,
+        }
+      : {}),
     [`${ANNOTATION}/sizing`]: plan.explanation.join('; '),
   };
 }
@@ -154,6 +159,9 @@ export function workerDeployment(ms: ModelServer, p: PoolSizing, configHash: str
         // Fail loudly on a GPU node without CUDA rather than fall back to the CPU quietly.
         executionProvider: gpu ? 'cuda' : 'cpu',
         httpPort: WORKER_HTTP_PORT,
+        // The budget the plan sized for: spec modelMemory, else what the limit leaves for models
+        // (all of them fit), never the worker's own derivation from its limit.
+        ...(p.plan.modelMemoryBytes !== undefined ? { modelMemoryBytes: p.plan.modelMemoryBytes } : {}),
       },
     }),
     ...tracingEnv(ms, component),

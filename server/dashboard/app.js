@@ -23,6 +23,7 @@ const LIVE = `subscription OperationsView {
       name acceptsText
       versions {
         version status error ready pool task workers executionProviders labels
+        residency { pinned loadedOn residentBytes }
         inputs { name datatype shape } outputs { name datatype shape }
         batching { edge { maxRows maxDelayMs } worker { policy maxBatchSize maxDelayMs sloMs limit } }
       }
@@ -270,6 +271,14 @@ function workerBatching(w) {
   return `${w.policy}, ≤ ${w.maxBatchSize} rows${live}, ${w.maxDelayMs} ms wait, SLO ${w.sloMs} ms`;
 }
 
+/** Which workers hold a version in memory (docs/RESIDENCY.md): how many of those serving it, its measured size, pinned. */
+function residency(v) {
+  const r = v.residency;
+  if (!r) return '–';
+  const size = r.residentBytes == null ? '' : `, ${(r.residentBytes / 2 ** 20).toFixed(1)} MiB`;
+  return `${r.loadedOn.length} of ${v.workers}${size}${r.pinned ? ', pinned' : ''}`;
+}
+
 function renderModel(entry, m, windowSeconds) {
   const newest = m.versions.at(-1);
   const failed = m.versions.some((v) => v.status === 'FAILED');
@@ -285,11 +294,12 @@ function renderModel(entry, m, windowSeconds) {
   renderRollout(entry.rollout, m.rollout);
   entry.versions.replaceChildren(
     table(
-      ['version', 'status', 'workers', 'runs on', 'edge batch', 'worker batch', 'inputs', 'outputs'],
+      ['version', 'status', 'workers', 'in memory', 'runs on', 'edge batch', 'worker batch', 'inputs', 'outputs'],
       m.versions.map((v) => [
         v.version,
         v.error ? h('span', { class: 'error', title: v.error }, [`${v.status}: ${v.error}`]) : v.status,
         String(v.workers),
+        h('span', { 'data-testid': 'in-memory', title: v.residency?.loadedOn.join(', ') ?? '' }, [residency(v)]),
         h('span', { 'data-testid': 'runs-on' }, [v.executionProviders.join(', ') || '–']),
         h('span', { 'data-testid': 'edge-batching' }, [edgeBatching(v.batching?.edge)]),
         h('span', { 'data-testid': 'worker-batching' }, [workerBatching(v.batching?.worker)]),

@@ -45,6 +45,10 @@ export const GRPC_STATUS: Record<ErrorCode, grpc.status> = {
   NOT_CANCELLABLE: grpc.status.FAILED_PRECONDITION,
   NON_FINITE_OUTPUT: grpc.status.INVALID_ARGUMENT,
   INFERENCE_FAILED: grpc.status.INTERNAL,
+  // A version whose file broke after the repository check: every worker would fail it alike.
+  MODEL_LOAD_FAILED: grpc.status.INTERNAL,
+  // A version larger than a worker's whole model memory budget (HTTP 507 Insufficient Storage).
+  MODEL_TOO_LARGE: grpc.status.RESOURCE_EXHAUSTED,
   INTERNAL_SERVER_ERROR: grpc.status.INTERNAL,
   BAD_GATEWAY: grpc.status.INTERNAL,
   MODEL_NOT_READY: grpc.status.UNAVAILABLE,

@@ -59,6 +59,11 @@ describe('operations view', () => {
     expect(await card(page, 'name-gender').locator('[data-testid="runs-on"]').allInnerTexts()).toEqual(['cpu']);
     // mlp-bench is the gpu pool's, and no gpu worker runs in this file.
     expect(await card(page, 'mlp-bench').locator('[data-testid="runs-on"]').allInnerTexts()).toEqual(['–']);
+    // Which workers hold each version in memory, with its measured size (no budget here: the one worker holds it).
+    expect(await card(page, 'name-gender').locator('[data-testid="in-memory"]').allInnerTexts()).toEqual([
+      expect.stringMatching(/^1 of 1, \d+\.\d MiB$/),
+    ]);
+    expect(await card(page, 'mlp-bench').locator('[data-testid="in-memory"]').allInnerTexts()).toEqual(['0 of 0']);
     await expect.poll(() => page.locator('[data-testid="processes"] [data-testid="provider"]').allInnerTexts()).toEqual(['cpu']);
     expect(await page.locator('[data-testid="queues"]').innerText()).toMatch(/cpu\s+0/);
     expect(offline.outside).toEqual([]);

@@ -46,7 +46,7 @@ describe('batchline k8s', () => {
 
   it('rejects an invalid resource with exit 1 and every message', async () => {
     const file = join(tmp(), 'bad.yaml');
-    writeFileSync(file, exampleText('cpu-only.yaml').replace('memory: 1Gi', 'memory: 200Mi'));
+    writeFileSync(file, exampleText('cpu-only.yaml').replace('memory: 1Gi', 'memory: 200Mi').replace('modelMemory: 256Mi', ''));
     const r = await cli('k8s', 'render', file);
     expect(r.code).toBe(1);
     expect(r.out).toBe('');

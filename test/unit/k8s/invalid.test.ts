@@ -22,6 +22,7 @@ describe('invalid ModelServers are rejected with the field and the numbers', () 
       'cpu-only.yaml',
       (d) => {
         set(d, 'spec.pools.cpu.resources.limits.memory', '200Mi');
+        set(d, 'spec.pools.cpu.modelMemory', undefined);
       },
       'spec.pools.cpu.resources.limits.memory: cpu pool: memory limit 200 MiB cannot hold one copy of its models: base process 160 MiB + one slot 85 MiB (models 53 MiB + slot overhead 32 MiB) = 245 MiB [models: name-gender 14 MiB, mlp-bench 39 MiB]',
     ],
@@ -39,8 +40,25 @@ describe('invalid ModelServers are rejected with the field and the numbers', () 
       'cpu-only.yaml',
       (d) => {
         set(d, 'spec.pools.cpu.baseMemory', '2Gi');
+        set(d, 'spec.pools.cpu.modelMemory', undefined);
       },
       'spec.pools.cpu.resources.limits.memory: cpu pool: memory limit 1024 MiB cannot hold one copy of its models: base process 2048 MiB + one slot 85 MiB (models 53 MiB + slot overhead 32 MiB) = 2133 MiB [models: name-gender 14 MiB, mlp-bench 39 MiB]',
+    ],
+    [
+      'a model memory budget smaller than the largest model',
+      'cpu-only.yaml',
+      (d) => {
+        set(d, 'spec.pools.cpu.modelMemory', '32Mi');
+      },
+      'spec.pools.cpu.resources.limits.memory: cpu pool: its largest model (39 MiB) does not fit in the model memory budget of 32 MiB [models: name-gender 14 MiB, mlp-bench 39 MiB]',
+    ],
+    [
+      'a model memory budget the limit cannot hold beside one slot',
+      'cpu-only.yaml',
+      (d) => {
+        set(d, 'spec.pools.cpu.modelMemory', '900Mi');
+      },
+      'spec.pools.cpu.resources.limits.memory: cpu pool: memory limit 1024 MiB cannot hold the model memory budget and one slot: base 160 MiB + budget 900 MiB + slot overhead 32 MiB = 1092 MiB [models: name-gender 14 MiB, mlp-bench 39 MiB]',
     ],
     [
       'requests above limits',

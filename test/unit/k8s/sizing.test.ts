@@ -163,3 +163,34 @@ describe('planPool', () => {
     expect(() => planPool({ pool: 'cpu', modelBytes: [] })).toThrow('model memory must be positive');
   });
 });
+
+describe('planPool with a model memory budget', () => {
+  it('sets the budget aside once: 200 models of 40 MiB in 1 GiB, 2 GiB limit, 8 cores', () => {
+    const models = Array.from({ length: 200 }, () => 40 * Mi);
+    // Without a budget the pool cannot be sized at all: every slot would hold all 200 (8000 MiB).
+    expect(() => planPool({ pool: 'cpu', memoryLimitBytes: 2 * Gi, cpuLimitCores: 8, modelBytes: models })).toThrow(PoolSizingError);
+    const plan = planPool({ pool: 'cpu', memoryLimitBytes: 2 * Gi, cpuLimitCores: 8, modelBytes: models, modelMemoryBytes: Gi });
+    // floor((2048 - 160 - 1024) / 32) = 27 by memory; 8 by CPU.
+    expect(plan.bounds.memory).toBe(27);
+    expect(plan.slots).toBe(8);
+    expect(plan.modelMemoryBytes).toBe(Gi);
+    // Each resident model is one copy of 40 MiB: 25 fit in 1024 MiB.
+    expect(plan.modelsResident).toBe(25);
+    expect(plan.explanation.join('\n')).toContain('holds 25 of the pool');
+  });
+
+  it('refuses a budget smaller than the largest model, or one the limit cannot hold beside a slot', () => {
+    expect(() => planPool({ pool: 'cpu', memoryLimitBytes: Gi, modelBytes: 64 * Mi, modelMemoryBytes: 32 * Mi })).toThrow(
+      /largest model \(64 MiB\) does not fit in the model memory budget of 32 MiB/,
+    );
+    expect(() => planPool({ pool: 'cpu', memoryLimitBytes: Gi, modelBytes: 64 * Mi, modelMemoryBytes: 900 * Mi })).toThrow(
+      /cannot hold the model memory budget and one slot/,
+    );
+  });
+
+  it('without a budget, reports what the limit leaves for models once the slots are sized', () => {
+    const plan = planPool({ pool: 'cpu', memoryLimitBytes: Gi, cpuLimitCores: 2, modelBytes: 100 * Mi });
+    expect(plan.slots).toBe(2);
+    expect(plan.modelMemoryBytes).toBe(Gi - DEFAULT_BASE_PROCESS_BYTES - 2 * DEFAULT_SLOT_OVERHEAD_BYTES);
+  });
+});
