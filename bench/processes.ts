@@ -92,9 +92,13 @@ export async function startRedis(dir: string): Promise<PrivateRedis> {
   return { name: 'redis', pid: proc.pid!, logFile, url, stop: stopper(proc) };
 }
 
-/** `cli/main.ts <args>` (as `npm start` runs each of its processes), ready once `ready` is logged. */
+/**
+ * `cli/main.ts <args>` (as `npm start` runs each of its processes), ready once `ready` is logged.
+ * gRPC is off unless `env` sets `BATCHLINE_GRPC_PORT`: benches start several APIs side by side,
+ * and every one would otherwise bind the default 4001.
+ */
 export async function startCli(name: string, args: string[], env: Record<string, string>, dir: string, ready: RegExp): Promise<Proc> {
-  const { proc, logFile } = startLogged(name, process.execPath, [CLI, ...args], { ...process.env, ...env }, dir);
+  const { proc, logFile } = startLogged(name, process.execPath, [CLI, ...args], { ...process.env, BATCHLINE_GRPC_PORT: '0', ...env }, dir);
   const stop = stopper(proc);
   try {
     await waitForLine(name, proc, logFile, ready);
