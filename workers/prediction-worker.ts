@@ -31,7 +31,7 @@ import { workerShape } from '../core/worker/shape.ts';
 import { providerChain } from '../core/runtime/providers.ts';
 import { modelBudget, Residency } from '../core/worker/residency.ts';
 import { readCgroupLimits } from '../core/worker/cgroup.ts';
-import { ownedLanes } from '../core/worker/placement.ts';
+import { laneWorkersOf, ownedLanes } from '../core/worker/placement.ts';
 
 export interface WorkerOptions {
   config: BatchlineConfig;
@@ -245,7 +245,11 @@ export class PredictionWorker {
     this.placing = true;
     try {
       const { pool } = this.options;
-      const alive = (await this.registry.alive()).filter((e) => e.pool === pool).map((e) => e.id);
+      // Who holds what, with how much free budget and load: every worker reads the same and agrees.
+      const alive = laneWorkersOf(
+        (await this.registry.alive()).filter((e) => e.pool === pool),
+        this.laneQueues.length,
+      );
       const waiting = await Promise.all(
         this.laneQueues.map((q) => q.getJobCounts('wait', 'prioritized').then((c) => (c.wait ?? 0) + (c.prioritized ?? 0))),
       );
@@ -511,6 +515,7 @@ export class PredictionWorker {
           },
           batching: Object.fromEntries(this.loaded.map((k) => [k, this.batchingState(k)!])),
           ...(this.laneQueues ? { lanes: this.ownedLanes } : {}),
+          jobs: { inHand: this.inHand.size, concurrency: this.concurrency },
           residency: {
             budgetBytes: this.residency.budget ?? null,
             usedBytes: this.residency.usedBytes,
