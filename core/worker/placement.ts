@@ -78,8 +78,18 @@ export function workersFor(waiting: number, perWorker: number, alive: number): n
 
 const view = (w: string | LaneWorker): LaneWorker => (typeof w === 'string' ? { id: w } : w);
 
-/** The workers of `lane`, in rank order, as many as its backlog asks for. */
-export function laneWorkers(lane: number, alive: readonly (string | LaneWorker)[], waiting: number, perWorker: number): string[] {
+/**
+ * The workers of `lane`, in rank order, as many as its backlog asks for; with `starved` (the
+ * lane's next job has waited past {@link STARVED_MS}: its workers take nothing, dead but not
+ * yet expired from the registry, or busy), one more.
+ */
+export function laneWorkers(
+  lane: number,
+  alive: readonly (string | LaneWorker)[],
+  waiting: number,
+  perWorker: number,
+  starved = false,
+): string[] {
   const all = alive.map(view);
   const holders = all.filter((w) => w.holds?.includes(lane));
   const holding = new Set(holders.map((w) => w.id));
@@ -89,13 +99,57 @@ export function laneWorkers(lane: number, alive: readonly (string | LaneWorker)[
     ...holders.sort((a, b) => score({ id: a.id }, lane) - score({ id: b.id }, lane) || tie(a, b)),
     ...all.filter((w) => !holding.has(w.id)).sort((a, b) => score(a, lane) - score(b, lane) || tie(a, b)),
   ];
-  return ranked.slice(0, workersFor(waiting, perWorker, ranked.length)).map((w) => w.id);
+  return ranked.slice(0, Math.min(ranked.length, workersFor(waiting, perWorker, ranked.length) + (starved ? 1 : 0))).map((w) => w.id);
 }
 
-/** The lanes `self` consumes, given the pool's live workers (self among them) and each lane's waiting jobs. */
-export function ownedLanes(self: string, alive: readonly (string | LaneWorker)[], waiting: readonly number[], perWorker: number): number[] {
+/**
+ * The lanes `self` consumes, given the pool's live workers (self among them), each lane's
+ * waiting jobs, and the lanes found starved (`StarvedLanes`).
+ */
+export function ownedLanes(
+  self: string,
+  alive: readonly (string | LaneWorker)[],
+  waiting: readonly number[],
+  perWorker: number,
+  starved: ReadonlySet<number> = new Set(),
+): number[] {
   const everyone = alive.some((w) => view(w).id === self) ? alive : [...alive, self];
-  return waiting.flatMap((w, lane) => (laneWorkers(lane, everyone, w, perWorker).includes(self) ? [lane] : []));
+  return waiting.flatMap((w, lane) => (laneWorkers(lane, everyone, w, perWorker, starved.has(lane)).includes(self) ? [lane] : []));
+}
+
+/**
+ * How long a lane's next job (the head of its queue) may stay the same before the lane counts
+ * as starved and the next worker in its rank joins it: a SIGKILLed owner stays in the registry
+ * until its entry expires (15 s), and this takes its lanes over sooner.
+ */
+export const STARVED_MS = 3_000;
+
+/**
+ * Watches each lane's next job: a lane whose head has not changed for {@link STARVED_MS}
+ * while jobs wait is starved, and stays so until it has no job waiting. Every worker watches
+ * the same queues, so they agree within a placement round; the rule only adds the next
+ * worker in rank, so a round of disagreement costs nothing but a round.
+ */
+export class StarvedLanes {
+  private readonly heads = new Map<number, { id: string; since: number }>();
+  private readonly starved = new Set<number>();
+
+  /** Records lane `lane`'s head (`undefined`: nothing waits) at `now`; returns the lanes starved now. */
+  observe(lane: number, head: string | undefined, now: number): ReadonlySet<number> {
+    if (head === undefined) {
+      this.heads.delete(lane);
+      this.starved.delete(lane);
+      return this.starved;
+    }
+    const seen = this.heads.get(lane);
+    if (!seen || seen.id !== head) this.heads.set(lane, { id: head, since: now });
+    else if (now - seen.since >= STARVED_MS) this.starved.add(lane);
+    return this.starved;
+  }
+
+  get lanes(): ReadonlySet<number> {
+    return this.starved;
+  }
 }
 
 /**

@@ -4,7 +4,16 @@
  * leaving moves only its own lanes, and a backlog adds workers one per `perWorker` waiting.
  */
 import { describe, expect, it } from 'vitest';
-import { laneWorkers, laneWorkersOf, ownedLanes, weightOf, workersFor, type LaneWorker } from '../../../core/worker/placement.ts';
+import {
+  laneWorkers,
+  laneWorkersOf,
+  ownedLanes,
+  StarvedLanes,
+  STARVED_MS,
+  weightOf,
+  workersFor,
+  type LaneWorker,
+} from '../../../core/worker/placement.ts';
 import { shardOf } from '../../../core/prediction/queues.ts';
 
 const workers = ['w-a', 'w-b', 'w-c', 'w-d'];
@@ -138,5 +147,33 @@ describe('load-aware owner choice', () => {
       else expect(after[l]).not.toBe('w-c');
     }
     expect(countOf(before, 'w-c')).toBeGreaterThan(0);
+  });
+});
+
+describe('starved lanes (a dead owner not yet expired)', () => {
+  it('a lane whose next job has not moved for STARVED_MS is starved until nothing waits in it', () => {
+    const s = new StarvedLanes();
+    expect([...s.observe(2, 'job-1', 0)]).toEqual([]);
+    expect([...s.observe(2, 'job-1', STARVED_MS - 1)]).toEqual([]);
+    // Its head moved: someone takes from it.
+    expect([...s.observe(2, 'job-2', STARVED_MS)]).toEqual([]);
+    expect([...s.observe(2, 'job-2', 2 * STARVED_MS)]).toEqual([2]);
+    // Stays starved while jobs wait, moving or not (its helper is taking them).
+    expect([...s.observe(2, 'job-3', 2 * STARVED_MS + 1)]).toEqual([2]);
+    expect([...s.observe(2, undefined, 2 * STARVED_MS + 2)]).toEqual([]);
+    expect([...s.observe(2, 'job-4', 3 * STARVED_MS)]).toEqual([]);
+  });
+
+  it('a starved lane gets the next worker in rank besides its owner', () => {
+    const lanes = 8;
+    for (let lane = 0; lane < lanes; lane++) {
+      const ranked = laneWorkers(lane, workers, 1000, 4);
+      expect(laneWorkers(lane, workers, 0, 4, true)).toEqual(ranked.slice(0, 2));
+      expect(laneWorkers(lane, workers, 4, 4, true)).toEqual(ranked.slice(0, 3));
+      expect(ownedLanes(ranked[1], workers, idle(lanes), 4, new Set([lane]))).toContain(lane);
+      expect(ownedLanes(ranked[1], workers, idle(lanes), 4)).not.toContain(lane);
+    }
+    // Never more than the live workers.
+    expect(laneWorkers(0, ['w-a'], 0, 4, true)).toEqual(['w-a']);
   });
 });
