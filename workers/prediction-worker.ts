@@ -31,7 +31,7 @@ import { workerShape } from '../core/worker/shape.ts';
 import { providerChain } from '../core/runtime/providers.ts';
 import { modelBudget, Residency } from '../core/worker/residency.ts';
 import { readCgroupLimits } from '../core/worker/cgroup.ts';
-import { ownedLanes } from '../core/worker/placement.ts';
+import { laneWorkersOf, ownedLanes, StarvedLanes } from '../core/worker/placement.ts';
 
 export interface WorkerOptions {
   config: BatchlineConfig;
@@ -84,6 +84,8 @@ export class PredictionWorker {
   private laneQueues?: Queue<PredictionJobData>[];
   private placement?: NodeJS.Timeout;
   private placing = false;
+  /** Lanes whose next job has not moved for a while (a dead owner not yet expired): the next worker in rank joins. */
+  private readonly starved = new StarvedLanes();
   private concurrency = 1;
   private readonly inHand = new Set<string>();
   private bullConnection?: RedisClient;
@@ -245,12 +247,27 @@ export class PredictionWorker {
     this.placing = true;
     try {
       const { pool } = this.options;
-      const alive = (await this.registry.alive()).filter((e) => e.pool === pool).map((e) => e.id);
-      const waiting = await Promise.all(
-        this.laneQueues.map((q) => q.getJobCounts('wait', 'prioritized').then((c) => (c.wait ?? 0) + (c.prioritized ?? 0))),
+      // Who holds what, with how much free budget and load: every worker reads the same and agrees.
+      const alive = laneWorkersOf(
+        (await this.registry.alive()).filter((e) => e.pool === pool),
+        this.laneQueues.length,
       );
+      const [waiting, heads] = await Promise.all([
+        Promise.all(this.laneQueues.map((q) => q.getJobCounts('wait', 'prioritized').then((c) => (c.wait ?? 0) + (c.prioritized ?? 0)))),
+        // The job each lane runs next: the most urgent prioritized one, else the oldest unprioritized.
+        Promise.all(
+          this.laneQueues.map(
+            async (q) => (await this.redis.zrange(q.keys.prioritized, 0, 0))[0] ?? (await this.redis.lindex(q.keys.wait, -1)) ?? undefined,
+          ),
+        ),
+      ]);
       if (this.stopping) return;
-      const owned = ownedLanes(this.id, alive, waiting, this.concurrency);
+      const now = Date.now();
+      const wasStarved = [...this.starved.lanes];
+      heads.forEach((head, lane) => this.starved.observe(lane, head, now));
+      const starved = [...this.starved.lanes].filter((l) => !wasStarved.includes(l));
+      if (starved.length) this.log.info({ lanes: starved }, 'lanes starved: their next job has not moved; the next worker in rank joins');
+      const owned = ownedLanes(this.id, alive, waiting, this.concurrency, this.starved.lanes);
       const each = Math.max(1, Math.ceil(this.concurrency / Math.max(1, owned.length)));
       for (const [lane, bull] of this.lanes) {
         if (owned.includes(lane)) continue;
@@ -264,7 +281,7 @@ export class PredictionWorker {
       const lanes = [...this.lanes.keys()].sort((a, b) => a - b);
       if (lanes.join() !== this.ownedLanes.join()) {
         this.ownedLanes = lanes;
-        this.log.info({ lanes, waiting }, 'queue lanes this worker consumes');
+        this.log.info({ lanes, waiting, starved: [...this.starved.lanes] }, 'queue lanes this worker consumes');
         void this.announce();
       }
     } catch (e) {
@@ -511,6 +528,7 @@ export class PredictionWorker {
           },
           batching: Object.fromEntries(this.loaded.map((k) => [k, this.batchingState(k)!])),
           ...(this.laneQueues ? { lanes: this.ownedLanes } : {}),
+          jobs: { inHand: this.inHand.size, concurrency: this.concurrency },
           residency: {
             budgetBytes: this.residency.budget ?? null,
             usedBytes: this.residency.usedBytes,

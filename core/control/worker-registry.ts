@@ -23,6 +23,8 @@ export interface WorkerEntry {
   residency?: WorkerResidency;
   /** Under `queue.placement: model`: the lanes (shards of the pool's queue) it consumes now. */
   lanes?: number[];
+  /** Jobs it has in hand and the most it takes at once: its load, for the lane rule (core/worker/placement.ts). */
+  jobs?: { inHand: number; concurrency: number };
   expiresAt: number;
 }
 

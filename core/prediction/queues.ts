@@ -40,7 +40,7 @@ export interface EnqueueOptions {
 }
 
 /** Admission to a queue, atomic across every API replica (the script says how). */
-const ADMIT = new URL('./scripts/admit-4.lua', import.meta.url);
+const ADMIT = new URL('./scripts/admit-5.lua', import.meta.url);
 /** A coalesced job's predictions stop counting (taken by a worker, or one cancelled). */
 const RELEASE_PARTS = new URL('./scripts/releaseParts-1.lua', import.meta.url);
 /** An admission whose add never finished (its API died) stops counting after this long. */
@@ -77,6 +77,7 @@ export class PredictionQueues {
     prioritized: string,
     admitting: string,
     parts: string,
+    delayed: string,
     max: number,
     now: number,
     jobId: string,
@@ -157,6 +158,7 @@ export class PredictionQueues {
         q.keys.prioritized,
         this.keys.admitting(q.name),
         this.keys.waitingParts(q.name),
+        q.keys.delayed,
         max,
         Date.now(),
         jobId,

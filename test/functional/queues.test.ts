@@ -2,7 +2,7 @@
  * Queue promises: priorities, backpressure, cancellation, retries and deadlines, on real
  * BullMQ queues and worker processes.
  */
-import { Queue } from 'bullmq';
+import { DelayedError, Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql, sseCollect, wsClient, wsCollect } from '../support/clients.ts';
@@ -213,6 +213,33 @@ describe('backpressure', () => {
       const jobs = await queue.getJobs(['prioritized']);
       const held = jobs.flatMap((j) => (j.data.parts ?? [{ id: j.data.id }]).map((p: { id: string }) => p.id));
       expect(held.sort()).toEqual([...accepted].sort());
+
+      // A worker hands every job back while its version loads (what `workers.deferColdJobs`
+      // does: BullMQ's moveToDelayed, before the job's parts are released). Delayed, they still
+      // count, a coalesced one with its parts: the pool stays full, at exactly 50.
+      const refusedDepth = async (): Promise<string> => {
+        const r = await gql(a.url, SUBMIT, { m: 'mlp-bench', i: { features: Array.from({ length: 512 }, () => -1) } });
+        expect(r.body.errors?.[0].extensions!.code).toBe('QUEUE_FULL');
+        return r.body.errors![0].message;
+      };
+      const taken = new Set<string>();
+      const handBack = new Worker(
+        'gpu',
+        async (job, token) => {
+          taken.add(job.id!);
+          await job.moveToDelayed(Date.now() + 600_000, token);
+          throw new DelayedError();
+        },
+        { connection: { url: redisUrl }, prefix: `${prefix}-bp`, concurrency: 8 },
+      );
+      await until(async () => (await queue.getJobCounts('delayed')).delayed === jobs.length, 'every job handed back', 15_000);
+      await handBack.close();
+      expect(taken.size).toBe(jobs.length);
+      expect(await refusedDepth()).toContain('has 50 predictions waiting');
+      // Promoted back to waiting (the load ended): counted once, not twice.
+      for (const j of await queue.getJobs(['delayed'])) await j.promote();
+      expect((await queue.getJobCounts('prioritized')).prioritized).toBe(jobs.length);
+      expect(await refusedDepth()).toContain('has 50 predictions waiting');
       await queue.close();
     } finally {
       await Promise.all([a.close(), b.close()]);

@@ -1,5 +1,5 @@
 --[[
-  A coalesced job's predictions stop counting against `queue.maxDepth` (admit-4.lua):
+  A coalesced job's predictions stop counting against `queue.maxDepth` (admit-5.lua):
   all of them when a worker takes the job, one when a part of it is cancelled.
 
   KEYS[1] the queue's hash of predictions beyond the first of each waiting job (its slot).

@@ -6,8 +6,11 @@
   KEYS[1] the queue's `wait` list, KEYS[2] its `prioritized` set (BullMQ's own keys),
   KEYS[3] our set of admissions still being added (job id, scored by time), KEYS[4] our hash
   of the predictions beyond the first of each waiting coalesced job (job id: count, and their
-  sum under `#sum`); on a cluster all four share the queue's hash tag, so the script touches
-  one slot.
+  sum under `#sum`), KEYS[5] its `delayed` set (BullMQ's): a job a worker handed back while
+  its version loads (`workers.deferColdJobs`, workers/prediction-worker.ts) waits there, and
+  so does a retry in its backoff; each still counts, and a coalesced one its parts too (they
+  stay in KEYS[4] until a worker processes the job). On a cluster all five share the queue's
+  hash tag, so the script touches one slot.
   ARGV[1] max depth, ARGV[2] now (ms), ARGV[3] the job's id, ARGV[4] how long an admission
   may stay (ms), ARGV[5] predictions wanted, ARGV[6] the prefix of BullMQ's job keys.
 
@@ -30,7 +33,7 @@ for _, id in ipairs(stale) do
   end
 end
 local depth = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2]) + redis.call('ZCARD', KEYS[3])
-  + tonumber(redis.call('HGET', KEYS[4], '#sum') or '0')
+  + redis.call('ZCARD', KEYS[5]) + tonumber(redis.call('HGET', KEYS[4], '#sum') or '0')
 local room = tonumber(ARGV[1]) - depth
 if room <= 0 then return { 0, depth } end
 local admitted = math.min(room, tonumber(ARGV[5]))
