@@ -184,6 +184,7 @@ export class OpsStats {
         return {
           pool,
           // Predictions, as `queue.maxDepth` counts them: a coalesced job counts each of its submissions.
+          // Jobs handed back or backing off are in `delayed` (jobs); admission counts them too.
           waiting: (c.wait ?? 0) + (c.prioritized ?? 0) + extra,
           active: c.active ?? 0,
           delayed: c.delayed ?? 0,
