@@ -1,0 +1,202 @@
+/**
+ * `npm run bench:worker-share` (issue 25 item 6): the worker's CPU per row against the
+ * in-process onnxruntime ceiling's CPU per row at the batch size the worker actually formed.
+ *
+ * One run: a private Redis, one `gpu`-pool worker (mlp-bench's pool, on CPU here) and the API;
+ * mlp-bench predicts, one 512-float row each as a base64 FP32 tensor, closed loop at
+ * BENCH_CONNECTIONS (64) concurrent requests from bench/load-client.ts, for BENCH_SECONDS (10).
+ * The worker's CPU comes from /proc (every thread: event loop, inference threads, onnxruntime's
+ * intra-op threads); its rows and inferences from its own metrics. Then, with the stack
+ * stopped, onnxruntime-node alone in this process (2 intra-op threads, as bench/ceiling.ts) runs
+ * batches of the size the worker formed, and its CPU per row is the ceiling. Rounds alternate
+ * stack and ceiling (BENCH_ROUNDS, default 2); medians are printed with every round's figures.
+ * BENCH_CPU_PROF=<dir> writes the worker's --cpu-prof profiles there.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { InferenceSession, Tensor } from 'onnxruntime-node';
+import { Redis } from 'ioredis';
+import { benchDir, cpuMsOf, freePort, ROOT, runLoadClients, startCli, startRedis, type Proc } from './processes.ts';
+import { metricSum, scrape } from './prometheus.ts';
+import type { LoadSpec } from './load-client.ts';
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 10);
+const ROUNDS = Math.max(1, Number(process.env.BENCH_ROUNDS ?? 2));
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 64);
+const CEILING_SECONDS = Number(process.env.BENCH_CEILING_SECONDS ?? 3);
+const PROF = process.env.BENCH_CPU_PROF;
+const MODEL = 'mlp-bench';
+const WIDTH = 512;
+
+const log = (msg: string): void => void process.stderr.write(`[bench:worker-share ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+interface StackRun {
+  requests: number;
+  errors: number;
+  rows: number;
+  inferences: number;
+  rowsPerInference: number;
+  workerCpuMsPerRow: number;
+  /** onnxruntime intra-op threads of the worker's sessions (its "worker started" line). */
+  intraOpThreads: number;
+}
+
+async function stackRun(redisUrl: string, dir: string, n: number): Promise<StackRun> {
+  const [port, workerPort, grpcPort] = [await freePort(), await freePort(), await freePort()];
+  const env: Record<string, string> = {
+    BATCHLINE_REDIS_URL: redisUrl,
+    BATCHLINE_REDIS_PREFIX: `bench-worker-share-${n}`,
+    BATCHLINE_MODELS: join(ROOT, 'models'),
+    BATCHLINE_PORT: String(port),
+    BATCHLINE_GRPC_PORT: String(grpcPort),
+    BATCHLINE_HOST: '127.0.0.1',
+    NODE_ENV: 'production',
+  };
+  const workerEnv = {
+    ...env,
+    BATCHLINE_WORKER_HTTP_PORT: String(workerPort),
+    ...(PROF ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${PROF}` } : {}),
+  };
+  const procs: Proc[] = [];
+  try {
+    procs.push(await startCli('worker-gpu', ['worker', '--pool', 'gpu'], workerEnv, dir, /"msg":"worker started"/));
+    procs.push(await startCli('api', ['serve'], env, dir, /"msg":"API listening"/));
+    const worker = procs[0];
+    const started = readFileSync(worker.logFile, 'utf8')
+      .split('\n')
+      .find((l) => l.includes('"msg":"worker started"'));
+    const intraOpThreads = Number((JSON.parse(started ?? '{}') as { intraOpThreads?: number }).intraOpThreads ?? 1);
+    const metricsUrl = `http://127.0.0.1:${workerPort}/metrics`;
+    const spec = (durationMs: number, concurrency: number): LoadSpec => ({
+      url: `http://127.0.0.1:${port}/graphql`,
+      ws: `ws://127.0.0.1:${port}/graphql`,
+      model: MODEL,
+      rowWidth: WIDTH,
+      rowsPerRequest: 1,
+      encoding: 'base64',
+      transport: 'http',
+      loop: 'closed',
+      concurrency,
+      rate: 0,
+      durationMs,
+      maxInFlight: concurrency,
+    });
+    // Warm-up: the worker's code paths compiled, the API's connections open.
+    await runLoadClients([spec(2000, CONNECTIONS)]);
+    await sleep(500);
+    const [cpu0, m0] = [cpuMsOf(worker.pid), await scrape(metricsUrl)];
+    const [load] = await runLoadClients([spec(SECONDS * 1000, CONNECTIONS)]);
+    await sleep(500);
+    const [cpu1, m1] = [cpuMsOf(worker.pid), await scrape(metricsUrl)];
+    const delta = (name: string): number => metricSum(m1, name, { model: MODEL }) - metricSum(m0, name, { model: MODEL });
+    const rows = delta('batchline_batch_rows_sum');
+    const inferences = delta('batchline_batch_rows_count');
+    if (load.errors) log(`client errors ${JSON.stringify(load.codes)}`);
+    return {
+      requests: load.latencies.length,
+      errors: load.errors,
+      rows,
+      inferences,
+      rowsPerInference: rows / inferences,
+      workerCpuMsPerRow: (cpu1 - cpu0) / rows,
+      intraOpThreads,
+    };
+  } finally {
+    for (const p of procs.reverse()) await p.stop();
+  }
+}
+
+/**
+ * onnxruntime-node alone in this process at `batch` rows a run: CPU ms per row (every thread of
+ * the process) and wall ms per row. `as: 'worker'` opens the session as the worker does
+ * (core/runtime/providers.ts sessionOptions: its intra-op threads, no spinning), the same
+ * inference the worker pays for; `as: 'ceiling'` as bench/ceiling.ts does (2 spinning intra-op threads).
+ */
+async function ceiling(
+  batch: number,
+  as: 'worker' | 'ceiling',
+  intraOpThreads: number,
+): Promise<{ cpuMsPerRow: number; wallMsPerRow: number }> {
+  const session = await InferenceSession.create(
+    join(ROOT, 'models', MODEL, '1', 'model.onnx'),
+    as === 'worker'
+      ? {
+          executionProviders: ['cpu'],
+          intraOpNumThreads: intraOpThreads,
+          interOpNumThreads: 1,
+          graphOptimizationLevel: 'all',
+          extra: { session: { intra_op: { allow_spinning: '0' } } },
+        }
+      : { intraOpNumThreads: 2, interOpNumThreads: 1, executionProviders: ['cpu'] },
+  );
+  try {
+    const data = new Float32Array(batch * WIDTH).map(() => Math.random() * 2 - 1);
+    const feeds = { input: new Tensor('float32', data, [batch, WIDTH]) };
+    for (let i = 0; i < 10; i++) await session.run(feeds);
+    let rows = 0;
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    while (performance.now() - t0 < CEILING_SECONDS * 1000) {
+      await session.run(feeds);
+      rows += batch;
+    }
+    const c = process.cpuUsage(c0);
+    return { cpuMsPerRow: (c.user + c.system) / 1000 / rows, wallMsPerRow: (performance.now() - t0) / rows };
+  } finally {
+    await session.release();
+  }
+}
+
+const dir = benchDir();
+const redis = await startRedis(dir);
+const client = new Redis(redis.url);
+const rounds: (StackRun & {
+  batch: number;
+  inferenceCpuMsPerRow: number;
+  ratio: number;
+  ceilingCpuMsPerRow: number;
+  ceilingWallMsPerRow: number;
+})[] = [];
+try {
+  for (let r = 0; r < ROUNDS; r++) {
+    await client.flushall();
+    log(`round ${r + 1}/${ROUNDS}: stack, ${CONNECTIONS} concurrent, ${SECONDS}s`);
+    const run = await stackRun(redis.url, dir, r);
+    const batch = Math.max(1, Math.round(run.rowsPerInference));
+    log(`round ${r + 1}/${ROUNDS}: ceiling at batch ${batch}`);
+    const same = await ceiling(batch, 'worker', run.intraOpThreads);
+    const c = await ceiling(batch, 'ceiling', 2);
+    rounds.push({
+      ...run,
+      batch,
+      inferenceCpuMsPerRow: same.cpuMsPerRow,
+      ratio: run.workerCpuMsPerRow / same.cpuMsPerRow,
+      ceilingCpuMsPerRow: c.cpuMsPerRow,
+      ceilingWallMsPerRow: c.wallMsPerRow,
+    });
+  }
+} finally {
+  client.disconnect();
+  await redis.stop();
+}
+const f = (x: number, d = 3): string => x.toFixed(d);
+for (const [i, r] of rounds.entries())
+  console.log(
+    `round ${i + 1}: ${r.requests} requests (${r.errors} errors), ${f(r.rowsPerInference, 1)} rows/inference; worker ${f(r.workerCpuMsPerRow)} ms CPU/row; ` +
+      `in-process inference as the worker runs it (batch ${r.batch}, ${r.intraOpThreads} intra-op, no spinning) ${f(r.inferenceCpuMsPerRow)} ms CPU/row; ratio ${f(r.ratio, 2)}; ` +
+      `bench/ceiling.ts session (2 spinning threads) ${f(r.ceilingCpuMsPerRow)} ms CPU/row, ${f(r.ceilingWallMsPerRow)} ms wall/row`,
+  );
+const med = (k: 'workerCpuMsPerRow' | 'inferenceCpuMsPerRow' | 'ratio' | 'ceilingCpuMsPerRow' | 'ceilingWallMsPerRow'): number =>
+  median(rounds.map((r) => r[k]));
+console.log(
+  `median: worker ${f(med('workerCpuMsPerRow'))} ms CPU/row; in-process inference ${f(med('inferenceCpuMsPerRow'))} ms CPU/row; ` +
+    `worker / inference ${f(med('ratio'), 2)} (target <= 1.3); worker beyond inference ${f(med('workerCpuMsPerRow') - med('inferenceCpuMsPerRow'))} ms CPU/row; ` +
+    `ceiling.ts session ${f(med('ceilingCpuMsPerRow'))} ms CPU/row, ${f(med('ceilingWallMsPerRow'))} ms wall/row`,
+);
+console.log(JSON.stringify({ seconds: SECONDS, connections: CONNECTIONS, rounds }));
+if (PROF) log(`worker profiles in ${PROF}`);
