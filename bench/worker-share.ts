@@ -41,6 +41,8 @@ interface StackRun {
   rows: number;
   inferences: number;
   rowsPerInference: number;
+  /** BullMQ jobs the worker took per inference (the API's edge batches each make one job). */
+  jobsPerInference: number;
   workerCpuMsPerRow: number;
   /** onnxruntime intra-op threads of the worker's sessions (its "worker started" line). */
   intraOpThreads: number;
@@ -103,6 +105,7 @@ async function stackRun(redisUrl: string, dir: string, n: number): Promise<Stack
       rows,
       inferences,
       rowsPerInference: rows / inferences,
+      jobsPerInference: delta('batchline_worker_jobs_total') / inferences,
       workerCpuMsPerRow: (cpu1 - cpu0) / rows,
       intraOpThreads,
     };
@@ -187,7 +190,7 @@ try {
 const f = (x: number, d = 3): string => x.toFixed(d);
 for (const [i, r] of rounds.entries())
   console.log(
-    `round ${i + 1}: ${r.requests} requests (${r.errors} errors), ${f(r.rowsPerInference, 1)} rows/inference; worker ${f(r.workerCpuMsPerRow)} ms CPU/row; ` +
+    `round ${i + 1}: ${r.requests} requests (${r.errors} errors), ${f(r.rowsPerInference, 1)} rows/inference, ${f(r.jobsPerInference, 2)} jobs/inference; worker ${f(r.workerCpuMsPerRow)} ms CPU/row; ` +
       `in-process inference as the worker runs it (batch ${r.batch}, ${r.intraOpThreads} intra-op, no spinning) ${f(r.inferenceCpuMsPerRow)} ms CPU/row; ratio ${f(r.ratio, 2)}; ` +
       `bench/ceiling.ts session (2 spinning threads) ${f(r.ceilingCpuMsPerRow)} ms CPU/row, ${f(r.ceilingWallMsPerRow)} ms wall/row`,
   );
