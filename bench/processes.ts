@@ -92,9 +92,20 @@ export async function startRedis(dir: string): Promise<PrivateRedis> {
   return { name: 'redis', pid: proc.pid!, logFile, url, stop: stopper(proc) };
 }
 
-/** `cli/main.ts <args>` (as `npm start` runs each of its processes), ready once `ready` is logged. */
-export async function startCli(name: string, args: string[], env: Record<string, string>, dir: string, ready: RegExp): Promise<Proc> {
-  const { proc, logFile } = startLogged(name, process.execPath, [CLI, ...args], { ...process.env, ...env }, dir);
+/**
+ * `cli/main.ts <args>` (as `npm start` runs each of its processes), ready once `ready` is logged.
+ * `root`: another checkout's cli/main.ts (a baseline measured in the same run).
+ */
+export async function startCli(
+  name: string,
+  args: string[],
+  env: Record<string, string>,
+  dir: string,
+  ready: RegExp,
+  root?: string,
+): Promise<Proc> {
+  const cli = root ? join(root, 'cli', 'main.ts') : CLI;
+  const { proc, logFile } = startLogged(name, process.execPath, [cli, ...args], { ...process.env, ...env }, dir);
   const stop = stopper(proc);
   try {
     await waitForLine(name, proc, logFile, ready);

@@ -10,7 +10,9 @@
  * stopped, onnxruntime-node alone in this process (2 intra-op threads, as bench/ceiling.ts) runs
  * batches of the size the worker formed, and its CPU per row is the ceiling. Rounds alternate
  * stack and ceiling (BENCH_ROUNDS, default 2); medians are printed with every round's figures.
- * BENCH_CPU_PROF=<dir> writes the worker's --cpu-prof profiles there.
+ * BENCH_CPU_PROF=<dir> writes the worker's --cpu-prof profiles there. BENCH_BASELINE=<checkout>
+ * runs that checkout's worker too, in every round (order alternating), against the same ceiling:
+ * before and after in one run, e.g. `git worktree add /tmp/ws-base <commit>` with node_modules linked.
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -48,7 +50,7 @@ interface StackRun {
   intraOpThreads: number;
 }
 
-async function stackRun(redisUrl: string, dir: string, n: number): Promise<StackRun> {
+async function stackRun(redisUrl: string, dir: string, n: number, root?: string): Promise<StackRun> {
   const [port, workerPort, grpcPort] = [await freePort(), await freePort(), await freePort()];
   const env: Record<string, string> = {
     BATCHLINE_REDIS_URL: redisUrl,
@@ -66,7 +68,7 @@ async function stackRun(redisUrl: string, dir: string, n: number): Promise<Stack
   };
   const procs: Proc[] = [];
   try {
-    procs.push(await startCli('worker-gpu', ['worker', '--pool', 'gpu'], workerEnv, dir, /"msg":"worker started"/));
+    procs.push(await startCli('worker-gpu', ['worker', '--pool', 'gpu'], workerEnv, dir, /"msg":"worker started"/, root));
     procs.push(await startCli('api', ['serve'], env, dir, /"msg":"API listening"/));
     const worker = procs[0];
     const started = readFileSync(worker.logFile, 'utf8')
@@ -155,51 +157,74 @@ async function ceiling(
   }
 }
 
-const dir = benchDir();
-const redis = await startRedis(dir);
-const client = new Redis(redis.url);
-const rounds: (StackRun & {
+const BASELINE = process.env.BENCH_BASELINE;
+
+type Measured = StackRun & {
+  which: 'this' | 'baseline';
+  round: number;
   batch: number;
   inferenceCpuMsPerRow: number;
   ratio: number;
   ceilingCpuMsPerRow: number;
   ceilingWallMsPerRow: number;
-})[] = [];
+};
+
+const dir = benchDir();
+const redis = await startRedis(dir);
+const client = new Redis(redis.url);
+const runs: Measured[] = [];
 try {
   for (let r = 0; r < ROUNDS; r++) {
-    await client.flushall();
-    log(`round ${r + 1}/${ROUNDS}: stack, ${CONNECTIONS} concurrent, ${SECONDS}s`);
-    const run = await stackRun(redis.url, dir, r);
-    const batch = Math.max(1, Math.round(run.rowsPerInference));
-    log(`round ${r + 1}/${ROUNDS}: ceiling at batch ${batch}`);
-    const same = await ceiling(batch, 'worker', run.intraOpThreads);
-    const c = await ceiling(batch, 'ceiling', 2);
-    rounds.push({
-      ...run,
-      batch,
-      inferenceCpuMsPerRow: same.cpuMsPerRow,
-      ratio: run.workerCpuMsPerRow / same.cpuMsPerRow,
-      ceilingCpuMsPerRow: c.cpuMsPerRow,
-      ceilingWallMsPerRow: c.wallMsPerRow,
-    });
+    // With a baseline, the two alternate which goes first: a shared machine's speed drifts.
+    const order: ('this' | 'baseline')[] = !BASELINE ? ['this'] : r % 2 === 0 ? ['this', 'baseline'] : ['baseline', 'this'];
+    for (const which of order) {
+      await client.flushall();
+      log(`round ${r + 1}/${ROUNDS} (${which}): stack, ${CONNECTIONS} concurrent, ${SECONDS}s`);
+      const run = await stackRun(redis.url, dir, runs.length, which === 'baseline' ? BASELINE : undefined);
+      const batch = Math.max(1, Math.round(run.rowsPerInference));
+      log(`round ${r + 1}/${ROUNDS} (${which}): in-process inference at batch ${batch}`);
+      const same = await ceiling(batch, 'worker', run.intraOpThreads);
+      const c = await ceiling(batch, 'ceiling', 2);
+      runs.push({
+        ...run,
+        which,
+        round: r + 1,
+        batch,
+        inferenceCpuMsPerRow: same.cpuMsPerRow,
+        ratio: run.workerCpuMsPerRow / same.cpuMsPerRow,
+        ceilingCpuMsPerRow: c.cpuMsPerRow,
+        ceilingWallMsPerRow: c.wallMsPerRow,
+      });
+    }
   }
 } finally {
   client.disconnect();
   await redis.stop();
 }
 const f = (x: number, d = 3): string => x.toFixed(d);
-for (const [i, r] of rounds.entries())
+for (const r of runs)
   console.log(
-    `round ${i + 1}: ${r.requests} requests (${r.errors} errors), ${f(r.rowsPerInference, 1)} rows/inference, ${f(r.jobsPerInference, 2)} jobs/inference; worker ${f(r.workerCpuMsPerRow)} ms CPU/row; ` +
+    `round ${r.round} ${r.which}: ${r.requests} requests (${r.errors} errors), ${f(r.rowsPerInference, 1)} rows/inference, ${f(r.jobsPerInference, 2)} jobs/inference; worker ${f(r.workerCpuMsPerRow)} ms CPU/row; ` +
       `in-process inference as the worker runs it (batch ${r.batch}, ${r.intraOpThreads} intra-op, no spinning) ${f(r.inferenceCpuMsPerRow)} ms CPU/row; ratio ${f(r.ratio, 2)}; ` +
       `bench/ceiling.ts session (2 spinning threads) ${f(r.ceilingCpuMsPerRow)} ms CPU/row, ${f(r.ceilingWallMsPerRow)} ms wall/row`,
   );
-const med = (k: 'workerCpuMsPerRow' | 'inferenceCpuMsPerRow' | 'ratio' | 'ceilingCpuMsPerRow' | 'ceilingWallMsPerRow'): number =>
-  median(rounds.map((r) => r[k]));
-console.log(
-  `median: worker ${f(med('workerCpuMsPerRow'))} ms CPU/row; in-process inference ${f(med('inferenceCpuMsPerRow'))} ms CPU/row; ` +
-    `worker / inference ${f(med('ratio'), 2)} (target <= 1.3); worker beyond inference ${f(med('workerCpuMsPerRow') - med('inferenceCpuMsPerRow'))} ms CPU/row; ` +
-    `ceiling.ts session ${f(med('ceilingCpuMsPerRow'))} ms CPU/row, ${f(med('ceilingWallMsPerRow'))} ms wall/row`,
-);
-console.log(JSON.stringify({ seconds: SECONDS, connections: CONNECTIONS, rounds }));
+type Key = 'workerCpuMsPerRow' | 'inferenceCpuMsPerRow' | 'ratio' | 'ceilingCpuMsPerRow' | 'ceilingWallMsPerRow';
+for (const which of ['this', 'baseline'] as const) {
+  const mine = runs.filter((r) => r.which === which);
+  if (!mine.length) continue;
+  const med = (k: Key): number => median(mine.map((r) => r[k]));
+  const range = (k: Key, d = 3): string => `${f(Math.min(...mine.map((r) => r[k])), d)}-${f(Math.max(...mine.map((r) => r[k])), d)}`;
+  console.log(
+    `median ${which}: worker ${f(med('workerCpuMsPerRow'))} ms CPU/row (${range('workerCpuMsPerRow')}); in-process inference ${f(med('inferenceCpuMsPerRow'))} ms CPU/row; ` +
+      `worker / inference ${f(med('ratio'), 2)} (${range('ratio', 2)}; target <= 1.3); worker beyond inference ${f(med('workerCpuMsPerRow') - med('inferenceCpuMsPerRow'))} ms CPU/row; ` +
+      `ceiling.ts session ${f(med('ceilingCpuMsPerRow'))} ms CPU/row, ${f(med('ceilingWallMsPerRow'))} ms wall/row`,
+  );
+}
+if (BASELINE) {
+  const byRound = runs
+    .filter((r) => r.which === 'this')
+    .map((t) => t.workerCpuMsPerRow / runs.find((b) => b.which === 'baseline' && b.round === t.round)!.workerCpuMsPerRow);
+  console.log(`worker CPU/row this / baseline, same round: median ${f(median(byRound), 2)} (${byRound.map((x) => f(x, 2)).join(', ')})`);
+}
+console.log(JSON.stringify({ seconds: SECONDS, connections: CONNECTIONS, baseline: BASELINE ?? null, runs }));
 if (PROF) log(`worker profiles in ${PROF}`);
