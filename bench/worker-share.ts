@@ -14,11 +14,22 @@
  * runs that checkout's worker too, in every round (order alternating), against the same ceiling:
  * before and after in one run, e.g. `git worktree add /tmp/ws-base <commit>` with node_modules linked.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { InferenceSession, Tensor } from 'onnxruntime-node';
 import { Redis } from 'ioredis';
-import { benchDir, cpuMsOf, freePort, ROOT, runLoadClients, startCli, startRedis, type Proc } from './processes.ts';
+import {
+  benchDir,
+  cpuMsOf,
+  freePort,
+  redisWork,
+  redisWorkBetween,
+  ROOT,
+  runLoadClients,
+  startCli,
+  startRedis,
+  type Proc,
+} from './processes.ts';
 import { metricSum, scrape } from './prometheus.ts';
 import type { LoadSpec } from './load-client.ts';
 
@@ -45,12 +56,32 @@ interface StackRun {
   rowsPerInference: number;
   /** BullMQ jobs the worker took per inference (the API's edge batches each make one job). */
   jobsPerInference: number;
+  /** Context switches of the worker's threads per inference. */
+  switchesPerInference: { voluntary: number; involuntary: number };
+  /** Redis commands per worker job (the API's and the worker's together: every command of the run). */
+  redisCallsPerJob: Record<string, number>;
   workerCpuMsPerRow: number;
   /** onnxruntime intra-op threads of the worker's sessions (its "worker started" line). */
   intraOpThreads: number;
 }
 
-async function stackRun(redisUrl: string, dir: string, n: number, root?: string): Promise<StackRun> {
+/** Context switches of every thread of a process so far (voluntary, involuntary). */
+function switchesOf(pid: number): { voluntary: number; involuntary: number } {
+  let voluntary = 0;
+  let involuntary = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const st = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      voluntary += Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(st)?.[1] ?? 0);
+      involuntary += Number(/^nonvoluntary_ctxt_switches:\s+(\d+)/m.exec(st)?.[1] ?? 0);
+    } catch {
+      // a thread that ended meanwhile
+    }
+  }
+  return { voluntary, involuntary };
+}
+
+async function stackRun(redis: Redis, redisUrl: string, dir: string, n: number, root?: string): Promise<StackRun> {
   const [port, workerPort, grpcPort] = [await freePort(), await freePort(), await freePort()];
   const env: Record<string, string> = {
     BATCHLINE_REDIS_URL: redisUrl,
@@ -93,10 +124,10 @@ async function stackRun(redisUrl: string, dir: string, n: number, root?: string)
     // Warm-up: the worker's code paths compiled, the API's connections open.
     await runLoadClients([spec(2000, CONNECTIONS)]);
     await sleep(500);
-    const [cpu0, m0] = [cpuMsOf(worker.pid), await scrape(metricsUrl)];
+    const [cpu0, sw0, m0, r0] = [cpuMsOf(worker.pid), switchesOf(worker.pid), await scrape(metricsUrl), await redisWork(redis)];
     const [load] = await runLoadClients([spec(SECONDS * 1000, CONNECTIONS)]);
     await sleep(500);
-    const [cpu1, m1] = [cpuMsOf(worker.pid), await scrape(metricsUrl)];
+    const [cpu1, sw1, m1, r1] = [cpuMsOf(worker.pid), switchesOf(worker.pid), await scrape(metricsUrl), await redisWork(redis)];
     const delta = (name: string): number => metricSum(m1, name, { model: MODEL }) - metricSum(m0, name, { model: MODEL });
     const rows = delta('batchline_batch_rows_sum');
     const inferences = delta('batchline_batch_rows_count');
@@ -108,6 +139,15 @@ async function stackRun(redisUrl: string, dir: string, n: number, root?: string)
       inferences,
       rowsPerInference: rows / inferences,
       jobsPerInference: delta('batchline_worker_jobs_total') / inferences,
+      switchesPerInference: {
+        voluntary: (sw1.voluntary - sw0.voluntary) / inferences,
+        involuntary: (sw1.involuntary - sw0.involuntary) / inferences,
+      },
+      redisCallsPerJob: Object.fromEntries(
+        Object.entries(redisWorkBetween(r0, r1).calls)
+          .map(([k, v]) => [k, Math.round((100 * v) / delta('batchline_worker_jobs_total')) / 100] as const)
+          .sort((a, b) => b[1] - a[1]),
+      ),
       workerCpuMsPerRow: (cpu1 - cpu0) / rows,
       intraOpThreads,
     };
@@ -180,7 +220,7 @@ try {
     for (const which of order) {
       await client.flushall();
       log(`round ${r + 1}/${ROUNDS} (${which}): stack, ${CONNECTIONS} concurrent, ${SECONDS}s`);
-      const run = await stackRun(redis.url, dir, runs.length, which === 'baseline' ? BASELINE : undefined);
+      const run = await stackRun(client, redis.url, dir, runs.length, which === 'baseline' ? BASELINE : undefined);
       const batch = Math.max(1, Math.round(run.rowsPerInference));
       log(`round ${r + 1}/${ROUNDS} (${which}): in-process inference at batch ${batch}`);
       const same = await ceiling(batch, 'worker', run.intraOpThreads);
@@ -204,7 +244,7 @@ try {
 const f = (x: number, d = 3): string => x.toFixed(d);
 for (const r of runs)
   console.log(
-    `round ${r.round} ${r.which}: ${r.requests} requests (${r.errors} errors), ${f(r.rowsPerInference, 1)} rows/inference, ${f(r.jobsPerInference, 2)} jobs/inference; worker ${f(r.workerCpuMsPerRow)} ms CPU/row; ` +
+    `round ${r.round} ${r.which}: ${r.requests} requests (${r.errors} errors), ${f(r.rowsPerInference, 1)} rows/inference, ${f(r.jobsPerInference, 2)} jobs/inference, ${f(r.switchesPerInference.voluntary, 1)}+${f(r.switchesPerInference.involuntary, 1)} context switches/inference (voluntary+not); worker ${f(r.workerCpuMsPerRow)} ms CPU/row; ` +
       `in-process inference as the worker runs it (batch ${r.batch}, ${r.intraOpThreads} intra-op, no spinning) ${f(r.inferenceCpuMsPerRow)} ms CPU/row; ratio ${f(r.ratio, 2)}; ` +
       `bench/ceiling.ts session (2 spinning threads) ${f(r.ceilingCpuMsPerRow)} ms CPU/row, ${f(r.ceilingWallMsPerRow)} ms wall/row`,
   );
@@ -226,5 +266,6 @@ if (BASELINE) {
     .map((t) => t.workerCpuMsPerRow / runs.find((b) => b.which === 'baseline' && b.round === t.round)!.workerCpuMsPerRow);
   console.log(`worker CPU/row this / baseline, same round: median ${f(median(byRound), 2)} (${byRound.map((x) => f(x, 2)).join(', ')})`);
 }
+for (const r of runs) console.log(`round ${r.round} ${r.which}: Redis calls per job ${JSON.stringify(r.redisCallsPerJob)}`);
 console.log(JSON.stringify({ seconds: SECONDS, connections: CONNECTIONS, baseline: BASELINE ?? null, runs }));
 if (PROF) log(`worker profiles in ${PROF}`);
