@@ -21,6 +21,7 @@ import { Redis } from 'ioredis';
 import {
   benchDir,
   cpuMsOf,
+  cpuMsOfStat,
   freePort,
   redisWork,
   redisWorkBetween,
@@ -56,6 +57,8 @@ interface StackRun {
   rowsPerInference: number;
   /** BullMQ jobs the worker took per inference (the API's edge batches each make one job). */
   jobsPerInference: number;
+  /** Worker CPU ms per row by thread name (ended threads drop out: a sum may fall short of the whole). */
+  threadCpuMsPerRow: Record<string, number>;
   /** Context switches of the worker's threads per inference. */
   switchesPerInference: { voluntary: number; involuntary: number };
   /** Redis commands per worker job (the API's and the worker's together: every command of the run). */
@@ -63,6 +66,20 @@ interface StackRun {
   workerCpuMsPerRow: number;
   /** onnxruntime intra-op threads of the worker's sessions (its "worker started" line). */
   intraOpThreads: number;
+}
+
+/** CPU ms of a process's threads so far, by thread name (MainThread, inference, V8Worker for GC and compiling, ...). */
+function cpuByThread(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      out[name] = (out[name] ?? 0) + cpuMsOfStat(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8'));
+    } catch {
+      // a thread that ended meanwhile
+    }
+  }
+  return out;
 }
 
 /** Context switches of every thread of a process so far (voluntary, involuntary). */
@@ -124,10 +141,22 @@ async function stackRun(redis: Redis, redisUrl: string, dir: string, n: number, 
     // Warm-up: the worker's code paths compiled, the API's connections open.
     await runLoadClients([spec(2000, CONNECTIONS)]);
     await sleep(500);
-    const [cpu0, sw0, m0, r0] = [cpuMsOf(worker.pid), switchesOf(worker.pid), await scrape(metricsUrl), await redisWork(redis)];
+    const [cpu0, th0, sw0, m0, r0] = [
+      cpuMsOf(worker.pid),
+      cpuByThread(worker.pid),
+      switchesOf(worker.pid),
+      await scrape(metricsUrl),
+      await redisWork(redis),
+    ];
     const [load] = await runLoadClients([spec(SECONDS * 1000, CONNECTIONS)]);
     await sleep(500);
-    const [cpu1, sw1, m1, r1] = [cpuMsOf(worker.pid), switchesOf(worker.pid), await scrape(metricsUrl), await redisWork(redis)];
+    const [cpu1, th1, sw1, m1, r1] = [
+      cpuMsOf(worker.pid),
+      cpuByThread(worker.pid),
+      switchesOf(worker.pid),
+      await scrape(metricsUrl),
+      await redisWork(redis),
+    ];
     const delta = (name: string): number => metricSum(m1, name, { model: MODEL }) - metricSum(m0, name, { model: MODEL });
     const rows = delta('batchline_batch_rows_sum');
     const inferences = delta('batchline_batch_rows_count');
@@ -139,6 +168,11 @@ async function stackRun(redis: Redis, redisUrl: string, dir: string, n: number, 
       inferences,
       rowsPerInference: rows / inferences,
       jobsPerInference: delta('batchline_worker_jobs_total') / inferences,
+      threadCpuMsPerRow: Object.fromEntries(
+        Object.keys(th1)
+          .map((k) => [k, Math.round((1000 * (th1[k] - (th0[k] ?? 0))) / rows) / 1000] as const)
+          .filter(([, v]) => v > 0),
+      ),
       switchesPerInference: {
         voluntary: (sw1.voluntary - sw0.voluntary) / inferences,
         involuntary: (sw1.involuntary - sw0.involuntary) / inferences,
@@ -266,6 +300,9 @@ if (BASELINE) {
     .map((t) => t.workerCpuMsPerRow / runs.find((b) => b.which === 'baseline' && b.round === t.round)!.workerCpuMsPerRow);
   console.log(`worker CPU/row this / baseline, same round: median ${f(median(byRound), 2)} (${byRound.map((x) => f(x, 2)).join(', ')})`);
 }
-for (const r of runs) console.log(`round ${r.round} ${r.which}: Redis calls per job ${JSON.stringify(r.redisCallsPerJob)}`);
+for (const r of runs)
+  console.log(
+    `round ${r.round} ${r.which}: worker CPU ms/row by thread ${JSON.stringify(r.threadCpuMsPerRow)}; Redis calls per job ${JSON.stringify(r.redisCallsPerJob)}`,
+  );
 console.log(JSON.stringify({ seconds: SECONDS, connections: CONNECTIONS, baseline: BASELINE ?? null, runs }));
 if (PROF) log(`worker profiles in ${PROF}`);

@@ -108,7 +108,8 @@ export class InferencePool {
 
   private spawn(init: ThreadInit): Promise<void> {
     return new Promise((resolve, reject) => {
-      const worker = new Worker(THREAD_ENTRY, { workerData: init });
+      // Named, so /proc/<pid>/task/*/comm tells its CPU apart (bench/worker-share.ts).
+      const worker = new Worker(THREAD_ENTRY, { workerData: init, name: 'inference' });
       const handle: ThreadHandle = { worker, inFlight: 0, keys: new Set() };
       worker.on('message', (msg: ThreadMessage) => {
         if (msg.type === 'ready') {
