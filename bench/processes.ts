@@ -95,10 +95,19 @@ export async function startRedis(dir: string): Promise<PrivateRedis> {
 /**
  * `cli/main.ts <args>` (as `npm start` runs each of its processes), ready once `ready` is logged.
  * gRPC is off unless `env` sets `BATCHLINE_GRPC_PORT`: benches start several APIs side by side,
- * and every one would otherwise bind the default 4001.
+ * and every one would otherwise bind the default 4001. `root`: another checkout's cli/main.ts (a
+ * baseline measured in the same run).
  */
-export async function startCli(name: string, args: string[], env: Record<string, string>, dir: string, ready: RegExp): Promise<Proc> {
-  const { proc, logFile } = startLogged(name, process.execPath, [CLI, ...args], { ...process.env, BATCHLINE_GRPC_PORT: '0', ...env }, dir);
+export async function startCli(
+  name: string,
+  args: string[],
+  env: Record<string, string>,
+  dir: string,
+  ready: RegExp,
+  root?: string,
+): Promise<Proc> {
+  const cli = root ? join(root, 'cli', 'main.ts') : CLI;
+  const { proc, logFile } = startLogged(name, process.execPath, [cli, ...args], { ...process.env, BATCHLINE_GRPC_PORT: '0', ...env }, dir);
   const stop = stopper(proc);
   try {
     await waitForLine(name, proc, logFile, ready);

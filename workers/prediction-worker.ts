@@ -137,7 +137,7 @@ export class PredictionWorker {
     this.log.info({ sizing: explanation }, 'worker sizing');
 
     this.batcher = new Batcher({
-      run: (key, input, meta) => traceInferenceBatch(key, meta, () => this.inference.run(key, input)),
+      run: (key, input, meta) => traceInferenceBatch(key, meta, () => this.inference.run(key, input, { transfer: true })),
       spec: (key) => batchingPlan(pool, this.models.get(key)?.config).worker,
       slots: shape.threads,
       onBatch: (e) => {

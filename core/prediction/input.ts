@@ -6,7 +6,7 @@
 import { badInput } from '../errors/registry.ts';
 import type { Tensor } from '../tensor/tensor.ts';
 import type { Datatype, ModelConfig } from '../models/config.ts';
-import { decodeBase64Tensor, decodeBytesTensor, encodeBase64Tensor } from '../tensor/codec.ts';
+import { base64ByteLength, decodeBase64Tensor, decodeBytesTensor, encodeBase64Tensor } from '../tensor/codec.ts';
 import { CHAR_NGRAM_DEFAULTS } from '../preprocess/char-ngrams.ts';
 
 /** An input tensor: a plain array from a request, a typed array once off the wire. */
@@ -32,8 +32,11 @@ export function fromWire(input: WireInput): NormalizedInput {
     kind: 'tensors',
     tensors: input.tensors.map(({ f32, data, ...t }) => {
       if (f32 === undefined) return { ...t, data: data ?? [] };
+      // Decoded straight into an aligned buffer of its own (not a slice of Buffer's shared pool, copied out).
+      const length = base64ByteLength(f32);
+      const buffer = new ArrayBuffer(length);
+      if (length % 4 === 0 && Buffer.from(buffer).write(f32, 'base64') === length) return { ...t, data: new Float32Array(buffer) };
       const bytes = Buffer.from(f32, 'base64');
-      // Copy into an aligned buffer of its own: the Buffer may be a slice of a shared pool.
       return { ...t, data: new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)) };
     }),
   };

@@ -108,7 +108,8 @@ export class InferencePool {
 
   private spawn(init: ThreadInit): Promise<void> {
     return new Promise((resolve, reject) => {
-      const worker = new Worker(THREAD_ENTRY, { workerData: init });
+      // Named, so /proc/<pid>/task/*/comm tells its CPU apart (bench/worker-share.ts).
+      const worker = new Worker(THREAD_ENTRY, { workerData: init, name: 'inference' });
       const handle: ThreadHandle = { worker, inFlight: 0, keys: new Set() };
       worker.on('message', (msg: ThreadMessage) => {
         if (msg.type === 'ready') {
@@ -221,8 +222,12 @@ export class InferencePool {
     this.loaded = this.loaded.filter((k) => !keys.includes(k));
   }
 
-  /** Runs one inference of model `key` over `input` (which may hold several requests' rows). */
-  run(key: string, input: NormalizedInput): Promise<RunResult> {
+  /**
+   * Runs one inference of model `key` over `input` (which may hold several requests' rows).
+   * With `transfer`, the input's typed arrays are moved to the inference thread, not cloned:
+   * the caller owns them and does not read them again (they are detached once this returns).
+   */
+  run(key: string, input: NormalizedInput, options: { transfer?: boolean } = {}): Promise<RunResult> {
     if (this.closed || this.threads.length === 0)
       return Promise.reject(new ServingError('MODEL_NOT_READY', 'no inference thread is running'));
     // The least busy thread of those holding the version (under a budget usually one), else any: it answers MODEL_NOT_READY.
@@ -234,7 +239,7 @@ export class InferencePool {
     thread.inFlight++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, thread });
-      thread.worker.postMessage({ type: 'run', id, key, input });
+      thread.worker.postMessage({ type: 'run', id, key, input }, options.transfer ? transferable(input) : []);
     });
   }
 
@@ -254,4 +259,12 @@ export class InferencePool {
       ),
     );
   }
+}
+
+/** The buffers of `input`'s typed arrays, each once: those a run can move to its thread. */
+function transferable(input: NormalizedInput): ArrayBuffer[] {
+  if (input.kind !== 'tensors') return [];
+  const out = new Set<ArrayBuffer>();
+  for (const t of input.tensors) if (ArrayBuffer.isView(t.data) && t.data.buffer instanceof ArrayBuffer) out.add(t.data.buffer);
+  return [...out];
 }

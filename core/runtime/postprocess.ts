@@ -18,8 +18,12 @@ function softmax(values: number[]): number[] {
 export function sliceRows(outputs: OutputTensor[], start: number, count: number): TensorValue[] {
   return outputs.map((o) => {
     const width = o.shape.slice(1).reduce((a, b) => a * b, 1);
-    const part = Array.prototype.slice.call(o.data, start * width, (start + count) * width) as (number | bigint)[];
-    return { name: o.name, datatype: String(o.datatype), shape: [count, ...o.shape.slice(1)], data: part.map(Number) };
+    // One array, filled in place (not a generic slice of the typed array and then a mapped copy of it).
+    const from = start * width;
+    const data = new Array<number>(count * width);
+    const src = o.data as ArrayLike<number | bigint>;
+    for (let i = 0; i < data.length; i++) data[i] = Number(src[from + i]);
+    return { name: o.name, datatype: String(o.datatype), shape: [count, ...o.shape.slice(1)], data };
   });
 }
 

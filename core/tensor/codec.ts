@@ -98,7 +98,14 @@ export function decodeBytesTensor(field: string, bytes: Uint8Array, datatype: Da
 export function encodeRows(outputs: TensorValue[], start: number, count: number): EncodedTensor[] {
   return outputs.map((o) => {
     const width = o.shape.slice(1).reduce((a, b) => a * b, 1);
-    const part = o.data.slice(start * width, (start + count) * width);
+    const from = start * width;
+    let part: ArrayLike<number>;
+    if (o.datatype === 'FP32') {
+      // Straight into the bytes that are encoded (not a slice of the values, then a Float32Array of the slice).
+      const f = new Float32Array(count * width);
+      for (let i = 0; i < f.length; i++) f[i] = o.data[from + i];
+      part = f;
+    } else part = o.data.slice(from, from + count * width);
     const base64 = encodeBase64Tensor(o.datatype, part);
     // The repository admits only outputs of the datatypes below; anything else is a bug here.
     if (base64 === null) throw new Error(`output '${o.name}' has datatype ${o.datatype}, which has no byte layout`);
