@@ -118,15 +118,25 @@ describe('placement by model', () => {
     const x = Float32Array.from({ length: 64 * WIDTH }, (_, j) => Math.cos(j) / 4);
     const base64 = Buffer.from(x.buffer).toString('base64');
     const JOBS = 300;
-    const submitted = await Promise.all(
-      Array.from({ length: JOBS }, (_, n) =>
-        gql<{ submitPrediction: { id: string } }>(
-          apis[n % 2].url,
-          'mutation($i: PredictionInput!) { submitPrediction(model: "hot", input: $i) { id } }',
-          { i: { tensors: [{ name: 'x', shape: [64, WIDTH], datatype: 'FP32', base64 }] } },
+    // The workers are stopped while the submissions arrive, so the backlog is there, whole, at
+    // their first placement round after they resume: however fast this machine drains it, the
+    // hot-model rule sees it (coalesced submissions make fewer, larger jobs that a quick worker
+    // could otherwise finish before any round counted them).
+    for (const w of workers) w.proc.kill('SIGSTOP');
+    let submitted: Awaited<ReturnType<typeof gql<{ submitPrediction: { id: string } }>>>[];
+    try {
+      submitted = await Promise.all(
+        Array.from({ length: JOBS }, (_, n) =>
+          gql<{ submitPrediction: { id: string } }>(
+            apis[n % 2].url,
+            'mutation($i: PredictionInput!) { submitPrediction(model: "hot", input: $i) { id } }',
+            { i: { tensors: [{ name: 'x', shape: [64, WIDTH], datatype: 'FP32', base64 }] } },
+          ),
         ),
-      ),
-    );
+      );
+    } finally {
+      for (const w of workers) w.proc.kill('SIGCONT');
+    }
     const ids = submitted.map((s) => {
       expect(s.body.errors).toBeUndefined();
       return s.body.data!.submitPrediction.id;
