@@ -27,6 +27,7 @@ import { Redis } from 'ioredis';
 import * as ort from 'onnxruntime-node';
 import { stringify } from 'yaml';
 import { encodeDenseModel } from '../scripts/models/onnx-writer.ts';
+import { mulberry32 } from '../scripts/models/prng.ts';
 import type { WorkerEntry } from '../core/control/worker-registry.ts';
 import { benchDir, cpuMsOf, freePort, ROOT, startCli, startRedis, type Proc } from './processes.ts';
 
@@ -42,18 +43,6 @@ const OUT = 8;
 
 const log = (msg: string): void => void process.stderr.write(`[bench:fleet ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 const MiB = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
-
-/** A seeded generator (mulberry32), so two runs send the same traffic. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function pct(xs: number[], p: number): number {
   if (xs.length === 0) return NaN;
@@ -180,7 +169,8 @@ async function registry(redisUrl: string, prefix: string): Promise<WorkerEntry[]
 async function main(): Promise<void> {
   const dir = benchDir();
   const repo = join(dir, 'models');
-  const random = rng(20);
+  // Seeded, so two runs send the same traffic.
+  const random = mulberry32(20);
   const models = generate(repo, random);
   const totalBytes = models.reduce((a, m) => a + m.bytes, 0);
   // About a fifth of the models: a version measures about twice its file once loaded; never less than the largest can take.
