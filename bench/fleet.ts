@@ -166,6 +166,9 @@ async function registry(redisUrl: string, prefix: string): Promise<WorkerEntry[]
   }
 }
 
+/** Every process main started: stopped however it ends, so a failed start leaves none running. */
+const running: { stop(): Promise<void> }[] = [];
+
 async function main(): Promise<void> {
   const dir = benchDir();
   const repo = join(dir, 'models');
@@ -193,6 +196,7 @@ async function main(): Promise<void> {
   };
 
   const redis = await startRedis(dir);
+  running.push(redis);
   const stacks: Stack[] = [];
   for (const [label, env] of [
     ['budget', { BATCHLINE_WORKER_MODEL_MEMORY: String(budget) }],
@@ -208,6 +212,7 @@ async function main(): Promise<void> {
       dir,
       /"msg":"worker started"/,
     );
+    running.push(worker);
     const port = await freePort();
     const api = await startCli(
       `api-${prefix}`,
@@ -216,6 +221,7 @@ async function main(): Promise<void> {
       dir,
       /"msg":"API listening"/,
     );
+    running.push(api);
     const url = `http://127.0.0.1:${port}/graphql`;
     stacks.push({
       label,
@@ -370,4 +376,8 @@ async function main(): Promise<void> {
   for (const m of models) await m.session?.release();
 }
 
-await main();
+try {
+  await main();
+} finally {
+  for (const p of running.reverse()) await p.stop();
+}
