@@ -73,11 +73,9 @@ export class PredictionWorker {
   private stopping = false;
   private reportedProvider?: string;
   private lastThrottleWarning = 0;
-  /** Times this worker handed a job back while its version loaded (core of {@link deferred}). */
-  private readonly deferrals = new Map<string, number>();
+  /** Jobs this worker handed back while their version loaded ({@link deferred}): how often, and when first. */
+  private readonly deferrals = new Map<string, { times: number; firstAt: number }>();
   private deferredJobs = 0;
-  /** When this worker first handed a job back. */
-  private readonly deferredAt = new Map<string, number>();
   /** Lanes (shards) consumed now, by number; every shard under `queue.placement: any`. */
   private readonly lanes = new Map<number, Worker<PredictionJobData>>();
   private ownedLanes: number[] = [];
@@ -299,9 +297,8 @@ export class PredictionWorker {
     const key = modelKey(job.data.model, job.data.version);
     if (await this.deferred(job, key, token)) throw new DelayedError();
     // Handed back earlier while its version loaded: that wait was a cold start too (the answer's coldStartMs).
-    const firstDeferred = this.deferredAt.get(job.id!);
+    const firstDeferred = this.deferrals.get(job.id!)?.firstAt;
     this.deferrals.delete(job.id!);
-    this.deferredAt.delete(job.id!);
     this.residency.hold(key);
     try {
       return await COLD_CREDIT.run(firstDeferred === undefined ? 0 : Date.now() - firstDeferred, () => this.processor.process(job));
@@ -321,7 +318,7 @@ export class PredictionWorker {
   private async deferred(job: Job<PredictionJobData>, key: string, token: string | undefined): Promise<boolean> {
     const r = this.residency;
     if (!token || !r.onDemand || !this.options.config.workers.deferColdJobs || r.isResident(key) || !r.busy) return false;
-    const times = this.deferrals.get(job.id!) ?? 0;
+    const times = this.deferrals.get(job.id!)?.times ?? 0;
     // Promoted back to waiting as soon as its load ends; the delay is only the bound.
     const delay = Math.min(2000, Math.max(50, 2 * r.expectedWaitMs()));
     if (times >= MAX_DEFERRALS || (job.data.deadline !== undefined && Date.now() + delay >= job.data.deadline)) return false;
@@ -331,12 +328,8 @@ export class PredictionWorker {
       return false;
     }
     void r.prefetch(key).then(() => job.promote().catch(() => {}));
-    this.deferrals.set(job.id!, times + 1);
-    if (!this.deferredAt.has(job.id!)) this.deferredAt.set(job.id!, Date.now());
-    if (this.deferrals.size > 10_000) {
-      this.deferrals.clear();
-      this.deferredAt.clear();
-    }
+    this.deferrals.set(job.id!, { times: times + 1, firstAt: this.deferrals.get(job.id!)?.firstAt ?? Date.now() });
+    if (this.deferrals.size > 10_000) this.deferrals.clear();
     this.inHand.delete(job.id!);
     this.metrics.jobsDeferred.inc({ model: job.data.model });
     this.deferredJobs++;
