@@ -19,6 +19,7 @@ import {
   type RunningApi,
 } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
+import { countResults } from '../support/results.ts';
 
 const SUBMIT = 'mutation($i: PredictionInput!) { submitPrediction(model: "mlp-bench", input: $i) { id } }';
 const RESULT = 'subscription($id: ID!) { predictionResult(id: $id) { id status error { code } } }';
@@ -36,19 +37,6 @@ async function submitMany(url: string, n: number): Promise<string[]> {
     }
   }
   return ids;
-}
-
-/** Counts publications per prediction id on the result channels. */
-async function countResults(redisUrl: string, prefix: string): Promise<{ counts: Map<string, number>; close: () => void }> {
-  const listener = new Redis(redisUrl);
-  listener.on('error', () => {});
-  const counts = new Map<string, number>();
-  await listener.psubscribe(`${prefix}:result:*`);
-  listener.on('pmessage', (_p, channel) => {
-    const id = channel.slice(`${prefix}:result:`.length);
-    counts.set(id, (counts.get(id) ?? 0) + 1);
-  });
-  return { counts, close: () => listener.disconnect() };
 }
 
 describe('SIGTERM on a worker', () => {

@@ -15,6 +15,7 @@ import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type Runni
 import { until } from '../support/wait.ts';
 import { shardOf } from '../../core/prediction/queues.ts';
 import type { WorkerEntry } from '../../core/control/worker-registry.ts';
+import { countResults } from '../support/results.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('residency-kill');
@@ -67,24 +68,19 @@ const path = addModel(
 const env = { BATCHLINE_WORKER_MODEL_MEMORY: String(512 * 1024 * 1024), BATCHLINE_WORKER_THREADS: '1', BATCHLINE_LOCK_DURATION_MS: '2000' };
 const opts = { redisUrl, prefix, models, env };
 let api: RunningApi;
-let listener: Redis;
+let listener: { close(): void };
 const published = new Map<string, number>();
 const workers: Child[] = [];
 
 beforeAll(async () => {
-  listener = new Redis(redisUrl);
-  await listener.psubscribe(`${prefix}:result:*`);
-  listener.on('pmessage', (_p, channel) => {
-    const id = channel.slice(`${prefix}:result:`.length);
-    published.set(id, (published.get(id) ?? 0) + 1);
-  });
+  listener = await countResults(redisUrl, prefix, published);
   api = await startApi(opts);
 });
 
 afterAll(async () => {
   await api?.close();
   await Promise.all(workers.map((w) => w.kill()));
-  listener?.disconnect();
+  listener?.close();
   await dropPrefix(redisUrl, prefix);
 });
 

@@ -5,13 +5,13 @@
  * of a job shared by coalesced submissions included.
  */
 import { Queue, QueueEvents } from 'bullmq';
-import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql } from '../support/clients.ts';
 import { dropPrefix, startApi, startWorker, uniquePrefix, type Child, type RunningApi } from '../../harness/stack.ts';
 import { until } from '../support/wait.ts';
 import { freePort } from '../../cli/local-redis.ts';
 import type { PredictionJobData } from '../../core/prediction/record.ts';
+import { countResults } from '../support/results.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('kill');
@@ -25,19 +25,14 @@ const opts = {
 };
 const ROWS = 32;
 let api: RunningApi;
-let listener: Redis;
+let listener: { close(): void };
 const published = new Map<string, number>();
 const workers: Child[] = [];
 const stalled = new Set<string>();
 let events: QueueEvents;
 
 beforeAll(async () => {
-  listener = new Redis(redisUrl);
-  await listener.psubscribe(`${prefix}:result:*`);
-  listener.on('pmessage', (_p, channel) => {
-    const id = channel.slice(`${prefix}:result:`.length);
-    published.set(id, (published.get(id) ?? 0) + 1);
-  });
+  listener = await countResults(redisUrl, prefix, published);
   events = new QueueEvents('gpu', { connection: { url: redisUrl }, prefix });
   events.on('stalled', ({ jobId }) => stalled.add(jobId));
   await events.waitUntilReady();
@@ -47,7 +42,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await api?.close();
   await Promise.all(workers.map((w) => w.kill()));
-  listener?.disconnect();
+  listener?.close();
   await events?.close();
   await dropPrefix(redisUrl, prefix);
 });

@@ -14,6 +14,7 @@ import { until } from '../support/wait.ts';
 import { freePort } from '../../cli/local-redis.ts';
 import { keyspace } from '../../core/redis/connection.ts';
 import type { JobPart, PredictionJobData, PredictionRecord } from '../../core/prediction/record.ts';
+import { countResults } from '../support/results.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('coalesce');
@@ -29,7 +30,7 @@ interface Polled {
 }
 
 let api: RunningApi;
-let listener: Redis;
+let listener: { close(): void };
 let redis: Redis;
 let queue: Queue<PredictionJobData>;
 /** Publications per prediction id: each must be answered exactly once. */
@@ -71,12 +72,7 @@ async function workerWithMetrics(): Promise<{ worker: Child; rowsRun: () => Prom
 }
 
 beforeAll(async () => {
-  listener = new Redis(redisUrl);
-  await listener.psubscribe(`${prefix}:result:*`);
-  listener.on('pmessage', (_p, channel) => {
-    const id = channel.slice(`${prefix}:result:`.length);
-    published.set(id, (published.get(id) ?? 0) + 1);
-  });
+  listener = await countResults(redisUrl, prefix, published);
   redis = new Redis(redisUrl);
   queue = new Queue<PredictionJobData>('gpu', { connection: { url: redisUrl }, prefix });
   api = await startApi(opts);
@@ -85,7 +81,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await api?.close();
   await queue?.close();
-  listener?.disconnect();
+  listener?.close();
   redis?.disconnect();
   await dropPrefix(redisUrl, prefix);
 });

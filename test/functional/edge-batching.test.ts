@@ -7,7 +7,6 @@
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Queue } from 'bullmq';
-import { Redis } from 'ioredis';
 import { parse, stringify } from 'yaml';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { gql } from '../support/clients.ts';
@@ -16,6 +15,7 @@ import { REPO_MODELS, uniquePrefix } from '../../harness/stack.ts';
 import { useStack } from '../support/use-stack.ts';
 import { until } from '../support/wait.ts';
 import { bullPriority } from '../../core/prediction/queues.ts';
+import { countResults } from '../support/results.ts';
 
 const redisUrl = inject('redisUrl');
 const prefix = uniquePrefix('edge');
@@ -92,17 +92,12 @@ describe('synchronous requests batch at the edge, in the cpu pool too', () => {
 });
 
 describe('asynchronous submissions that arrive together', () => {
-  let listener: Redis;
+  let listener: { close(): void };
   const published = new Map<string, number>();
   beforeAll(async () => {
-    listener = new Redis(redisUrl);
-    await listener.psubscribe(`${prefix}:result:*`);
-    listener.on('pmessage', (_p, channel) => {
-      const id = channel.slice(`${prefix}:result:`.length);
-      published.set(id, (published.get(id) ?? 0) + 1);
-    });
+    listener = await countResults(redisUrl, prefix, published);
   });
-  afterAll(() => listener?.disconnect());
+  afterAll(() => listener?.close());
 
   it('each keeps its own id, priority and exactly-once result', async () => {
     const worker = stack.workers[0];
