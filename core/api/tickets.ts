@@ -191,7 +191,7 @@ export class Tickets {
     const k = admission.admitted;
     // Never handed out: nobody can ask for them.
     if (k < items.length) void store.forget(ids.slice(k)).catch(() => {});
-    if (k === 0) return items.map(() => ({ ok: false, error: admission.refusal }));
+    if (k === 0) return items.map(() => ({ ok: false, error: admission.refusal! }));
     const taken = items.slice(0, k);
     const deadlines = parts.slice(0, k).map((p) => p.deadline);
     const job: PredictionJobData = {
@@ -236,7 +236,7 @@ export class Tickets {
     return items.map((it, i) =>
       i < k
         ? { ok: true, value: { id: ids[i], status: 'QUEUED', model: mv.name, version: mv.version, submittedAt: it.submittedAt } }
-        : { ok: false, error: admission.refusal },
+        : { ok: false, error: admission.refusal! },
     );
   }
 

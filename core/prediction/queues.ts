@@ -135,7 +135,7 @@ export class PredictionQueues {
   async enqueue(data: PredictionJobData, options: EnqueueOptions): Promise<void> {
     try {
       const admitted = await this.admit(data.pool, data.id, 1, options.maxDepth);
-      if (admitted.admitted === 0) throw admitted.refusal;
+      if (admitted.admitted === 0) throw admitted.refusal!;
       await this.add(data, options);
     } catch (e) {
       throw asServingError(e);
@@ -146,9 +146,9 @@ export class PredictionQueues {
    * Admits up to `wanted` predictions of job `jobId` (a coalesced job's parts, in order): as
    * many as the pool has room for under `queue.maxDepth`, counted in predictions. The admitted
    * ones count until `add` puts the job in the queue (or `release` takes them back), then until
-   * a worker takes the job (`taken`). `refusal` is the QUEUE_FULL error for the rest.
+   * a worker takes the job (`taken`). `refusal` is the QUEUE_FULL error for the rest (none when all were admitted).
    */
-  async admit(pool: PoolName, jobId: string, wanted: number, maxDepth?: number): Promise<{ admitted: number; refusal: ServingError }> {
+  async admit(pool: PoolName, jobId: string, wanted: number, maxDepth?: number): Promise<{ admitted: number; refusal?: ServingError }> {
     const q = this.queue(pool, jobId);
     const shards = this.shards.get(pool)!.length;
     const max = Math.min(this.maxDepthPerShard[pool], maxDepth === undefined ? Infinity : Math.ceil(maxDepth / shards));
@@ -166,13 +166,17 @@ export class PredictionQueues {
         wanted,
         q.toKey(''),
       );
-      const refusal = new ServingError(
-        'QUEUE_FULL',
-        shards === 1
-          ? `the ${pool} pool has ${depth} predictions waiting (limit ${this.maxDepth}); try again later`
-          : `the ${pool} pool's shard has ${depth} predictions waiting (limit ${max} of ${this.maxDepth} over ${shards} shards); try again later`,
-        { retryAfterSeconds: 1 },
-      );
+      // Built only for a refusal: an error captures a stack, and most admissions refuse nothing.
+      const refusal =
+        admitted < wanted
+          ? new ServingError(
+              'QUEUE_FULL',
+              shards === 1
+                ? `the ${pool} pool has ${depth} predictions waiting (limit ${this.maxDepth}); try again later`
+                : `the ${pool} pool's shard has ${depth} predictions waiting (limit ${max} of ${this.maxDepth} over ${shards} shards); try again later`,
+              { retryAfterSeconds: 1 },
+            )
+          : undefined;
       return { admitted, refusal };
     } catch (e) {
       throw asServingError(e);
