@@ -54,8 +54,6 @@ export interface ConnectionCap {
   readonly cap: number;
   /** Connections open now. */
   open(): number;
-  /** True when the connection was accepted over the cap. */
-  over(socket: Socket): boolean;
   /**
    * Answers a request on a connection over the cap with 503 (true), or lets it through
    * (false): under the cap, or one of the paths that always answer.
@@ -99,7 +97,6 @@ export function capConnections(http: Server, options: { cap: number; logger: Log
   return {
     cap,
     open: () => open,
-    over: (socket) => overCap.has(socket),
     refuseRequest(req, res, path) {
       if (!overCap.has(req.socket)) return false;
       // The connection is given back after this answer, whatever it was.
@@ -110,7 +107,6 @@ export function capConnections(http: Server, options: { cap: number; logger: Log
       res.writeHead(err.status, {
         'content-type': 'application/json',
         'retry-after': String(err.retryAfterSeconds ?? 1),
-        connection: 'close',
       });
       res.end(errorResponseBody(err));
       req.resume();
