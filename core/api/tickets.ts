@@ -28,7 +28,7 @@ import {
   newJob,
   partAccepted,
   partIds,
-  placedId,
+  jobId,
   type JobPart,
   type PredictionJobData,
   type PredictionRecord,
@@ -169,8 +169,7 @@ export class Tickets {
     const { mv, priority } = items[0];
     const now = Date.now();
     // Under `queue.placement: model` the job's id (the first part's) falls in its version's lane.
-    const lanes = lanesOf(config, mv.config.pool);
-    const ids = partIds(items.length, lanes > 1 ? placedId(modelKey(mv.name, mv.version), lanes) : undefined);
+    const ids = partIds(items.length, jobId(mv, lanesOf(config, mv.config.pool)));
     const parts: JobPart[] = items.map((it, i) => ({
       id: ids[i],
       requestId: it.requestId,

@@ -248,6 +248,11 @@ export function placedId(key: string, lanes: number): string {
   }
 }
 
+/** A new job's id: under `queue.placement: model` (`lanes` above 1) one in the version's lane (placedId), else a random one. */
+export function jobId(mv: { name: string; version: string }, lanes: number): string {
+  return lanes > 1 ? placedId(modelKey(mv.name, mv.version), lanes) : randomUUID();
+}
+
 /**
  * A new job for `rows` rows of a model version's normalized input, with a fresh id; with
  * `lanes` above 1 (`queue.placement: model`), an id in the version's lane.
@@ -262,7 +267,7 @@ export function newJob(
 ): PredictionJobData {
   const now = Date.now();
   return {
-    id: lanes > 1 ? placedId(modelKey(mv.name, mv.version), lanes) : randomUUID(),
+    id: jobId(mv, lanes),
     requestId,
     model: mv.name,
     version: mv.version,
