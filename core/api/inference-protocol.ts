@@ -13,7 +13,7 @@ import type { ModelCatalog } from './catalog.ts';
 import type { PredictOperation, Predictor } from './predictor.ts';
 import type { PredictionInput } from '../prediction/input.ts';
 import type { Datatype, ModelConfig } from '../models/config.ts';
-import { BYTES, decodeBytesTensor, outputBytes } from '../tensor/codec.ts';
+import { BYTES, decodeBytesTensor } from '../tensor/codec.ts';
 
 /** Every datatype the protocol names; the ones a model here can declare are the keys of BYTES. */
 export const OIP_DATATYPES = [
@@ -324,7 +324,8 @@ export class InferenceProtocol {
           `outputs[${i}].name`,
           `model '${result.model}' has no output '${String(w?.name)}'; outputs are ${result.outputs.map((x) => x.name).join(', ')}`,
         );
-      return { name: o.name, datatype: o.datatype, shape: o.shape, bytes: outputBytes(o, result.model), binary: w.binary === true };
+      // Predictor.predict answers only outputs checkOutputs passed (datatype, shape, byte count: 502 otherwise).
+      return { name: o.name, datatype: o.datatype, shape: o.shape, bytes: Buffer.from(o.base64, 'base64'), binary: w.binary === true };
     });
     return { model_name: result.model, model_version: result.version, ...(req.id !== undefined ? { id: req.id } : {}), outputs };
   }
