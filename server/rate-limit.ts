@@ -19,8 +19,20 @@ export function rateLimitClient(principal: Principal | undefined, req: { socket?
   return `ip:${req?.socket?.remoteAddress ?? 'unknown'}`;
 }
 
-function limited(retryAfterSeconds: number): GraphQLError {
-  return toGraphQLError(new ServingError('RATE_LIMITED', `rate limit exceeded; retry in ${retryAfterSeconds} s`, { retryAfterSeconds }));
+/**
+ * Draws one request from its client's bucket: the RATE_LIMITED error to answer with when the
+ * bucket is empty, else undefined (and always undefined with limits off). Every door asks this.
+ */
+export async function rateLimitRefusal(
+  limiter: RateLimiter,
+  principal: Principal | undefined,
+  req: { socket?: { remoteAddress?: string } } | undefined,
+): Promise<ServingError | undefined> {
+  if (!limiter.enabled) return undefined;
+  const { allowed, retryAfterSeconds } = await limiter.take(rateLimitClient(principal, req));
+  return allowed
+    ? undefined
+    : new ServingError('RATE_LIMITED', `rate limit exceeded; retry in ${retryAfterSeconds} s`, { retryAfterSeconds });
 }
 
 /**
@@ -30,9 +42,8 @@ function limited(retryAfterSeconds: number): GraphQLError {
 export function useRateLimit(limiter: RateLimiter): Plugin<Record<string, unknown>, AuthServerContext & { req?: IncomingMessage }> {
   return {
     async onParams({ context, setResult }) {
-      if (!limiter.enabled) return;
-      const decision = await limiter.take(rateLimitClient(context.principal, context.req));
-      if (!decision.allowed) setResult({ errors: [limited(decision.retryAfterSeconds)] });
+      const refusal = await rateLimitRefusal(limiter, context.principal, context.req);
+      if (refusal) setResult({ errors: [toGraphQLError(refusal)] });
     },
   };
 }
@@ -43,7 +54,6 @@ export async function wsRateLimit(
   principal: Principal | undefined,
   req: IncomingMessage,
 ): Promise<GraphQLError[] | undefined> {
-  if (!limiter.enabled) return undefined;
-  const decision = await limiter.take(rateLimitClient(principal, req));
-  return decision.allowed ? undefined : [limited(decision.retryAfterSeconds)];
+  const refusal = await rateLimitRefusal(limiter, principal, req);
+  return refusal && [toGraphQLError(refusal)];
 }

@@ -16,7 +16,7 @@ import { ServingError, asServingError, type ErrorCode } from '../../core/errors/
 import { requestScope, type RequestScope } from '../../core/telemetry/logger.ts';
 import type { Principal } from '../../core/api/authorization.ts';
 import { outputValues, type InferInput, type InferRequest } from '../../core/api/inference-protocol.ts';
-import { rateLimitClient } from '../rate-limit.ts';
+import { rateLimitRefusal } from '../rate-limit.ts';
 import { traceIdOf } from '../route-headers.ts';
 import { contextWith, endSpan, startServerSpan, withContext } from '../../core/telemetry/trace.ts';
 
@@ -165,8 +165,9 @@ export async function startGrpc(app: App, port: number, host: string): Promise<G
   });
   const mode = config.log.requests;
 
-  const principalOf = (call: grpc.ServerUnaryCall<unknown, unknown>): Principal => {
-    const principal = auth.authenticate(auth.enabled ? auth.keyFromHeaders(headersOf(call.metadata)) : undefined);
+  /** The caller, from its `x-api-key` metadata (`headers`: the call's, when already read). */
+  const principalOf = (call: grpc.ServerUnaryCall<unknown, unknown>, headers?: Record<string, string>): Principal => {
+    const principal = auth.authenticate(auth.enabled ? auth.keyFromHeaders(headers ?? headersOf(call.metadata)) : undefined);
     if (!principal) throw new ServingError('UNAUTHENTICATED');
     return principal;
   };
@@ -253,7 +254,8 @@ export async function startGrpc(app: App, port: number, host: string): Promise<G
     ModelInfer: unary<ModelInferRequest, unknown>('ModelInfer', 'infer_grpc', async (call, scope) => {
       const req = call.request;
       scope.model = req.model_name;
-      const principal = principalOf(call);
+      const headers = headersOf(call.metadata);
+      const principal = principalOf(call, headers);
       if (!req.model_name) throw new ServingError('BAD_USER_INPUT', 'model_name: expected a model name', { field: 'model_name' });
       // The client's deadline is the request's (capped by predict.timeoutMs, as every request is).
       const deadline = call.getDeadline();
@@ -263,13 +265,8 @@ export async function startGrpc(app: App, port: number, host: string): Promise<G
         timeoutMs = Math.floor(at - Date.now());
         if (timeoutMs <= 0) throw new ServingError('DEADLINE_EXCEEDED', 'the call reached its deadline before it was run');
       }
-      if (limiter.enabled) {
-        const decision = await limiter.take(rateLimitClient(principal, { socket: { remoteAddress: peerAddress(call.getPeer()) } }));
-        if (!decision.allowed)
-          throw new ServingError('RATE_LIMITED', `rate limit exceeded; retry in ${decision.retryAfterSeconds} s`, {
-            retryAfterSeconds: decision.retryAfterSeconds,
-          });
-      }
+      const refusal = await rateLimitRefusal(limiter, principal, { socket: { remoteAddress: peerAddress(call.getPeer()) } });
+      if (refusal) throw refusal;
       const raw = (req.raw_input_contents?.length ?? 0) > 0;
       const answer = await oip.infer(toInferRequest(req), {
         model: req.model_name,
@@ -278,7 +275,7 @@ export async function startGrpc(app: App, port: number, host: string): Promise<G
         requestId: scope.requestId,
         operation: 'infer_grpc',
         timeoutMs,
-        traceId: traceIdOf(headersOf(call.metadata)),
+        traceId: traceIdOf(headers),
       });
       const head = (o: (typeof answer.outputs)[number]) => ({ name: o.name, datatype: o.datatype, shape: o.shape });
       return {

@@ -13,7 +13,7 @@ import { ServingError, asServingError, badInput } from '../../core/errors/regist
 import type { RequestScope } from '../../core/telemetry/logger.ts';
 import type { Principal } from '../../core/api/authorization.ts';
 import { outputValues, type InferInput, type InferRequest, type InferResponse } from '../../core/api/inference-protocol.ts';
-import { rateLimitClient } from '../rate-limit.ts';
+import { rateLimitRefusal } from '../rate-limit.ts';
 import { routeKeyOf, traceIdOf } from '../route-headers.ts';
 import type { App } from '../app.ts';
 
@@ -236,13 +236,8 @@ export async function serveOip(app: App, req: IncomingMessage, res: ServerRespon
       return sendJson(res, ready ? 200 : 400, { name: route.model, ...(route.version ? { version: route.version } : {}), ready });
     }
     // infer: the rate limit first (as GraphQL's), then the body.
-    if (app.limiter.enabled) {
-      const decision = await app.limiter.take(rateLimitClient(principal, req));
-      if (!decision.allowed)
-        throw new ServingError('RATE_LIMITED', `rate limit exceeded; retry in ${decision.retryAfterSeconds} s`, {
-          retryAfterSeconds: decision.retryAfterSeconds,
-        });
-    }
+    const refusal = await rateLimitRefusal(app.limiter, principal, req);
+    if (refusal) throw refusal;
     const header = req.headers[HEADER_LENGTH];
     const body = await readBody(req, app.config.http.maxBodyBytes);
     const request = parseInferBody(body, Array.isArray(header) ? header[0] : header);
