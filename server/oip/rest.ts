@@ -165,7 +165,7 @@ export function parseInferBody(body: Buffer, headerLength: string | undefined): 
     ...(id !== undefined ? { id } : {}),
     inputs: tensors,
     ...(wanted ? { outputs: wanted } : {}),
-    parameters: { ...(parameters ?? {}), ...(allBinary && !wanted ? { binary_data_output: true } : {}) },
+    parameters: parameters ?? {},
   };
 }
 
