@@ -48,6 +48,7 @@ import {
   startSpan,
   withSpan,
   type Context,
+  type TraceCarrier,
 } from '../telemetry/trace.ts';
 
 export interface SubmitRequest extends PredictRequest {
@@ -87,6 +88,8 @@ interface Submission {
   submittedAt: number;
   /** The submission's sampled trace context, if any. */
   context?: Context;
+  /** That context as its record and its job carry it (`traceparent`), read once. */
+  carrier?: TraceCarrier;
 }
 
 export class Tickets {
@@ -128,10 +131,10 @@ export class Tickets {
       const timeoutMs = req.timeoutMs == null ? undefined : requestTimeout(req.timeoutMs, config.predict.timeoutMs);
       // A sampled submission's context: its record keeps it, so each delivery of the result links to it.
       const submission = activeContext();
+      const carrier = carrierOf(submission);
       const hit = this.deps.predictor.cached(mv, input);
       if (hit) {
         const job = newJob(mv, toWire(input), rows, req.requestId, timeoutMs);
-        const carrier = carrierOf(submission);
         if (carrier) job.trace = { parts: [carrier] };
         const timings = { queueMs: 0, batchWaitMs: 0, batchRows: 0, coldStartMs: 0, inferenceMs: 0, totalMs: 0 };
         const result: PredictionResult = { ...hit, id: job.id, cached: true, timings };
@@ -148,7 +151,7 @@ export class Tickets {
         priority,
         timeoutMs,
         submittedAt: Date.now(),
-        context: carrierOf(submission) ? submission : undefined,
+        ...(carrier ? { context: submission, carrier } : {}),
       });
       metrics.requests.inc({ model: mv.name, operation: 'submit', outcome: 'ok' });
       return ticket;
@@ -178,7 +181,7 @@ export class Tickets {
       submittedAt: it.submittedAt,
     }));
     const head = { id: ids[0], model: mv.name, version: mv.version, pool: mv.config.pool };
-    const records = parts.map((p, i) => partAccepted(head, p, carrierOf(items[i].context)));
+    const records = parts.map((p, i) => partAccepted(head, p, items[i].carrier));
     const [admitted, stored] = await Promise.allSettled([queues.admit(mv.config.pool, head.id, items.length), store.acceptMany(records)]);
     if (admitted.status === 'rejected' || stored.status === 'rejected') {
       // Neither half stands alone: an admission without its records is given back at once (else it ages out).
@@ -206,7 +209,7 @@ export class Tickets {
       parts: parts.slice(0, k),
     };
     const contexts = taken.map((it) => it.context);
-    const carriers = contexts.map((c) => carrierOf(c) ?? null);
+    const carriers = taken.map((it) => it.carrier ?? null);
     if (carriers.some(Boolean)) job.trace = { parts: carriers };
     try {
       // On a cluster the tickets are given once replicas hold the job and the records (core/redis/cluster.ts).
